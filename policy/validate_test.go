@@ -90,8 +90,12 @@ func TestValidateRejects(t *testing.T) {
 	strPort := func(s string) *intstr.IntOrString { p := intstr.FromString(s); return &p }
 	i32 := func(n int32) *int32 { return &n }
 	proto := func(p corev1.Protocol) *corev1.Protocol { return &p }
-	ingressPeer := func(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyPeer { return &np.Spec.Ingress[0].From[0] }
-	ingressPort := func(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyPort { return &np.Spec.Ingress[0].Ports[0] }
+	ingressPeer := func(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyPeer {
+		return &np.Spec.Ingress[0].From[0]
+	}
+	ingressPort := func(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicyPort {
+		return &np.Spec.Ingress[0].Ports[0]
+	}
 
 	for _, tc := range []struct {
 		name  string
