@@ -1,0 +1,214 @@
+package policy_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/synth"
+)
+
+// Decide is the per-packet path: it must never allocate.
+func TestDecideDoesNotAllocate(t *testing.T) {
+	s := synth.Generate(synth.Config{Pods: 500, Policies: 80, Seed: 1})
+	snap, err := policy.Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := []policy.Flow{
+		{Src: synth.PodIPv4(1), Dst: synth.PodIPv4(2), Proto: policy.TCP, Port: 8080},
+		{Src: synth.PodIPv6(3), Dst: synth.PodIPv6(4), Proto: policy.UDP, Port: 53},
+		{Src: netip.MustParseAddr("192.0.2.1"), Dst: synth.PodIPv4(5), Proto: policy.TCP, Port: 9090},
+		{Src: synth.PodIPv4(6), Dst: netip.MustParseAddr("198.51.100.7"), Proto: policy.ICMP},
+	}
+	for _, f := range flows {
+		if n := testing.AllocsPerRun(200, func() { snap.Decide(f) }); n != 0 {
+			t.Errorf("Decide(%v) allocates %v times per call, want 0", f, n)
+		}
+	}
+}
+
+// flowsOf returns a deterministic sample of flows between the pods of s and a few outsiders.
+func flowsOf(s policy.State, r *rand.Rand, n int) []policy.Flow {
+	var addrs []netip.Addr
+	for _, p := range s.Pods {
+		addrs = append(addrs, p.IPs...)
+	}
+	addrs = append(addrs, netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.3.17"), netip.MustParseAddr("2001:db8::9"))
+	protos := []policy.Protocol{policy.TCP, policy.TCP, policy.UDP, policy.SCTP, policy.ICMP}
+	ports := []uint16{53, 80, 3306, 5000, 8080, 8300, 9090, 9091}
+	var out []policy.Flow
+	for len(out) < n {
+		a, b := addrs[r.IntN(len(addrs))], addrs[r.IntN(len(addrs))]
+		if a.Is4() != b.Is4() {
+			continue
+		}
+		f := policy.Flow{Src: a, Dst: b, Proto: protos[r.IntN(len(protos))]}
+		if f.Proto.HasPorts() {
+			f.Port = ports[r.IntN(len(ports))]
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// around returns flows between the given addresses and every pod, both ways, on the ports
+// and protocols the synthetic policies use.
+func around(s policy.State, addrs []netip.Addr) []policy.Flow {
+	var out []policy.Flow
+	for _, a := range addrs {
+		for _, p := range s.Pods {
+			for _, b := range p.IPs {
+				if a.Is4() != b.Is4() {
+					continue
+				}
+				for _, pp := range []struct {
+					proto policy.Protocol
+					port  uint16
+				}{{policy.TCP, 8080}, {policy.TCP, 3306}, {policy.TCP, 9090}, {policy.TCP, 8200}, {policy.UDP, 53}, {policy.ICMP, 0}} {
+					out = append(out, policy.Flow{Src: a, Dst: b, Proto: pp.proto, Port: pp.port},
+						policy.Flow{Src: b, Dst: a, Proto: pp.proto, Port: pp.port})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func sameDecisions(t *testing.T, step string, got, want *policy.Snapshot, flows []policy.Flow) {
+	t.Helper()
+	bad := 0
+	for _, f := range flows {
+		g, w := got.Decide(f), want.Decide(f)
+		if g.Verdict != w.Verdict || g.Egress.Code != w.Egress.Code || g.Ingress.Code != w.Ingress.Code {
+			bad++
+			if bad <= 3 {
+				t.Errorf("%s: %v: incremental says %v (%v/%v), full compile says %v (%v/%v)\n  %s\n  %s", step, f,
+					g.Verdict, g.Egress.Code, g.Ingress.Code, w.Verdict, w.Egress.Code, w.Ingress.Code,
+					got.Explain(f).Reason, want.Explain(f).Reason)
+			}
+		}
+	}
+	if bad > 3 {
+		t.Errorf("%s: %d flows differ in all", step, bad)
+	}
+}
+
+// A Compiler fed one change at a time must decide exactly like a fresh compile of the same
+// objects: the incremental path is an optimisation, never a second semantics.
+func TestIncrementalEqualsFullCompile(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	state := synth.Generate(synth.Config{Pods: 300, Policies: 60, Seed: 7})
+	c := policy.NewCompiler("")
+	if err := c.Replace(state); err != nil {
+		t.Fatal(err)
+	}
+	c.Snapshot()
+	flows := flowsOf(state, r, 3000)
+	for step := range 60 {
+		var what string
+		var focus []netip.Addr // addresses of the changed pod, or nil
+		switch k := r.IntN(7); k {
+		case 0: // relabel a pod
+			i := r.IntN(len(state.Pods))
+			p := state.Pods[i]
+			l := map[string]string{}
+			for k, v := range p.Labels {
+				l[k] = v
+			}
+			l["app"] = []string{"web", "api", "db", "cache"}[r.IntN(4)]
+			l["tier"] = []string{"frontend", "backend"}[r.IntN(2)]
+			p.Labels = l
+			state.Pods[i] = p
+			c.SetPod(p)
+			focus = p.IPs
+			what = "relabel pod " + p.Key()
+		case 1: // delete a pod
+			i := r.IntN(len(state.Pods))
+			p := state.Pods[i]
+			state.Pods = append(state.Pods[:i:i], state.Pods[i+1:]...)
+			c.DeletePod(p.Namespace, p.Name)
+			focus = p.IPs
+			what = "delete pod " + p.Key()
+		case 2: // add a pod reusing a free address
+			p := state.Pods[r.IntN(len(state.Pods))]
+			p.Name = fmt.Sprintf("new-%d", step)
+			p.IPs = []netip.Addr{synth.PodIPv4(1000 + step), synth.PodIPv6(1000 + step)}
+			state.Pods = append(state.Pods, p)
+			c.SetPod(p)
+			focus = p.IPs
+			what = "add pod " + p.Key()
+		case 3: // replace a policy
+			i := r.IntN(len(state.Policies))
+			np := synth.Policy(r, state.Policies[i].Namespace, state.Policies[i].Name)
+			state.Policies[i] = np
+			if err := c.SetPolicy(np); err != nil {
+				t.Fatal(err)
+			}
+			what = "update policy " + np.Name
+		case 4: // delete a policy
+			i := r.IntN(len(state.Policies))
+			np := state.Policies[i]
+			state.Policies = append(state.Policies[:i:i], state.Policies[i+1:]...)
+			c.DeletePolicy(np.Namespace, np.Name)
+			what = "delete policy " + np.Name
+		case 5: // relabel a namespace
+			i := r.IntN(len(state.Namespaces))
+			n := state.Namespaces[i]
+			n.Labels = map[string]string{"team": []string{"red", "blue", "gold"}[r.IntN(3)], "env": "prod"}
+			state.Namespaces[i] = n
+			c.SetNamespace(n)
+			what = "relabel namespace " + n.Name
+		case 6: // a pod terminates
+			i := r.IntN(len(state.Pods))
+			state.Pods[i].Phase = "Succeeded"
+			c.SetPod(state.Pods[i])
+			focus = state.Pods[i].IPs
+			what = "terminate pod " + state.Pods[i].Key()
+		}
+		inc := c.Snapshot()
+		full, err := policy.Compile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDecisions(t, fmt.Sprintf("step %d (%s)", step, what), inc, full, append(flows, around(state, focus)...))
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// Snapshots are immutable: a later change must not alter what an earlier snapshot says.
+func TestSnapshotIsImmutable(t *testing.T) {
+	state := synth.Generate(synth.Config{Pods: 200, Policies: 40, Seed: 3})
+	c := policy.NewCompiler("")
+	if err := c.Replace(state); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Snapshot()
+	flows := flowsOf(state, rand.New(rand.NewPCG(3, 3)), 2000)
+	want := make([]policy.Verdict, len(flows))
+	for i, f := range flows {
+		want[i] = before.Decide(f).Verdict
+	}
+	for _, np := range state.Policies {
+		c.DeletePolicy(np.Namespace, np.Name)
+	}
+	for _, p := range state.Pods[:50] {
+		c.DeletePod(p.Namespace, p.Name)
+	}
+	after := c.Snapshot()
+	if after.Generation() <= before.Generation() {
+		t.Errorf("generation did not grow: %d then %d", before.Generation(), after.Generation())
+	}
+	for i, f := range flows {
+		if got := before.Decide(f).Verdict; got != want[i] {
+			t.Fatalf("old snapshot changed its verdict on %v: %v, was %v", f, got, want[i])
+		}
+		if got := after.Decide(f).Verdict; got != policy.Allow {
+			t.Fatalf("with no policy left, %v is %v", f, got)
+		}
+	}
+}

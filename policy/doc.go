@@ -1,0 +1,28 @@
+// Package policy owns podwall's meaning of Kubernetes NetworkPolicy (networking.k8s.io/v1).
+//
+// It compiles Namespaces, Pods and NetworkPolicies into an immutable Snapshot and answers,
+// for one flow, what the policies say about it: a Decision per direction with a Reason that
+// names the deciding policy and rule, or the isolation that denied it.
+//
+// Compile, then evaluate. The Compiler evaluates every label selector when objects change;
+// Snapshot.Decide never looks at a selector, never allocates and never blocks. A Snapshot is
+// never modified after Compiler.Snapshot returns it, so the datapath can publish it with one
+// atomic pointer store and read it from many goroutines.
+//
+// Semantics are upstream's (see SPEC §2):
+//   - a pod is isolated for a direction when a policy in its namespace selects it and has that
+//     direction in its effective policyTypes (omitted = Ingress, plus Egress when the policy
+//     has an egress section); a non-isolated direction allows everything;
+//   - allowed traffic is the union of all rules of all policies selecting the pod;
+//   - egress is judged at the source pod, ingress at the destination pod, and a flow passes
+//     only when both allow;
+//   - named ports resolve on the pod that receives the traffic, which for both directions is
+//     the flow's destination pod (the selected pod for ingress, the peer for egress);
+//   - a pod may always talk to itself and to its own node (node addresses come from Node
+//     objects and from hostNetwork pods, which are node traffic, never selected pods);
+//   - pods in phase Succeeded or Failed hold no address: their IPs may be reused.
+//
+// Invalid input never widens access: Validate reports every problem with its field path, and
+// the Compiler refuses a state containing an invalid policy, so its caller keeps enforcing the
+// last good snapshot.
+package policy

@@ -1,0 +1,147 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// RuleRef names one rule of a policy: index into spec.ingress or spec.egress.
+type RuleRef struct {
+	Policy PolicyRef
+	Rule   int
+}
+
+func (r RuleRef) String() string { return r.Policy.String() + " rule " + strconv.Itoa(r.Rule) }
+
+// Explanation is a Decision spelled out for people: every policy involved and the reason as
+// text. Making one allocates; the datapath makes them only for subscribers.
+type Explanation struct {
+	Flow     Flow
+	Verdict  Verdict
+	Src, Dst *Pod // nil when that end is not a pod
+	Egress   DirExplanation
+	Ingress  DirExplanation
+	// Reason is one line: the denying direction(s), or why both directions allow.
+	Reason string
+}
+
+// DirExplanation explains one direction.
+type DirExplanation struct {
+	Judgement
+	// Isolating lists the policies that isolate the pod for this direction.
+	Isolating []PolicyRef
+	// Allowing lists every rule that allows the flow (Judgement names the first).
+	Allowing []RuleRef
+	Reason   string
+}
+
+// Explain decides a flow and spells the decision out.
+func (s *Snapshot) Explain(f Flow) Explanation {
+	d := s.Decide(f)
+	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
+	e := Explanation{Flow: f, Verdict: d.Verdict}
+	if src != nil {
+		e.Src = src.pod
+	}
+	if dst != nil {
+		e.Dst = dst.pod
+	}
+	e.Egress = s.explainDir(Egress, d.Egress, src, dst, f)
+	e.Ingress = s.explainDir(Ingress, d.Ingress, dst, src, f)
+	switch {
+	case d.Egress.Verdict == Deny && d.Ingress.Verdict == Deny:
+		e.Reason = e.Egress.Reason + "; " + e.Ingress.Reason
+	case d.Egress.Verdict == Deny:
+		e.Reason = e.Egress.Reason
+	case d.Ingress.Verdict == Deny:
+		e.Reason = e.Ingress.Reason
+	default:
+		e.Reason = e.Egress.Reason + "; " + e.Ingress.Reason
+	}
+	return e
+}
+
+func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry, f Flow) DirExplanation {
+	x := DirExplanation{Judgement: j}
+	raddr, dst := f.Dst, remote
+	if dir == Ingress {
+		raddr, dst = f.Src, pod
+	}
+	if pod != nil {
+		pols := pod.egress
+		if dir == Ingress {
+			pols = pod.ingress
+		}
+		for _, cp := range pols {
+			x.Isolating = append(x.Isolating, cp.ref)
+			rules := cp.egressRules
+			if dir == Ingress {
+				rules = cp.ingressRules
+			}
+			for i := range rules {
+				if rules[i].matches(remote, raddr, dst, f) {
+					x.Allowing = append(x.Allowing, RuleRef{cp.ref, i})
+				}
+			}
+		}
+	}
+	x.Reason = s.reason(dir, &x, remote, raddr, f)
+	return x
+}
+
+// endpoint names the remote end of a flow: a pod, a node or an address.
+func (s *Snapshot) endpoint(e *podEntry, a netip.Addr) string {
+	if e != nil {
+		return e.pod.Key()
+	}
+	if n := s.nodeIPs[a]; n != "" {
+		return "node " + n + " (" + a.String() + ")"
+	}
+	return a.String()
+}
+
+func (s *Snapshot) reason(dir Direction, x *DirExplanation, remote *podEntry, raddr netip.Addr, f Flow) string {
+	towards := "to "
+	if dir == Ingress {
+		towards = "from "
+	}
+	var who string
+	if x.Pod != nil {
+		who = x.Pod.Key()
+	}
+	switch x.Code {
+	case NoPod:
+		end := "source"
+		if dir == Ingress {
+			end = "destination"
+		}
+		return dir.String() + " not judged: " + end + " is not a pod"
+	case Self:
+		return who + " to itself is always allowed"
+	case OwnNode:
+		return dir.String() + " " + towards + "its own node is always allowed for " + who
+	case NotIsolated:
+		return who + " is not isolated for " + dir.String()
+	case Allowed:
+		parts := make([]string, len(x.Allowing))
+		for i, r := range x.Allowing {
+			parts[i] = r.String()
+		}
+		return dir.String() + " of " + who + " allowed by " + strings.Join(parts, ", ")
+	}
+	names := make([]string, len(x.Isolating))
+	for i, p := range x.Isolating {
+		names[i] = p.Name
+	}
+	return fmt.Sprintf("%s is isolated for %s by %s; no rule allows %s %s%s",
+		who, dir, strings.Join(names, ", "), flowPort(f), towards, s.endpoint(remote, raddr))
+}
+
+func flowPort(f Flow) string {
+	if f.Proto.HasPorts() {
+		return f.Proto.String() + "/" + strconv.Itoa(int(f.Port))
+	}
+	return f.Proto.String()
+}

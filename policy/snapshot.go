@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Snapshot is a compiled, immutable view of policy: it judges flows. Safe for concurrent use.
+type Snapshot struct {
+	gen     uint64
+	node    string
+	byIP    map[netip.Addr]*podEntry // live, non-hostNetwork pods by each address
+	byKey   map[string]*podEntry     // every pod by namespace/name
+	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
+
+	sortedOnce sync.Once
+	sorted     []*podEntry
+}
+
+// Generation numbers snapshots of one Compiler; a later snapshot has a larger number.
+func (s *Snapshot) Generation() uint64 { return s.gen }
+
+// Node returns the node whose pods are local in this snapshot.
+func (s *Snapshot) Node() string { return s.node }
+
+// PodByIP returns the live pod owning an address, or nil.
+func (s *Snapshot) PodByIP(a netip.Addr) *Pod {
+	if e := s.byIP[a]; e != nil {
+		return e.pod
+	}
+	return nil
+}
+
+// Pod returns a pod by namespace and name, or nil.
+func (s *Snapshot) Pod(namespace, name string) *Pod {
+	if e := s.byKey[namespace+"/"+name]; e != nil {
+		return e.pod
+	}
+	return nil
+}
+
+// NodeOf returns the node an address belongs to, or "".
+func (s *Snapshot) NodeOf(a netip.Addr) string { return s.nodeIPs[a] }
+
+// Pods returns every pod sorted by namespace and name. The slice is shared: do not modify.
+func (s *Snapshot) Pods() []*Pod {
+	return podsOf(s.entries())
+}
+
+func podsOf(es []*podEntry) []*Pod {
+	out := make([]*Pod, len(es))
+	for i, e := range es {
+		out[i] = e.pod
+	}
+	return out
+}
+
+func (s *Snapshot) entries() []*podEntry {
+	s.sortedOnce.Do(func() {
+		s.sorted = make([]*podEntry, 0, len(s.byKey))
+		for _, e := range s.byKey {
+			s.sorted = append(s.sorted, e)
+		}
+		slices.SortFunc(s.sorted, func(a, b *podEntry) int {
+			if c := strings.Compare(a.pod.Namespace, b.pod.Namespace); c != 0 {
+				return c
+			}
+			return strings.Compare(a.pod.Name, b.pod.Name)
+		})
+	})
+	return s.sorted
+}
+
+// LocalIsolated returns the addresses of the local pods isolated for ingress and for egress:
+// what the datapath must send to userspace. Sorted.
+func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
+	for a, e := range s.byIP {
+		if !e.local {
+			continue
+		}
+		if len(e.ingress) > 0 {
+			ingress = append(ingress, a)
+		}
+		if len(e.egress) > 0 {
+			egress = append(egress, a)
+		}
+	}
+	slices.SortFunc(ingress, netip.Addr.Compare)
+	slices.SortFunc(egress, netip.Addr.Compare)
+	return ingress, egress
+}
+
+// Decide judges a flow: egress at the source pod, ingress at the destination pod. It never
+// allocates.
+func (s *Snapshot) Decide(f Flow) Decision {
+	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
+	var d Decision
+	d.Egress = s.judge(Egress, src, dst, f.Dst, dst, f)
+	d.Ingress = s.judge(Ingress, dst, src, f.Src, dst, f)
+	d.Verdict = Allow
+	if d.Egress.Verdict == Deny || d.Ingress.Verdict == Deny {
+		d.Verdict = Deny
+	}
+	return d
+}
+
+// judge decides one direction for pod (nil when that end is not a pod) whose remote end is
+// remote at address raddr; dst is the destination pod, which resolves named ports.
+func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr, dst *podEntry, f Flow) Judgement {
+	if pod == nil {
+		return Judgement{Verdict: Allow, Code: NoPod}
+	}
+	j := Judgement{Verdict: Allow, Pod: pod.pod, Local: pod.local}
+	switch {
+	case pod == remote:
+		j.Code = Self
+		return j
+	case pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node:
+		j.Code = OwnNode
+		return j
+	}
+	pols := pod.egress
+	if dir == Ingress {
+		pols = pod.ingress
+	}
+	if len(pols) == 0 {
+		j.Code = NotIsolated
+		return j
+	}
+	for _, cp := range pols {
+		rules := cp.egressRules
+		if dir == Ingress {
+			rules = cp.ingressRules
+		}
+		for i := range rules {
+			if rules[i].matches(remote, raddr, dst, f) {
+				j.Code, j.Policy, j.Rule = Allowed, &cp.ref, i
+				return j
+			}
+		}
+	}
+	j.Verdict, j.Code = Deny, NoRuleAllows
+	return j
+}
+
+// matches reports whether the rule allows a flow whose remote end is remote (nil when not
+// a pod) at raddr, towards the destination pod dst (nil when not a pod).
+func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f Flow) bool {
+	if !r.matchesPort(dst, f) {
+		return false
+	}
+	if r.any || r.addrs.contains(raddr) {
+		return true
+	}
+	if remote == nil {
+		return false
+	}
+	for _, id := range r.peers {
+		if _, ok := slices.BinarySearch(remote.peers, id); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) matchesPort(dst *podEntry, f Flow) bool {
+	if len(r.ports) == 0 {
+		return true
+	}
+	for i := range r.ports {
+		p := &r.ports[i]
+		if p.proto != f.Proto {
+			continue
+		}
+		switch {
+		case p.all:
+			return true
+		case p.name == 0:
+			if f.Port >= p.lo && f.Port <= p.hi {
+				return true
+			}
+		case dst != nil:
+			for _, np := range dst.ports {
+				if np.name == p.name && np.proto == f.Proto && np.port == f.Port {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,205 @@
+// Package synth generates synthetic but realistic clusters — namespaces, pods and
+// NetworkPolicies — for benchmarks, scale tests and property tests of the policy engine.
+// A generated State is deterministic for a given Config.
+package synth
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// Config sizes a synthetic cluster.
+type Config struct {
+	Pods, Policies int
+	// Namespaces defaults to max(2, Pods/100).
+	Namespaces int
+	// Nodes defaults to max(1, Pods/100).
+	Nodes int
+	Seed  uint64
+}
+
+var (
+	apps    = []string{"web", "api", "db", "cache", "queue", "auth", "search", "billing", "mail", "report"}
+	tiers   = []string{"frontend", "backend", "data"}
+	teams   = []string{"red", "blue", "green", "gold"}
+	envs    = []string{"prod", "staging", "dev"}
+	svcPort = map[string]uint16{"web": 8080, "api": 5000, "db": 3306, "cache": 6379, "queue": 5672,
+		"auth": 9000, "search": 9200, "billing": 7000, "mail": 2525, "report": 8443}
+)
+
+// Generate builds a cluster. Pod i gets 10.244.x.y and fd00:10:244::x:y; every pod names its
+// service port "http" or after its app, plus a "metrics" port.
+func Generate(c Config) policy.State {
+	if c.Namespaces == 0 {
+		c.Namespaces = max(2, c.Pods/100)
+	}
+	if c.Nodes == 0 {
+		c.Nodes = max(1, c.Pods/100)
+	}
+	r := rand.New(rand.NewPCG(c.Seed, 0x9e3779b97f4a7c15))
+	var s policy.State
+	for i := range c.Namespaces {
+		s.Namespaces = append(s.Namespaces, policy.Namespace{
+			Name: nsName(i),
+			Labels: map[string]string{
+				"team": teams[i%len(teams)], "env": envs[i%len(envs)],
+				"kubernetes.io/metadata.name": nsName(i),
+			},
+		})
+	}
+	for i := range c.Pods {
+		app := apps[r.IntN(len(apps))]
+		ns := nsName(r.IntN(c.Namespaces))
+		s.Pods = append(s.Pods, policy.Pod{
+			Namespace: ns,
+			Name:      fmt.Sprintf("%s-%d", app, i),
+			Labels: map[string]string{
+				"app": app, "tier": tiers[r.IntN(len(tiers))], "version": fmt.Sprintf("v%d", r.IntN(3)),
+			},
+			IPs: []netip.Addr{PodIPv4(i), PodIPv6(i)},
+			Ports: []policy.NamedPort{
+				{Name: "http", Protocol: policy.TCP, Port: svcPort[app]},
+				{Name: "metrics", Protocol: policy.TCP, Port: 9090 + uint16(r.IntN(3))},
+				{Name: "dns", Protocol: policy.UDP, Port: 53},
+			},
+			Node:  fmt.Sprintf("node-%d", i%c.Nodes),
+			Phase: string(corev1.PodRunning),
+		})
+	}
+	for i := range c.Policies {
+		s.Policies = append(s.Policies, Policy(r, nsName(r.IntN(c.Namespaces)), fmt.Sprintf("np-%d", i)))
+	}
+	return s
+}
+
+func nsName(i int) string { return fmt.Sprintf("ns-%d", i) }
+
+// PodIPv4 is the IPv4 address Generate gives pod i.
+func PodIPv4(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)})
+}
+
+// PodIPv6 is the IPv6 address Generate gives pod i.
+func PodIPv6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 14: byte(i >> 8), 15: byte(i)})
+}
+
+// Policy generates one random policy in namespace ns: mixed peers, ports and policy types.
+func Policy(r *rand.Rand, ns, name string) *networkingv1.NetworkPolicy {
+	np := &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: podSelector(r)},
+	}
+	switch r.IntN(4) {
+	case 0:
+		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	case 1:
+		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}
+	case 2:
+		np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
+	}
+	for range r.IntN(3) + 1 {
+		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers(r), Ports: ports(r)})
+	}
+	if r.IntN(2) == 0 {
+		for range r.IntN(2) + 1 {
+			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers(r), Ports: ports(r)})
+		}
+	}
+	return np
+}
+
+func podSelector(r *rand.Rand) metav1.LabelSelector {
+	switch r.IntN(6) {
+	case 0:
+		return metav1.LabelSelector{}
+	case 1:
+		return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: "app", Operator: metav1.LabelSelectorOpIn, Values: []string{apps[r.IntN(len(apps))], apps[r.IntN(len(apps))]}},
+		}}
+	case 2:
+		return metav1.LabelSelector{MatchLabels: map[string]string{"tier": tiers[r.IntN(len(tiers))]},
+			MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "version", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"v0"}},
+			}}
+	}
+	return metav1.LabelSelector{MatchLabels: map[string]string{"app": apps[r.IntN(len(apps))]}}
+}
+
+func peers(r *rand.Rand) []networkingv1.NetworkPolicyPeer {
+	n := r.IntN(4)
+	if n == 0 && r.IntN(3) > 0 {
+		n = 1 // mostly rules with peers
+	}
+	var out []networkingv1.NetworkPolicyPeer
+	for range n {
+		var p networkingv1.NetworkPolicyPeer
+		switch r.IntN(6) {
+		case 0:
+			sel := podSelector(r)
+			p.PodSelector = &sel
+		case 1:
+			p.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": teams[r.IntN(len(teams))]}}
+		case 2: // AND
+			sel := podSelector(r)
+			p.PodSelector = &sel
+			p.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "env", Operator: metav1.LabelSelectorOpIn, Values: []string{envs[r.IntN(len(envs))]}},
+			}}
+		case 3:
+			p.NamespaceSelector = &metav1.LabelSelector{}
+			p.PodSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "tier", Operator: metav1.LabelSelectorOpExists},
+				{Key: "canary", Operator: metav1.LabelSelectorOpDoesNotExist},
+			}}
+		case 4:
+			b := r.IntN(256)
+			p.IPBlock = &networkingv1.IPBlock{CIDR: fmt.Sprintf("10.244.%d.0/24", b),
+				Except: []string{fmt.Sprintf("10.244.%d.%d/28", b, 16*r.IntN(16))}}
+		default:
+			if r.IntN(2) == 0 {
+				p.IPBlock = &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{"10.0.0.0/8", "172.16.0.0/12"}}
+			} else {
+				p.IPBlock = &networkingv1.IPBlock{CIDR: fmt.Sprintf("fd00:10:244::%x00/120", r.IntN(256))}
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func ports(r *rand.Rand) []networkingv1.NetworkPolicyPort {
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	var out []networkingv1.NetworkPolicyPort
+	for range r.IntN(3) {
+		var p networkingv1.NetworkPolicyPort
+		switch r.IntN(5) {
+		case 0:
+			v := intstr.FromString([]string{"http", "metrics"}[r.IntN(2)])
+			p.Port = &v
+		case 1:
+			v := intstr.FromInt32(int32(svcPort[apps[r.IntN(len(apps))]]))
+			p.Port, p.Protocol = &v, &tcp
+		case 2:
+			v := intstr.FromInt32(8000)
+			end := int32(8100 + r.IntN(500))
+			p.Port, p.EndPort = &v, &end
+		case 3:
+			p.Protocol = &udp
+		default:
+			v := intstr.FromInt32(53)
+			p.Port, p.Protocol = &v, &udp
+		}
+		out = append(out, p)
+	}
+	return out
+}
