@@ -42,14 +42,7 @@ func Validate(np *networkingv1.NetworkPolicy) error {
 	}
 	errs := apivalidation.ValidateObjectMeta(&np.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 	errs = append(errs, validateSpec(&np.Spec, field.NewPath("spec"))...)
-	if len(errs) == 0 {
-		return nil
-	}
-	all := make([]error, len(errs))
-	for i, e := range errs {
-		all[i] = e
-	}
-	return errors.Join(all...)
+	return joinFieldErrors(errs)
 }
 
 func validateSpec(spec *networkingv1.NetworkPolicySpec, path *field.Path) field.ErrorList {
