@@ -1,0 +1,112 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// QueueMode selects how the queue rules hand packets to userspace.
+type QueueMode int
+
+const (
+	// ModeAuto probes the kernel at New: Native when it accepts the nft
+	// queue expression, otherwise Compat.
+	ModeAuto QueueMode = iota
+	// ModeNative renders the nft queue expression (nft_queue,
+	// CONFIG_NFT_QUEUE).
+	ModeNative
+	// ModeCompat renders the xtables NFQUEUE target (revision 3) through
+	// nft_compat, for kernels built without nft_queue.
+	ModeCompat
+)
+
+// String returns "auto", "native" or "compat".
+func (m QueueMode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeNative:
+		return "native"
+	case ModeCompat:
+		return "compat"
+	}
+	return fmt.Sprintf("QueueMode(%d)", int(m))
+}
+
+// Config describes the ruleset. The zero value is not valid: QueueCount must
+// be at least 1.
+type Config struct {
+	// QueueNum is the first NFQUEUE number.
+	QueueNum uint16
+	// QueueCount is the number of queues, QueueNum..QueueNum+QueueCount-1.
+	// With more than one queue, packets fan out by CPU.
+	QueueCount uint16
+
+	// FailOpen is podwall's single failure policy, as far as the kernel
+	// ruleset is concerned:
+	//
+	//   - false (fail closed, the default): the queue rules have no bypass
+	//     flag. When no process serves the queues (agent crashed, restarting,
+	//     stopped with Close(true)), the kernel drops every new connection
+	//     from an egress-isolated or to an ingress-isolated local pod. Pods
+	//     that no policy selects are never queued and keep working;
+	//     established connections keep flowing (conntrack accepts them
+	//     first).
+	//   - true (fail open): the queue rules carry bypass. With no process
+	//     bound to a queue the kernel accepts the packet instead of
+	//     dropping it, so an agent outage opens isolated pods rather than
+	//     cutting them off.
+	//
+	// In both policies the table stays in place across a restart
+	// (Close(true)) so that the next agent takes it over without a window in
+	// which isolated pods are unprotected; Close(false) removes it, which is
+	// only right on uninstall. Queue overflow, malformed packets and shutdown
+	// of the userspace reader follow the same setting in package datapath.
+	FailOpen bool
+
+	// PodInterfacePrefixes name the host-side interfaces of pods ("veth",
+	// "cali", "pw"). A packet arriving on one of them must carry a source
+	// address that routes back through the same interface, otherwise it is
+	// dropped as spoofed. Empty: no anti-spoofing rules.
+	PodInterfacePrefixes []string
+
+	// Mode selects the queue rendering; ModeAuto probes the kernel.
+	Mode QueueMode
+}
+
+// ifNameMax is IFNAMSIZ-1: the longest interface name the kernel accepts.
+const ifNameMax = 15
+
+// Validate reports every problem of c together.
+func (c Config) Validate() error {
+	var errs []error
+	if c.QueueCount == 0 {
+		errs = append(errs, errors.New("queue count must be at least 1"))
+	} else if int(c.QueueNum)+int(c.QueueCount)-1 > 0xffff {
+		errs = append(errs, fmt.Errorf("queues %d..%d exceed 65535", c.QueueNum, int(c.QueueNum)+int(c.QueueCount)-1))
+	}
+	seen := map[string]bool{}
+	for _, p := range c.PodInterfacePrefixes {
+		switch {
+		case p == "":
+			errs = append(errs, errors.New("empty pod interface prefix (would match every interface)"))
+		case len(p) > ifNameMax:
+			errs = append(errs, fmt.Errorf("pod interface prefix %q longer than %d bytes", p, ifNameMax))
+		case strings.ContainsAny(p, "\x00*\"\\"):
+			errs = append(errs, fmt.Errorf("pod interface prefix %q contains NUL, '*', '\"' or '\\'", p))
+		case seen[p]:
+			errs = append(errs, fmt.Errorf("duplicate pod interface prefix %q", p))
+		}
+		seen[p] = true
+	}
+	switch c.Mode {
+	case ModeAuto, ModeNative, ModeCompat:
+	default:
+		errs = append(errs, fmt.Errorf("unknown queue mode %d", int(c.Mode)))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("nft config: %w", errors.Join(errs...))
+	}
+	return nil
+}

@@ -1,0 +1,381 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// ErrClosed is returned by the methods of a closed Ruleset.
+var ErrClosed = errors.New("nft: ruleset closed")
+
+// maxElemsPerMsg bounds the elements in one netlink message of a set
+// update, so that a large Sync stays well inside the socket's send buffer.
+// All messages still go out in one batch: one transaction.
+const maxElemsPerMsg = 512
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	netnsFD int
+}
+
+// WithNetNS makes the Ruleset program the network namespace referred to by
+// fd (an open /proc/PID/ns/net or /run/netns/NAME, e.g. a netns.NsHandle)
+// instead of the one of the calling thread. The fd is used only while New
+// runs; the caller keeps ownership.
+func WithNetNS(fd int) Option {
+	return func(o *options) { o.netnsFD = fd }
+}
+
+// Ruleset owns podwall's table in one network namespace. Its methods are
+// safe for concurrent use.
+type Ruleset struct {
+	cfg  Config
+	mode QueueMode
+	caps Capabilities
+
+	mu     sync.Mutex // serialises batches on conn
+	conn   *nftables.Conn
+	closed bool
+}
+
+// New validates cfg, opens a lasting nftables netlink connection in the
+// calling thread's network namespace (or the one given by WithNetNS), and
+// probes the kernel's queue support. With ModeAuto the native queue
+// expression is used when the kernel has it, otherwise the xt NFQUEUE target;
+// an explicitly requested mode the kernel lacks is an error. New does not
+// change the ruleset: call Program.
+func New(cfg Config, opts ...Option) (*Ruleset, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	connOpts := []nftables.ConnOption{nftables.AsLasting()}
+	if o.netnsFD > 0 {
+		connOpts = append(connOpts, nftables.WithNetNSFd(o.netnsFD))
+	}
+	conn, err := nftables.New(connOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("nft: open netlink: %w", err)
+	}
+	r := &Ruleset{cfg: cfg, conn: conn}
+	if r.caps, err = Probe(conn); err != nil {
+		_ = conn.CloseLasting()
+		return nil, fmt.Errorf("nft: %w", err)
+	}
+	switch {
+	case cfg.Mode == ModeNative && !r.caps.NativeQueue:
+		err = errors.New("nft: kernel has no nft queue expression (CONFIG_NFT_QUEUE)")
+	case cfg.Mode == ModeCompat && !r.caps.CompatQueue:
+		err = errors.New("nft: kernel has no xt NFQUEUE target through nft_compat")
+	case cfg.Mode == ModeAuto && r.caps.NativeQueue:
+		r.mode = ModeNative
+	case cfg.Mode == ModeAuto && r.caps.CompatQueue:
+		r.mode = ModeCompat
+	case cfg.Mode == ModeAuto:
+		err = errors.New("nft: kernel has neither the nft queue expression nor the xt NFQUEUE target")
+	default:
+		r.mode = cfg.Mode
+	}
+	if err != nil {
+		_ = conn.CloseLasting()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Mode returns the queue rendering in use: ModeNative or ModeCompat.
+func (r *Ruleset) Mode() QueueMode { return r.mode }
+
+// Capabilities returns what the probe in New found.
+func (r *Ruleset) Capabilities() Capabilities { return r.caps }
+
+// Program makes the table, its sets, the base chain and its rules exactly
+// what cfg describes, in one transaction. It is idempotent, and it takes
+// over a table left by an earlier (possibly crashed) run without deleting it:
+// the base chain is flushed and refilled in the same batch, so the hook
+// never disappears and no packet sees a half-built chain, and packets
+// queued to userspace stay queued (unhooking would make the kernel drop
+// them).
+//
+// Set elements found in a matching set are kept: isolated pods stay
+// isolated from the moment the table is taken over, and the first Sync
+// reconciles the elements. Leftovers that do not match the wanted layout
+// are removed in the same batch: unknown chains, sets of another name or
+// type. Only a base chain with another hook, type or priority (a layout
+// change between versions) is deleted and re-created, which unhooks it once.
+func (r *Ruleset) Program() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	want := build(r.cfg, r.mode)
+	c := r.conn
+
+	exists, err := r.tableExists()
+	if err != nil {
+		return err
+	}
+
+	c.AddTable(want.table)
+	if exists {
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return fmt.Errorf("nft: list chains: %w", err)
+		}
+		var stale []*nftables.Chain
+		for _, ch := range chains {
+			if ch.Table == nil || ch.Table.Name != TableName {
+				continue
+			}
+			ch.Table = want.table
+			// Flush every chain first: afterwards nothing references a set
+			// or jumps to a chain, so any of them can be deleted.
+			c.FlushChain(ch)
+			if !sameChain(ch, want.chain) {
+				stale = append(stale, ch)
+			}
+		}
+		for _, ch := range stale {
+			c.DelChain(ch)
+		}
+		sets, err := c.GetSets(want.table)
+		if err != nil {
+			return fmt.Errorf("nft: list sets: %w", err)
+		}
+		for _, s := range sets {
+			if !slices.ContainsFunc(want.sets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
+				c.DelSet(s)
+			}
+		}
+	}
+	for _, s := range want.sets {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("nft: add set %s: %w", s.Name, err)
+		}
+	}
+	c.AddChain(want.chain)
+	for _, ru := range want.rules {
+		c.AddRule(&nftables.Rule{Table: want.table, Chain: want.chain, Exprs: ru.exprs})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+func (r *Ruleset) tableExists() (bool, error) {
+	tables, err := r.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("nft: list tables: %w", err)
+	}
+	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }), nil
+}
+
+// sameChain reports whether an existing chain can be updated in place into
+// want: same name, and for a base chain the same type, hook and priority
+// (the kernel refuses to change those; the policy it does update).
+func sameChain(have, want *nftables.Chain) bool {
+	return have.Name == want.Name &&
+		have.Type == want.Type &&
+		have.Hooknum != nil && *have.Hooknum == *want.Hooknum &&
+		have.Priority != nil && *have.Priority == *want.Priority &&
+		have.Device == ""
+}
+
+// sameSet reports whether an existing set can be kept as want: same name,
+// key type and no flags or size that podwall does not set.
+func sameSet(have, want *nftables.Set) bool {
+	return have.Name == want.Name &&
+		have.KeyType.Name == want.KeyType.Name &&
+		have.KeyType.Bytes == want.KeyType.Bytes &&
+		!have.Anonymous && !have.Constant && !have.Interval && !have.IsMap &&
+		!have.HasTimeout && !have.Dynamic && !have.Concatenation && have.Size == 0
+}
+
+// Sync makes the four sets hold exactly the given addresses: ingress lists
+// the local pod addresses isolated for ingress, egress those isolated for
+// egress, IPv4 and IPv6 mixed. It reads the sets' current elements from the
+// kernel and sends only the difference, as element deletions and additions
+// in one transaction; when nothing differs it sends nothing. IPv4-mapped
+// IPv6 addresses count as IPv4; zones are dropped. An invalid (zero)
+// address is an error and nothing is changed.
+func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
+	want := map[string]map[netip.Addr]bool{}
+	for _, d := range setDefs {
+		want[d.name] = map[netip.Addr]bool{}
+	}
+	var bad []error
+	for _, in := range []struct {
+		addrs  []netip.Addr
+		v4, v6 string
+	}{{ingress, SetIngress4, SetIngress6}, {egress, SetEgress4, SetEgress6}} {
+		for i, a := range in.addrs {
+			if !a.IsValid() {
+				bad = append(bad, fmt.Errorf("invalid address at index %d", i))
+				continue
+			}
+			a = a.Unmap().WithZone("")
+			if a.Is4() {
+				want[in.v4][a] = true
+			} else {
+				want[in.v6][a] = true
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	t := newTable()
+	c := r.conn
+	changed := false
+	for _, d := range setDefs {
+		s := newSet(t, d)
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return fmt.Errorf("nft: read set %s: %w", d.name, err)
+		}
+		have := map[netip.Addr]bool{}
+		var del []netip.Addr
+		for _, e := range elems {
+			a, ok := netip.AddrFromSlice(e.Key)
+			if !ok {
+				return fmt.Errorf("nft: set %s holds a %d-byte key", d.name, len(e.Key))
+			}
+			have[a] = true
+			if !want[d.name][a] {
+				del = append(del, a)
+			}
+		}
+		var add []netip.Addr
+		for a := range want[d.name] {
+			if !have[a] {
+				add = append(add, a)
+			}
+		}
+		slices.SortFunc(del, netip.Addr.Compare)
+		slices.SortFunc(add, netip.Addr.Compare)
+		for chunk := range slices.Chunk(del, maxElemsPerMsg) {
+			if err := c.SetDeleteElements(s, elements(chunk)); err != nil {
+				return fmt.Errorf("nft: delete from set %s: %w", d.name, err)
+			}
+			changed = true
+		}
+		for chunk := range slices.Chunk(add, maxElemsPerMsg) {
+			if err := c.SetAddElements(s, elements(chunk)); err != nil {
+				return fmt.Errorf("nft: add to set %s: %w", d.name, err)
+			}
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft: sync sets: %w", err)
+	}
+	return nil
+}
+
+func elements(addrs []netip.Addr) []nftables.SetElement {
+	out := make([]nftables.SetElement, len(addrs))
+	for i, a := range addrs {
+		out[i] = nftables.SetElement{Key: a.AsSlice()}
+	}
+	return out
+}
+
+// Counters are the packet counts of the ruleset's rules since they were
+// last (re)created by Program.
+type Counters struct {
+	// Egress4 … Ingress6 count packets sent to userspace by the queue rule
+	// of that set: one per new connection, plus retransmissions of a first
+	// packet that was dropped.
+	Egress4, Egress6, Ingress4, Ingress6 uint64
+	// Spoofed counts packets dropped by the anti-spoofing rules.
+	Spoofed uint64
+}
+
+// Counters reads the rule counters from the kernel.
+func (r *Ruleset) Counters() (Counters, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return Counters{}, ErrClosed
+	}
+	t := newTable()
+	rules, err := r.conn.GetRules(t, newChain(t))
+	if err != nil {
+		return Counters{}, fmt.Errorf("nft: read rules: %w", err)
+	}
+	var out Counters
+	for _, ru := range rules {
+		var set string
+		var fib bool
+		var packets uint64
+		for _, e := range ru.Exprs {
+			switch e := e.(type) {
+			case *expr.Lookup:
+				set = e.SetName
+			case *expr.Fib:
+				fib = true
+			case *expr.Counter:
+				packets = e.Packets
+			}
+		}
+		switch {
+		case fib:
+			out.Spoofed += packets
+		case set == SetEgress4:
+			out.Egress4 += packets
+		case set == SetEgress6:
+			out.Egress6 += packets
+		case set == SetIngress4:
+			out.Ingress4 += packets
+		case set == SetIngress6:
+			out.Ingress6 += packets
+		}
+	}
+	return out, nil
+}
+
+// Close releases the netlink connection. With keep the table stays in the
+// kernel and goes on enforcing Config.FailOpen's policy while no agent
+// serves the queues — the normal shutdown and restart path, since the next
+// Program takes the table over. Without keep the table is deleted (it is
+// not an error if it is already gone): uninstall only, because deleting
+// the hooked table drops every packet queued at that moment.
+func (r *Ruleset) Close(keep bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var err error
+	if !keep {
+		r.conn.DelTable(newTable())
+		if ferr := r.conn.Flush(); ferr != nil && !errors.Is(ferr, unix.ENOENT) {
+			err = fmt.Errorf("nft: delete table inet %s: %w", TableName, ferr)
+		}
+	}
+	return errors.Join(err, r.conn.CloseLasting())
+}
