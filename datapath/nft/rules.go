@@ -131,16 +131,18 @@ func build(cfg Config, mode QueueMode) ruleset {
 		// A shorter comparison on the interface name register is how nft
 		// encodes the trailing wildcard. fib looks the source address up
 		// as a destination, restricted to the input interface; with the
-		// present flag it stores a one-byte boolean "a route back through
-		// that interface exists" (as nft encodes "missing"/"exists").
-		// Missing means the pod sent with an address that is not its own.
+		// present flag it stores a boolean "a route back through that
+		// interface exists" (the kernel zeroes the whole register, and nft
+		// compares all four bytes: this is nft's own encoding of
+		// "missing"). Missing means the pod sent with an address that is
+		// not its own.
 		rs.rules = append(rs.rules, rule{
 			text: fmt.Sprintf("iifname %q fib saddr . iif oif missing counter drop", p+"*"),
 			exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(p)},
 				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
 				&expr.Counter{},
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			},
