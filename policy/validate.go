@@ -2,7 +2,9 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -139,7 +141,8 @@ func validateIPBlock(b *networkingv1.IPBlock, path *field.Path) field.ErrorList 
 func parseCIDR(s string, path *field.Path) (netip.Prefix, field.ErrorList) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, field.ErrorList{field.Invalid(path, s, "must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64): "+err.Error())}
+		why := strings.TrimPrefix(err.Error(), fmt.Sprintf("netip.ParsePrefix(%q): ", s))
+		return netip.Prefix{}, field.ErrorList{field.Invalid(path, s, "must be a valid CIDR value (e.g. 10.9.8.0/24 or 2001:db8::/64): "+why)}
 	}
 	if p.Addr().Is4In6() {
 		return netip.Prefix{}, field.ErrorList{field.Invalid(path, s, "must not be an IPv4-mapped IPv6 prefix: write the IPv4 CIDR")}

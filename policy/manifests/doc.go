@@ -1,0 +1,21 @@
+// Package manifests is podwall's file source of policy state: `podwall run --manifests PATH`,
+// `podwall explain --manifests PATH` and the demo read Namespaces, Pods, Nodes and
+// NetworkPolicies from Kubernetes YAML or JSON files instead of a cluster.
+//
+// It owns turning files into a policy.State, and refusing files that do not say exactly one
+// thing. Load decodes strictly (unknown fields, unknown kinds and apiVersions are errors,
+// never silently dropped), validates each NetworkPolicy with policy.Validate and each Pod with
+// policy.FromPod, and rejects states a cluster could not hold: the same object twice, or one
+// address held by two running pods. Every problem is reported, not just the first, each
+// naming the file and line, the object and the field, e.g.
+//
+//	manifests/db.yaml:12: NetworkPolicy prod/db: spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33": ...
+//
+// A Load error means "keep what you had": the caller keeps enforcing its last good state
+// (SPEC §2). Watch delivers a new Load result after every change, for hot reload.
+//
+// Defaults applied, as the API server would: metadata.namespace "default" for Pods and
+// NetworkPolicies, and the kubernetes.io/metadata.name label on Namespaces. Namespaces that
+// Pods or policies use but no file declares are fine: the compiler assumes them,
+// labelled only with kubernetes.io/metadata.name.
+package manifests
