@@ -887,6 +887,53 @@ func TestSeedSemantics(t *testing.T) {
 		})
 	})
 
+	// Node addresses come from Node objects and from hostNetwork pods (doc.go): an address a
+	// hostNetwork pod holds is its node's, even when the Node object does not list it or is
+	// missing.
+	t.Run("hostNetwork pod addresses count as their node's", func(t *testing.T) {
+		w := compileWorld(t, State{
+			Namespaces: []Namespace{ns("x", nil)},
+			Nodes:      []Node{node("n1", "172.18.0.2")},
+			Pods: []Pod{
+				tweak(pod("x", "a", lbl("app", "a"), dual(24, 10)...), onNode("n1")),
+				tweak(pod("x", "b", lbl("app", "b"), dual(25, 10)...), onNode("n2")),
+				tweak(pod("x", "agent-n1", nil, "172.18.0.4"), onNode("n1"), inHostNetwork()),
+				tweak(pod("x", "agent-n2", nil, "172.18.0.3", "fd00:172:18::3"), onNode("n2"), inHostNetwork()),
+			},
+			Policies: pols(netpol("x", "deny-all", matchAll(), withTypes(typeIngress, typeEgress))),
+		})
+		w.check(t, []flowCase{
+			{"172.18.0.4", "x/a", "80/TCP", Allow}, // not in n1's Node object
+			{"x/a", "172.18.0.4", "10250/TCP", Allow},
+			{"172.18.0.4", "x/b", "80/TCP", Deny},
+			{"172.18.0.3", "x/b", "80/TCP", Allow}, // n2 has no Node object
+			{"fd00:172:18::3", "x/b@v6", "80/TCP", Allow},
+			{"172.18.0.3", "x/a", "80/TCP", Deny},
+			{"172.18.0.2", "x/b", "80/TCP", Deny},
+		})
+	})
+
+	// ipBlock matches pod addresses on ingress too, and except works in both families.
+	t.Run("ingress ipBlock with except over both families", func(t *testing.T) {
+		client := dual(20, 10)
+		w := compileWorld(t, semantics(serverPolicy("pods-but-client", withIngress(allowIn(
+			peerCIDR("10.244.0.0/16", client[0]+"/32"),
+			peerCIDR("fd00:10:244::/56", client[1]+"/128"))))))
+		w.check(t, []flowCase{
+			{"x/other", "x/server", "80/TCP", Allow},
+			{"x/other@v6", "x/server@v6", "80/TCP", Allow},
+			{"y/client", "x/server", "80/TCP", Allow}, // a pod of another namespace, by address
+			{"x/client", "x/server", "80/TCP", Deny},
+			{"x/client@v6", "x/server@v6", "80/TCP", Deny},
+			{user, "x/server", "80/TCP", Deny},
+			{user6, "x/server@v6", "80/TCP", Deny},
+			{"10.244.255.255", "x/server", "80/TCP", Allow},
+			{"10.245.0.1", "x/server", "80/TCP", Deny},
+			{"fd00:10:244:ff:ffff:ffff:ffff:ffff", "x/server@v6", "80/TCP", Allow},
+			{"fd00:10:244:100::1", "x/server@v6", "80/TCP", Deny},
+		})
+	})
+
 	t.Run("a pod may always talk to itself", func(t *testing.T) {
 		w := compileWorld(t, semantics(netpol("x", "deny-all", matchAll(), withTypes(typeIngress, typeEgress))))
 		w.check(t, []flowCase{
