@@ -28,7 +28,7 @@ const (
 // to the real backend pod whatever the forward priority is. The choice
 // between filter-ish priorities therefore only decides the order against
 // the node's other filter chains (iptables FORWARD, firewalld, Docker,
-// kube-proxy's own filter-forward at dstnat-10): an accept elsewhere does not
+// kube-proxy's filter chains): an accept elsewhere does not
 // skip this chain, a drop elsewhere is final. Running just after the
 // standard filter priority means packets another firewall drops are never
 // sent to userspace — no wasted verdict and no misleading "allowed"

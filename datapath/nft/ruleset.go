@@ -307,7 +307,8 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 // last (re)created by Program.
 type Counters struct {
 	// Egress4 … Ingress6 count packets sent to userspace by the queue rule
-	// of that set: one per new connection, plus retransmissions of a first
+	// of that set: every packet of a connection until a reply has passed
+	// (normally just the first), including retransmissions of a first
 	// packet that was dropped.
 	Egress4, Egress6, Ingress4, Ingress6 uint64
 	// Spoofed counts packets dropped by the anti-spoofing rules.
