@@ -13,7 +13,7 @@ import (
 
 // Render returns a deterministic text of the ruleset that Program installs
 // for cfg with the queue rendered in mode (ModeNative or ModeCompat; ModeAuto
-// is an error because it depends on the kernel). It is what the golden tests
+// is an error because it depends on the kernel; cfg.Mode is ignored). It is what the golden tests
 // compare: for each rule its nft text, then one line per expression in the
 // style of libnftnl's debug output, so a change of the kernel contract — an
 // offset, a flag, a register — shows up as a diff.

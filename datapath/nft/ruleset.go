@@ -113,8 +113,9 @@ func (r *Ruleset) Capabilities() Capabilities { return r.caps }
 // isolated from the moment the table is taken over, and the first Sync
 // reconciles the elements. Leftovers that do not match the wanted layout
 // are removed in the same batch: unknown chains, sets of another name or
-// type. Only a base chain with another hook, type or priority (a layout
-// change between versions) is deleted and re-created, which unhooks it once.
+// type; other object kinds (podwall creates none) are left alone. Only a
+// base chain with another hook, type or priority (a layout change between
+// versions) is deleted and re-created in the batch, which unhooks it once.
 func (r *Ruleset) Program() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -131,6 +132,11 @@ func (f flow) echo(t *testing.T) bool {
 // nobody reading the queues: what an agent outage looks like.
 func TestLiveTraffic(t *testing.T) {
 	requireRoot(t)
+	for _, tool := range []string{"ip", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live traffic test: no %s to build the lab with", tool)
+		}
+	}
 	l := newPodLab(t)
 	cfg := Config{QueueNum: 100, QueueCount: 2, PodInterfacePrefixes: []string{"pw"}}
 	r, err := New(cfg, WithNetNS(int(l.node)))
