@@ -261,6 +261,7 @@ func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 		// to mean "all of b".
 		total = len(b)
 	}
+	p.Length = total
 	hlen := int(b[0]&0x0f) * 4
 	if total < 20 || hlen < 20 || hlen > total {
 		return ErrMalformed
@@ -276,7 +277,6 @@ func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 		return err
 	}
 	p.Proto = uint8(l.Protocol)
-	p.Length = int(l.Length)
 	switch {
 	case l.FragOffset != 0:
 		p.Fragment = LaterFragment

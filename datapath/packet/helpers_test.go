@@ -102,7 +102,7 @@ func payload(n int) gopacket.Payload { return make(gopacket.Payload, n) }
 func hopByHop(next layers.IPProtocol) *layers.IPv6HopByHop {
 	h := &layers.IPv6HopByHop{Options: []*layers.IPv6HopByHopOption{
 		{OptionType: 5, OptionData: []byte{0, 0}}, // router alert: MLD
-		{OptionType: 1},                           // PadN, 2 bytes
+		{OptionType: 1}, // PadN, 2 bytes
 	}}
 	h.NextHeader = next
 	return h
