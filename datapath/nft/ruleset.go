@@ -125,41 +125,44 @@ func (r *Ruleset) Program() error {
 	want := build(r.cfg, r.mode)
 	c := r.conn
 
+	// Read everything first: a failed read must not leave half a batch
+	// queued on the connection for the next Flush to send.
+	var chains []*nftables.Chain
+	var sets []*nftables.Set
 	exists, err := r.tableExists()
 	if err != nil {
 		return err
 	}
-
-	c.AddTable(want.table)
 	if exists {
-		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 		if err != nil {
 			return fmt.Errorf("nft: list chains: %w", err)
 		}
-		var stale []*nftables.Chain
-		for _, ch := range chains {
-			if ch.Table == nil || ch.Table.Name != TableName {
-				continue
-			}
-			ch.Table = want.table
-			// Flush every chain first: afterwards nothing references a set
-			// or jumps to a chain, so any of them can be deleted.
-			c.FlushChain(ch)
-			if !sameChain(ch, want.chain) {
-				stale = append(stale, ch)
+		for _, ch := range all {
+			if ch.Table != nil && ch.Table.Name == TableName {
+				ch.Table = want.table
+				chains = append(chains, ch)
 			}
 		}
-		for _, ch := range stale {
-			c.DelChain(ch)
-		}
-		sets, err := c.GetSets(want.table)
-		if err != nil {
+		if sets, err = c.GetSets(want.table); err != nil {
 			return fmt.Errorf("nft: list sets: %w", err)
 		}
-		for _, s := range sets {
-			if !slices.ContainsFunc(want.sets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
-				c.DelSet(s)
-			}
+	}
+
+	c.AddTable(want.table)
+	// Flush every existing chain first: afterwards no rule references a set
+	// or jumps to a chain, so any of them can be deleted.
+	for _, ch := range chains {
+		c.FlushChain(ch)
+	}
+	for _, ch := range chains {
+		if !sameChain(ch, want.chain) {
+			c.DelChain(ch)
+		}
+	}
+	for _, s := range sets {
+		if !slices.ContainsFunc(want.sets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
+			c.DelSet(s)
 		}
 	}
 	for _, s := range want.sets {
@@ -247,7 +250,13 @@ func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
 	}
 	t := newTable()
 	c := r.conn
-	changed := false
+	// Read all four sets before queuing any change, so that a failed read
+	// leaves nothing queued on the connection.
+	type diff struct {
+		set      *nftables.Set
+		del, add []netip.Addr
+	}
+	var diffs []diff
 	for _, d := range setDefs {
 		s := newSet(t, d)
 		elems, err := c.GetSetElements(s)
@@ -255,7 +264,7 @@ func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
 			return fmt.Errorf("nft: read set %s: %w", d.name, err)
 		}
 		have := map[netip.Addr]bool{}
-		var del []netip.Addr
+		df := diff{set: s}
 		for _, e := range elems {
 			a, ok := netip.AddrFromSlice(e.Key)
 			if !ok {
@@ -263,26 +272,29 @@ func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
 			}
 			have[a] = true
 			if !want[d.name][a] {
-				del = append(del, a)
+				df.del = append(df.del, a)
 			}
 		}
-		var add []netip.Addr
 		for a := range want[d.name] {
 			if !have[a] {
-				add = append(add, a)
+				df.add = append(df.add, a)
 			}
 		}
-		slices.SortFunc(del, netip.Addr.Compare)
-		slices.SortFunc(add, netip.Addr.Compare)
-		for chunk := range slices.Chunk(del, maxElemsPerMsg) {
-			if err := c.SetDeleteElements(s, elements(chunk)); err != nil {
-				return fmt.Errorf("nft: delete from set %s: %w", d.name, err)
+		slices.SortFunc(df.del, netip.Addr.Compare)
+		slices.SortFunc(df.add, netip.Addr.Compare)
+		diffs = append(diffs, df)
+	}
+	changed := false
+	for _, df := range diffs {
+		for chunk := range slices.Chunk(df.del, maxElemsPerMsg) {
+			if err := c.SetDeleteElements(df.set, elements(chunk)); err != nil {
+				return fmt.Errorf("nft: delete from set %s: %w", df.set.Name, err)
 			}
 			changed = true
 		}
-		for chunk := range slices.Chunk(add, maxElemsPerMsg) {
-			if err := c.SetAddElements(s, elements(chunk)); err != nil {
-				return fmt.Errorf("nft: add to set %s: %w", d.name, err)
+		for chunk := range slices.Chunk(df.add, maxElemsPerMsg) {
+			if err := c.SetAddElements(df.set, elements(chunk)); err != nil {
+				return fmt.Errorf("nft: add to set %s: %w", df.set.Name, err)
 			}
 			changed = true
 		}
