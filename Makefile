@@ -1,0 +1,48 @@
+# podwall — common tasks. Most targets need root (network namespaces, nftables).
+GO      ?= go
+BIN     ?= bin/podwall
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+STATICCHECK_VERSION := 2025.1.1
+
+.PHONY: build deps test unit e2e bench demo lint fuzz clean
+
+# Debian/Ubuntu packages the agent and the tests use; installed when missing (root).
+DEB_PKGS := nftables iproute2 conntrack
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/podwall
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@for m in nf_tables nft_compat xt_NFQUEUE nfnetlink_queue nf_conntrack nf_conntrack_netlink nft_fib_inet veth; do modprobe $$m 2>/dev/null || true; done
+
+# The whole suite: unit tests, kernel tests and the netns e2e (as root).
+test: deps build
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Unit tests only: no root, no kernel.
+unit:
+	$(GO) test -short -count=1 ./...
+
+e2e: deps build
+	$(GO) test -count=1 -timeout 30m -v ./e2e/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/ ./datapath/...
+
+demo: deps build
+	./$(BIN) demo
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./datapath/packet/
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+clean:
+	rm -rf bin

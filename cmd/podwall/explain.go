@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/manifests"
+)
+
+type explainOpts struct {
+	manifests string
+	from, to  string
+	port      int
+	protocol  string
+	output    string
+	batch     bool
+	matrix    bool
+	ports     string
+}
+
+func newExplainCmd() *cobra.Command {
+	var o explainOpts
+	cmd := &cobra.Command{
+		Use:   "explain --manifests PATH (--from EP --to EP --port N | --batch | --matrix --ports LIST)",
+		Short: "Show what NetworkPolicy says about a flow, and why",
+		Long: `explain prints the verdict on a flow and its reason — the policies and rules that allowed
+it, or the isolation that denied it — without a datapath.
+
+An endpoint is ns/pod (the pod's primary address, status.podIP) or an IP address (a pod's
+other address, a node, an external host).
+
+--batch reads JSON lines {"from","to","port","protocol"} on stdin and writes one JSON line per
+query with the same fields plus "verdict" ("allow" or "deny") and "reason".
+--matrix prints the reachability table of all pod pairs for each of --ports (80/TCP,81/UDP).
+
+The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes YAML/JSON (Namespaces, Pods, Nodes, NetworkPolicies, Lists)")
+	f.StringVar(&o.from, "from", "", "source: ns/pod or an IP address")
+	f.StringVar(&o.to, "to", "", "destination: ns/pod or an IP address")
+	f.IntVar(&o.port, "port", 0, "destination port")
+	f.StringVar(&o.protocol, "protocol", "TCP", "TCP, UDP, SCTP, ICMP or ICMPv6")
+	f.StringVarP(&o.output, "output", "o", "text", "text or json")
+	f.BoolVar(&o.batch, "batch", false, "read JSON-lines queries on stdin, write JSON-lines answers")
+	f.BoolVar(&o.matrix, "matrix", false, "print the reachability table of all pod pairs")
+	f.StringVar(&o.ports, "ports", "80/TCP", "with --matrix: comma-separated PORT/PROTOCOL list")
+	return cmd
+}
+
+func (o *explainOpts) run(in io.Reader, out, errOut io.Writer) error {
+	if o.output != "text" && o.output != "json" {
+		return fmt.Errorf("--output: want text or json, got %q", o.output)
+	}
+	if o.manifests == "" {
+		return errors.New("--manifests is required")
+	}
+	if o.batch && o.matrix {
+		return errors.New("--batch and --matrix exclude each other")
+	}
+	state, err := manifests.Load(o.manifests)
+	if err != nil {
+		return err
+	}
+	snap, err := policy.Compile(state)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.manifests, err)
+	}
+	switch {
+	case o.batch:
+		return explainBatch(snap, in, out, errOut)
+	case o.matrix:
+		return o.explainMatrix(snap, out)
+	}
+	q := query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
+	if o.from == "" || o.to == "" {
+		return errors.New("--from and --to are required (or use --batch or --matrix)")
+	}
+	res := answer(snap, q)
+	if res.Error != "" {
+		return errors.New(res.Error)
+	}
+	if o.output == "json" {
+		return json.NewEncoder(out).Encode(res)
+	}
+	return writeText(out, res)
+}
+
+// query is one --batch input line.
+type query struct {
+	From     string      `json:"from"`
+	To       string      `json:"to"`
+	Port     json.Number `json:"port,omitempty"`
+	Protocol string      `json:"protocol,omitempty"`
+}
+
+// result is one answer: the query's fields, the verdict and why.
+type result struct {
+	From     string      `json:"from"`
+	To       string      `json:"to"`
+	Port     json.Number `json:"port,omitempty"`
+	Protocol string      `json:"protocol,omitempty"`
+	Verdict  string      `json:"verdict,omitempty"`
+	Reason   string      `json:"reason,omitempty"`
+	Src      string      `json:"src,omitempty"` // source address as judged
+	Dst      string      `json:"dst,omitempty"`
+	Egress   *dirResult  `json:"egress,omitempty"`
+	Ingress  *dirResult  `json:"ingress,omitempty"`
+	Error    string      `json:"error,omitempty"`
+}
+
+type dirResult struct {
+	Verdict   string     `json:"verdict"`
+	Code      string     `json:"code"`
+	Pod       string     `json:"pod,omitempty"`
+	IsolateBy []string   `json:"isolatedBy,omitempty"`
+	AllowedBy []ruleJSON `json:"allowedBy,omitempty"`
+	Reason    string     `json:"reason"`
+}
+
+type ruleJSON struct {
+	Policy string `json:"policy"`
+	Rule   int    `json:"rule"`
+}
+
+// endpoint resolves ns/pod to the pod's primary address, or parses an address.
+func endpoint(snap *policy.Snapshot, s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), nil
+	}
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: want ns/pod or an IP address", s)
+	}
+	p := snap.Pod(ns, name)
+	if p == nil {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: no such pod", s)
+	}
+	if len(p.IPs) == 0 {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: pod has no IP address (status.podIP)", s)
+	}
+	return p.IPs[0], nil
+}
+
+func parseFlow(snap *policy.Snapshot, q query) (policy.Flow, error) {
+	var f policy.Flow
+	var err error
+	if f.Src, err = endpoint(snap, q.From); err != nil {
+		return f, fmt.Errorf("from: %w", err)
+	}
+	if f.Dst, err = endpoint(snap, q.To); err != nil {
+		return f, fmt.Errorf("to: %w", err)
+	}
+	if f.Src.Is4() != f.Dst.Is4() {
+		return f, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", f.Src, f.Dst)
+	}
+	proto := q.Protocol
+	if proto == "" {
+		proto = "TCP"
+	}
+	if f.Proto, err = policy.ParseProtocol(proto); err != nil {
+		return f, fmt.Errorf("protocol: %w", err)
+	}
+	if q.Port != "" {
+		n, err := strconv.Atoi(q.Port.String())
+		if err != nil || n < 0 || n > 65535 {
+			return f, fmt.Errorf("port: want 0-65535, got %s", q.Port)
+		}
+		f.Port = uint16(n)
+	}
+	if f.Proto.HasPorts() && f.Port == 0 {
+		return f, fmt.Errorf("port: %s needs a port (1-65535)", f.Proto)
+	}
+	if !f.Proto.HasPorts() {
+		f.Port = 0
+	}
+	return f, nil
+}
+
+// answer judges one query; a bad query gives a result with Error set.
+func answer(snap *policy.Snapshot, q query) result {
+	r := result{From: q.From, To: q.To, Port: q.Port, Protocol: q.Protocol}
+	f, err := parseFlow(snap, q)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	x := snap.Explain(f)
+	r.Verdict, r.Reason = x.Verdict.String(), x.Reason
+	r.Src, r.Dst = f.Src.String(), f.Dst.String()
+	r.Egress, r.Ingress = dirJSON(&x.Egress), dirJSON(&x.Ingress)
+	return r
+}
+
+func dirJSON(d *policy.DirExplanation) *dirResult {
+	r := &dirResult{Verdict: d.Verdict.String(), Code: d.Code.String(), Reason: d.Reason}
+	if d.Pod != nil {
+		r.Pod = d.Pod.Key()
+	}
+	for _, p := range d.Isolating {
+		r.IsolateBy = append(r.IsolateBy, p.String())
+	}
+	for _, a := range d.Allowing {
+		r.AllowedBy = append(r.AllowedBy, ruleJSON{a.Policy.String(), a.Rule})
+	}
+	return r
+}
+
+func writeText(w io.Writer, r result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s (%s) -> %s (%s) %s: %s\n", r.From, r.Src, r.To, r.Dst, portText(r), strings.ToUpper(r.Verdict))
+	fmt.Fprintf(tw, "  egress\t%s\t%s\n", r.Egress.Verdict, r.Egress.Reason)
+	fmt.Fprintf(tw, "  ingress\t%s\t%s\n", r.Ingress.Verdict, r.Ingress.Reason)
+	return tw.Flush()
+}
+
+func portText(r result) string {
+	p := strings.ToUpper(r.Protocol)
+	if p == "" {
+		p = "TCP"
+	}
+	if r.Port != "" && r.Port != "0" {
+		return p + "/" + r.Port.String()
+	}
+	return p
+}
+
+// explainBatch answers JSON-lines queries. It flushes whenever it has consumed all input
+// available so far, so it serves a pipeline as well as a line-by-line coprocess.
+func explainBatch(snap *policy.Snapshot, in io.Reader, out, errOut io.Writer) error {
+	rd := bufio.NewReaderSize(in, 1<<16)
+	w := bufio.NewWriterSize(out, 1<<16)
+	enc := json.NewEncoder(w)
+	bad := 0
+	for lineNo := 1; ; lineNo++ {
+		line, err := rd.ReadBytes('\n')
+		if len(bytes.TrimSpace(line)) > 0 {
+			var q query
+			dec := json.NewDecoder(bytes.NewReader(line))
+			dec.UseNumber()
+			var r result
+			if derr := dec.Decode(&q); derr != nil {
+				r = result{Error: fmt.Sprintf("line %d: %v", lineNo, derr)}
+			} else {
+				r = answer(snap, q)
+				if r.Error != "" {
+					r.Error = fmt.Sprintf("line %d: %s", lineNo, r.Error)
+				}
+			}
+			if r.Error != "" {
+				bad++
+				fmt.Fprintln(errOut, "podwall explain:", r.Error)
+			}
+			if eerr := enc.Encode(r); eerr != nil {
+				return eerr
+			}
+		}
+		if rd.Buffered() == 0 || err != nil {
+			if ferr := w.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d bad queries: %w", bad, errBadInput)
+	}
+	return nil
+}
+
+type portProto struct {
+	port  int
+	proto string
+}
+
+func parsePorts(s string) ([]portProto, error) {
+	var out []portProto
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		num, proto, ok := strings.Cut(item, "/")
+		if !ok {
+			proto = "TCP"
+		}
+		p, err := policy.ParseProtocol(proto)
+		if err != nil {
+			return nil, fmt.Errorf("--ports %q: %w", item, err)
+		}
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 0 || n > 65535 || (p.HasPorts() && n == 0) {
+			return nil, fmt.Errorf("--ports %q: bad port number", item)
+		}
+		out = append(out, portProto{n, p.String()})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--ports: empty list")
+	}
+	return out, nil
+}
+
+// explainMatrix prints, per port, the reachability of every pod pair on their primary
+// addresses: rows are sources, columns destinations, "." allowed, "X" denied — the layout
+// of the upstream e2e truth tables.
+func (o *explainOpts) explainMatrix(snap *policy.Snapshot, out io.Writer) error {
+	ports, err := parsePorts(o.ports)
+	if err != nil {
+		return err
+	}
+	var pods []*policy.Pod
+	for _, p := range snap.Pods() {
+		if len(p.IPs) > 0 && !p.HostNetwork && !p.Terminated() {
+			pods = append(pods, p)
+		}
+	}
+	w := bufio.NewWriter(out)
+	defer w.Flush()
+	if o.output == "json" {
+		enc := json.NewEncoder(w)
+		for _, pp := range ports {
+			for _, a := range pods {
+				for _, b := range pods {
+					if a.IPs[0].Is4() != b.IPs[0].Is4() {
+						continue
+					}
+					r := answer(snap, query{From: a.Key(), To: b.Key(), Port: json.Number(strconv.Itoa(pp.port)), Protocol: pp.proto})
+					if err := enc.Encode(r); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	for i, pp := range ports {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "%s/%d  (rows: from, columns: to; . allow, X deny)\n", pp.proto, pp.port)
+		tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+		fmt.Fprint(tw, "-")
+		for _, b := range pods {
+			fmt.Fprint(tw, "\t"+b.Key())
+		}
+		fmt.Fprintln(tw)
+		denied := 0
+		for _, a := range pods {
+			fmt.Fprint(tw, a.Key())
+			for _, b := range pods {
+				cell := "."
+				if a.IPs[0].Is4() != b.IPs[0].Is4() {
+					cell = "-"
+				} else {
+					proto, _ := policy.ParseProtocol(pp.proto)
+					f := policy.Flow{Src: a.IPs[0], Dst: b.IPs[0], Proto: proto}
+					if proto.HasPorts() {
+						f.Port = uint16(pp.port)
+					}
+					if snap.Decide(f).Verdict == policy.Deny {
+						cell = "X"
+						denied++
+					}
+				}
+				fmt.Fprint(tw, "\t"+cell)
+			}
+			fmt.Fprintln(tw)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d of %d pairs denied\n", denied, len(pods)*len(pods))
+	}
+	return nil
+}
