@@ -318,6 +318,14 @@ func TestClose(t *testing.T) {
 	if _, err := c.a.AddPod("late", netip.MustParseAddr("10.244.0.99"), netip.Addr{}); err == nil {
 		t.Error("AddPod after Close succeeded")
 	}
+	// A closed namespace is never entered (its handle's number may belong
+	// to another file by now).
+	if err := c.a1.Do(func() error { return nil }); err == nil {
+		t.Error("Do after Close succeeded")
+	}
+	if _, err := c.a1.ServeUDP(udpPort); err == nil {
+		t.Error("ServeUDP after Close succeeded")
+	}
 }
 
 // listNetns returns the names `ip netns list` shows that start with prefix.

@@ -28,9 +28,10 @@ type NS struct {
 	nl    *netlink.Handle
 	logf  func(string, ...any)
 
-	mu      sync.Mutex
+	// mu guards servers and gone, and keeps h open while Do enters it.
+	mu      sync.RWMutex
 	servers []io.Closer
-	gone    bool
+	gone    bool // set by destroy
 }
 
 // Name returns the namespace's full name, as `ip netns list` shows it.
@@ -74,7 +75,7 @@ func (n *NS) Do(fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(n.h); err != nil {
+		if err := n.enter(); err != nil {
 			runtime.UnlockOSThread()
 			done <- result{err: fmt.Errorf("netns %s: enter: %w", n.name, err)}
 			return
@@ -100,6 +101,17 @@ func (n *NS) Do(fn func() error) error {
 	return r.err
 }
 
+// enter switches the calling thread into the namespace, unless the lab
+// has been closed.
+func (n *NS) enter() error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.gone {
+		return errors.New("lab is closed")
+	}
+	return netns.Set(n.h)
+}
+
 // Exec returns a command (not started) that runs name with args inside the
 // namespace, through `ip netns exec`. The caller owns the process: Close
 // does not kill it.
@@ -119,6 +131,7 @@ func (n *NS) track(c io.Closer) bool {
 	return true
 }
 
+// closeServers stops the tracked servers; no new ones can start after.
 func (n *NS) closeServers() {
 	n.mu.Lock()
 	s := n.servers
@@ -131,9 +144,11 @@ func (n *NS) closeServers() {
 }
 
 // destroy closes the handles and deletes the namespace's name; the kernel
-// frees the namespace once nothing else refers to it.
+// frees the namespace once nothing else refers to it (open sockets do).
 func (n *NS) destroy() error {
 	n.closeServers()
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.nl != nil {
 		n.nl.Close()
 		n.nl = nil

@@ -54,6 +54,7 @@ func classify(err error) error {
 // handshake completed and the echo arrived, which proves packets flow both
 // ways; the destination must run ServeTCP.
 func ProbeTCP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Duration) error {
+	to = unmap(to)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var c net.Conn
@@ -76,6 +77,7 @@ func ProbeTCP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Dur
 // timeout for its echo; the destination must run ServeUDP. The datagram is
 // not retransmitted: a drop of the first packet of a flow shows.
 func ProbeUDP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Duration) error {
+	to = unmap(to)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var c net.Conn
@@ -131,6 +133,7 @@ func echo(ctx context.Context, c net.Conn) error {
 // ServeSCTP. This kernel has no SCTP stack, so the INIT is crafted with
 // gopacket and nothing answers but a SCTPServer.
 func ProbeSCTP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Duration) error {
+	to = unmap(to)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	nw := "ip4:132"
@@ -177,6 +180,7 @@ func ProbeSCTP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Du
 // on a raw socket and waits up to timeout for the echo reply. The
 // destination's kernel answers; no server is needed.
 func ProbeICMP(ctx context.Context, from *NS, to netip.Addr, timeout time.Duration) error {
+	to = to.Unmap()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	nw, reqType, replyType := "ip4:icmp", byte(8), byte(0)
@@ -284,6 +288,12 @@ func ipOf(a net.Addr) netip.Addr {
 	}
 	addr, _ := netip.AddrFromSlice(ip)
 	return addr.Unmap()
+}
+
+// unmap turns an IPv4-mapped IPv6 address into IPv4, so the probe uses
+// the family of the address's meaning.
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 func randUint32() uint32 {

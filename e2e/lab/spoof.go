@@ -29,6 +29,7 @@ type SpoofedSYN struct {
 // replace the source. A SYN that arrives is answered with a RST to src
 // unless something listens; keep src inside the lab.
 func SpoofSYN(from *NS, src netip.Addr, dst netip.AddrPort) (SpoofedSYN, error) {
+	src, dst = src.Unmap(), unmap(dst)
 	syn := SpoofedSYN{
 		Src: netip.AddrPortFrom(src, uint16(32768+randUint32()%28232)),
 		Dst: dst,
