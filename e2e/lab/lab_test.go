@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -485,16 +487,35 @@ func TestDoRestoresNamespace(t *testing.T) {
 		}()
 		c.a1.Do(func() error { panic("panic in ns") })
 	}()
+	// fn calling Goexit (t.FailNow) ends the caller's goroutine too.
+	reachedc := make(chan bool)
+	go func() {
+		reached := false
+		defer func() { reachedc <- reached }()
+		c.a1.Do(func() error { runtime.Goexit(); return nil })
+		reached = true
+	}()
+	if <-reachedc {
+		t.Error("Do returned after fn called runtime.Goexit")
+	}
 	// Many calls later, every thread of the process is back in its
-	// namespace (the panicking call's thread included).
+	// namespace or gone (the Goexit thread dies, asynchronously).
 	for range 50 {
 		c.a2.Do(func() error { return nil })
 	}
-	for _, task := range threads(t) {
-		ns, err := os.Readlink(filepath.Join("/proc/self/task", task, "ns/net"))
-		if err == nil && ns != self {
-			t.Errorf("thread %s left in %s", task, ns)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err = Poll(ctx, 10*time.Millisecond, func() error {
+		for _, task := range threads(t) {
+			ns, err := os.Readlink(filepath.Join("/proc/self/task", task, "ns/net"))
+			if err == nil && ns != self {
+				return fmt.Errorf("thread %s (pid %d) left in %s", task, os.Getpid(), ns)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
 

@@ -56,47 +56,55 @@ func (n *NS) String() string { return n.name }
 // server can keep serving from a goroutine. Goroutines that fn starts run
 // in the process's own namespace, not in n.
 //
-// fn runs on a fresh goroutine locked to its thread; afterwards the thread
-// is switched back and unlocked. If switching back fails the thread stays
-// locked, so the runtime destroys it instead of reusing it in the wrong
-// namespace. A panic in fn is re-raised in the caller.
+// fn runs on a fresh goroutine locked to its thread; afterwards (also after
+// a panic or runtime.Goexit) the thread is switched back and unlocked. If
+// switching back fails the thread stays locked, so the runtime never reuses
+// it in the wrong namespace: it ends the thread, or parks it for good if it
+// is the process's main thread. A panic in fn is re-raised in the caller,
+// and a Goexit (t.FailNow) is repeated in the caller.
 func (n *NS) Do(fn func() error) error {
 	type result struct {
-		err   error
-		panic any
+		err    error
+		panic  any
+		goexit bool
 	}
 	done := make(chan result, 1)
 	go func() {
+		r := result{goexit: true} // cleared when fn returns or panics
+		defer func() { done <- r }()
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("netns %s: get current: %w", n.name, err)}
+			r = result{err: fmt.Errorf("netns %s: get current: %w", n.name, err)}
 			return
 		}
 		defer orig.Close()
 		if err := n.enter(); err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("netns %s: enter: %w", n.name, err)}
+			r = result{err: fmt.Errorf("netns %s: enter: %w", n.name, err)}
 			return
 		}
-		var r result
+		defer func() {
+			if err := netns.Set(orig); err != nil {
+				// Stay locked: the thread is never reused.
+				r.err = errors.Join(r.err, fmt.Errorf("netns %s: restore: %w", n.name, err))
+				return
+			}
+			runtime.UnlockOSThread()
+		}()
 		func() {
 			defer func() { r.panic = recover() }()
 			r.err = fn()
 		}()
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the thread dies with this goroutine.
-			r.err = errors.Join(r.err, fmt.Errorf("netns %s: restore: %w", n.name, err))
-			done <- r
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- r
+		r.goexit = false
 	}()
 	r := <-done
-	if r.panic != nil {
+	switch {
+	case r.panic != nil:
 		panic(r.panic)
+	case r.goexit:
+		runtime.Goexit()
 	}
 	return r.err
 }
