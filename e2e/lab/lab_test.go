@@ -169,13 +169,44 @@ func TestTopology(t *testing.T) {
 				if err := ProbeSCTP(ctx, p.from, netip.AddrPortFrom(dst, sctpPort), probeTimeout); err != nil {
 					t.Error(err)
 				}
-				if !sctp[p.to].WaitInit(ctx, f.addr(p.from), 0) {
-					t.Errorf("sctp server in %s recorded no INIT from %v: %v", p.to.Role(), f.addr(p.from), sctp[p.to].Inits())
+				if err := sctp[p.to].WaitInit(ctx, f.addr(p.from), 0); err != nil {
+					t.Errorf("sctp server in %s: %v; saw %v", p.to.Role(), err, sctp[p.to].Inits())
 				}
 				if err := ProbeICMP(ctx, p.from, dst, probeTimeout); err != nil {
 					t.Error(err)
 				}
 			})
+		}
+	}
+}
+
+// TestHeldConnection checks that a connection from Dial carries echoes
+// until the lab is closed.
+func TestHeldConnection(t *testing.T) {
+	needRoot(t)
+	c := newCluster(t, Options{})
+	if _, err := c.b1.ServeTCP(tcpPort); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.b1.ServeUDP(udpPort); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, f := range families {
+		for _, nw := range []struct {
+			name string
+			port uint16
+		}{{"tcp", tcpPort}, {"udp", udpPort}} {
+			conn, err := Dial(ctx, c.a1.NS, nw.name, netip.AddrPortFrom(f.addr(c.b1.NS), nw.port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			for i := range 3 {
+				if err := Echo(ctx, conn, probeTimeout); err != nil {
+					t.Errorf("%s %s echo %d: %v", f.name, nw.name, i, err)
+				}
+			}
 		}
 	}
 }

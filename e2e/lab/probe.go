@@ -95,6 +95,38 @@ func ProbeUDP(ctx context.Context, from *NS, to netip.AddrPort, timeout time.Dur
 	return nil
 }
 
+// Dial connects from the namespace to `to` over network ("tcp" or "udp")
+// and returns the connection, to hold one flow open across a policy change
+// and test it again with Echo. Echo servers close a connection that has
+// been silent for two minutes.
+func Dial(ctx context.Context, from *NS, network string, to netip.AddrPort) (net.Conn, error) {
+	to = unmap(to)
+	var c net.Conn
+	err := from.Do(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, to.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s → %v: %w", network, from.role, to, classify(err))
+	}
+	return c, nil
+}
+
+// Echo sends a token on a connection to an echo server (from Dial) and
+// waits up to timeout for it to come back. Its errors wrap the probe
+// outcomes like ProbeTCP's. After a timeout on a TCP connection the token
+// may still arrive later: use a new connection, or expect the stream to be
+// out of step.
+func Echo(ctx context.Context, c net.Conn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := echo(ctx, c); err != nil {
+		return fmt.Errorf("echo %v → %v: %w", c.LocalAddr(), c.RemoteAddr(), classify(err))
+	}
+	return nil
+}
+
 // echo writes a random token to c and reads until it comes back or ctx
 // ends.
 func echo(ctx context.Context, c net.Conn) error {

@@ -17,7 +17,7 @@ import (
 
 // idleTimeout ends an echo connection that has been quiet this long, so a
 // forgotten client cannot pin a server goroutine.
-const idleTimeout = 30 * time.Second
+const idleTimeout = 2 * time.Minute
 
 // ServeTCP starts a TCP echo server on port, on all of the namespace's
 // addresses of both families, and returns its closer. Every connection
@@ -174,8 +174,8 @@ func (n *NS) register(c io.Closer) (io.Closer, error) {
 
 // SCTPServer answers SCTP INIT chunks for one port with an INIT ACK, on
 // raw sockets: the kernel has no SCTP stack, so nothing else would answer.
-// It also records every INIT it saw, so a test can tell a dropped INIT from
-// a dropped reply.
+// It also records every INIT it saw (all of them, for the server's life),
+// so a test can tell a dropped INIT from a dropped reply.
 type SCTPServer struct {
 	port  uint16
 	ps    *packetServer
@@ -247,12 +247,17 @@ func (s *SCTPServer) handle(pc net.PacketConn, b []byte, from net.Addr) {
 // Inits returns the INIT chunks received so far.
 func (s *SCTPServer) Inits() []SCTPInit { return s.inits.all() }
 
-// WaitInit waits up to timeout for an INIT from src (any port) and reports
-// whether one arrived. It also counts INITs that arrived before the call.
-func (s *SCTPServer) WaitInit(ctx context.Context, src netip.Addr, timeout time.Duration) bool {
+// WaitInit waits up to timeout for an INIT from src (any port) and
+// returns nil when one arrived, an error wrapping ErrNotDelivered when not.
+// INITs that arrived before the call count.
+func (s *SCTPServer) WaitInit(ctx context.Context, src netip.Addr, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return s.inits.wait(ctx, func(i SCTPInit) bool { return i.From.Addr() == src })
+	src = src.Unmap()
+	if s.inits.wait(ctx, func(i SCTPInit) bool { return i.From.Addr() == src }) {
+		return nil
+	}
+	return fmt.Errorf("sctp INIT from %v to port %d: %w", src, s.port, ErrNotDelivered)
 }
 
 // Close stops the server.
