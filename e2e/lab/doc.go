@@ -86,6 +86,7 @@
 // work. The probes (ProbeTCP, ProbeUDP, ProbeSCTP, ProbeICMP) succeed only
 // when a reply proves the path works both ways; failures wrap ErrNoReply
 // (silent drop), ErrRefused (RST or port unreachable) or ErrUnreachable.
+// Dial and Echo hold one connection open, e.g. across a policy change.
 // This kernel has no SCTP sockets: ProbeSCTP sends an INIT crafted with
 // gopacket on a raw socket and a SCTPServer answers INIT ACK from raw
 // sockets. SpoofSYN, TrapSYN and ProbeSpoofedSYN send a TCP SYN with a
