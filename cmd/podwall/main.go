@@ -37,6 +37,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd())
+	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd(), newDemoCmd())
 	return root
 }
