@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"runtime"
 	"strings"
@@ -15,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/podwall/podwall/datapath"
@@ -118,6 +113,7 @@ type agent struct {
 	log      *slog.Logger
 	engine   engine
 	compiler *policy.Compiler
+	source   policy.Source
 	ruleset  *nft.Ruleset
 	queues   *datapath.Queues
 
@@ -141,6 +137,9 @@ func (o *runOpts) run(ctx context.Context) error {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	a := &agent{o: o, node: node, log: slog.New(h), compiler: policy.NewCompiler(node)}
+	a.source = policy.SourceFunc(func(ctx context.Context, update func(policy.State, error)) error {
+		return manifests.Watch(ctx, o.manifests, update)
+	})
 	a.engine.snap.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.metrics = newAgentMetrics(a)
 	return a.run(ctx)
@@ -164,7 +163,7 @@ func (a *agent) run(ctx context.Context) error {
 	// programmed with the right sets at once.
 	first := make(chan error, 1)
 	go func() {
-		err := manifests.Watch(ctx, a.o.manifests, func(s policy.State, err error) {
+		err := a.source.Run(ctx, func(s policy.State, err error) {
 			a.apply(s, err)
 			select {
 			case first <- err:
@@ -172,7 +171,7 @@ func (a *agent) run(ctx context.Context) error {
 			}
 		})
 		if err != nil && ctx.Err() == nil {
-			a.log.Error("manifests watch stopped", "err", err)
+			a.log.Error("policy source stopped", "err", err)
 			cancel()
 		}
 	}()
@@ -265,133 +264,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// listen starts the metrics and debug listeners. Binding happens here, so a busy port fails
-// the start instead of a background goroutine.
-func (a *agent) listen() ([]*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if a.queues != nil && a.queues.Stats().ReaderFailures > 0 {
-			http.Error(w, "a queue reader stopped", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.ready.Load() {
-			msg := "not ready: first policy not compiled or datapath not programmed"
-			if e := a.lastErr.Load(); e != nil {
-				msg += ": " + *e
-			}
-			http.Error(w, msg, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ok generation=%d\n", a.engine.Generation())
-	})
-	servers := []*http.Server{}
-	add := func(addr string, h http.Handler) error {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", addr, err)
-		}
-		s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		servers = append(servers, s)
-		go s.Serve(ln)
-		return nil
-	}
-	if err := add(a.o.metricsAddr, mux); err != nil {
-		return nil, err
-	}
-	if a.o.debugAddr != "" {
-		dmux := http.NewServeMux()
-		dmux.HandleFunc("/debug/pprof/", pprof.Index)
-		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		if err := add(a.o.debugAddr, dmux); err != nil {
-			servers[0].Close()
-			return nil, err
-		}
-	}
-	return servers, nil
-}
-
-// agentMetrics are the agent's Prometheus series (namespace podwall).
-type agentMetrics struct {
-	reg            *prometheus.Registry
-	verdicts       *prometheus.CounterVec
-	byVerdict      [2][2]prometheus.Counter // [allow][cache hit]
-	decideSeconds  prometheus.Histogram
-	compileSeconds prometheus.Histogram
-	generation     prometheus.Gauge
-	pods, policies prometheus.Gauge
-	sourceErrors   prometheus.Counter
-}
-
-func newAgentMetrics(a *agent) *agentMetrics {
-	m := &agentMetrics{
-		reg: prometheus.NewRegistry(),
-		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
-			Name: "verdicts_total", Help: "Verdicts given to queued packets, by verdict and whether the flow cache answered."},
-			[]string{"verdict", "cache"}),
-		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "podwall", Subsystem: "datapath",
-			Name: "decide_seconds", Help: "Time from receiving a queued packet to its verdict.",
-			Buckets: prometheus.ExponentialBuckets(250e-9, 2, 16)}),
-		compileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "podwall", Subsystem: "policy",
-			Name: "compile_seconds", Help: "Time to compile a new policy snapshot.",
-			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16)}),
-		generation: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "podwall", Subsystem: "policy",
-			Name: "generation", Help: "Generation of the policy snapshot in force."}),
-		pods: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "podwall", Subsystem: "policy",
-			Name: "pods", Help: "Pods in the policy snapshot in force."}),
-		policies: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "podwall", Subsystem: "policy",
-			Name: "policies", Help: "NetworkPolicies in the policy snapshot in force."}),
-		sourceErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "source",
-			Name: "errors_total", Help: "Rejected source states (bad manifests); the last good policy stays in force."}),
-	}
-	for allow, v := range []string{"deny", "allow"} {
-		for hit, c := range []string{"miss", "hit"} {
-			m.byVerdict[allow][hit] = m.verdicts.WithLabelValues(v, c)
-		}
-	}
-	stat := func(name, help string, f func(datapath.Stats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath", Name: name, Help: help},
-			func() float64 {
-				if a.queues == nil {
-					return 0
-				}
-				return float64(f(a.queues.Stats()))
-			})
-	}
-	m.reg.MustRegister(m.verdicts, m.decideSeconds, m.compileSeconds, m.generation, m.pods, m.policies, m.sourceErrors,
-		stat("packets_total", "Packets received from the queues.", func(s datapath.Stats) uint64 { return s.Packets }),
-		stat("malformed_total", "Queued packets that could not be decoded (given the failure policy's verdict).", func(s datapath.Stats) uint64 { return s.Malformed }),
-		stat("enobufs_total", "Netlink receive buffer overruns: queued packets the kernel could not deliver.", func(s datapath.Stats) uint64 { return s.ENOBUFS }),
-		stat("flowcache_hits_total", "Verdict cache hits.", func(s datapath.Stats) uint64 { return s.Cache.Hits }),
-		stat("flowcache_misses_total", "Verdict cache misses.", func(s datapath.Stats) uint64 { return s.Cache.Misses }),
-		stat("flowcache_evictions_total", "Verdict cache evictions.", func(s datapath.Stats) uint64 { return s.Cache.Evictions }),
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
-	)
-	return m
-}
-
-func (m *agentMetrics) observe(r *datapath.Record) {
-	allow, hit := 0, 0
-	if r.Allow {
-		allow = 1
-	}
-	if r.CacheHit {
-		hit = 1
-	}
-	m.byVerdict[allow][hit].Inc()
-	m.decideSeconds.Observe(r.Latency.Seconds())
-}
-
-func (m *agentMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, policies int) {
-	m.compileSeconds.Observe(d.Seconds())
-	m.generation.Set(float64(s.Generation()))
-	m.pods.Set(float64(pods))
-	m.policies.Set(float64(policies))
 }
