@@ -53,6 +53,7 @@ func (a *agent) listen() ([]*http.Server, error) {
 		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		a.debugRoutes(dmux)
 		if err := add(a.o.debugAddr, dmux); err != nil {
 			servers[0].Close()
 			return nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
-	"github.com/podwall/podwall/policy/manifests"
 )
 
 type runOpts struct {
@@ -49,7 +48,7 @@ closed (isolated pods stay protected while the agent restarts) and is removed wh
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes YAML/JSON, reloaded on change")
+	o.addSourceFlags(f)
 	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default $NODE_NAME, then the hostname)")
 	f.IntVar(&o.queues, "queues", runtime.NumCPU(), "number of NFQUEUE queues (one reader each, fanout by CPU)")
 	f.IntVar(&o.queueNum, "queue-num", 100, "first NFQUEUE number")
@@ -64,9 +63,7 @@ closed (isolated pods stay protected while the agent restarts) and is removed wh
 
 func (o *runOpts) validate() error {
 	var errs []error
-	if o.manifests == "" {
-		errs = append(errs, errors.New("--manifests is required"))
-	}
+	errs = append(errs, o.validateSource())
 	if o.queues < 1 || o.queues > 64 {
 		errs = append(errs, fmt.Errorf("--queues: want 1-64, got %d", o.queues))
 	}
@@ -137,9 +134,9 @@ func (o *runOpts) run(ctx context.Context) error {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	a := &agent{o: o, node: node, log: slog.New(h), compiler: policy.NewCompiler(node)}
-	a.source = policy.SourceFunc(func(ctx context.Context, update func(policy.State, error)) error {
-		return manifests.Watch(ctx, o.manifests, update)
-	})
+	if a.source, err = o.newSource(); err != nil {
+		return err
+	}
 	a.engine.snap.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.metrics = newAgentMetrics(a)
 	return a.run(ctx)
@@ -183,7 +180,7 @@ func (a *agent) run(ctx context.Context) error {
 
 	if a.queues, err = datapath.Start(ctx, datapath.Config{
 		QueueNum: uint16(a.o.queueNum), Queues: uint16(a.o.queues), FailOpen: a.o.failOpen,
-		CacheSize: a.o.cacheSize, Log: a.log, Observe: a.metrics.observe,
+		CacheSize: a.o.cacheSize, Log: a.log, Observe: a.observe,
 	}, &a.engine); err != nil {
 		return err
 	}
@@ -230,13 +227,14 @@ func (a *agent) apply(s policy.State, loadErr error) {
 		return
 	}
 	snap := a.compiler.Snapshot()
-	a.engine.snap.Store(snap)
+	old := a.engine.snap.Swap(snap)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		if err := a.sync(); err != nil {
 			a.fail(err)
 			return
 		}
+		a.afterApply(old, snap)
 	}
 	a.lastErr.Store(nil)
 	a.log.Info("policy applied", "generation", snap.Generation(), "pods", len(s.Pods),
