@@ -2,17 +2,20 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/e2e/agent"
 	"github.com/podwall/podwall/e2e/lab"
@@ -207,37 +210,79 @@ type probe struct {
 
 const probeTimeout = 400 * time.Millisecond
 
-// check runs probes over IPv4 and IPv6 and reports every one whose outcome differs.
+// probeParallel bounds the probes check runs at once. Denied probes cost their whole timeout,
+// so running them side by side is what keeps the suite fast.
+const probeParallel = 48
+
+// check runs probes over IPv4 and IPv6, concurrently, and reports every one whose outcome
+// differs, in a fixed order (IPv4 first, then IPv6, each in the order given).
 func (e *env) check(probes ...probe) {
 	e.t.Helper()
+	type job struct {
+		fam string
+		pr  probe
+	}
+	var jobs []job
 	for _, fam := range []string{"IPv4", "IPv6"} {
 		for _, pr := range probes {
-			from, to := e.pods[pr.from], e.pods[pr.to]
-			if from == nil || to == nil {
+			if e.pods[pr.from] == nil || e.pods[pr.to] == nil {
 				e.t.Fatalf("probe %v: unknown endpoint", pr)
 			}
-			dst := to.IPv4
-			if fam == "IPv6" {
-				dst = to.IPv6
-			}
-			ap := netip.AddrPortFrom(dst, pr.port)
-			ctx := context.Background()
-			var err error
 			switch pr.proto {
-			case "", "TCP":
-				err = lab.ProbeTCP(ctx, from.NS, ap, probeTimeout)
-			case "UDP":
-				err = lab.ProbeUDP(ctx, from.NS, ap, probeTimeout)
-			case "SCTP":
-				err = lab.ProbeSCTP(ctx, from.NS, ap, probeTimeout)
+			case "", "TCP", "UDP", "SCTP":
 			default:
 				e.t.Fatalf("probe %v: unknown protocol", pr)
 			}
-			if got := err == nil; got != pr.allow {
-				e.t.Errorf("%s %s -> %s %s/%d: connected=%v, want %v (err: %v)", fam, pr.from, pr.to, proto(pr), pr.port, got, pr.allow, err)
-			}
+			jobs = append(jobs, job{fam, pr})
 		}
 	}
+	msgs := make([]string, len(jobs))
+	sem := make(chan struct{}, probeParallel)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := e.probe(j.fam, j.pr, probeTimeout)
+			if got := err == nil; got != j.pr.allow {
+				msgs[i] = fmt.Sprintf("%s %s -> %s %s/%d: connected=%v, want %v (err: %v)",
+					j.fam, j.pr.from, j.pr.to, proto(j.pr), j.pr.port, got, j.pr.allow, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range msgs {
+		if m != "" {
+			e.t.Error(m)
+		}
+	}
+}
+
+// probe runs one connection attempt over family fam ("IPv4" or "IPv6") and returns nil
+// when it connected (and echoed). It ignores pr.allow. Safe for concurrent use.
+func (e *env) probe(fam string, pr probe, timeout time.Duration) error {
+	from := e.pods[pr.from]
+	ap := netip.AddrPortFrom(e.addr(pr.to, fam), pr.port)
+	ctx := context.Background()
+	switch pr.proto {
+	case "", "TCP":
+		return lab.ProbeTCP(ctx, from.NS, ap, timeout)
+	case "UDP":
+		return lab.ProbeUDP(ctx, from.NS, ap, timeout)
+	case "SCTP":
+		return lab.ProbeSCTP(ctx, from.NS, ap, timeout)
+	}
+	return fmt.Errorf("unknown protocol %q", pr.proto)
+}
+
+// addr returns the address of endpoint key in family fam ("IPv4" or "IPv6").
+func (e *env) addr(key, fam string) netip.Addr {
+	p := e.pods[key]
+	if fam == "IPv6" {
+		return p.IPv6
+	}
+	return p.IPv4
 }
 
 func proto(p probe) string {
@@ -269,4 +314,171 @@ func (e *env) metric(node, name, labelHas string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// nodeEndpoint makes a node's own namespace usable as a probe endpoint, known as
+// "node:<name>", with the node's underlay addresses. Call it after serve, or serve starts
+// servers in the node too.
+func (e *env) nodeEndpoint(name string) string {
+	n := e.nodes[name]
+	key := "node:" + name
+	e.pods[key] = &lab.Pod{NS: n.NS, IPv4: n.UnderlayV4, IPv6: n.UnderlayV6, Node: n}
+	return key
+}
+
+// nodeObject is the Node object of a lab node, its underlay addresses as InternalIPs.
+func (e *env) nodeObject(name string) *corev1.Node {
+	n := e.nodes[name]
+	node := &corev1.Node{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+		ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, a := range []netip.Addr{n.UnderlayV4, n.UnderlayV6} {
+		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a.String()})
+	}
+	return node
+}
+
+// readyz returns the status code and body of an agent's /readyz.
+func (e *env) readyz(node string) (int, string) {
+	e.t.Helper()
+	code, body, err := e.agents[node].Get(context.Background(), "/readyz")
+	if err != nil {
+		e.t.Fatalf("readyz of %s: %v", node, err)
+	}
+	return code, strings.TrimSpace(body)
+}
+
+// queued is what one node says it sent to userspace, read from three independent places:
+// the counters of the podwall table's queue rules, the kernel's queue instances, and the
+// agent.
+type queued struct {
+	// Rules counts the packets of each queue rule, by the set it matches ("ingress4",
+	// "ingress6", "egress4", "egress6"), from `nft -j list table inet podwall` (JSON shows
+	// the counters even where the text form hides the xt NFQUEUE target).
+	Rules map[string]uint64
+	// Spoofed counts the packets the anti-spoofing (fib) rules dropped.
+	Spoofed uint64
+	// Kernel is the sum of id_sequence over the node's queue instances
+	// (/proc/net/netfilter/nfnetlink_queue): packets the kernel queued.
+	Kernel uint64
+	// Agent is podwall_datapath_packets_total: packets the agent read.
+	Agent uint64
+}
+
+// Queued returns the packets counted by all queue rules.
+func (q queued) Queued() uint64 {
+	var n uint64
+	for _, v := range q.Rules {
+		n += v
+	}
+	return n
+}
+
+// sub returns q - r, field by field.
+func (q queued) sub(r queued) queued {
+	d := queued{Rules: map[string]uint64{}, Spoofed: q.Spoofed - r.Spoofed, Kernel: q.Kernel - r.Kernel, Agent: q.Agent - r.Agent}
+	for k, v := range q.Rules {
+		d.Rules[k] = v - r.Rules[k]
+	}
+	return d
+}
+
+func (q queued) String() string {
+	return fmt.Sprintf("rules %d (ingress4 %d ingress6 %d egress4 %d egress6 %d), kernel %d, agent %d, spoofed %d",
+		q.Queued(), q.Rules["ingress4"], q.Rules["ingress6"], q.Rules["egress4"], q.Rules["egress6"], q.Kernel, q.Agent, q.Spoofed)
+}
+
+// queueCounts reads node's queued counters.
+func (e *env) queueCounts(node string) queued {
+	e.t.Helper()
+	n := e.nodes[node]
+	q := queued{Rules: map[string]uint64{}}
+	out, err := n.Exec(context.Background(), "nft", "-j", "list", "table", "inet", "podwall").Output()
+	if err != nil {
+		e.t.Fatalf("nft -j list table in %s: %v", node, err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Expr []map[string]json.RawMessage `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		e.t.Fatalf("nft -j list table in %s: %v", node, err)
+	}
+	for _, o := range doc.Nftables {
+		if o.Rule == nil {
+			continue
+		}
+		var set string
+		var fib, queue bool
+		var packets uint64
+		for _, x := range o.Rule.Expr {
+			if m, ok := x["match"]; ok {
+				var match struct {
+					Left  map[string]json.RawMessage `json:"left"`
+					Right json.RawMessage            `json:"right"`
+				}
+				json.Unmarshal(m, &match)
+				if _, ok := match.Left["fib"]; ok {
+					fib = true
+				}
+				var r string
+				if json.Unmarshal(match.Right, &r) == nil && strings.HasPrefix(r, "@") {
+					set = r[1:]
+				}
+			}
+			if c, ok := x["counter"]; ok {
+				var counter struct{ Packets uint64 }
+				json.Unmarshal(c, &counter)
+				packets = counter.Packets
+			}
+			_, xt := x["xt"]
+			_, native := x["queue"]
+			queue = queue || xt || native
+		}
+		switch {
+		case fib:
+			q.Spoofed += packets
+		case queue && set != "":
+			q.Rules[set] += packets
+		}
+	}
+	err = n.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/netfilter/nfnetlink_queue")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 8 {
+				return fmt.Errorf("nfnetlink_queue: short line %q", line)
+			}
+			var seq uint64
+			if _, err := fmt.Sscan(f[7], &seq); err != nil {
+				return fmt.Errorf("nfnetlink_queue: %q: %w", line, err)
+			}
+			q.Kernel += seq
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("queues of %s: %v", node, err)
+	}
+	q.Agent = uint64(e.metric(node, "podwall_datapath_packets_total", ""))
+	return q
+}
+
+// verdicts returns an agent's allow and deny verdict counts.
+func (e *env) verdicts(node string) (allow, deny float64) {
+	e.t.Helper()
+	return e.metric(node, "podwall_datapath_verdicts_total", `verdict="allow"`),
+		e.metric(node, "podwall_datapath_verdicts_total", `verdict="deny"`)
+}
+
+// sub returns the env for a subtest: the same lab and agents, reporting to t.
+func (e *env) sub(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
 }
