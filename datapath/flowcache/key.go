@@ -13,14 +13,18 @@ import (
 //
 // It is packed into a 36-byte array: no pointers, no padding, no strings.
 // The cache is a Go map under the LRU, so every lookup hashes and compares
-// the key; an array of bytes is hashed with one memhash call and compared
-// with one memequal. The alternatives cost more per packet
-// (BenchmarkMapKey, on the machine this was written on: packed 36-byte key
-// 19 ns per lookup in a 100k-entry map, a struct of two netip.AddrPort
-// and the protocol 37 ns, a string key built per packet 93 ns and one
-// allocation): netip.Addr carries a zone pointer and AddrPort padding, so
-// the runtime hashes such a struct field by field, and a string has to be
-// built first.
+// the key, and the map's slots hold it. Measured with BenchmarkMapKey (a
+// 2-CPU VM, Go 1.26; ns per lookup, key built per lookup):
+//
+//	                                  1k flows   100k flows
+//	packed Key (36 bytes)              62 ns      105 ns
+//	struct{src, dst AddrPort; proto}   62 ns      142 ns   (72 bytes)
+//	string "src>dst:port/proto"       150+ ns     260 ns   3 allocs
+//
+// Hashing costs the same for both fixed-size keys; the difference is size:
+// at a realistic flow count the map no longer fits the CPU caches, and a
+// key half the size means half the cache lines per probe. A string key
+// also has to be formatted, which allocates per packet.
 //
 // Layout: bytes 0–15 the source and 16–31 the destination address as
 // 16-byte IPv6 (IPv4 in its IPv4-mapped form), 32 the protocol, 33–34 the

@@ -61,9 +61,10 @@ func (f Fragment) String() string {
 // Errors returned by Decoder.Decode. They are fixed values so that the hot
 // path never formats an error; compare with ==.
 var (
-	// ErrTruncated means b ended before the headers Decode needs, and b is
-	// shorter than the length the IP header declares: the packet may be
-	// fine, but the capture (NFQUEUE copy range) was too short to judge it.
+	// ErrTruncated means b ended before the headers Decode needs, where
+	// the IP header declares more bytes than b holds (or b is shorter than
+	// an IP header): the packet may be fine, but the capture (the NFQUEUE
+	// copy range) was too short to judge it.
 	ErrTruncated = errors.New("packet: truncated before the end of the headers")
 	// ErrMalformed means the headers contradict themselves or the
 	// packet's own declared length: not IPv4 or IPv6, a header length
