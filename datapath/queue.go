@@ -217,15 +217,36 @@ func (r *reader) handle(a nfqueue.Attribute) int {
 	if a.PacketID == nil {
 		return 0
 	}
-	start := time.Now()
 	q := r.q
 	q.packets.Add(1)
-	rec := &r.rec
-	*rec = Record{Time: start, Queue: r.num}
 	var payload []byte
 	if a.Payload != nil {
 		payload = *a.Payload
 	}
+	rec := r.judge(payload)
+	v := nfqueue.NfDrop
+	if rec.Allow {
+		v = nfqueue.NfAccept
+		q.accepted.Add(1)
+	} else {
+		q.dropped.Add(1)
+	}
+	if err := r.nf.SetVerdict(*a.PacketID, v); err != nil {
+		q.verdictErrs.Add(1)
+	}
+	if q.cfg.Observe != nil {
+		q.cfg.Observe(rec)
+	}
+	return 0
+}
+
+// judge decodes a packet and decides it: from the flow cache when it holds a verdict of the
+// policy generation in force, else from the Decider. It allocates nothing.
+func (r *reader) judge(payload []byte) *Record {
+	start := time.Now()
+	q := r.q
+	rec := &r.rec
+	*rec = Record{Time: start, Queue: r.num}
 	r.p = packet.Parsed{}
 	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && isPortProto(r.p.Proto)) {
 		// Undecodable, or a later fragment whose ports we cannot see: the failure policy.
@@ -249,20 +270,7 @@ func (r *reader) handle(a nfqueue.Attribute) int {
 		}
 	}
 	rec.Latency = time.Since(start)
-	v := nfqueue.NfDrop
-	if rec.Allow {
-		v = nfqueue.NfAccept
-		q.accepted.Add(1)
-	} else {
-		q.dropped.Add(1)
-	}
-	if err := r.nf.SetVerdict(*a.PacketID, v); err != nil {
-		q.verdictErrs.Add(1)
-	}
-	if q.cfg.Observe != nil {
-		q.cfg.Observe(rec)
-	}
-	return 0
+	return rec
 }
 
 var errLaterFragment = errors.New("packet: non-first fragment, ports unknown")
