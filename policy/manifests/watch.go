@@ -61,9 +61,10 @@ func Watch(ctx context.Context, path string, onChange func(policy.State, error))
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		root = path
 	}
-	if _, err := watch([]string{root}); err != nil {
-		return err
+	if err := w.Add(root); err != nil {
+		return fmt.Errorf("watch %s: %w", root, err)
 	}
+	watched[root] = true
 
 	var last *[sha256.Size]byte // sum of the manifests last delivered; nil forces the next delivery
 	reload := func() {
