@@ -25,6 +25,9 @@ const (
 	maxDelay = 100 * time.Millisecond
 )
 
+// testHookReload, when set before Watch starts, is called after each reload, delivered or not.
+var testHookReload func()
+
 // Watch calls onChange with the result of Load(path) now, and again after every change to
 // the manifests, until ctx is done; then it returns nil. It returns an error only when it
 // cannot watch: path's directory, or path itself when it is a directory, does not exist.
@@ -68,6 +71,9 @@ func Watch(ctx context.Context, path string, onChange func(policy.State, error))
 
 	var last *[sha256.Size]byte // sum of the manifests last delivered; nil forces the next delivery
 	reload := func() {
+		if testHookReload != nil {
+			defer testHookReload()
+		}
 		src := read(path)
 		// Directories that appeared are watched before their files are read, so that no
 		// write is missed between the two.

@@ -104,6 +104,9 @@ func TestWatchFile(t *testing.T) {
 	path := filepath.Join(dir, "ns.yaml")
 	writeFiles(t, dir, map[string]string{"ns.yaml": namespaces("a")})
 
+	reloads := make(chan struct{}, 100)
+	testHookReload = func() { reloads <- struct{}{} }
+	t.Cleanup(func() { testHookReload = nil }) // runs after watch's cleanup has stopped Watch
 	changes := watch(t, path)
 	// The first Load is delivered at once.
 	if r := next(t, changes); !hasNamespaces("a")(r) {
@@ -129,10 +132,18 @@ func TestWatchFile(t *testing.T) {
 	}
 	waitFor(t, changes, "namespace c", hasNamespaces("c"))
 
-	// A save that changes nothing, and a change to another file of the directory, deliver
-	// nothing: the next call is the next real change. (Renames keep each read whole.)
+	// A save that changes nothing, and a change to another file of the directory, reload but
+	// deliver nothing: the next call is the next real change. (Renames keep each read whole.)
+	for len(reloads) > 0 {
+		<-reloads
+	}
 	replace(t, path, namespaces("c"))
 	writeFiles(t, dir, map[string]string{"other.yaml": namespaces("x")})
+	select {
+	case <-reloads:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload within 5s of an unchanged save")
+	}
 	replace(t, path, namespaces("d"))
 	if r := next(t, changes); !hasNamespaces("d")(r) {
 		t.Fatalf("onChange after an unchanged save = %+v, %v; want namespace d", r.state, r.err)
