@@ -14,9 +14,8 @@ import (
 //
 // IPs come from status.podIPs, or status.podIP when podIPs is empty; the primary address
 // (status.podIP) must come first, as the API server requires. Ports are the named ports of
-// spec.containers and spec.initContainers (sidecars are init containers; a plain init
-// container has exited before the pod runs, so its names are never reached), protocol TCP
-// when omitted. Ephemeral containers declare no ports.
+// spec.containers, then spec.initContainers (sidecars are init containers), protocol TCP
+// when omitted; ephemeral containers may not declare ports.
 //
 // The error joins one *field.Error per problem (an address that does not parse, a repeated
 // address or family, a port podwall cannot match) and names its field, e.g.

@@ -37,7 +37,9 @@ import (
 //     accepts with a warning and which means the masked network (10.0.0.0/24).
 //
 // Also like the API server, a repeated policyType ([Ingress, Ingress]) is accepted: it is
-// harmless, and rejecting what the cluster accepted would freeze enforcement.
+// harmless, and rejecting what the cluster accepted would freeze enforcement. Not copied: the
+// API server's ratcheting, which lets an update keep a selector value or CIDR stored before
+// its rules tightened; such an old object fails here, which narrows, never widens, access.
 func Validate(np *networkingv1.NetworkPolicy) error {
 	if np == nil {
 		return errors.New("nil NetworkPolicy")
