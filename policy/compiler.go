@@ -142,9 +142,7 @@ func Compile(s State) (*Snapshot, error) {
 func (c *Compiler) Replace(s State) error {
 	var errs []error
 	for _, np := range s.Policies {
-		if err := Validate(np); err != nil {
-			errs = append(errs, fmt.Errorf("NetworkPolicy %s/%s: %w", np.Namespace, np.Name, err))
-		}
+		errs = append(errs, policyError(np, Validate(np)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -386,11 +384,11 @@ func (c *Compiler) SetPolicy(np *networkingv1.NetworkPolicy) error {
 		return nil
 	}
 	if err := Validate(np); err != nil {
-		return fmt.Errorf("NetworkPolicy %s: %w", key, err)
+		return policyError(np, err)
 	}
 	cp, err := c.compilePolicy(np)
 	if err != nil {
-		return fmt.Errorf("NetworkPolicy %s: %w", key, err)
+		return policyError(np, err)
 	}
 	c.policies[key] = cp
 	byNS := c.policiesNS[np.Namespace]
@@ -406,6 +404,24 @@ func (c *Compiler) SetPolicy(np *networkingv1.NetworkPolicy) error {
 		c.release(old)
 	}
 	return nil
+}
+
+// policyError names the policy on every problem of a (joined) error, one per line.
+func policyError(np *networkingv1.NetworkPolicy, err error) error {
+	if err == nil {
+		return nil
+	}
+	var parts []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	} else {
+		parts = []error{err}
+	}
+	out := make([]error, len(parts))
+	for i, e := range parts {
+		out[i] = fmt.Errorf("NetworkPolicy %s/%s: %w", np.Namespace, np.Name, e)
+	}
+	return errors.Join(out...)
 }
 
 // DeletePolicy forgets a NetworkPolicy.

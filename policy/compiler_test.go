@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/synth"
@@ -210,5 +213,37 @@ func TestSnapshotIsImmutable(t *testing.T) {
 		if got := after.Decide(f).Verdict; got != policy.Allow {
 			t.Fatalf("with no policy left, %v is %v", f, got)
 		}
+	}
+}
+
+// An invalid policy is refused with every problem named, each line naming the policy, and
+// the compiler keeps what it had.
+func TestInvalidPolicyRefused(t *testing.T) {
+	state := synth.Generate(synth.Config{Pods: 20, Policies: 4, Seed: 9})
+	c := policy.NewCompiler("")
+	if err := c.Replace(state); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Snapshot()
+	bad := state.Policies[0].DeepCopy()
+	bad.Spec.Ingress = append(bad.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+		From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/33"}}, {}},
+	})
+	state.Policies[0] = bad
+	err := c.Replace(state)
+	if err == nil {
+		t.Fatal("invalid policy accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) < 2 {
+		t.Errorf("want one line per problem, got %q", err)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "NetworkPolicy "+bad.Namespace+"/"+bad.Name) {
+			t.Errorf("line %q does not name the policy", l)
+		}
+	}
+	if c.Snapshot() != before {
+		t.Error("a refused state changed the snapshot")
 	}
 }
