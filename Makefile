@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/podwall
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := v0.6.1
 
 .PHONY: build deps test unit e2e bench demo lint fuzz clean
 

@@ -161,9 +161,6 @@ func (s *addrSet) normalize() {
 	s.v6 = slices.Clip(out6)
 }
 
-// empty reports whether the set holds no address.
-func (s *addrSet) empty() bool { return len(s.v4) == 0 && len(s.v6) == 0 }
-
 // linearMax is the range count up to which contains scans instead of bisecting.
 const linearMax = 8
 

@@ -28,7 +28,6 @@ const metadataNameLabel = "kubernetes.io/metadata.name"
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 // lbl builds a label map from key, value pairs.
 func lbl(kv ...string) map[string]string {
@@ -592,15 +591,9 @@ var modelFamilies = []struct {
 	index int // into Pod.IPs
 }{{"IPv4", 0}, {"IPv6", 1}}
 
-// checkReachability probes all 81 pairs of the model in both address families on one port
-// and protocol, and on a mismatch prints the expected, observed and comparison tables like
-// upstream does, followed by the engine's reason for every wrong cell.
-func checkReachability(t *testing.T, snap *Snapshot, m *model, proto Protocol, port uint16, want *reachability) {
-	t.Helper()
-	checkReachabilityFamilies(t, snap, m, proto, port, want, "IPv4", "IPv6")
-}
-
-// checkReachabilityFamilies is checkReachability restricted to some families.
+// checkReachabilityFamilies probes all 81 pairs of the model in the given address families
+// on one port and protocol, and on a mismatch prints the expected, observed and comparison
+// tables like upstream does, followed by the engine's reason for every wrong cell.
 func checkReachabilityFamilies(t *testing.T, snap *Snapshot, m *model, proto Protocol, port uint16, want *reachability, families ...string) {
 	t.Helper()
 	for _, fam := range modelFamilies {

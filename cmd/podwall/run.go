@@ -114,11 +114,10 @@ type agent struct {
 	ruleset  *nft.Ruleset
 	queues   *datapath.Queues
 
-	mu         sync.Mutex // serialises applying states
-	ready      atomic.Bool
-	lastErr    atomic.Pointer[string]
-	metrics    *agentMetrics
-	compiledAt time.Time
+	mu      sync.Mutex // serialises applying states
+	ready   atomic.Bool
+	lastErr atomic.Pointer[string]
+	metrics *agentMetrics
 }
 
 func (o *runOpts) run(ctx context.Context) error {
