@@ -3,31 +3,8 @@ package e2e
 import (
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-
 	"github.com/podwall/podwall/e2e/agent"
 )
-
-// dbPolicy is the seeds' db-policy: only pods labelled name=api-pod reach role=db, TCP 3306.
-func dbPolicy() *networkingv1.NetworkPolicy {
-	tcp := corev1.ProtocolTCP
-	port := intstr.FromInt32(3306)
-	return &networkingv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db-policy"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "db"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"name": "api-pod"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-			}},
-		},
-	}
-}
 
 // The seeds' 3-tier application: user → web:80 → api:5000 → db:3306 with db-policy.
 // web → db is denied, api → db allowed, and replies flow (the probes read an echo).
@@ -43,7 +20,7 @@ func TestThreeTier(t *testing.T) {
 		e.podObject("prod/web", map[string]string{"role": "web"}),
 		e.podObject("prod/api", map[string]string{"role": "api", "name": "api-pod"}),
 		e.podObject("prod/db", map[string]string{"role": "db"}),
-		dbPolicy(),
+		agent.DBPolicy("prod"),
 	)
 	e.serve(80, 5000, 3306)
 	e.start()

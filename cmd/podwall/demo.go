@@ -13,10 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	labagent "github.com/podwall/podwall/e2e/agent"
 	"github.com/podwall/podwall/e2e/lab"
@@ -39,23 +35,6 @@ It touches nothing outside the namespaces it creates.`,
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the lab running until Ctrl-C (to explore with ip netns exec)")
 	return cmd
-}
-
-func demoPolicy() *networkingv1.NetworkPolicy {
-	tcp := corev1.ProtocolTCP
-	port := intstr.FromInt32(3306)
-	return &networkingv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db-policy"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "db"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"name": "api-pod"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-			}},
-		},
-	}
 }
 
 func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
@@ -110,7 +89,7 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 		labagent.Pod(pods["web"], "prod", "web", "node-1", map[string]string{"role": "web"}),
 		labagent.Pod(pods["api"], "prod", "api", "node-1", map[string]string{"role": "api", "name": "api-pod"}),
 		labagent.Pod(pods["db"], "prod", "db", "node-1", map[string]string{"role": "db"}),
-		demoPolicy(),
+		labagent.DBPolicy("prod"),
 	}
 	if err := labagent.Write(file, objs...); err != nil {
 		return err
