@@ -70,7 +70,9 @@
 // the one given by WithNetNS) and probes; Program creates the table or takes
 // over the one a previous run left, in one transaction that never unhooks
 // the chain and keeps the set elements, so isolated pods are never
-// unprotected across a restart; Sync reconciles the sets; Close(true)
+// unprotected across a restart; Sync reconciles the sets; ProgramSync does
+// Program and the first Sync in one transaction (what the agent starts
+// with: the hook never runs with sets that do not match its policy); Close(true)
 // leaves the table to enforce the failure policy (Config.FailOpen) until
 // the next agent takes over, Close(false) removes it on uninstall.
 //

@@ -111,12 +111,31 @@ func (r *Ruleset) Capabilities() Capabilities { return r.caps }
 //
 // Set elements found in a matching set are kept: isolated pods stay
 // isolated from the moment the table is taken over, and the first Sync
-// reconciles the elements. Leftovers that do not match the wanted layout
+// reconciles the elements (ProgramSync does both in one transaction). Leftovers that do not match the wanted layout
 // are removed in the same batch: unknown chains, sets of another name or
 // type; other object kinds (podwall creates none) are left alone. Only a
 // base chain with another hook, type or priority (a layout change between
 // versions) is deleted and re-created in the batch, which unhooks it once.
 func (r *Ruleset) Program() error {
+	return r.program(nil)
+}
+
+// ProgramSync is Program and Sync(ingress, egress) in one transaction: the
+// table, chain and rules appear (or are taken over) already holding the
+// given set elements, so there is no moment, not even between two
+// transactions, in which the hook runs with sets that do not match the
+// policy. The agent starts with it.
+func (r *Ruleset) ProgramSync(ingress, egress []netip.Addr) error {
+	want, err := wantElements(ingress, egress)
+	if err != nil {
+		return err
+	}
+	return r.program(want)
+}
+
+// program is Program; with elems (set name → addresses) it also makes the
+// sets hold exactly those elements, in the same batch.
+func (r *Ruleset) program(elems map[string]map[netip.Addr]bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -148,6 +167,17 @@ func (r *Ruleset) Program() error {
 			return fmt.Errorf("nft: list sets: %w", err)
 		}
 	}
+	var diffs []setDiff
+	if elems != nil {
+		for _, w := range want.sets {
+			kept := slices.ContainsFunc(sets, func(s *nftables.Set) bool { return sameSet(s, w) })
+			df, err := r.diff(w, elems[w.Name], kept)
+			if err != nil {
+				return err
+			}
+			diffs = append(diffs, df)
+		}
+	}
 
 	c.AddTable(want.table)
 	// Flush every existing chain first: afterwards no rule references a set
@@ -171,6 +201,9 @@ func (r *Ruleset) Program() error {
 		}
 	}
 	c.AddChain(want.chain)
+	if _, err := queueDiffs(c, diffs); err != nil {
+		return err
+	}
 	for _, ru := range want.rules {
 		c.AddRule(&nftables.Rule{Table: want.table, Chain: want.chain, Exprs: ru.exprs})
 	}
@@ -217,6 +250,39 @@ func sameSet(have, want *nftables.Set) bool {
 // IPv6 addresses count as IPv4; zones are dropped. An invalid (zero)
 // address is an error and nothing is changed.
 func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
+	want, err := wantElements(ingress, egress)
+	if err != nil {
+		return err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	t := newTable()
+	// Read all four sets before queuing any change, so that a failed read
+	// leaves nothing queued on the connection.
+	var diffs []setDiff
+	for _, d := range setDefs {
+		df, err := r.diff(newSet(t, d), want[d.name], true)
+		if err != nil {
+			return err
+		}
+		diffs = append(diffs, df)
+	}
+	changed, err := queueDiffs(r.conn, diffs)
+	if err != nil || !changed {
+		return err
+	}
+	if err := r.conn.Flush(); err != nil {
+		return fmt.Errorf("nft: sync sets: %w", err)
+	}
+	return nil
+}
+
+// wantElements sorts the addresses into the four sets: set name → elements.
+func wantElements(ingress, egress []netip.Addr) (map[string]map[netip.Addr]bool, error) {
 	want := map[string]map[netip.Addr]bool{}
 	for _, d := range setDefs {
 		want[d.name] = map[netip.Addr]bool{}
@@ -240,72 +306,68 @@ func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
 		}
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+		return nil, fmt.Errorf("nft: sync: %w", errors.Join(bad...))
 	}
+	return want, nil
+}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return ErrClosed
-	}
-	t := newTable()
-	c := r.conn
-	// Read all four sets before queuing any change, so that a failed read
-	// leaves nothing queued on the connection.
-	type diff struct {
-		set      *nftables.Set
-		del, add []netip.Addr
-	}
-	var diffs []diff
-	for _, d := range setDefs {
-		s := newSet(t, d)
-		elems, err := c.GetSetElements(s)
+// setDiff is what turns a set's elements into the wanted ones.
+type setDiff struct {
+	set      *nftables.Set
+	del, add []netip.Addr
+}
+
+// diff reads the elements of s from the kernel when exists (otherwise it is
+// taken as empty) and returns the changes that make it hold exactly want.
+// Call with r.mu held.
+func (r *Ruleset) diff(s *nftables.Set, want map[netip.Addr]bool, exists bool) (setDiff, error) {
+	df := setDiff{set: s}
+	have := map[netip.Addr]bool{}
+	if exists {
+		elems, err := r.conn.GetSetElements(s)
 		if err != nil {
-			return fmt.Errorf("nft: read set %s: %w", d.name, err)
+			return df, fmt.Errorf("nft: read set %s: %w", s.Name, err)
 		}
-		have := map[netip.Addr]bool{}
-		df := diff{set: s}
 		for _, e := range elems {
 			a, ok := netip.AddrFromSlice(e.Key)
 			if !ok {
-				return fmt.Errorf("nft: set %s holds a %d-byte key", d.name, len(e.Key))
+				return df, fmt.Errorf("nft: set %s holds a %d-byte key", s.Name, len(e.Key))
 			}
 			have[a] = true
-			if !want[d.name][a] {
+			if !want[a] {
 				df.del = append(df.del, a)
 			}
 		}
-		for a := range want[d.name] {
-			if !have[a] {
-				df.add = append(df.add, a)
-			}
-		}
-		slices.SortFunc(df.del, netip.Addr.Compare)
-		slices.SortFunc(df.add, netip.Addr.Compare)
-		diffs = append(diffs, df)
 	}
+	for a := range want {
+		if !have[a] {
+			df.add = append(df.add, a)
+		}
+	}
+	slices.SortFunc(df.del, netip.Addr.Compare)
+	slices.SortFunc(df.add, netip.Addr.Compare)
+	return df, nil
+}
+
+// queueDiffs queues the element deletions and additions on c, and reports
+// whether there were any.
+func queueDiffs(c *nftables.Conn, diffs []setDiff) (bool, error) {
 	changed := false
 	for _, df := range diffs {
 		for chunk := range slices.Chunk(df.del, maxElemsPerMsg) {
 			if err := c.SetDeleteElements(df.set, elements(chunk)); err != nil {
-				return fmt.Errorf("nft: delete from set %s: %w", df.set.Name, err)
+				return changed, fmt.Errorf("nft: delete from set %s: %w", df.set.Name, err)
 			}
 			changed = true
 		}
 		for chunk := range slices.Chunk(df.add, maxElemsPerMsg) {
 			if err := c.SetAddElements(df.set, elements(chunk)); err != nil {
-				return fmt.Errorf("nft: add to set %s: %w", df.set.Name, err)
+				return changed, fmt.Errorf("nft: add to set %s: %w", df.set.Name, err)
 			}
 			changed = true
 		}
 	}
-	if !changed {
-		return nil
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nft: sync sets: %w", err)
-	}
-	return nil
+	return changed, nil
 }
 
 func elements(addrs []netip.Addr) []nftables.SetElement {

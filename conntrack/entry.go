@@ -1,0 +1,123 @@
+package conntrack
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// IP protocol numbers whose conntrack tuples carry ports that NetworkPolicy judges. They
+// equal policy.Protocol's values.
+const (
+	protoTCP  uint8 = 6
+	protoUDP  uint8 = 17
+	protoSCTP uint8 = 132
+)
+
+// Tuple is one direction of a connection as conntrack records it.
+type Tuple struct {
+	Src, Dst         netip.Addr
+	Proto            uint8
+	SrcPort, DstPort uint16 // zero for protocols without ports (ICMP: see ICMPID)
+	// ICMPType, ICMPCode and ICMPID are set for ICMP and ICMPv6 tuples.
+	ICMPType, ICMPCode uint8
+	ICMPID             uint16
+}
+
+func (t Tuple) String() string {
+	if t.SrcPort == 0 && t.DstPort == 0 {
+		return fmt.Sprintf("%v → %v proto %d", t.Src, t.Dst, t.Proto)
+	}
+	return fmt.Sprintf("%v → %v proto %d",
+		netip.AddrPortFrom(t.Src, t.SrcPort), netip.AddrPortFrom(t.Dst, t.DstPort), t.Proto)
+}
+
+// Flow is what a policy judges about a connection: its source, its real destination and
+// the destination port, as the datapath saw the connection's first packet.
+type Flow struct {
+	Src, Dst netip.Addr
+	Proto    uint8
+	Port     uint16 // destination port for TCP, UDP and SCTP; 0 otherwise
+}
+
+// Entry is one conntrack entry. Entries passed to a Dump callback are valid only during
+// the call: keep a Clone.
+type Entry struct {
+	// Family is the entry's address family (unix.AF_INET or unix.AF_INET6).
+	Family uint8
+	// Orig is the tuple of the first packet, as it arrived; Reply the tuple replies carry,
+	// which reflects NAT: after a DNAT (a Service), Reply.Src is the real destination.
+	Orig, Reply Tuple
+	// Zone is the conntrack zone (0 unless something puts flows in zones).
+	Zone uint16
+	// ID is the kernel's id of the entry; Delete removes only the entry with this id, not
+	// a newer one with the same tuple.
+	ID uint32
+	// Status holds the IPS_* status bits (see StatusAssured and friends).
+	Status uint32
+	// Mark is the connection mark.
+	Mark uint32
+
+	// origAttr is the raw CTA_TUPLE_ORIG attribute (header included), zoneAttr and idAttr
+	// the raw CTA_ZONE and CTA_ID attributes: what Delete sends back. They alias the
+	// receive buffer until Clone.
+	origAttr, zoneAttr, idAttr []byte
+}
+
+// Status bits of Entry.Status (include/uapi/linux/netfilter/nf_conntrack_common.h).
+const (
+	StatusSeenReply uint32 = 1 << 1
+	StatusAssured   uint32 = 1 << 2
+	StatusConfirmed uint32 = 1 << 3
+	StatusSrcNAT    uint32 = 1 << 4
+	StatusDstNAT    uint32 = 1 << 5
+)
+
+// Flow returns the flow the datapath judged when the connection was new. The hook sees
+// packets after DNAT and before SNAT, so the source is the original source and the
+// destination is where the connection really goes: the reply's source address and port.
+// Without NAT that is simply the original destination.
+func (e *Entry) Flow() Flow {
+	f := Flow{Src: e.Orig.Src, Dst: e.Reply.Src, Proto: e.Orig.Proto}
+	if !f.Dst.IsValid() {
+		f.Dst = e.Orig.Dst
+	}
+	switch f.Proto {
+	case protoTCP, protoUDP, protoSCTP:
+		f.Port = e.Reply.SrcPort
+		if !e.Reply.Src.IsValid() {
+			f.Port = e.Orig.DstPort
+		}
+	}
+	return f
+}
+
+// Clone returns a copy of e that does not alias the buffer it was read from.
+func (e *Entry) Clone() *Entry {
+	c := *e
+	n := len(e.origAttr) + len(e.zoneAttr) + len(e.idAttr)
+	buf := make([]byte, 0, n)
+	buf = append(buf, e.origAttr...)
+	c.origAttr = buf[:len(e.origAttr):len(e.origAttr)]
+	buf = append(buf, e.zoneAttr...)
+	c.zoneAttr = buf[len(e.origAttr):len(buf):len(buf)]
+	buf = append(buf, e.idAttr...)
+	c.idAttr = buf[len(e.origAttr)+len(e.zoneAttr):]
+	if len(e.zoneAttr) == 0 {
+		c.zoneAttr = nil
+	}
+	if len(e.idAttr) == 0 {
+		c.idAttr = nil
+	}
+	return &c
+}
+
+func (e *Entry) String() string {
+	s := e.Orig.String()
+	if e.Reply.Src != e.Orig.Dst || e.Reply.SrcPort != e.Orig.DstPort {
+		s += fmt.Sprintf(" (to %v)", netip.AddrPortFrom(e.Reply.Src, e.Reply.SrcPort))
+	}
+	if e.Zone != 0 {
+		s += fmt.Sprintf(" zone %d", e.Zone)
+	}
+	return s
+}

@@ -1,0 +1,216 @@
+package conntrack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Policy is what the Revoker enforces: one policy generation. The agent implements it over
+// a policy snapshot.
+type Policy interface {
+	// Generation identifies the policy, for logs.
+	Generation() uint64
+	// Isolated returns the local pod addresses isolated for ingress and for egress: only
+	// connections to the former or from the latter can be denied.
+	Isolated() (ingress, egress []netip.Addr)
+	// Allow reports whether this node lets the flow pass (its local directions).
+	Allow(Flow) bool
+}
+
+// Kernel is the conntrack table the Revoker works on; *Table implements it.
+type Kernel interface {
+	Dump(fn func(*Entry)) error
+	Delete(entries []*Entry) (deleted, gone int, err error)
+}
+
+// Config configures a Revoker.
+type Config struct {
+	// Kernel is the conntrack table.
+	Kernel Kernel
+	// LocalAddrs returns the addresses of this network namespace. Connections from or to
+	// them are the node's own (they never pass the forward hook) and are left alone. Nil
+	// means the namespace's interface addresses.
+	LocalAddrs func() ([]netip.Addr, error)
+	// OnSweep, when set, is called after every sweep run by Run, from Run's goroutine.
+	OnSweep func(Result)
+	Log     *slog.Logger
+}
+
+// Result describes one sweep.
+type Result struct {
+	// Generation is the generation of the policy swept for.
+	Generation uint64
+	// Scanned counts the entries read; InScope those from an egress-isolated or to an
+	// ingress-isolated local pod, which were judged.
+	Scanned, InScope int
+	// Revoked counts the entries deleted because the policy denies them; Gone those the
+	// policy denies that disappeared before they could be deleted.
+	Revoked, Gone int
+	// Denied holds up to maxDenied of the revoked flows, for the log.
+	Denied []Flow
+	// Started is when the sweep started; Took how long it ran.
+	Started time.Time
+	Took    time.Duration
+	Err     error
+}
+
+const maxDenied = 8
+
+// Stats counts what a Revoker did.
+type Stats struct {
+	Sweeps, Errors, Scanned, Revoked uint64
+}
+
+// Revoker deletes the conntrack entries of connections that the policy in force denies,
+// so that their next packet is judged again. See the package doc.
+type Revoker struct {
+	cfg Config
+
+	mu      sync.Mutex
+	pending Policy // the latest policy requested and not yet swept
+	wake    chan struct{}
+
+	sweeps, errs, scanned, revoked atomic.Uint64
+}
+
+// NewRevoker returns a Revoker. Start it with Run.
+func NewRevoker(cfg Config) *Revoker {
+	if cfg.LocalAddrs == nil {
+		cfg.LocalAddrs = interfaceAddrs
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Revoker{cfg: cfg, wake: make(chan struct{}, 1)}
+}
+
+// Request asks for a sweep for p. It never blocks: requests made while a sweep runs are
+// coalesced, and the next sweep uses the latest policy requested.
+func (r *Revoker) Request(p Policy) {
+	r.mu.Lock()
+	r.pending = p
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sweeps for each requested policy until ctx ends.
+func (r *Revoker) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		p := r.pending
+		r.pending = nil
+		r.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		res := r.Sweep(p)
+		if errors.Is(res.Err, ErrInterrupted) && ctx.Err() == nil {
+			// The table changed during the dump: an entry may have been skipped. Once more.
+			again := r.Sweep(p)
+			again.Revoked += res.Revoked
+			again.Gone += res.Gone
+			res = again
+		}
+		if r.cfg.OnSweep != nil {
+			r.cfg.OnSweep(res)
+		}
+	}
+}
+
+// Stats returns the counters so far.
+func (r *Revoker) Stats() Stats {
+	return Stats{Sweeps: r.sweeps.Load(), Errors: r.errs.Load(), Scanned: r.scanned.Load(), Revoked: r.revoked.Load()}
+}
+
+// Sweep reads the table once, judges every entry in p's scope with p, and deletes those p
+// denies. It returns what it did; Result.Err is set when reading or deleting failed
+// (entries judged before a failure are still deleted).
+func (r *Revoker) Sweep(p Policy) Result {
+	res := Result{Generation: p.Generation(), Started: time.Now()}
+	defer func() {
+		res.Took = time.Since(res.Started)
+		r.sweeps.Add(1)
+		r.scanned.Add(uint64(res.Scanned))
+		r.revoked.Add(uint64(res.Revoked))
+		if res.Err != nil && !errors.Is(res.Err, ErrInterrupted) {
+			r.errs.Add(1)
+		}
+	}()
+	ingress, egress := p.Isolated()
+	if len(ingress) == 0 && len(egress) == 0 {
+		return res // nothing can be denied
+	}
+	in, eg := addrSet(ingress), addrSet(egress)
+	local, err := r.cfg.LocalAddrs()
+	if err != nil {
+		res.Err = fmt.Errorf("conntrack: local addresses: %w", err)
+		return res
+	}
+	own := addrSet(local)
+	var denied []*Entry
+	dumpErr := r.cfg.Kernel.Dump(func(e *Entry) {
+		res.Scanned++
+		f := e.Flow()
+		if !eg[f.Src] && !in[f.Dst] {
+			return
+		}
+		if own[f.Src] || own[f.Dst] {
+			return // the node's own traffic: input and output, never forwarded
+		}
+		res.InScope++
+		if p.Allow(f) {
+			return
+		}
+		denied = append(denied, e.Clone())
+	})
+	if len(denied) > 0 {
+		var delErr error
+		res.Revoked, res.Gone, delErr = r.cfg.Kernel.Delete(denied)
+		dumpErr = errors.Join(dumpErr, delErr)
+		for _, e := range denied[:min(maxDenied, len(denied))] {
+			res.Denied = append(res.Denied, e.Flow())
+		}
+	}
+	res.Err = dumpErr
+	return res
+}
+
+func addrSet(addrs []netip.Addr) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = true
+	}
+	return m
+}
+
+// interfaceAddrs returns the addresses of the calling thread's network namespace.
+func interfaceAddrs() ([]netip.Addr, error) {
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(ifas))
+	for _, ifa := range ifas {
+		if n, ok := ifa.(*net.IPNet); ok {
+			if a, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
