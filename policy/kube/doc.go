@@ -1,0 +1,39 @@
+// Package kube is podwall's Kubernetes API source of policy state: `podwall run` with
+// --kubeconfig or in-cluster config, and `podwall explain --kubeconfig`.
+//
+// Source implements policy.Source with client-go shared informers for Pods, Namespaces and
+// NetworkPolicies (all namespaces). It owns three things:
+//
+//   - Trimming at the edge. An informer transform cuts every Pod, as it arrives and before it
+//     is stored, down to what policy.FromPod reads — name, namespace, labels, node,
+//     hostNetwork, the named container ports, phase and addresses — and drops managed fields
+//     and annotations from Namespaces and NetworkPolicies. A cluster of 10 000 pods then
+//     costs the agent a few MB of cache, not the hundreds that full Pods take.
+//   - Coalescing. An event that changes nothing policy reads (a pod condition, a resource
+//     version) is ignored. Others mark the state dirty; once the events have been quiet for
+//     Quiet (default 10 ms), or at the latest MaxDelay (default 100 ms) after the first one,
+//     Source builds one complete policy.State from the informer caches and calls update. The
+//     agent's compiler diffs it against the previous state, so a complete state costs little
+//     more than a delta. The first update comes only after every cache has synced; a
+//     source that never syncs (the API unreachable or forbidden from the start) never
+//     updates, and the agent never becomes ready.
+//   - Connectivity. A lost API connection changes nothing that is enforced: the caches keep
+//     the last state and client-go's reflectors list and watch again by themselves, with
+//     backoff, after which the caches converge and an update follows. Status reports whether
+//     the last request to the API server got an answer, since when, the last list/watch error
+//     and how many there were, for the agent's /readyz and metrics.
+//
+// Pods without an address yet are part of the state (they can be selected, they isolate
+// nothing until they have an address) and enforced as soon as their status carries one.
+// Objects a state cannot hold — a pod whose addresses do not parse — make update receive an
+// error instead of a state: the agent keeps enforcing the last good one (SPEC §2). The API
+// server validates pods, so this does not happen with a conforming server.
+//
+// List reads the same objects once, for explain, and also Nodes when the credentials allow.
+//
+// The agent needs get, list and watch on pods, namespaces and
+// networking.k8s.io/networkpolicies, cluster-wide, and nothing else: deploy/rbac.yaml.
+//
+// This package defines no metrics; the agent exports Status as podwall_source_connected and
+// podwall_source_watch_errors_total (cmd/podwall/source.go).
+package kube

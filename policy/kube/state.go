@@ -1,0 +1,118 @@
+package kube
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/pager"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// stateOf builds a State from (trimmed) API objects, each kind sorted by namespace and name
+// so equal caches give equal states. The objects are not modified and the State shares no
+// memory with them except the NetworkPolicies, which neither side modifies. A pod
+// policy.FromPod refuses makes the error (naming every such pod) and an empty State.
+func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.NetworkPolicy, nodes []*corev1.Node) (policy.State, error) {
+	byKey := func(a, b metav1.Object) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	}
+	slices.SortFunc(nss, func(a, b *corev1.Namespace) int { return byKey(a, b) })
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return byKey(a, b) })
+	slices.SortFunc(nps, func(a, b *networkingv1.NetworkPolicy) int { return byKey(a, b) })
+	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return byKey(a, b) })
+
+	st := policy.State{
+		Namespaces: make([]policy.Namespace, 0, len(nss)),
+		Pods:       make([]policy.Pod, 0, len(pods)),
+		Nodes:      make([]policy.Node, 0, len(nodes)),
+		Policies:   nps,
+	}
+	for _, n := range nss {
+		st.Namespaces = append(st.Namespaces, policy.FromNamespace(n))
+	}
+	var errs []error
+	for _, p := range pods {
+		pod, err := policy.FromPod(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("Pod %s/%s: %w", p.Namespace, p.Name, err))
+			continue
+		}
+		st.Pods = append(st.Pods, pod)
+	}
+	for _, n := range nodes {
+		st.Nodes = append(st.Nodes, policy.FromNode(n))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return policy.State{}, err
+	}
+	return st, nil
+}
+
+// List reads the objects a Source watches once, plus the Nodes when the credentials may
+// list them (node addresses only name node traffic in explanations), and returns them as a
+// State: what `podwall explain --kubeconfig` judges. Large collections are read in pages.
+func List(ctx context.Context, cfg *rest.Config) (policy.State, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return policy.State{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	nss, err := listAll[*corev1.Namespace](ctx, "namespaces", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Namespaces().List(ctx, o)
+	})
+	if err != nil {
+		return policy.State{}, err
+	}
+	pods, err := listAll[*corev1.Pod](ctx, "pods", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Pods("").List(ctx, o)
+	})
+	if err != nil {
+		return policy.State{}, err
+	}
+	nps, err := listAll[*networkingv1.NetworkPolicy](ctx, "networkpolicies", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.NetworkingV1().NetworkPolicies("").List(ctx, o)
+	})
+	if err != nil {
+		return policy.State{}, err
+	}
+	nodes, err := listAll[*corev1.Node](ctx, "nodes", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Nodes().List(ctx, o)
+	})
+	if apierrors.IsForbidden(err) {
+		nodes, err = nil, nil
+	}
+	if err != nil {
+		return policy.State{}, err
+	}
+	return stateOf(nss, pods, nps, nodes)
+}
+
+// listAll lists every object of a resource, in pages, trimmed as the informers trim them.
+func listAll[T runtime.Object](ctx context.Context, resource string, list pager.ListPageFunc) ([]T, error) {
+	var out []T
+	err := pager.New(list).EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
+		o, err := trim(obj)
+		if err != nil {
+			return err
+		}
+		out = append(out, o.(T))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", resource, err)
+	}
+	return out, nil
+}
