@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
@@ -30,6 +31,8 @@ type runOpts struct {
 	debugAddr     string
 	podInterfaces string
 	logFormat     string
+
+	keepEstablished bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -43,7 +46,10 @@ spec.nodeName is --node-name. Sources: --manifests (a file or directory, reloade
 Failure policy (--fail-open, default false = fail closed): when podwall cannot judge a packet
 of an isolated pod — malformed headers, a full queue, the agent stopped — the packet is
 dropped; with --fail-open it is accepted. On exit the kernel table stays in place when failing
-closed (isolated pods stay protected while the agent restarts) and is removed when failing open.`,
+closed (isolated pods stay protected while the agent restarts) and is removed when failing open.
+
+Established connections that a policy change denies are revoked: their conntrack entries are
+deleted, so their next packet is judged again (--keep-established keeps them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -58,6 +64,7 @@ closed (isolated pods stay protected while the agent restarts) and is removed wh
 	f.StringVar(&o.debugAddr, "debug-addr", "127.0.0.1:9091", "listen address for /debug/ (empty: off)")
 	f.StringVar(&o.podInterfaces, "pod-interfaces", "veth,cali,lxc", "comma-separated name prefixes of pod interfaces, for anti-spoofing")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	o.addRevokeFlags(f)
 	return cmd
 }
 
@@ -111,8 +118,9 @@ type agent struct {
 	engine   engine
 	compiler *policy.Compiler
 	source   policy.Source
-	ruleset  *nft.Ruleset
+	ruleset  *nft.Ruleset // set under mu once programmed
 	queues   *datapath.Queues
+	revoker  *conntrack.Revoker // nil with --keep-established
 
 	mu      sync.Mutex // serialises applying states
 	ready   atomic.Bool
@@ -155,15 +163,19 @@ func (a *agent) run(ctx context.Context) error {
 		}
 	}()
 
-	// The first state is loaded before anything reaches the kernel, so the ruleset is
-	// programmed with the right sets at once.
-	first := make(chan error, 1)
+	// The first good state is loaded before anything reaches the kernel, so the ruleset is
+	// programmed with the right sets at once. Until then a table left by an earlier run
+	// goes on enforcing the failure policy with no reader (fail closed: new connections of
+	// isolated pods are dropped; fail open: bypassed), and a broken first state never
+	// empties its sets.
+	first := make(chan struct{}, 1)
 	go func() {
 		err := a.source.Run(ctx, func(s policy.State, err error) {
-			a.apply(s, err)
-			select {
-			case first <- err:
-			default:
+			if a.apply(s, err) {
+				select {
+				case first <- struct{}{}:
+				default:
+				}
 			}
 		})
 		if err != nil && ctx.Err() == nil {
@@ -177,6 +189,11 @@ func (a *agent) run(ctx context.Context) error {
 	case <-first:
 	}
 
+	stopRevoker, err := a.startRevoker(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopRevoker()
 	if a.queues, err = datapath.Start(ctx, datapath.Config{
 		QueueNum: uint16(a.o.queueNum), Queues: uint16(a.o.queues), FailOpen: a.o.failOpen,
 		CacheSize: a.o.cacheSize, Log: a.log, Observe: a.observe,
@@ -184,15 +201,28 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer a.queues.Close()
-	if a.ruleset, err = nft.New(nft.Config{
+	rs, err := nft.New(nft.Config{
 		QueueNum: uint16(a.o.queueNum), QueueCount: uint16(a.o.queues), FailOpen: a.o.failOpen,
 		PodInterfacePrefixes: splitList(a.o.podInterfaces),
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	if err := a.ruleset.Program(); err != nil {
+	// The readers are bound: every packet queued from now on is judged by the snapshot in
+	// force. Program the table (or take over the one an earlier run left) and its sets in
+	// one transaction, under mu so that no state applied meanwhile is skipped: the hook
+	// never runs with sets that differ from the engine's snapshot. Then sweep conntrack
+	// for what the first policy denies (connections made before or between runs).
+	a.mu.Lock()
+	snap := a.engine.snap.Load()
+	in, eg := snap.LocalIsolated()
+	if err := rs.ProgramSync(in, eg); err != nil {
+		a.mu.Unlock()
 		return err
 	}
+	a.ruleset = rs
+	a.afterApply(nil, snap)
+	a.mu.Unlock()
 	defer func() {
 		keep := !a.o.failOpen
 		if err := a.ruleset.Close(keep); err != nil {
@@ -200,9 +230,6 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		a.log.Info("stopped", "table_kept", keep)
 	}()
-	if err := a.sync(); err != nil {
-		return err
-	}
 	a.ready.Store(true)
 	a.log.Info("ready", "node", a.node, "queues", a.o.queues, "queue_mode", a.ruleset.Mode().String(),
 		"generation", a.engine.Generation(), "fail_open", a.o.failOpen)
@@ -211,33 +238,43 @@ func (a *agent) run(ctx context.Context) error {
 	return nil
 }
 
-// apply compiles a new state and, once the datapath runs, syncs it. A broken state keeps
-// the last good one in force.
-func (a *agent) apply(s policy.State, loadErr error) {
+// apply compiles a new state and, once the datapath runs, syncs it; it reports whether
+// the state is now in force. A broken state keeps the last good one in force.
+//
+// The kernel sets change first, then the engine's snapshot: when /readyz reports a
+// generation, both enforce it. A failed sync changes nothing (one transaction), so the
+// last good snapshot stays in force. In the instant between the two steps, a connection
+// of a pod whose isolation changed may be judged by the old snapshot; the conntrack sweep
+// that afterApply starts revokes it if the new one denies it.
+func (a *agent) apply(s policy.State, loadErr error) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if loadErr != nil {
 		a.fail(loadErr)
-		return
+		return false
 	}
 	start := time.Now()
 	if err := a.compiler.Replace(s); err != nil {
 		a.fail(err)
-		return
+		return false
 	}
 	snap := a.compiler.Snapshot()
+	if a.ruleset != nil {
+		in, eg := snap.LocalIsolated()
+		if err := a.ruleset.Sync(in, eg); err != nil {
+			a.fail(err)
+			return false
+		}
+	}
 	old := a.engine.snap.Swap(snap)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
-		if err := a.sync(); err != nil {
-			a.fail(err)
-			return
-		}
 		a.afterApply(old, snap)
 	}
 	a.lastErr.Store(nil)
 	a.log.Info("policy applied", "generation", snap.Generation(), "pods", len(s.Pods),
 		"policies", len(s.Policies), "took", time.Since(start))
+	return true
 }
 
 func (a *agent) fail(err error) {
@@ -245,12 +282,6 @@ func (a *agent) fail(err error) {
 	a.lastErr.Store(&msg)
 	a.metrics.sourceErrors.Inc()
 	a.log.Error("keeping the last good policy", "err", err)
-}
-
-// sync makes the kernel sets equal to the current snapshot's isolated local pods.
-func (a *agent) sync() error {
-	in, eg := a.engine.snap.Load().LocalIsolated()
-	return a.ruleset.Sync(in, eg)
 }
 
 func splitList(s string) []string {
