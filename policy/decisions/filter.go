@@ -1,0 +1,226 @@
+package decisions
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// Filter selects decisions. The values of one field are alternatives (any may match); the
+// fields combine (all must match). The zero Filter selects everything.
+type Filter struct {
+	// Namespace keeps decisions whose source or destination pod is in one of these namespaces.
+	Namespace []string
+	// Pod keeps decisions whose source or destination pod is one of these: "name" (in any
+	// namespace) or "namespace/name".
+	Pod []string
+	// Verdict keeps the decisions this node gave that verdict: "allow" or "deny"; "" keeps both.
+	Verdict string
+	// Direction, "egress" or "ingress", keeps the decisions in which this node judged that
+	// direction by policy (the pod is isolated for it and runs here); with Verdict, that
+	// direction gave the Verdict. "" keeps all.
+	Direction string
+	// Policy keeps the decisions in which one of these policies took part on this node (it
+	// allowed, or isolated the pod of a denying direction): "name" (in any namespace) or
+	// "namespace/name".
+	Policy []string
+}
+
+// Filter query parameters, shared by /debug/decisions, `podwall tail` and the live page.
+// Repeat a parameter or separate values with commas for alternatives.
+const (
+	ParamNamespace = "namespace"
+	ParamPod       = "pod"
+	ParamVerdict   = "verdict"
+	ParamDirection = "direction"
+	ParamPolicy    = "policy"
+)
+
+// ParseFilter reads a filter from query parameters and checks it.
+func ParseFilter(q url.Values) (Filter, error) {
+	f := Filter{
+		Namespace: list(q[ParamNamespace]), Pod: list(q[ParamPod]), Policy: list(q[ParamPolicy]),
+		Verdict: strings.ToLower(q.Get(ParamVerdict)), Direction: strings.ToLower(q.Get(ParamDirection)),
+	}
+	_, err := f.compile()
+	return f, err
+}
+
+// Values returns the filter as query parameters.
+func (f Filter) Values() url.Values {
+	q := url.Values{}
+	set := func(k string, v []string) {
+		if len(v) > 0 {
+			q.Set(k, strings.Join(v, ","))
+		}
+	}
+	set(ParamNamespace, f.Namespace)
+	set(ParamPod, f.Pod)
+	set(ParamPolicy, f.Policy)
+	if f.Verdict != "" {
+		q.Set(ParamVerdict, f.Verdict)
+	}
+	if f.Direction != "" {
+		q.Set(ParamDirection, f.Direction)
+	}
+	return q
+}
+
+func list(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, x := range strings.Split(v, ",") {
+			if x = strings.TrimSpace(x); x != "" {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
+// name is "namespace/name" split; an empty namespace matches any.
+type name struct{ ns, name string }
+
+func parseName(s string) (name, error) {
+	ns, n, ok := strings.Cut(s, "/")
+	if !ok {
+		return name{name: s}, nil
+	}
+	if ns == "" || n == "" || strings.Contains(n, "/") {
+		return name{}, fmt.Errorf("%q: want name or namespace/name", s)
+	}
+	return name{ns, n}, nil
+}
+
+func (n name) matches(ns, nm string) bool { return nm == n.name && (n.ns == "" || n.ns == ns) }
+
+// matcher is a compiled Filter. record runs on the datapath's goroutine and allocates
+// nothing; event checks what needs the spelled-out Event (policies), in the subscriber's.
+type matcher struct {
+	namespaces []string
+	pods       []name
+	policies   []name
+	verdict    int8 // -1 any, else policy.Verdict
+	direction  int8 // -1 any, else policy.Direction
+}
+
+func (f Filter) compile() (matcher, error) {
+	m := matcher{namespaces: f.Namespace, verdict: -1, direction: -1}
+	var errs []string
+	switch f.Verdict {
+	case "":
+	case "allow":
+		m.verdict = int8(policy.Allow)
+	case "deny":
+		m.verdict = int8(policy.Deny)
+	default:
+		errs = append(errs, fmt.Sprintf("verdict %q: want allow or deny", f.Verdict))
+	}
+	switch f.Direction {
+	case "":
+	case "egress":
+		m.direction = int8(policy.Egress)
+	case "ingress":
+		m.direction = int8(policy.Ingress)
+	default:
+		errs = append(errs, fmt.Sprintf("direction %q: want egress or ingress", f.Direction))
+	}
+	for _, p := range f.Pod {
+		n, err := parseName(p)
+		if err != nil {
+			errs = append(errs, "pod "+err.Error())
+		}
+		m.pods = append(m.pods, n)
+	}
+	for _, p := range f.Policy {
+		n, err := parseName(p)
+		if err != nil {
+			errs = append(errs, "policy "+err.Error())
+		}
+		m.policies = append(m.policies, n)
+	}
+	if len(errs) > 0 {
+		return m, fmt.Errorf("filter: %s", strings.Join(errs, "; "))
+	}
+	return m, nil
+}
+
+// record reports whether r passes every part of the filter but Policy.
+func (m *matcher) record(r *Record) bool {
+	if m.verdict >= 0 && r.Allow != (m.verdict == int8(policy.Allow)) {
+		return false
+	}
+	if len(m.namespaces) == 0 && len(m.pods) == 0 && m.direction < 0 {
+		return true
+	}
+	if r.Malformed != nil {
+		return false // no pods, no directions
+	}
+	src, dst := r.Decision.Egress.Pod, r.Decision.Ingress.Pod
+	if len(m.namespaces) > 0 && !m.namespace(src) && !m.namespace(dst) {
+		return false
+	}
+	if len(m.pods) > 0 && !m.pod(src) && !m.pod(dst) {
+		return false
+	}
+	if m.direction >= 0 {
+		j := &r.Decision.Egress
+		if m.direction == int8(policy.Ingress) {
+			j = &r.Decision.Ingress
+		}
+		if !j.Local || (j.Code != policy.Allowed && j.Code != policy.NoRuleAllows) {
+			return false
+		}
+		if m.verdict >= 0 && int8(j.Verdict) != m.verdict {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *matcher) namespace(p *policy.Pod) bool {
+	if p == nil {
+		return false
+	}
+	for _, ns := range m.namespaces {
+		if p.Namespace == ns {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *matcher) pod(p *policy.Pod) bool {
+	if p == nil {
+		return false
+	}
+	for _, n := range m.pods {
+		if n.matches(p.Namespace, p.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// event reports whether e passes the Policy part of the filter.
+func (m *matcher) event(e *Event) bool {
+	if len(m.policies) == 0 {
+		return true
+	}
+	for _, j := range []*Judgement{e.Egress, e.Ingress} {
+		if j == nil || !j.Local {
+			continue
+		}
+		for _, p := range j.Policies {
+			ns, n, _ := strings.Cut(p, "/")
+			for _, want := range m.policies {
+				if want.matches(ns, n) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

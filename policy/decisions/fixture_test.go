@@ -1,0 +1,111 @@
+package decisions
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// The seeds' 3-tier application on node-1, plus web's egress policy and a pod on node-2:
+//
+//	prod/web  10.244.1.2  role=web            egress only to role=api on TCP 5000 (web-egress)
+//	prod/api  10.244.1.3  role=api name=api-pod
+//	prod/db   10.244.1.4  role=db             ingress only from name=api-pod on TCP 3306 (db-policy)
+//	dev/x     10.244.2.2  (node-2)
+const node = "node-1"
+
+var (
+	web  = netip.MustParseAddr("10.244.1.2")
+	api  = netip.MustParseAddr("10.244.1.3")
+	db   = netip.MustParseAddr("10.244.1.4")
+	x    = netip.MustParseAddr("10.244.2.2")
+	ext  = netip.MustParseAddr("192.0.2.10")
+	web6 = netip.MustParseAddr("fd00:10:244:1::2")
+	db6  = netip.MustParseAddr("fd00:10:244:1::4")
+)
+
+func pod(ns, name, node string, labels map[string]string, ips ...netip.Addr) policy.Pod {
+	return policy.Pod{Namespace: ns, Name: name, Node: node, Labels: labels, IPs: ips, Phase: "Running"}
+}
+
+func tcpPort(n int32) []networkingv1.NetworkPolicyPort {
+	tcp := corev1.ProtocolTCP
+	p := intstr.FromInt32(n)
+	return []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}}
+}
+
+func sel(kv ...string) *metav1.LabelSelector {
+	m := map[string]string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return &metav1.LabelSelector{MatchLabels: m}
+}
+
+func threeTier() policy.State {
+	return policy.State{
+		Namespaces: []policy.Namespace{{Name: "prod"}, {Name: "dev"}},
+		Pods: []policy.Pod{
+			pod("prod", "web", node, map[string]string{"role": "web"}, web, web6),
+			pod("prod", "api", node, map[string]string{"role": "api", "name": "api-pod"}, api),
+			pod("prod", "db", node, map[string]string{"role": "db"}, db, db6),
+			pod("dev", "x", "node-2", nil, x),
+		},
+		Policies: []*networkingv1.NetworkPolicy{
+			{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db-policy"},
+				Spec: networkingv1.NetworkPolicySpec{
+					PodSelector: *sel("role", "db"),
+					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+					Ingress: []networkingv1.NetworkPolicyIngressRule{{
+						From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel("name", "api-pod")}},
+						Ports: tcpPort(3306),
+					}},
+				},
+			},
+			{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-egress"},
+				Spec: networkingv1.NetworkPolicySpec{
+					PodSelector: *sel("role", "web"),
+					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+					Egress: []networkingv1.NetworkPolicyEgressRule{
+						{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("role", "api")}}, Ports: tcpPort(5000)},
+						{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("role", "db")}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+func snapshot(t testing.TB) *policy.Snapshot {
+	t.Helper()
+	c := policy.NewCompiler(node)
+	if err := c.Replace(threeTier()); err != nil {
+		t.Fatal(err)
+	}
+	return c.Snapshot()
+}
+
+var t0 = time.Date(2026, 11, 21, 10, 0, 0, 123456789, time.UTC)
+
+// record makes the Record the agent would for a flow the snapshot decides.
+func record(s *policy.Snapshot, src, dst netip.Addr, proto policy.Protocol, port uint16) *Record {
+	f := policy.Flow{Src: src, Dst: dst, Proto: proto, Port: port}
+	d := s.Decide(f)
+	return &Record{Time: t0, Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow, Decision: d,
+		Snapshot: s, Latency: 1500 * time.Nanosecond, Queue: 100}
+}
+
+func malformed(s *policy.Snapshot) Record {
+	return Record{Time: t0, Flow: policy.Flow{Src: web, Dst: db, Proto: policy.TCP}, Snapshot: s, Queue: 101,
+		Malformed: errors.New("packet: truncated")}
+}

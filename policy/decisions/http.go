@@ -1,0 +1,202 @@
+package decisions
+
+import (
+	"bufio"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Stream serving knobs.
+const (
+	// batch is the most records written between two flushes.
+	batch = 64
+	// lossEvery is how often an idle stream checks for and reports lost records.
+	lossEvery = time.Second
+	// keepaliveEvery is how often an idle SSE stream sends a comment, so that proxies and
+	// browsers keep it open.
+	keepaliveEvery = 15 * time.Second
+	// writeTimeout bounds the write of one batch: a client that reads nothing for that long
+	// is disconnected (its records were being dropped anyway).
+	writeTimeout = 30 * time.Second
+)
+
+// Handler serves the stream of h (GET /debug/decisions): NDJSON (application/x-ndjson), or
+// Server-Sent Events when the request accepts text/event-stream. Query parameters: the
+// filter (namespace, pod, verdict, direction, policy) and buffer, the number of records the
+// subscriber's buffer holds (default DefaultBuffer). The subscription exists once the
+// response headers are sent; records are written as they come, flushed at least once per
+// 64 records, and losses are reported in a {"type":"dropped","count":N} line.
+func Handler(h *Hub) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f, err := ParseFilter(q)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		n := 0
+		if b := q.Get("buffer"); b != "" {
+			if n, err = strconv.Atoi(b); err != nil || n < 1 {
+				http.Error(w, "buffer: want a positive number of records", http.StatusBadRequest)
+				return
+			}
+		}
+		sub, err := h.Subscribe(f, n)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		defer sub.Close()
+		serve(w, r, sub, wantsSSE(r))
+	})
+}
+
+// wantsSSE reports whether the request's Accept header asks for text/event-stream.
+func wantsSSE(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "text/event-stream" {
+			return true
+		}
+	}
+	return false
+}
+
+func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) {
+	rc := http.NewResponseController(w)
+	hd := w.Header()
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Accel-Buffering", "no")
+	if sse {
+		hd.Set("Content-Type", "text/event-stream; charset=utf-8")
+	} else {
+		hd.Set("Content-Type", "application/x-ndjson")
+	}
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := &encoder{w: bw, sse: sse}
+	if sse {
+		bw.WriteString("retry: 2000\n\n")
+	}
+	if bw.Flush() != nil || rc.Flush() != nil {
+		return
+	}
+	loss := time.NewTicker(lossEvery)
+	defer loss.Stop()
+	idle := time.Now()
+	for {
+		var rec Record
+		select {
+		case <-r.Context().Done():
+			return
+		case rec = <-sub.C():
+		case <-loss.C:
+			n := sub.Lost()
+			switch {
+			case n > 0:
+				enc.dropped(n)
+			case sse && time.Since(idle) >= keepaliveEvery:
+				bw.WriteString(": keepalive\n\n")
+			default:
+				continue
+			}
+			if !flush(bw, rc) {
+				return
+			}
+			idle = time.Now()
+			continue
+		}
+		// A batch: this record and whatever else is already buffered, up to batch.
+		for i := 1; ; i++ {
+			e := rec.Event()
+			if sub.Match(&e) {
+				enc.event(&e)
+			}
+			if i == batch {
+				break
+			}
+			var more bool // the channel is never closed: more means a record came
+			select {
+			case rec, more = <-sub.C():
+			default:
+			}
+			if !more {
+				break
+			}
+		}
+		if n := sub.Lost(); n > 0 {
+			enc.dropped(n)
+		}
+		if enc.err != nil || !flush(bw, rc) {
+			return
+		}
+		idle = time.Now()
+	}
+}
+
+func flush(bw *bufio.Writer, rc *http.ResponseController) bool {
+	err := rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
+	return bw.Flush() == nil && rc.Flush() == nil
+}
+
+// encoder writes events as NDJSON lines or SSE messages ("event: decision" or "event:
+// dropped", the same JSON as data).
+type encoder struct {
+	w   *bufio.Writer
+	sse bool
+	err error
+}
+
+func (e *encoder) event(ev *Event) { e.write(TypeDecision, ev) }
+
+func (e *encoder) dropped(n uint64) {
+	e.write(TypeDropped, struct {
+		Type  string `json:"type"`
+		Count uint64 `json:"count"`
+	}{TypeDropped, n})
+}
+
+func (e *encoder) write(typ string, v any) {
+	if e.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.err = err
+		return
+	}
+	if e.sse {
+		e.w.WriteString("event: " + typ + "\ndata: ")
+		e.w.Write(b)
+		e.w.WriteString("\n\n")
+		return
+	}
+	e.w.Write(b)
+	e.w.WriteByte('\n')
+}
+
+//go:embed page.html
+var page []byte
+
+// Page serves the live page (GET /debug/): one self-contained HTML document that follows
+// /debug/decisions over SSE, with filters, colours, counts per policy and per pod pair,
+// pause and resume. It loads nothing else.
+func Page() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Type", "text/html; charset=utf-8")
+		hd.Set("Cache-Control", "no-cache")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
+		w.Write(page)
+	})
+}

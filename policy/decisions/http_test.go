@@ -1,0 +1,212 @@
+package decisions
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// open subscribes to srv's stream; the subscription exists when it returns.
+func open(t *testing.T, ctx context.Context, srv *httptest.Server, query, accept string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/debug/decisions"+query, nil)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestHandlerNDJSON(t *testing.T) {
+	s := snapshot(t)
+	var h Hub
+	srv := httptest.NewServer(Handler(&h))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	all := open(t, ctx, srv, "", "")
+	dbDenies := open(t, ctx, srv, "?pod=prod/db&verdict=deny&policy=db-policy", "")
+	if ct := all.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if h.Subscribers() != 2 {
+		t.Fatalf("subscribers = %d once the headers came, want 2", h.Subscribers())
+	}
+	h.Publish(record(s, web, api, policy.TCP, 5000))
+	h.Publish(record(s, web, db, policy.TCP, 3306))
+	h.Publish(record(s, api, db, policy.TCP, 3306))
+	h.Publish(record(s, web, api, policy.TCP, 80))
+
+	read := func(resp *http.Response, n int) []Event {
+		t.Helper()
+		sc := bufio.NewScanner(resp.Body)
+		var out []Event
+		for len(out) < n && sc.Scan() {
+			var e Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Fatalf("line %q: %v", sc.Text(), err)
+			}
+			out = append(out, e)
+		}
+		if len(out) < n {
+			t.Fatalf("got %d events, want %d: %v", len(out), n, sc.Err())
+		}
+		return out
+	}
+	got := read(all, 4)
+	var flows []string
+	for _, e := range got {
+		flows = append(flows, e.SrcPod+">"+e.DstPod+":"+e.Verdict)
+	}
+	if want := "prod/web>prod/api:allow prod/web>prod/db:deny prod/api>prod/db:allow prod/web>prod/api:deny"; strings.Join(flows, " ") != want {
+		t.Errorf("all: %s, want %s", strings.Join(flows, " "), want)
+	}
+	e := read(dbDenies, 1)[0]
+	if e.SrcPod != "prod/web" || e.DstPod != "prod/db" || e.Verdict != "deny" || e.Policies[0] != "prod/db-policy" {
+		t.Errorf("filtered: %+v", e)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.Subscribers() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if h.Subscribers() != 0 {
+		t.Errorf("subscribers after the clients left = %d", h.Subscribers())
+	}
+}
+
+// TestHandlerReportsLoss: a subscriber whose buffer overflows is told how many records it
+// lost, and decisions plus losses add up to what was published.
+func TestHandlerReportsLoss(t *testing.T) {
+	s := snapshot(t)
+	var h Hub
+	srv := httptest.NewServer(Handler(&h))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp := open(t, ctx, srv, "?buffer=1", "")
+	const n = 5000
+	r := record(s, web, db, policy.TCP, 3306)
+	for range n {
+		h.Publish(r)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var decisions, lost uint64
+	for decisions+lost < n && sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		switch e.Type {
+		case TypeDecision:
+			decisions++
+		case TypeDropped:
+			if e.Count == 0 {
+				t.Errorf("dropped line with no count: %s", sc.Text())
+			}
+			lost += e.Count
+		}
+	}
+	if lost == 0 || decisions+lost != n {
+		t.Errorf("decisions %d + lost %d, want %d with some lost", decisions, lost, n)
+	}
+	if _, dropped := h.Totals(); dropped != lost {
+		t.Errorf("hub dropped %d, stream reported %d", dropped, lost)
+	}
+}
+
+func TestHandlerSSE(t *testing.T) {
+	s := snapshot(t)
+	var h Hub
+	srv := httptest.NewServer(Handler(&h))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp := open(t, ctx, srv, "?verdict=deny", "text/html, text/event-stream;q=0.9")
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	h.Publish(record(s, api, db, policy.TCP, 3306)) // allowed: filtered out
+	h.Publish(record(s, web, db, policy.TCP, 3306))
+	br := bufio.NewReader(resp.Body)
+	var msg []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\n" && len(msg) > 0 && strings.HasPrefix(msg[len(msg)-1], "data:") {
+			break
+		}
+		if line != "\n" {
+			msg = append(msg, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	// retry: first, then the one decision.
+	if len(msg) != 3 || msg[0] != "retry: 2000" || msg[1] != "event: decision" || !strings.HasPrefix(msg[2], "data: {") {
+		t.Fatalf("messages %q", msg)
+	}
+	var e Event
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(msg[2], "data: ")), &e); err != nil || e.SrcPod != "prod/web" || e.Verdict != "deny" {
+		t.Errorf("data %q: %v", msg[2], err)
+	}
+}
+
+func TestHandlerBadRequest(t *testing.T) {
+	var h Hub
+	srv := httptest.NewServer(Handler(&h))
+	defer srv.Close()
+	for _, q := range []string{"?verdict=perhaps", "?direction=sideways", "?buffer=-1", "?pod=a/b/c"} {
+		resp, err := http.Get(srv.URL + "/debug/decisions" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", q, resp.StatusCode, b)
+		}
+	}
+	if h.Subscribers() != 0 {
+		t.Errorf("subscribers = %d", h.Subscribers())
+	}
+}
+
+func TestPage(t *testing.T) {
+	srv := httptest.NewServer(Page())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/debug/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("%d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// Self-contained: the stream relative to the page, nothing from elsewhere.
+	for _, want := range []string{"<title>podwall", `new EventSource("decisions"`, `id="pause"`, `id="by-policy"`, `id="by-pair"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"http://", "https://", "src=", "<link", "@import", "innerHTML"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("page contains %q", bad)
+		}
+	}
+}

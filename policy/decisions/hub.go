@@ -1,0 +1,175 @@
+package decisions
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultBuffer is the number of records a subscriber's buffer holds unless it asks for
+// another size: about 1 MiB.
+const DefaultBuffer = 4096
+
+// MaxBuffer bounds a subscriber's buffer.
+const MaxBuffer = 1 << 16
+
+// Hub hands records to subscribers. Publish never blocks: it copies the record into each
+// matching subscriber's buffered channel, and when that channel is full the record is
+// dropped and counted for that subscriber, which then reports the loss in its stream. The
+// zero Hub has no subscribers and is ready to use; it must not be copied.
+type Hub struct {
+	n    atomic.Int64                   // subscribers
+	subs atomic.Pointer[[]*Subscription] // copy on write, under mu
+
+	mu                    sync.Mutex
+	goneSent, goneDropped uint64 // counts of closed subscriptions, under mu
+}
+
+// Active reports whether anyone subscribes. Publishers check it first, so that records are
+// not even made without a subscriber.
+func (h *Hub) Active() bool { return h.n.Load() > 0 }
+
+// Publish offers r to every subscriber whose filter matches. It copies r (the caller may
+// reuse it), never blocks and never allocates.
+func (h *Hub) Publish(r *Record) {
+	subs := h.subs.Load()
+	if subs == nil {
+		return
+	}
+	for _, s := range *subs {
+		if !s.m.record(r) {
+			continue
+		}
+		select {
+		case s.c <- *r:
+			s.sent.Add(1)
+		default:
+			s.dropped.Add(1)
+		}
+	}
+}
+
+// Subscribe adds a subscriber with a filter and a buffer of n records (0 means
+// DefaultBuffer; more than MaxBuffer is cut to MaxBuffer). Close it when done.
+func (h *Hub) Subscribe(f Filter, n int) (*Subscription, error) {
+	m, err := f.compile()
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		n = DefaultBuffer
+	}
+	n = min(n, MaxBuffer)
+	s := &Subscription{h: h, c: make(chan Record, n), m: m, Filter: f}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var next []*Subscription
+	if cur := h.subs.Load(); cur != nil {
+		next = slices.Clone(*cur)
+	}
+	next = append(next, s)
+	h.subs.Store(&next)
+	h.n.Add(1)
+	return s, nil
+}
+
+// Subscribers returns the number of subscribers.
+func (h *Hub) Subscribers() int { return int(h.n.Load()) }
+
+// Totals returns the records handed to subscribers and the records dropped because a
+// subscriber's buffer was full, over all subscribers past and present.
+func (h *Hub) Totals() (sent, dropped uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sent, dropped = h.goneSent, h.goneDropped
+	if cur := h.subs.Load(); cur != nil {
+		for _, s := range *cur {
+			sent += s.sent.Load()
+			dropped += s.dropped.Load()
+		}
+	}
+	return sent, dropped
+}
+
+// Subscription is one subscriber: a buffered channel of records and its loss count.
+type Subscription struct {
+	// Filter is the filter the subscription was made with.
+	Filter Filter
+
+	h       *Hub
+	c       chan Record
+	m       matcher
+	sent    atomic.Uint64
+	dropped atomic.Uint64
+	// reported is the part of dropped already returned by Lost; only the reader touches it.
+	reported uint64
+	closed   bool // under h.mu
+}
+
+// C is the subscriber's records. It is never closed: stop reading after Close.
+func (s *Subscription) C() <-chan Record { return s.c }
+
+// Match reports whether e passes the parts of the filter that need the spelled-out event
+// (Policy). Records on C passed the rest already.
+func (s *Subscription) Match(e *Event) bool { return s.m.event(e) }
+
+// Lost returns the records dropped for this subscriber since the last call. Call it from
+// the reading goroutine only.
+func (s *Subscription) Lost() uint64 {
+	d := s.dropped.Load()
+	n := d - s.reported
+	s.reported = d
+	return n
+}
+
+// Dropped returns all records dropped for this subscriber.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Close removes the subscriber. Idempotent.
+func (s *Subscription) Close() {
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	cur := *h.subs.Load()
+	next := make([]*Subscription, 0, len(cur)-1)
+	for _, x := range cur {
+		if x != s {
+			next = append(next, x)
+		}
+	}
+	h.subs.Store(&next)
+	h.n.Add(-1)
+	// A publisher that loaded the old list may still count one record: close enough.
+	h.goneSent += s.sent.Load()
+	h.goneDropped += s.dropped.Load()
+}
+
+var (
+	subscribersDesc = prometheus.NewDesc("podwall_decisions_subscribers",
+		"Subscribers of the decision stream (/debug/decisions, podwall tail, the live page).", nil, nil)
+	sentDesc = prometheus.NewDesc("podwall_decisions_sent_total",
+		"Decision records handed to stream subscribers (one per subscriber whose filter matched).", nil, nil)
+	droppedDesc = prometheus.NewDesc("podwall_decisions_dropped_total",
+		"Decision records lost because a subscriber's buffer was full: the subscriber was too slow. Each subscriber is told its own losses in its stream.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (h *Hub) Describe(ch chan<- *prometheus.Desc) {
+	ch <- subscribersDesc
+	ch <- sentDesc
+	ch <- droppedDesc
+}
+
+// Collect implements prometheus.Collector: the metrics in this package's README.
+func (h *Hub) Collect(ch chan<- prometheus.Metric) {
+	sent, dropped := h.Totals()
+	ch <- prometheus.MustNewConstMetric(subscribersDesc, prometheus.GaugeValue, float64(h.Subscribers()))
+	ch <- prometheus.MustNewConstMetric(sentDesc, prometheus.CounterValue, float64(sent))
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
+}
