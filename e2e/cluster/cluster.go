@@ -1,0 +1,366 @@
+// Package cluster runs a real Kubernetes control plane for podwall's tests: kube-apiserver
+// and etcd, built from Go modules (build.sh, the wrapper module in testenv/), started on free
+// 127.0.0.1 ports with fresh certificates, stopped by PID. There is no kubelet, scheduler or
+// controller manager: tests create pods with spec.nodeName set and write status.podIPs
+// through the status subresource themselves, and namespaces never finish terminating.
+//
+// The binaries are cached per version under ~/.cache/podwall-testenv/<version> (see
+// build.sh); the first build on a machine takes ≈ 10 min on 2 cores. Binaries builds them
+// when missing, under a lock, so concurrent test binaries build once.
+//
+// Every server has a watchdog that kills it when the test process dies (see proc), so a
+// killed `go test` leaks no server. Start one Cluster per test binary (TestMain) and isolate
+// tests by namespace: a Cluster costs ≈ 300 MB of memory and ≈ 4 s to start.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Binaries returns the directory holding the kube-apiserver and etcd binaries. It uses
+// $PODWALL_TESTENV_BIN when set; otherwise it runs build.sh, which returns the cache
+// directory at once when the binaries are there and builds them (minutes) when not. Build
+// progress goes to log.
+func Binaries(ctx context.Context, log io.Writer) (string, error) {
+	if dir := os.Getenv("PODWALL_TESTENV_BIN"); dir != "" {
+		return dir, nil
+	}
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cluster: cannot locate build.sh")
+	}
+	script := filepath.Join(filepath.Dir(file), "build.sh")
+	cmd := exec.CommandContext(ctx, "sh", script)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("cluster: %s: %w", script, err)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// Options configures Start. The zero value is valid.
+type Options struct {
+	// BinDir holds kube-apiserver and etcd; default Binaries().
+	BinDir string
+	// Dir receives certificates, etcd's data, logs and the admin kubeconfig; default a new
+	// temporary directory, removed by Stop. etcd preallocates ≈ 123 MB there: keep it off
+	// tmpfs.
+	Dir string
+	// Log receives build progress and one line per server start and stop; default
+	// io.Discard.
+	Log io.Writer
+}
+
+// Cluster is a running kube-apiserver and etcd.
+type Cluster struct {
+	// Host is the API server's URL, "https://127.0.0.1:<port>".
+	Host string
+	// Addr is its listen address, "127.0.0.1:<port>".
+	Addr string
+	// CA is the PEM certificate that signed the API server's serving certificate.
+	CA []byte
+	// Kubeconfig is the path of an admin kubeconfig (a client certificate in the group
+	// system:masters).
+	Kubeconfig string
+	// Admin is the admin client configuration.
+	Admin *rest.Config
+	// Dir holds the certificates, data and logs.
+	Dir string
+
+	binDir, etcdURL string
+	pki             *pki
+	log             io.Writer
+	removeDir       bool
+
+	mu        sync.Mutex
+	etcd      *proc
+	apiserver *proc
+	stopped   bool
+}
+
+// Start starts etcd and kube-apiserver and waits until the API server is ready (/readyz),
+// which includes its bootstrap: RBAC roles, priority classes, the default namespace.
+func Start(ctx context.Context, o Options) (c *Cluster, err error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.BinDir == "" {
+		if o.BinDir, err = Binaries(ctx, o.Log); err != nil {
+			return nil, err
+		}
+	}
+	c = &Cluster{binDir: o.BinDir, Dir: o.Dir, log: o.Log}
+	if c.Dir == "" {
+		if c.Dir, err = os.MkdirTemp("", "podwall-testenv-"); err != nil {
+			return nil, err
+		}
+		c.removeDir = true
+	}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	if c.pki, err = newPKI(c.Dir); err != nil {
+		return nil, fmt.Errorf("cluster: certificates: %w", err)
+	}
+	c.CA = c.pki.caCert
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	c.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+	c.Host = "https://" + c.Addr
+	c.Admin = &rest.Config{Host: c.Host, TLSClientConfig: rest.TLSClientConfig{
+		CAData: c.pki.caCert, CertData: c.pki.adminCert, KeyData: c.pki.adminKey}}
+	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	if err := writeKubeconfig(c.Kubeconfig, c.Host, c.CA, func(u *clientcmdapi.AuthInfo) {
+		u.ClientCertificateData, u.ClientKeyData = c.pki.adminCert, c.pki.adminKey
+	}); err != nil {
+		return nil, err
+	}
+
+	if err := c.startEtcd(ctx, ports[0], ports[1]); err != nil {
+		return nil, err
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) startEtcd(ctx context.Context, clientPort, peerPort int) error {
+	client := "http://127.0.0.1:" + strconv.Itoa(clientPort)
+	peer := "http://127.0.0.1:" + strconv.Itoa(peerPort)
+	c.etcdURL = client
+	p, err := startProc("etcd", filepath.Join(c.binDir, "etcd"), []string{
+		"--name", "podwall", "--data-dir", filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "podwall=" + peer,
+		"--unsafe-no-fsync", "--log-level", "warn",
+	}, serverEnv(), filepath.Join(c.Dir, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	c.etcd = p
+	fmt.Fprintf(c.log, "cluster: etcd pid %d on %s\n", p.cmd.Process.Pid, client)
+	hc := &http.Client{Timeout: time.Second}
+	return poll(ctx, 30*time.Second, p, func() error {
+		resp, err := hc.Get(client + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("etcd /health: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// StartAPIServer starts kube-apiserver (again, after StopAPIServer) on the cluster's port
+// and waits until it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errStopped
+	}
+	if c.apiserver != nil && !c.apiserver.exited() {
+		return errors.New("cluster: kube-apiserver is running")
+	}
+	_, port, _ := net.SplitHostPort(c.Addr)
+	p, err := startProc("kube-apiserver", filepath.Join(c.binDir, "kube-apiserver"), []string{
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + port,
+		"--cert-dir=" + c.Dir,
+		"--tls-cert-file=" + c.pki.serveCertFile, "--tls-private-key-file=" + c.pki.serveKeyFile,
+		"--client-ca-file=" + c.pki.caFile,
+		"--etcd-servers=" + c.etcdURL,
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + c.pki.saPubFile,
+		"--service-account-signing-key-file=" + c.pki.saKeyFile,
+		"--authorization-mode=Node,RBAC",
+		// No controller manager makes the default ServiceAccount of new namespaces.
+		"--disable-admission-plugins=ServiceAccount",
+		"--endpoint-reconciler-type=none",
+		"--profiling=false",
+	}, serverEnv(), filepath.Join(c.Dir, "kube-apiserver.log"))
+	if err != nil {
+		return err
+	}
+	c.apiserver = p
+	fmt.Fprintf(c.log, "cluster: kube-apiserver pid %d on %s\n", p.cmd.Process.Pid, c.Host)
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 60*time.Second, p, func() error {
+		resp, err := hc.Get(c.Host + "/readyz")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s: %s", resp.Status, body)
+		}
+		return nil
+	})
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after 15 s); etcd keeps the
+// data, and StartAPIServer brings it back on the same address.
+func (c *Cluster) StopAPIServer() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apiserver == nil {
+		return nil
+	}
+	err := c.apiserver.stop(15 * time.Second)
+	fmt.Fprintf(c.log, "cluster: kube-apiserver stopped\n")
+	return err
+}
+
+// Stop stops both servers and removes the directory Start created. It is idempotent.
+func (c *Cluster) Stop() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return nil
+	}
+	c.stopped = true
+	var errs []error
+	for _, p := range []*proc{c.apiserver, c.etcd} {
+		if p != nil {
+			errs = append(errs, p.stop(15*time.Second))
+		}
+	}
+	if c.removeDir {
+		errs = append(errs, os.RemoveAll(c.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Logs returns the last lines of a server's log ("kube-apiserver" or "etcd").
+func (c *Cluster) Logs(server string, lines int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range []*proc{c.apiserver, c.etcd} {
+		if p != nil && p.name == server {
+			return p.logTail(lines)
+		}
+	}
+	return ""
+}
+
+// TokenConfig returns a client configuration that authenticates with a bearer token only.
+func (c *Cluster) TokenConfig(token string) *rest.Config {
+	return &rest.Config{Host: c.Host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: c.CA}}
+}
+
+// WriteTokenKubeconfig writes a kubeconfig that holds only a bearer token (and the CA), for
+// server — the cluster's Host, or the address of a relay to it.
+func (c *Cluster) WriteTokenKubeconfig(path, server, token string) error {
+	return writeKubeconfig(path, server, c.CA, func(u *clientcmdapi.AuthInfo) { u.Token = token })
+}
+
+func writeKubeconfig(path, server string, ca []byte, auth func(*clientcmdapi.AuthInfo)) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["testenv"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
+	user := clientcmdapi.NewAuthInfo()
+	auth(user)
+	cfg.AuthInfos["user"] = user
+	cfg.Contexts["testenv"] = &clientcmdapi.Context{Cluster: "testenv", AuthInfo: "user"}
+	cfg.CurrentContext = "testenv"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+func (c *Cluster) httpClient() (*http.Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(c.pki.caCert) {
+		return nil, errors.New("cluster: bad CA")
+	}
+	cert, err := tls.X509KeyPair(c.pki.adminCert, c.pki.adminKey)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, nil
+}
+
+// poll calls check every 100 ms until it succeeds, p exits, timeout passes or ctx ends.
+func poll(ctx context.Context, timeout time.Duration, p *proc, check func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return p.exitError()
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready within %v: %v\n%s", p.name, timeout, err, p.logTail(30))
+		case <-tick.C:
+		}
+	}
+}
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1. They are free when returned;
+// nothing reserves them.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// PIDs returns the process ids of the servers: etcd, then kube-apiserver.
+func (c *Cluster) PIDs() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pids []int
+	for _, p := range []*proc{c.etcd, c.apiserver} {
+		if p != nil && !p.exited() {
+			pids = append(pids, p.cmd.Process.Pid)
+		}
+	}
+	return pids
+}

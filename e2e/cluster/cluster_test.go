@@ -1,0 +1,161 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+func start(t *testing.T) *Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, Options{Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// The servers answer as the version built, the admin is admin, ServiceAccount tokens work,
+// and the API server comes back after a restart with its data.
+func TestCluster(t *testing.T) {
+	c := start(t)
+	ctx := context.Background()
+	admin := kubernetes.NewForConfigOrDie(c.Admin)
+	v, err := admin.Discovery().ServerVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v.GitVersion, "v1.34.") {
+		t.Errorf("server version %s, want v1.34.x (the -X flags of build.sh)", v.GitVersion)
+	}
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cluster-test"}}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "probe"}}
+	if _, err := admin.CoreV1().ServiceAccounts("cluster-test").Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := admin.CoreV1().ServiceAccounts("cluster-test").CreateToken(ctx, "probe", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A ServiceAccount without a role binding is authenticated, and forbidden.
+	user := kubernetes.NewForConfigOrDie(c.TokenConfig(tr.Status.Token))
+	if _, err := user.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("list pods as an unbound ServiceAccount: err = %v, want Forbidden", err)
+	}
+
+	if err := c.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, "cluster-test", metav1.GetOptions{}); err == nil {
+		t.Error("API server answers while stopped")
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Namespaces().Get(ctx, "cluster-test", metav1.GetOptions{}); err != nil {
+		t.Errorf("after restart: %v", err)
+	}
+}
+
+// A test process killed with SIGKILL leaks no server: the watchdogs stop them.
+func TestWatchdog(t *testing.T) {
+	if os.Getenv("PODWALL_CLUSTER_HELPER") == "1" {
+		c, err := Start(context.Background(), Options{})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("pids", strings.Trim(fmt.Sprint(c.PIDs()), "[]"))
+		select {} // until killed
+	}
+	if testing.Short() {
+		t.Skip("starts kube-apiserver and etcd")
+	}
+	if _, err := Binaries(context.Background(), testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(os.Args[0], "-test.run=^TestWatchdog$", "-test.v")
+	helper.Env = append(os.Environ(), "PODWALL_CLUSTER_HELPER=1")
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "pids "); ok {
+			for _, f := range strings.Fields(rest) {
+				var pid int
+				fmt.Sscan(f, &pid)
+				pids = append(pids, pid)
+			}
+			break
+		}
+		t.Log("helper:", sc.Text())
+	}
+	if len(pids) != 2 {
+		helper.Process.Kill()
+		helper.Wait()
+		t.Fatalf("helper gave no server pids")
+	}
+	helper.Process.Kill()
+	helper.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("server pid %d outlived its killed test process", pid)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || len(s) < i+3 || s[i+2] != 'Z'
+}
