@@ -209,7 +209,14 @@ func TestAntiSpoofing(t *testing.T) {
 		{"node address", e.nodes["node-2"].UnderlayV4, e.nodes["node-2"].UnderlayV6, false, true},
 		{"outside address", ext4, ext6, false, true},
 	}
+	// send sends every forgery in both families, then waits for them together.
 	send := func(t *testing.T, agentRunning bool) {
+		type sent struct {
+			f    forgery
+			syn  lab.SpoofedSYN
+			want bool
+		}
+		var all []sent
 		for _, f := range forgeries {
 			want := f.baseline
 			if agentRunning {
@@ -224,10 +231,14 @@ func TestAntiSpoofing(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				err = trap.Wait(context.Background(), syn, 300*time.Millisecond)
-				if got := err == nil; got != want {
-					t.Errorf("SYN from %s (%v) to target: arrived=%v, want %v", f.name, src, got, want)
-				}
+				all = append(all, sent{f, syn, want})
+			}
+		}
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for _, s := range all {
+			err := trap.Wait(context.Background(), s.syn, max(time.Until(deadline), time.Millisecond))
+			if got := err == nil; got != s.want {
+				t.Errorf("SYN from %s (%v) to target: arrived=%v, want %v", s.f.name, s.syn.Src.Addr(), got, s.want)
 			}
 		}
 	}
