@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,48 +10,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// Tiny ctnetlink encoders, so tests can build the messages the kernel sends and create
-// entries the way conntrack -I does.
-
-func nla(typ uint16, val []byte) []byte {
-	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(val)))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, val...)
-	return append(b, make([]byte, align(len(b))-len(b))...)
-}
-
-func nested(typ uint16, children ...[]byte) []byte {
-	var v []byte
-	for _, c := range children {
-		v = append(v, c...)
-	}
-	return nla(typ|unix.NLA_F_NESTED, v)
-}
-
-func u8(v uint8) []byte      { return []byte{v} }
-func u16(v uint16) []byte    { return binary.BigEndian.AppendUint16(nil, v) }
-func u32(v uint32) []byte    { return binary.BigEndian.AppendUint32(nil, v) }
-func ip(a netip.Addr) []byte { return a.AsSlice() }
-
-func tupleAttr(typ uint16, t Tuple) []byte {
-	src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
-	if t.Src.Is6() {
-		src, dst = ctaIPv6Src, ctaIPv6Dst
-	}
-	proto := [][]byte{nla(ctaProtoNum, u8(t.Proto))}
-	switch t.Proto {
-	case 1:
-		proto = append(proto, nla(ctaProtoICMPID, u16(t.ICMPID)), nla(ctaProtoICMPType, u8(t.ICMPType)), nla(ctaProtoICMPCode, u8(t.ICMPCode)))
-	case 58:
-		proto = append(proto, nla(ctaProtoICMPv6ID, u16(t.ICMPID)), nla(ctaProtoICMPv6Type, u8(t.ICMPType)), nla(ctaProtoICMPv6Code, u8(t.ICMPCode)))
-	default:
-		proto = append(proto, nla(ctaProtoSrcPort, u16(t.SrcPort)), nla(ctaProtoDstPort, u16(t.DstPort)))
-	}
-	return nested(typ,
-		nested(ctaTupleIP, nla(src, ip(t.Src)), nla(dst, ip(t.Dst))),
-		nested(ctaTupleProto, proto...))
-}
 
 // reverse returns the reply tuple of t without NAT.
 func reverse(t Tuple) Tuple {

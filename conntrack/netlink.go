@@ -240,6 +240,62 @@ func (t *Table) deleteBatch(batch []*Entry) (deleted, gone int, err error) {
 	return deleted, gone, errors.Join(errs...)
 }
 
+// Get returns the entry whose original tuple is orig (zone 0), or nil when the table has
+// none. It is a single lookup, not a dump: cheap enough to poll.
+func (t *Table) Get(orig Tuple) (*Entry, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fd < 0 {
+		return nil, errors.New("conntrack: table closed")
+	}
+	fam := uint8(unix.AF_INET)
+	if orig.Src.Is6() {
+		fam = unix.AF_INET6
+	}
+	t.seq++
+	seq := t.seq
+	req := appendHeader(nil, msgCtGet, unix.NLM_F_REQUEST, seq, fam)
+	req = append(req, tupleAttr(ctaTupleOrig, orig)...)
+	putLen(req)
+	if err := unix.Sendto(t.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("conntrack: get: %w", err)
+	}
+	for {
+		b, err := t.recv()
+		if err != nil {
+			return nil, fmt.Errorf("conntrack: get: %w", err)
+		}
+		for len(b) >= nlmsgHdrLen {
+			l, typ, _, s := msgHeader(b)
+			if l < nlmsgHdrLen || int(l) > len(b) {
+				return nil, fmt.Errorf("conntrack: get: bad message length %d", l)
+			}
+			m := b[nlmsgHdrLen:l]
+			b = b[min(align(int(l)), len(b)):]
+			if s != seq {
+				continue
+			}
+			switch typ {
+			case unix.NLMSG_ERROR:
+				switch errno := ackErrno(m); errno {
+				case unix.ENOENT:
+					return nil, nil
+				case 0:
+					continue
+				default:
+					return nil, fmt.Errorf("conntrack: get %v: %w", orig, errno)
+				}
+			case msgCtNew:
+				var e Entry
+				if err := parseEntry(m, &e); err != nil {
+					return nil, fmt.Errorf("conntrack: get: %w", err)
+				}
+				return e.Clone(), nil
+			}
+		}
+	}
+}
+
 // recv reads one datagram.
 func (t *Table) recv() ([]byte, error) {
 	for {
@@ -443,4 +499,45 @@ func be32(b []byte) (uint32, error) {
 		return 0, fmt.Errorf("%d bytes for a 32-bit value", len(b))
 	}
 	return binary.BigEndian.Uint32(b), nil
+}
+
+// Attribute encoders, for requests.
+
+func nla(typ uint16, val []byte) []byte {
+	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(val)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, val...)
+	return append(b, make([]byte, align(len(b))-len(b))...)
+}
+
+func nested(typ uint16, children ...[]byte) []byte {
+	var v []byte
+	for _, c := range children {
+		v = append(v, c...)
+	}
+	return nla(typ|unix.NLA_F_NESTED, v)
+}
+
+func u8(v uint8) []byte   { return []byte{v} }
+func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// tupleAttr encodes t as attribute typ (CTA_TUPLE_ORIG or CTA_TUPLE_REPLY).
+func tupleAttr(typ uint16, t Tuple) []byte {
+	src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if t.Src.Is6() {
+		src, dst = ctaIPv6Src, ctaIPv6Dst
+	}
+	proto := [][]byte{nla(ctaProtoNum, u8(t.Proto))}
+	switch t.Proto {
+	case 1:
+		proto = append(proto, nla(ctaProtoICMPID, u16(t.ICMPID)), nla(ctaProtoICMPType, u8(t.ICMPType)), nla(ctaProtoICMPCode, u8(t.ICMPCode)))
+	case 58:
+		proto = append(proto, nla(ctaProtoICMPv6ID, u16(t.ICMPID)), nla(ctaProtoICMPv6Type, u8(t.ICMPType)), nla(ctaProtoICMPv6Code, u8(t.ICMPCode)))
+	default:
+		proto = append(proto, nla(ctaProtoSrcPort, u16(t.SrcPort)), nla(ctaProtoDstPort, u16(t.DstPort)))
+	}
+	return nested(typ,
+		nested(ctaTupleIP, nla(src, t.Src.AsSlice()), nla(dst, t.Dst.AsSlice())),
+		nested(ctaTupleProto, proto...))
 }

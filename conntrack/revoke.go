@@ -140,8 +140,8 @@ func (r *Revoker) Stats() Stats {
 // Sweep reads the table once, judges every entry in p's scope with p, and deletes those p
 // denies. It returns what it did; Result.Err is set when reading or deleting failed
 // (entries judged before a failure are still deleted).
-func (r *Revoker) Sweep(p Policy) Result {
-	res := Result{Generation: p.Generation(), Started: time.Now()}
+func (r *Revoker) Sweep(p Policy) (res Result) {
+	res = Result{Generation: p.Generation(), Started: time.Now()}
 	defer func() {
 		res.Took = time.Since(res.Started)
 		r.sweeps.Add(1)

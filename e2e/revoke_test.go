@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/podwall/podwall/conntrack"
+	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/e2e/lab"
+)
+
+// A policy that tightens cuts the established connections it now denies — TCP and UDP,
+// ingress and egress, same node and from another node — and only those: an allowed
+// connection between the same pods keeps working, and the other node, whose side of the
+// connections is still allowed, deletes nothing. With --keep-established nothing is cut.
+//
+//	node-1: client, db (ingress-isolated), job (egress-isolated), web
+//	node-2: remote
+func TestRevoke(t *testing.T) {
+	e := newEnv(t)
+	e.node("node-1", 1)
+	e.node("node-2", 2)
+	e.pod("node-1", "prod/client", 0)
+	e.pod("node-1", "prod/db", 1)
+	e.pod("node-1", "prod/job", 2)
+	e.pod("node-1", "prod/web", 3)
+	e.pod("node-2", "prod/remote", 0)
+	base := []any{agent.Namespace("prod", nil)}
+	for _, k := range []string{"prod/client", "prod/db", "prod/job", "prod/web", "prod/remote"} {
+		base = append(base, e.podObject(k, map[string]string{"app": k[5:]}))
+	}
+	dbIn := func(rules ...networkingv1.NetworkPolicyIngressRule) *networkingv1.NetworkPolicy {
+		return netpol("prod", "db-in", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "db"),
+			PolicyTypes: types(ingressType), Ingress: rules})
+	}
+	jobOut := func(rules ...networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
+		return netpol("prod", "job-out", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "job"),
+			PolicyTypes: types(egressType), Egress: rules})
+	}
+	loose := append(slices.Clone(base),
+		dbIn(from(ports("80/TCP", "81/UDP", "82/TCP"), pods(sel("app", "client"))),
+			from(ports("80/TCP"), pods(sel("app", "remote")))),
+		jobOut(to(ports("80/TCP"), pods(sel("app", "web")))))
+	tight := append(slices.Clone(base),
+		dbIn(from(ports("82/TCP"), pods(sel("app", "client")))),
+		jobOut())
+	e.serve(80, 81, 82)
+	e.warm()
+	e.write(loose...)
+	e.start()
+	ct := e.conntrackOf("node-1")
+
+	// holdAll opens the connections of the test in both families and checks they echo.
+	holdAll := func(e *env) []*held {
+		var hs []*held
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			hs = append(hs,
+				e.hold("cut", fam, "prod/client", "prod/db", "tcp", 80),
+				e.hold("cut", fam, "prod/client", "prod/db", "udp", 81),
+				e.hold("kept", fam, "prod/client", "prod/db", "tcp", 82),
+				e.hold("cut", fam, "prod/remote", "prod/db", "tcp", 80),
+				e.hold("cut", fam, "prod/job", "prod/web", "tcp", 80))
+		}
+		return hs
+	}
+
+	t.Run("revoked", func(t *testing.T) {
+		e := e.sub(t)
+		hs := holdAll(e)
+		for _, h := range hs {
+			if !ct.has(e, h) {
+				t.Fatalf("%v: no conntrack entry on node-1", h)
+			}
+		}
+		edited := time.Now()
+		e.write(tight...)
+		cuts := ct.waitGone(e, edited, hs)
+		var lat []time.Duration
+		for _, h := range hs {
+			if h.name == "cut" {
+				lat = append(lat, cuts[h])
+			}
+		}
+		t.Logf("edit -> conntrack entry deleted, %d connections: %s", len(lat), quantiles(lat))
+		e.checkHeld(hs)
+		if got := e.metric("node-1", "podwall_conntrack_revoked_total", ""); got != 8 {
+			t.Errorf("node-1 revoked %v entries, want 8 (4 connections x 2 families)", got)
+		}
+		// node-2 sees remote -> db too, but its side (remote's egress) is allowed.
+		if got := e.metric("node-2", "podwall_conntrack_revoked_total", ""); got != 0 {
+			t.Errorf("node-2 revoked %v entries, want 0", got)
+		}
+		// New connections follow the new policy.
+		e.check(
+			probe{from: "prod/client", to: "prod/db", port: 80, allow: false},
+			probe{from: "prod/client", to: "prod/db", port: 81, proto: "UDP", allow: false},
+			probe{from: "prod/client", to: "prod/db", port: 82, allow: true},
+			probe{from: "prod/job", to: "prod/web", port: 80, allow: false},
+		)
+	})
+
+	t.Run("--keep-established", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(loose...)
+		for name, a := range e.agents {
+			if err := a.Stop(syscall.SIGTERM, 5*time.Second); err != nil {
+				t.Fatalf("stop agent on %s: %v", name, err)
+			}
+		}
+		e.start("--keep-established")
+		hs := holdAll(e)
+		e.rewrite(tight...)
+		for _, h := range hs {
+			if !ct.has(e, h) {
+				t.Errorf("%v: conntrack entry deleted with --keep-established", h)
+			}
+			h.name = "kept"
+		}
+		e.checkHeld(hs)
+		if got := e.metric("node-1", "podwall_conntrack_revoked_total", ""); got != 0 {
+			t.Errorf("revoked %v entries with --keep-established", got)
+		}
+	})
+}
+
+// held is one connection held open across a policy change.
+type held struct {
+	name     string // "cut" or "kept": what the change should do to it
+	fam      string
+	from, to string
+	network  string
+	conn     net.Conn
+	src, dst netip.AddrPort // the original tuple
+}
+
+func (h *held) String() string {
+	return fmt.Sprintf("%s %s %s -> %s (%v -> %v)", h.fam, h.network, h.from, h.to, h.src, h.dst)
+}
+
+// hold dials from -> to:port and checks that it echoes; the connection is closed when the
+// test ends.
+func (e *env) hold(name, fam, from, to, network string, port uint16) *held {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	dst := netip.AddrPortFrom(e.addr(to, fam), port)
+	c, err := lab.Dial(ctx, e.pods[from].NS, network, dst)
+	if err != nil {
+		e.t.Fatalf("hold %s %s -> %s: %v", network, from, to, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	h := &held{name: name, fam: fam, from: from, to: to, network: network, conn: c,
+		src: netip.MustParseAddrPort(c.LocalAddr().String()), dst: dst}
+	h.src = netip.AddrPortFrom(h.src.Addr().Unmap(), h.src.Port())
+	if err := lab.Echo(ctx, c, time.Second); err != nil {
+		e.t.Fatalf("hold %v: first echo: %v", h, err)
+	}
+	return h
+}
+
+// checkHeld checks that every "kept" connection echoes and every "cut" one does not.
+func (e *env) checkHeld(hs []*held) {
+	e.t.Helper()
+	errs := make([]error, len(hs))
+	done := make(chan int)
+	for i, h := range hs {
+		go func() {
+			errs[i] = lab.Echo(context.Background(), h.conn, 400*time.Millisecond)
+			done <- i
+		}()
+	}
+	for range hs {
+		<-done
+	}
+	for i, h := range hs {
+		switch {
+		case h.name == "kept" && errs[i] != nil:
+			e.t.Errorf("%v: should keep working: %v", h, errs[i])
+		case h.name == "cut" && errs[i] == nil:
+			e.t.Errorf("%v: still works, should be cut", h)
+		}
+	}
+}
+
+// ctTable is a node's conntrack table, read from the test.
+type ctTable struct {
+	node string
+	tab  *conntrack.Table
+}
+
+// conntrackOf opens node's conntrack table for the rest of the test.
+func (e *env) conntrackOf(node string) *ctTable {
+	e.t.Helper()
+	var tab *conntrack.Table
+	if err := e.nodes[node].Do(func() (err error) { tab, err = conntrack.Open(); return err }); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { tab.Close() })
+	return &ctTable{node: node, tab: tab}
+}
+
+// has reports whether the table holds the entry of h.
+func (c *ctTable) has(e *env, h *held) bool {
+	e.t.Helper()
+	p := uint8(6)
+	if h.network == "udp" {
+		p = 17
+	}
+	en, err := c.tab.Get(conntrack.Tuple{Src: h.src.Addr(), Dst: h.dst.Addr(), Proto: p, SrcPort: h.src.Port(), DstPort: h.dst.Port()})
+	if err != nil {
+		e.t.Fatalf("conntrack of %s: %v", c.node, err)
+	}
+	return en != nil
+}
+
+// waitGone polls the table every millisecond until the entries of the "cut" connections
+// are gone, and returns how long after since each disappeared. It fails the test when one
+// is left after 5 s, or when a "kept" entry disappears.
+func (c *ctTable) waitGone(e *env, since time.Time, hs []*held) map[*held]time.Duration {
+	e.t.Helper()
+	gone := map[*held]time.Duration{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := lab.Poll(ctx, time.Millisecond, func() error {
+		var left []string
+		for _, h := range hs {
+			if h.name != "cut" {
+				continue
+			}
+			if _, ok := gone[h]; !ok && !c.has(e, h) {
+				gone[h] = time.Since(since)
+			}
+			if _, ok := gone[h]; !ok {
+				left = append(left, h.String())
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("entries not revoked: %s", strings.Join(left, "; "))
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("%v\n%s", err, e.agents[c.node].Logs())
+	}
+	for _, h := range hs {
+		if h.name == "kept" && !c.has(e, h) {
+			e.t.Errorf("%v: entry of an allowed connection deleted", h)
+		}
+	}
+	return gone
+}
