@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,11 +11,25 @@ import (
 	"github.com/podwall/podwall/policy"
 )
 
-// agentMetrics are the agent's Prometheus series (namespace podwall).
+// This file defines the agent's Prometheus series (namespace podwall). Every series is
+// listed with its meaning in README.md beside this file; keep the two together.
+
+// agentMetrics are the agent's own series. The hot-path ones are resolved once, so that
+// counting a verdict allocates nothing.
 type agentMetrics struct {
-	reg            *prometheus.Registry
-	verdicts       *prometheus.CounterVec
-	byVerdict      [2][2]prometheus.Counter // [allow][cache hit]
+	reg *prometheus.Registry
+
+	verdicts  *prometheus.CounterVec
+	byVerdict [2][2]prometheus.Counter // [policy.Verdict][cache hit]
+	// directions counts the directions this node judged; byDirection[dir][verdict][code]
+	// is nil for combinations that cannot happen.
+	directions  *prometheus.CounterVec
+	byDirection [2][2][numCodes]prometheus.Counter
+	// policyVerdicts counts judgements per policy; index maps policies and local pods to
+	// its series for the snapshot in force (see indexPolicies).
+	policyVerdicts *prometheus.CounterVec
+	index          atomic.Pointer[policyIndex]
+
 	decideSeconds  prometheus.Histogram
 	compileSeconds prometheus.Histogram
 	generation     prometheus.Gauge
@@ -21,12 +37,25 @@ type agentMetrics struct {
 	sourceErrors   prometheus.Counter
 }
 
+const numCodes = int(policy.NoRuleAllows) + 1
+
+var (
+	directionNames = [2]string{policy.Egress: "egress", policy.Ingress: "ingress"}
+	verdictNames   = [2]string{policy.Deny: "deny", policy.Allow: "allow"}
+)
+
 func newAgentMetrics(a *agent) *agentMetrics {
 	m := &agentMetrics{
 		reg: prometheus.NewRegistry(),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
 			Name: "verdicts_total", Help: "Verdicts given to queued packets, by verdict and whether the flow cache answered."},
 			[]string{"verdict", "cache"}),
+		directions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
+			Name: "direction_verdicts_total", Help: "Directions of queued packets judged on this node (egress of a local source pod, ingress of a local destination pod), by direction, verdict and code (why)."},
+			[]string{"direction", "verdict", "code"}),
+		policyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "policy",
+			Name: "verdicts_total", Help: "Directions judged on this node by a NetworkPolicy: allow counts the policy of the first allowing rule, deny every policy isolating the pod. Series exist while the policy selects a local pod."},
+			[]string{"policy", "direction", "verdict"}),
 		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "podwall", Subsystem: "datapath",
 			Name: "decide_seconds", Help: "Time from receiving a queued packet to its verdict.",
 			Buckets: prometheus.ExponentialBuckets(250e-9, 2, 16)}),
@@ -42,11 +71,18 @@ func newAgentMetrics(a *agent) *agentMetrics {
 		sourceErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "source",
 			Name: "errors_total", Help: "Rejected source states (bad manifests); the last good policy stays in force."}),
 	}
-	for allow, v := range []string{"deny", "allow"} {
+	for v, vn := range verdictNames {
 		for hit, c := range []string{"miss", "hit"} {
-			m.byVerdict[allow][hit] = m.verdicts.WithLabelValues(v, c)
+			m.byVerdict[v][hit] = m.verdicts.WithLabelValues(vn, c)
 		}
 	}
+	for d, dn := range directionNames {
+		for _, c := range []policy.Code{policy.Self, policy.OwnNode, policy.NotIsolated, policy.Allowed} {
+			m.byDirection[d][policy.Allow][c] = m.directions.WithLabelValues(dn, "allow", c.String())
+		}
+		m.byDirection[d][policy.Deny][policy.NoRuleAllows] = m.directions.WithLabelValues(dn, "deny", policy.NoRuleAllows.String())
+	}
+	m.index.Store(&policyIndex{})
 	stat := func(name, help string, f func(datapath.Stats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath", Name: name, Help: help},
 			func() float64 {
@@ -56,28 +92,117 @@ func newAgentMetrics(a *agent) *agentMetrics {
 				return float64(f(a.queues.Stats()))
 			})
 	}
-	m.reg.MustRegister(m.verdicts, m.decideSeconds, m.compileSeconds, m.generation, m.pods, m.policies, m.sourceErrors,
+	m.reg.MustRegister(m.verdicts, m.directions, m.policyVerdicts, m.decideSeconds, m.compileSeconds,
+		m.generation, m.pods, m.policies, m.sourceErrors,
 		stat("packets_total", "Packets received from the queues.", func(s datapath.Stats) uint64 { return s.Packets }),
 		stat("malformed_total", "Queued packets that could not be decoded (given the failure policy's verdict).", func(s datapath.Stats) uint64 { return s.Malformed }),
 		stat("enobufs_total", "Netlink receive buffer overruns: queued packets the kernel could not deliver.", func(s datapath.Stats) uint64 { return s.ENOBUFS }),
+		stat("verdict_errors_total", "Verdicts the kernel did not take (the packet then meets the queue's failure policy).", func(s datapath.Stats) uint64 { return s.VerdictErrors }),
+		stat("reader_failures_total", "Queue readers stopped by a receive error; /healthz fails while this is above 0.", func(s datapath.Stats) uint64 { return s.ReaderFailures }),
 		stat("flowcache_hits_total", "Verdict cache hits.", func(s datapath.Stats) uint64 { return s.Cache.Hits }),
 		stat("flowcache_misses_total", "Verdict cache misses.", func(s datapath.Stats) uint64 { return s.Cache.Misses }),
 		stat("flowcache_evictions_total", "Verdict cache evictions.", func(s datapath.Stats) uint64 { return s.Cache.Evictions }),
+		queueCollector{first: uint16(a.o.queueNum), n: uint16(a.o.queues)},
+		&a.stream,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 	)
 	return m
 }
 
-func (m *agentMetrics) observe(r *datapath.Record) {
-	allow, hit := 0, 0
+// observe counts one verdict; d is the current snapshot's decision on the packet's flow
+// (zero for a malformed packet). It runs on a queue reader: no allocation, no lock.
+func (m *agentMetrics) observe(r *datapath.Record, d *policy.Decision) {
+	v, hit := policy.Deny, 0
 	if r.Allow {
-		allow = 1
+		v = policy.Allow
 	}
 	if r.CacheHit {
 		hit = 1
 	}
-	m.byVerdict[allow][hit].Inc()
+	m.byVerdict[v][hit].Inc()
 	m.decideSeconds.Observe(r.Latency.Seconds())
+	if r.Malformed != nil {
+		return
+	}
+	idx := m.index.Load()
+	m.judged(idx, policy.Egress, &d.Egress)
+	m.judged(idx, policy.Ingress, &d.Ingress)
+}
+
+func (m *agentMetrics) judged(idx *policyIndex, dir policy.Direction, j *policy.Judgement) {
+	if !j.Local || int(j.Code) >= numCodes {
+		return
+	}
+	if c := m.byDirection[dir][j.Verdict][j.Code]; c != nil {
+		c.Inc()
+	}
+	switch j.Code {
+	case policy.Allowed:
+		if c := idx.byPolicy[*j.Policy]; c != nil {
+			c[dir][policy.Allow].Inc()
+		}
+	case policy.NoRuleAllows:
+		for _, c := range idx.isolating[podKey{j.Pod.Namespace, j.Pod.Name}][dir] {
+			c[dir][policy.Deny].Inc()
+		}
+	}
+}
+
+// policyIndex maps the snapshot in force to its per-policy series: the policies that select
+// a local pod, and for each local pod and direction the policies isolating it. A new one is
+// built for each snapshot; in the instant between the snapshot swap and the index swap,
+// verdicts are counted with the previous one (keys are names, so that still works).
+type policyIndex struct {
+	byPolicy  map[policy.PolicyRef]*policySeries
+	isolating map[podKey][2][]*policySeries
+}
+
+type podKey struct{ namespace, name string }
+
+// policySeries are one policy's counters, [direction][verdict].
+type policySeries [2][2]prometheus.Counter
+
+// indexPolicies builds the index for s, creates the series of the policies that appeared
+// and deletes those of the policies that no longer select a local pod. Called by compiled,
+// under the agent's apply lock.
+func (m *agentMetrics) indexPolicies(s *policy.Snapshot) {
+	idx := &policyIndex{byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{}}
+	series := func(ref policy.PolicyRef) *policySeries {
+		if ps := idx.byPolicy[ref]; ps != nil {
+			return ps
+		}
+		ps := new(policySeries)
+		for d, dn := range directionNames {
+			for v, vn := range verdictNames {
+				ps[d][v] = m.policyVerdicts.WithLabelValues(ref.String(), dn, vn)
+			}
+		}
+		idx.byPolicy[ref] = ps
+		return ps
+	}
+	for _, p := range s.Pods() {
+		if s.Node() == "" || p.Node != s.Node() || p.HostNetwork || p.Terminated() || len(p.IPs) == 0 || s.PodByIP(p.IPs[0]) != p {
+			continue
+		}
+		// Any flow of the pod's own shows who isolates it; its verdict does not matter.
+		x := s.Explain(policy.Flow{Src: p.IPs[0], Dst: p.IPs[0], Proto: policy.TCP, Port: 1})
+		var iso [2][]*policySeries
+		for _, ref := range x.Egress.Isolating {
+			iso[policy.Egress] = append(iso[policy.Egress], series(ref))
+		}
+		for _, ref := range x.Ingress.Isolating {
+			iso[policy.Ingress] = append(iso[policy.Ingress], series(ref))
+		}
+		if len(iso[0])+len(iso[1]) > 0 {
+			idx.isolating[podKey{p.Namespace, p.Name}] = iso
+		}
+	}
+	old := m.index.Swap(idx)
+	for ref := range old.byPolicy {
+		if idx.byPolicy[ref] == nil {
+			m.policyVerdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
+		}
+	}
 }
 
 func (m *agentMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, policies int) {
@@ -85,4 +210,44 @@ func (m *agentMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, polic
 	m.generation.Set(float64(s.Generation()))
 	m.pods.Set(float64(pods))
 	m.policies.Set(float64(policies))
+	m.indexPolicies(s)
+}
+
+// queueCollector reads the kernel's counters of the agent's queues at scrape time
+// (datapath.ReadQueueStats: the queues bound in the agent's network namespace).
+type queueCollector struct{ first, n uint16 }
+
+var (
+	queueLenDesc = prometheus.NewDesc("podwall_datapath_queue_length",
+		"Packets waiting in the kernel's NFQUEUE queue for a verdict (queue_total).", []string{"queue"}, nil)
+	queueDroppedDesc = prometheus.NewDesc("podwall_datapath_queue_dropped_total",
+		"Packets the kernel dropped because the queue was full (queue_dropped); failing open they are accepted and not counted.", []string{"queue"}, nil)
+	queueUserDroppedDesc = prometheus.NewDesc("podwall_datapath_queue_user_dropped_total",
+		"Packets the kernel could not hand to the agent because its netlink socket was full (queue_user_dropped).", []string{"queue"}, nil)
+	queueQueuedDesc = prometheus.NewDesc("podwall_datapath_queue_queued_total",
+		"Packets the kernel queued since the queue was bound (id_sequence; wraps at 2^32).", []string{"queue"}, nil)
+)
+
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueLenDesc
+	ch <- queueDroppedDesc
+	ch <- queueUserDroppedDesc
+	ch <- queueQueuedDesc
+}
+
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	stats, err := datapath.ReadQueueStats()
+	if err != nil {
+		return // no series rather than a failed scrape
+	}
+	for _, s := range stats {
+		if s.Queue < c.first || s.Queue-c.first >= c.n {
+			continue // not ours
+		}
+		q := strconv.Itoa(int(s.Queue))
+		ch <- prometheus.MustNewConstMetric(queueLenDesc, prometheus.GaugeValue, float64(s.Len), q)
+		ch <- prometheus.MustNewConstMetric(queueDroppedDesc, prometheus.CounterValue, float64(s.Dropped), q)
+		ch <- prometheus.MustNewConstMetric(queueUserDroppedDesc, prometheus.CounterValue, float64(s.UserDropped), q)
+		ch <- prometheus.MustNewConstMetric(queueQueuedDesc, prometheus.CounterValue, float64(s.IDSequence), q)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/decisions"
 )
 
 type runOpts struct {
@@ -126,6 +127,7 @@ type agent struct {
 	ready   atomic.Bool
 	lastErr atomic.Pointer[string]
 	metrics *agentMetrics
+	stream  decisions.Hub // the live decision stream (observe.go)
 }
 
 func (o *runOpts) run(ctx context.Context) error {

@@ -124,3 +124,16 @@ func js(v any) string {
 }
 
 func equalJSON(a, b any) bool { return js(a) == js(b) }
+
+// BenchmarkEvent is a subscriber's cost per record: spell it out and encode it as JSON.
+func BenchmarkEvent(b *testing.B) {
+	s := snapshot(b)
+	r := record(s, web, db, policy.TCP, 3306)
+	b.ReportAllocs()
+	for b.Loop() {
+		e := r.Event()
+		if _, err := json.Marshal(&e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/podwall/podwall/datapath"
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/manifests"
+)
+
+// The seeds' 3-tier example on node-1: web 10.244.1.10, api .11, db .12; db-policy admits
+// only api on TCP 3306.
+var (
+	webIP = netip.MustParseAddr("10.244.1.10")
+	apiIP = netip.MustParseAddr("10.244.1.11")
+	dbIP  = netip.MustParseAddr("10.244.1.12")
+)
+
+// testAgent is an agent without datapath or listeners, enforcing state s (default: the
+// 3-tier example) on node-1.
+func testAgent(t testing.TB) (*agent, policy.State) {
+	t.Helper()
+	s, err := manifests.Load(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{o: &runOpts{queueNum: 100, queues: 2}, node: "node-1", compiler: policy.NewCompiler("node-1")}
+	a.metrics = newAgentMetrics(a)
+	a.setState(t, s)
+	return a, s
+}
+
+func (a *agent) setState(t testing.TB, s policy.State) {
+	t.Helper()
+	if err := a.compiler.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	snap := a.compiler.Snapshot()
+	a.engine.snap.Store(snap)
+	a.metrics.compiled(time.Millisecond, snap, len(s.Pods), len(s.Policies))
+}
+
+// verdict is what the datapath would hand observe for a flow: the engine's verdict.
+func (a *agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record {
+	f := datapath.Flow{Src: src, Dst: dst, Proto: 6, Port: port}
+	allow, gen := a.engine.Decide(f)
+	return &datapath.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: allow, CacheHit: hit, Gen: gen,
+		Latency: 2 * time.Microsecond, Queue: 100}
+}
+
+// metricValue returns one series' value, or -1 when the series does not exist.
+func (a *agent) metricValue(t testing.TB, name string, labels string) float64 {
+	t.Helper()
+	mfs, err := a.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if labelString(m) == labels {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+func labelString(m *dto.Metric) string {
+	var parts []string
+	for _, l := range m.GetLabel() {
+		parts = append(parts, l.GetName()+"="+l.GetValue())
+	}
+	return strings.Join(parts, ",")
+}
+
+func TestObserveStreamsEveryVerdict(t *testing.T) {
+	a, _ := testAgent(t)
+	all, err := a.stream.Subscribe(decisions.Filter{}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	denies, _ := a.stream.Subscribe(decisions.Filter{Verdict: "deny", Pod: []string{"prod/db"}}, 16)
+	defer denies.Close()
+
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	a.observe(a.verdict(webIP, dbIP, 3306, true)) // the retransmitted SYN, from the cache
+	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	a.observe(&datapath.Record{Flow: datapath.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Allow: false, Malformed: errors.New("packet: truncated")})
+
+	if len(all.C()) != 4 || len(denies.C()) != 2 {
+		t.Fatalf("all got %d records, denies %d; want 4 and 2", len(all.C()), len(denies.C()))
+	}
+	var got []string
+	for range 4 {
+		r := <-all.C()
+		e := r.Event()
+		got = append(got, fmt.Sprintf("%s>%s %s hit=%v %v", e.SrcPod, e.DstPod, e.Verdict, e.CacheHit, e.Policies))
+	}
+	want := []string{
+		"prod/web>prod/db deny hit=false [prod/db-policy]",
+		"prod/web>prod/db deny hit=true [prod/db-policy]",
+		"prod/api>prod/db allow hit=false [prod/db-policy]",
+		"> deny hit=false []",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestObserveMetrics(t *testing.T) {
+	a, s := testAgent(t)
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	a.observe(a.verdict(webIP, dbIP, 3306, true))
+	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	a.observe(a.verdict(apiIP, webIP, 80, false)) // web is not isolated: allowed, no policy
+	for _, c := range []struct {
+		name, labels string
+		want         float64
+	}{
+		{"podwall_datapath_verdicts_total", "cache=miss,verdict=deny", 1},
+		{"podwall_datapath_verdicts_total", "cache=hit,verdict=deny", 1},
+		{"podwall_datapath_verdicts_total", "cache=miss,verdict=allow", 2},
+		{"podwall_datapath_direction_verdicts_total", "code=no-rule-allows,direction=ingress,verdict=deny", 2},
+		{"podwall_datapath_direction_verdicts_total", "code=allowed,direction=ingress,verdict=allow", 1},
+		{"podwall_datapath_direction_verdicts_total", "code=not-isolated,direction=ingress,verdict=allow", 1},
+		{"podwall_datapath_direction_verdicts_total", "code=not-isolated,direction=egress,verdict=allow", 4},
+		{"podwall_policy_verdicts_total", "direction=ingress,policy=prod/db-policy,verdict=deny", 2},
+		{"podwall_policy_verdicts_total", "direction=ingress,policy=prod/db-policy,verdict=allow", 1},
+		{"podwall_policy_verdicts_total", "direction=egress,policy=prod/db-policy,verdict=deny", 0},
+		{"podwall_policy_generation", "", float64(a.engine.Generation())},
+		{"podwall_policy_policies", "", 1},
+		{"podwall_decisions_subscribers", "", 0},
+	} {
+		if got := a.metricValue(t, c.name, c.labels); got != c.want {
+			t.Errorf("%s{%s} = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	// The policy goes: its series go with it.
+	s.Policies = nil
+	a.setState(t, s)
+	if got := a.metricValue(t, "podwall_policy_verdicts_total", "direction=ingress,policy=prod/db-policy,verdict=deny"); got != -1 {
+		t.Errorf("series of a deleted policy still there: %v", got)
+	}
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	if got := a.metricValue(t, "podwall_datapath_direction_verdicts_total", "code=not-isolated,direction=ingress,verdict=allow"); got != 2 {
+		t.Errorf("not-isolated ingress after the policy went = %v, want 2", got)
+	}
+}
+
+// TestObserveAllocatesNothing: Decide plus observe, with the stream idle and with a
+// subscriber.
+func TestObserveAllocatesNothing(t *testing.T) {
+	a, _ := testAgent(t)
+	r := a.verdict(webIP, dbIP, 3306, false)
+	if n := testing.AllocsPerRun(1000, func() { a.observe(r) }); n != 0 {
+		t.Errorf("no subscriber: %v allocs per verdict", n)
+	}
+	sub, _ := a.stream.Subscribe(decisions.Filter{}, 4)
+	defer sub.Close()
+	if n := testing.AllocsPerRun(1000, func() { a.observe(r) }); n != 0 {
+		t.Errorf("one subscriber: %v allocs per verdict", n)
+	}
+}
+
+func TestDebugRoutes(t *testing.T) {
+	a, _ := testAgent(t)
+	mux := http.NewServeMux()
+	a.debugRoutes(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path string) (int, string, http.Header) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	if code, body, _ := get("/debug/"); code != 200 || !strings.Contains(body, "<title>podwall") {
+		t.Errorf("/debug/: %d", code)
+	}
+	if code, _, _ := get("/debug/nope"); code != 404 {
+		t.Errorf("/debug/nope: %d", code)
+	}
+
+	// /debug/explain answers exactly like `podwall explain -o json`.
+	for _, q := range [][]string{
+		{"prod/web", "prod/db", "3306", "TCP"},
+		{"prod/api", "prod/db", "3306", ""},
+		{"192.0.2.10", "prod/db", "3306", "UDP"},
+	} {
+		args := []string{"--manifests", example, "--from", q[0], "--to", q[1], "--port", q[2], "-o", "json"}
+		if q[3] != "" {
+			args = append(args, "--protocol", q[3])
+		}
+		want, _, err := explain(t, "", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := fmt.Sprintf("/debug/explain?from=%s&to=%s&port=%s", q[0], q[1], q[2])
+		if q[3] != "" {
+			path += "&protocol=" + q[3]
+		}
+		code, got, h := get(path)
+		if code != 200 || got != want || h.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d\n got  %s want %s", path, code, got, want)
+		}
+	}
+	for _, path := range []string{"/debug/explain?from=prod/web", "/debug/explain?from=prod/web&to=prod/db&port=x",
+		"/debug/explain?from=prod/nope&to=prod/db&port=80", "/debug/explain?from=prod/web&to=prod/db&port=80&protocol=GRE"} {
+		code, body, _ := get(path)
+		var r result
+		if code != 400 || json.Unmarshal([]byte(body), &r) != nil || r.Error == "" {
+			t.Errorf("%s: %d %s", path, code, body)
+		}
+	}
+
+	// The stream, through the mux.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/debug/decisions?verdict=deny", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e decisions.Event
+	if err := json.Unmarshal([]byte(line), &e); err != nil || e.SrcPod != "prod/web" || e.Verdict != "deny" ||
+		!strings.Contains(e.Reason, "db-policy") {
+		t.Errorf("stream line %s (%v)", line, err)
+	}
+}
+
+// BenchmarkObserve is the per-verdict cost of the agent past the kernel: the engine's Decide
+// (what the datapath calls on a cache miss) plus observe (metrics, and the stream), with no
+// subscriber and with one subscriber that keeps up. Its own goroutine's work counts in
+// allocs/op too, which is why it only drains: what a subscriber spends to format a record is
+// decisions.BenchmarkEvent.
+func BenchmarkObserve(b *testing.B) {
+	for _, subs := range []int{0, 1} {
+		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
+			a, _ := testAgent(b)
+			done := make(chan struct{})
+			defer close(done)
+			for range subs {
+				sub, _ := a.stream.Subscribe(decisions.Filter{}, decisions.DefaultBuffer)
+				defer sub.Close()
+				go func() {
+					for {
+						select {
+						case <-sub.C(): // a reader that keeps up (formatting: decisions.BenchmarkEvent)
+						case <-done:
+							return
+						}
+					}
+				}()
+			}
+			flows := []datapath.Flow{
+				{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306},
+				{Src: apiIP, Dst: dbIP, Proto: 6, Port: 3306},
+				{Src: apiIP, Dst: webIP, Proto: 6, Port: 80},
+			}
+			rec := &datapath.Record{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				rec.Flow = flows[i%len(flows)]
+				rec.Allow, rec.Gen = a.engine.Decide(rec.Flow)
+				a.observe(rec)
+				i++
+			}
+			if subs > 0 {
+				sent, dropped := a.stream.Totals()
+				b.ReportMetric(float64(dropped)/float64(sent+dropped), "dropped/op")
+			}
+		})
+	}
+}
+
+// BenchmarkDecide is the engine's Decide alone, for comparison with BenchmarkObserve.
+func BenchmarkDecide(b *testing.B) {
+	a, _ := testAgent(b)
+	f := datapath.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.engine.Decide(f)
+	}
+}
