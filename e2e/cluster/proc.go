@@ -79,8 +79,9 @@ func (p *proc) exited() bool {
 	}
 }
 
-// stop ends the watchdog, then the server: SIGTERM, and SIGKILL after timeout.
-func (p *proc) stop(timeout time.Duration) error {
+// stop ends the watchdog, then the server: sig, and SIGKILL when it has not exited after
+// grace.
+func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
 	if p.watchdog != nil && p.watchdog.Process != nil {
 		_ = p.watchdog.Process.Kill()
 		_ = p.watchdog.Wait()
@@ -88,16 +89,14 @@ func (p *proc) stop(timeout time.Duration) error {
 		p.watchdog = nil
 	}
 	if p.exited() {
-		return nil
+		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
-		return nil
-	case <-time.After(timeout):
+	case <-time.After(grace):
+		p.kill()
 	}
-	p.kill()
-	return fmt.Errorf("%s did not exit within %v of SIGTERM; killed", p.name, timeout)
 }
 
 func (p *proc) kill() {

@@ -20,8 +20,8 @@
 //   - Connectivity. A lost API connection changes nothing that is enforced: the caches keep
 //     the last state and client-go's reflectors list and watch again by themselves, with
 //     backoff, after which the caches converge and an update follows. Status reports whether
-//     the last request to the API server got an answer, since when, the last list/watch error
-//     and how many there were, for the agent's /readyz and metrics.
+//     the last request to the API server got an answer, since when, the last error and how
+//     many requests failed, for the agent's /readyz and metrics.
 //
 // Pods without an address yet are part of the state (they can be selected, they isolate
 // nothing until they have an address) and enforced as soon as their status carries one.
@@ -35,5 +35,5 @@
 // networking.k8s.io/networkpolicies, cluster-wide, and nothing else: deploy/rbac.yaml.
 //
 // This package defines no metrics; the agent exports Status as podwall_source_connected and
-// podwall_source_watch_errors_total (cmd/podwall/source.go).
+// podwall_source_api_errors_total (cmd/podwall/source.go).
 package kube

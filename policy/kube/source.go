@@ -68,7 +68,8 @@ type Status struct {
 	Since time.Time
 	// LastError is the last failed request or list/watch error, empty when there was none.
 	LastError string
-	// Errors counts failed list and watch calls; client-go retries each, with backoff.
+	// Errors counts failed requests: no answer, a watch stream that broke, or an answer
+	// of 401, 403 or 5xx. client-go retries each, with backoff.
 	Errors uint64
 	// Updates counts the states delivered.
 	Updates uint64
@@ -139,6 +140,9 @@ func (s *Source) Status() Status {
 
 // setConnected records the outcome of a request; err explains a lost connection.
 func (s *Source) setConnected(ok bool, err error) {
+	if err != nil {
+		s.errors.Add(1)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -268,13 +272,13 @@ func (s *Source) coalesce(ctx context.Context, dirty <-chan struct{}) bool {
 	}
 }
 
-// watchError records a failed list or watch. A watch that ends normally (EOF) or whose
-// resource version expired is routine: the reflector lists again.
+// watchError records why a list or watch failed (the transport has counted it). A watch
+// that ends normally (EOF) or whose resource version expired is routine: the reflector
+// lists again.
 func (s *Source) watchError(resource string, err error) {
 	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return
 	}
-	s.errors.Add(1)
 	s.mu.Lock()
 	s.st.LastError = resource + ": " + err.Error()
 	s.mu.Unlock()
@@ -300,6 +304,9 @@ func (o *observer) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	case resp.StatusCode >= 500:
 		o.s.setConnected(false, fmt.Errorf("%s %s: %s", r.Method, r.URL.Path, resp.Status))
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		o.s.errors.Add(1) // an answer, but the reflector gets nothing: its handler says why
+		o.s.setConnected(true, nil)
 	default:
 		o.s.setConnected(true, nil)
 		if r.URL.Query().Get("watch") == "true" {

@@ -16,9 +16,9 @@ import (
 func fullPod() *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-0", UID: "u1", ResourceVersion: "42",
-			Labels:        map[string]string{"app": "web"},
-			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
+			Labels:          map[string]string{"app": "web"},
+			Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubelet"}},
 			OwnerReferences: []metav1.OwnerReference{{Kind: "StatefulSet", Name: "web"}}},
 		Spec: corev1.PodSpec{
 			NodeName: "node-a",
