@@ -20,24 +20,19 @@ import (
 )
 
 // The agent stopped and started again, killed (SIGKILL) or asked to stop (SIGTERM), failing
-// closed and failing open:
+// closed and failing open, in this lab:
 //
-//   - while it is down, new connections to an isolated pod are dropped when failing closed
-//     (the table stays, its queues have no reader) and pass when failing open (the queue
-//     bypass, or no table after a graceful stop); established connections and pods no
-//     policy selects keep working in both;
+//	node-1: client, server (ingress: client on 80/TCP and 81/UDP), intruder, a, b
 //
-//   - failing closed, a connection attempt the policy denies never opens, not even when
-//     its SYN is retransmitted after the restart, while an allowed one is held and opens
-//     then;
-//
-//   - the restarted agent takes the table over as it was (same rules, same sets: nothing
-//     duplicated), reads every packet the kernel queued to it (kernel and agent counts
-//     agree, no queue drops), and revokes what failing open let through;
-//
-//   - a graceful stop exits within a few milliseconds.
-//
-//     node-1: client, server (ingress: client on 80/TCP and 81/UDP), intruder, a, b
+// While it is down, new connections to an isolated pod are dropped when failing closed
+// (the table stays, its queues have no reader) and pass when failing open (the queue
+// bypass, or no table after a graceful stop); established connections and pods no policy
+// selects keep working in both. Failing closed, a connection attempt the policy denies
+// never opens, not even when its SYN is retransmitted after the restart, while an allowed
+// one is held and opens then. The restarted agent takes the table over as it was (same
+// rules, same sets: nothing duplicated), reads every packet the kernel queues to it
+// (kernel and agent counts agree, no queue drops), and revokes what failing open let
+// through. A graceful stop exits within a few milliseconds.
 func TestAgentRestart(t *testing.T) {
 	e := newEnv(t)
 	e.node("node-1", 1)
