@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -429,6 +430,13 @@ func wirePod(p *Pod) error {
 	if err := p.nl.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("%s up: %w", podIf, err)
 	}
+	// A fresh veth drops what it is given until the kernel's link watcher has marked it
+	// operationally up and attached its qdisc — work that is rate-limited to about once a
+	// second. Without this wait a pod's first packet is sometimes lost (seen as "TX dropped"
+	// on the node side, and as a 1 s ARP retry or a lost probe).
+	if err := waitOperUp(node.nl, p.HostVeth, p.nl, podIf); err != nil {
+		return err
+	}
 	idx := eth.Attrs().Index
 	for _, g := range []struct {
 		addr, gw netip.Addr
@@ -471,6 +479,28 @@ func wirePod(p *Pod) error {
 		}
 	}
 	return nil
+}
+
+// waitOperUp polls until the node-side and pod-side ends of a veth are operationally up.
+func waitOperUp(hostNL *netlink.Handle, hostName string, podNL *netlink.Handle, podName string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h, err := hostNL.LinkByName(hostName)
+		if err != nil {
+			return err
+		}
+		p, err := podNL.LinkByName(podName)
+		if err != nil {
+			return err
+		}
+		if h.Attrs().OperState == netlink.OperUp && p.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("veth %s/%s not up after 5s (operstate %v/%v)", hostName, podName, h.Attrs().OperState, p.Attrs().OperState)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // addAddr adds an address, without duplicate address detection for IPv6.
