@@ -1,0 +1,239 @@
+package load
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Summary is the median of a variant's runs.
+type Summary struct {
+	Variant              Variant
+	Runs                 int
+	Rate, RateMin        float64
+	RateMax              float64
+	P50, P99             time.Duration
+	Ratio                float64 // Rate ÷ the kernel-only baseline's Rate, same pattern
+	PerConn              float64
+	Failed               int // over all runs
+	QueueDrops, ENOBUFS  uint64
+	DecideP50, DecideP99 float64
+	AgentCPU             float64
+	Busy                 float64
+}
+
+// Summaries returns one Summary per variant, in the order variants first ran.
+func (r *Report) Summaries() []Summary {
+	var order []Variant
+	by := map[Variant][]Run{}
+	for _, run := range r.Runs {
+		if _, ok := by[run.Variant]; !ok {
+			order = append(order, run.Variant)
+		}
+		by[run.Variant] = append(by[run.Variant], run)
+	}
+	slices.SortStableFunc(order, func(a, b Variant) int { return rank(a) - rank(b) })
+	var out []Summary
+	for _, v := range order {
+		runs := by[v]
+		s := Summary{Variant: v, Runs: len(runs)}
+		col := func(f func(Run) float64) []float64 {
+			xs := make([]float64, len(runs))
+			for i, run := range runs {
+				xs[i] = f(run)
+			}
+			return xs
+		}
+		rates := col(func(x Run) float64 { return x.Rate })
+		s.Rate, s.RateMin, s.RateMax = median(rates), slices.Min(rates), slices.Max(rates)
+		s.P50 = time.Duration(median(col(func(x Run) float64 { return float64(x.P50) })))
+		s.P99 = time.Duration(median(col(func(x Run) float64 { return float64(x.P99) })))
+		s.PerConn = median(col(func(x Run) float64 { return x.PerConn }))
+		s.DecideP50 = median(col(func(x Run) float64 { return x.DecideP50 }))
+		s.DecideP99 = median(col(func(x Run) float64 { return x.DecideP99 }))
+		s.AgentCPU = median(col(func(x Run) float64 { return x.AgentCPU }))
+		s.Busy = median(col(func(x Run) float64 { return x.Busy }))
+		for _, run := range runs {
+			s.Failed += run.Failed
+			s.QueueDrops += run.QueueDrops
+			s.ENOBUFS += run.ENOBUFS
+		}
+		out = append(out, s)
+	}
+	for i := range out {
+		for _, b := range out {
+			if b.Variant == out[i].Variant.Baseline() && b.Rate > 0 {
+				out[i].Ratio = out[i].Rate / b.Rate
+			}
+		}
+	}
+	return out
+}
+
+func rank(v Variant) int {
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2}[v.Filter]*1000 + v.Queues*2
+	if !v.NewFlows {
+		r++
+	}
+	return r
+}
+
+// median returns the median of xs, ignoring NaNs; NaN when none is left.
+func median(xs []float64) float64 {
+	xs = slices.DeleteFunc(slices.Clone(xs), math.IsNaN)
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+// StreamSummary is the median throughput of one filter.
+type StreamSummary struct {
+	Filter         string
+	Runs           int
+	Gbps, Min, Max float64
+	Ratio          float64 // ÷ no filter
+}
+
+// StreamSummaries returns the throughput medians: none, kernel, podwall.
+func (r *Report) StreamSummaries() []StreamSummary {
+	var out []StreamSummary
+	for _, f := range []string{"none", "kernel", "podwall"} {
+		var xs []float64
+		for _, s := range r.Streams {
+			if s.Filter == f {
+				xs = append(xs, s.Gbps)
+			}
+		}
+		if len(xs) == 0 {
+			continue
+		}
+		out = append(out, StreamSummary{Filter: f, Runs: len(xs), Gbps: median(xs), Min: slices.Min(xs), Max: slices.Max(xs)})
+	}
+	for i := range out {
+		if out[0].Filter == "none" && out[0].Gbps > 0 {
+			out[i].Ratio = out[i].Gbps / out[0].Gbps
+		}
+	}
+	return out
+}
+
+// Print writes the report as aligned text tables.
+func (r *Report) Print(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "podwall load harness, %s\n", m.Date)
+	fmt.Fprintf(w, "machine: %d × %s, kernel %s, %s, load average at start %s\n", m.CPUs, m.CPU, m.Kernel, m.Go, m.LoadAvg)
+	fmt.Fprintf(w, "lab: one node; client pod → server pod on the same node (forward hook of the node), IPv4 TCP\n")
+	fmt.Fprintf(w, "load: %d connections per run, %d in flight, %d rounds, variants interleaved; medians (range of conn/s)\n\n",
+		r.Count, r.Conc, r.Reps)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "variant\tconn/s\t(min–max)\tp50\tp99\tvs kernel\tpkts/conn\tdrops\tdecide p50\tdecide p99\tagent CPU/conn\tbusy\t")
+	for _, s := range r.Summaries() {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n",
+			s.Variant.Name(), s.Rate, s.RateMin, s.RateMax, us(s.P50), us(s.P99), ratio(s.Ratio),
+			num(s.PerConn, "%.3f"), drops(s), secs(s.DecideP50, s.Variant), secs(s.DecideP99, s.Variant),
+			secs(s.AgentCPU, s.Variant), s.Busy*100)
+	}
+	tw.Flush()
+	if ss := r.StreamSummaries(); len(ss) > 0 {
+		fmt.Fprintf(w, "\nthroughput: one established connection, %s per run\n", bytesHuman(r.StreamSize))
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "filter\tGbit/s\t(min–max)\tvs no filter\t")
+		for _, s := range ss {
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f–%.2f\t%s\t\n", s.Filter, s.Gbps, s.Min, s.Max, ratio(s.Ratio))
+		}
+		tw.Flush()
+	}
+	if s := r.Saturation; s != nil {
+		fmt.Fprintf(w, "\npressure: %s with %d in flight: %.0f conn/s, p50 %s, p99 %s, pkts/conn %.3f, queue drops %d, ENOBUFS %d, failed %d %v\n",
+			s.Variant.Name(), s.Concurrency, s.Rate, us(s.P50), us(s.P99), s.PerConn, s.QueueDrops, s.ENOBUFS, s.Failed, s.Errors)
+	}
+	if r.Profile != "" {
+		fmt.Fprintf(w, "\nagent CPU profile (cold, q%d): %s\n", slices.Max(r.Config.Queues), r.Profile)
+	}
+	fmt.Fprintln(w, "\nvs kernel: conn/s ÷ kernel-only with the same port pattern. pkts/conn: packets judged per successful")
+	fmt.Fprintln(w, "connection (podwall: podwall_datapath_packets_total; kernel-only: its accept rule's counter).")
+	fmt.Fprintln(w, "drops: nfnetlink_queue queue_dropped + user_dropped, and podwall_datapath_enobufs_total.")
+	fmt.Fprintln(w, "decide: podwall_datapath_decide_seconds (receive → verdict chosen, before the verdict is sent),")
+	fmt.Fprintln(w, "interpolated in its ×2 buckets. agent CPU/conn: the agent's user+system CPU ÷ connections.")
+	fmt.Fprintln(w, "busy: the whole machine's CPU use during the run (other work on the machine included).")
+}
+
+func us(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fµs", float64(d)/1e3)
+}
+
+func ratio(x float64) string {
+	if x == 0 || math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+func num(x float64, format string) string {
+	if x == 0 || math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf(format, x)
+}
+
+func secs(x float64, v Variant) string {
+	if v.Filter != "podwall" || math.IsNaN(x) {
+		return "-"
+	}
+	switch {
+	case x >= 1e-3:
+		return fmt.Sprintf("%.2fms", x*1e3)
+	default:
+		return fmt.Sprintf("%.1fµs", x*1e6)
+	}
+}
+
+func drops(s Summary) string {
+	if s.Variant.Filter != "podwall" {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", s.QueueDrops, s.ENOBUFS)
+}
+
+func bytesHuman(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// ParseBytes parses a size such as "2GiB", "512MiB" or "1000000".
+func ParseBytes(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1e9}, {"M", 1e6}, {"k", 1e3}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}

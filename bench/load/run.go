@@ -1,0 +1,399 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/podwall/podwall/e2e/lab"
+)
+
+// Config says what Load measures.
+type Config struct {
+	// Binary is the podwall binary.
+	Binary string
+	// Count is the connections of one run, Concurrency the connects in flight.
+	Count, Concurrency int
+	// Reps is how many times every variant runs; the report gives medians.
+	Reps int
+	// Queues lists the --queues values podwall runs with, e.g. {1, runtime.NumCPU()}.
+	Queues []int
+	// StreamBytes is the size of one bulk transfer (0: no throughput test).
+	StreamBytes int64
+	// Saturation, when positive, adds one podwall cold run with this many connects in
+	// flight, to look for queue drops under pressure.
+	Saturation int
+	// ProfileDir, when set, receives a CPU profile of the agent (and its summary) taken
+	// during an extra cold run of ProfileSeconds.
+	ProfileDir     string
+	ProfileSeconds int
+	// Filters limits the filters measured ("none", "kernel", "podwall"); empty: all.
+	Filters []string
+	// Logf receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+// Variant is one way of filtering the node plus one connection pattern.
+type Variant struct {
+	// Filter is "none", "kernel" or "podwall".
+	Filter string
+	// Queues is podwall's --queues.
+	Queues int
+	// NewFlows gives every connection of a run its own destination port, so that podwall's
+	// flow cache (keyed by addresses, protocol and destination port) misses on each: a
+	// cold cache. Otherwise all connections go to one port: after the first, a warm cache.
+	NewFlows bool
+}
+
+// Name names the variant in the report.
+func (v Variant) Name() string {
+	if v.Filter == "podwall" {
+		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
+	}
+	return fmt.Sprintf("%s, %s", map[string]string{"none": "no filter", "kernel": "kernel-only"}[v.Filter],
+		map[bool]string{true: "new ports", false: "one port"}[v.NewFlows])
+}
+
+// Baseline returns the kernel-only variant with the same connection pattern.
+func (v Variant) Baseline() Variant { return Variant{Filter: "kernel", NewFlows: v.NewFlows} }
+
+// Run is one measured run of a variant.
+type Run struct {
+	Variant     Variant
+	Rep         int
+	Concurrency int
+	OK, Failed  int
+	Errors      map[string]int `json:",omitempty"`
+	Rate        float64        // successful connections per second
+	P50, P99    time.Duration  // connect latency
+	Busy        float64        // fraction of all CPUs busy during the run (whole machine)
+	// Packets judged per connection: podwall's podwall_datapath_packets_total, or the
+	// kernel baseline's accept-rule counter, over successful connections.
+	PerConn float64
+	// podwall only.
+	QueueDrops           uint64  // nfnetlink_queue queue_dropped + queue_user_dropped
+	ENOBUFS              uint64  // podwall_datapath_enobufs_total
+	Hits, Misses         uint64  // flow cache
+	DecideP50, DecideP99 float64 // seconds, from podwall_datapath_decide_seconds
+	AgentCPU             float64 // agent CPU seconds per connection
+}
+
+// Stream is one bulk throughput run.
+type Stream struct {
+	Filter string
+	Rep    int
+	Result StreamResult
+	Gbps   float64
+}
+
+// Report is everything Load measured.
+type Report struct {
+	Machine    Machine
+	Config     Config `json:"-"`
+	Count      int
+	Conc       int
+	Reps       int
+	StreamSize int64
+	Runs       []Run
+	Streams    []Stream
+	Saturation *Run   `json:",omitempty"`
+	Profile    string `json:",omitempty"`
+}
+
+// Load builds the lab and measures every variant Reps times, interleaved: in each round the
+// filters run in a rotated order, so that drift in the machine's load (it is shared) falls
+// on all variants alike.
+func Load(ctx context.Context, c Config) (*Report, error) {
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = []int{1}
+	}
+	env, err := NewEnv(c.Binary, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	if err := sysctl(env.Client.NS, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
+		return nil, err
+	}
+	rep := &Report{Machine: ReadMachine(), Config: c, Count: c.Count, Conc: c.Concurrency, Reps: c.Reps, StreamSize: c.StreamBytes}
+
+	type state struct {
+		filter string
+		queues int
+	}
+	var states []state
+	want := func(f string) bool { return len(c.Filters) == 0 || slices.Contains(c.Filters, f) }
+	for _, f := range []string{"none", "kernel"} {
+		if want(f) {
+			states = append(states, state{f, 0})
+		}
+	}
+	if want("podwall") {
+		for _, q := range c.Queues {
+			states = append(states, state{"podwall", q})
+		}
+	}
+	streamQueues := slices.Max(c.Queues)
+	for r := range c.Reps {
+		for i := range states {
+			st := states[(i+r)%len(states)]
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			if err := env.SetFilter(ctx, st.filter, st.queues); err != nil {
+				return rep, err
+			}
+			patterns := []bool{true, false}
+			if r%2 == 1 {
+				patterns = []bool{false, true}
+			}
+			for _, newFlows := range patterns {
+				v := Variant{Filter: st.filter, Queues: st.queues, NewFlows: newFlows}
+				run, err := env.Measure(ctx, v, c.Count, c.Concurrency)
+				if err != nil {
+					return rep, fmt.Errorf("%s: %w", v.Name(), err)
+				}
+				run.Rep = r
+				rep.Runs = append(rep.Runs, run)
+				c.Logf("round %d/%d %-22s %6.0f conn/s  p50 %-6s p99 %-6s busy %3.0f%%  pkts/conn %.3f  drops %d  failed %d %v",
+					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors)
+			}
+			if c.StreamBytes > 0 && (st.filter != "podwall" || st.queues == streamQueues) {
+				if err := env.conntrackFlush(); err != nil {
+					return rep, err
+				}
+				res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), c.StreamBytes, 2*time.Minute)
+				if err != nil {
+					return rep, fmt.Errorf("stream with %s: %w", st.filter, err)
+				}
+				rep.Streams = append(rep.Streams, Stream{Filter: st.filter, Rep: r, Result: res, Gbps: res.Gbps()})
+				c.Logf("round %d/%d stream %-14s %6.2f Gbit/s (%d MiB in %v)", r+1, c.Reps, st.filter, res.Gbps(), res.Bytes>>20, res.Elapsed.Round(time.Millisecond))
+			}
+		}
+	}
+
+	if c.Saturation > 0 {
+		if err := env.SetFilter(ctx, "podwall", streamQueues); err != nil {
+			return rep, err
+		}
+		v := Variant{Filter: "podwall", Queues: streamQueues, NewFlows: true}
+		run, err := env.Measure(ctx, v, c.Count, c.Saturation)
+		if err != nil {
+			return rep, fmt.Errorf("saturation: %w", err)
+		}
+		rep.Saturation = &run
+		c.Logf("saturation %s, %d in flight: %.0f conn/s, p99 %v, per-conn %.2f, drops %d, ENOBUFS %d, failed %d",
+			v.Name(), c.Saturation, run.Rate, run.P99, run.PerConn, run.QueueDrops, run.ENOBUFS, run.Failed)
+	}
+	if c.ProfileDir != "" {
+		path, err := env.profile(ctx, streamQueues, c)
+		if err != nil {
+			return rep, fmt.Errorf("profile: %w", err)
+		}
+		rep.Profile = path
+		c.Logf("CPU profile of the agent: %s", path)
+	}
+	if err := env.SetFilter(ctx, "none", 0); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// Measure runs one connect load of the variant (whose filter must be installed) and reads
+// the counters around it.
+func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, error) {
+	if v.Filter != e.filter {
+		return Run{}, fmt.Errorf("load: filter %q installed, variant wants %q", e.filter, v.Filter)
+	}
+	ports := 1
+	if v.NewFlows {
+		ports = ConnPorts
+		if count > ConnPorts {
+			return Run{}, fmt.Errorf("load: %d connections exceed the %d distinct ports", count, ConnPorts)
+		}
+		if err := e.BumpGeneration(ctx); err != nil {
+			return Run{}, err
+		}
+	} else if e.agent != nil {
+		// Warm the cache: the first connection to the port misses, the rest hit.
+		if _, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Count: 16, Concurrency: 1, Deadline: 10 * time.Second}); err != nil {
+			return Run{}, err
+		}
+	}
+	if err := e.conntrackFlush(); err != nil {
+		return Run{}, err
+	}
+
+	var (
+		m0         Metrics
+		q0         []QueueStat
+		agentCPU0  float64
+		kernelAcc0 uint64
+		err        error
+	)
+	if e.agent != nil {
+		if m0, err = e.agent.Metrics(ctx); err != nil {
+			return Run{}, err
+		}
+		if q0, err = QueueStats(e.Node.NS); err != nil {
+			return Run{}, err
+		}
+		if agentCPU0, err = ProcCPU(e.agent.Pid()); err != nil {
+			return Run{}, err
+		}
+	}
+	if e.filter == "kernel" {
+		if kernelAcc0, err = e.KernelAccepts(); err != nil {
+			return Run{}, err
+		}
+	}
+	cpu0, _ := ReadCPU()
+	res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ports, Count: count, Concurrency: conc,
+		Timeout: 5 * time.Second, Deadline: 2 * time.Minute})
+	if err != nil {
+		return Run{}, err
+	}
+	cpu1, _ := ReadCPU()
+	run := Run{Variant: v, Concurrency: conc, OK: res.OK, Failed: res.Failed, Rate: res.Rate(),
+		P50: res.Quantile(0.50), P99: res.Quantile(0.99), Busy: cpu1.BusySince(cpu0)}
+	if len(res.Errors) > 0 {
+		run.Errors = res.Errors
+	}
+	if e.agent != nil {
+		m1, err := e.agent.Metrics(ctx)
+		if err != nil {
+			return run, err
+		}
+		q1, err := QueueStats(e.Node.NS)
+		if err != nil {
+			return run, err
+		}
+		cpu, err := ProcCPU(e.agent.Pid())
+		if err != nil {
+			return run, err
+		}
+		d := m1.Sub(m0)
+		run.PerConn = perConn(d.Sum("podwall_datapath_packets_total"), res.OK)
+		run.ENOBUFS = uint64(d.Sum("podwall_datapath_enobufs_total"))
+		run.Hits = uint64(d.Sum("podwall_datapath_flowcache_hits_total"))
+		run.Misses = uint64(d.Sum("podwall_datapath_flowcache_misses_total"))
+		h := d.Histogram("podwall_datapath_decide_seconds")
+		run.DecideP50, run.DecideP99 = HistogramQuantile(0.5, h), HistogramQuantile(0.99, h)
+		run.QueueDrops = queueDrops(q1) - queueDrops(q0)
+		run.AgentCPU = (cpu - agentCPU0) / float64(max(res.OK, 1))
+	}
+	if e.filter == "kernel" {
+		acc, err := e.KernelAccepts()
+		if err != nil {
+			return run, err
+		}
+		run.PerConn = perConn(float64(acc-kernelAcc0), res.OK)
+	}
+	return run, nil
+}
+
+func perConn(packets float64, conns int) float64 {
+	if conns == 0 {
+		return math.NaN()
+	}
+	return packets / float64(conns)
+}
+
+func queueDrops(qs []QueueStat) uint64 {
+	var n uint64
+	for _, q := range qs {
+		n += q.Dropped + q.UserDropped
+	}
+	return n
+}
+
+// conntrackFlush empties the conntrack tables of the node and the server, so every run
+// starts from the same state (the previous run's connections linger in CLOSE for 10 s).
+func (e *Env) conntrackFlush() error {
+	for _, ns := range []*lab.NS{e.Node.NS, e.Server.NS} {
+		if out, err := ns.Exec(context.Background(), "conntrack", "-F").CombinedOutput(); err != nil {
+			return fmt.Errorf("load: conntrack -F in %s: %w: %s", ns.Name(), err, out)
+		}
+	}
+	return nil
+}
+
+// sysctl writes /proc/sys/<key> inside namespace ns.
+func sysctl(ns *lab.NS, key, value string) error {
+	return ns.Do(func() error { return os.WriteFile("/proc/sys/"+key, []byte(value), 0) })
+}
+
+// profile runs a cold load for c.ProfileSeconds+2 s while taking a CPU profile of the agent
+// through its debug listener; it writes the profile and `go tool pprof -top` of it.
+func (e *Env) profile(ctx context.Context, queues int, c Config) (string, error) {
+	if err := e.SetFilter(ctx, "podwall", queues); err != nil {
+		return "", err
+	}
+	if err := e.BumpGeneration(ctx); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+		return "", err
+	}
+	secs := max(c.ProfileSeconds, 1)
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		pctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
+		defer cancel()
+		code, b, err := e.agent.Get(pctx, "/debug/pprof/profile?seconds="+strconv.Itoa(secs))
+		if err == nil && code != 200 {
+			err = fmt.Errorf("pprof: %d %s", code, b)
+		}
+		done <- result{b, err}
+	}()
+	// Cold loads of c.Count connections, each after a new policy generation, until the
+	// profile window has passed.
+	stop := time.Now().Add(time.Duration(secs)*time.Second + 500*time.Millisecond)
+	var ok int
+	var elapsed time.Duration
+	for time.Now().Before(stop) {
+		if err := e.BumpGeneration(ctx); err != nil {
+			return "", err
+		}
+		res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ConnPorts, Count: c.Count,
+			Concurrency: c.Concurrency, Deadline: time.Until(stop)})
+		if err != nil {
+			return "", err
+		}
+		ok += res.OK
+		elapsed += res.Elapsed
+	}
+	r := <-done
+	if r.err != nil {
+		return "", r.err
+	}
+	path := filepath.Join(c.ProfileDir, fmt.Sprintf("podwall-q%d-cold.pprof", queues))
+	if err := os.WriteFile(path, r.b, 0o644); err != nil {
+		return "", err
+	}
+	c.Logf("profile run: %d connections in %v (%.0f/s)", ok, elapsed.Round(time.Millisecond), float64(ok)/elapsed.Seconds())
+	return path, nil
+}
+
+var errNoRoot = errors.New("load: needs root (network namespaces, nftables)")
+
+// CheckRoot returns an error unless the process runs as root.
+func CheckRoot() error {
+	if os.Geteuid() != 0 {
+		return errNoRoot
+	}
+	return nil
+}
