@@ -1,14 +1,20 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	byteorder "encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +23,7 @@ import (
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/e2e/lab"
 )
 
 // The agent stopped and started again, killed (SIGKILL) or asked to stop (SIGTERM), failing
@@ -264,4 +271,314 @@ func rssKiB(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// A flood at an isolated pod from a pod of the lab — 200,000 TCP SYNs to random ports (each
+// a new flow: the verdict cache churns) and then 200,000 UDP datagrams to one port (one
+// flow, answered from the cache), all denied — does not take the agent down: /metrics and
+// the decision stream answer throughout, memory stays bounded, established connections
+// (to the flooded pod and between other pods) keep echoing, every queued packet is either
+// judged or counted as dropped (the queue's overflow counters, ENOBUFS), and afterwards an
+// allowed connection opens at once.
+//
+//	node-1: attacker, victim (ingress: client on 80/TCP), client, a, b
+func TestFlood(t *testing.T) {
+	const packets = 200_000
+	e := newEnv(t)
+	e.node("node-1", 1)
+	for i, k := range []string{"app/attacker", "app/victim", "app/client", "app/a", "app/b"} {
+		e.pod("node-1", k, i)
+	}
+	e.write(agent.Namespace("app", nil),
+		e.podObject("app/attacker", nil), e.podObject("app/victim", map[string]string{"app": "victim"}),
+		e.podObject("app/client", map[string]string{"app": "client"}), e.podObject("app/a", nil), e.podObject("app/b", nil),
+		netpol("app", "victim", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "victim"),
+			Ingress: []networkingv1.NetworkPolicyIngressRule{from(ports("80/TCP"), pods(sel("app", "client")))}}))
+	e.serve(80, 81)
+	e.warm()
+	e.start()
+	pid := e.agentPID("node-1")
+	kept := []*held{
+		e.hold("kept", "IPv4", "app/client", "app/victim", "tcp", 80),
+		e.hold("kept", "IPv4", "app/a", "app/b", "tcp", 80),
+	}
+	victim := e.pods["app/victim"].IPv4
+
+	for _, flood := range []struct {
+		name    string
+		oneFlow bool
+		send    func() (int, error)
+	}{
+		{"SYN flood, random ports", false, func() (int, error) { return synFlood(e.pods["app/attacker"], victim, packets) }},
+		{"UDP flood, one port", true, func() (int, error) { return udpFlood(e.pods["app/attacker"], victim, 81, packets) }},
+	} {
+		t.Run(flood.name, func(t *testing.T) {
+			e := e.sub(t)
+			rss0, _ := rssKiB(pid)
+			q0, qs0, nobufs0 := e.queueCounts("node-1"), e.queueStats("node-1"), e.metric("node-1", "podwall_datapath_enobufs_total", "")
+
+			ctx, stop := context.WithCancel(context.Background())
+			mon := e.monitor(ctx, "node-1", pid, kept)
+			start := time.Now()
+			sent, err := flood.send()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendTook := time.Since(start)
+			drained := e.drained("node-1", q0.Agent)
+			stop()
+			m := mon.wait()
+
+			q := e.queueCounts("node-1").sub(q0)
+			var qdrop, udrop uint64
+			for i, s := range e.queueStats("node-1") {
+				if i < len(qs0) && qs0[i].Queue == s.Queue && qs0[i].PortID == s.PortID {
+					qdrop += s.Dropped - qs0[i].Dropped
+					udrop += s.UserDropped - qs0[i].UserDropped
+				}
+			}
+			nobufs := e.metric("node-1", "podwall_datapath_enobufs_total", "") - nobufs0
+			rss1, _ := rssKiB(pid)
+			handledTook := drained.Sub(start)
+			t.Logf("sent %d in %v (%.0f/s); queued by the rules %d; agent read %d in %v (%.0f/s); queue full drops %d, socket drops %d, ENOBUFS %v",
+				sent, sendTook.Round(time.Millisecond), float64(sent)/sendTook.Seconds(), q.Queued(),
+				q.Agent, handledTook.Round(time.Millisecond), float64(q.Agent)/handledTook.Seconds(), qdrop, udrop, nobufs)
+			t.Logf("RSS %d KiB before, peak %d KiB, %d KiB after; /metrics: %d answers, slowest %v, %d failed; stream: %d decisions; echoes: %d, slowest %v, %d failed",
+				rss0, m.peakRSS, rss1, m.scrapes, m.slowest.Round(time.Millisecond), m.scrapeErrs, m.streamed,
+				m.echoes, m.slowestEcho.Round(time.Millisecond), len(m.echoErrs))
+
+			if q.Queued() != q.Agent+qdrop+udrop {
+				t.Errorf("accounting: %d packets queued by the rules, %d read by the agent, %d + %d dropped by the queue", q.Queued(), q.Agent, qdrop, udrop)
+			}
+			if q.Queued() < uint64(sent)*9/10 {
+				t.Errorf("only %d of %d flood packets reached the queue rules", q.Queued(), sent)
+			}
+			if m.scrapeErrs > 0 || m.scrapes < 2 || m.slowest > time.Second {
+				t.Errorf("/metrics during the flood: %d answers, %d failed, slowest %v", m.scrapes, m.scrapeErrs, m.slowest)
+			}
+			if m.streamErr != nil || m.streamed == 0 {
+				t.Errorf("decision stream during the flood: %d decisions, %v", m.streamed, m.streamErr)
+			}
+			for _, err := range m.echoErrs {
+				t.Errorf("established connection during the flood: %v", err)
+			}
+			// Bounded: the flow cache (65,536 flows) fills up during the random-port flood and
+			// then holds; a flood of one flow adds next to nothing.
+			if m.peakRSS > 160<<10 || rss1 > rss0+64<<10 || (flood.oneFlow && rss1 > rss0+16<<10) {
+				t.Errorf("RSS grew from %d KiB to a peak of %d KiB, %d KiB after", rss0, m.peakRSS, rss1)
+			}
+			// Recovered: the queue is empty and new connections get their verdict at once.
+			e.check(
+				probe{from: "app/client", to: "app/victim", port: 80, allow: true},
+				probe{from: "app/attacker", to: "app/victim", port: 80, allow: false},
+			)
+			e.checkHeld(kept)
+		})
+	}
+}
+
+// floodMonitor is what monitor saw during a flood.
+type floodMonitor struct {
+	done                chan struct{}
+	peakRSS             int
+	scrapes, scrapeErrs int
+	slowest             time.Duration
+	streamed            int
+	streamErr           error
+	echoes              int
+	slowestEcho         time.Duration
+	echoErrs            []error
+}
+
+func (m *floodMonitor) wait() *floodMonitor { <-m.done; return m }
+
+// monitor scrapes node's /metrics and samples the agent's RSS every 50 ms, echoes on the
+// held connections every 100 ms, and reads the decision stream, until ctx ends.
+func (e *env) monitor(ctx context.Context, node string, pid int, hs []*held) *floodMonitor {
+	m := &floodMonitor{done: make(chan struct{})}
+	a := e.agents[node]
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if kb, err := rssKiB(pid); err == nil && kb > m.peakRSS {
+				m.peakRSS = kb
+			}
+			start := time.Now()
+			code, _, err := a.Get(context.Background(), "/metrics")
+			m.slowest = max(m.slowest, time.Since(start))
+			m.scrapes++
+			if err != nil || code != 200 {
+				m.scrapeErrs++
+			}
+			sleepCtx(ctx, 50*time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			for _, h := range hs {
+				start := time.Now()
+				if err := lab.Echo(context.Background(), h.conn, time.Second); err != nil {
+					m.echoErrs = append(m.echoErrs, fmt.Errorf("%v: %w", h, err))
+				}
+				m.slowestEcho = max(m.slowestEcho, time.Since(start))
+				m.echoes++
+			}
+			sleepCtx(ctx, 100*time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		m.streamed, m.streamErr = e.readStream(ctx, node)
+	}()
+	go func() { wg.Wait(); close(m.done) }()
+	return m
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// readStream follows node's /debug/decisions until ctx ends and returns how many
+// decisions arrived.
+func (e *env) readStream(ctx context.Context, node string) (int, error) {
+	var c net.Conn
+	if err := e.nodes[node].Do(func() (err error) {
+		c, err = net.Dial("tcp", "127.0.0.1:9091")
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := fmt.Fprintf(c, "GET /debug/decisions HTTP/1.1\r\nHost: podwall\r\nAccept: application/x-ndjson\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	status, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !strings.Contains(status, " 200 ") {
+		return 0, fmt.Errorf("/debug/decisions: %s", strings.TrimSpace(status))
+	}
+	n := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			if ctx.Err() != nil {
+				return n, nil
+			}
+			return n, err
+		}
+		if strings.Contains(line, `"verdict"`) {
+			n++
+		}
+	}
+}
+
+// drained waits until node's queues are empty and its agent has read no packet for 100 ms,
+// and returns when it read the last one. before is the agent's packet count before.
+func (e *env) drained(node string, before uint64) time.Time {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last, lastAt := before, time.Now()
+	for time.Now().Before(deadline) {
+		n := uint64(e.metric(node, "podwall_datapath_packets_total", ""))
+		empty := true
+		for _, q := range e.queueStats(node) {
+			empty = empty && q.Len == 0
+		}
+		if n != last {
+			last, lastAt = n, time.Now()
+		} else if empty && time.Since(lastAt) > 100*time.Millisecond {
+			return lastAt
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.t.Fatalf("%s: the agent was still reading packets after 30 s", node)
+	return time.Time{}
+}
+
+// synFlood sends n TCP SYNs from p's IPv4 address, from random ports to random ports of
+// dst, on a raw socket, as fast as it can, and returns how many the kernel took.
+func synFlood(p *lab.Pod, dst netip.Addr, n int) (sent int, err error) {
+	src := p.IPv4
+	err = p.Do(func() error {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		// IPv4 (the kernel fills in the length, id and checksum) and TCP, 40 bytes.
+		pkt := make([]byte, 40)
+		pkt[0], pkt[8], pkt[9] = 0x45, 64, syscall.IPPROTO_TCP
+		s4, d4 := src.As4(), dst.As4()
+		copy(pkt[12:16], s4[:])
+		copy(pkt[16:20], d4[:])
+		tcp := pkt[20:]
+		tcp[12], tcp[13] = 5<<4, 0x02 // data offset 5 words; SYN
+		byteorder.BigEndian.PutUint16(tcp[14:], 64240)
+		sa := &syscall.SockaddrInet4{Addr: d4}
+		rng := rand.New(rand.NewPCG(1, 2))
+		for range n {
+			byteorder.BigEndian.PutUint16(tcp[0:], uint16(1024+rng.IntN(64000)))
+			byteorder.BigEndian.PutUint16(tcp[2:], uint16(1+rng.IntN(65535)))
+			byteorder.BigEndian.PutUint32(tcp[4:], rng.Uint32())
+			byteorder.BigEndian.PutUint16(tcp[16:], 0)
+			byteorder.BigEndian.PutUint16(tcp[16:], tcpChecksum(s4, d4, tcp))
+			if err := syscall.Sendto(fd, pkt, 0, sa); err != nil {
+				if err == syscall.ENOBUFS || err == syscall.EAGAIN {
+					continue
+				}
+				return err
+			}
+			sent++
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// tcpChecksum is the TCP checksum over the IPv4 pseudo-header and seg.
+func tcpChecksum(src, dst [4]byte, seg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+	}
+	add(src[:])
+	add(dst[:])
+	sum += syscall.IPPROTO_TCP + uint32(len(seg))
+	add(seg)
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// udpFlood sends n datagrams from p to dst:port on one socket, as fast as it can.
+func udpFlood(p *lab.Pod, dst netip.Addr, port uint16, n int) (sent int, err error) {
+	var c *net.UDPConn
+	if err := p.Do(func() (err error) {
+		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, port)))
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	msg := make([]byte, 16)
+	for range n {
+		if _, err := c.Write(msg); err == nil {
+			sent++
+		}
+	}
+	return sent, nil
 }
