@@ -156,6 +156,13 @@ func (a *Agent) Stop(timeout time.Duration) error {
 	}
 }
 
+// Kill sends SIGKILL and waits for the exit: the agent leaves its table and queue rules
+// behind, unserved.
+func (a *Agent) Kill() {
+	_ = a.cmd.Process.Kill()
+	<-a.done
+}
+
 // logBuffer keeps the last 64 KiB of the agent's output.
 type logBuffer struct {
 	mu sync.Mutex

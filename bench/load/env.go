@@ -38,6 +38,8 @@ const (
 	StreamPort = 5001
 
 	benchNamespace = "bench"
+	// queueNum is podwall's first queue (the --queue-num default).
+	queueNum = 100
 )
 
 // Env is the harness's lab: the node, the two pods, the servers in the server pod, the
@@ -54,7 +56,8 @@ type Env struct {
 
 	acceptor *Acceptor
 	sink     *Sink
-	agent    *Agent // running podwall, if any
+	agent    *Agent    // running podwall, if any
+	raw      *RawQueue // running raw reader, if any
 	filter   string
 }
 
@@ -200,7 +203,13 @@ func (e *Env) kernelRuleset() string {
 
 // SetFilter installs one of "none", "kernel" or "podwall" on the node, removing the
 // others. podwall starts an agent with --queues queues and waits until it is ready.
+// "rawq" and "rawq-single" are the RawQueue experiment: podwall programs its ruleset and
+// is killed, and a RawQueue (batched verdicts, or one per packet) serves its queues.
 func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
+	if e.raw != nil {
+		e.raw.Close()
+		e.raw = nil
+	}
 	if e.agent != nil {
 		err := e.agent.Stop(10 * time.Second)
 		e.agent = nil
@@ -221,7 +230,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if err := nft(e.Node.NS, e.kernelRuleset()); err != nil {
 			return err
 		}
-	case "podwall":
+	case "podwall", "rawq", "rawq-single":
 		a, err := StartAgent(e.Node, e.binary, e.manifests, NodeName, "--queues", strconv.Itoa(queues))
 		if err != nil {
 			return err
@@ -231,6 +240,13 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		defer cancel()
 		if _, err := a.WaitGeneration(ctx, 0); err != nil {
 			return err
+		}
+		if filter != "podwall" {
+			a.Kill()
+			e.agent = nil
+			if e.raw, err = StartRawQueue(e.Node.NS, queueNum, queues, filter == "rawq"); err != nil {
+				return err
+			}
 		}
 	default:
 		return fmt.Errorf("load: unknown filter %q", filter)

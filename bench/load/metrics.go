@@ -221,20 +221,25 @@ func ProcStatus(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
-// ProcCPU returns the user+system CPU seconds process pid has used.
-func ProcCPU(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// ProcCPU returns the user+system CPU seconds process pid has used, or only its thread
+// tid when one is given.
+func ProcCPU(pid int, tid ...int) (float64, error) {
+	path := fmt.Sprintf("/proc/%d/stat", pid)
+	if len(tid) > 0 {
+		path = fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid[0])
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return 0, fmt.Errorf("%s: unexpected format", path)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
+		return 0, fmt.Errorf("%s: short", path)
 	}
 	// After the command: state(0) ... utime(11) stime(12), in clock ticks (USER_HZ=100).
 	u, _ := strconv.ParseUint(f[11], 10, 64)

@@ -75,7 +75,7 @@ func (r *Report) Summaries() []Summary {
 }
 
 func rank(v Variant) int {
-	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2}[v.Filter]*1000 + v.Queues*2
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4}[v.Filter]*1000 + v.Queues*2
 	if !v.NewFlows {
 		r++
 	}
@@ -167,6 +167,11 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "decide: podwall_datapath_decide_seconds (receive → verdict chosen, before the verdict is sent),")
 	fmt.Fprintln(w, "interpolated in its ×2 buckets. agent CPU/conn: the agent's user+system CPU ÷ connections.")
 	fmt.Fprintln(w, "busy: the whole machine's CPU use during the run (other work on the machine included).")
+	if slices.ContainsFunc(r.Runs, func(x Run) bool { return strings.HasPrefix(x.Variant.Filter, "rawq") }) {
+		fmt.Fprintln(w, "raw reader: an experiment, not podwall: podwall's ruleset served by bench/load.RawQueue, a minimal")
+		fmt.Fprintln(w, "accept-all NFQUEUE reader (blocking recv on a locked thread, no allocation; one batch verdict per")
+		fmt.Fprintln(w, "recv, or one send per packet); its CPU/conn is its reader threads'.")
+	}
 }
 
 func us(d time.Duration) string {
@@ -191,7 +196,7 @@ func num(x float64, format string) string {
 }
 
 func secs(x float64, v Variant) string {
-	if v.Filter != "podwall" || math.IsNaN(x) {
+	if v.Filter == "none" || v.Filter == "kernel" || math.IsNaN(x) || x == 0 {
 		return "-"
 	}
 	switch {
@@ -203,7 +208,7 @@ func secs(x float64, v Variant) string {
 }
 
 func drops(s Summary) string {
-	if s.Variant.Filter != "podwall" {
+	if s.Variant.Filter == "none" || s.Variant.Filter == "kernel" {
 		return "-"
 	}
 	return fmt.Sprintf("%d/%d", s.QueueDrops, s.ENOBUFS)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/podwall/podwall/e2e/lab"
@@ -33,7 +34,9 @@ type Config struct {
 	// during an extra cold run of ProfileSeconds.
 	ProfileDir     string
 	ProfileSeconds int
-	// Filters limits the filters measured ("none", "kernel", "podwall"); empty: all.
+	// Filters limits the filters measured ("none", "kernel", "podwall"); empty: those
+	// three. "rawq" and "rawq-single" add the RawQueue experiment, one run per round with
+	// new ports, for each of Queues.
 	Filters []string
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
@@ -53,6 +56,12 @@ type Variant struct {
 
 // Name names the variant in the report.
 func (v Variant) Name() string {
+	switch v.Filter {
+	case "rawq":
+		return fmt.Sprintf("raw reader q%d batch", v.Queues)
+	case "rawq-single":
+		return fmt.Sprintf("raw reader q%d 1/send", v.Queues)
+	}
 	if v.Filter == "podwall" {
 		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
 	}
@@ -82,6 +91,8 @@ type Run struct {
 	Hits, Misses         uint64  // flow cache
 	DecideP50, DecideP99 float64 // seconds, from podwall_datapath_decide_seconds
 	AgentCPU             float64 // agent CPU seconds per connection
+	// RawQueue only: its recv(2) and send(2) calls.
+	RawReads, RawSends uint64 `json:",omitempty"`
 }
 
 // Stream is one bulk throughput run.
@@ -131,15 +142,19 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 		queues int
 	}
 	var states []state
-	want := func(f string) bool { return len(c.Filters) == 0 || slices.Contains(c.Filters, f) }
+	want := func(f string) bool {
+		return slices.Contains(c.Filters, f) || len(c.Filters) == 0 && (f == "none" || f == "kernel" || f == "podwall")
+	}
 	for _, f := range []string{"none", "kernel"} {
 		if want(f) {
 			states = append(states, state{f, 0})
 		}
 	}
-	if want("podwall") {
-		for _, q := range c.Queues {
-			states = append(states, state{"podwall", q})
+	for _, f := range []string{"podwall", "rawq", "rawq-single"} {
+		if want(f) {
+			for _, q := range c.Queues {
+				states = append(states, state{f, q})
+			}
 		}
 	}
 	streamQueues := slices.Max(c.Queues)
@@ -156,6 +171,9 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			if r%2 == 1 {
 				patterns = []bool{false, true}
 			}
+			if strings.HasPrefix(st.filter, "rawq") {
+				patterns = []bool{true} // no cache: one pattern says it all
+			}
 			for _, newFlows := range patterns {
 				v := Variant{Filter: st.filter, Queues: st.queues, NewFlows: newFlows}
 				run, err := env.Measure(ctx, v, c.Count, c.Concurrency)
@@ -164,10 +182,10 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 				}
 				run.Rep = r
 				rep.Runs = append(rep.Runs, run)
-				c.Logf("round %d/%d %-22s %6.0f conn/s  p50 %-6s p99 %-6s busy %3.0f%%  pkts/conn %.3f  drops %d  failed %d %v",
-					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors)
+				c.Logf("round %d/%d %-22s %6.0f conn/s  p50 %-6s p99 %-6s busy %3.0f%%  pkts/conn %.3f  drops %d  failed %d %v%s",
+					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors, rawNote(run))
 			}
-			if c.StreamBytes > 0 && (st.filter != "podwall" || st.queues == streamQueues) {
+			if c.StreamBytes > 0 && (st.filter == "none" || st.filter == "kernel" || st.filter == "podwall" && st.queues == streamQueues) {
 				if err := env.conntrackFlush(); err != nil {
 					return rep, err
 				}
@@ -240,11 +258,14 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		kernelAcc0 uint64
 		err        error
 	)
-	if e.agent != nil {
-		if m0, err = e.agent.Metrics(ctx); err != nil {
+	queued := e.agent != nil || e.raw != nil
+	if queued {
+		if q0, err = QueueStats(e.Node.NS); err != nil {
 			return Run{}, err
 		}
-		if q0, err = QueueStats(e.Node.NS); err != nil {
+	}
+	if e.agent != nil {
+		if m0, err = e.agent.Metrics(ctx); err != nil {
 			return Run{}, err
 		}
 		if agentCPU0, err = ProcCPU(e.agent.Pid()); err != nil {
@@ -255,6 +276,11 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		if kernelAcc0, err = e.KernelAccepts(); err != nil {
 			return Run{}, err
 		}
+	}
+	var raw0 RawQueueStats
+	if e.raw != nil {
+		raw0 = e.raw.Stats()
+		agentCPU0 = e.raw.CPU()
 	}
 	cpu0, _ := ReadCPU()
 	res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ports, Count: count, Concurrency: conc,
@@ -268,12 +294,15 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 	if len(res.Errors) > 0 {
 		run.Errors = res.Errors
 	}
-	if e.agent != nil {
-		m1, err := e.agent.Metrics(ctx)
+	if queued {
+		q1, err := QueueStats(e.Node.NS)
 		if err != nil {
 			return run, err
 		}
-		q1, err := QueueStats(e.Node.NS)
+		run.QueueDrops = queueDrops(q1) - queueDrops(q0)
+	}
+	if e.agent != nil {
+		m1, err := e.agent.Metrics(ctx)
 		if err != nil {
 			return run, err
 		}
@@ -288,8 +317,14 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		run.Misses = uint64(d.Sum("podwall_datapath_flowcache_misses_total"))
 		h := d.Histogram("podwall_datapath_decide_seconds")
 		run.DecideP50, run.DecideP99 = HistogramQuantile(0.5, h), HistogramQuantile(0.99, h)
-		run.QueueDrops = queueDrops(q1) - queueDrops(q0)
 		run.AgentCPU = (cpu - agentCPU0) / float64(max(res.OK, 1))
+	}
+	if e.raw != nil {
+		d := e.raw.Stats()
+		run.PerConn = perConn(float64(d.Packets-raw0.Packets), res.OK)
+		run.ENOBUFS = d.ENOBUFS - raw0.ENOBUFS
+		run.RawReads, run.RawSends = d.Reads-raw0.Reads, d.Sends-raw0.Sends
+		run.AgentCPU = (e.raw.CPU() - agentCPU0) / float64(max(res.OK, 1))
 	}
 	if e.filter == "kernel" {
 		acc, err := e.KernelAccepts()
@@ -299,6 +334,13 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		run.PerConn = perConn(float64(acc-kernelAcc0), res.OK)
 	}
 	return run, nil
+}
+
+func rawNote(r Run) string {
+	if r.RawReads == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  recv/conn %.2f send/conn %.2f", float64(r.RawReads)/float64(max(r.OK, 1)), float64(r.RawSends)/float64(max(r.OK, 1)))
 }
 
 func perConn(packets float64, conns int) float64 {
