@@ -254,5 +254,3 @@ func (q *RawQueue) Close() {
 	}
 	q.fds = nil
 }
-
-
