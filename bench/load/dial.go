@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,12 @@ type ConnectLoad struct {
 	// Timeout bounds one connect (a SYN the kernel retransmits counts as slow, not lost,
 	// up to Timeout); Deadline bounds the whole load.
 	Timeout, Deadline time.Duration
+	// Threads splits Count and Concurrency over this many generator threads (default 1).
+	// Without a queue the kernel forwards a SYN, and answers it in the server, inside the
+	// client's connect(2); one thread then caps the kernel-only rate at one CPU.
+	Threads int
+
+	first, step int // this thread's share of the ports
 }
 
 // ConnectResult is what a ConnectLoad did.
@@ -54,9 +61,9 @@ func (r ConnectResult) Quantile(q float64) time.Duration {
 	return r.Latencies[min(i, len(r.Latencies)-1)]
 }
 
-// Connect runs the load from namespace ns on one OS thread: non-blocking sockets and one
-// epoll instance, so the generator costs a few system calls per connection and no
-// goroutine hand-offs. Each socket has SO_LINGER 0, so close sends a RST and leaves no
+// Connect runs the load from namespace ns on Threads OS threads, each with non-blocking
+// sockets and its own epoll instance, so the generator costs a few system calls per
+// connection and no goroutine hand-offs. Each socket has SO_LINGER 0, so close sends a RST and leaves no
 // TIME_WAIT behind: the load can reuse source ports at once, and conntrack forgets the
 // connection in seconds (CLOSE state) rather than minutes.
 //
@@ -77,12 +84,49 @@ func Connect(ns *lab.NS, c ConnectLoad) (ConnectResult, error) {
 	if c.Deadline <= 0 {
 		c.Deadline = 5 * time.Minute
 	}
-	var res ConnectResult
-	err := ns.Do(func() (err error) {
-		res, err = connect(c)
-		return err
-	})
-	return res, err
+	t := max(c.Threads, 1)
+	if c.Concurrency < t || c.Count < t {
+		t = 1
+	}
+	parts := make([]ConnectResult, t)
+	errs := make([]error, t)
+	var wg sync.WaitGroup
+	for i := range t {
+		sub := c
+		sub.Count = c.Count/t + btoi(i < c.Count%t)
+		sub.Concurrency = c.Concurrency/t + btoi(i < c.Concurrency%t)
+		sub.first = i // interleave the ports: thread i takes i, i+t, i+2t, …
+		sub.step = t
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ns.Do(func() (err error) {
+				parts[i], err = connect(sub)
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	res := ConnectResult{Errors: map[string]int{}}
+	for _, p := range parts {
+		res.Started += p.Started
+		res.OK += p.OK
+		res.Failed += p.Failed
+		res.Elapsed = max(res.Elapsed, p.Elapsed)
+		res.Latencies = append(res.Latencies, p.Latencies...)
+		for k, v := range p.Errors {
+			res.Errors[k] += v
+		}
+	}
+	slices.Sort(res.Latencies)
+	return res, errors.Join(errs...)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func connect(c ConnectLoad) (ConnectResult, error) {
@@ -136,7 +180,7 @@ func connect(c ConnectLoad) (ConnectResult, error) {
 		res.Started++
 		inflight++
 		started[fd] = time.Now()
-		err = unix.Connect(fd, sockaddr(int(c.Dst.Port())+i%c.Ports))
+		err = unix.Connect(fd, sockaddr(int(c.Dst.Port())+(c.first+i*max(c.step, 1))%c.Ports))
 		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 			finish(fd, false, errName(err), time.Now())
 			return nil

@@ -48,6 +48,8 @@ type Env struct {
 	Lab            *lab.Lab
 	Node           *lab.Node
 	Client, Server *lab.Pod
+	// Threads is the number of load generator threads Measure uses (0: 1).
+	Threads int
 
 	binary    string // podwall
 	manifests string // the file agents watch
@@ -58,6 +60,7 @@ type Env struct {
 	sink     *Sink
 	agent    *Agent    // running podwall, if any
 	raw      *RawQueue // running raw reader, if any
+	gonfq    *GoNFQueue
 	filter   string
 }
 
@@ -203,12 +206,17 @@ func (e *Env) kernelRuleset() string {
 
 // SetFilter installs one of "none", "kernel" or "podwall" on the node, removing the
 // others. podwall starts an agent with --queues queues and waits until it is ready.
-// "rawq" and "rawq-single" are the RawQueue experiment: podwall programs its ruleset and
-// is killed, and a RawQueue (batched verdicts, or one per packet) serves its queues.
+// "rawq", "rawq-single" and "rawq-poll" are the RawQueue experiment: podwall programs its
+// ruleset and is killed, and a RawQueue (RawBatch, RawSingle, RawPoll) serves its queues;
+// "gonfq" likewise with a GoNFQueue.
 func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 	if e.raw != nil {
 		e.raw.Close()
 		e.raw = nil
+	}
+	if e.gonfq != nil {
+		e.gonfq.Close()
+		e.gonfq = nil
 	}
 	if e.agent != nil {
 		err := e.agent.Stop(10 * time.Second)
@@ -230,7 +238,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if err := nft(e.Node.NS, e.kernelRuleset()); err != nil {
 			return err
 		}
-	case "podwall", "rawq", "rawq-single":
+	case "podwall", "rawq", "rawq-single", "rawq-poll", "gonfq":
 		a, err := StartAgent(e.Node, e.binary, e.manifests, NodeName, "--queues", strconv.Itoa(queues))
 		if err != nil {
 			return err
@@ -244,7 +252,14 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if filter != "podwall" {
 			a.Kill()
 			e.agent = nil
-			if e.raw, err = StartRawQueue(e.Node.NS, queueNum, queues, filter == "rawq"); err != nil {
+			if filter == "gonfq" {
+				if e.gonfq, err = StartGoNFQueue(e.Node.NS, queueNum, queues); err != nil {
+					return err
+				}
+				break
+			}
+			mode := map[string]RawMode{"rawq": RawBatch, "rawq-single": RawSingle, "rawq-poll": RawPoll}[filter]
+			if e.raw, err = StartRawQueue(e.Node.NS, queueNum, queues, mode); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,11 +20,23 @@ import (
 // reader. It accepts every packet without looking at it. Each queue gets one OS thread
 // doing blocking recv(2) on a raw netlink socket into a fixed 64 KiB buffer (every
 // message the kernel has queued comes out in one call, nothing is allocated), then gives
-// the verdicts in one send(2): one NFQNL_MSG_VERDICT_BATCH (accept every id up to the
-// last one read) when Batch is set, otherwise one NFQNL_MSG_VERDICT per packet, each in
-// its own send(2) as podwall does.
+// the verdicts: one NFQNL_MSG_VERDICT_BATCH per recv (accept every id up to the last one
+// read) with RawBatch, otherwise one NFQNL_MSG_VERDICT per packet, each in its own
+// send(2) as podwall does. RawPoll is like the latter but waits in the Go runtime's
+// poller on a goroutine, as go-nfqueue does, instead of blocking a thread.
+type RawMode int
+
+// RawQueue modes.
+const (
+	RawBatch RawMode = iota
+	RawSingle
+	RawPoll
+)
+
+// RawQueue serves queues with the RawMode experiment.
 type RawQueue struct {
 	fds     []int
+	files   []*os.File // RawPoll: the sockets, owned by the poller
 	mu      sync.Mutex
 	tids    []int // the reader threads
 	stop    atomic.Bool
@@ -56,7 +69,7 @@ const (
 
 // StartRawQueue binds queues first … first+n-1 in namespace ns (nothing else may be bound
 // to them) and starts serving them.
-func StartRawQueue(ns *lab.NS, first uint16, n int, batch bool) (*RawQueue, error) {
+func StartRawQueue(ns *lab.NS, first uint16, n int, mode RawMode) (*RawQueue, error) {
 	q := &RawQueue{}
 	for i := range n {
 		num := first + uint16(i)
@@ -70,8 +83,29 @@ func StartRawQueue(ns *lab.NS, first uint16, n int, batch bool) (*RawQueue, erro
 			return nil, fmt.Errorf("load: raw queue %d: %w", num, err)
 		}
 		q.fds = append(q.fds, fd)
+		read := func(b []byte) (int, error) { return unix.Read(fd, b) }
+		if mode == RawPoll {
+			if err := unix.SetNonblock(fd, true); err != nil {
+				q.Close()
+				return nil, err
+			}
+			f := os.NewFile(uintptr(fd), "nfqueue") // registers with the poller
+			q.files = append(q.files, f)
+			rc, err := f.SyscallConn()
+			if err != nil {
+				q.Close()
+				return nil, err
+			}
+			read = func(b []byte) (n int, err error) {
+				rerr := rc.Read(func(fd uintptr) bool {
+					n, err = unix.Read(int(fd), b)
+					return !errors.Is(err, unix.EAGAIN)
+				})
+				return n, cmp.Or(rerr, err)
+			}
+		}
 		q.wg.Add(1)
-		go q.serve(fd, num, batch)
+		go q.serve(fd, num, mode, read)
 	}
 	return q, nil
 }
@@ -154,20 +188,25 @@ func readAck(fd int) error {
 	return nil
 }
 
-func (q *RawQueue) serve(fd int, num uint16, batch bool) {
+func (q *RawQueue) serve(fd int, num uint16, mode RawMode, read func([]byte) (int, error)) {
 	defer q.wg.Done()
-	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-	q.mu.Lock()
-	q.tids = append(q.tids, unix.Gettid())
-	q.mu.Unlock()
+	batch := mode == RawBatch
+	if mode != RawPoll {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		q.mu.Lock()
+		q.tids = append(q.tids, unix.Gettid())
+		q.mu.Unlock()
+	}
 	buf := make([]byte, 64<<10)
 	var out []byte
 	verdict := make([]byte, 8)
 	for !q.stop.Load() {
-		n, err := unix.Read(fd, buf)
+		n, err := read(buf)
 		if err != nil {
 			if errors.Is(err, unix.ENOBUFS) {
 				q.enobufs.Add(1)
+			} else if errors.Is(err, os.ErrClosed) {
+				return
 			}
 			continue // EAGAIN after SO_RCVTIMEO, EINTR
 		}
@@ -248,9 +287,14 @@ func (q *RawQueue) CPU() float64 {
 // Close stops the readers (within 100 ms) and closes the sockets, which unbinds the queues.
 func (q *RawQueue) Close() {
 	q.stop.Store(true)
-	q.wg.Wait()
-	for _, fd := range q.fds {
-		unix.Close(fd)
+	for _, f := range q.files {
+		f.Close() // wakes the poller
 	}
-	q.fds = nil
+	q.wg.Wait()
+	if q.files == nil {
+		for _, fd := range q.fds {
+			unix.Close(fd)
+		}
+	}
+	q.fds, q.files = nil, nil
 }

@@ -75,7 +75,7 @@ func (r *Report) Summaries() []Summary {
 }
 
 func rank(v Variant) int {
-	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4}[v.Filter]*1000 + v.Queues*2
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6}[v.Filter]*1000 + v.Queues*2
 	if !v.NewFlows {
 		r++
 	}
@@ -133,8 +133,8 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "podwall load harness, %s\n", m.Date)
 	fmt.Fprintf(w, "machine: %d × %s, kernel %s, %s, load average at start %s\n", m.CPUs, m.CPU, m.Kernel, m.Go, m.LoadAvg)
 	fmt.Fprintf(w, "lab: one node; client pod → server pod on the same node (forward hook of the node), IPv4 TCP\n")
-	fmt.Fprintf(w, "load: %d connections per run, %d in flight, %d rounds, variants interleaved; medians (range of conn/s)\n\n",
-		r.Count, r.Conc, r.Reps)
+	fmt.Fprintf(w, "load: %d connections per run, %d in flight from %d threads, %d rounds, variants interleaved; medians (range of conn/s)\n\n",
+		r.Count, r.Conc, r.Threads, r.Reps)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "variant\tconn/s\t(min–max)\tp50\tp99\tvs kernel\tpkts/conn\tdrops\tdecide p50\tdecide p99\tagent CPU/conn\tbusy\t")
@@ -167,10 +167,12 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "decide: podwall_datapath_decide_seconds (receive → verdict chosen, before the verdict is sent),")
 	fmt.Fprintln(w, "interpolated in its ×2 buckets. agent CPU/conn: the agent's user+system CPU ÷ connections.")
 	fmt.Fprintln(w, "busy: the whole machine's CPU use during the run (other work on the machine included).")
-	if slices.ContainsFunc(r.Runs, func(x Run) bool { return strings.HasPrefix(x.Variant.Filter, "rawq") }) {
+	if slices.ContainsFunc(r.Runs, func(x Run) bool { return strings.HasPrefix(x.Variant.Filter, "rawq") || x.Variant.Filter == "gonfq" }) {
 		fmt.Fprintln(w, "raw reader: an experiment, not podwall: podwall's ruleset served by bench/load.RawQueue, a minimal")
-		fmt.Fprintln(w, "accept-all NFQUEUE reader (blocking recv on a locked thread, no allocation; one batch verdict per")
-		fmt.Fprintln(w, "recv, or one send per packet); its CPU/conn is its reader threads'.")
+		fmt.Fprintln(w, "accept-all NFQUEUE reader without allocations: blocking recv on a locked thread and one batch")
+		fmt.Fprintln(w, "verdict per recv (batch) or one send per packet (1/send); or one send per packet from a goroutine")
+		fmt.Fprintln(w, "waiting in the Go poller (poller). CPU/conn is its reader threads' (not measured for poller).")
+		fmt.Fprintln(w, "go-nfqueue accept: the library podwall uses, configured like podwall, handler = accept.")
 	}
 }
 

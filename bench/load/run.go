@@ -1,12 +1,14 @@
 package load
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,9 +37,11 @@ type Config struct {
 	ProfileDir     string
 	ProfileSeconds int
 	// Filters limits the filters measured ("none", "kernel", "podwall"); empty: those
-	// three. "rawq" and "rawq-single" add the RawQueue experiment, one run per round with
-	// new ports, for each of Queues.
+	// three. "rawq", "rawq-single" and "rawq-poll" add the RawQueue experiment, one run per
+	// round with new ports, for each of Queues.
 	Filters []string
+	// Threads is the number of load generator threads (default: one per CPU).
+	Threads int
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
 }
@@ -61,6 +65,10 @@ func (v Variant) Name() string {
 		return fmt.Sprintf("raw reader q%d batch", v.Queues)
 	case "rawq-single":
 		return fmt.Sprintf("raw reader q%d 1/send", v.Queues)
+	case "rawq-poll":
+		return fmt.Sprintf("raw reader q%d poller", v.Queues)
+	case "gonfq":
+		return fmt.Sprintf("go-nfqueue q%d accept", v.Queues)
 	}
 	if v.Filter == "podwall" {
 		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
@@ -110,6 +118,7 @@ type Report struct {
 	Count      int
 	Conc       int
 	Reps       int
+	Threads    int
 	StreamSize int64
 	Runs       []Run
 	Streams    []Stream
@@ -132,10 +141,12 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 		return nil, err
 	}
 	defer env.Close()
+	env.Threads = cmp.Or(c.Threads, runtime.NumCPU())
 	if err := sysctl(env.Client.NS, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
 		return nil, err
 	}
-	rep := &Report{Machine: ReadMachine(), Config: c, Count: c.Count, Conc: c.Concurrency, Reps: c.Reps, StreamSize: c.StreamBytes}
+	rep := &Report{Machine: ReadMachine(), Config: c, Count: c.Count, Conc: c.Concurrency, Reps: c.Reps,
+		Threads: env.Threads, StreamSize: c.StreamBytes}
 
 	type state struct {
 		filter string
@@ -150,7 +161,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			states = append(states, state{f, 0})
 		}
 	}
-	for _, f := range []string{"podwall", "rawq", "rawq-single"} {
+	for _, f := range []string{"podwall", "rawq", "rawq-single", "rawq-poll", "gonfq"} {
 		if want(f) {
 			for _, q := range c.Queues {
 				states = append(states, state{f, q})
@@ -171,7 +182,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			if r%2 == 1 {
 				patterns = []bool{false, true}
 			}
-			if strings.HasPrefix(st.filter, "rawq") {
+			if strings.HasPrefix(st.filter, "rawq") || st.filter == "gonfq" {
 				patterns = []bool{true} // no cache: one pattern says it all
 			}
 			for _, newFlows := range patterns {
@@ -258,7 +269,7 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		kernelAcc0 uint64
 		err        error
 	)
-	queued := e.agent != nil || e.raw != nil
+	queued := e.agent != nil || e.raw != nil || e.gonfq != nil
 	if queued {
 		if q0, err = QueueStats(e.Node.NS); err != nil {
 			return Run{}, err
@@ -282,9 +293,12 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		raw0 = e.raw.Stats()
 		agentCPU0 = e.raw.CPU()
 	}
+	if e.gonfq != nil {
+		raw0 = e.gonfq.Stats()
+	}
 	cpu0, _ := ReadCPU()
 	res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ports, Count: count, Concurrency: conc,
-		Timeout: 5 * time.Second, Deadline: 2 * time.Minute})
+		Threads: e.Threads, Timeout: 5 * time.Second, Deadline: 2 * time.Minute})
 	if err != nil {
 		return Run{}, err
 	}
@@ -325,6 +339,11 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		run.ENOBUFS = d.ENOBUFS - raw0.ENOBUFS
 		run.RawReads, run.RawSends = d.Reads-raw0.Reads, d.Sends-raw0.Sends
 		run.AgentCPU = (e.raw.CPU() - agentCPU0) / float64(max(res.OK, 1))
+	}
+	if e.gonfq != nil {
+		d := e.gonfq.Stats()
+		run.PerConn = perConn(float64(d.Packets-raw0.Packets), res.OK)
+		run.ENOBUFS = d.ENOBUFS - raw0.ENOBUFS
 	}
 	if e.filter == "kernel" {
 		acc, err := e.KernelAccepts()
@@ -411,7 +430,7 @@ func (e *Env) profile(ctx context.Context, queues int, c Config) (string, error)
 			return "", err
 		}
 		res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ConnPorts, Count: c.Count,
-			Concurrency: c.Concurrency, Deadline: time.Until(stop)})
+			Concurrency: c.Concurrency, Threads: e.Threads, Deadline: time.Until(stop)})
 		if err != nil {
 			return "", err
 		}

@@ -77,6 +77,7 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.IntVar(&c.Count, "n", 20000, "connections per run")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "connects in flight")
 	fs.IntVar(&c.Reps, "reps", 5, "rounds (every variant once per round)")
+	fs.IntVar(&c.Threads, "threads", runtime.NumCPU(), "load generator threads")
 	queues := fs.String("queues", "1,"+strconv.Itoa(runtime.NumCPU()), "podwall --queues values, comma-separated")
 	stream := fs.String("stream", "2GiB", "bytes per throughput run (0: none)")
 	fs.IntVar(&c.Saturation, "saturation", 1024, "connects in flight of the pressure run (0: none)")
