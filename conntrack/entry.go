@@ -56,6 +56,8 @@ type Entry struct {
 	Status uint32
 	// Mark is the connection mark.
 	Mark uint32
+	// TCPState is conntrack's state of a TCP connection; zero for other protocols.
+	TCPState TCPState
 
 	// origAttr is the raw CTA_TUPLE_ORIG attribute (header included), zoneAttr and idAttr
 	// the raw CTA_ZONE and CTA_ID attributes: what Delete sends back. They alias the
@@ -71,6 +73,29 @@ const (
 	StatusSrcNAT    uint32 = 1 << 4
 	StatusDstNAT    uint32 = 1 << 5
 )
+
+// TCPState is conntrack's state of a TCP connection (enum tcp_conntrack).
+type TCPState uint8
+
+// TCP states.
+const (
+	TCPNone TCPState = iota
+	TCPSynSent
+	TCPSynRecv
+	TCPEstablished
+	TCPFinWait
+	TCPCloseWait
+	TCPLastAck
+	TCPTimeWait
+	TCPClose
+	TCPSynSent2
+)
+
+// Closed reports whether the entry is a TCP connection that has ended (TIME_WAIT or
+// CLOSE): it carries no data any more, and a new connection on its tuple starts afresh.
+func (e *Entry) Closed() bool {
+	return e.Orig.Proto == protoTCP && (e.TCPState == TCPTimeWait || e.TCPState == TCPClose)
+}
 
 // Flow returns the flow the datapath judged when the connection was new. The hook sees
 // packets after DNAT and before SNAT, so the source is the original source and the

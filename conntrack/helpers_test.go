@@ -33,15 +33,14 @@ func entryAttrs(e *Entry) []byte {
 	if e.Zone != 0 {
 		b = append(b, nla(ctaZone, u16(e.Zone))...)
 	}
+	if e.Orig.Proto == 6 {
+		b = append(b, nested(ctaProtoinfo, nested(ctaProtoinfoTCP, nla(ctaProtoinfoTCPState, u8(uint8(e.TCPState)))))...)
+	}
 	return append(b, nla(ctaID, u32(e.ID))...)
 }
 
 const (
-	ctaTimeout          = 7
-	ctaProtoinfo        = 4
-	ctaProtoinfoTCP     = 1
-	ctaProtoinfoTCPSt   = 1
-	tcpStateEstablished = 3
+	ctaTimeout = 7
 )
 
 // create inserts an entry into the kernel table, like conntrack -I.
@@ -59,7 +58,7 @@ func create(t *testing.T, tab *Table, e *Entry) {
 		req = append(req, nla(ctaZone, u16(e.Zone))...)
 	}
 	if e.Orig.Proto == 6 {
-		req = append(req, nested(ctaProtoinfo, nested(ctaProtoinfoTCP, nla(ctaProtoinfoTCPSt, u8(tcpStateEstablished))))...)
+		req = append(req, nested(ctaProtoinfo, nested(ctaProtoinfoTCP, nla(ctaProtoinfoTCPState, u8(uint8(TCPEstablished)))))...)
 	}
 	putLen(req)
 	tab.mu.Lock()

@@ -22,6 +22,7 @@ const (
 	ctaTupleOrig  = 1
 	ctaTupleReply = 2
 	ctaStatus     = 3
+	ctaProtoinfo  = 4
 	ctaMark       = 8
 	ctaID         = 12
 	ctaZone       = 18
@@ -43,6 +44,9 @@ const (
 	ctaProtoICMPv6ID   = 7
 	ctaProtoICMPv6Type = 8
 	ctaProtoICMPv6Code = 9
+
+	ctaProtoinfoTCP      = 1
+	ctaProtoinfoTCPState = 1
 
 	nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
 	nlmsgHdrLen = unix.SizeofNlMsghdr
@@ -390,6 +394,8 @@ func parseEntry(m []byte, e *Entry) error {
 			e.Status, err = be32(a.val)
 		case ctaMark:
 			e.Mark, err = be32(a.val)
+		case ctaProtoinfo:
+			err = parseTCPState(a.val, e)
 		}
 		if err != nil {
 			return fmt.Errorf("attribute %d: %w", a.typ, err)
@@ -397,6 +403,31 @@ func parseEntry(m []byte, e *Entry) error {
 	}
 	if e.origAttr == nil {
 		return errors.New("conntrack entry without an original tuple")
+	}
+	return nil
+}
+
+// parseTCPState reads CTA_PROTOINFO_TCP_STATE from a CTA_PROTOINFO payload.
+func parseTCPState(b []byte, e *Entry) error {
+	for len(b) > 0 {
+		a, rest, err := nextAttr(b)
+		if err != nil {
+			return err
+		}
+		b = rest
+		if a.typ != ctaProtoinfoTCP {
+			continue
+		}
+		for v := a.val; len(v) > 0; {
+			s, rest, err := nextAttr(v)
+			if err != nil {
+				return err
+			}
+			v = rest
+			if s.typ == ctaProtoinfoTCPState && len(s.val) > 0 {
+				e.TCPState = TCPState(s.val[0])
+			}
+		}
 	}
 	return nil
 }

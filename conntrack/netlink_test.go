@@ -22,13 +22,17 @@ func TestParseEntry(t *testing.T) {
 	} {
 		t.Run(want.String(), func(t *testing.T) {
 			want.Status, want.Mark, want.ID = StatusConfirmed|StatusAssured|StatusSeenReply, 0x42, 0xdeadbeef
+			if want.Orig.Proto == 6 {
+				want.TCPState = TCPFinWait
+			}
 			msg := append([]byte{want.Family, unix.NFNETLINK_V0, 0, 0}, entryAttrs(want)...)
 			var got Entry
 			if err := parseEntry(msg, &got); err != nil {
 				t.Fatal(err)
 			}
 			if got.Family != want.Family || got.Orig != want.Orig || got.Reply != want.Reply ||
-				got.Zone != want.Zone || got.ID != want.ID || got.Status != want.Status || got.Mark != want.Mark {
+				got.Zone != want.Zone || got.ID != want.ID || got.Status != want.Status || got.Mark != want.Mark ||
+				got.TCPState != want.TCPState {
 				t.Errorf("parsed\n %+v\nwant\n %+v", got, *want)
 			}
 			if !slices.Equal(got.origAttr, tupleAttr(ctaTupleOrig, want.Orig)) {
@@ -114,6 +118,9 @@ func TestTableKernel(t *testing.T) {
 			g := got[key(e)]
 			if g == nil {
 				t.Fatalf("dump lacks %v", e)
+			}
+			if e.Orig.Proto == 6 && g.TCPState != TCPEstablished {
+				t.Errorf("dump: %v: TCP state %d, want established", e, g.TCPState)
 			}
 			if g.Reply != e.Reply || g.Zone != e.Zone || g.ID == 0 {
 				t.Errorf("dump: %v: reply %v zone %d id %d, want reply %v zone %d", e, g.Reply, g.Zone, g.ID, e.Reply, e.Zone)

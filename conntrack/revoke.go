@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Policy is what the Revoker enforces: one policy generation. The agent implements it over
@@ -103,8 +106,15 @@ func (r *Revoker) Request(p Policy) {
 	}
 }
 
-// Run sweeps for each requested policy until ctx ends.
+// Run sweeps for each requested policy until ctx ends. It runs on an OS thread of its own
+// at a lower CPU priority (nice 10): a dump makes the kernel walk the whole conntrack hash
+// table (all namespaces share it), and on a busy node that work should yield to the
+// datapath and to applying the next policy, not delay them.
 func (r *Revoker) Run(ctx context.Context) {
+	runtime.LockOSThread() // never unlocked: the thread keeps its priority and ends with Run
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 10); err != nil {
+		r.cfg.Log.Debug("conntrack: lowering the sweep thread's priority", "err", err)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,6 +181,9 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		}
 		if own[f.Src] || own[f.Dst] {
 			return // the node's own traffic: input and output, never forwarded
+		}
+		if e.Closed() {
+			return // nothing left to cut; a new SYN on the tuple is judged anew
 		}
 		res.InScope++
 		if p.Allow(f) {

@@ -117,6 +117,7 @@ func TestSweep(t *testing.T) {
 		dnat(tcp("10.244.1.2", "10.96.0.20", 40004, 3306), "10.244.1.3", 3306), // api → Service → db:3306
 		entry(tcp("172.18.0.2", "10.244.1.3", 40005, 8080)),                    // node → db (kubelet probe)
 		entry(tcp("10.244.1.3", "172.18.0.2", 40006, 10250)),                   // db → node
+		closed(entry(tcp("10.244.1.5", "10.244.1.3", 40007, 3306))),            // web → db, closed: nothing to cut
 	}
 	revoke := []*Entry{
 		entry(tcp("10.244.1.5", "10.244.1.3", 40010, 3306)),                  // web → db: denied
@@ -156,6 +157,8 @@ func TestSweep(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+func closed(e *Entry) *Entry { e.TCPState = TCPTimeWait; return e }
 
 // Without isolated pods nothing can be denied: the table is not even read.
 func TestSweepNothingIsolated(t *testing.T) {

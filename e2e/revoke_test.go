@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -106,6 +108,47 @@ func TestRevoke(t *testing.T) {
 			probe{from: "prod/client", to: "prod/db", port: 82, allow: true},
 			probe{from: "prod/job", to: "prod/web", port: 80, allow: false},
 		)
+	})
+
+	// Change -> cut, over 20 tightening edits: from the rename of the manifests to the
+	// deletion of the conntrack entries of a held TCP and a held UDP connection.
+	t.Run("latency", func(t *testing.T) {
+		e := e.sub(t)
+		staging := filepath.Join(t.TempDir(), "cluster.yaml")
+		var cut, applied []time.Duration
+		var all []*held
+		for range 20 {
+			e.rewrite(loose...)
+			hs := []*held{
+				e.hold("cut", "IPv4", "prod/client", "prod/db", "tcp", 80),
+				e.hold("cut", "IPv6", "prod/client", "prod/db", "udp", 81),
+			}
+			all = append(all, hs...)
+			gen, err := e.agents["node-1"].Generation(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := agent.Write(staging, tight...); err != nil {
+				t.Fatal(err)
+			}
+			renamed := time.Now()
+			if err := os.Rename(staging, e.manifests); err != nil {
+				t.Fatal(err)
+			}
+			readyz := make(chan time.Time, 1)
+			go func() { readyz <- e.pollGeneration("node-1", gen) }()
+			for _, d := range ct.waitGone(e, renamed, hs) {
+				cut = append(cut, d)
+			}
+			at := <-readyz
+			if at.IsZero() {
+				t.Fatalf("agent did not report a generation after %d", gen)
+			}
+			applied = append(applied, at.Sub(renamed))
+		}
+		t.Logf("edit -> conntrack entry deleted (%d connections, 20 edits): %s", len(cut), quantiles(cut))
+		t.Logf("edit -> /readyz generation (20 edits): %s", quantiles(applied))
+		e.checkHeld(all)
 	})
 
 	t.Run("--keep-established", func(t *testing.T) {

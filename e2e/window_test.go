@@ -212,6 +212,16 @@ func (e *env) watchTable(ctx context.Context, node string) <-chan time.Time {
 // after gen, and returns when it did.
 func (e *env) waitGeneration(node string, gen uint64) time.Time {
 	e.t.Helper()
+	at := e.pollGeneration(node, gen)
+	if at.IsZero() {
+		e.t.Fatalf("agent on %s still at generation %d after 5 s\n%s", node, gen, e.agents[node].Logs())
+	}
+	return at
+}
+
+// pollGeneration is waitGeneration for any goroutine: it returns the zero time when the
+// agent is still at gen after 5 s.
+func (e *env) pollGeneration(node string, gen uint64) time.Time {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for {
@@ -220,7 +230,7 @@ func (e *env) waitGeneration(node string, gen uint64) time.Time {
 		}
 		select {
 		case <-ctx.Done():
-			e.t.Fatalf("agent on %s still at generation %d\n%s", node, gen, e.agents[node].Logs())
+			return time.Time{}
 		case <-time.After(time.Millisecond):
 		}
 	}
