@@ -34,6 +34,16 @@ e2e: deps build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/ ./datapath/...
 
+# The netns load harness and the agent's memory at scale (root; a few minutes). Flags:
+# BENCH_LOAD_FLAGS, e.g. "--reps 3 --n 10000" or "--filters kernel,podwall,rawq" (see
+# bench/README.md). Prints the tables bench/README.md records.
+.PHONY: bench-load
+BENCH_LOAD_FLAGS ?=
+bench-load: deps build
+	$(GO) build -o bin/podwall-bench ./bench/cmd/podwall-bench
+	./bin/podwall-bench load --podwall $(BIN) $(BENCH_LOAD_FLAGS)
+	./bin/podwall-bench rss --podwall $(BIN)
+
 demo: deps build
 	./$(BIN) demo
 
