@@ -15,7 +15,7 @@ import (
 // nfnetlink_conntrack.h).
 const (
 	subsysCtnetlink = 1
-	msgCtNew        = subsysCtnetlink<<8 | 0
+	msgCtNew        = subsysCtnetlink << 8 // | IPCTNL_MSG_CT_NEW (0)
 	msgCtGet        = subsysCtnetlink<<8 | 1
 	msgCtDelete     = subsysCtnetlink<<8 | 2
 

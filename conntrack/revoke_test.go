@@ -72,14 +72,6 @@ func (p fakePolicy) Allow(f Flow) bool {
 	return p.allow(f)
 }
 
-func addrs(ss ...string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		out = append(out, mustAddr(s))
-	}
-	return out
-}
-
 func noLocal() ([]netip.Addr, error) { return nil, nil }
 
 // The lab of these tests: node address 172.18.0.2; db 10.244.1.3 isolated for ingress,
