@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,24 +16,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podwall/podwall/policy"
-	"github.com/podwall/podwall/policy/manifests"
 )
 
 type explainOpts struct {
-	manifests string
-	from, to  string
-	port      int
-	protocol  string
-	output    string
-	batch     bool
-	matrix    bool
-	ports     string
+	manifests  string
+	kubeconfig string
+	from, to   string
+	port       int
+	protocol   string
+	output     string
+	batch      bool
+	matrix     bool
+	ports      string
 }
 
 func newExplainCmd() *cobra.Command {
 	var o explainOpts
 	cmd := &cobra.Command{
-		Use:   "explain --manifests PATH (--from EP --to EP --port N | --batch | --matrix --ports LIST)",
+		Use:   "explain (--manifests PATH | --kubeconfig FILE) (--from EP --to EP --port N | --batch | --matrix --ports LIST)",
 		Short: "Show what NetworkPolicy says about a flow, and why",
 		Long: `explain prints the verdict on a flow and its reason — the policies and rules that allowed
 it, or the isolation that denied it — without a datapath.
@@ -47,11 +48,12 @@ query with the same fields plus "verdict" ("allow" or "deny") and "reason".
 The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes YAML/JSON (Namespaces, Pods, Nodes, NetworkPolicies, Lists)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file: judge the objects of that cluster instead of --manifests")
 	f.StringVar(&o.from, "from", "", "source: ns/pod or an IP address")
 	f.StringVar(&o.to, "to", "", "destination: ns/pod or an IP address")
 	f.IntVar(&o.port, "port", 0, "destination port")
@@ -63,23 +65,23 @@ The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
 	return cmd
 }
 
-func (o *explainOpts) run(in io.Reader, out, errOut io.Writer) error {
+func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writer) error {
 	if o.output != "text" && o.output != "json" {
 		return fmt.Errorf("--output: want text or json, got %q", o.output)
 	}
-	if o.manifests == "" {
-		return errors.New("--manifests is required")
+	if err := validateSource(o.manifests, o.kubeconfig, false); err != nil {
+		return err
 	}
 	if o.batch && o.matrix {
 		return errors.New("--batch and --matrix exclude each other")
 	}
-	state, err := manifests.Load(o.manifests)
+	state, name, err := o.load(ctx)
 	if err != nil {
 		return err
 	}
 	snap, err := policy.Compile(state)
 	if err != nil {
-		return fmt.Errorf("%s: %w", o.manifests, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	switch {
 	case o.batch:

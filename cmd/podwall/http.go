@@ -28,10 +28,10 @@ func (a *agent) listen() ([]*http.Server, error) {
 			if e := a.lastErr.Load(); e != nil {
 				msg += ": " + *e
 			}
-			http.Error(w, msg, http.StatusServiceUnavailable)
+			http.Error(w, msg+a.sourceReadyz(), http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintf(w, "ok generation=%d\n", a.engine.Generation())
+		fmt.Fprintf(w, "ok generation=%d%s\n", a.engine.Generation(), a.sourceReadyz())
 	})
 	servers := []*http.Server{}
 	add := func(addr string, h http.Handler) error {

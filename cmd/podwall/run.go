@@ -23,6 +23,7 @@ import (
 
 type runOpts struct {
 	manifests     string
+	kubeconfig    string
 	nodeName      string
 	queues        int
 	queueNum      int
@@ -39,10 +40,11 @@ type runOpts struct {
 func newRunCmd() *cobra.Command {
 	var o runOpts
 	cmd := &cobra.Command{
-		Use:   "run --manifests PATH [--node-name NODE]",
+		Use:   "run [--kubeconfig FILE | --manifests PATH] [--node-name NODE]",
 		Short: "Enforce NetworkPolicy for the pods of this node (the agent)",
 		Long: `run enforces NetworkPolicy in the network namespace it runs in, for the pods whose
-spec.nodeName is --node-name. Sources: --manifests (a file or directory, reloaded on change).
+spec.nodeName is --node-name. Sources: the Kubernetes API (--kubeconfig, or in a pod the
+in-cluster config), or --manifests (a file or directory, reloaded on change).
 
 Failure policy (--fail-open, default false = fail closed): when podwall cannot judge a packet
 of an isolated pod — malformed headers, a full queue, the agent stopped — the packet is
@@ -143,11 +145,12 @@ func (o *runOpts) run(ctx context.Context) error {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	a := &agent{o: o, node: node, log: slog.New(h), compiler: policy.NewCompiler(node)}
-	if a.source, err = o.newSource(); err != nil {
+	if a.source, err = o.newSource(a.log); err != nil {
 		return err
 	}
 	a.engine.snap.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.metrics = newAgentMetrics(a)
+	a.metrics.reg.MustRegister(a.sourceMetrics()...)
 	return a.run(ctx)
 }
 

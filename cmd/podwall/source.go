@@ -3,28 +3,122 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/kube"
 	"github.com/podwall/podwall/policy/manifests"
 )
 
-// This file owns where the agent's objects come from.
+// This file owns where the agent's objects come from: --manifests (files, watched), or the
+// Kubernetes API with --kubeconfig or, inside a pod, the in-cluster configuration.
+//
+// Metrics of the Kubernetes source (none with --manifests):
+//
+//	podwall_source_connected          gauge   1 while the last request to the API server got an answer
+//	podwall_source_api_errors_total   counter requests to the API server that failed (no answer,
+//	                                          broken watch, 401/403, 5xx); client-go retries them
 
 func (o *runOpts) addSourceFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes YAML/JSON, reloaded on change")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (default: in-cluster config when KUBERNETES_SERVICE_HOST is set)")
 }
 
 func (o *runOpts) validateSource() error {
-	if o.manifests == "" {
-		return errors.New("--manifests is required")
-	}
-	return nil
+	return validateSource(o.manifests, o.kubeconfig, true)
 }
 
-func (o *runOpts) newSource() (policy.Source, error) {
-	return policy.SourceFunc(func(ctx context.Context, update func(policy.State, error)) error {
-		return manifests.Watch(ctx, o.manifests, update)
-	}), nil
+// validateSource checks the choice of source: exactly one of manifests and kubeconfig, or
+// neither when inCluster may be used.
+func validateSource(manifests, kubeconfig string, inCluster bool) error {
+	switch {
+	case manifests != "" && kubeconfig != "":
+		return errors.New("--manifests and --kubeconfig exclude each other")
+	case manifests != "" || kubeconfig != "":
+		return nil
+	case inCluster && kube.InCluster():
+		return nil
+	case inCluster:
+		return errors.New("no policy source: give --kubeconfig or --manifests (in a pod, the in-cluster config is used)")
+	}
+	return errors.New("give --manifests or --kubeconfig")
+}
+
+func (o *runOpts) newSource(log *slog.Logger) (policy.Source, error) {
+	if o.manifests != "" {
+		return policy.SourceFunc(func(ctx context.Context, update func(policy.State, error)) error {
+			return manifests.Watch(ctx, o.manifests, update)
+		}), nil
+	}
+	cfg, err := kube.Config(o.kubeconfig, "podwall/"+version)
+	if err != nil {
+		return nil, err
+	}
+	// client-go logs through klog: send it to the agent's log, in the agent's format.
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	return kube.New(cfg, kube.Options{Log: log})
+}
+
+// statusSource is a source that reports its connection: the Kubernetes API.
+type statusSource interface {
+	Status() kube.Status
+}
+
+// sourceMetrics returns the source's series, for the agent's registry.
+func (a *agent) sourceMetrics() []prometheus.Collector {
+	s, ok := a.source.(statusSource)
+	if !ok {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "podwall", Subsystem: "source", Name: "connected",
+			Help: "1 while the last request to the Kubernetes API got an answer; 0 while it is unreachable (the last state stays enforced)."},
+			func() float64 {
+				if s.Status().Connected {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "source", Name: "api_errors_total",
+			Help: "Requests to the Kubernetes API that failed: no answer, a broken watch, 401/403 or 5xx. client-go retries them."},
+			func() float64 { return float64(s.Status().Errors) }),
+	}
+}
+
+// sourceReadyz returns "\n" and the source's line for /readyz, or "" for sources without
+// a connection. An unreachable API server does not make the agent unready once it has
+// enforced a state: it keeps enforcing the last one, and says so here.
+func (a *agent) sourceReadyz() string {
+	s, ok := a.source.(statusSource)
+	if !ok {
+		return ""
+	}
+	return "\n" + s.Status().String()
+}
+
+// load reads explain's objects once: the manifests, or the cluster's objects (kube.List).
+// name says where they came from, for errors.
+func (o *explainOpts) load(ctx context.Context) (st policy.State, name string, err error) {
+	if o.manifests != "" {
+		st, err = manifests.Load(o.manifests)
+		return st, o.manifests, err
+	}
+	name = "cluster of " + o.kubeconfig
+	cfg, err := kube.Config(o.kubeconfig, "podwall/"+version)
+	if err != nil {
+		return st, name, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err = kube.List(ctx, cfg)
+	if err != nil {
+		return st, name, fmt.Errorf("%s: %w", name, err)
+	}
+	return st, name, nil
 }
