@@ -35,7 +35,7 @@ type Agent struct {
 // Config says how to start the agent.
 type Config struct {
 	Binary    string // path to the podwall binary
-	Manifests string // file or directory
+	Manifests string // file or directory; empty when Args give the source (--kubeconfig)
 	NodeName  string
 	// Args are extra flags for `podwall run`.
 	Args []string
@@ -47,10 +47,13 @@ type Config struct {
 // 127.0.0.1:9090 of that namespace, the debug listener on 127.0.0.1:9091.
 func Start(node *lab.Node, c Config) (*Agent, error) {
 	a := &Agent{Node: node, MetricsAddr: "127.0.0.1:9090", logs: &syncBuffer{}, done: make(chan struct{})}
-	args := append([]string{"netns", "exec", node.Name(), c.Binary, "run",
-		"--manifests", c.Manifests, "--node-name", c.NodeName,
+	args := []string{"netns", "exec", node.Name(), c.Binary, "run"}
+	if c.Manifests != "" {
+		args = append(args, "--manifests", c.Manifests)
+	}
+	args = append(append(args, "--node-name", c.NodeName,
 		"--metrics-addr", a.MetricsAddr, "--debug-addr", "127.0.0.1:9091",
-		"--pod-interfaces", "pw"}, c.Args...)
+		"--pod-interfaces", "pw"), c.Args...)
 	a.cmd = exec.Command("ip", args...)
 	var w io.Writer = a.logs
 	if c.Log != nil {
