@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/podwall/podwall/policy/decisions"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// tailRun runs `podwall tail args...` until cancel, like a user who presses Ctrl-C.
+type tailRun struct {
+	out, errOut syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+}
+
+func startTail(t *testing.T, args ...string) *tailRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &tailRun{cancel: cancel, done: make(chan error, 1)}
+	cmd := newRoot()
+	cmd.SetOut(&r.out)
+	cmd.SetErr(&r.errOut)
+	cmd.SetArgs(append([]string{"tail"}, args...))
+	go func() { r.done <- cmd.ExecuteContext(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop presses Ctrl-C and returns tail's error.
+func (r *tailRun) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the next stop
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("tail did not end within 5s of Ctrl-C")
+		return nil
+	}
+}
+
+// waitFor polls until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
+
+func TestTailJSON(t *testing.T) {
+	a, _ := testAgent(t)
+	srv := httptest.NewServer(decisions.Handler(&a.stream))
+	t.Cleanup(srv.Close) // after tail's own cleanup
+	tr := startTail(t, "--addr", srv.URL, "--pod", "prod/db", "--verdict", "deny") // not a terminal: JSON
+	waitFor(t, "tail to subscribe", func() bool { return a.stream.Subscribers() == 1 })
+	a.observe(a.verdict(apiIP, dbIP, 3306, false)) // allowed: filtered out by the agent
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	a.observe(a.verdict(webIP, dbIP, 3306, true))
+	waitFor(t, "two lines", func() bool { return strings.Count(tr.out.String(), "\n") == 2 })
+	if err := tr.stop(t); err != nil {
+		t.Fatalf("tail after Ctrl-C: %v", err)
+	}
+	for i, l := range lines(tr.out.String()) {
+		var e decisions.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("line %d %q: %v", i, l, err)
+		}
+		if e.Type != "decision" || e.SrcPod != "prod/web" || e.DstPod != "prod/db" || e.Verdict != "deny" ||
+			e.Policies[0] != "prod/db-policy" || e.CacheHit != (i == 1) {
+			t.Errorf("line %d: %s", i, l)
+		}
+	}
+	waitFor(t, "the agent to see tail go", func() bool { return a.stream.Subscribers() == 0 })
+}
+
+func TestTailText(t *testing.T) {
+	a, _ := testAgent(t)
+	srv := httptest.NewServer(decisions.Handler(&a.stream))
+	t.Cleanup(srv.Close) // after tail's own cleanup
+	tr := startTail(t, "--addr", strings.TrimPrefix(srv.URL, "http://"), "-o", "text", "--color", "always")
+	waitFor(t, "tail to subscribe", func() bool { return a.stream.Subscribers() == 1 })
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	a.observe(a.verdict(webIP, dbIP, 3306, true))
+	waitFor(t, "three lines", func() bool { return strings.Count(tr.out.String(), "\n") == 3 })
+	tr.stop(t)
+	ls := lines(tr.out.String())
+	for i, want := range []struct{ verdict, colour, src string }{
+		{"DENY ", red, "prod/web"}, {"ALLOW", green, "prod/api"}, {"DENY ", red, "prod/web"},
+	} {
+		l := ls[i]
+		for _, s := range []string{bold + want.colour + want.verdict + reset, want.src + "  → prod/db",
+			want.colour + "prod/db-policy" + reset, "TCP/3306"} {
+			if !strings.Contains(l, s) {
+				t.Errorf("line %d %q lacks %q", i, l, s)
+			}
+		}
+	}
+	if !strings.Contains(ls[0], "no rule allows TCP/3306 from prod/web") || !strings.HasSuffix(ls[2], "(cached)") {
+		t.Errorf("reasons: %q", ls)
+	}
+	// Aligned: the reason starts in the same column on every line.
+	col := func(l, s string) int { return len([]rune(l[:strings.Index(l, s)])) }
+	if a, b := col(ls[0], "prod/db-policy"), col(ls[1], "prod/db-policy"); a != b {
+		t.Errorf("policy column at %d and %d:\n%s", a, b, strings.Join(ls, "\n"))
+	}
+}
+
+// TestTailReconnects: the agent ends the stream (a restart); tail reconnects and goes on.
+func TestTailReconnects(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		conns++
+		n := conns
+		mu.Unlock()
+		switch n {
+		case 1:
+			fmt.Fprintln(w, `{"type":"decision","verdict":"deny","srcPod":"a/one"}`)
+			return // the agent goes away
+		case 2:
+			http.Error(w, "starting", http.StatusServiceUnavailable) // not quite up yet
+			return
+		}
+		fmt.Fprintln(w, `{"type":"dropped","count":3}`)
+		fmt.Fprintln(w, `{"type":"decision","verdict":"allow","srcPod":"a/two"}`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close) // after tail's own cleanup
+	tr := startTail(t, "--addr", srv.URL, "-o", "json")
+	waitFor(t, "three lines", func() bool { return strings.Count(tr.out.String(), "\n") == 3 })
+	if err := tr.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	ls := lines(tr.out.String())
+	if !strings.Contains(ls[0], "a/one") || !strings.Contains(ls[1], `"dropped"`) || !strings.Contains(ls[2], "a/two") {
+		t.Errorf("output %q", ls)
+	}
+	errs := tr.errOut.String()
+	for _, want := range []string{"the agent ended the stream; reconnecting in 250ms", "503 Service Unavailable: starting; reconnecting in 500ms", "connected to"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+func TestTailNoAgentUntilCtrlC(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.Listener.Addr().String()
+	srv.Close() // nothing listens there now
+	tr := startTail(t, "--addr", addr)
+	waitFor(t, "a retry", func() bool { return strings.Count(tr.errOut.String(), "reconnecting") >= 2 })
+	if err := tr.stop(t); err != nil {
+		t.Errorf("Ctrl-C while retrying: %v", err)
+	}
+}
+
+func TestTailBadInput(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close) // after tail's own cleanup
+	for _, args := range [][]string{
+		{"--verdict", "maybe"},
+		{"--direction", "up", "-o", "yaml"},
+		{"--addr", "ftp://x"},
+		{"--addr", srv.URL}, // 404: not an agent
+	} {
+		tr := startTail(t, args...)
+		select {
+		case err := <-tr.done:
+			if err == nil {
+				t.Errorf("%q: no error", args)
+			}
+			tr.done <- err
+		case <-time.After(5 * time.Second):
+			t.Errorf("%q: tail kept running", args)
+		}
+	}
+}
+
+func TestStreamURL(t *testing.T) {
+	for _, c := range []struct{ addr, want string }{
+		{"127.0.0.1:9091", "http://127.0.0.1:9091/debug/decisions?pod=db&verdict=deny"},
+		{"http://localhost:8001/api/v1/namespaces/kube-system/pods/podwall-x:9091/proxy/", "http://localhost:8001/api/v1/namespaces/kube-system/pods/podwall-x:9091/proxy/debug/decisions?pod=db&verdict=deny"},
+		{"[::1]:9091", "http://[::1]:9091/debug/decisions?pod=db&verdict=deny"},
+	} {
+		got, err := streamURL(c.addr, decisions.Filter{Pod: []string{"db"}, Verdict: "deny"})
+		if err != nil || got != c.want {
+			t.Errorf("%s: %s %v, want %s", c.addr, got, err, c.want)
+		}
+	}
+}
