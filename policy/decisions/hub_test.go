@@ -2,6 +2,7 @@ package decisions
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -102,6 +103,7 @@ func TestHubConcurrent(t *testing.T) {
 					return
 				default:
 					h.Publish(r)
+					runtime.Gosched() // leave the subscribers some CPU on small machines
 				}
 			}
 		}()
