@@ -87,6 +87,32 @@ func WriteManifests(path string, objs ...any) error {
 	return os.Rename(tmp, path)
 }
 
+// WriteList writes objects as one v1 List in one YAML document at path, atomically. A
+// large cluster loads faster this way than as one document per object (see README).
+func WriteList(path string, objs ...any) error {
+	list := struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Items      []any  `json:"items"`
+	}{"v1", "List", objs}
+	for _, o := range objs {
+		switch o.(type) {
+		case *corev1.Namespace, *corev1.Node, *corev1.Pod, *networkingv1.NetworkPolicy:
+		default:
+			return fmt.Errorf("load: manifests: unsupported object %T", o)
+		}
+	}
+	b, err := yaml.Marshal(list)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, dropNullCreationTimestamps(b), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // dropNullCreationTimestamps removes the "creationTimestamp: null" lines that marshalling
 // a zero ObjectMeta writes; they are noise in generated manifests.
 func dropNullCreationTimestamps(b []byte) []byte {

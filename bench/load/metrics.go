@@ -193,32 +193,38 @@ func (t CPUTimes) BusySince(prev CPUTimes) float64 {
 	return float64(t.Busy-prev.Busy) / float64(t.Total-prev.Total)
 }
 
-// ProcStatus returns VmRSS and VmHWM of process pid, in bytes.
-func ProcStatus(pid int) (rss, hwm int64, err error) {
+// Mem is a process's memory from /proc/<pid>/status, in bytes.
+type Mem struct {
+	// RSS is VmRSS: RSSAnon (heap, stacks) + RSSFile (mapped files: the binary's pages
+	// touched so far) + shared memory. HWM is VmHWM, the peak RSS.
+	RSS, HWM, RSSAnon, RSSFile int64
+}
+
+// ProcStatus reads the memory lines of /proc/<pid>/status.
+func ProcStatus(pid int) (Mem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return Mem{}, err
 	}
+	var m Mem
+	fields := map[string]*int64{"VmRSS": &m.RSS, "VmHWM": &m.HWM, "RssAnon": &m.RSSAnon, "RssFile": &m.RSSFile}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		p := fields[k]
+		if !ok || p == nil {
 			continue
 		}
 		f := strings.Fields(v)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, 0, fmt.Errorf("/proc/%d/status: unexpected %q", pid, line)
+			return Mem{}, fmt.Errorf("/proc/%d/status: unexpected %q", pid, line)
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, 0, err
+			return Mem{}, err
 		}
-		if k == "VmRSS" {
-			rss = n << 10
-		} else {
-			hwm = n << 10
-		}
+		*p = n << 10
 	}
-	return rss, hwm, nil
+	return m, nil
 }
 
 // ProcCPU returns the user+system CPU seconds process pid has used, or only its thread

@@ -5,7 +5,8 @@
 //	podwall-bench load [--podwall bin/podwall] [--n 20000] [--concurrency 64] [--reps 5]
 //	                   [--queues 1,2] [--stream 2GiB] [--saturation 1024]
 //	                   [--profile DIR] [--profile-seconds 5] [--json FILE]
-//	podwall-bench rss [--podwall bin/podwall] [--sizes 1000/100,10000/1000] [--json FILE]
+//	podwall-bench rss [--podwall bin/podwall] [--sizes 0/0,1000/100,10000/1000]
+//	                  [--formats list,docs] [--settle 3s] [--json FILE]
 //	podwall-bench manifests --pods 1000 --policies 100 [--seed 42] -o FILE
 package main
 
@@ -128,7 +129,8 @@ func runLoad(ctx context.Context, args []string) error {
 func runRSS(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rss", flag.ContinueOnError)
 	binary := fs.String("podwall", "bin/podwall", "podwall binary")
-	sizesFlag := fs.String("sizes", "1000/100,10000/1000", "cluster sizes, pods/policies, comma-separated")
+	sizesFlag := fs.String("sizes", "0/0,1000/100,10000/1000", "cluster sizes, pods/policies, comma-separated")
+	formats := fs.String("formats", "list,docs", "manifests formats: list (one v1 List), docs (a YAML document per object)")
 	settle := fs.Duration("settle", 3*time.Second, "wait after ready before reading memory")
 	jsonOut := fs.String("json", "", "also write the results as JSON here")
 	if err := fs.Parse(args); err != nil {
@@ -137,7 +139,7 @@ func runRSS(ctx context.Context, args []string) error {
 	var sizes []load.Size
 	for _, s := range strings.Split(*sizesFlag, ",") {
 		var sz load.Size
-		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d/%d", &sz.Pods, &sz.Policies); err != nil || sz.Pods < 1 || sz.Policies < 0 {
+		if _, err := fmt.Sscanf(strings.TrimSpace(s), "%d/%d", &sz.Pods, &sz.Policies); err != nil || sz.Pods < 0 || sz.Policies < 0 {
 			return fmt.Errorf("--sizes: bad size %q (want pods/policies)", s)
 		}
 		sizes = append(sizes, sz)
@@ -146,7 +148,13 @@ func runRSS(ctx context.Context, args []string) error {
 		return err
 	}
 	sweep()
-	rs, err := load.MeasureRSS(ctx, *binary, sizes, *settle, logf)
+	fl := strings.Split(*formats, ",")
+	for _, f := range fl {
+		if f != "list" && f != "docs" {
+			return fmt.Errorf("--formats: unknown format %q", f)
+		}
+	}
+	rs, err := load.MeasureRSS(ctx, *binary, sizes, fl, *settle, logf)
 	if len(rs) > 0 {
 		fmt.Printf("\nagent memory (synthetic clusters from policy/synth, seed 42; agent as node-0), %s\n", load.ReadMachine().Date)
 		load.PrintRSS(os.Stdout, rs, func(s load.Size) int64 {
