@@ -114,7 +114,9 @@ func (t *Table) Close() error {
 // Dump reads every entry of the table, both families, and calls fn for each, on the
 // calling goroutine. The entry is valid only during the call. The dump streams: memory
 // does not grow with the table. It returns an error wrapping ErrInterrupted when the
-// kernel flagged the dump inconsistent (all entries read were still delivered).
+// kernel flagged the dump inconsistent, and the first parse error when an entry could not
+// be read; in both cases every other entry was delivered. After a receive error (a kernel
+// silent for 10 s) the next Dump may fail too, while the kernel finishes the abandoned one.
 func (t *Table) Dump(fn func(*Entry)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -130,6 +132,7 @@ func (t *Table) Dump(fn func(*Entry)) error {
 	}
 	var e Entry
 	interrupted := false
+	var bad error // the first entry that did not parse: the dump is read to its end anyway
 	for {
 		b, err := t.recv()
 		if err != nil {
@@ -150,6 +153,9 @@ func (t *Table) Dump(fn func(*Entry)) error {
 			}
 			switch typ {
 			case unix.NLMSG_DONE:
+				if bad != nil {
+					return bad
+				}
 				if interrupted {
 					return ErrInterrupted
 				}
@@ -160,7 +166,10 @@ func (t *Table) Dump(fn func(*Entry)) error {
 				}
 			case msgCtNew:
 				if err := parseEntry(m, &e); err != nil {
-					return fmt.Errorf("conntrack: dump: %w", err)
+					if bad == nil {
+						bad = fmt.Errorf("conntrack: dump: %w", err)
+					}
+					continue
 				}
 				fn(&e)
 			}
