@@ -179,8 +179,10 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		}
 	}
 	watch := func(inf cache.SharedIndexInformer, resource string, changed func(a, b any) bool) error {
-		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-			s.watchError(resource, err)
+		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+			if ctx.Err() == nil { // not the informer stopping
+				s.watchError(resource, err)
+			}
 		}); err != nil {
 			return err
 		}
