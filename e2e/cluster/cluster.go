@@ -53,10 +53,29 @@ func Binaries(ctx context.Context, log io.Writer) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", script)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, log
+	// When ctx ends (a test about to hit its -timeout), stop the whole build, go build and
+	// its compilers included, so no orphan holds the lock or the machine.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("cluster: building kube-apiserver and etcd did not finish in time (%w): "+
+				"run %s once (≈ 10 min on a fresh machine; `make testenv`), or give the test a longer -timeout", ctx.Err(), script)
+		}
 		return "", fmt.Errorf("cluster: %s: %w", script, err)
 	}
 	return strings.TrimSpace(out.String()), nil
+}
+
+// TestContext returns a context that ends a minute before a test binary's deadline (its
+// -timeout), so a build or start that cannot finish fails with its reason instead of the
+// test binary's panic. Without a deadline it never ends.
+func TestContext(deadline time.Time, ok bool) (context.Context, context.CancelFunc) {
+	if !ok {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithDeadline(context.Background(), deadline.Add(-time.Minute))
 }
 
 // Options configures Start. The zero value is valid.

@@ -24,7 +24,7 @@ func start(t *testing.T) *Cluster {
 	if testing.Short() {
 		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := TestContext(t.Deadline())
 	defer cancel()
 	c, err := Start(ctx, Options{Log: testWriter{t}})
 	if err != nil {
@@ -103,7 +103,9 @@ func TestWatchdog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts kube-apiserver and etcd")
 	}
-	if _, err := Binaries(context.Background(), testWriter{t}); err != nil {
+	ctx, cancel := TestContext(t.Deadline())
+	defer cancel()
+	if _, err := Binaries(ctx, testWriter{t}); err != nil {
 		t.Fatal(err)
 	}
 	helper := exec.Command(os.Args[0], "-test.run=^TestWatchdog$", "-test.v")

@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -69,17 +67,15 @@ func apiServer(t *testing.T) *cluster.Cluster {
 	if testing.Short() {
 		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
 	}
-	apiOnce.Do(func() { api, apiErr = startAPIServer() })
+	apiOnce.Do(func() {
+		ctx, cancel := cluster.TestContext(t.Deadline())
+		defer cancel()
+		api, apiErr = cluster.Start(ctx, cluster.Options{Log: os.Stderr})
+	})
 	if apiErr != nil {
 		t.Fatal(apiErr)
 	}
 	return api
-}
-
-func startAPIServer() (*cluster.Cluster, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	return cluster.Start(ctx, cluster.Options{Log: os.Stderr})
 }
 
 func needRoot(t *testing.T) {

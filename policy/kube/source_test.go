@@ -47,7 +47,7 @@ func apiServer(t *testing.T) *cluster.Cluster {
 		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
 	}
 	apiOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+		ctx, cancel := cluster.TestContext(t.Deadline())
 		defer cancel()
 		api, apiErr = cluster.Start(ctx, cluster.Options{Log: os.Stderr})
 	})
