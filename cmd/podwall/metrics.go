@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
@@ -104,7 +105,7 @@ func newAgentMetrics(a *agent) *agentMetrics {
 		stat("flowcache_evictions_total", "Verdict cache evictions.", func(s datapath.Stats) uint64 { return s.Cache.Evictions }),
 		queueCollector{first: uint16(a.o.queueNum), n: uint16(a.o.queues)},
 		&a.stream,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
 }
