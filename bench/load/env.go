@@ -275,7 +275,8 @@ func (e *Env) Agent() *Agent { return e.agent }
 
 // BumpGeneration changes a label of the client pod and waits until the agent runs the
 // new policy generation: every flow-cache entry is then stale, so the next connections
-// all miss.
+// all miss. It also waits for the conntrack sweep the change starts (revocation), so the
+// sweep does not run during a measurement.
 func (e *Env) BumpGeneration(ctx context.Context) error {
 	if e.agent == nil {
 		return nil
@@ -286,12 +287,31 @@ func (e *Env) BumpGeneration(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m0, err := e.agent.Metrics(ctx)
+	if err != nil {
+		return err
+	}
 	e.round++
 	if err := e.writeManifests(); err != nil {
 		return err
 	}
-	_, err = e.agent.WaitGeneration(ctx, g)
-	return err
+	if _, err = e.agent.WaitGeneration(ctx, g); err != nil {
+		return err
+	}
+	const sweeps = "podwall_conntrack_sweeps_total"
+	if _, ok := m0[sweeps]; !ok {
+		return nil // an agent without revocation
+	}
+	return lab.Poll(ctx, 5*time.Millisecond, func() error {
+		m, err := e.agent.Metrics(ctx)
+		if err != nil {
+			return err
+		}
+		if m[sweeps] <= m0[sweeps] {
+			return errors.New("conntrack sweep after the policy change not done")
+		}
+		return nil
+	})
 }
 
 var counterRe = regexp.MustCompile(`counter packets (\d+)`)

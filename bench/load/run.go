@@ -27,8 +27,10 @@ type Config struct {
 	Reps int
 	// Queues lists the --queues values podwall runs with, e.g. {1, runtime.NumCPU()}.
 	Queues []int
-	// StreamBytes is the size of one bulk transfer (0: no throughput test).
+	// StreamBytes is the size of one bulk transfer (0: no throughput test); StreamReps
+	// the transfers per filter and round (default 1).
 	StreamBytes int64
+	StreamReps  int
 	// Saturation, when positive, adds one podwall cold run with this many connects in
 	// flight, to look for queue drops under pressure.
 	Saturation int
@@ -197,15 +199,17 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors, rawNote(run))
 			}
 			if c.StreamBytes > 0 && (st.filter == "none" || st.filter == "kernel" || st.filter == "podwall" && st.queues == streamQueues) {
-				if err := env.conntrackFlush(); err != nil {
-					return rep, err
+				for range max(c.StreamReps, 1) {
+					if err := env.conntrackFlush(); err != nil {
+						return rep, err
+					}
+					res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), c.StreamBytes, 2*time.Minute)
+					if err != nil {
+						return rep, fmt.Errorf("stream with %s: %w", st.filter, err)
+					}
+					rep.Streams = append(rep.Streams, Stream{Filter: st.filter, Rep: r, Result: res, Gbps: res.Gbps()})
+					c.Logf("round %d/%d stream %-14s %6.2f Gbit/s (%d MiB in %v)", r+1, c.Reps, st.filter, res.Gbps(), res.Bytes>>20, res.Elapsed.Round(time.Millisecond))
 				}
-				res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), c.StreamBytes, 2*time.Minute)
-				if err != nil {
-					return rep, fmt.Errorf("stream with %s: %w", st.filter, err)
-				}
-				rep.Streams = append(rep.Streams, Stream{Filter: st.filter, Rep: r, Result: res, Gbps: res.Gbps()})
-				c.Logf("round %d/%d stream %-14s %6.2f Gbit/s (%d MiB in %v)", r+1, c.Reps, st.filter, res.Gbps(), res.Bytes>>20, res.Elapsed.Round(time.Millisecond))
 			}
 		}
 	}
