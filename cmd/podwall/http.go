@@ -12,6 +12,11 @@ import (
 
 // listen starts the metrics and debug listeners. Binding happens here, so a busy port fails
 // the start instead of a background goroutine.
+//
+// /healthz is liveness: 503 once a queue reader has stopped (restart the agent). /readyz is
+// readiness: 200 "ok generation=N" once the first good policy is enforced by the kernel sets
+// and the verdict engine, 503 with the reason before that and while stopping. README.md
+// beside this file has the details and every metric.
 func (a *agent) listen() ([]*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))

@@ -43,6 +43,7 @@ func (a *agent) observe(r *datapath.Record) {
 //	/debug/explain     ?from=&to=&port=&protocol=: `podwall explain -o json` on the live snapshot
 func (a *agent) debugRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /debug/{$}", decisions.Page())
+	mux.Handle("GET /debug", http.RedirectHandler("/debug/", http.StatusMovedPermanently))
 	mux.Handle("GET /debug/decisions", decisions.Handler(&a.stream))
 	mux.HandleFunc("GET /debug/explain", a.serveExplain)
 }

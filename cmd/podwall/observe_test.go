@@ -200,6 +200,9 @@ func TestDebugRoutes(t *testing.T) {
 	if code, body, _ := get("/debug/"); code != 200 || !strings.Contains(body, "<title>podwall") {
 		t.Errorf("/debug/: %d", code)
 	}
+	if code, body, _ := get("/debug"); code != 200 || !strings.Contains(body, "<title>podwall") { // redirected
+		t.Errorf("/debug: %d", code)
+	}
 	if code, _, _ := get("/debug/nope"); code != 404 {
 		t.Errorf("/debug/nope: %d", code)
 	}
