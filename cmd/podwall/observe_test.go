@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/podwall/podwall/datapath"
@@ -316,3 +319,51 @@ func BenchmarkDecide(b *testing.B) {
 		a.engine.Decide(f)
 	}
 }
+
+// TestMetricsDocumented: every series the agent registers is listed in README.md beside
+// this file (STYLE 13), and the Grafana dashboard uses only listed series.
+func TestMetricsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range metricName.FindAllString(string(readme), -1) {
+		documented[m] = true
+	}
+	a, _ := testAgent(t)
+	mfs, err := a.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var registered []string
+	for _, mf := range mfs {
+		registered = append(registered, mf.GetName())
+	}
+	ch := make(chan *prometheus.Desc, 8)
+	queueCollector{}.Describe(ch) // series that exist only while queues are bound
+	close(ch)
+	for d := range ch {
+		registered = append(registered, metricName.FindString(d.String()))
+	}
+	for _, m := range registered {
+		if strings.HasPrefix(m, "podwall_") && !documented[m] {
+			t.Errorf("%s is not listed in cmd/podwall/README.md", m)
+		}
+	}
+	dash, err := os.ReadFile("../../deploy/grafana/podwall.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !json.Valid(dash) {
+		t.Fatal("deploy/grafana/podwall.json is not JSON")
+	}
+	for _, m := range metricName.FindAllString(string(dash), -1) {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+		if !documented[base] {
+			t.Errorf("the dashboard uses %s, which README.md does not list", m)
+		}
+	}
+}
+
+var metricName = regexp.MustCompile(`podwall_[a-z_]+[a-z]`)
