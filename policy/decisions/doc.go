@@ -29,7 +29,9 @@
 //	direction=egress|ingress  this node judged that direction by policy (with verdict: and that
 //	                     direction gave the verdict)
 //	policy=NAME|NS/NAME  that policy took part on this node (allowed, or isolated a denying direction)
-//	buffer=N             records this subscriber's buffer holds (default 4096, at most 65536)
+//	buffer=N             records this subscriber's buffer holds (default 4096, at most 16384)
+//
+// At most 64 subscribers at once: the 65th gets 503.
 //
 // A decision line (the Event type; fields are only ever added):
 //

@@ -48,6 +48,10 @@ func Handler(h *Hub) http.Handler {
 			}
 		}
 		sub, err := h.Subscribe(f, n)
+		if errors.Is(err, ErrTooManySubscribers) {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

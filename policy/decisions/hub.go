@@ -1,6 +1,7 @@
 package decisions
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -8,12 +9,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// DefaultBuffer is the number of records a subscriber's buffer holds unless it asks for
-// another size: about 1 MiB.
-const DefaultBuffer = 4096
+// Subscriber limits. A record takes 224 bytes in a buffer: a default buffer about 1 MiB,
+// the largest 3.5 MiB, all subscribers together at most about 230 MiB.
+const (
+	// DefaultBuffer is the number of records a subscriber's buffer holds unless it asks
+	// for another size.
+	DefaultBuffer = 4096
+	// MaxBuffer bounds a subscriber's buffer.
+	MaxBuffer = 1 << 14
+	// MaxSubscribers bounds the subscribers of one hub: each costs the datapath a filter
+	// check and a channel send per verdict.
+	MaxSubscribers = 64
+)
 
-// MaxBuffer bounds a subscriber's buffer.
-const MaxBuffer = 1 << 16
+// ErrTooManySubscribers is returned by Subscribe when the hub has MaxSubscribers.
+var ErrTooManySubscribers = errors.New("decisions: too many subscribers")
 
 // Hub hands records to subscribers. Publish never blocks: it copies the record into each
 // matching subscriber's buffered channel, and when that channel is full the record is
@@ -52,7 +62,8 @@ func (h *Hub) Publish(r *Record) {
 }
 
 // Subscribe adds a subscriber with a filter and a buffer of n records (0 means
-// DefaultBuffer; more than MaxBuffer is cut to MaxBuffer). Close it when done.
+// DefaultBuffer; more than MaxBuffer is cut to MaxBuffer). Close it when done. It fails
+// on a bad filter and with ErrTooManySubscribers.
 func (h *Hub) Subscribe(f Filter, n int) (*Subscription, error) {
 	m, err := f.compile()
 	if err != nil {
@@ -62,9 +73,12 @@ func (h *Hub) Subscribe(f Filter, n int) (*Subscription, error) {
 		n = DefaultBuffer
 	}
 	n = min(n, MaxBuffer)
-	s := &Subscription{h: h, c: make(chan Record, n), m: m, Filter: f}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.n.Load() >= MaxSubscribers {
+		return nil, ErrTooManySubscribers
+	}
+	s := &Subscription{h: h, c: make(chan Record, n), m: m, Filter: f}
 	var next []*Subscription
 	if cur := h.subs.Load(); cur != nil {
 		next = slices.Clone(*cur)

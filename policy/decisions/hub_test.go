@@ -1,6 +1,7 @@
 package decisions
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -84,6 +85,23 @@ func TestPublishAllocatesNothing(t *testing.T) {
 	}
 	if a.Dropped() == 0 || b.Dropped() == 0 {
 		t.Error("buffers of 8 took 1000 records")
+	}
+}
+
+func TestHubLimits(t *testing.T) {
+	var h Hub
+	for range MaxSubscribers {
+		s, err := h.Subscribe(Filter{}, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(s.c) != MaxBuffer {
+			t.Fatalf("buffer %d, want it cut to %d", cap(s.c), MaxBuffer)
+		}
+		defer s.Close()
+	}
+	if _, err := h.Subscribe(Filter{}, 0); !errors.Is(err, ErrTooManySubscribers) {
+		t.Errorf("subscriber %d: %v, want ErrTooManySubscribers", MaxSubscribers+1, err)
 	}
 }
 
