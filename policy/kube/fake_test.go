@@ -83,7 +83,7 @@ func TestFirstUpdateIsComplete(t *testing.T) {
 func TestBadPodKeepsLastState(t *testing.T) {
 	_, err := firstUpdate(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web"},
 		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.300"}}}})
-	if err == nil || !strings.Contains(err.Error(), "Pod prod/web: status.podIPs[0]") {
+	if err == nil || !strings.Contains(err.Error(), "pod prod/web: status.podIPs[0]") {
 		t.Errorf("err = %v, want one naming the pod and field", err)
 	}
 }

@@ -45,7 +45,7 @@ func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.Ne
 	for _, p := range pods {
 		pod, err := policy.FromPod(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("Pod %s/%s: %w", p.Namespace, p.Name, err))
+			errs = append(errs, fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err))
 			continue
 		}
 		st.Pods = append(st.Pods, pod)
