@@ -130,10 +130,11 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 		}
 	}
 	// New connections stream through the restart: the new agent must read every packet
-	// the kernel queues to it.
+	// the kernel queues to it. The timeout is under a second, the first retransmission of
+	// a lost SYN, and generous otherwise: a slow machine must not look like a drop.
 	ctx, stopProbes := context.WithCancel(context.Background())
 	defer stopProbes()
-	stream := e.probeLoop(ctx, "IPv4", probe{from: "app/client", to: "app/server", port: 80}, 3*time.Millisecond, 300*time.Millisecond)
+	stream := e.probeLoop(ctx, "IPv4", probe{from: "app/client", to: "app/server", port: 80}, 5*time.Millisecond, 900*time.Millisecond)
 
 	restarted := time.Now()
 	e.startOn("node-1", args...)
@@ -145,14 +146,10 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 		}
 	}
 	stopProbes()
-	var late int
 	for _, r := range stream.wait() {
 		if r.start.After(ready) && !r.ok {
-			late++
+			t.Errorf("an allowed connection started %v after the restarted agent was ready failed: %v", r.start.Sub(ready), r.err)
 		}
-	}
-	if late > 0 {
-		t.Errorf("%d allowed connections started after the restarted agent was ready failed", late)
 	}
 
 	if got, n := e.ruleset("node-1"); got != table || n != rules {

@@ -217,7 +217,7 @@ func (e *env) checkHeld(hs []*held) {
 	done := make(chan int)
 	for i, h := range hs {
 		go func() {
-			errs[i] = lab.Echo(context.Background(), h.conn, 400*time.Millisecond)
+			errs[i] = lab.Echo(context.Background(), h.conn, 700*time.Millisecond)
 			done <- i
 		}()
 	}

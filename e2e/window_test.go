@@ -137,6 +137,7 @@ type probeLog struct {
 type probeRec struct {
 	start, end time.Time
 	ok         bool
+	err        error
 }
 
 // probeLoop starts one probe every interval, each with its own goroutine and timeout, until
@@ -160,7 +161,7 @@ func (e *env) probeLoop(ctx context.Context, fam string, pr probe, interval, tim
 				start := time.Now()
 				err := e.probe(fam, pr, timeout)
 				l.mu.Lock()
-				l.recs = append(l.recs, probeRec{start: start, end: time.Now(), ok: err == nil})
+				l.recs = append(l.recs, probeRec{start: start, end: time.Now(), ok: err == nil, err: err})
 				l.mu.Unlock()
 			}()
 		}
