@@ -198,18 +198,27 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 				c.Logf("round %d/%d %-22s %6.0f conn/s  p50 %-6s p99 %-6s busy %3.0f%%  pkts/conn %.3f  drops %d  failed %d %v%s",
 					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors, rawNote(run))
 			}
-			if c.StreamBytes > 0 && (st.filter == "none" || st.filter == "kernel" || st.filter == "podwall" && st.queues == streamQueues) {
-				for range max(c.StreamReps, 1) {
-					if err := env.conntrackFlush(); err != nil {
-						return rep, err
-					}
-					res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), c.StreamBytes, 2*time.Minute)
-					if err != nil {
-						return rep, fmt.Errorf("stream with %s: %w", st.filter, err)
-					}
-					rep.Streams = append(rep.Streams, Stream{Filter: st.filter, Rep: r, Result: res, Gbps: res.Gbps()})
-					c.Logf("round %d/%d stream %-14s %6.2f Gbit/s (%d MiB in %v)", r+1, c.Reps, st.filter, res.Gbps(), res.Bytes>>20, res.Elapsed.Round(time.Millisecond))
+		}
+		// Throughput: the three filters back to back, so that they meet the same load.
+		if c.StreamBytes == 0 {
+			continue
+		}
+		filters := []string{"none", "kernel", "podwall"}
+		for i := range filters {
+			f := filters[(i+r)%len(filters)]
+			if err := env.SetFilter(ctx, f, streamQueues); err != nil {
+				return rep, err
+			}
+			for range max(c.StreamReps, 1) {
+				if err := env.conntrackFlush(); err != nil {
+					return rep, err
 				}
+				res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), c.StreamBytes, 2*time.Minute)
+				if err != nil {
+					return rep, fmt.Errorf("stream with %s: %w", f, err)
+				}
+				rep.Streams = append(rep.Streams, Stream{Filter: f, Rep: r, Result: res, Gbps: res.Gbps()})
+				c.Logf("round %d/%d stream %-14s %6.2f Gbit/s (%d MiB in %v)", r+1, c.Reps, f, res.Gbps(), res.Bytes>>20, res.Elapsed.Round(time.Millisecond))
 			}
 		}
 	}

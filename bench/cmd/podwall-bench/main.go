@@ -3,7 +3,7 @@
 // load and rss. `make bench-load` runs load and rss with the defaults below.
 //
 //	podwall-bench load [--podwall bin/podwall] [--n 20000] [--concurrency 64] [--reps 5]
-//	                   [--threads 2] [--queues 1,2] [--stream 2GiB] [--stream-reps 2]
+//	                   [--threads 2] [--queues 1,2] [--stream 1GiB] [--stream-reps 3]
 //	                   [--saturation 1024] [--filters none,kernel,podwall]
 //	                   [--profile DIR] [--profile-seconds 5] [--json FILE]
 //	podwall-bench rss [--podwall bin/podwall] [--sizes 0/0,1000/100,10000/1000]
@@ -81,8 +81,8 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.IntVar(&c.Reps, "reps", 5, "rounds (every variant once per round)")
 	fs.IntVar(&c.Threads, "threads", runtime.NumCPU(), "load generator threads")
 	queues := fs.String("queues", "1,"+strconv.Itoa(runtime.NumCPU()), "podwall --queues values, comma-separated")
-	stream := fs.String("stream", "2GiB", "bytes per throughput run (0: none)")
-	fs.IntVar(&c.StreamReps, "stream-reps", 2, "throughput runs per filter and round")
+	stream := fs.String("stream", "1GiB", "bytes per throughput run (0: none)")
+	fs.IntVar(&c.StreamReps, "stream-reps", 3, "throughput runs per filter and round")
 	fs.IntVar(&c.Saturation, "saturation", 1024, "connects in flight of the pressure run (0: none)")
 	fs.StringVar(&c.ProfileDir, "profile", "", "directory for a CPU profile of the agent under cold load")
 	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of the profile")
