@@ -133,7 +133,7 @@ func runRSS(ctx context.Context, args []string) error {
 	binary := fs.String("podwall", "bin/podwall", "podwall binary")
 	sizesFlag := fs.String("sizes", "0/0,1000/100,10000/1000", "cluster sizes, pods/policies, comma-separated")
 	formats := fs.String("formats", "list,docs", "manifests formats: list (one v1 List), docs (a YAML document per object)")
-	settle := fs.Duration("settle", 3*time.Second, "wait after ready before reading memory")
+	settle := fs.Duration("settle", 10*time.Second, "wait after ready before reading memory (the runtime returns freed memory gradually)")
 	jsonOut := fs.String("json", "", "also write the results as JSON here")
 	if err := fs.Parse(args); err != nil {
 		return err
