@@ -195,8 +195,10 @@ func (e *env) deletePolicy(ns, name string) {
 
 // start runs an agent in every node with only the token for credentials, reaching the API
 // server through a relay on 127.0.0.1:6443 inside the node (see the package comment), and
-// waits until all are ready.
-func (e *env) start(token string) {
+// waits until all are ready. The agents of the nodes named in inCluster run as the
+// DaemonSet does, with no flag naming the source (inClusterAgent); the others get a
+// kubeconfig.
+func (e *env) start(token string, inCluster ...string) {
 	e.t.Helper()
 	for name, n := range e.nodes {
 		var ln net.Listener
@@ -207,11 +209,17 @@ func (e *env) start(token string) {
 			e.t.Fatal(err)
 		}
 		e.relays = append(e.relays, e.c.Relay(ln))
-		kubeconfig := filepath.Join(e.t.TempDir(), name+".kubeconfig")
-		if err := e.c.WriteTokenKubeconfig(kubeconfig, "https://127.0.0.1:6443", token); err != nil {
-			e.t.Fatal(err)
+		cfg := agent.Config{Binary: binary, NodeName: n.Name()}
+		if slices.Contains(inCluster, name) {
+			cfg.Binary = e.inClusterAgent(name, token)
+		} else {
+			kubeconfig := filepath.Join(e.t.TempDir(), name+".kubeconfig")
+			if err := e.c.WriteTokenKubeconfig(kubeconfig, "https://127.0.0.1:6443", token); err != nil {
+				e.t.Fatal(err)
+			}
+			cfg.Args = []string{"--kubeconfig", kubeconfig}
 		}
-		a, err := agent.Start(n, agent.Config{Binary: binary, NodeName: n.Name(), Args: []string{"--kubeconfig", kubeconfig}})
+		a, err := agent.Start(n, cfg)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -224,6 +232,38 @@ func (e *env) start(token string) {
 			e.t.Fatal(err)
 		}
 	}
+}
+
+// inClusterAgent writes a wrapper that runs podwall the way a pod does: in a private mount
+// namespace whose /run (= /var/run) holds the ServiceAccount's token and CA where
+// client-go's in-cluster configuration reads them, with KUBERNETES_SERVICE_HOST and _PORT
+// naming the API server (the node's relay). Nothing is written outside the test's
+// directory.
+func (e *env) inClusterAgent(node, token string) string {
+	e.t.Helper()
+	dir := filepath.Join(e.t.TempDir(), node+"-serviceaccount")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), e.c.CA, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+export KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=6443
+exec unshare --mount --propagation private sh -ec '
+mount -t tmpfs podwall-sa /run
+mkdir -p /run/secrets/kubernetes.io/serviceaccount
+cp %[1]q/token %[1]q/ca.crt /run/secrets/kubernetes.io/serviceaccount/
+exec %[2]q "$@"' podwall "$@"
+`, dir, binary)
+	path := filepath.Join(e.t.TempDir(), node+"-podwall")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
 }
 
 func (e *env) serve(ports ...uint16) {
@@ -391,8 +431,8 @@ func dbPolicy(port int32) *networkingv1.NetworkPolicy {
 // The agent in cluster mode, end to end: objects created through a real API server, an
 // agent per lab node with the shipped RBAC's token only, real packets.
 //
-//	node-1: prod/web, prod/api, prod/db; external host "user"
-//	node-2: other/client, prod/db2 (its API object comes late)
+//	node-1: prod/web, prod/api, prod/db; external host "user"    (agent: --kubeconfig)
+//	node-2: other/client, prod/db2 (its API object comes late)  (agent: in-cluster config)
 func TestClusterEnforcement(t *testing.T) {
 	needRoot(t)
 	c := apiServer(t)
@@ -415,7 +455,7 @@ func TestClusterEnforcement(t *testing.T) {
 	e.createPod("prod/db", map[string]string{"role": "db"}, true)
 	e.createPod("other/client", map[string]string{"app": "client"}, true)
 	e.applyPolicy(dbPolicy(3306))
-	e.start(token)
+	e.start(token, "node-2") // node-2 as the DaemonSet runs it: in-cluster config
 
 	const enforce = 10 * time.Second // budget for each change through the API
 	// The seeds' 3-tier application.
