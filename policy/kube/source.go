@@ -80,6 +80,8 @@ func (s Status) String() string {
 	switch {
 	case s.Connected && s.Synced:
 		return "kubernetes API: connected, synced"
+	case !s.Connected && s.LastError == "":
+		return "kubernetes API: connecting"
 	case s.Connected:
 		msg := "kubernetes API: connected, caches not synced yet"
 		if s.LastError != "" {

@@ -3,6 +3,7 @@ package kube
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -135,5 +136,23 @@ func TestChanged(t *testing.T) {
 	}
 	if namespaceChanged(ns("a"), ns("a")) || !namespaceChanged(ns("a"), ns("b")) {
 		t.Error("namespaceChanged: want label changes only")
+	}
+}
+
+func TestStatusString(t *testing.T) {
+	since := time.Now().Add(-12 * time.Second)
+	for _, tc := range []struct {
+		st   Status
+		want string
+	}{
+		{Status{Since: since}, "kubernetes API: connecting"},
+		{Status{Connected: true, Synced: true}, "kubernetes API: connected, synced"},
+		{Status{Connected: true, LastError: "pods: forbidden"}, "kubernetes API: connected, caches not synced yet (last error: pods: forbidden)"},
+		{Status{Since: since, LastError: "EOF"}, "kubernetes API: unreachable for 12s (last error: EOF)"},
+		{Status{Since: since, LastError: "EOF", Synced: true}, "kubernetes API: unreachable for 12s (last error: EOF); enforcing the last state, retrying"},
+	} {
+		if got := tc.st.String(); got != tc.want {
+			t.Errorf("%#v:\n got %q\nwant %q", tc.st, got, tc.want)
+		}
 	}
 }
