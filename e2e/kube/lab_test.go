@@ -40,6 +40,7 @@ type env struct {
 	pods   map[string]*lab.Pod // "ns/name" (ns unsuffixed) or an external host's name
 	agents map[string]*agent.Agent
 	relays []io.Closer
+	inAPI  map[string]bool // pods created in the API server
 }
 
 func newEnv(t *testing.T, c *cluster.Cluster) *env {
@@ -49,7 +50,7 @@ func newEnv(t *testing.T, c *cluster.Cluster) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, c: c, admin: clientFor(t, c.Admin), lab: l, nodes: map[string]*lab.Node{},
-		pods: map[string]*lab.Pod{}, agents: map[string]*agent.Agent{}}
+		pods: map[string]*lab.Pod{}, agents: map[string]*agent.Agent{}, inAPI: map[string]bool{}}
 	t.Cleanup(func() {
 		for name, a := range e.agents {
 			if err := a.Stop(syscall.SIGTERM, 5*time.Second); err != nil {
@@ -123,6 +124,7 @@ func (e *env) createPod(key string, labels map[string]string, withIP bool) {
 	if _, err := e.admin.CoreV1().Pods(e.ns(ns)).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
+	e.inAPI[key] = true
 	if withIP {
 		e.setPodIP(key)
 	}
@@ -528,7 +530,16 @@ func TestClusterEnforcement(t *testing.T) {
 			probe{"other/client", "prod/db2", 3306, false})
 	})
 
-	t.Run("latency", func(t *testing.T) { e.t = t; measureLatency(t, e) })
+	t.Run("latency", func(t *testing.T) {
+		e.t = t
+		// The starting point, also when this phase runs alone (-run .../latency).
+		e.applyPolicy(dbPolicy(3306))
+		e.applyPolicy(dbFromTrusted)
+		e.labelPod("prod/api", map[string]any{"name": "api-pod"})
+		e.labelNamespace("other", map[string]any{"team": "untrusted"})
+		e.await("latency start", enforce, probe{"prod/api", "prod/db", 3306, true}, probe{"other/client", "prod/db", 3306, false})
+		measureLatency(t, e)
+	})
 
 	t.Run("API server restart", func(t *testing.T) {
 		e.t = t
@@ -543,7 +554,9 @@ func TestClusterEnforcement(t *testing.T) {
 		}
 		// Enforcement goes on with the last state.
 		e.check(threeTier...)
-		e.check(probe{"prod/web", "prod/db2", 3306, false}, probe{"prod/api", "prod/db2", 3306, true})
+		if e.inAPI["prod/db2"] {
+			e.check(probe{"prod/web", "prod/db2", 3306, false}, probe{"prod/api", "prod/db2", 3306, true})
+		}
 
 		if err := c.StartAPIServer(context.Background()); err != nil {
 			t.Fatal(err)
@@ -556,7 +569,6 @@ func TestClusterEnforcement(t *testing.T) {
 			networkingv1.NetworkPolicyPeer{PodSelector: sel("role", "web")}))
 		e.await("db-policy after the restart", 60*time.Second,
 			probe{"prod/web", "prod/db", 3306, true},
-			probe{"prod/web", "prod/db2", 3306, true},
 			probe{"user", "prod/db", 3306, false})
 		t.Logf("change after the restart enforced %v after the API server was ready", time.Since(up).Round(time.Millisecond))
 		e.awaitMetric("podwall_source_connected", 1, 30*time.Second)
