@@ -180,6 +180,7 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		default:
 		}
 	}
+	var synced []cache.InformerSynced // the handlers have seen the initial lists
 	watch := func(inf cache.SharedIndexInformer, resource string, changed func(a, b any) bool) error {
 		if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
 			if ctx.Err() == nil { // not the informer stopping
@@ -188,7 +189,7 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		}); err != nil {
 			return err
 		}
-		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { mark() },
 			UpdateFunc: func(a, b any) {
 				if changed(a, b) {
@@ -197,6 +198,9 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 			},
 			DeleteFunc: func(any) { mark() },
 		})
+		if err == nil {
+			synced = append(synced, reg.HasSynced)
+		}
 		return err
 	}
 	err := errors.Join(
@@ -218,13 +222,8 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		factory.Shutdown() // waits for the informers' goroutines
 	}()
 	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("kubernetes informers: %v did not sync", typ)
-		}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil // only ctx ends the wait
 	}
 
 	deliver := func() {
@@ -237,7 +236,7 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		s.updates.Add(1)
 		update(st, err)
 	}
-	select { // the initial list marked the state dirty: it is delivered now
+	select { // the initial lists marked the state dirty: it is delivered now
 	case <-dirty:
 	default:
 	}
