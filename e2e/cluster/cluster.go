@@ -179,7 +179,7 @@ func (c *Cluster) startEtcd(ctx context.Context, clientPort, peerPort int) error
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "podwall=" + peer,
 		"--unsafe-no-fsync", "--log-level", "warn",
-	}, serverEnv(), filepath.Join(c.Dir, "etcd.log"))
+	}, serverEnv(), filepath.Join(c.Dir, "etcd.log"), c.orphanDir())
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		"--disable-admission-plugins=ServiceAccount",
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
-	}, serverEnv(), filepath.Join(c.Dir, "kube-apiserver.log"))
+	}, serverEnv(), filepath.Join(c.Dir, "kube-apiserver.log"), "")
 	if err != nil {
 		return err
 	}
@@ -370,6 +370,15 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// orphanDir is the directory etcd's watchdog removes when the test process dies: the one
+// Start created, not one the caller gave.
+func (c *Cluster) orphanDir() string {
+	if c.removeDir {
+		return c.Dir
+	}
+	return ""
 }
 
 // PIDs returns the process ids of the servers: etcd, then kube-apiserver.

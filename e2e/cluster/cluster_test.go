@@ -97,6 +97,7 @@ func TestWatchdog(t *testing.T) {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
+		fmt.Println("dir", c.Dir)
 		fmt.Println("pids", strings.Trim(fmt.Sprint(c.PIDs()), "[]"))
 		select {} // until killed
 	}
@@ -118,8 +119,13 @@ func TestWatchdog(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pids []int
+	var dir string
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "dir "); ok {
+			dir = rest
+			continue
+		}
 		if rest, ok := strings.CutPrefix(sc.Text(), "pids "); ok {
 			for _, f := range strings.Fields(rest) {
 				var pid int
@@ -130,7 +136,7 @@ func TestWatchdog(t *testing.T) {
 		}
 		t.Log("helper:", sc.Text())
 	}
-	if len(pids) != 2 {
+	if len(pids) != 2 || dir == "" {
 		helper.Process.Kill()
 		helper.Wait()
 		t.Fatalf("helper gave no server pids")
@@ -146,6 +152,17 @@ func TestWatchdog(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	// Then its directory goes (the watchdog waits up to 5 s for the server to stop).
+	for {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			os.RemoveAll(dir)
+			t.Fatalf("%s outlived its killed test process", dir)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

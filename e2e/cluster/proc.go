@@ -30,10 +30,13 @@ type proc struct {
 	lifeline *os.File // write end of the watchdog's pipe
 }
 
-// watchdogScript waits for EOF on stdin, then stops the server whose PID is $1.
-const watchdogScript = `read x; kill -TERM "$1" 2>/dev/null; sleep 5; kill -KILL "$1" 2>/dev/null`
+// watchdogScript waits for EOF on stdin, then stops the server whose PID is $1 and removes
+// the directory $2, if given.
+const watchdogScript = `read x; kill -TERM "$1" 2>/dev/null; sleep 5; kill -KILL "$1" 2>/dev/null; [ -z "$2" ] || rm -rf "$2"`
 
-func startProc(name, bin string, args []string, env []string, logPath string) (*proc, error) {
+// startProc starts a server and its watchdog. When the test process dies, the watchdog
+// stops the server and removes orphanDir (if not empty): what Stop would have done.
+func startProc(name, bin string, args []string, env []string, logPath, orphanDir string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -58,7 +61,7 @@ func startProc(name, bin string, args []string, env []string, logPath string) (*
 	}
 	defer r.Close()
 	p.lifeline = w
-	p.watchdog = exec.Command("sh", "-c", watchdogScript, "watchdog", strconv.Itoa(p.cmd.Process.Pid))
+	p.watchdog = exec.Command("sh", "-c", watchdogScript, "watchdog", strconv.Itoa(p.cmd.Process.Pid), orphanDir)
 	p.watchdog.Stdin = r
 	p.watchdog.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // no terminal signals
 	if err := p.watchdog.Start(); err != nil {
