@@ -9,6 +9,7 @@
 //	podwall-bench rss [--podwall bin/podwall] [--sizes 0/0,1000/100,10000/1000]
 //	                  [--formats list,docs] [--settle 3s] [--json FILE]
 //	podwall-bench manifests --pods 1000 --policies 100 [--seed 42] -o FILE
+//	podwall-bench report FILE.json   (the tables of a saved load report)
 package main
 
 import (
@@ -34,7 +35,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: podwall-bench load|rss|manifests [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: podwall-bench load|rss|manifests|report [flags]  (-h for flags)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,8 +48,10 @@ func run() int {
 		err = runRSS(ctx, os.Args[2:])
 	case "manifests":
 		err = runManifests(os.Args[2:])
+	case "report":
+		err = runReport(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: want load, rss or manifests", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want load, rss, manifests or report", os.Args[1])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -191,6 +194,23 @@ func runManifests(args []string) error {
 	}
 	c.Seed = *seed
 	return load.WriteManifests(*out, load.Objects(synth.Generate(c))...)
+}
+
+// runReport prints the tables of a load report saved with --json.
+func runReport(args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: podwall-bench report FILE.json")
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	var rep load.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
+	rep.Print(os.Stdout)
+	return nil
 }
 
 func writeJSON(path string, v any) error {
