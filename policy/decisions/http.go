@@ -3,7 +3,6 @@ package decisions
 import (
 	"bufio"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
@@ -84,7 +83,7 @@ func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) 
 	}
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
-	enc := &encoder{w: bw, sse: sse}
+	enc := &encoder{w: bw, sse: sse, frags: fragments{s: sub}}
 	if sse {
 		bw.WriteString("retry: 2000\n\n")
 	}
@@ -118,10 +117,7 @@ func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) 
 		}
 		// A batch: this record and whatever else is already buffered, up to batch.
 		for i := 1; ; i++ {
-			e := rec.Event()
-			if sub.Match(&e) {
-				enc.event(&e)
-			}
+			enc.record(&rec)
 			if i == batch {
 				break
 			}
@@ -137,7 +133,7 @@ func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) 
 		if n := sub.Lost(); n > 0 {
 			enc.dropped(n)
 		}
-		if enc.err != nil || !flush(bw, rc) {
+		if !flush(bw, rc) {
 			return
 		}
 		idle = time.Now()
@@ -152,40 +148,49 @@ func flush(bw *bufio.Writer, rc *http.ResponseController) bool {
 	return bw.Flush() == nil && rc.Flush() == nil
 }
 
-// encoder writes events as NDJSON lines or SSE messages ("event: decision" or "event:
+// encoder writes records as NDJSON lines or SSE messages ("event: decision" or "event:
 // dropped", the same JSON as data).
 type encoder struct {
-	w   *bufio.Writer
-	sse bool
-	err error
+	w     *bufio.Writer
+	sse   bool
+	buf   []byte
+	frags fragments
 }
 
-func (e *encoder) event(ev *Event) { e.write(TypeDecision, ev) }
+// record writes r when it passes the Policy filter. The bytes are those of
+// json.Marshal(r.Event()).
+func (e *encoder) record(r *Record) {
+	f := e.frags.of(r)
+	if !f.match {
+		return
+	}
+	b := e.buf[:0]
+	if e.sse {
+		b = append(b, "event: "+TypeDecision+"\ndata: "...)
+	}
+	b = append(b, `{"type":"`+TypeDecision+`","time":`...)
+	b = appendTime(b, r.Time)
+	b = f.append(b, r.SrcPort, r.CacheHit, r.Latency.Nanoseconds(), r.Queue)
+	e.buf = e.end(b)
+	e.w.Write(e.buf)
+}
 
 func (e *encoder) dropped(n uint64) {
-	e.write(TypeDropped, struct {
-		Type  string `json:"type"`
-		Count uint64 `json:"count"`
-	}{TypeDropped, n})
+	b := e.buf[:0]
+	if e.sse {
+		b = append(b, "event: "+TypeDropped+"\ndata: "...)
+	}
+	b = append(b, `{"type":"`+TypeDropped+`","count":`...)
+	b = strconv.AppendUint(b, n, 10)
+	e.buf = e.end(append(b, '}'))
+	e.w.Write(e.buf)
 }
 
-func (e *encoder) write(typ string, v any) {
-	if e.err != nil {
-		return
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		e.err = err
-		return
-	}
+func (e *encoder) end(b []byte) []byte {
 	if e.sse {
-		e.w.WriteString("event: " + typ + "\ndata: ")
-		e.w.Write(b)
-		e.w.WriteString("\n\n")
-		return
+		return append(b, "\n\n"...)
 	}
-	e.w.Write(b)
-	e.w.WriteByte('\n')
+	return append(b, '\n')
 }
 
 //go:embed page.html
