@@ -232,7 +232,7 @@ type fragmentKey struct {
 	allow bool
 }
 
-const maxFragments = 4096
+const maxFragments = 1024 // about 1 MiB per subscriber
 
 // of returns the fragment of a record, from the cache or made now. Records of malformed
 // packets are not cached.
