@@ -208,7 +208,7 @@ func (e *Env) kernelRuleset() string {
 // others. podwall starts an agent with --queues queues and waits until it is ready.
 // "rawq", "rawq-single" and "rawq-poll" are the RawQueue experiment: podwall programs its
 // ruleset and is killed, and a RawQueue (RawBatch, RawSingle, RawPoll) serves its queues;
-// "gonfq" likewise with a GoNFQueue.
+// "gonfq" likewise with a GoNFQueue, "gonfq-nodl" with one without write timeout.
 func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 	if e.raw != nil {
 		e.raw.Close()
@@ -238,7 +238,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if err := nft(e.Node.NS, e.kernelRuleset()); err != nil {
 			return err
 		}
-	case "podwall", "rawq", "rawq-single", "rawq-poll", "gonfq":
+	case "podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
 		a, err := StartAgent(e.Node, e.binary, e.manifests, NodeName, "--queues", strconv.Itoa(queues))
 		if err != nil {
 			return err
@@ -252,8 +252,12 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if filter != "podwall" {
 			a.Kill()
 			e.agent = nil
-			if filter == "gonfq" {
-				if e.gonfq, err = StartGoNFQueue(e.Node.NS, queueNum, queues); err != nil {
+			if strings.HasPrefix(filter, "gonfq") {
+				timeout := 100 * time.Millisecond
+				if filter == "gonfq-nodl" {
+					timeout = 0
+				}
+				if e.gonfq, err = StartGoNFQueue(e.Node.NS, queueNum, queues, timeout); err != nil {
 					return err
 				}
 				break

@@ -26,8 +26,10 @@ type GoNFQueue struct {
 	enobufs atomic.Uint64
 }
 
-// StartGoNFQueue binds queues first … first+n-1 in namespace ns.
-func StartGoNFQueue(ns *lab.NS, first uint16, n int) (*GoNFQueue, error) {
+// StartGoNFQueue binds queues first … first+n-1 in namespace ns. writeTimeout is the
+// library's WriteTimeout (podwall: 100 ms; 0: none, which skips a SetWriteDeadline per
+// verdict).
+func StartGoNFQueue(ns *lab.NS, first uint16, n int, writeTimeout time.Duration) (*GoNFQueue, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &GoNFQueue{cancel: cancel}
 	for i := range n {
@@ -36,7 +38,7 @@ func StartGoNFQueue(ns *lab.NS, first uint16, n int) (*GoNFQueue, error) {
 		err := ns.Do(func() (err error) {
 			nf, err = nfqueue.Open(&nfqueue.Config{
 				NfQueue: num, MaxPacketLen: 128, MaxQueueLen: 4096, Copymode: nfqueue.NfQnlCopyPacket,
-				Flags: nfqueue.NfQaCfgFlagGSO, AfFamily: unix.AF_UNSPEC, WriteTimeout: 100 * time.Millisecond,
+				Flags: nfqueue.NfQaCfgFlagGSO, AfFamily: unix.AF_UNSPEC, WriteTimeout: writeTimeout,
 			})
 			return err
 		})

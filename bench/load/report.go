@@ -88,7 +88,7 @@ func (r *Report) Summaries() []Summary {
 }
 
 func rank(v Variant) int {
-	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6}[v.Filter]*1000 + v.Queues*2
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6, "gonfq-nodl": 7}[v.Filter]*1000 + v.Queues*2
 	if !v.NewFlows {
 		r++
 	}
@@ -201,12 +201,15 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "decide: podwall_datapath_decide_seconds (receive → verdict chosen, before the verdict is sent),")
 	fmt.Fprintln(w, "interpolated in its ×2 buckets. agent CPU/conn: the agent's user+system CPU ÷ connections.")
 	fmt.Fprintln(w, "busy: the whole machine's CPU use during the run (other work on the machine included).")
-	if slices.ContainsFunc(r.Runs, func(x Run) bool { return strings.HasPrefix(x.Variant.Filter, "rawq") || x.Variant.Filter == "gonfq" }) {
+	if slices.ContainsFunc(r.Runs, func(x Run) bool {
+		return strings.HasPrefix(x.Variant.Filter, "rawq") || strings.HasPrefix(x.Variant.Filter, "gonfq")
+	}) {
 		fmt.Fprintln(w, "raw reader: an experiment, not podwall: podwall's ruleset served by bench/load.RawQueue, a minimal")
 		fmt.Fprintln(w, "accept-all NFQUEUE reader without allocations: blocking recv on a locked thread and one batch")
 		fmt.Fprintln(w, "verdict per recv (batch) or one send per packet (1/send); or one send per packet from a goroutine")
 		fmt.Fprintln(w, "waiting in the Go poller (poller). CPU/conn is its reader threads' (not measured for poller).")
-		fmt.Fprintln(w, "go-nfqueue accept: the library podwall uses, configured like podwall, handler = accept.")
+		fmt.Fprintln(w, "go-nfqueue accept: the library podwall uses, configured like podwall, handler = accept;")
+		fmt.Fprintln(w, "no deadline: the same with WriteTimeout 0 (no SetWriteDeadline before each verdict).")
 	}
 }
 

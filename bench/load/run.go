@@ -71,6 +71,8 @@ func (v Variant) Name() string {
 		return fmt.Sprintf("raw reader q%d poller", v.Queues)
 	case "gonfq":
 		return fmt.Sprintf("go-nfqueue q%d accept", v.Queues)
+	case "gonfq-nodl":
+		return fmt.Sprintf("go-nfqueue q%d no deadline", v.Queues)
 	}
 	if v.Filter == "podwall" {
 		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
@@ -163,7 +165,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			states = append(states, state{f, 0})
 		}
 	}
-	for _, f := range []string{"podwall", "rawq", "rawq-single", "rawq-poll", "gonfq"} {
+	for _, f := range []string{"podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
 		if want(f) {
 			for _, q := range c.Queues {
 				states = append(states, state{f, q})
@@ -184,7 +186,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			if r%2 == 1 {
 				patterns = []bool{false, true}
 			}
-			if strings.HasPrefix(st.filter, "rawq") || st.filter == "gonfq" {
+			if strings.HasPrefix(st.filter, "rawq") || strings.HasPrefix(st.filter, "gonfq") {
 				patterns = []bool{true} // no cache: one pattern says it all
 			}
 			for _, newFlows := range patterns {
