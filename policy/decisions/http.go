@@ -99,7 +99,13 @@ func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) 
 		case <-r.Context().Done():
 			return
 		case rec = <-sub.C():
+			if !arm(rc) {
+				return
+			}
 		case <-loss.C:
+			if !arm(rc) {
+				return
+			}
 			n := sub.Lost()
 			switch {
 			case n > 0:
@@ -140,11 +146,14 @@ func serve(w http.ResponseWriter, r *http.Request, sub *Subscription, sse bool) 
 	}
 }
 
-func flush(bw *bufio.Writer, rc *http.ResponseController) bool {
+// arm gives the writes that follow writeTimeout to complete; the buffered writer may write
+// before flush.
+func arm(rc *http.ResponseController) bool {
 	err := rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return false
-	}
+	return err == nil || errors.Is(err, http.ErrNotSupported)
+}
+
+func flush(bw *bufio.Writer, rc *http.ResponseController) bool {
 	return bw.Flush() == nil && rc.Flush() == nil
 }
 
