@@ -130,7 +130,10 @@ func TestLoadSmoke(t *testing.T) {
 		if run.OK != n || run.Failed != 0 {
 			t.Errorf("%s: %d of %d connections ok, errors %v", v.Name(), run.OK, n, run.Errors)
 		}
-		if v.Filter != "none" && run.PerConn != 1 {
+		// With one destination port a new connection may reuse the 4-tuple of one just
+		// reset, and its SYN overtake that RST on the other CPU: conntrack then still calls
+		// it established and nothing judges it (rare; any conntrack firewall does the same).
+		if v.Filter != "none" && (run.PerConn > 1 || run.PerConn < 1 && (v.NewFlows || run.PerConn < 0.99)) {
 			t.Errorf("%s: %.3f packets judged per connection, want 1", v.Name(), run.PerConn)
 		}
 		if run.QueueDrops != 0 || run.ENOBUFS != 0 {
@@ -139,8 +142,8 @@ func TestLoadSmoke(t *testing.T) {
 		if v.Filter == "podwall" && v.NewFlows && run.Misses != n {
 			t.Errorf("%s: %d cache misses, want %d (every connection new)", v.Name(), run.Misses, n)
 		}
-		if v.Filter == "podwall" && !v.NewFlows && run.Hits != n {
-			t.Errorf("%s: %d cache hits, want %d (warm)", v.Name(), run.Hits, n)
+		if v.Filter == "podwall" && !v.NewFlows && (run.Hits < n*99/100 || run.Misses != 0) {
+			t.Errorf("%s: %d cache hits and %d misses, want %d hits (warm)", v.Name(), run.Hits, run.Misses, n)
 		}
 		if v.Filter == "podwall" && !v.NewFlows {
 			res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), 64<<20, 30*time.Second)
