@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -261,12 +263,12 @@ func (l *loader) splitYAML(name string, data []byte) []doc {
 			return
 		}
 		index++
-		// Blank lines in front make the YAML parser's line numbers those of the file.
-		y := append(bytes.Repeat([]byte("\n"), startLine-1), data[start:end]...)
-		j, err := yaml.YAMLToJSONStrict(y)
+		j, err := yaml.YAMLToJSONStrict(data[start:end])
 		if err != nil {
-			// One line per problem: "yaml: unmarshal errors:\n  line 4: ..." becomes one line.
+			// One line per problem: "yaml: unmarshal errors:\n  line 4: ..." becomes one line,
+			// and the parser's line numbers, counted from the document, become the file's.
 			msg := strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")), " ")
+			msg = fileLines(msg, startLine-1)
 			l.errors = append(l.errors, fmt.Errorf("%s:%d: document %d: invalid YAML: %s", name, first, index, msg))
 			return
 		}
@@ -294,6 +296,16 @@ func (l *loader) splitYAML(name string, data []byte) []doc {
 	}
 	flush(len(data))
 	return docs
+}
+
+var yamlLine = regexp.MustCompile(`\bline (\d+)`)
+
+// fileLines adds offset to every "line N" of a YAML parser message.
+func fileLines(msg string, offset int) string {
+	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, _ := strconv.Atoi(strings.TrimPrefix(m, "line "))
+		return "line " + strconv.Itoa(n+offset)
+	})
 }
 
 // firstContentLine returns the number of the first line of b, which starts at line, that is
