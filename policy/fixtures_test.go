@@ -28,7 +28,6 @@ const metadataNameLabel = "kubernetes.io/metadata.name"
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-
 // lbl builds a label map from key, value pairs.
 func lbl(kv ...string) map[string]string {
 	if len(kv)%2 != 0 {
