@@ -84,7 +84,7 @@ func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n")
 func TestTailJSON(t *testing.T) {
 	a, _ := testAgent(t)
 	srv := httptest.NewServer(decisions.Handler(&a.stream))
-	t.Cleanup(srv.Close) // after tail's own cleanup
+	t.Cleanup(srv.Close)                                                           // after tail's own cleanup
 	tr := startTail(t, "--addr", srv.URL, "--pod", "prod/db", "--verdict", "deny") // not a terminal: JSON
 	waitFor(t, "tail to subscribe", func() bool { return a.stream.Subscribers() == 1 })
 	a.observe(a.verdict(apiIP, dbIP, 3306, false)) // allowed: filtered out by the agent

@@ -30,7 +30,7 @@ var ErrTooManySubscribers = errors.New("decisions: too many subscribers")
 // dropped and counted for that subscriber, which then reports the loss in its stream. The
 // zero Hub has no subscribers and is ready to use; it must not be copied.
 type Hub struct {
-	n    atomic.Int64                   // subscribers
+	n    atomic.Int64                    // subscribers
 	subs atomic.Pointer[[]*Subscription] // copy on write, under mu
 
 	mu                    sync.Mutex
