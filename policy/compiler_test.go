@@ -247,3 +247,33 @@ func TestInvalidPolicyRefused(t *testing.T) {
 		t.Error("a refused state changed the snapshot")
 	}
 }
+
+// LocalIsolation lists exactly the local pods some policy isolates, with those policies.
+func TestLocalIsolation(t *testing.T) {
+	state := synth.Generate(synth.Config{Pods: 300, Policies: 60, Seed: 11})
+	c := policy.NewCompiler("node-1")
+	if err := c.Replace(state); err != nil {
+		t.Fatal(err)
+	}
+	snap := c.Snapshot()
+	seen := 0
+	snap.LocalIsolation(func(p *policy.Pod, egress, ingress []policy.PolicyRef) {
+		seen++
+		if p.Node != "node-1" {
+			t.Errorf("%s is on %s, not local", p.Key(), p.Node)
+		}
+		x := snap.Explain(policy.Flow{Src: p.IPs[0], Dst: netip.MustParseAddr("192.0.2.1"), Proto: policy.TCP, Port: 1})
+		y := snap.Explain(policy.Flow{Src: netip.MustParseAddr("192.0.2.1"), Dst: p.IPs[0], Proto: policy.TCP, Port: 1})
+		if fmt.Sprint(egress) != fmt.Sprint(x.Egress.Isolating) || fmt.Sprint(ingress) != fmt.Sprint(y.Ingress.Isolating) {
+			t.Errorf("%s: isolated by %v/%v, Explain says %v/%v", p.Key(), egress, ingress, x.Egress.Isolating, y.Ingress.Isolating)
+		}
+	})
+	in, eg := snap.LocalIsolated()
+	want := map[netip.Addr]bool{}
+	for _, a := range append(in, eg...) {
+		want[snap.PodByIP(a).IPs[0]] = true
+	}
+	if seen != len(want) || seen == 0 {
+		t.Errorf("LocalIsolation visited %d pods, LocalIsolated names %d", seen, len(want))
+	}
+}

@@ -92,6 +92,26 @@ func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 	return ingress, egress
 }
 
+// LocalIsolation calls fn for every live local pod that some policy isolates, with the
+// policies isolating it for egress and for ingress (sorted by name; shared, do not modify).
+// It allocates the two slices per pod; meant for indexes built once per snapshot.
+func (s *Snapshot) LocalIsolation(fn func(p *Pod, egress, ingress []PolicyRef)) {
+	for _, e := range s.byKey {
+		if !e.local || (len(e.egress) == 0 && len(e.ingress) == 0) || !livePod(e.pod) {
+			continue
+		}
+		fn(e.pod, refs(e.egress), refs(e.ingress))
+	}
+}
+
+func refs(cps []*compiledPolicy) []PolicyRef {
+	out := make([]PolicyRef, len(cps))
+	for i, cp := range cps {
+		out[i] = cp.ref
+	}
+	return out
+}
+
 // Decide judges a flow: egress at the source pod, ingress at the destination pod. It never
 // allocates.
 func (s *Snapshot) Decide(f Flow) Decision {

@@ -181,23 +181,16 @@ func (m *agentMetrics) indexPolicies(s *policy.Snapshot) {
 		idx.byPolicy[ref] = ps
 		return ps
 	}
-	for _, p := range s.Pods() {
-		if s.Node() == "" || p.Node != s.Node() || p.HostNetwork || p.Terminated() || len(p.IPs) == 0 || s.PodByIP(p.IPs[0]) != p {
-			continue
-		}
-		// Any flow of the pod's own shows who isolates it; its verdict does not matter.
-		x := s.Explain(policy.Flow{Src: p.IPs[0], Dst: p.IPs[0], Proto: policy.TCP, Port: 1})
+	s.LocalIsolation(func(p *policy.Pod, egress, ingress []policy.PolicyRef) {
 		var iso [2][]*policySeries
-		for _, ref := range x.Egress.Isolating {
+		for _, ref := range egress {
 			iso[policy.Egress] = append(iso[policy.Egress], series(ref))
 		}
-		for _, ref := range x.Ingress.Isolating {
+		for _, ref := range ingress {
 			iso[policy.Ingress] = append(iso[policy.Ingress], series(ref))
 		}
-		if len(iso[0])+len(iso[1]) > 0 {
-			idx.isolating[podKey{p.Namespace, p.Name}] = iso
-		}
-	}
+		idx.isolating[podKey{p.Namespace, p.Name}] = iso
+	})
 	old := m.index.Swap(idx)
 	for ref := range old.byPolicy {
 		if idx.byPolicy[ref] == nil {
