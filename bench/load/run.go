@@ -433,7 +433,7 @@ func (e *Env) profile(ctx context.Context, queues int, c Config) (string, error)
 		if err == nil && code != 200 {
 			err = fmt.Errorf("pprof: %d %s", code, b)
 		}
-		done <- result{b, err}
+		done <- result{[]byte(b), err}
 	}()
 	// Cold loads of c.Count connections, each after a new policy generation, until the
 	// profile window has passed.

@@ -4,7 +4,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +26,7 @@ type Agent struct {
 	MetricsAddr string
 	cmd         *exec.Cmd
 	client      *http.Client
-	logs        *syncBuffer
+	logs        *logBuffer
 	done        chan struct{}
 	waitErr     error
 }
@@ -46,7 +45,7 @@ type Config struct {
 // Start launches `podwall run` inside node's namespace. The metrics listener is on
 // 127.0.0.1:9090 of that namespace, the debug listener on 127.0.0.1:9091.
 func Start(node *lab.Node, c Config) (*Agent, error) {
-	a := &Agent{Node: node, MetricsAddr: "127.0.0.1:9090", logs: &syncBuffer{}, done: make(chan struct{})}
+	a := &Agent{Node: node, MetricsAddr: "127.0.0.1:9090", logs: &logBuffer{}, done: make(chan struct{})}
 	args := []string{"netns", "exec", node.Name(), c.Binary, "run"}
 	if c.Manifests != "" {
 		args = append(args, "--manifests", c.Manifests)
@@ -61,7 +60,7 @@ func Start(node *lab.Node, c Config) (*Agent, error) {
 	}
 	a.cmd.Stdout, a.cmd.Stderr = w, w
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	a.client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	a.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
 			err := node.Do(func() (err error) {
@@ -83,7 +82,13 @@ func Start(node *lab.Node, c Config) (*Agent, error) {
 }
 
 // Get fetches a path from the agent's metrics listener (or the debug listener for /debug/).
+// Without a deadline on ctx it gives up after 2 s.
 func (a *Agent) Get(ctx context.Context, path string) (int, string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+	}
 	addr := a.MetricsAddr
 	if strings.HasPrefix(path, "/debug/") {
 		addr = "127.0.0.1:9091"
@@ -103,19 +108,35 @@ func (a *Agent) Get(ctx context.Context, path string) (int, string, error) {
 
 // WaitReady polls /readyz until it answers 200, the agent exits, or ctx ends.
 func (a *Agent) WaitReady(ctx context.Context) error {
+	_, err := a.WaitGeneration(ctx, 0)
+	return err
+}
+
+// WaitGeneration polls /readyz until the agent is ready with a policy generation above
+// after, and returns it; it fails when the agent exits or ctx ends first.
+func (a *Agent) WaitGeneration(ctx context.Context, after uint64) (uint64, error) {
 	for {
-		code, body, err := a.Get(ctx, "/readyz")
-		if err == nil && code == http.StatusOK {
-			return nil
+		g, err := a.Generation(ctx)
+		if err == nil && g > after {
+			return g, nil
 		}
 		select {
 		case <-a.done:
-			return fmt.Errorf("podwall exited before ready: %v\n%s", a.waitErr, a.Logs())
+			return 0, fmt.Errorf("podwall exited before ready: %v\n%s", a.waitErr, a.Logs())
 		case <-ctx.Done():
-			return fmt.Errorf("podwall not ready (last: %d %q %v): %w\n%s", code, body, err, ctx.Err(), a.Logs())
-		case <-time.After(20 * time.Millisecond):
+			return 0, fmt.Errorf("podwall not ready above generation %d (last: %d, %v): %w\n%s", after, g, err, ctx.Err(), a.Logs())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// Pid returns the agent's process id (ip netns exec execs, so it is podwall itself).
+func (a *Agent) Pid() int { return a.cmd.Process.Pid }
+
+// Kill sends SIGKILL and waits for the exit: a crash, which leaves the table behind.
+func (a *Agent) Kill() {
+	_ = a.cmd.Process.Kill()
+	<-a.done
 }
 
 // Generation returns the policy generation /readyz reports.
@@ -126,7 +147,7 @@ func (a *Agent) Generation(ctx context.Context) (uint64, error) {
 	}
 	var g uint64
 	if _, err := fmt.Sscanf(body, "ok generation=%d", &g); err != nil || code != http.StatusOK {
-		return 0, fmt.Errorf("readyz: %d %q", code, body)
+		return 0, fmt.Errorf("readyz: %d %q", code, strings.TrimSpace(body))
 	}
 	return g, nil
 }
@@ -173,19 +194,24 @@ func (a *Agent) Exited() bool {
 // Logs returns what the agent wrote so far.
 func (a *Agent) Logs() string { return a.logs.String() }
 
-type syncBuffer struct {
+// logBuffer keeps the last 256 KiB of the agent's output.
+type logBuffer struct {
 	mu sync.Mutex
-	b  bytes.Buffer
+	b  []byte
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	if over := len(l.b) - 256<<10; over > 0 {
+		l.b = append(l.b[:0], l.b[over:]...)
+	}
+	return len(p), nil
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
 }
