@@ -155,13 +155,24 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 	if got, n := e.ruleset("node-1"); got != table || n != rules {
 		t.Errorf("after the restart the table differs (%d rules, before %d):\n%s\nbefore:\n%s", n, rules, got, table)
 	}
-	qs := e.queueStats("node-1")
-	var kernel, dropped uint64
-	for _, q := range qs {
-		kernel += uint64(q.IDSequence)
-		dropped += q.Dropped + q.UserDropped
+	// Every packet the kernel queued to the restarted agent was read, none dropped. The two
+	// counters are read one after the other while late packets (retransmissions, the last
+	// probes) may still arrive, so they are compared once they agree or at the deadline.
+	var agentRead, kernel, dropped uint64
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		kernel, dropped = 0, 0
+		for _, q := range e.queueStats("node-1") {
+			kernel += uint64(q.IDSequence)
+			dropped += q.Dropped + q.UserDropped
+		}
+		agentRead = uint64(e.metric("node-1", "podwall_datapath_packets_total", ""))
+		if (agentRead == kernel && dropped == 0) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if agentRead := uint64(e.metric("node-1", "podwall_datapath_packets_total", "")); agentRead != kernel || dropped != 0 {
+	if agentRead != kernel || dropped != 0 {
 		t.Errorf("restarted agent read %d packets, the kernel queued %d to it and dropped %d", agentRead, kernel, dropped)
 	}
 	e.checkHeld(kept)
