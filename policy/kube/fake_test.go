@@ -10,6 +10,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/podwall/podwall/policy"
@@ -21,7 +23,7 @@ import (
 // firstUpdate runs a Source over objs and returns its first update.
 func firstUpdate(t *testing.T, objs ...runtime.Object) (policy.State, error) {
 	t.Helper()
-	s := newSource(fake.NewClientset(objs...), Options{})
+	s := newSource(fakeResources(fake.NewClientset(objs...)), Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	type result struct {
@@ -85,5 +87,34 @@ func TestBadPodKeepsLastState(t *testing.T) {
 		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.300"}}}})
 	if err == nil || !strings.Contains(err.Error(), "pod prod/web: status.podIPs[0]") {
 		t.Errorf("err = %v, want one naming the pod and field", err)
+	}
+}
+
+// fakeResources serves a Source from a fake clientset's typed clients.
+func fakeResources(c kubernetes.Interface) resources {
+	return resources{
+		pods: listWatch(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Pods("").List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return c.CoreV1().Pods("").Watch(ctx, o)
+			}),
+		namespaces: listWatch(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Namespaces().List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return c.CoreV1().Namespaces().Watch(ctx, o)
+			}),
+		policies: listWatch(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.NetworkingV1().NetworkPolicies("").List(ctx, o)
+		}, func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return c.NetworkingV1().NetworkPolicies("").Watch(ctx, o)
+		}),
+		nodes: listWatch(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Nodes().List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return c.CoreV1().Nodes().Watch(ctx, o)
+			}),
 	}
 }

@@ -14,9 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
@@ -45,8 +44,8 @@ type Options struct {
 // Source is a policy.Source over the Kubernetes API (see the package comment). Create it with
 // New; Run it once.
 type Source struct {
-	client kubernetes.Interface
-	opts   Options
+	res  resources
+	opts Options
 
 	mu sync.Mutex
 	st Status
@@ -102,20 +101,18 @@ func (s Status) String() string {
 // New returns a Source reading from the API server cfg names. cfg is copied: New asks for
 // protobuf and wraps the transport to observe whether requests get answers.
 func New(cfg *rest.Config, o Options) (*Source, error) {
-	s := newSource(nil, o)
+	s := newSource(resources{}, o)
 	cfg = rest.CopyConfig(cfg)
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &observer{rt: rt, s: s} })
-	client, err := kubernetes.NewForConfig(cfg)
+	res, err := newResources(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	s.client = client
+	s.res = res
 	return s, nil
 }
 
-func newSource(client kubernetes.Interface, o Options) *Source {
+func newSource(res resources, o Options) *Source {
 	if o.Quiet <= 0 {
 		o.Quiet = DefaultQuiet
 	}
@@ -128,7 +125,7 @@ func newSource(client kubernetes.Interface, o Options) *Source {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Source{client: client, opts: o, st: Status{Since: time.Now()}}
+	return &Source{res: res, opts: o, st: Status{Since: time.Now()}}
 }
 
 // Status returns the current status. Safe for concurrent use.
@@ -168,10 +165,14 @@ func (s *Source) setConnected(ok bool, err error) {
 // once every cache has synced, then with a new state after each burst of changes, until ctx
 // ends. It returns nil when ctx ends.
 func (s *Source) Run(ctx context.Context, update func(policy.State, error)) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithTransform(trim))
-	pods := factory.Core().V1().Pods()
-	namespaces := factory.Core().V1().Namespaces()
-	policies := factory.Networking().V1().NetworkPolicies()
+	informer := func(lw *cache.ListWatch, example runtime.Object) cache.SharedIndexInformer {
+		inf := cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{})
+		utilruntime.Must(inf.SetTransform(trim)) // fails only once the informer runs
+		return inf
+	}
+	pods := informer(s.res.pods, &corev1.Pod{})
+	namespaces := informer(s.res.namespaces, &corev1.Namespace{})
+	policies := informer(s.res.policies, &networkingv1.NetworkPolicy{})
 
 	dirty := make(chan struct{}, 1)
 	mark := func() {
@@ -204,11 +205,11 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		return err
 	}
 	err := errors.Join(
-		watch(pods.Informer(), "pods", func(a, b any) bool { return podChanged(a.(*corev1.Pod), b.(*corev1.Pod)) }),
-		watch(namespaces.Informer(), "namespaces", func(a, b any) bool {
+		watch(pods, "pods", func(a, b any) bool { return podChanged(a.(*corev1.Pod), b.(*corev1.Pod)) }),
+		watch(namespaces, "namespaces", func(a, b any) bool {
 			return namespaceChanged(a.(*corev1.Namespace), b.(*corev1.Namespace))
 		}),
-		watch(policies.Informer(), "networkpolicies", func(a, b any) bool {
+		watch(policies, "networkpolicies", func(a, b any) bool {
 			return policyChanged(a.(*networkingv1.NetworkPolicy), b.(*networkingv1.NetworkPolicy))
 		}),
 	)
@@ -217,19 +218,21 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
+	var running sync.WaitGroup
 	defer func() {
 		cancel()
-		factory.Shutdown() // waits for the informers' goroutines
+		running.Wait() // the informers' goroutines
 	}()
-	factory.Start(ctx.Done())
+	for _, inf := range []cache.SharedIndexInformer{pods, namespaces, policies} {
+		running.Go(func() { inf.RunWithContext(ctx) })
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // only ctx ends the wait
 	}
 
 	deliver := func() {
-		st, err := stateOf(mustList(namespaces.Lister().List(labels.Everything())),
-			mustList(pods.Lister().List(labels.Everything())),
-			mustList(policies.Lister().List(labels.Everything())), nil)
+		st, err := stateOf(items[*corev1.Namespace](namespaces), items[*corev1.Pod](pods),
+			items[*networkingv1.NetworkPolicy](policies), nil)
 		s.mu.Lock()
 		s.st.Synced = true
 		s.mu.Unlock()
@@ -288,8 +291,15 @@ func (s *Source) watchError(resource string, err error) {
 	s.opts.Log.Warn("kubernetes list/watch failed; retrying", "resource", resource, "err", err)
 }
 
-// mustList drops the error a lister never returns for labels.Everything().
-func mustList[T any](objs []T, _ error) []T { return objs }
+// items returns the objects an informer's cache holds.
+func items[T any](inf cache.SharedIndexInformer) []T {
+	objs := inf.GetStore().List()
+	out := make([]T, len(objs))
+	for i, o := range objs {
+		out[i] = o.(T)
+	}
+	return out
+}
 
 // observer is the client's transport wrapper: every answer marks the API reachable, every
 // failed round trip — and every watch stream that breaks — unreachable.

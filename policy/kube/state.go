@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/pager"
 
@@ -63,34 +62,23 @@ func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.Ne
 // list them (node addresses only name node traffic in explanations), and returns them as a
 // State: what `podwall explain --kubeconfig` judges. Large collections are read in pages.
 func List(ctx context.Context, cfg *rest.Config) (policy.State, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return policy.State{}, fmt.Errorf("kubernetes client: %w", err)
-	}
-	nss, err := listAll[*corev1.Namespace](ctx, "namespaces", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.CoreV1().Namespaces().List(ctx, o)
-	})
+	res, err := newResources(cfg)
 	if err != nil {
 		return policy.State{}, err
 	}
-	pods, err := listAll[*corev1.Pod](ctx, "pods", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.CoreV1().Pods("").List(ctx, o)
-	})
+	nss, err := listAll[*corev1.Namespace](ctx, "namespaces", res.namespaces.ListWithContext)
 	if err != nil {
 		return policy.State{}, err
 	}
-	nps, err := listAll[*networkingv1.NetworkPolicy](ctx, "networkpolicies", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.NetworkingV1().NetworkPolicies("").List(ctx, o)
-	})
+	pods, err := listAll[*corev1.Pod](ctx, "pods", res.pods.ListWithContext)
 	if err != nil {
 		return policy.State{}, err
 	}
-	nodes, err := listAll[*corev1.Node](ctx, "nodes", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return client.CoreV1().Nodes().List(ctx, o)
-	})
+	nps, err := listAll[*networkingv1.NetworkPolicy](ctx, "networkpolicies", res.policies.ListWithContext)
+	if err != nil {
+		return policy.State{}, err
+	}
+	nodes, err := listAll[*corev1.Node](ctx, "nodes", res.nodes.ListWithContext)
 	if apierrors.IsForbidden(err) {
 		nodes, err = nil, nil
 	}
