@@ -16,31 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podwall/podwall/e2e/agent"
 	"github.com/podwall/podwall/e2e/lab"
 	"github.com/podwall/podwall/policy/decisions"
 )
-
-// threeTierEnv is the seeds' 3-tier application on one node, enforced: user → web:80 →
-// api:5000 → db:3306, db-policy admitting only api on TCP 3306.
-func threeTierEnv(t *testing.T) *env {
-	e := newEnv(t)
-	e.node("node-1", 1)
-	e.pod("node-1", "prod/web", 0)
-	e.pod("node-1", "prod/api", 1)
-	e.pod("node-1", "prod/db", 2)
-	e.external("user", 0, "node-1")
-	e.write(
-		agent.Namespace("prod", nil),
-		e.podObject("prod/web", map[string]string{"role": "web"}),
-		e.podObject("prod/api", map[string]string{"role": "api", "name": "api-pod"}),
-		e.podObject("prod/db", map[string]string{"role": "db"}),
-		agent.DBPolicy("prod"),
-	)
-	e.serve(80, 5000, 3306)
-	e.start()
-	return e
-}
 
 // threeTierProbes are the 3-tier probes; only those to db are queued (db is the only
 // isolated pod).

@@ -6,9 +6,9 @@ import (
 	"github.com/podwall/podwall/e2e/agent"
 )
 
-// The seeds' 3-tier application: user → web:80 → api:5000 → db:3306 with db-policy.
-// web → db is denied, api → db allowed, and replies flow (the probes read an echo).
-func TestThreeTier(t *testing.T) {
+// threeTierEnv is the seeds' 3-tier application on one node, enforced: user → web:80 →
+// api:5000 → db:3306, db-policy admitting only api on TCP 3306.
+func threeTierEnv(t *testing.T) *env {
 	e := newEnv(t)
 	e.node("node-1", 1)
 	e.pod("node-1", "prod/web", 0)
@@ -24,6 +24,13 @@ func TestThreeTier(t *testing.T) {
 	)
 	e.serve(80, 5000, 3306)
 	e.start()
+	return e
+}
+
+// The seeds' 3-tier application: user → web:80 → api:5000 → db:3306 with db-policy.
+// web → db is denied, api → db allowed, and replies flow (the probes read an echo).
+func TestThreeTier(t *testing.T) {
+	e := threeTierEnv(t)
 	e.check(
 		probe{from: "user", to: "prod/web", port: 80, allow: true},
 		probe{from: "prod/web", to: "prod/api", port: 5000, allow: true},
