@@ -374,6 +374,21 @@ func nextAttr(b []byte) (a attr, rest []byte, err error) {
 	return a, b[min(align(l), len(b)):], nil
 }
 
+// eachAttr calls fn for every attribute of b, in order, and stops at the first error.
+func eachAttr(b []byte, fn func(attr) error) error {
+	for len(b) > 0 {
+		a, rest, err := nextAttr(b)
+		if err != nil {
+			return err
+		}
+		b = rest
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parseEntry decodes the payload of an IPCTNL_MSG_CT_NEW message (nfgenmsg and
 // attributes) into e, which then aliases m.
 func parseEntry(m []byte, e *Entry) error {
@@ -381,12 +396,7 @@ func parseEntry(m []byte, e *Entry) error {
 		return errors.New("short conntrack message")
 	}
 	*e = Entry{Family: m[0]}
-	for b := m[nfgenLen:]; len(b) > 0; {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	err := eachAttr(m[nfgenLen:], func(a attr) (err error) {
 		switch a.typ {
 		case ctaTupleOrig:
 			e.origAttr = a.raw
@@ -409,6 +419,10 @@ func parseEntry(m []byte, e *Entry) error {
 		if err != nil {
 			return fmt.Errorf("attribute %d: %w", a.typ, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if e.origAttr == nil {
 		return errors.New("conntrack entry without an original tuple")
@@ -418,56 +432,33 @@ func parseEntry(m []byte, e *Entry) error {
 
 // parseTCPState reads CTA_PROTOINFO_TCP_STATE from a CTA_PROTOINFO payload.
 func parseTCPState(b []byte, e *Entry) error {
-	for len(b) > 0 {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachAttr(b, func(a attr) error {
 		if a.typ != ctaProtoinfoTCP {
-			continue
+			return nil
 		}
-		for v := a.val; len(v) > 0; {
-			s, rest, err := nextAttr(v)
-			if err != nil {
-				return err
-			}
-			v = rest
+		return eachAttr(a.val, func(s attr) error {
 			if s.typ == ctaProtoinfoTCPState && len(s.val) > 0 {
 				e.TCPState = TCPState(s.val[0])
 			}
-		}
-	}
-	return nil
+			return nil
+		})
+	})
 }
 
 func parseTuple(b []byte, t *Tuple) error {
-	for len(b) > 0 {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachAttr(b, func(a attr) error {
 		switch a.typ {
 		case ctaTupleIP:
-			err = parseIP(a.val, t)
+			return parseIP(a.val, t)
 		case ctaTupleProto:
-			err = parseProto(a.val, t)
+			return parseProto(a.val, t)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func parseIP(b []byte, t *Tuple) error {
-	for len(b) > 0 {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachAttr(b, func(a attr) error {
 		var addr netip.Addr
 		switch a.typ {
 		case ctaIPv4Src, ctaIPv4Dst:
@@ -481,24 +472,19 @@ func parseIP(b []byte, t *Tuple) error {
 			}
 			addr = netip.AddrFrom16([16]byte(a.val))
 		default:
-			continue
+			return nil
 		}
 		if a.typ == ctaIPv4Src || a.typ == ctaIPv6Src {
 			t.Src = addr
 		} else {
 			t.Dst = addr
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func parseProto(b []byte, t *Tuple) error {
-	for len(b) > 0 {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	return eachAttr(b, func(a attr) (err error) {
 		switch a.typ {
 		case ctaProtoNum:
 			if len(a.val) < 1 {
@@ -520,11 +506,8 @@ func parseProto(b []byte, t *Tuple) error {
 				t.ICMPCode = a.val[0]
 			}
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func be16(b []byte) (uint16, error) {
