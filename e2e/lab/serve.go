@@ -190,11 +190,12 @@ type SCTPInit struct {
 	Tag uint32
 }
 
-// ServeSCTP starts an SCTPServer on port for both families.
-func (n *NS) ServeSCTP(port uint16) (*SCTPServer, error) {
+// listenRaw opens a raw IPv4 and a raw IPv6 socket for protocol proto ("132", "tcp")
+// inside the namespace; on failure it closes what it opened.
+func (n *NS) listenRaw(proto string) ([]net.PacketConn, error) {
 	var pcs []net.PacketConn
 	err := n.Do(func() error {
-		for _, nw := range []string{"ip4:132", "ip6:132"} {
+		for _, nw := range []string{"ip4:" + proto, "ip6:" + proto} {
 			pc, err := net.ListenPacket(nw, "")
 			if err != nil {
 				return err
@@ -207,6 +208,15 @@ func (n *NS) ServeSCTP(port uint16) (*SCTPServer, error) {
 		for _, pc := range pcs {
 			pc.Close()
 		}
+		return nil, err
+	}
+	return pcs, nil
+}
+
+// ServeSCTP starts an SCTPServer on port for both families.
+func (n *NS) ServeSCTP(port uint16) (*SCTPServer, error) {
+	pcs, err := n.listenRaw("132")
+	if err != nil {
 		return nil, fmt.Errorf("netns %s: serve sctp/%d: %w", n.name, port, err)
 	}
 	s := &SCTPServer{port: port, ps: &packetServer{conns: pcs}}

@@ -101,21 +101,8 @@ func TrapSYN(in *NS, port uint16) (*SYNTrap, error) {
 
 // trapSYN starts a trap that the lab does not track.
 func trapSYN(in *NS, port uint16) (*SYNTrap, error) {
-	var pcs []net.PacketConn
-	err := in.Do(func() error {
-		for _, nw := range []string{"ip4:tcp", "ip6:tcp"} {
-			pc, err := net.ListenPacket(nw, "")
-			if err != nil {
-				return err
-			}
-			pcs = append(pcs, pc)
-		}
-		return nil
-	})
+	pcs, err := in.listenRaw("tcp")
 	if err != nil {
-		for _, pc := range pcs {
-			pc.Close()
-		}
 		return nil, fmt.Errorf("netns %s: trap tcp/%d: %w", in.name, port, err)
 	}
 	t := &SYNTrap{ps: &packetServer{conns: pcs}}
