@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/synth"
 )
 
@@ -16,15 +17,15 @@ func name(pods, policies int) string { return fmt.Sprintf("pods=%d,policies=%d",
 
 // sampleFlows picks flows between random pods (v4 and v6) on the ports the synthetic
 // policies use, so that rules are scanned rather than short-circuited.
-func sampleFlows(s policy.State, n int) []policy.Flow {
+func sampleFlows(s policy.State, n int) []flow.Flow {
 	r := rand.New(rand.NewPCG(1, 2))
-	protos := []policy.Protocol{policy.TCP, policy.TCP, policy.TCP, policy.UDP}
+	protos := []flow.Proto{flow.TCP, flow.TCP, flow.TCP, flow.UDP}
 	ports := []uint16{8080, 5000, 3306, 9090, 53, 8200}
-	out := make([]policy.Flow, n)
+	out := make([]flow.Flow, n)
 	for i := range out {
 		a, b := s.Pods[r.IntN(len(s.Pods))], s.Pods[r.IntN(len(s.Pods))]
 		fam := r.IntN(2)
-		out[i] = policy.Flow{Src: a.IPs[fam], Dst: b.IPs[fam], Proto: protos[r.IntN(len(protos))], Port: ports[r.IntN(len(ports))]}
+		out[i] = flow.Flow{Src: a.IPs[fam], Dst: b.IPs[fam], Proto: protos[r.IntN(len(protos))], Port: ports[r.IntN(len(ports))]}
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,28 +15,22 @@ import (
 
 	"github.com/podwall/podwall/datapath/flowcache"
 	"github.com/podwall/podwall/datapath/packet"
+	"github.com/podwall/podwall/policy/flow"
 )
-
-// Flow is what the datapath asks a Decider about: the first packet of a connection.
-type Flow struct {
-	Src, Dst netip.Addr
-	Proto    uint8
-	Port     uint16 // destination port; 0 for protocols without ports
-}
 
 // Decider judges flows. The agent implements it over the current policy snapshot.
 type Decider interface {
 	// Generation returns the generation of the policy in force.
 	Generation() uint64
 	// Decide reports whether this node lets the flow pass, with the generation of the
-	// policy that decided and an opaque detail handed to observers.
-	Decide(f Flow) (allow bool, gen uint64)
+	// policy that decided.
+	Decide(f flow.Flow) (allow bool, gen uint64)
 }
 
 // Record describes one verdict for observers. Valid only during the callback.
 type Record struct {
 	Time     time.Time
-	Flow     Flow
+	Flow     flow.Flow
 	SrcPort  uint16
 	Allow    bool
 	CacheHit bool
@@ -248,19 +241,19 @@ func (r *reader) judge(payload []byte) *Record {
 	rec := &r.rec
 	*rec = Record{Time: start, Queue: r.num}
 	r.p = packet.Parsed{}
-	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && isPortProto(r.p.Proto)) {
+	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && r.p.Proto.HasPorts()) {
 		// Undecodable, or a later fragment whose ports we cannot see: the failure policy.
 		if err == nil {
 			err = errLaterFragment
 		}
 		q.malformed.Add(1)
 		rec.Malformed = err
-		rec.Flow = Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
+		rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
 		rec.Allow = q.cfg.FailOpen
 	} else {
-		rec.Flow = Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto, Port: r.p.DstPort}
+		rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto, Port: r.p.DstPort}
 		rec.SrcPort = r.p.SrcPort
-		key := flowcache.MakeKey(rec.Flow.Src, rec.Flow.Dst, rec.Flow.Proto, rec.Flow.Port)
+		key := flowcache.KeyOf(rec.Flow)
 		gen := q.decider.Generation()
 		if allow, ok := q.cache.Get(key, gen); ok {
 			rec.Allow, rec.CacheHit, rec.Gen = allow, true, gen
@@ -274,8 +267,6 @@ func (r *reader) judge(payload []byte) *Record {
 }
 
 var errLaterFragment = errors.New("packet: non-first fragment, ports unknown")
-
-func isPortProto(p uint8) bool { return p == packet.TCP || p == packet.UDP || p == packet.SCTP }
 
 // handleErr decides whether a receive error stops the reader: ENOBUFS (the kernel dropped
 // messages for us) and timeouts do not.

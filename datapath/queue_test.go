@@ -11,6 +11,7 @@ import (
 
 	"github.com/podwall/podwall/datapath/flowcache"
 	"github.com/podwall/podwall/datapath/packet"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // denyPort is a Decider that denies one destination port and counts its calls.
@@ -21,7 +22,7 @@ type denyPort struct {
 }
 
 func (d *denyPort) Generation() uint64 { return d.gen }
-func (d *denyPort) Decide(f Flow) (bool, uint64) {
+func (d *denyPort) Decide(f flow.Flow) (bool, uint64) {
 	d.calls++
 	return f.Port != d.port, d.gen
 }

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // nameLabel is the label the API server puts on every namespace.
@@ -65,7 +67,7 @@ type podEntry struct {
 
 type portID struct {
 	name  uint32
-	proto Protocol
+	proto flow.Proto
 	port  uint16
 }
 
@@ -102,7 +104,7 @@ type rule struct {
 // portRule is one entry of a rule's ports: a protocol with all its ports, a port range, or a
 // named port resolved on the destination pod.
 type portRule struct {
-	proto  Protocol
+	proto  flow.Proto
 	all    bool
 	lo, hi uint16
 	name   uint32 // interned name; 0 for numbers
@@ -601,9 +603,9 @@ func (c *Compiler) compileRule(ns string, peers []networkingv1.NetworkPolicyPeer
 	r.peers = slices.Compact(r.peers)
 	r.addrs.normalize()
 	for _, p := range ports {
-		pr := portRule{proto: TCP}
+		pr := portRule{proto: flow.TCP}
 		if p.Protocol != nil {
-			proto, err := ParseProtocol(string(*p.Protocol))
+			proto, err := flow.ParseProto(string(*p.Protocol))
 			if err != nil {
 				return r, err
 			}
@@ -647,7 +649,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
-			e.ports = append(e.ports, portID{c.portName(np.Name), np.Protocol, np.Port})
+			e.ports = append(e.ports, portID{c.portName(np.Name), np.Proto, np.Port})
 		}
 	}
 	return e

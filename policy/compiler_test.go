@@ -10,6 +10,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/synth"
 )
 
@@ -20,11 +21,11 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flows := []policy.Flow{
-		{Src: synth.PodIPv4(1), Dst: synth.PodIPv4(2), Proto: policy.TCP, Port: 8080},
-		{Src: synth.PodIPv6(3), Dst: synth.PodIPv6(4), Proto: policy.UDP, Port: 53},
-		{Src: netip.MustParseAddr("192.0.2.1"), Dst: synth.PodIPv4(5), Proto: policy.TCP, Port: 9090},
-		{Src: synth.PodIPv4(6), Dst: netip.MustParseAddr("198.51.100.7"), Proto: policy.ICMP},
+	flows := []flow.Flow{
+		{Src: synth.PodIPv4(1), Dst: synth.PodIPv4(2), Proto: flow.TCP, Port: 8080},
+		{Src: synth.PodIPv6(3), Dst: synth.PodIPv6(4), Proto: flow.UDP, Port: 53},
+		{Src: netip.MustParseAddr("192.0.2.1"), Dst: synth.PodIPv4(5), Proto: flow.TCP, Port: 9090},
+		{Src: synth.PodIPv4(6), Dst: netip.MustParseAddr("198.51.100.7"), Proto: flow.ICMP},
 	}
 	for _, f := range flows {
 		if n := testing.AllocsPerRun(200, func() { snap.Decide(f) }); n != 0 {
@@ -34,21 +35,21 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 }
 
 // flowsOf returns a deterministic sample of flows between the pods of s and a few outsiders.
-func flowsOf(s policy.State, r *rand.Rand, n int) []policy.Flow {
+func flowsOf(s policy.State, r *rand.Rand, n int) []flow.Flow {
 	var addrs []netip.Addr
 	for _, p := range s.Pods {
 		addrs = append(addrs, p.IPs...)
 	}
 	addrs = append(addrs, netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.3.17"), netip.MustParseAddr("2001:db8::9"))
-	protos := []policy.Protocol{policy.TCP, policy.TCP, policy.UDP, policy.SCTP, policy.ICMP}
+	protos := []flow.Proto{flow.TCP, flow.TCP, flow.UDP, flow.SCTP, flow.ICMP}
 	ports := []uint16{53, 80, 3306, 5000, 8080, 8300, 9090, 9091}
-	var out []policy.Flow
+	var out []flow.Flow
 	for len(out) < n {
 		a, b := addrs[r.IntN(len(addrs))], addrs[r.IntN(len(addrs))]
 		if a.Is4() != b.Is4() {
 			continue
 		}
-		f := policy.Flow{Src: a, Dst: b, Proto: protos[r.IntN(len(protos))]}
+		f := flow.Flow{Src: a, Dst: b, Proto: protos[r.IntN(len(protos))]}
 		if f.Proto.HasPorts() {
 			f.Port = ports[r.IntN(len(ports))]
 		}
@@ -59,8 +60,8 @@ func flowsOf(s policy.State, r *rand.Rand, n int) []policy.Flow {
 
 // around returns flows between the given addresses and every pod, both ways, on the ports
 // and protocols the synthetic policies use.
-func around(s policy.State, addrs []netip.Addr) []policy.Flow {
-	var out []policy.Flow
+func around(s policy.State, addrs []netip.Addr) []flow.Flow {
+	var out []flow.Flow
 	for _, a := range addrs {
 		for _, p := range s.Pods {
 			for _, b := range p.IPs {
@@ -68,11 +69,11 @@ func around(s policy.State, addrs []netip.Addr) []policy.Flow {
 					continue
 				}
 				for _, pp := range []struct {
-					proto policy.Protocol
+					proto flow.Proto
 					port  uint16
-				}{{policy.TCP, 8080}, {policy.TCP, 3306}, {policy.TCP, 9090}, {policy.TCP, 8200}, {policy.UDP, 53}, {policy.ICMP, 0}} {
-					out = append(out, policy.Flow{Src: a, Dst: b, Proto: pp.proto, Port: pp.port},
-						policy.Flow{Src: b, Dst: a, Proto: pp.proto, Port: pp.port})
+				}{{flow.TCP, 8080}, {flow.TCP, 3306}, {flow.TCP, 9090}, {flow.TCP, 8200}, {flow.UDP, 53}, {flow.ICMP, 0}} {
+					out = append(out, flow.Flow{Src: a, Dst: b, Proto: pp.proto, Port: pp.port},
+						flow.Flow{Src: b, Dst: a, Proto: pp.proto, Port: pp.port})
 				}
 			}
 		}
@@ -80,7 +81,7 @@ func around(s policy.State, addrs []netip.Addr) []policy.Flow {
 	return out
 }
 
-func sameDecisions(t *testing.T, step string, got, want *policy.Snapshot, flows []policy.Flow) {
+func sameDecisions(t *testing.T, step string, got, want *policy.Snapshot, flows []flow.Flow) {
 	t.Helper()
 	bad := 0
 	for _, f := range flows {
@@ -262,8 +263,8 @@ func TestLocalIsolation(t *testing.T) {
 		if p.Node != "node-1" {
 			t.Errorf("%s is on %s, not local", p.Key(), p.Node)
 		}
-		x := snap.Explain(policy.Flow{Src: p.IPs[0], Dst: netip.MustParseAddr("192.0.2.1"), Proto: policy.TCP, Port: 1})
-		y := snap.Explain(policy.Flow{Src: netip.MustParseAddr("192.0.2.1"), Dst: p.IPs[0], Proto: policy.TCP, Port: 1})
+		x := snap.Explain(flow.Flow{Src: p.IPs[0], Dst: netip.MustParseAddr("192.0.2.1"), Proto: flow.TCP, Port: 1})
+		y := snap.Explain(flow.Flow{Src: netip.MustParseAddr("192.0.2.1"), Dst: p.IPs[0], Proto: flow.TCP, Port: 1})
 		if fmt.Sprint(egress) != fmt.Sprint(x.Egress.Isolating) || fmt.Sprint(ingress) != fmt.Sprint(y.Ingress.Isolating) {
 			t.Errorf("%s: isolated by %v/%v, Explain says %v/%v", p.Key(), egress, ingress, x.Egress.Isolating, y.Ingress.Isolating)
 		}

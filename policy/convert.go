@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // FromPod trims a Kubernetes Pod to what policy needs. The result shares no memory with p.
@@ -104,13 +106,13 @@ func (p *Pod) addPorts(ports []corev1.ContainerPort, path *field.Path) field.Err
 		if cp.Name == "" {
 			continue // only named ports need resolving; a number matches by itself
 		}
-		np := NamedPort{Name: cp.Name, Protocol: TCP}
+		np := NamedPort{Name: cp.Name, Proto: flow.TCP}
 		switch cp.Protocol {
 		case "", corev1.ProtocolTCP:
 		case corev1.ProtocolUDP:
-			np.Protocol = UDP
+			np.Proto = flow.UDP
 		case corev1.ProtocolSCTP:
-			np.Protocol = SCTP
+			np.Proto = flow.SCTP
 		default:
 			errs = append(errs, field.NotSupported(path.Index(i).Child("protocol"), cp.Protocol, []string{"TCP", "UDP", "SCTP"}))
 			continue

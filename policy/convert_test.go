@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 func TestFromPod(t *testing.T) {
@@ -47,10 +49,10 @@ func TestFromPod(t *testing.T) {
 		Labels:    map[string]string{"app": "web"},
 		IPs:       []netip.Addr{netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("fd00:10:244:1::5")},
 		Ports: []NamedPort{
-			{Name: "http", Protocol: TCP, Port: 8080},
-			{Name: "dns", Protocol: UDP, Port: 53},
-			{Name: "sig", Protocol: SCTP, Port: 9000},
-			{Name: "admin", Protocol: TCP, Port: 15000},
+			{Name: "http", Proto: flow.TCP, Port: 8080},
+			{Name: "dns", Proto: flow.UDP, Port: 53},
+			{Name: "sig", Proto: flow.SCTP, Port: 9000},
+			{Name: "admin", Proto: flow.TCP, Port: 15000},
 		},
 		Node:  "node-a",
 		Phase: "Running",

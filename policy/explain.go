@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // RuleRef names one rule of a policy: index into spec.ingress or spec.egress.
@@ -18,7 +20,7 @@ func (r RuleRef) String() string { return r.Policy.String() + " rule " + strconv
 // Explanation is a Decision spelled out for people: every policy involved and the reason as
 // text. Making one allocates; the datapath makes them only for subscribers.
 type Explanation struct {
-	Flow     Flow
+	Flow     flow.Flow
 	Verdict  Verdict
 	Src, Dst *Pod // nil when that end is not a pod
 	Egress   DirExplanation
@@ -38,7 +40,7 @@ type DirExplanation struct {
 }
 
 // Explain decides a flow and spells the decision out.
-func (s *Snapshot) Explain(f Flow) Explanation {
+func (s *Snapshot) Explain(f flow.Flow) Explanation {
 	d := s.Decide(f)
 	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
 	e := Explanation{Flow: f, Verdict: d.Verdict}
@@ -63,7 +65,7 @@ func (s *Snapshot) Explain(f Flow) Explanation {
 	return e
 }
 
-func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry, f Flow) DirExplanation {
+func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry, f flow.Flow) DirExplanation {
 	x := DirExplanation{Judgement: j}
 	raddr, dst := f.Dst, remote
 	if dir == Ingress {
@@ -102,7 +104,7 @@ func (s *Snapshot) endpoint(e *podEntry, a netip.Addr) string {
 	return a.String()
 }
 
-func (s *Snapshot) reason(dir Direction, x *DirExplanation, remote *podEntry, raddr netip.Addr, f Flow) string {
+func (s *Snapshot) reason(dir Direction, x *DirExplanation, remote *podEntry, raddr netip.Addr, f flow.Flow) string {
 	towards := "to "
 	if dir == Ingress {
 		towards = "from "
@@ -139,7 +141,7 @@ func (s *Snapshot) reason(dir Direction, x *DirExplanation, remote *podEntry, ra
 		who, dir, strings.Join(names, ", "), flowPort(f), towards, s.endpoint(remote, raddr))
 }
 
-func flowPort(f Flow) string {
+func flowPort(f flow.Flow) string {
 	if f.Proto.HasPorts() {
 		return f.Proto.String() + "/" + strconv.Itoa(int(f.Port))
 	}

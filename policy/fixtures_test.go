@@ -18,6 +18,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // metadataNameLabel is the label the API server puts on every namespace.
@@ -77,8 +79,8 @@ func withPorts(ports ...NamedPort) podTweak {
 	return func(p *Pod) { p.Ports = append(p.Ports, ports...) }
 }
 
-func namedPort(name string, proto Protocol, port uint16) NamedPort {
-	return NamedPort{Name: name, Protocol: proto, Port: port}
+func namedPort(name string, proto flow.Proto, port uint16) NamedPort {
+	return NamedPort{Name: name, Proto: proto, Port: port}
 }
 
 func onNode(node string) podTweak { return func(p *Pod) { p.Node = node } }
@@ -166,12 +168,12 @@ func peerCIDR(cidr string, except ...string) ruleElem {
 
 // onPort parses a NetworkPolicyPort from its spelling:
 //
-//	"80"               port 80, protocol omitted (TCP)
-//	"80/UDP"           port 80/UDP
+//	"80"               port 80, protocol omitted (flow.TCP)
+//	"80/UDP"           port 80/flow.UDP
 //	"serve-80-tcp"     named port, protocol omitted
 //	"http/TCP"         named port with protocol
 //	"32000-32768/TCP"  port range (endPort)
-//	"/UDP"             protocol only: every UDP port
+//	"/UDP"             protocol only: every flow.UDP port
 func onPort(spec string) ruleElem {
 	num, protoName, hasProto := strings.Cut(spec, "/")
 	var p networkingv1.NetworkPolicyPort
@@ -350,16 +352,16 @@ func (w *world) addr(endpoint string) netip.Addr {
 }
 
 // probe parses "3306/TCP", "53/UDP", "ICMP", "ICMPv6" into a protocol and port.
-func probe(spec string) (Protocol, uint16) {
+func probe(spec string) (flow.Proto, uint16) {
 	num, protoName, ok := strings.Cut(spec, "/")
 	if !ok {
-		proto, err := ParseProtocol(spec)
+		proto, err := flow.ParseProto(spec)
 		if err != nil || proto.HasPorts() {
-			panic("probe: want PORT/PROTO or ICMP, got " + spec)
+			panic("probe: want PORT/PROTO or flow.ICMP, got " + spec)
 		}
 		return proto, 0
 	}
-	proto, err := ParseProtocol(protoName)
+	proto, err := flow.ParseProto(protoName)
 	if err != nil {
 		panic("probe: " + err.Error())
 	}
@@ -371,9 +373,9 @@ func probe(spec string) (Protocol, uint16) {
 }
 
 // flowOf builds the flow from endpoint to endpoint on a probe spec.
-func (w *world) flowOf(from, to, port string) Flow {
+func (w *world) flowOf(from, to, port string) flow.Flow {
 	proto, n := probe(port)
-	return Flow{Src: w.addr(from), Dst: w.addr(to), Proto: proto, Port: n}
+	return flow.Flow{Src: w.addr(from), Dst: w.addr(to), Proto: proto, Port: n}
 }
 
 // flowCase is one probe and its expected verdict.
@@ -403,7 +405,7 @@ func (w *world) decide(from, to, port string) Decision {
 // The upstream e2e model and its truth tables.
 
 // The model of the upstream suite: namespaces x, y, z labelled ns=<name>, each with pods a,
-// b, c labelled pod=<name>. Every pod serves ports 80 and 81 on TCP, UDP and SCTP, with
+// b, c labelled pod=<name>. Every pod serves ports 80 and 81 on flow.TCP, flow.UDP and flow.SCTP, with
 // container ports named serve-<port>-<protocol>. Each pod is dual-stack: an IPv4 and an
 // IPv6 address, so every truth table is checked in both families.
 var (
@@ -454,7 +456,7 @@ func newModel() *model {
 	m := &model{}
 	var ports []NamedPort
 	for _, port := range []uint16{80, 81} {
-		for _, proto := range []Protocol{TCP, UDP, SCTP} {
+		for _, proto := range []flow.Proto{flow.TCP, flow.UDP, flow.SCTP} {
 			name := fmt.Sprintf("serve-%d-%s", port, strings.ToLower(proto.String()))
 			ports = append(ports, namedPort(name, proto, port))
 		}
@@ -593,7 +595,7 @@ var modelFamilies = []struct {
 // checkReachabilityFamilies probes all 81 pairs of the model in the given address families
 // on one port and protocol, and on a mismatch prints the expected, observed and comparison
 // tables like upstream does, followed by the engine's reason for every wrong cell.
-func checkReachabilityFamilies(t *testing.T, snap *Snapshot, m *model, proto Protocol, port uint16, want *reachability, families ...string) {
+func checkReachabilityFamilies(t *testing.T, snap *Snapshot, m *model, proto flow.Proto, port uint16, want *reachability, families ...string) {
 	t.Helper()
 	for _, fam := range modelFamilies {
 		if !contains(families, fam.name) {
@@ -603,7 +605,7 @@ func checkReachabilityFamilies(t *testing.T, snap *Snapshot, m *model, proto Pro
 		var wrong []string
 		for _, from := range modelPodKeys {
 			for _, to := range modelPodKeys {
-				f := Flow{Src: m.pod(from).IPs[fam.index], Dst: m.pod(to).IPs[fam.index], Proto: proto, Port: port}
+				f := flow.Flow{Src: m.pod(from).IPs[fam.index], Dst: m.pod(to).IPs[fam.index], Proto: proto, Port: port}
 				got := snap.Decide(f).Verdict == Allow
 				observed[[2]string{from, to}] = got
 				if got != want.get(from, to) {

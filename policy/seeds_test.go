@@ -18,6 +18,8 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // dual returns a pod's IPv4 and IPv6 address: dual(1, 10) is 10.244.1.10 and
@@ -101,11 +103,11 @@ func threeTier(policies ...*networkingv1.NetworkPolicy) State {
 		Namespaces: []Namespace{ns("shop", nil)},
 		Pods: []Pod{
 			tweak(pod("shop", "web", lbl("name", "web-pod", "role", "web", "server", "web"), dual(1, 10)...),
-				withPorts(namedPort("http", TCP, 80))),
+				withPorts(namedPort("http", flow.TCP, 80))),
 			tweak(pod("shop", "api", lbl("name", "api-pod", "server", "api"), dual(1, 20)...),
-				withPorts(namedPort("api", TCP, 5000))),
+				withPorts(namedPort("api", flow.TCP, 5000))),
 			tweak(pod("shop", "db", lbl("role", "db", "server", "db"), dual(1, 30)...),
-				withPorts(namedPort("mysql", TCP, 3306))),
+				withPorts(namedPort("mysql", flow.TCP, 3306))),
 		},
 		Policies: policies,
 	}
@@ -134,7 +136,7 @@ func TestSeedThreeTierDBPolicy(t *testing.T) {
 				{user, "shop/db", "3306/TCP", Deny},
 				{"shop/api@v6", "shop/db@v6", "3306/TCP", Allow},
 				{"shop/web@v6", "shop/db@v6", "3306/TCP", Deny},
-				// Only TCP 3306.
+				// Only flow.TCP 3306.
 				{"shop/api", "shop/db", "22/TCP", Deny},
 				{"shop/api", "shop/db", "3306/UDP", Deny},
 				{"shop/api", "shop/db", "ICMP", Deny},
@@ -267,7 +269,7 @@ func seed003(policies ...*networkingv1.NetworkPolicy) State {
 	return State{
 		Namespaces: []Namespace{ns("prod", lbl("name", "prod")), ns("staging", lbl("name", "staging"))},
 		Pods: []Pod{
-			tweak(pod("prod", "db", lbl("role", "db"), dual(5, 10)...), withPorts(namedPort("mongo", TCP, 27017))),
+			tweak(pod("prod", "db", lbl("role", "db"), dual(5, 10)...), withPorts(namedPort("mongo", flow.TCP, 27017))),
 			pod("prod", "api", lbl("name", "api-pod"), dual(5, 11)...),
 			pod("prod", "frontend", lbl("name", "frontend"), dual(5, 12)...),
 			pod("staging", "api", lbl("name", "api-pod"), dual(6, 11)...),
@@ -324,7 +326,7 @@ func TestSeedExternalBackupHost(t *testing.T) {
 }
 
 // TestSeedDBEgressToBackupHost: seed 003's "trivial egress-only example": the db may only
-// send to 192.168.99.10 on TCP 80; its ingress is not isolated.
+// send to 192.168.99.10 on flow.TCP 80; its ingress is not isolated.
 func TestSeedDBEgressToBackupHost(t *testing.T) {
 	w := compileWorld(t, seed003(netpol("prod", "db-network-policy", matchLabels("role", "db"),
 		withTypes(typeEgress),
@@ -351,7 +353,7 @@ func TestSeedDBEgressToBackupHost(t *testing.T) {
 // kubeDNS is a cluster DNS pod in kube-system.
 func kubeDNS(subnet int) (Namespace, Pod) {
 	return ns("kube-system", nil), tweak(pod("kube-system", "coredns", lbl("k8s-app", "kube-dns"), dual(subnet, 53)...),
-		withPorts(namedPort("dns", UDP, 53), namedPort("dns-tcp", TCP, 53)))
+		withPorts(namedPort("dns", flow.UDP, 53), namedPort("dns-tcp", flow.TCP, 53)))
 }
 
 // TestSeedInternalPolicy: seed 003's exercise: internal may call payroll on 8080 and mysql
@@ -513,7 +515,7 @@ func TestSeedCassandra(t *testing.T) {
 }
 
 // TestSeedDenyAllButDNS: seed 004's "deny all incoming and outgoing traffic from all pods in
-// namespace default but allow DNS traffic": egress to port 53 over TCP and UDP, to anywhere;
+// namespace default but allow DNS traffic": egress to port 53 over flow.TCP and flow.UDP, to anywhere;
 // no ingress.
 func TestSeedDenyAllButDNS(t *testing.T) {
 	w := compileWorld(t, seed004(netpol("default", "deny", matchAll(),
@@ -618,7 +620,7 @@ func TestSeedMergedPoliciesEquivalence(t *testing.T) {
 		}
 	}
 
-	// What the policy says, from SPEC §2: (namespace id=ns1 AND TCP 80) OR (pod id=backend
+	// What the policy says, from SPEC §2: (namespace id=ns1 AND flow.TCP 80) OR (pod id=backend
 	// in default, any protocol).
 	fromFrontend := func(to, port string) Verdict {
 		switch to {
@@ -728,10 +730,10 @@ func TestSeedSemantics(t *testing.T) {
 		})
 	})
 
-	// A named port matches a container port with that name AND the rule's protocol (TCP
+	// A named port matches a container port with that name AND the rule's protocol (flow.TCP
 	// when omitted).
 	t.Run("named port: name matches but protocol differs", func(t *testing.T) {
-		ports := withPorts(namedPort("dns", UDP, 53), namedPort("serve-80-udp", UDP, 80), namedPort("http", TCP, 8080))
+		ports := withPorts(namedPort("dns", flow.UDP, 53), namedPort("serve-80-udp", flow.UDP, 80), namedPort("http", flow.TCP, 8080))
 		state := State{
 			Namespaces: []Namespace{ns("x", nil)},
 			Pods: []Pod{
@@ -762,10 +764,10 @@ func TestSeedSemantics(t *testing.T) {
 		w := compileWorld(t, State{
 			Namespaces: []Namespace{ns("x", nil)},
 			Pods: []Pod{
-				tweak(pod("x", "client", lbl("app", "client"), dual(23, 10)...), withPorts(namedPort("http", TCP, 7070))),
-				tweak(pod("x", "srv1", lbl("app", "srv"), dual(23, 11)...), withPorts(namedPort("http", TCP, 8080))),
-				tweak(pod("x", "srv2", lbl("app", "srv"), dual(23, 12)...), withPorts(namedPort("http", TCP, 9090))),
-				tweak(pod("x", "srv3", lbl("app", "srv"), dual(23, 13)...), withPorts(namedPort("web", TCP, 8080))),
+				tweak(pod("x", "client", lbl("app", "client"), dual(23, 10)...), withPorts(namedPort("http", flow.TCP, 7070))),
+				tweak(pod("x", "srv1", lbl("app", "srv"), dual(23, 11)...), withPorts(namedPort("http", flow.TCP, 8080))),
+				tweak(pod("x", "srv2", lbl("app", "srv"), dual(23, 12)...), withPorts(namedPort("http", flow.TCP, 9090))),
+				tweak(pod("x", "srv3", lbl("app", "srv"), dual(23, 13)...), withPorts(namedPort("web", flow.TCP, 8080))),
 			},
 			Policies: pols(netpol("x", "client-http", matchLabels("app", "client"), withEgress(allowOut(onPort("http"))))),
 		})
@@ -794,7 +796,7 @@ func TestSeedSemantics(t *testing.T) {
 		})
 	})
 
-	t.Run("rule without ports matches every protocol, ICMP included", func(t *testing.T) {
+	t.Run("rule without ports matches every protocol, flow.ICMP included", func(t *testing.T) {
 		w := compileWorld(t, semantics(
 			serverPolicy("from-client", withIngress(allowIn(peerPods(matchLabels("app", "client"))))),
 			netpol("x", "other-tcp-80", matchLabels("app", "other"), withIngress(allowIn(onPort("80/TCP"))))))

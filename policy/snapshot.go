@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Snapshot is a compiled, immutable view of policy: it judges flows. Safe for concurrent use.
@@ -114,7 +116,7 @@ func refs(cps []*compiledPolicy) []PolicyRef {
 
 // Decide judges a flow: egress at the source pod, ingress at the destination pod. It never
 // allocates.
-func (s *Snapshot) Decide(f Flow) Decision {
+func (s *Snapshot) Decide(f flow.Flow) Decision {
 	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
 	var d Decision
 	d.Egress = s.judge(Egress, src, dst, f.Dst, dst, f)
@@ -128,7 +130,7 @@ func (s *Snapshot) Decide(f Flow) Decision {
 
 // judge decides one direction for pod (nil when that end is not a pod) whose remote end is
 // remote at address raddr; dst is the destination pod, which resolves named ports.
-func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr, dst *podEntry, f Flow) Judgement {
+func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) Judgement {
 	if pod == nil {
 		return Judgement{Verdict: Allow, Code: NoPod}
 	}
@@ -167,7 +169,7 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 
 // matches reports whether the rule allows a flow whose remote end is remote (nil when not
 // a pod) at raddr, towards the destination pod dst (nil when not a pod).
-func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f Flow) bool {
+func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
 	if !r.matchesPort(dst, f) {
 		return false
 	}
@@ -185,7 +187,7 @@ func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f Flow
 	return false
 }
 
-func (r *rule) matchesPort(dst *podEntry, f Flow) bool {
+func (r *rule) matchesPort(dst *podEntry, f flow.Flow) bool {
 	if len(r.ports) == 0 {
 		return true
 	}

@@ -1,67 +1,18 @@
 package policy
 
 import (
-	"fmt"
 	"net/netip"
-	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/podwall/podwall/policy/flow"
 )
-
-// Protocol is an IP protocol number (IANA).
-type Protocol uint8
-
-// The protocols podwall distinguishes.
-const (
-	ICMP   Protocol = 1
-	TCP    Protocol = 6
-	UDP    Protocol = 17
-	ICMPv6 Protocol = 58
-	SCTP   Protocol = 132
-)
-
-// String returns the protocol's Kubernetes spelling (TCP, UDP, SCTP) or a name/number.
-func (p Protocol) String() string {
-	switch p {
-	case TCP:
-		return "TCP"
-	case UDP:
-		return "UDP"
-	case SCTP:
-		return "SCTP"
-	case ICMP:
-		return "ICMP"
-	case ICMPv6:
-		return "ICMPv6"
-	}
-	return fmt.Sprintf("proto-%d", uint8(p))
-}
-
-// HasPorts reports whether the protocol carries ports that NetworkPolicy can match.
-func (p Protocol) HasPorts() bool { return p == TCP || p == UDP || p == SCTP }
-
-// ParseProtocol parses TCP, UDP, SCTP, ICMP or ICMPv6, case-insensitively.
-func ParseProtocol(s string) (Protocol, error) {
-	switch strings.ToUpper(s) {
-	case "TCP":
-		return TCP, nil
-	case "UDP":
-		return UDP, nil
-	case "SCTP":
-		return SCTP, nil
-	case "ICMP":
-		return ICMP, nil
-	case "ICMPV6":
-		return ICMPv6, nil
-	}
-	return 0, fmt.Errorf("unknown protocol %q (want TCP, UDP, SCTP, ICMP or ICMPv6)", s)
-}
 
 // NamedPort is one named container port of a pod.
 type NamedPort struct {
-	Name     string
-	Protocol Protocol
-	Port     uint16
+	Name  string
+	Proto flow.Proto
+	Port  uint16
 }
 
 // Pod is what policy needs of a Kubernetes Pod: the trimmed form sources deliver.
@@ -105,14 +56,6 @@ type State struct {
 	Pods       []Pod
 	Nodes      []Node
 	Policies   []*networkingv1.NetworkPolicy
-}
-
-// Flow is what Decide judges: the first packet of a connection. Port is the destination
-// port, zero for protocols without ports.
-type Flow struct {
-	Src, Dst netip.Addr
-	Proto    Protocol
-	Port     uint16
 }
 
 // Verdict is allow or deny.

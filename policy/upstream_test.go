@@ -1,8 +1,8 @@
 package policy
 
 // The upstream Kubernetes NetworkPolicy conformance cases (kubernetes
-// test/e2e/network/netpol/network_policy.go, the "Netpol" describe blocks for TCP, UDP and
-// SCTP, Kubernetes v1.34), ported to compile-time truth tables.
+// test/e2e/network/netpol/network_policy.go, the "Netpol" describe blocks for flow.TCP, flow.UDP and
+// flow.SCTP, Kubernetes v1.34), ported to compile-time truth tables.
 //
 // Each subtest is named after the upstream It() text. It lists the policies upstream
 // creates, the port and protocol upstream probes, and the truth table upstream asserts over
@@ -551,12 +551,12 @@ func TestUpstreamNetpol(t *testing.T) {
 			}
 		}(),
 
-		// A rule for another protocol must not open TCP (a security hole if it did).
+		// A rule for another protocol must not open flow.TCP (a security hole if it did).
 		{
-			name: "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP",
+			name: "should not mistakenly treat 'protocol: flow.SCTP' as 'protocol: flow.TCP', even if the plugin doesn't support SCTP",
 			steps: oneStep(probes(
 				tableProbe{"81/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil},
-				// Not probed upstream: SCTP on port 81 is what the policy does allow.
+				// Not probed upstream: flow.SCTP on port 81 is what the policy does allow.
 				tableProbe{"81/SCTP", allAllowed().
 					expectPeer(anyPod, inNs("x"), false).
 					expectAllIngress("x/a", true), nil}),
@@ -564,12 +564,12 @@ func TestUpstreamNetpol(t *testing.T) {
 				netpol("x", "allow-only-sctp-ingress-on-port-81", podIs("a"), withIngress(allowIn(onPort("81/SCTP"))))),
 		},
 		{
-			name: "should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin doesn't support SCTP",
+			name: "should properly isolate pods that are selected by a policy allowing flow.SCTP, even if the plugin doesn't support SCTP",
 			steps: oneStep(probes(tableProbe{"81/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
 				netpol("x", "allow-only-sctp-ingress-on-port-80", podIs("a"), withIngress(allowIn(onPort("80/SCTP"))))),
 		},
 		{
-			name: "should not allow access by TCP when a policy specifies only UDP",
+			name: "should not allow access by flow.TCP when a policy specifies only UDP",
 			steps: oneStep(probes(tableProbe{"81/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
 				netpol("x", "allow-only-udp-ingress-on-port-81", podIs("a"), withIngress(allowIn(onPort("81/UDP"))))),
 		},
@@ -605,7 +605,7 @@ func TestUpstreamNetpolSCTP(t *testing.T) {
 	runUpstream(t, protocolCases("SCTP"))
 }
 
-// protocolCases are the three cases upstream repeats for UDP and for SCTP.
+// protocolCases are the three cases upstream repeats for flow.UDP and for flow.SCTP.
 func protocolCases(proto string) []upstreamCase {
 	return []upstreamCase{
 		{

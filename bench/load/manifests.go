@@ -52,7 +52,7 @@ func PodObject(p *policy.Pod) *corev1.Pod {
 	}
 	for _, np := range p.Ports {
 		pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{
-			Name: np.Name, ContainerPort: int32(np.Port), Protocol: corev1.Protocol(np.Protocol.String())})
+			Name: np.Name, ContainerPort: int32(np.Port), Protocol: corev1.Protocol(np.Proto.String())})
 	}
 	for _, ip := range p.IPs {
 		pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: ip.String()})

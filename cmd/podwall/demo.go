@@ -17,6 +17,7 @@ import (
 	labagent "github.com/podwall/podwall/e2e/agent"
 	"github.com/podwall/podwall/e2e/lab"
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/manifests"
 )
 
@@ -147,7 +148,7 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 			t0 := time.Now()
 			perr := lab.ProbeTCP(ctx, from.NS, netip.AddrPortFrom(dst, s.port), 500*time.Millisecond)
 			took := time.Since(t0)
-			x := snap.Explain(policy.Flow{Src: src, Dst: dst, Proto: policy.TCP, Port: s.port})
+			x := snap.Explain(flow.Flow{Src: src, Dst: dst, Proto: flow.TCP, Port: s.port})
 			observed := "allowed"
 			mark := "✔"
 			detail := fmt.Sprintf("connected and echoed in %v", took.Round(100*time.Microsecond))

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 type explainOpts struct {
@@ -159,8 +160,8 @@ func endpoint(snap *policy.Snapshot, s string) (netip.Addr, error) {
 	return p.IPs[0], nil
 }
 
-func parseFlow(snap *policy.Snapshot, q query) (policy.Flow, error) {
-	var f policy.Flow
+func parseFlow(snap *policy.Snapshot, q query) (flow.Flow, error) {
+	var f flow.Flow
 	var err error
 	if f.Src, err = endpoint(snap, q.From); err != nil {
 		return f, fmt.Errorf("from: %w", err)
@@ -175,7 +176,7 @@ func parseFlow(snap *policy.Snapshot, q query) (policy.Flow, error) {
 	if proto == "" {
 		proto = "TCP"
 	}
-	if f.Proto, err = policy.ParseProtocol(proto); err != nil {
+	if f.Proto, err = flow.ParseProto(proto); err != nil {
 		return f, fmt.Errorf("protocol: %w", err)
 	}
 	if q.Port != "" {
@@ -306,7 +307,7 @@ func parsePorts(s string) ([]portProto, error) {
 		if !ok {
 			proto = "TCP"
 		}
-		p, err := policy.ParseProtocol(proto)
+		p, err := flow.ParseProto(proto)
 		if err != nil {
 			return nil, fmt.Errorf("--ports %q: %w", item, err)
 		}
@@ -374,8 +375,8 @@ func (o *explainOpts) explainMatrix(snap *policy.Snapshot, out io.Writer) error 
 				if a.IPs[0].Is4() != b.IPs[0].Is4() {
 					cell = "-"
 				} else {
-					proto, _ := policy.ParseProtocol(pp.proto)
-					f := policy.Flow{Src: a.IPs[0], Dst: b.IPs[0], Proto: proto}
+					proto, _ := flow.ParseProto(pp.proto)
+					f := flow.Flow{Src: a.IPs[0], Dst: b.IPs[0], Proto: proto}
 					if proto.HasPorts() {
 						f.Port = uint16(pp.port)
 					}

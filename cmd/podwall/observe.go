@@ -23,7 +23,7 @@ import (
 // buffer without blocking. With no subscriber the stream costs one atomic load.
 func (a *agent) observe(r *datapath.Record) {
 	snap := a.engine.snap.Load()
-	f := policy.Flow{Src: r.Flow.Src, Dst: r.Flow.Dst, Proto: policy.Protocol(r.Flow.Proto), Port: r.Flow.Port}
+	f := r.Flow
 	var d policy.Decision
 	if r.Malformed == nil {
 		d = snap.Decide(f)

@@ -22,6 +22,7 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/manifests"
 )
 
@@ -59,7 +60,7 @@ func (a *agent) setState(t testing.TB, s policy.State) {
 
 // verdict is what the datapath would hand observe for a flow: the engine's verdict.
 func (a *agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record {
-	f := datapath.Flow{Src: src, Dst: dst, Proto: 6, Port: port}
+	f := flow.Flow{Src: src, Dst: dst, Proto: 6, Port: port}
 	allow, gen := a.engine.Decide(f)
 	return &datapath.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: allow, CacheHit: hit, Gen: gen,
 		Latency: 2 * time.Microsecond, Queue: 100}
@@ -106,7 +107,7 @@ func TestObserveStreamsEveryVerdict(t *testing.T) {
 	a.observe(a.verdict(webIP, dbIP, 3306, false))
 	a.observe(a.verdict(webIP, dbIP, 3306, true)) // the retransmitted SYN, from the cache
 	a.observe(a.verdict(apiIP, dbIP, 3306, false))
-	a.observe(&datapath.Record{Flow: datapath.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Allow: false, Malformed: errors.New("packet: truncated")})
+	a.observe(&datapath.Record{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Allow: false, Malformed: errors.New("packet: truncated")})
 
 	if len(all.C()) != 4 || len(denies.C()) != 2 {
 		t.Fatalf("all got %d records, denies %d; want 4 and 2", len(all.C()), len(denies.C()))
@@ -288,7 +289,7 @@ func BenchmarkObserve(b *testing.B) {
 					}
 				}()
 			}
-			flows := []datapath.Flow{
+			flows := []flow.Flow{
 				{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306},
 				{Src: apiIP, Dst: dbIP, Proto: 6, Port: 3306},
 				{Src: apiIP, Dst: webIP, Proto: 6, Port: 80},
@@ -313,7 +314,7 @@ func BenchmarkObserve(b *testing.B) {
 // BenchmarkDecide is the engine's Decide alone, for comparison with BenchmarkObserve.
 func BenchmarkDecide(b *testing.B) {
 	a, _ := testAgent(b)
-	f := datapath.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
+	f := flow.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
 	b.ReportAllocs()
 	for b.Loop() {
 		a.engine.Decide(f)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // This file owns what happens to flows already admitted when policy changes: unless
@@ -93,14 +94,14 @@ type snapPolicy struct{ *policy.Snapshot }
 func (p snapPolicy) Isolated() (ingress, egress []netip.Addr) { return p.LocalIsolated() }
 
 func (p snapPolicy) Allow(f conntrack.Flow) bool {
-	d := p.Decide(policy.Flow{Src: f.Src, Dst: f.Dst, Proto: policy.Protocol(f.Proto), Port: f.Port})
+	d := p.Decide(flow.Flow{Src: f.Src, Dst: f.Dst, Proto: flow.Proto(f.Proto), Port: f.Port})
 	return d.LocalVerdict() == policy.Allow
 }
 
 func flowStrings(fs []conntrack.Flow) []string {
 	out := make([]string, len(fs))
 	for i, f := range fs {
-		out[i] = fmt.Sprintf("%v %v → %v", policy.Protocol(f.Proto), f.Src, netip.AddrPortFrom(f.Dst, f.Port))
+		out[i] = fmt.Sprintf("%v %v → %v", flow.Proto(f.Proto), f.Src, netip.AddrPortFrom(f.Dst, f.Port))
 	}
 	return out
 }

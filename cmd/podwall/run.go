@@ -19,6 +19,7 @@ import (
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 type runOpts struct {
@@ -107,9 +108,9 @@ type engine struct {
 
 func (e *engine) Generation() uint64 { return e.snap.Load().Generation() }
 
-func (e *engine) Decide(f datapath.Flow) (bool, uint64) {
+func (e *engine) Decide(f flow.Flow) (bool, uint64) {
 	s := e.snap.Load()
-	d := s.Decide(policy.Flow{Src: f.Src, Dst: f.Dst, Proto: policy.Protocol(f.Proto), Port: f.Port})
+	d := s.Decide(f)
 	return d.LocalVerdict() == policy.Allow, s.Generation()
 }
 

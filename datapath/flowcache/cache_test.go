@@ -26,7 +26,7 @@ func mustNew[V any](t testing.TB, size int) *Cache[V] {
 func key(n int) Key {
 	src := netip.AddrFrom4([4]byte{10, 244, byte(n >> 16), byte(n >> 8)})
 	dst := netip.AddrFrom4([4]byte{10, 245, 0, byte(n)})
-	return MakeKey(src, dst, 6, 80)
+	return mk(src, dst, 6, 80)
 }
 
 func TestNewRejectsBadSize(t *testing.T) {
@@ -193,8 +193,8 @@ func TestNoAllocs(t *testing.T) {
 		"Get miss":         func() { c.Get(miss, 7) },
 		"Get stale":        func() { c.Get(hit, 6) },
 		"Add existing key": func() { c.Add(hit, 7, v) },
-		"MakeKey":          func() { _ = MakeKey(pod4, pod4b, 6, 80) },
-		"MakeKey+Get (v6)": func() { c.Get(MakeKey(pod6, pod6b, 17, 53), 7) },
+		"KeyOf":            func() { _ = mk(pod4, pod4b, 6, 80) },
+		"KeyOf+Get (v6)":   func() { c.Get(mk(pod6, pod6b, 17, 53), 7) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocations, want 0", name, n)

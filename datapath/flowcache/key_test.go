@@ -5,30 +5,37 @@ import (
 	"strconv"
 	"testing"
 	"unsafe"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
-func TestMakeKey(t *testing.T) {
+// mk is KeyOf of the flow with these fields.
+func mk(src, dst netip.Addr, proto flow.Proto, port uint16) Key {
+	return KeyOf(flow.Flow{Src: src, Dst: dst, Proto: proto, Port: port})
+}
+
+func TestKeyOf(t *testing.T) {
 	for _, tc := range []struct {
 		src, dst string
-		proto    uint8
+		proto    flow.Proto
 		port     uint16
 		str      string
 	}{
-		{"10.244.1.2", "10.244.2.3", 6, 80, "proto/6 10.244.1.2 > 10.244.2.3:80"},
-		{"fd00:10:244:1::2", "fd00:10:244:2::3", 17, 53, "proto/17 fd00:10:244:1::2 > [fd00:10:244:2::3]:53"},
-		{"::ffff:10.244.1.2", "::ffff:10.244.2.3", 132, 65535, "proto/132 ::ffff:10.244.1.2 > [::ffff:10.244.2.3]:65535"},
-		{"192.0.2.1", "10.244.2.3", 1, 0, "proto/1 192.0.2.1 > 10.244.2.3:0"},
+		{"10.244.1.2", "10.244.2.3", 6, 80, "TCP 10.244.1.2 → 10.244.2.3:80"},
+		{"fd00:10:244:1::2", "fd00:10:244:2::3", 17, 53, "UDP fd00:10:244:1::2 → [fd00:10:244:2::3]:53"},
+		{"::ffff:10.244.1.2", "::ffff:10.244.2.3", 132, 65535, "SCTP ::ffff:10.244.1.2 → [::ffff:10.244.2.3]:65535"},
+		{"192.0.2.1", "10.244.2.3", 1, 0, "ICMP 192.0.2.1 → 10.244.2.3"},
+		{"192.0.2.1", "10.244.2.3", 47, 0, "proto-47 192.0.2.1 → 10.244.2.3"},
 	} {
-		src, dst := netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)
-		k := MakeKey(src, dst, tc.proto, tc.port)
-		if k.Src() != src || k.Dst() != dst || k.Proto() != tc.proto || k.DstPort() != tc.port {
-			t.Errorf("MakeKey(%s, %s, %d, %d) round trip: %v %v %d %d", tc.src, tc.dst, tc.proto, tc.port,
-				k.Src(), k.Dst(), k.Proto(), k.DstPort())
+		f := flow.Flow{Src: netip.MustParseAddr(tc.src), Dst: netip.MustParseAddr(tc.dst), Proto: tc.proto, Port: tc.port}
+		k := KeyOf(f)
+		if got := k.Flow(); got != f {
+			t.Errorf("KeyOf(%v).Flow() = %v", f, got)
 		}
 		if k.String() != tc.str {
 			t.Errorf("String = %q, want %q", k.String(), tc.str)
 		}
-		if k != MakeKey(src, dst, tc.proto, tc.port) {
+		if k != KeyOf(f) {
 			t.Errorf("equal flows give different keys")
 		}
 	}
@@ -38,21 +45,21 @@ func TestMakeKey(t *testing.T) {
 // IPv6 flow between the IPv4-mapped addresses.
 func TestKeyDistinct(t *testing.T) {
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	base := MakeKey(a, b, 6, 80)
+	base := mk(a, b, 6, 80)
 	for name, k := range map[string]Key{
-		"src":         MakeKey(netip.MustParseAddr("10.0.0.3"), b, 6, 80),
-		"dst":         MakeKey(a, netip.MustParseAddr("10.0.0.3"), 6, 80),
-		"direction":   MakeKey(b, a, 6, 80),
-		"proto":       MakeKey(a, b, 17, 80),
-		"port":        MakeKey(a, b, 6, 81),
-		"port order":  MakeKey(a, b, 6, 80<<8),
-		"4-in-6 flow": MakeKey(netip.AddrFrom16(a.As16()), netip.AddrFrom16(b.As16()), 6, 80),
+		"src":         mk(netip.MustParseAddr("10.0.0.3"), b, 6, 80),
+		"dst":         mk(a, netip.MustParseAddr("10.0.0.3"), 6, 80),
+		"direction":   mk(b, a, 6, 80),
+		"proto":       mk(a, b, 17, 80),
+		"port":        mk(a, b, 6, 81),
+		"port order":  mk(a, b, 6, 80<<8),
+		"4-in-6 flow": mk(netip.AddrFrom16(a.As16()), netip.AddrFrom16(b.As16()), 6, 80),
 	} {
 		if k == base {
 			t.Errorf("%s: key equals the base key", name)
 		}
 	}
-	if z := netip.MustParseAddr("fe80::1%eth0"); MakeKey(z, b, 6, 80) != MakeKey(z.WithZone(""), b, 6, 80) {
+	if z := netip.MustParseAddr("fe80::1%eth0"); mk(z, b, 6, 80) != mk(z.WithZone(""), b, 6, 80) {
 		t.Errorf("zone changes the key")
 	}
 	if s := unsafe.Sizeof(Key{}); s != 36 {
@@ -78,13 +85,13 @@ func BenchmarkMapKey(b *testing.B) {
 		b.Run("packed/"+strconv.Itoa(n), func(b *testing.B) {
 			m := make(map[Key]bool, n)
 			for i := range n {
-				m[MakeKey(src[i], dst[i], 6, 80)] = true
+				m[mk(src[i], dst[i], 6, 80)] = true
 			}
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
 				j := i % n
-				_ = m[MakeKey(src[j], dst[j], 6, 80)]
+				_ = m[mk(src[j], dst[j], 6, 80)]
 				i++
 			}
 		})

@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Decoder decodes packets that begin with an IPv4 or IPv6 header (what
@@ -175,17 +177,17 @@ func (d *Decoder) announce(t gopacket.LayerType) gopacket.LayerType {
 // l4Type is the layer that decodes protocol proto, or LayerTypeZero to stop.
 // ICMPv6 in IPv4 (and ICMPv4 in IPv6) is decoded as gopacket does; it is
 // nonsense, but harmless.
-func l4Type(proto uint8) gopacket.LayerType {
+func l4Type(proto flow.Proto) gopacket.LayerType {
 	switch proto {
-	case TCP:
+	case flow.TCP:
 		return layers.LayerTypeTCP
-	case UDP:
+	case flow.UDP:
 		return layers.LayerTypeUDP
-	case SCTP:
+	case flow.SCTP:
 		return layers.LayerTypeSCTP
-	case ICMP:
+	case flow.ICMP:
 		return layers.LayerTypeICMPv4
-	case ICMPv6:
+	case flow.ICMPv6:
 		return layers.LayerTypeICMPv6
 	}
 	return gopacket.LayerTypeZero
@@ -200,7 +202,7 @@ const (
 )
 
 // ip6Type is l4Type plus the IPv6 extension headers.
-func ip6Type(next uint8) gopacket.LayerType {
+func ip6Type(next flow.Proto) gopacket.LayerType {
 	switch next {
 	case ipv6HopByHop:
 		return layers.LayerTypeIPv6HopByHop
@@ -276,7 +278,7 @@ func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 	if err := l.IPv4.DecodeFromBytes(b, df); err != nil {
 		return err
 	}
-	p.Proto = uint8(l.Protocol)
+	p.Proto = flow.Proto(l.Protocol)
 	switch {
 	case l.FragOffset != 0:
 		p.Fragment = LaterFragment
@@ -311,7 +313,7 @@ func (l *ipv6Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 	p.Family = 6
 	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-	p.Proto = b[6]
+	p.Proto = flow.Proto(b[6])
 	plen := int(binary.BigEndian.Uint16(b[4:6]))
 	if plen == 0 {
 		return ErrMalformed // jumbogram
@@ -355,7 +357,7 @@ func (l *ipv6ExtLayer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) err
 		return d.cut(len(b), n)
 	}
 	p := &d.p
-	p.Proto = b[0]
+	p.Proto = flow.Proto(b[0])
 	if l.typ == layers.LayerTypeIPv6Fragment {
 		offset := binary.BigEndian.Uint16(b[2:4]) >> 3
 		more := b[3]&1 != 0

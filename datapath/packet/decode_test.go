@@ -5,6 +5,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 type decodeCase struct {
@@ -27,21 +29,21 @@ var (
 )
 
 func decodeCases() []decodeCase {
-	tcpSYN := Parsed{Proto: TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn}
+	tcpSYN := Parsed{Proto: flow.TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn}
 	return []decodeCase{
 		// IPv4: each L4 protocol.
 		{name: "v4 TCP SYN", pkt: build(ip4(layers.IPProtocolTCP), syn(40000, 80)), want: v4(tcpSYN)},
 		{name: "v4 TCP SYN+ACK with payload", pkt: build(ip4(layers.IPProtocolTCP),
 			&layers.TCP{SrcPort: 80, DstPort: 40000, SYN: true, ACK: true}, payload(10)),
-			want: v4(Parsed{Proto: TCP, SrcPort: 80, DstPort: 40000, TCPFlags: TCPSyn | TCPAck})},
+			want: v4(Parsed{Proto: flow.TCP, SrcPort: 80, DstPort: 40000, TCPFlags: TCPSyn | TCPAck})},
 		{name: "v4 UDP DNS (stops at UDP)", pkt: build(ip4(layers.IPProtocolUDP), udp(5353, 53), payload(30)),
-			want: v4(Parsed{Proto: UDP, SrcPort: 5353, DstPort: 53})},
+			want: v4(Parsed{Proto: flow.UDP, SrcPort: 5353, DstPort: 53})},
 		{name: "v4 SCTP", pkt: build(ip4(layers.IPProtocolSCTP), sctp(5000, 3868), payload(16)),
-			want: v4(Parsed{Proto: SCTP, SrcPort: 5000, DstPort: 3868})},
+			want: v4(Parsed{Proto: flow.SCTP, SrcPort: 5000, DstPort: 3868})},
 		{name: "v4 ICMP echo request", pkt: build(ip4(layers.IPProtocolICMPv4), icmp4(8, 0), payload(56)),
-			want: v4(Parsed{Proto: ICMP, ICMPType: 8})},
+			want: v4(Parsed{Proto: flow.ICMP, ICMPType: 8})},
 		{name: "v4 ICMP port unreachable", pkt: build(ip4(layers.IPProtocolICMPv4), icmp4(3, 3), payload(28)),
-			want: v4(Parsed{Proto: ICMP, ICMPType: 3, ICMPCode: 3})},
+			want: v4(Parsed{Proto: flow.ICMP, ICMPType: 3, ICMPCode: 3})},
 		{name: "v4 with IP options", pkt: build(&layers.IPv4{Version: 4, IHL: 6, TTL: 1, Protocol: layers.IPProtocolTCP,
 			SrcIP: pod4a.AsSlice(), DstIP: pod4b.AsSlice(),
 			Options: []layers.IPv4Option{{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}}}, // router alert
@@ -59,17 +61,17 @@ func decodeCases() []decodeCase {
 
 		// IPv4 fragments: the first carries ports, later ones carry none.
 		{name: "v4 first fragment", pkt: build(frag4(layers.IPProtocolTCP, 0, true), syn(40000, 80), payload(64)),
-			want: v4(Parsed{Proto: TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Fragment: FirstFragment})},
+			want: v4(Parsed{Proto: flow.TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Fragment: FirstFragment})},
 		{name: "v4 later fragment", pkt: build(frag4(layers.IPProtocolTCP, 1480, false), payload(40)),
-			want: v4(Parsed{Proto: TCP, Fragment: LaterFragment})},
+			want: v4(Parsed{Proto: flow.TCP, Fragment: LaterFragment})},
 		{name: "v4 later fragment whose payload looks like TCP", pkt: build(frag4(layers.IPProtocolTCP, 8, true), syn(40000, 80)),
-			want: v4(Parsed{Proto: TCP, Fragment: LaterFragment})},
+			want: v4(Parsed{Proto: flow.TCP, Fragment: LaterFragment})},
 		{name: "v4 first fragment too short for the TCP header (RFC 1858)", pkt: build(frag4(layers.IPProtocolTCP, 0, true), payload(8)),
 			err: ErrMalformed},
 
 		// IPv4 captures cut short by the NFQUEUE copy range.
 		{name: "v4 capture ends after the TCP header", pkt: bigSYN4[:60],
-			want: v4(Parsed{Proto: TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Length: 1060})},
+			want: v4(Parsed{Proto: flow.TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Length: 1060})},
 		{name: "v4 capture ends in the TCP options", pkt: bigSYN4[:50], err: ErrTruncated},
 		{name: "v4 capture ends after the IP header", pkt: bigSYN4[:20], err: ErrTruncated},
 		{name: "v4 capture ends in the IP header", pkt: bigSYN4[:12], err: ErrTruncated},
@@ -95,11 +97,11 @@ func decodeCases() []decodeCase {
 		// IPv6: each L4 protocol.
 		{name: "v6 TCP SYN", pkt: build(ip6(layers.IPProtocolTCP), syn(40000, 80)), want: v6(tcpSYN)},
 		{name: "v6 UDP", pkt: build(ip6(layers.IPProtocolUDP), udp(5353, 53), payload(30)),
-			want: v6(Parsed{Proto: UDP, SrcPort: 5353, DstPort: 53})},
+			want: v6(Parsed{Proto: flow.UDP, SrcPort: 5353, DstPort: 53})},
 		{name: "v6 SCTP", pkt: build(ip6(layers.IPProtocolSCTP), sctp(5000, 3868), payload(16)),
-			want: v6(Parsed{Proto: SCTP, SrcPort: 5000, DstPort: 3868})},
+			want: v6(Parsed{Proto: flow.SCTP, SrcPort: 5000, DstPort: 3868})},
 		{name: "v6 ICMPv6 echo request", pkt: build(ip6(layers.IPProtocolICMPv6), icmp6(128, 0), payload(60)),
-			want: v6(Parsed{Proto: ICMPv6, ICMPType: 128})},
+			want: v6(Parsed{Proto: flow.ICMPv6, ICMPType: 128})},
 		{name: "v6 no next header", pkt: build(ip6(layers.IPProtocolNoNextHeader), payload(8)), want: v6(Parsed{Proto: 59})},
 		{name: "v6 ESP", pkt: build(ip6(layers.IPProtocolESP), payload(40)), want: v6(Parsed{Proto: 50})},
 
@@ -111,17 +113,17 @@ func decodeCases() []decodeCase {
 			want: v6(tcpSYN)},
 		{name: "v6 first fragment", pkt: build(ip6(layers.IPProtocolIPv6Fragment), frag6(layers.IPProtocolUDP, 0, true),
 			udp(5353, 53), payload(64)),
-			want: v6(Parsed{Proto: UDP, SrcPort: 5353, DstPort: 53, Fragment: FirstFragment})},
+			want: v6(Parsed{Proto: flow.UDP, SrcPort: 5353, DstPort: 53, Fragment: FirstFragment})},
 		{name: "v6 later fragment", pkt: build(ip6(layers.IPProtocolIPv6Fragment), frag6(layers.IPProtocolUDP, 1232, false),
 			udp(5353, 53), payload(64)),
-			want: v6(Parsed{Proto: UDP, Fragment: LaterFragment})},
+			want: v6(Parsed{Proto: flow.UDP, Fragment: LaterFragment})},
 		{name: "v6 first fragment too short for the UDP header", pkt: build(ip6(layers.IPProtocolIPv6Fragment),
 			frag6(layers.IPProtocolUDP, 0, true), payload(4)),
 			err: ErrMalformed},
 
 		// IPv6 captures cut short by the NFQUEUE copy range.
 		{name: "v6 capture ends after the TCP header", pkt: bigSYN6[:88],
-			want: v6(Parsed{Proto: TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Length: 1088})},
+			want: v6(Parsed{Proto: flow.TCP, SrcPort: 40000, DstPort: 80, TCPFlags: TCPSyn, Length: 1088})},
 		{name: "v6 capture ends in the TCP header", pkt: bigSYN6[:60], err: ErrTruncated},
 		{name: "v6 capture ends in the hop-by-hop header", pkt: bigSYN6[:44], err: ErrTruncated},
 		{name: "v6 capture ends after the IPv6 header", pkt: bigSYN6[:40], err: ErrTruncated},

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // FuzzDecode checks Decode on arbitrary bytes against gopacket as the slow
@@ -147,7 +149,7 @@ func checkReference4(t *testing.T, b []byte, p *Parsed, err error) {
 		sub := gopacket.NewPacket(ip.Payload, ip.Protocol.LayerType(), gopacket.DecodeOptions{NoCopy: true})
 		chain = append([]gopacket.Layer{chain[0]}, sub.Layers()...)
 	}
-	compareChain(t, p, err, chain, uint8(ip.Protocol), frag)
+	compareChain(t, p, err, chain, flow.Proto(ip.Protocol), frag)
 }
 
 func checkReference6(t *testing.T, b []byte, p *Parsed, err error) {
@@ -176,20 +178,20 @@ func checkReference6(t *testing.T, b []byte, p *Parsed, err error) {
 	pkt := gopacket.NewPacket(b, layers.LayerTypeIPv6, gopacket.DecodeOptions{NoCopy: true})
 	chain := pkt.Layers()
 	// Walk the extension headers as gopacket decoded them.
-	next := uint8(ip.NextHeader)
+	next := flow.Proto(ip.NextHeader)
 	frag := NotFragment
 	i := 1
 walk:
 	for ; i < len(chain); i++ {
 		switch l := chain[i].(type) {
 		case *layers.IPv6HopByHop:
-			next = uint8(l.NextHeader)
+			next = flow.Proto(l.NextHeader)
 		case *layers.IPv6Routing:
-			next = uint8(l.NextHeader)
+			next = flow.Proto(l.NextHeader)
 		case *layers.IPv6Destination:
-			next = uint8(l.NextHeader)
+			next = flow.Proto(l.NextHeader)
 		case *layers.IPv6Fragment:
-			next = uint8(l.NextHeader)
+			next = flow.Proto(l.NextHeader)
 			switch {
 			case l.FragmentOffset != 0:
 				frag = LaterFragment
@@ -251,7 +253,7 @@ walk:
 
 // compareChain compares what follows the IP header: protocol and fragment
 // state; for IPv4 also the L4 header, which follows directly.
-func compareChain(t *testing.T, p *Parsed, err error, chain []gopacket.Layer, next uint8, frag Fragment) {
+func compareChain(t *testing.T, p *Parsed, err error, chain []gopacket.Layer, next flow.Proto, frag Fragment) {
 	t.Helper()
 	if p.Proto != next {
 		t.Errorf("Proto %d, gopacket %d", p.Proto, next)
@@ -275,7 +277,7 @@ func compareChain(t *testing.T, p *Parsed, err error, chain []gopacket.Layer, ne
 
 // compareL4 compares the L4 header that follows prev: rest[0] in gopacket's
 // decode, if it got that far.
-func compareL4(t *testing.T, p *Parsed, err error, prev gopacket.Layer, rest []gopacket.Layer, next uint8) {
+func compareL4(t *testing.T, p *Parsed, err error, prev gopacket.Layer, rest []gopacket.Layer, next flow.Proto) {
 	t.Helper()
 	typ := l4Type(next)
 	if typ == gopacket.LayerTypeZero {
@@ -298,15 +300,15 @@ func compareL4(t *testing.T, p *Parsed, err error, prev gopacket.Layer, rest []g
 	// (the full decode may also fail later, in an application layer).
 	var ref gopacket.DecodingLayer
 	switch next {
-	case TCP:
+	case flow.TCP:
 		ref = &layers.TCP{}
-	case UDP:
+	case flow.UDP:
 		ref = &layers.UDP{}
-	case SCTP:
+	case flow.SCTP:
 		ref = &layers.SCTP{}
-	case ICMP:
+	case flow.ICMP:
 		ref = &layers.ICMPv4{}
-	case ICMPv6:
+	case flow.ICMPv6:
 		ref = &layers.ICMPv6{}
 	}
 	refErr := ref.DecodeFromBytes(data, gopacket.NilDecodeFeedback)

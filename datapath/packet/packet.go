@@ -4,17 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
-)
 
-// IP protocol numbers (IANA) of the protocols Decode reads an L4 header for.
-// They equal the values of policy.Protocol; the datapath converts with a
-// plain type conversion.
-const (
-	ICMP   uint8 = 1
-	TCP    uint8 = 6
-	UDP    uint8 = 17
-	ICMPv6 uint8 = 58
-	SCTP   uint8 = 132
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // TCP flag bits of Parsed.TCPFlags (byte 13 of the TCP header).
@@ -96,7 +87,7 @@ type Parsed struct {
 	// for IPv6 the next header after the hop-by-hop, routing, destination
 	// options and fragment extension headers. For a LaterFragment it is the
 	// next header named by the fragment header.
-	Proto uint8
+	Proto flow.Proto
 	// TCPFlags holds the flag bits (TCPSyn, TCPAck, ...) when Proto is
 	// TCP and the packet is not a LaterFragment.
 	TCPFlags uint8
@@ -111,7 +102,7 @@ type Parsed struct {
 // HasPorts reports whether Proto is TCP, UDP or SCTP and the ports were
 // read (the packet is not a LaterFragment).
 func (p *Parsed) HasPorts() bool {
-	return p.Fragment != LaterFragment && (p.Proto == TCP || p.Proto == UDP || p.Proto == SCTP)
+	return p.Fragment != LaterFragment && p.Proto.HasPorts()
 }
 
 // String formats p for logs and test failures, e.g.
@@ -122,14 +113,14 @@ func (p *Parsed) String() string {
 		return "invalid"
 	}
 	b := make([]byte, 0, 96)
-	b = appendProto(b, p.Proto)
+	b = p.Proto.AppendTo(b)
 	b = append(b, ' ')
 	b = appendEndpoint(b, p.Src, p.SrcPort, p.HasPorts())
 	b = append(b, " > "...)
 	b = appendEndpoint(b, p.Dst, p.DstPort, p.HasPorts())
 	switch {
 	case p.Fragment == LaterFragment:
-	case p.Proto == TCP:
+	case p.Proto == flow.TCP:
 		b = append(b, " ["...)
 		for i, c := range "FSRPAUEC" {
 			if p.TCPFlags&(1<<i) != 0 {
@@ -137,7 +128,7 @@ func (p *Parsed) String() string {
 			}
 		}
 		b = append(b, ']')
-	case p.Proto == ICMP || p.Proto == ICMPv6:
+	case p.Proto == flow.ICMP || p.Proto == flow.ICMPv6:
 		b = append(b, " type="...)
 		b = strconv.AppendUint(b, uint64(p.ICMPType), 10)
 		b = append(b, " code="...)
@@ -150,23 +141,6 @@ func (p *Parsed) String() string {
 		b = append(b, p.Fragment.String()...)
 	}
 	return string(b)
-}
-
-func appendProto(b []byte, proto uint8) []byte {
-	switch proto {
-	case ICMP:
-		return append(b, "ICMP"...)
-	case TCP:
-		return append(b, "TCP"...)
-	case UDP:
-		return append(b, "UDP"...)
-	case ICMPv6:
-		return append(b, "ICMPv6"...)
-	case SCTP:
-		return append(b, "SCTP"...)
-	}
-	b = append(b, "proto-"...)
-	return strconv.AppendUint(b, uint64(proto), 10)
 }
 
 func appendEndpoint(b []byte, a netip.Addr, port uint16, hasPort bool) []byte {

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Encoding a decision is the subscriber's work: it competes for CPU with the datapath, so it
@@ -228,7 +229,7 @@ type fragments struct {
 
 type fragmentKey struct {
 	snap  *policy.Snapshot
-	flow  policy.Flow
+	flow  flow.Flow
 	allow bool
 }
 

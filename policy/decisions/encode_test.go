@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // TestAppendJSONIsMarshal: the hand encoder writes exactly what encoding/json would.
@@ -16,9 +16,9 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 	s := snapshot(t)
 	var events []Event
 	for _, r := range []*Record{
-		record(s, web, db, policy.TCP, 3306), record(s, api, db, policy.TCP, 3306), record(s, web, api, policy.TCP, 5000),
-		record(s, ext, db, policy.UDP, 53), record(s, x, db, policy.TCP, 3306), record(s, web6, db6, policy.TCP, 3306),
-		record(s, web, db, policy.ICMP, 0),
+		record(s, web, db, flow.TCP, 3306), record(s, api, db, flow.TCP, 3306), record(s, web, api, flow.TCP, 5000),
+		record(s, ext, db, flow.UDP, 53), record(s, x, db, flow.TCP, 3306), record(s, web6, db6, flow.TCP, 3306),
+		record(s, web, db, flow.ICMP, 0),
 	} {
 		r.CacheHit = true
 		events = append(events, r.Event())
@@ -55,9 +55,9 @@ func TestEncoderRecords(t *testing.T) {
 		enc := &encoder{w: bw, sse: sse, frags: fragments{s: sub}}
 		var want []string
 		for i, r := range []*Record{
-			record(s, web, db, policy.TCP, 3306), record(s, web, db, policy.TCP, 3306), // the second from the cache
-			record(s, web, api, policy.TCP, 5000), // web-egress only: filtered out
-			record(s, api, db, policy.TCP, 3306),
+			record(s, web, db, flow.TCP, 3306), record(s, web, db, flow.TCP, 3306), // the second from the cache
+			record(s, web, api, flow.TCP, 5000), // web-egress only: filtered out
+			record(s, api, db, flow.TCP, 3306),
 		} {
 			r.SrcPort, r.Time, r.CacheHit, r.Latency = uint16(40000+i), t0.Add(time.Duration(i)*time.Millisecond), i == 1, time.Duration(i+1)*time.Microsecond
 			enc.record(r)
@@ -110,7 +110,7 @@ func BenchmarkEncode(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			enc := &encoder{w: bufio.NewWriter(&bytes.Buffer{}), frags: fragments{s: sub}}
-			r := record(s, web, db, policy.TCP, 3306)
+			r := record(s, web, db, flow.TCP, 3306)
 			b.ReportAllocs()
 			for b.Loop() {
 				if !cached {

@@ -5,17 +5,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 func TestFilter(t *testing.T) {
 	s := snapshot(t)
-	webDB := record(s, web, db, policy.TCP, 3306)   // deny: ingress by db-policy; egress allowed by web-egress
-	apiDB := record(s, api, db, policy.TCP, 3306)   // allow: ingress by db-policy
-	webAPI := record(s, web, api, policy.TCP, 5000) // allow: egress by web-egress
-	webAPI80 := record(s, web, api, policy.TCP, 80) // deny: egress by web-egress
-	xDB := record(s, x, db, policy.TCP, 3306)       // deny: ingress; x's egress judged on node-2
-	extWeb := record(s, ext, web, policy.TCP, 80)   // allow: nothing isolates web's ingress
+	webDB := record(s, web, db, flow.TCP, 3306)   // deny: ingress by db-policy; egress allowed by web-egress
+	apiDB := record(s, api, db, flow.TCP, 3306)   // allow: ingress by db-policy
+	webAPI := record(s, web, api, flow.TCP, 5000) // allow: egress by web-egress
+	webAPI80 := record(s, web, api, flow.TCP, 80) // deny: egress by web-egress
+	xDB := record(s, x, db, flow.TCP, 3306)       // deny: ingress; x's egress judged on node-2
+	extWeb := record(s, ext, web, flow.TCP, 80)   // allow: nothing isolates web's ingress
 	bad := malformed(s)
 	all := map[string]*Record{"webDB": webDB, "apiDB": apiDB, "webAPI": webAPI, "webAPI80": webAPI80, "xDB": xDB, "extWeb": extWeb, "bad": &bad}
 

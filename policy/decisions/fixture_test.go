@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // The seeds' 3-tier application on node-1, plus web's egress policy and a pod on node-2:
@@ -98,14 +99,14 @@ func snapshot(t testing.TB) *policy.Snapshot {
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 123456789, time.UTC)
 
 // record makes the Record the agent would for a flow the snapshot decides.
-func record(s *policy.Snapshot, src, dst netip.Addr, proto policy.Protocol, port uint16) *Record {
-	f := policy.Flow{Src: src, Dst: dst, Proto: proto, Port: port}
+func record(s *policy.Snapshot, src, dst netip.Addr, proto flow.Proto, port uint16) *Record {
+	f := flow.Flow{Src: src, Dst: dst, Proto: proto, Port: port}
 	d := s.Decide(f)
 	return &Record{Time: t0, Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow, Decision: d,
 		Snapshot: s, Latency: 1500 * time.Nanosecond, Queue: 100}
 }
 
 func malformed(s *policy.Snapshot) Record {
-	return Record{Time: t0, Flow: policy.Flow{Src: web, Dst: db, Proto: policy.TCP}, Snapshot: s, Queue: 101,
+	return Record{Time: t0, Flow: flow.Flow{Src: web, Dst: db, Proto: flow.TCP}, Snapshot: s, Queue: 101,
 		Malformed: errors.New("packet: truncated")}
 }

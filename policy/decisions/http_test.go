@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // open subscribes to srv's stream; the subscription exists when it returns.
@@ -45,10 +45,10 @@ func TestHandlerNDJSON(t *testing.T) {
 	if h.Subscribers() != 2 {
 		t.Fatalf("subscribers = %d once the headers came, want 2", h.Subscribers())
 	}
-	h.Publish(record(s, web, api, policy.TCP, 5000))
-	h.Publish(record(s, web, db, policy.TCP, 3306))
-	h.Publish(record(s, api, db, policy.TCP, 3306))
-	h.Publish(record(s, web, api, policy.TCP, 80))
+	h.Publish(record(s, web, api, flow.TCP, 5000))
+	h.Publish(record(s, web, db, flow.TCP, 3306))
+	h.Publish(record(s, api, db, flow.TCP, 3306))
+	h.Publish(record(s, web, api, flow.TCP, 80))
 
 	read := func(resp *http.Response, n int) []Event {
 		t.Helper()
@@ -99,7 +99,7 @@ func TestHandlerReportsLoss(t *testing.T) {
 	defer cancel()
 	resp := open(t, ctx, srv, "?buffer=1", "")
 	const n = 5000
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	for range n {
 		h.Publish(r)
 	}
@@ -139,8 +139,8 @@ func TestHandlerSSE(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	h.Publish(record(s, api, db, policy.TCP, 3306)) // allowed: filtered out
-	h.Publish(record(s, web, db, policy.TCP, 3306))
+	h.Publish(record(s, api, db, flow.TCP, 3306)) // allowed: filtered out
+	h.Publish(record(s, web, db, flow.TCP, 3306))
 	br := bufio.NewReader(resp.Body)
 	var msg []string
 	for {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 func TestHubDropsWhenFullAndCounts(t *testing.T) {
@@ -18,7 +18,7 @@ func TestHubDropsWhenFullAndCounts(t *testing.T) {
 	if h.Active() {
 		t.Fatal("zero hub is active")
 	}
-	h.Publish(record(s, web, db, policy.TCP, 3306)) // nobody listens: nothing happens
+	h.Publish(record(s, web, db, flow.TCP, 3306)) // nobody listens: nothing happens
 
 	slow, _ := h.Subscribe(Filter{}, 2)
 	denies, _ := h.Subscribe(Filter{Verdict: "deny"}, 100)
@@ -26,8 +26,8 @@ func TestHubDropsWhenFullAndCounts(t *testing.T) {
 		t.Fatalf("subscribers = %d", h.Subscribers())
 	}
 	for range 5 {
-		h.Publish(record(s, web, db, policy.TCP, 3306))
-		h.Publish(record(s, api, db, policy.TCP, 3306))
+		h.Publish(record(s, web, db, flow.TCP, 3306))
+		h.Publish(record(s, api, db, flow.TCP, 3306))
 	}
 	if len(slow.C()) != 2 || slow.Lost() != 8 || slow.Lost() != 0 || slow.Dropped() != 8 {
 		t.Errorf("slow: buffered %d, dropped %d", len(slow.C()), slow.Dropped())
@@ -71,7 +71,7 @@ func TestHubDropsWhenFullAndCounts(t *testing.T) {
 // subscribers and filters.
 func TestPublishAllocatesNothing(t *testing.T) {
 	s := snapshot(t)
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	var h Hub
 	if n := testing.AllocsPerRun(1000, func() { h.Publish(r) }); n != 0 {
 		t.Errorf("no subscriber: %v allocs", n)
@@ -107,7 +107,7 @@ func TestHubLimits(t *testing.T) {
 
 func TestHubConcurrent(t *testing.T) {
 	s := snapshot(t)
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	var h Hub
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -146,7 +146,7 @@ func TestHubConcurrent(t *testing.T) {
 
 func BenchmarkPublish(b *testing.B) {
 	s := snapshot(b)
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	for _, n := range []int{0, 1, 4} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			var h Hub

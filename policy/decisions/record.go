@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Record is one verdict of the datapath as the stream carries it: a small value, copied into
@@ -16,7 +17,7 @@ import (
 type Record struct {
 	// Time is when the datapath received the packet.
 	Time    time.Time
-	Flow    policy.Flow
+	Flow    flow.Flow
 	SrcPort uint16
 	// Allow is the verdict this node gave the packet.
 	Allow bool

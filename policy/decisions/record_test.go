@@ -6,12 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 func TestEventDenied(t *testing.T) {
 	s := snapshot(t)
-	r := record(s, api, db, policy.TCP, 80)
+	r := record(s, api, db, flow.TCP, 80)
 	e := r.Event()
 	want := Event{Type: "decision", Time: t0, Node: node, Family: "IPv4", Protocol: "TCP",
 		Src: "10.244.1.3", SrcPort: 40000, Dst: "10.244.1.4", DstPort: 80, SrcPod: "prod/api", DstPod: "prod/db",
@@ -37,7 +37,7 @@ func TestEventDenied(t *testing.T) {
 
 func TestEventAllowedByBothDirections(t *testing.T) {
 	s := snapshot(t)
-	e := record(s, web, db, policy.TCP, 3306).Event() // web may reach db (any port), db admits only api
+	e := record(s, web, db, flow.TCP, 3306).Event() // web may reach db (any port), db admits only api
 	if e.Verdict != "deny" || !slices.Equal(e.Policies, []string{"prod/db-policy"}) {
 		t.Fatalf("web -> db: %s", js(e))
 	}
@@ -47,7 +47,7 @@ func TestEventAllowedByBothDirections(t *testing.T) {
 		t.Errorf("web -> db: %s", js(e))
 	}
 
-	e = record(s, api, db, policy.TCP, 3306).Event()
+	e = record(s, api, db, flow.TCP, 3306).Event()
 	if e.Verdict != "allow" || !slices.Equal(e.Policies, []string{"prod/db-policy"}) ||
 		!slices.Equal(e.Ingress.AllowedBy, []Rule{{"prod/db-policy", 0}}) {
 		t.Errorf("api -> db: %s", js(e))
@@ -56,7 +56,7 @@ func TestEventAllowedByBothDirections(t *testing.T) {
 		t.Errorf("api -> db reason = %q, want %q", e.Reason, want)
 	}
 
-	e = record(s, web, api, policy.TCP, 5000).Event()
+	e = record(s, web, api, flow.TCP, 5000).Event()
 	if e.Verdict != "allow" || !slices.Equal(e.Policies, []string{"prod/web-egress"}) {
 		t.Errorf("web -> api: %s", js(e))
 	}
@@ -65,17 +65,17 @@ func TestEventAllowedByBothDirections(t *testing.T) {
 func TestEventEndpoints(t *testing.T) {
 	s := snapshot(t)
 	// IPv6, an external source: no source pod, egress not judged.
-	e := record(s, web6, db6, policy.TCP, 3306).Event()
+	e := record(s, web6, db6, flow.TCP, 3306).Event()
 	if e.Family != "IPv6" || e.Src != "fd00:10:244:1::2" || e.SrcPod != "prod/web" || e.Verdict != "deny" {
 		t.Errorf("IPv6: %s", js(e))
 	}
-	e = record(s, ext, db, policy.UDP, 53).Event()
+	e = record(s, ext, db, flow.UDP, 53).Event()
 	if e.SrcPod != "" || e.Egress.Code != "no-pod" || e.Egress.Local || e.Protocol != "UDP" || e.Verdict != "deny" ||
 		!strings.Contains(e.Reason, "UDP/53 from 192.0.2.10") {
 		t.Errorf("external: %s", js(e))
 	}
 	// A remote pod: its egress is judged on node-2 (not local).
-	e = record(s, x, db, policy.TCP, 3306).Event()
+	e = record(s, x, db, flow.TCP, 3306).Event()
 	if e.SrcPod != "dev/x" || e.Egress.Local || !e.Ingress.Local || e.Verdict != "deny" {
 		t.Errorf("remote source: %s", js(e))
 	}
@@ -93,7 +93,7 @@ func TestEventMalformed(t *testing.T) {
 // TestEventJSONFields pins the names of the contract's fields.
 func TestEventJSONFields(t *testing.T) {
 	s := snapshot(t)
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	r.CacheHit = true
 	var m map[string]any
 	if err := json.Unmarshal([]byte(js(r.Event())), &m); err != nil {
@@ -128,7 +128,7 @@ func equalJSON(a, b any) bool { return js(a) == js(b) }
 // BenchmarkEvent is a subscriber's cost per record: spell it out and encode it as JSON.
 func BenchmarkEvent(b *testing.B) {
 	s := snapshot(b)
-	r := record(s, web, db, policy.TCP, 3306)
+	r := record(s, web, db, flow.TCP, 3306)
 	b.ReportAllocs()
 	for b.Loop() {
 		e := r.Event()

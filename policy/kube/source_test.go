@@ -19,6 +19,7 @@ import (
 
 	"github.com/podwall/podwall/e2e/cluster"
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // These tests run the Source against a real kube-apiserver (package e2e/cluster), one per
@@ -174,7 +175,7 @@ func TestSourceFollowsTheAPI(t *testing.T) {
 	s, states := run(t, c)
 	st := <-states // the first state is complete
 	if web := podOf(st, ns, "web"); web == nil || len(web.IPs) != 1 || web.IPs[0].String() != "10.244.0.2" ||
-		!slices.Equal(web.Ports, []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: 8080}}) {
+		!slices.Equal(web.Ports, []policy.NamedPort{{Name: "http", Proto: flow.TCP, Port: 8080}}) {
 		t.Errorf("first state: web = %+v", web)
 	}
 	if db := podOf(st, ns, "db"); db == nil || len(db.IPs) != 0 {

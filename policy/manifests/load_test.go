@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // writeFiles creates files (path relative to dir → content) under dir.
@@ -135,7 +136,7 @@ spec:
 	wantWeb := policy.Pod{
 		Namespace: "prod", Name: "web", Labels: map[string]string{"app": "web"},
 		IPs:   []netip.Addr{netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("fd00:10:244::5")},
-		Ports: []policy.NamedPort{{Name: "http", Protocol: policy.TCP, Port: 8080}},
+		Ports: []policy.NamedPort{{Name: "http", Proto: flow.TCP, Port: 8080}},
 		Node:  "n1", Phase: "Running",
 	}
 	if !reflect.DeepEqual(web, wantWeb) {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Config sizes a synthetic cluster.
@@ -66,9 +67,9 @@ func Generate(c Config) policy.State {
 			},
 			IPs: []netip.Addr{PodIPv4(i), PodIPv6(i)},
 			Ports: []policy.NamedPort{
-				{Name: "http", Protocol: policy.TCP, Port: svcPort[app]},
-				{Name: "metrics", Protocol: policy.TCP, Port: 9090 + uint16(r.IntN(3))},
-				{Name: "dns", Protocol: policy.UDP, Port: 53},
+				{Name: "http", Proto: flow.TCP, Port: svcPort[app]},
+				{Name: "metrics", Proto: flow.TCP, Port: 9090 + uint16(r.IntN(3))},
+				{Name: "dns", Proto: flow.UDP, Port: 53},
 			},
 			Node:  fmt.Sprintf("node-%d", i%c.Nodes),
 			Phase: string(corev1.PodRunning),
