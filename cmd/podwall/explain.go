@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
 
@@ -90,11 +90,11 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	case o.matrix:
 		return o.explainMatrix(snap, out)
 	}
-	q := query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
+	q := explain.Query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
 	if o.from == "" || o.to == "" {
 		return errors.New("--from and --to are required (or use --batch or --matrix)")
 	}
-	res := answer(snap, q)
+	res := explain.Judge(snap, q)
 	if res.Error != "" {
 		return errors.New(res.Error)
 	}
@@ -104,127 +104,7 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	return writeText(out, res)
 }
 
-// query is one --batch input line.
-type query struct {
-	From     string      `json:"from"`
-	To       string      `json:"to"`
-	Port     json.Number `json:"port,omitempty"`
-	Protocol string      `json:"protocol,omitempty"`
-}
-
-// result is one answer: the query's fields, the verdict and why.
-type result struct {
-	From     string      `json:"from"`
-	To       string      `json:"to"`
-	Port     json.Number `json:"port,omitempty"`
-	Protocol string      `json:"protocol,omitempty"`
-	Verdict  string      `json:"verdict,omitempty"`
-	Reason   string      `json:"reason,omitempty"`
-	Src      string      `json:"src,omitempty"` // source address as judged
-	Dst      string      `json:"dst,omitempty"`
-	Egress   *dirResult  `json:"egress,omitempty"`
-	Ingress  *dirResult  `json:"ingress,omitempty"`
-	Error    string      `json:"error,omitempty"`
-}
-
-type dirResult struct {
-	Verdict   string     `json:"verdict"`
-	Code      string     `json:"code"`
-	Pod       string     `json:"pod,omitempty"`
-	IsolateBy []string   `json:"isolatedBy,omitempty"`
-	AllowedBy []ruleJSON `json:"allowedBy,omitempty"`
-	Reason    string     `json:"reason"`
-}
-
-type ruleJSON struct {
-	Policy string `json:"policy"`
-	Rule   int    `json:"rule"`
-}
-
-// endpoint resolves ns/pod to the pod's primary address, or parses an address.
-func endpoint(snap *policy.Snapshot, s string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), nil
-	}
-	ns, name, ok := strings.Cut(s, "/")
-	if !ok || ns == "" || name == "" {
-		return netip.Addr{}, fmt.Errorf("endpoint %q: want ns/pod or an IP address", s)
-	}
-	p := snap.Pod(ns, name)
-	if p == nil {
-		return netip.Addr{}, fmt.Errorf("endpoint %q: no such pod", s)
-	}
-	if len(p.IPs) == 0 {
-		return netip.Addr{}, fmt.Errorf("endpoint %q: pod has no IP address (status.podIP)", s)
-	}
-	return p.IPs[0], nil
-}
-
-func parseFlow(snap *policy.Snapshot, q query) (flow.Flow, error) {
-	var f flow.Flow
-	var err error
-	if f.Src, err = endpoint(snap, q.From); err != nil {
-		return f, fmt.Errorf("from: %w", err)
-	}
-	if f.Dst, err = endpoint(snap, q.To); err != nil {
-		return f, fmt.Errorf("to: %w", err)
-	}
-	if f.Src.Is4() != f.Dst.Is4() {
-		return f, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", f.Src, f.Dst)
-	}
-	proto := q.Protocol
-	if proto == "" {
-		proto = "TCP"
-	}
-	if f.Proto, err = flow.ParseProto(proto); err != nil {
-		return f, fmt.Errorf("protocol: %w", err)
-	}
-	if q.Port != "" {
-		n, err := strconv.Atoi(q.Port.String())
-		if err != nil || n < 0 || n > 65535 {
-			return f, fmt.Errorf("port: want 0-65535, got %s", q.Port)
-		}
-		f.Port = uint16(n)
-	}
-	if f.Proto.HasPorts() && f.Port == 0 {
-		return f, fmt.Errorf("port: %s needs a port (1-65535)", f.Proto)
-	}
-	if !f.Proto.HasPorts() {
-		f.Port = 0
-	}
-	return f, nil
-}
-
-// answer judges one query; a bad query gives a result with Error set.
-func answer(snap *policy.Snapshot, q query) result {
-	r := result{From: q.From, To: q.To, Port: q.Port, Protocol: q.Protocol}
-	f, err := parseFlow(snap, q)
-	if err != nil {
-		r.Error = err.Error()
-		return r
-	}
-	x := snap.Explain(f)
-	r.Verdict, r.Reason = x.Verdict.String(), x.Reason
-	r.Src, r.Dst = f.Src.String(), f.Dst.String()
-	r.Egress, r.Ingress = dirJSON(&x.Egress), dirJSON(&x.Ingress)
-	return r
-}
-
-func dirJSON(d *policy.DirExplanation) *dirResult {
-	r := &dirResult{Verdict: d.Verdict.String(), Code: d.Code.String(), Reason: d.Reason}
-	if d.Pod != nil {
-		r.Pod = d.Pod.Key()
-	}
-	for _, p := range d.Isolating {
-		r.IsolateBy = append(r.IsolateBy, p.String())
-	}
-	for _, a := range d.Allowing {
-		r.AllowedBy = append(r.AllowedBy, ruleJSON{a.Policy.String(), a.Rule})
-	}
-	return r
-}
-
-func writeText(w io.Writer, r result) error {
+func writeText(w io.Writer, r explain.Answer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s (%s) -> %s (%s) %s: %s\n", r.From, r.Src, r.To, r.Dst, portText(r), strings.ToUpper(r.Verdict))
 	fmt.Fprintf(tw, "  egress\t%s\t%s\n", r.Egress.Verdict, r.Egress.Reason)
@@ -232,7 +112,7 @@ func writeText(w io.Writer, r result) error {
 	return tw.Flush()
 }
 
-func portText(r result) string {
+func portText(r explain.Answer) string {
 	p := strings.ToUpper(r.Protocol)
 	if p == "" {
 		p = "TCP"
@@ -253,14 +133,14 @@ func explainBatch(snap *policy.Snapshot, in io.Reader, out, errOut io.Writer) er
 	for lineNo := 1; ; lineNo++ {
 		line, err := rd.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
-			var q query
+			var q explain.Query
 			dec := json.NewDecoder(bytes.NewReader(line))
 			dec.UseNumber()
-			var r result
+			var r explain.Answer
 			if derr := dec.Decode(&q); derr != nil {
-				r = result{Error: fmt.Sprintf("line %d: %v", lineNo, derr)}
+				r = explain.Answer{Error: fmt.Sprintf("line %d: %v", lineNo, derr)}
 			} else {
-				r = answer(snap, q)
+				r = explain.Judge(snap, q)
 				if r.Error != "" {
 					r.Error = fmt.Sprintf("line %d: %s", lineNo, r.Error)
 				}
@@ -347,7 +227,7 @@ func (o *explainOpts) explainMatrix(snap *policy.Snapshot, out io.Writer) error 
 					if a.IPs[0].Is4() != b.IPs[0].Is4() {
 						continue
 					}
-					r := answer(snap, query{From: a.Key(), To: b.Key(), Port: json.Number(strconv.Itoa(pp.port)), Protocol: pp.proto})
+					r := explain.Judge(snap, explain.Query{From: a.Key(), To: b.Key(), Port: json.Number(strconv.Itoa(pp.port)), Protocol: pp.proto})
 					if err := enc.Encode(r); err != nil {
 						return err
 					}

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/podwall/podwall/policy/explain"
 )
 
 const example = "../../deploy/examples/3tier"
 
-func explain(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+func runExplain(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	cmd := newRoot()
 	var out, errOut bytes.Buffer
@@ -42,11 +44,11 @@ func TestExplainSingle(t *testing.T) {
 		{"prod/web", "prod/api", "5000", "TCP", "allow", []string{"not isolated"}},
 	}
 	for _, tt := range tests {
-		out, _, err := explain(t, "", "--manifests", example, "--from", tt.from, "--to", tt.to, "--port", tt.port, "--protocol", tt.proto, "-o", "json")
+		out, _, err := runExplain(t, "", "--manifests", example, "--from", tt.from, "--to", tt.to, "--port", tt.port, "--protocol", tt.proto, "-o", "json")
 		if err != nil {
 			t.Fatalf("%s -> %s: %v", tt.from, tt.to, err)
 		}
-		var r result
+		var r explain.Answer
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("output is not JSON: %v\n%s", err, out)
 		}
@@ -58,7 +60,7 @@ func TestExplainSingle(t *testing.T) {
 				t.Errorf("%s -> %s %s/%s: reason %q lacks %q", tt.from, tt.to, tt.proto, tt.port, r.Reason, s)
 			}
 		}
-		text, _, err := explain(t, "", "--manifests", example, "--from", tt.from, "--to", tt.to, "--port", tt.port, "--protocol", tt.proto)
+		text, _, err := runExplain(t, "", "--manifests", example, "--from", tt.from, "--to", tt.to, "--port", tt.port, "--protocol", tt.proto)
 		if err != nil || !strings.Contains(text, strings.ToUpper(tt.verdict)) || !strings.Contains(text, r.Ingress.Reason) {
 			t.Errorf("text output for %s -> %s: err %v\n%s", tt.from, tt.to, err, text)
 		}
@@ -78,7 +80,7 @@ not json
 {"from":"prod/api","to":"prod/db","port":70000,"protocol":"TCP"}
 {"from":"prod/api","to":"prod/db","protocol":"ICMP"}
 `
-	out, stderr, err := explain(t, in, "--manifests", example, "--batch", "-o", "json")
+	out, stderr, err := runExplain(t, in, "--manifests", example, "--batch", "-o", "json")
 	if err == nil {
 		t.Errorf("batch with bad lines exited 0")
 	}
@@ -149,7 +151,7 @@ func TestExplainBatchAnswersEachLine(t *testing.T) {
 }
 
 func TestExplainMatrix(t *testing.T) {
-	out, _, err := explain(t, "", "--manifests", example, "--matrix", "--ports", "3306/TCP,80/TCP")
+	out, _, err := runExplain(t, "", "--manifests", example, "--matrix", "--ports", "3306/TCP,80/TCP")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ spec:
   - from:
     - ipBlock: {cidr: 10.0.0.0/33}
 `), 0o644)
-	_, _, err := explain(t, "", "--manifests", bad, "--from", "1.2.3.4", "--to", "1.2.3.5", "--port", "80")
+	_, _, err := runExplain(t, "", "--manifests", bad, "--from", "1.2.3.4", "--to", "1.2.3.5", "--port", "80")
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml") || !strings.Contains(err.Error(), "broken") || !strings.Contains(err.Error(), "cidr") {
 		t.Errorf("want an error naming the file, object and field, got %v", err)
 	}
@@ -185,7 +187,7 @@ spec:
 		{"--manifests", example, "--from", "web", "--to", "prod/db", "--port", "80"},                           // endpoint
 		{"--from", "prod/web", "--to", "prod/db", "--port", "80"},                                              // no source
 	} {
-		if _, _, err := explain(t, "", args...); err == nil {
+		if _, _, err := runExplain(t, "", args...); err == nil {
 			t.Errorf("%v: want an error", args)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/explain"
 )
 
 // This file owns what the agent does with each verdict and what it shows on the debug
@@ -53,21 +54,21 @@ func (a *agent) debugRoutes(mux *http.ServeMux) {
 // 400 and the answer with "error" set, as a --batch line would.
 func (a *agent) serveExplain(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Query()
-	q := query{From: p.Get("from"), To: p.Get("to"), Port: "0", Protocol: p.Get("protocol")}
+	q := explain.Query{From: p.Get("from"), To: p.Get("to"), Port: "0", Protocol: p.Get("protocol")}
 	if q.Protocol == "" {
 		q.Protocol = "TCP"
 	}
-	var res result
+	var res explain.Answer
 	switch port := p.Get("port"); {
 	case q.From == "" || q.To == "":
-		res = result{From: q.From, To: q.To, Protocol: q.Protocol, Error: "from and to are required"}
+		res = explain.Answer{From: q.From, To: q.To, Protocol: q.Protocol, Error: "from and to are required"}
 	case port != "" && !isNumber(port):
-		res = result{From: q.From, To: q.To, Protocol: q.Protocol, Error: "port: want 0-65535, got " + strconv.Quote(port)}
+		res = explain.Answer{From: q.From, To: q.To, Protocol: q.Protocol, Error: "port: want 0-65535, got " + strconv.Quote(port)}
 	default:
 		if port != "" {
 			q.Port = json.Number(port)
 		}
-		res = answer(a.engine.snap.Load(), q)
+		res = explain.Judge(a.engine.snap.Load(), q)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if res.Error != "" {

@@ -1,0 +1,170 @@
+// Package explain is the JSON form of "why": a Query names a flow the way people do (ns/pod
+// or an address, a port, a protocol), an Answer carries the verdict and, per direction, a
+// Judgement — the one schema of a judged direction that `podwall explain` (-o json,
+// --batch, --matrix -o json), the agent's /debug/explain and the decision stream
+// (policy/decisions) all write. Its fields are a contract: add fields, never change or remove
+// one.
+package explain
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// Query is one question, as a --batch input line: {"from","to","port","protocol"}. From and
+// To are ns/pod (the pod's primary address, status.podIP) or an IP address. Protocol
+// defaults to TCP; Port is required for TCP, UDP and SCTP and ignored for the others.
+type Query struct {
+	From     string      `json:"from"`
+	To       string      `json:"to"`
+	Port     json.Number `json:"port,omitempty"`
+	Protocol string      `json:"protocol,omitempty"`
+}
+
+// Answer is the reply to a Query: the query's own fields, the verdict and why. Error is set
+// (and the verdict fields are empty) when the query could not be judged.
+type Answer struct {
+	From     string      `json:"from"`
+	To       string      `json:"to"`
+	Port     json.Number `json:"port,omitempty"`
+	Protocol string      `json:"protocol,omitempty"`
+	Verdict  string      `json:"verdict,omitempty"` // "allow" or "deny"
+	Reason   string      `json:"reason,omitempty"`
+	Src      string      `json:"src,omitempty"` // the source address judged
+	Dst      string      `json:"dst,omitempty"` // the destination address judged
+	Egress   *Judgement  `json:"egress,omitempty"`
+	Ingress  *Judgement  `json:"ingress,omitempty"`
+	Error    string      `json:"error,omitempty"`
+}
+
+// Judgement is one judged direction: egress at the source pod, ingress at the destination
+// pod.
+type Judgement struct {
+	Verdict string `json:"verdict"` // "allow" or "deny"
+	// Code is policy.Code spelled out: no-pod, self, own-node, not-isolated, allowed,
+	// no-rule-allows.
+	Code string `json:"code"`
+	// Pod is the pod judged (namespace/name): the source for egress, the destination for
+	// ingress; empty when that end is not a pod.
+	Pod string `json:"pod,omitempty"`
+	// Local reports whether the node of the snapshot judges this direction (Pod runs there);
+	// the other node's agent enforces a direction that is not local. Always false for
+	// explain, which has no node.
+	Local bool `json:"local"`
+	// Policies are the policies that made this direction's verdict: the allowing ones when
+	// Code is "allowed", the isolating ones when it is "no-rule-allows".
+	Policies []string `json:"policies,omitempty"`
+	// AllowedBy lists every rule that allows the flow; IsolatedBy every policy isolating Pod
+	// for this direction.
+	AllowedBy  []Rule   `json:"allowedBy,omitempty"`
+	IsolatedBy []string `json:"isolatedBy,omitempty"`
+	Reason     string   `json:"reason"`
+}
+
+// Rule names one rule: an index into spec.ingress or spec.egress of Policy (namespace/name).
+type Rule struct {
+	Policy string `json:"policy"`
+	Rule   int    `json:"rule"`
+}
+
+// JudgementOf spells out one direction of an explanation.
+func JudgementOf(d *policy.DirExplanation) *Judgement {
+	j := &Judgement{Verdict: d.Verdict.String(), Code: d.Code.String(), Local: d.Local, Reason: d.Reason}
+	if d.Pod != nil {
+		j.Pod = d.Pod.Key()
+	}
+	for _, p := range d.Isolating {
+		j.IsolatedBy = append(j.IsolatedBy, p.String())
+	}
+	for _, a := range d.Allowing {
+		j.AllowedBy = append(j.AllowedBy, Rule{a.Policy.String(), a.Rule})
+	}
+	switch d.Code {
+	case policy.Allowed:
+		for _, a := range j.AllowedBy {
+			if !slices.Contains(j.Policies, a.Policy) {
+				j.Policies = append(j.Policies, a.Policy)
+			}
+		}
+	case policy.NoRuleAllows:
+		j.Policies = j.IsolatedBy
+	}
+	return j
+}
+
+// Judge answers q from s. A query that cannot be judged gets an Answer with Error set.
+func Judge(s *policy.Snapshot, q Query) Answer {
+	a := Answer{From: q.From, To: q.To, Port: q.Port, Protocol: q.Protocol}
+	f, err := ParseFlow(s, q)
+	if err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	x := s.Explain(f)
+	a.Verdict, a.Reason = x.Verdict.String(), x.Reason
+	a.Src, a.Dst = f.Src.String(), f.Dst.String()
+	a.Egress, a.Ingress = JudgementOf(&x.Egress), JudgementOf(&x.Ingress)
+	return a
+}
+
+// ParseFlow resolves q's endpoints in s and checks its port and protocol.
+func ParseFlow(s *policy.Snapshot, q Query) (flow.Flow, error) {
+	var f flow.Flow
+	var err error
+	if f.Src, err = Endpoint(s, q.From); err != nil {
+		return f, fmt.Errorf("from: %w", err)
+	}
+	if f.Dst, err = Endpoint(s, q.To); err != nil {
+		return f, fmt.Errorf("to: %w", err)
+	}
+	if f.Src.Is4() != f.Dst.Is4() {
+		return f, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", f.Src, f.Dst)
+	}
+	proto := q.Protocol
+	if proto == "" {
+		proto = "TCP"
+	}
+	if f.Proto, err = flow.ParseProto(proto); err != nil {
+		return f, fmt.Errorf("protocol: %w", err)
+	}
+	if q.Port != "" {
+		n, err := strconv.Atoi(q.Port.String())
+		if err != nil || n < 0 || n > 65535 {
+			return f, fmt.Errorf("port: want 0-65535, got %s", q.Port)
+		}
+		f.Port = uint16(n)
+	}
+	if f.Proto.HasPorts() && f.Port == 0 {
+		return f, fmt.Errorf("port: %s needs a port (1-65535)", f.Proto)
+	}
+	if !f.Proto.HasPorts() {
+		f.Port = 0
+	}
+	return f, nil
+}
+
+// Endpoint resolves ns/pod to the pod's primary address, or parses an address.
+func Endpoint(s *policy.Snapshot, ep string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(ep); err == nil {
+		return a.Unmap(), nil
+	}
+	ns, name, ok := strings.Cut(ep, "/")
+	if !ok || ns == "" || name == "" {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: want ns/pod or an IP address", ep)
+	}
+	p := s.Pod(ns, name)
+	if p == nil {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: no such pod", ep)
+	}
+	if len(p.IPs) == 0 {
+		return netip.Addr{}, fmt.Errorf("endpoint %q: pod has no IP address (status.podIP)", ep)
+	}
+	return p.IPs[0], nil
+}
