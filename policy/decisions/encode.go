@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
 
@@ -99,7 +100,7 @@ func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int
 	return append(b, '}')
 }
 
-func appendJudgement(b []byte, key string, j *Judgement) []byte {
+func appendJudgement(b []byte, key string, j *explain.Judgement) []byte {
 	if j == nil {
 		return b
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
 
@@ -29,7 +30,7 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 	odd := events[0]
 	odd.Reason = "a\"b\\c\n\r\t\b\f\x01<tag>&amp; \u2028\u2029 é 漢 \xff\xfe end"
 	odd.SrcPod, odd.Policies = "ns/<pod>", []string{"x&y", ""}
-	odd.Ingress = &Judgement{Verdict: "deny", Code: "c", AllowedBy: []Rule{{"p\"q", -1}, {"r", 7}}, Reason: "\x7f"}
+	odd.Ingress = &explain.Judgement{Verdict: "deny", Code: "c", AllowedBy: []explain.Rule{{Policy: "p\"q", Rule: -1}, {Policy: "r", Rule: 7}}, Reason: "\x7f"}
 	events = append(events, odd)
 	for i := range events {
 		want, err := json.Marshal(&events[i])

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
 )
 
 // Filter selects decisions. The values of one field are alternatives (any may match); the
@@ -209,7 +210,7 @@ func (m *matcher) event(e *Event) bool {
 	if len(m.policies) == 0 {
 		return true
 	}
-	for _, j := range []*Judgement{e.Egress, e.Ingress} {
+	for _, j := range []*explain.Judgement{e.Egress, e.Ingress} {
 		if j == nil || !j.Local {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
 
@@ -64,42 +65,17 @@ type Event struct {
 	Reason string `json:"reason"`
 	// Policies are the policies that made the verdict (namespace/name): the isolating
 	// policies of a denying direction, the allowing policies of an allowed one.
-	Policies   []string   `json:"policies,omitempty"`
-	Egress     *Judgement `json:"egress,omitempty"`
-	Ingress    *Judgement `json:"ingress,omitempty"`
-	CacheHit   bool       `json:"cacheHit"`
-	LatencyNs  int64      `json:"latencyNs"`
-	Queue      uint16     `json:"queue"`
-	Generation uint64     `json:"generation"`
+	Policies   []string           `json:"policies,omitempty"`
+	Egress     *explain.Judgement `json:"egress,omitempty"`
+	Ingress    *explain.Judgement `json:"ingress,omitempty"`
+	CacheHit   bool               `json:"cacheHit"`
+	LatencyNs  int64              `json:"latencyNs"`
+	Queue      uint16             `json:"queue"`
+	Generation uint64             `json:"generation"`
 	// Malformed is set when the packet could not be decoded; the failure policy decided it.
 	Malformed string `json:"malformed,omitempty"`
 	// Count is set on "dropped" lines: records this subscriber lost since the last report.
 	Count uint64 `json:"count,omitempty"`
-}
-
-// Judgement is one direction of an Event.
-type Judgement struct {
-	Verdict string `json:"verdict"`
-	// Code is policy.Code spelled out: no-pod, self, own-node, not-isolated, allowed,
-	// no-rule-allows.
-	Code string `json:"code"`
-	// Pod is the pod judged: the source for egress, the destination for ingress.
-	Pod string `json:"pod,omitempty"`
-	// Local reports whether this node judges the direction (Pod runs here). The other
-	// node's agent enforces a direction that is not local.
-	Local bool `json:"local"`
-	// Policies are the allowing policies when Code is "allowed", the isolating ones when it
-	// is "no-rule-allows".
-	Policies   []string `json:"policies,omitempty"`
-	AllowedBy  []Rule   `json:"allowedBy,omitempty"`
-	IsolatedBy []string `json:"isolatedBy,omitempty"`
-	Reason     string   `json:"reason"`
-}
-
-// Rule names one rule: index into spec.ingress or spec.egress of Policy.
-type Rule struct {
-	Policy string `json:"policy"`
-	Rule   int    `json:"rule"`
 }
 
 // Event spells the record out. It allocates: call it in the subscriber's goroutine.
@@ -128,11 +104,11 @@ func (r *Record) Event() Event {
 	if x.Dst != nil {
 		e.DstPod = x.Dst.Key()
 	}
-	e.Egress, e.Ingress = judgement(&x.Egress), judgement(&x.Ingress)
+	e.Egress, e.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
 	// The reason and policies of the verdict: the local directions that gave it (all local
 	// directions when allowed, the denying ones when denied).
 	var reasons []string
-	for _, j := range []*Judgement{e.Egress, e.Ingress} {
+	for _, j := range []*explain.Judgement{e.Egress, e.Ingress} {
 		if !j.Local || (!r.Allow && j.Verdict != "deny") {
 			continue
 		}
@@ -148,30 +124,6 @@ func (r *Record) Event() Event {
 		e.Reason = x.Reason
 	}
 	return e
-}
-
-func judgement(d *policy.DirExplanation) *Judgement {
-	j := &Judgement{Verdict: d.Verdict.String(), Code: d.Code.String(), Local: d.Local, Reason: d.Reason}
-	if d.Pod != nil {
-		j.Pod = d.Pod.Key()
-	}
-	for _, p := range d.Isolating {
-		j.IsolatedBy = append(j.IsolatedBy, p.String())
-	}
-	for _, a := range d.Allowing {
-		j.AllowedBy = append(j.AllowedBy, Rule{a.Policy.String(), a.Rule})
-	}
-	switch d.Code {
-	case policy.Allowed:
-		for _, a := range j.AllowedBy {
-			if !slices.Contains(j.Policies, a.Policy) {
-				j.Policies = append(j.Policies, a.Policy)
-			}
-		}
-	case policy.NoRuleAllows:
-		j.Policies = j.IsolatedBy
-	}
-	return j
 }
 
 func verdict(allow bool) string {

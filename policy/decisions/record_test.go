@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
 
@@ -43,13 +44,13 @@ func TestEventAllowedByBothDirections(t *testing.T) {
 	}
 	// Egress allowed by web-egress rule 1 is not part of the deny's reason.
 	if strings.Contains(e.Reason, "web-egress") || e.Egress.Code != "allowed" ||
-		!slices.Equal(e.Egress.AllowedBy, []Rule{{"prod/web-egress", 1}}) || !slices.Equal(e.Egress.Policies, []string{"prod/web-egress"}) {
+		!slices.Equal(e.Egress.AllowedBy, []explain.Rule{{Policy: "prod/web-egress", Rule: 1}}) || !slices.Equal(e.Egress.Policies, []string{"prod/web-egress"}) {
 		t.Errorf("web -> db: %s", js(e))
 	}
 
 	e = record(s, api, db, flow.TCP, 3306).Event()
 	if e.Verdict != "allow" || !slices.Equal(e.Policies, []string{"prod/db-policy"}) ||
-		!slices.Equal(e.Ingress.AllowedBy, []Rule{{"prod/db-policy", 0}}) {
+		!slices.Equal(e.Ingress.AllowedBy, []explain.Rule{{Policy: "prod/db-policy", Rule: 0}}) {
 		t.Errorf("api -> db: %s", js(e))
 	}
 	if want := "prod/api is not isolated for egress; ingress of prod/db allowed by prod/db-policy rule 0"; e.Reason != want {
