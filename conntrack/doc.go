@@ -58,11 +58,6 @@
 //
 // # Metrics
 //
-// The agent exports the Revoker's counters (namespace podwall, subsystem conntrack):
-//
-//	podwall_conntrack_revoked_total       entries deleted because the policy denies them
-//	podwall_conntrack_sweeps_total        sweeps run
-//	podwall_conntrack_scanned_total       entries read by sweeps
-//	podwall_conntrack_sweep_errors_total  sweeps that failed to read or delete
-//	podwall_conntrack_sweep_seconds       histogram of sweep durations
+// A Revoker is a prometheus.Collector of its counters and sweep durations (subsystem
+// conntrack); cmd/podwall/README.md lists them with every other series.
 package conntrack

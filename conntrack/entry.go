@@ -3,20 +3,14 @@ package conntrack
 import (
 	"fmt"
 	"net/netip"
-)
 
-// IP protocol numbers whose conntrack tuples carry ports that NetworkPolicy judges. They
-// equal policy.Protocol's values.
-const (
-	protoTCP  uint8 = 6
-	protoUDP  uint8 = 17
-	protoSCTP uint8 = 132
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Tuple is one direction of a connection as conntrack records it.
 type Tuple struct {
 	Src, Dst         netip.Addr
-	Proto            uint8
+	Proto            flow.Proto
 	SrcPort, DstPort uint16 // zero for protocols without ports (ICMP: see ICMPID)
 	// ICMPType, ICMPCode and ICMPID are set for ICMP and ICMPv6 tuples.
 	ICMPType, ICMPCode uint8
@@ -29,14 +23,6 @@ func (t Tuple) String() string {
 	}
 	return fmt.Sprintf("%v → %v proto %d",
 		netip.AddrPortFrom(t.Src, t.SrcPort), netip.AddrPortFrom(t.Dst, t.DstPort), t.Proto)
-}
-
-// Flow is what a policy judges about a connection: its source, its real destination and
-// the destination port, as the datapath saw the connection's first packet.
-type Flow struct {
-	Src, Dst netip.Addr
-	Proto    uint8
-	Port     uint16 // destination port for TCP, UDP and SCTP; 0 otherwise
 }
 
 // Entry is one conntrack entry. Entries passed to a Dump callback are valid only during
@@ -94,20 +80,19 @@ const (
 // Closed reports whether the entry is a TCP connection that has ended (TIME_WAIT or
 // CLOSE): it carries no data any more, and a new connection on its tuple starts afresh.
 func (e *Entry) Closed() bool {
-	return e.Orig.Proto == protoTCP && (e.TCPState == TCPTimeWait || e.TCPState == TCPClose)
+	return e.Orig.Proto == flow.TCP && (e.TCPState == TCPTimeWait || e.TCPState == TCPClose)
 }
 
 // Flow returns the flow the datapath judged when the connection was new. The hook sees
 // packets after DNAT and before SNAT, so the source is the original source and the
 // destination is where the connection really goes: the reply's source address and port.
 // Without NAT that is simply the original destination.
-func (e *Entry) Flow() Flow {
-	f := Flow{Src: e.Orig.Src, Dst: e.Reply.Src, Proto: e.Orig.Proto}
+func (e *Entry) Flow() flow.Flow {
+	f := flow.Flow{Src: e.Orig.Src, Dst: e.Reply.Src, Proto: e.Orig.Proto}
 	if !f.Dst.IsValid() {
 		f.Dst = e.Orig.Dst
 	}
-	switch f.Proto {
-	case protoTCP, protoUDP, protoSCTP:
+	if f.Proto.HasPorts() {
 		f.Port = e.Reply.SrcPort
 		if !e.Reply.Src.IsValid() {
 			f.Port = e.Orig.DstPort

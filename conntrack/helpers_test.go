@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // reverse returns the reply tuple of t without NAT.
@@ -118,19 +120,19 @@ func inNetNS(t *testing.T, fn func()) {
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func tcp(src, dst string, sport, dport uint16) Tuple {
-	return Tuple{Src: mustAddr(src), Dst: mustAddr(dst), Proto: 6, SrcPort: sport, DstPort: dport}
+	return Tuple{Src: mustAddr(src), Dst: mustAddr(dst), Proto: flow.TCP, SrcPort: sport, DstPort: dport}
 }
 
 func udp(src, dst string, sport, dport uint16) Tuple {
-	return Tuple{Src: mustAddr(src), Dst: mustAddr(dst), Proto: 17, SrcPort: sport, DstPort: dport}
+	return Tuple{Src: mustAddr(src), Dst: mustAddr(dst), Proto: flow.UDP, SrcPort: sport, DstPort: dport}
 }
 
 func icmp(src, dst string, id uint16) Tuple {
 	a := mustAddr(src)
 	if a.Is6() {
-		return Tuple{Src: a, Dst: mustAddr(dst), Proto: 58, ICMPType: 128, ICMPID: id}
+		return Tuple{Src: a, Dst: mustAddr(dst), Proto: flow.ICMPv6, ICMPType: 128, ICMPID: id}
 	}
-	return Tuple{Src: a, Dst: mustAddr(dst), Proto: 1, ICMPType: 8, ICMPID: id}
+	return Tuple{Src: a, Dst: mustAddr(dst), Proto: flow.ICMP, ICMPType: 8, ICMPID: id}
 }
 
 // entry returns an entry without NAT.

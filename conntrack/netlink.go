@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // ctnetlink message types and attributes (include/uapi/linux/netfilter/nfnetlink.h and
@@ -490,7 +492,7 @@ func parseProto(b []byte, t *Tuple) error {
 			if len(a.val) < 1 {
 				return errors.New("empty protocol number")
 			}
-			t.Proto = a.val[0]
+			t.Proto = flow.Proto(a.val[0])
 		case ctaProtoSrcPort:
 			t.SrcPort, err = be16(a.val)
 		case ctaProtoDstPort:
@@ -551,11 +553,11 @@ func tupleAttr(typ uint16, t Tuple) []byte {
 	if t.Src.Is6() {
 		src, dst = ctaIPv6Src, ctaIPv6Dst
 	}
-	proto := [][]byte{nla(ctaProtoNum, u8(t.Proto))}
+	proto := [][]byte{nla(ctaProtoNum, u8(uint8(t.Proto)))}
 	switch t.Proto {
-	case 1:
+	case flow.ICMP:
 		proto = append(proto, nla(ctaProtoICMPID, u16(t.ICMPID)), nla(ctaProtoICMPType, u8(t.ICMPType)), nla(ctaProtoICMPCode, u8(t.ICMPCode)))
-	case 58:
+	case flow.ICMPv6:
 		proto = append(proto, nla(ctaProtoICMPv6ID, u16(t.ICMPID)), nla(ctaProtoICMPv6Type, u8(t.ICMPType)), nla(ctaProtoICMPv6Code, u8(t.ICMPCode)))
 	default:
 		proto = append(proto, nla(ctaProtoSrcPort, u16(t.SrcPort)), nla(ctaProtoDstPort, u16(t.DstPort)))

@@ -12,7 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Policy is what the Revoker enforces: one policy generation. The agent implements it over
@@ -24,7 +27,7 @@ type Policy interface {
 	// connections to the former or from the latter can be denied.
 	Isolated() (ingress, egress []netip.Addr)
 	// Allow reports whether this node lets the flow pass (its local directions).
-	Allow(Flow) bool
+	Allow(flow.Flow) bool
 }
 
 // Kernel is the conntrack table the Revoker works on; *Table implements it.
@@ -57,7 +60,7 @@ type Result struct {
 	// policy denies that disappeared before they could be deleted.
 	Revoked, Gone int
 	// Denied holds up to maxDenied of the revoked flows, for the log.
-	Denied []Flow
+	Denied []flow.Flow
 	// Started is when the sweep started; Took how long it ran.
 	Started time.Time
 	Took    time.Duration
@@ -81,9 +84,11 @@ type Revoker struct {
 	wake    chan struct{}
 
 	sweeps, errs, scanned, revoked atomic.Uint64
+	sweepSeconds                   prometheus.Histogram // metrics.go
 }
 
-// NewRevoker returns a Revoker. Start it with Run.
+// NewRevoker returns a Revoker. Start it with Run. A Revoker that never runs (the agent's
+// --keep-established) still exports its series, at zero.
 func NewRevoker(cfg Config) *Revoker {
 	if cfg.LocalAddrs == nil {
 		cfg.LocalAddrs = interfaceAddrs
@@ -91,8 +96,11 @@ func NewRevoker(cfg Config) *Revoker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Revoker{cfg: cfg, wake: make(chan struct{}, 1)}
+	return &Revoker{cfg: cfg, wake: make(chan struct{}, 1), sweepSeconds: newSweepSeconds()}
 }
+
+// SetKernel sets the table Run sweeps, when Config had none. Call it before Run.
+func (r *Revoker) SetKernel(k Kernel) { r.cfg.Kernel = k }
 
 // Request asks for a sweep for p. It never blocks: requests made while a sweep runs are
 // coalesced, and the next sweep uses the latest policy requested.
@@ -154,6 +162,7 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 	res = Result{Generation: p.Generation(), Started: time.Now()}
 	defer func() {
 		res.Took = time.Since(res.Started)
+		r.sweepSeconds.Observe(res.Took.Seconds())
 		r.sweeps.Add(1)
 		r.scanned.Add(uint64(res.Scanned))
 		r.revoked.Add(uint64(res.Revoked))

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // fakeKernel is a conntrack table in memory. Dump hands out one reused Entry, like the
@@ -59,13 +61,13 @@ func (k *fakeKernel) Delete(es []*Entry) (deleted, gone int, err error) {
 type fakePolicy struct {
 	gen             uint64
 	ingress, egress []netip.Addr
-	allow           func(Flow) bool
-	judged          *[]Flow
+	allow           func(flow.Flow) bool
+	judged          *[]flow.Flow
 }
 
 func (p fakePolicy) Generation() uint64                       { return p.gen }
 func (p fakePolicy) Isolated() (ingress, egress []netip.Addr) { return p.ingress, p.egress }
-func (p fakePolicy) Allow(f Flow) bool {
+func (p fakePolicy) Allow(f flow.Flow) bool {
 	if p.judged != nil {
 		*p.judged = append(*p.judged, f)
 	}
@@ -84,9 +86,9 @@ var (
 	job  = mustAddr("10.244.1.9")
 )
 
-func labPolicy(judged *[]Flow) fakePolicy {
+func labPolicy(judged *[]flow.Flow) fakePolicy {
 	return fakePolicy{gen: 7, ingress: []netip.Addr{db}, egress: []netip.Addr{job}, judged: judged,
-		allow: func(f Flow) bool {
+		allow: func(f flow.Flow) bool {
 			if f.Dst == db && !(f.Src == api && f.Proto == 6 && f.Port == 3306) {
 				return false
 			}
@@ -119,7 +121,7 @@ func TestSweep(t *testing.T) {
 		entry(tcp("10.244.1.9", "10.244.1.5", 40013, 80)),                    // job → web: denied egress
 	}
 	k := &fakeKernel{entries: append(slices.Clone(keep), revoke...)}
-	var judged []Flow
+	var judged []flow.Flow
 	r := NewRevoker(Config{Kernel: k, LocalAddrs: func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }})
 	res := r.Sweep(labPolicy(&judged))
 	if res.Err != nil {
@@ -142,7 +144,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	// The Service connection was judged against db, on db's port.
-	if !slices.Contains(judged, Flow{Src: api, Dst: db, Proto: 6, Port: 8080}) {
+	if !slices.Contains(judged, flow.Flow{Src: api, Dst: db, Proto: 6, Port: 8080}) {
 		t.Errorf("DNAT flow not judged at its real destination: %v", judged)
 	}
 	if s := r.Stats(); s.Sweeps != 1 || s.Revoked != uint64(len(revoke)) || s.Errors != 0 {
@@ -156,7 +158,7 @@ func closed(e *Entry) *Entry { e.TCPState = TCPTimeWait; return e }
 func TestSweepNothingIsolated(t *testing.T) {
 	k := &fakeKernel{entries: []*Entry{entry(tcp("10.244.1.5", "10.244.1.3", 1, 2))}}
 	r := NewRevoker(Config{Kernel: k, LocalAddrs: noLocal})
-	res := r.Sweep(fakePolicy{allow: func(Flow) bool { return false }})
+	res := r.Sweep(fakePolicy{allow: func(flow.Flow) bool { return false }})
 	if k.dumps != 0 || res.Revoked != 0 || len(k.entries) != 1 {
 		t.Errorf("dumps %d, result %+v", k.dumps, res)
 	}
@@ -192,7 +194,7 @@ func TestRunCoalesces(t *testing.T) {
 	results := make(chan Result, 100)
 	r := NewRevoker(Config{Kernel: k, LocalAddrs: noLocal, OnSweep: func(res Result) { results <- res }})
 	started, block := make(chan struct{}), make(chan struct{})
-	blocking := fakePolicy{gen: 1, ingress: []netip.Addr{db}, allow: func(Flow) bool { close(started); <-block; return true }}
+	blocking := fakePolicy{gen: 1, ingress: []netip.Addr{db}, allow: func(flow.Flow) bool { close(started); <-block; return true }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
@@ -18,12 +17,6 @@ import (
 
 // This file owns where the agent's objects come from: --manifests (files, watched), or the
 // Kubernetes API with --kubeconfig or, inside a pod, the in-cluster configuration.
-//
-// Metrics of the Kubernetes source (none with --manifests):
-//
-//	podwall_source_connected          gauge   1 while the last request to the API server got an answer
-//	podwall_source_api_errors_total   counter requests to the API server that failed (no answer,
-//	                                          broken watch, 401/403, 5xx); client-go retries them
 
 func (o *runOpts) addSourceFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.manifests, "manifests", "", "file or directory of Kubernetes YAML/JSON, reloaded on change")
@@ -63,43 +56,6 @@ func (o *runOpts) newSource(log *slog.Logger) (policy.Source, error) {
 	// client-go logs through klog: send it to the agent's log, in the agent's format.
 	klog.SetSlogLogger(log.With("component", "client-go"))
 	return kube.New(cfg, kube.Options{Log: log})
-}
-
-// statusSource is a source that reports its connection: the Kubernetes API.
-type statusSource interface {
-	Status() kube.Status
-}
-
-// sourceMetrics returns the source's series, for the agent's registry.
-func (a *agent) sourceMetrics() []prometheus.Collector {
-	s, ok := a.source.(statusSource)
-	if !ok {
-		return nil
-	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "podwall", Subsystem: "source", Name: "connected",
-			Help: "1 while the last request to the Kubernetes API got an answer; 0 while it is unreachable (the last state stays enforced)."},
-			func() float64 {
-				if s.Status().Connected {
-					return 1
-				}
-				return 0
-			}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "source", Name: "api_errors_total",
-			Help: "Requests to the Kubernetes API that failed: no answer, a broken watch, 401/403 or 5xx. client-go retries them."},
-			func() float64 { return float64(s.Status().Errors) }),
-	}
-}
-
-// sourceReadyz returns "\n" and the source's line for /readyz, or "" for sources without
-// a connection. An unreachable API server does not make the agent unready once it has
-// enforced a state: it keeps enforcing the last one, and says so here.
-func (a *agent) sourceReadyz() string {
-	s, ok := a.source.(statusSource)
-	if !ok {
-		return ""
-	}
-	return "\n" + s.Status().String()
 }
 
 // load reads explain's objects once: the manifests, or the cluster's objects (kube.List).

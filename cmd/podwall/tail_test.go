@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/manifests"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
@@ -81,15 +85,50 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func lines(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
 
+// The seeds' 3-tier example on node-1: web 10.244.1.10, api .11, db .12; db-policy admits
+// only api on TCP 3306.
+var (
+	webIP = netip.MustParseAddr("10.244.1.10")
+	apiIP = netip.MustParseAddr("10.244.1.11")
+	dbIP  = netip.MustParseAddr("10.244.1.12")
+)
+
+// testStream is the decision stream of an agent on node-1 enforcing the 3-tier example.
+type testStream struct {
+	hub  decisions.Hub
+	snap *policy.Snapshot
+}
+
+func newTestStream(t *testing.T) *testStream {
+	t.Helper()
+	s, err := manifests.Load(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := policy.NewCompiler("node-1")
+	if err := c.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	return &testStream{snap: c.Snapshot()}
+}
+
+// verdict publishes the decision on a TCP flow, as the agent does for a queued packet.
+func (s *testStream) verdict(src, dst netip.Addr, port uint16, hit bool) {
+	f := flow.Flow{Src: src, Dst: dst, Proto: flow.TCP, Port: port}
+	d := s.snap.Decide(f)
+	s.hub.Publish(&decisions.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow,
+		Decision: d, Snapshot: s.snap, CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100})
+}
+
 func TestTailJSON(t *testing.T) {
-	a, _ := testAgent(t)
-	srv := httptest.NewServer(decisions.Handler(&a.stream))
+	a := newTestStream(t)
+	srv := httptest.NewServer(decisions.Handler(&a.hub))
 	t.Cleanup(srv.Close)                                                           // after tail's own cleanup
 	tr := startTail(t, "--addr", srv.URL, "--pod", "prod/db", "--verdict", "deny") // not a terminal: JSON
-	waitFor(t, "tail to subscribe", func() bool { return a.stream.Subscribers() == 1 })
-	a.observe(a.verdict(apiIP, dbIP, 3306, false)) // allowed: filtered out by the agent
-	a.observe(a.verdict(webIP, dbIP, 3306, false))
-	a.observe(a.verdict(webIP, dbIP, 3306, true))
+	waitFor(t, "tail to subscribe", func() bool { return a.hub.Subscribers() == 1 })
+	a.verdict(apiIP, dbIP, 3306, false) // allowed: filtered out by the agent
+	a.verdict(webIP, dbIP, 3306, false)
+	a.verdict(webIP, dbIP, 3306, true)
 	waitFor(t, "two lines", func() bool { return strings.Count(tr.out.String(), "\n") == 2 })
 	if err := tr.stop(t); err != nil {
 		t.Fatalf("tail after Ctrl-C: %v", err)
@@ -104,18 +143,18 @@ func TestTailJSON(t *testing.T) {
 			t.Errorf("line %d: %s", i, l)
 		}
 	}
-	waitFor(t, "the agent to see tail go", func() bool { return a.stream.Subscribers() == 0 })
+	waitFor(t, "the agent to see tail go", func() bool { return a.hub.Subscribers() == 0 })
 }
 
 func TestTailText(t *testing.T) {
-	a, _ := testAgent(t)
-	srv := httptest.NewServer(decisions.Handler(&a.stream))
+	a := newTestStream(t)
+	srv := httptest.NewServer(decisions.Handler(&a.hub))
 	t.Cleanup(srv.Close) // after tail's own cleanup
 	tr := startTail(t, "--addr", strings.TrimPrefix(srv.URL, "http://"), "-o", "text", "--color", "always")
-	waitFor(t, "tail to subscribe", func() bool { return a.stream.Subscribers() == 1 })
-	a.observe(a.verdict(webIP, dbIP, 3306, false))
-	a.observe(a.verdict(apiIP, dbIP, 3306, false))
-	a.observe(a.verdict(webIP, dbIP, 3306, true))
+	waitFor(t, "tail to subscribe", func() bool { return a.hub.Subscribers() == 1 })
+	a.verdict(webIP, dbIP, 3306, false)
+	a.verdict(apiIP, dbIP, 3306, false)
+	a.verdict(webIP, dbIP, 3306, true)
 	waitFor(t, "three lines", func() bool { return strings.Count(tr.out.String(), "\n") == 3 })
 	tr.stop(t)
 	ls := lines(tr.out.String())

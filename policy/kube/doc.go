@@ -34,6 +34,6 @@
 // The agent needs get, list and watch on pods, namespaces and
 // networking.k8s.io/networkpolicies, cluster-wide, and nothing else: deploy/rbac.yaml.
 //
-// This package defines no metrics; the agent exports Status as podwall_source_connected and
-// podwall_source_api_errors_total (cmd/podwall/source.go).
+// A Source is a prometheus.Collector of its Status: podwall_source_connected and
+// podwall_source_api_errors_total (described in cmd/podwall/README.md with every series).
 package kube

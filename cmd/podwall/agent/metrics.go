@@ -1,25 +1,20 @@
-package main
+package agent
 
 import (
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 )
 
-// This file defines the agent's Prometheus series (namespace podwall). Every series is
-// listed with its meaning in README.md beside this file; keep the two together.
-
-// agentMetrics are the agent's own series. The hot-path ones are resolved once, so that
-// counting a verdict allocates nothing.
-type agentMetrics struct {
-	reg *prometheus.Registry
-
+// verdictMetrics are the agent's own series (namespace podwall): what it counts of each
+// verdict it observes and of each policy state it applies. Every series is listed in
+// cmd/podwall/README.md. The hot-path ones are resolved once, so that counting a verdict
+// allocates nothing.
+type verdictMetrics struct {
 	verdicts  *prometheus.CounterVec
 	byVerdict [2][2]prometheus.Counter // [policy.Verdict][cache hit]
 	// directions counts the directions this node judged; byDirection[dir][verdict][code]
@@ -45,9 +40,8 @@ var (
 	verdictNames   = [2]string{policy.Deny: "deny", policy.Allow: "allow"}
 )
 
-func newAgentMetrics(a *agent) *agentMetrics {
-	m := &agentMetrics{
-		reg: prometheus.NewRegistry(),
+func newVerdictMetrics() *verdictMetrics {
+	m := &verdictMetrics{
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
 			Name: "verdicts_total", Help: "Verdicts given to queued packets, by verdict and whether the flow cache answered."},
 			[]string{"verdict", "cache"}),
@@ -84,35 +78,12 @@ func newAgentMetrics(a *agent) *agentMetrics {
 		m.byDirection[d][policy.Deny][policy.NoRuleAllows] = m.directions.WithLabelValues(dn, "deny", policy.NoRuleAllows.String())
 	}
 	m.index.Store(&policyIndex{})
-	stat := func(name, help string, f func(datapath.Stats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath", Name: name, Help: help},
-			func() float64 {
-				if a.queues == nil {
-					return 0
-				}
-				return float64(f(a.queues.Stats()))
-			})
-	}
-	m.reg.MustRegister(m.verdicts, m.directions, m.policyVerdicts, m.decideSeconds, m.compileSeconds,
-		m.generation, m.pods, m.policies, m.sourceErrors,
-		stat("packets_total", "Packets received from the queues.", func(s datapath.Stats) uint64 { return s.Packets }),
-		stat("malformed_total", "Queued packets that could not be decoded (given the failure policy's verdict).", func(s datapath.Stats) uint64 { return s.Malformed }),
-		stat("enobufs_total", "Netlink receive buffer overruns: queued packets the kernel could not deliver.", func(s datapath.Stats) uint64 { return s.ENOBUFS }),
-		stat("verdict_errors_total", "Verdicts the kernel did not take (the packet then meets the queue's failure policy).", func(s datapath.Stats) uint64 { return s.VerdictErrors }),
-		stat("reader_failures_total", "Queue readers stopped by a receive error; /healthz fails while this is above 0.", func(s datapath.Stats) uint64 { return s.ReaderFailures }),
-		stat("flowcache_hits_total", "Verdict cache hits.", func(s datapath.Stats) uint64 { return s.Cache.Hits }),
-		stat("flowcache_misses_total", "Verdict cache misses.", func(s datapath.Stats) uint64 { return s.Cache.Misses }),
-		stat("flowcache_evictions_total", "Verdict cache evictions.", func(s datapath.Stats) uint64 { return s.Cache.Evictions }),
-		queueCollector{first: uint16(a.o.queueNum), n: uint16(a.o.queues)},
-		&a.stream,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
 	return m
 }
 
 // observe counts one verdict; d is the current snapshot's decision on the packet's flow
 // (zero for a malformed packet). It runs on a queue reader: no allocation, no lock.
-func (m *agentMetrics) observe(r *datapath.Record, d *policy.Decision) {
+func (m *verdictMetrics) observe(r *datapath.Record, d *policy.Decision) {
 	v, hit := policy.Deny, 0
 	if r.Allow {
 		v = policy.Allow
@@ -130,7 +101,7 @@ func (m *agentMetrics) observe(r *datapath.Record, d *policy.Decision) {
 	m.judged(idx, policy.Ingress, &d.Ingress)
 }
 
-func (m *agentMetrics) judged(idx *policyIndex, dir policy.Direction, j *policy.Judgement) {
+func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *policy.Judgement) {
 	if !j.Local || int(j.Code) >= numCodes {
 		return
 	}
@@ -166,7 +137,7 @@ type policySeries [2][2]prometheus.Counter
 // indexPolicies builds the index for s, creates the series of the policies that appeared
 // and deletes those of the policies that no longer select a local pod. Called by compiled,
 // under the agent's apply lock.
-func (m *agentMetrics) indexPolicies(s *policy.Snapshot) {
+func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
 	idx := &policyIndex{byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{}}
 	series := func(ref policy.PolicyRef) *policySeries {
 		if ps := idx.byPolicy[ref]; ps != nil {
@@ -199,7 +170,7 @@ func (m *agentMetrics) indexPolicies(s *policy.Snapshot) {
 	}
 }
 
-func (m *agentMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, policies int) {
+func (m *verdictMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, policies int) {
 	m.compileSeconds.Observe(d.Seconds())
 	m.generation.Set(float64(s.Generation()))
 	m.pods.Set(float64(pods))
@@ -207,41 +178,21 @@ func (m *agentMetrics) compiled(d time.Duration, s *policy.Snapshot, pods, polic
 	m.indexPolicies(s)
 }
 
-// queueCollector reads the kernel's counters of the agent's queues at scrape time
-// (datapath.ReadQueueStats: the queues bound in the agent's network namespace).
-type queueCollector struct{ first, n uint16 }
-
-var (
-	queueLenDesc = prometheus.NewDesc("podwall_datapath_queue_length",
-		"Packets waiting in the kernel's NFQUEUE queue for a verdict (queue_total).", []string{"queue"}, nil)
-	queueDroppedDesc = prometheus.NewDesc("podwall_datapath_queue_dropped_total",
-		"Packets the kernel dropped because the queue was full (queue_dropped); failing open they are accepted and not counted.", []string{"queue"}, nil)
-	queueUserDroppedDesc = prometheus.NewDesc("podwall_datapath_queue_user_dropped_total",
-		"Packets the kernel could not hand to the agent because its netlink socket was full (queue_user_dropped).", []string{"queue"}, nil)
-	queueQueuedDesc = prometheus.NewDesc("podwall_datapath_queue_queued_total",
-		"Packets the kernel queued since the queue was bound (id_sequence; wraps at 2^32).", []string{"queue"}, nil)
-)
-
-func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- queueLenDesc
-	ch <- queueDroppedDesc
-	ch <- queueUserDroppedDesc
-	ch <- queueQueuedDesc
+func (m *verdictMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.verdicts, m.directions, m.policyVerdicts, m.decideSeconds, m.compileSeconds,
+		m.generation, m.pods, m.policies, m.sourceErrors}
 }
 
-func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
-	stats, err := datapath.ReadQueueStats()
-	if err != nil {
-		return // no series rather than a failed scrape
+// Describe implements prometheus.Collector.
+func (m *verdictMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
 	}
-	for _, s := range stats {
-		if s.Queue < c.first || s.Queue-c.first >= c.n {
-			continue // not ours
-		}
-		q := strconv.Itoa(int(s.Queue))
-		ch <- prometheus.MustNewConstMetric(queueLenDesc, prometheus.GaugeValue, float64(s.Len), q)
-		ch <- prometheus.MustNewConstMetric(queueDroppedDesc, prometheus.CounterValue, float64(s.Dropped), q)
-		ch <- prometheus.MustNewConstMetric(queueUserDroppedDesc, prometheus.CounterValue, float64(s.UserDropped), q)
-		ch <- prometheus.MustNewConstMetric(queueQueuedDesc, prometheus.CounterValue, float64(s.IDSequence), q)
+}
+
+// Collect implements prometheus.Collector.
+func (m *verdictMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -36,42 +37,45 @@ var (
 	dbIP  = netip.MustParseAddr("10.244.1.12")
 )
 
-// testAgent is an agent without datapath or listeners, enforcing state s (default: the
-// 3-tier example) on node-1.
-func testAgent(t testing.TB) (*agent, policy.State) {
+// example is the seeds' 3-tier example.
+const example = "../../../deploy/examples/3tier"
+
+// testAgent is an agent on node-1 that has applied state s (the 3-tier example), without
+// running: no datapath, no listeners.
+func testAgent(t testing.TB) (*Agent, policy.State) {
 	t.Helper()
 	s, err := manifests.Load(example)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{o: &runOpts{queueNum: 100, queues: 2}, node: "node-1", compiler: policy.NewCompiler("node-1")}
-	a.metrics = newAgentMetrics(a)
+	idle := policy.SourceFunc(func(ctx context.Context, _ func(policy.State, error)) error { <-ctx.Done(); return nil })
+	a, err := New(Config{Node: "node-1", Source: idle, QueueNum: 100, Queues: 2, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a.setState(t, s)
 	return a, s
 }
 
-func (a *agent) setState(t testing.TB, s policy.State) {
+func (a *Agent) setState(t testing.TB, s policy.State) {
 	t.Helper()
-	if err := a.compiler.Replace(s); err != nil {
-		t.Fatal(err)
+	if !a.apply(s, nil) {
+		t.Fatalf("state rejected: %s", *a.lastErr.Load())
 	}
-	snap := a.compiler.Snapshot()
-	a.engine.snap.Store(snap)
-	a.metrics.compiled(time.Millisecond, snap, len(s.Pods), len(s.Policies))
 }
 
 // verdict is what the datapath would hand observe for a flow: the engine's verdict.
-func (a *agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record {
+func (a *Agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record {
 	f := flow.Flow{Src: src, Dst: dst, Proto: 6, Port: port}
-	allow, gen := a.engine.Decide(f)
+	allow, gen := a.inForce.Decide(f)
 	return &datapath.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: allow, CacheHit: hit, Gen: gen,
 		Latency: 2 * time.Microsecond, Queue: 100}
 }
 
 // metricValue returns one series' value, or -1 when the series does not exist.
-func (a *agent) metricValue(t testing.TB, name string, labels string) float64 {
+func (a *Agent) metricValue(t testing.TB, name string, labels string) float64 {
 	t.Helper()
-	mfs, err := a.metrics.reg.Gather()
+	mfs, err := a.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +155,7 @@ func TestObserveMetrics(t *testing.T) {
 		{"podwall_policy_verdicts_total", "direction=ingress,policy=prod/db-policy,verdict=deny", 2},
 		{"podwall_policy_verdicts_total", "direction=ingress,policy=prod/db-policy,verdict=allow", 1},
 		{"podwall_policy_verdicts_total", "direction=egress,policy=prod/db-policy,verdict=deny", 0},
-		{"podwall_policy_generation", "", float64(a.engine.Generation())},
+		{"podwall_policy_generation", "", float64(a.inForce.Generation())},
 		{"podwall_policy_policies", "", 1},
 		{"podwall_decisions_subscribers", "", 0},
 	} {
@@ -188,10 +192,8 @@ func TestObserveAllocatesNothing(t *testing.T) {
 }
 
 func TestDebugRoutes(t *testing.T) {
-	a, _ := testAgent(t)
-	mux := http.NewServeMux()
-	a.debugRoutes(mux)
-	srv := httptest.NewServer(mux)
+	a, state := testAgent(t)
+	srv := httptest.NewServer(a.DebugHandler())
 	defer srv.Close()
 	get := func(path string) (int, string, http.Header) {
 		t.Helper()
@@ -213,20 +215,23 @@ func TestDebugRoutes(t *testing.T) {
 		t.Errorf("/debug/nope: %d", code)
 	}
 
-	// /debug/explain answers exactly like `podwall explain -o json`.
+	// /debug/explain answers like `podwall explain -o json`: explain.Judge on the compiled
+	// state, protocol TCP by default.
+	offline, err := policy.Compile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, q := range [][]string{
 		{"prod/web", "prod/db", "3306", "TCP"},
 		{"prod/api", "prod/db", "3306", ""},
 		{"192.0.2.10", "prod/db", "3306", "UDP"},
 	} {
-		args := []string{"--manifests", example, "--from", q[0], "--to", q[1], "--port", q[2], "-o", "json"}
-		if q[3] != "" {
-			args = append(args, "--protocol", q[3])
+		proto := q[3]
+		if proto == "" {
+			proto = "TCP"
 		}
-		want, _, err := runExplain(t, "", args...)
-		if err != nil {
-			t.Fatal(err)
-		}
+		wantJSON, _ := json.Marshal(explain.Judge(offline, explain.Query{From: q[0], To: q[1], Port: json.Number(q[2]), Protocol: proto}))
+		want := string(wantJSON) + "\n"
 		path := fmt.Sprintf("/debug/explain?from=%s&to=%s&port=%s", q[0], q[1], q[2])
 		if q[3] != "" {
 			path += "&protocol=" + q[3]
@@ -301,7 +306,7 @@ func BenchmarkObserve(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				rec.Flow = flows[i%len(flows)]
-				rec.Allow, rec.Gen = a.engine.Decide(rec.Flow)
+				rec.Allow, rec.Gen = a.inForce.Decide(rec.Flow)
 				a.observe(rec)
 				i++
 			}
@@ -319,7 +324,7 @@ func BenchmarkDecide(b *testing.B) {
 	f := flow.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.engine.Decide(f)
+		a.inForce.Decide(f)
 	}
 }
 
@@ -348,7 +353,7 @@ func sameButLocal(t *testing.T, got, want string) string {
 // TestMetricsDocumented: every series the agent registers is listed in README.md beside
 // this file (STYLE 13), and the Grafana dashboard uses only listed series.
 func TestMetricsDocumented(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +362,7 @@ func TestMetricsDocumented(t *testing.T) {
 		documented[m] = true
 	}
 	a, _ := testAgent(t)
-	mfs, err := a.metrics.reg.Gather()
+	mfs, err := a.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,8 +370,8 @@ func TestMetricsDocumented(t *testing.T) {
 	for _, mf := range mfs {
 		registered = append(registered, mf.GetName())
 	}
-	ch := make(chan *prometheus.Desc, 8)
-	queueCollector{}.Describe(ch) // series that exist only while queues are bound
+	ch := make(chan *prometheus.Desc, 32)
+	a.datapath.Describe(ch) // with the queue series, which exist only while queues are bound
 	close(ch)
 	for d := range ch {
 		registered = append(registered, metricName.FindString(d.String()))
@@ -376,7 +381,7 @@ func TestMetricsDocumented(t *testing.T) {
 			t.Errorf("%s is not listed in cmd/podwall/README.md", m)
 		}
 	}
-	dash, err := os.ReadFile("../../deploy/grafana/podwall.json")
+	dash, err := os.ReadFile("../../../deploy/grafana/podwall.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/podwall/podwall/conntrack"
+	"github.com/podwall/podwall/datapath"
+	"github.com/podwall/podwall/datapath/nft"
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// Config is what an Agent enforces, where from, and how. The command line fills it
+// (cmd/podwall, `podwall run --help`); the zero values of the optional fields are the flags'
+// defaults.
+type Config struct {
+	// Node is this node's name: pods whose spec.nodeName is Node are local.
+	Node string
+	// Source delivers the policy states. A Source that is also a prometheus.Collector (the
+	// Kubernetes source) has its series registered with the agent's.
+	Source policy.Source
+	// QueueNum is the first NFQUEUE queue, Queues their number (one reader each).
+	QueueNum, Queues uint16
+	// FailOpen is the single failure policy (datapath/doc.go).
+	FailOpen bool
+	// CacheSize is the number of flows in the verdict cache.
+	CacheSize int
+	// MetricsAddr serves /metrics, /healthz and /readyz; DebugAddr the debug pages (empty:
+	// off).
+	MetricsAddr, DebugAddr string
+	// PodInterfaces are name prefixes of pod interfaces, for anti-spoofing.
+	PodInterfaces []string
+	// KeepEstablished turns revocation of established connections off.
+	KeepEstablished bool
+	Log             *slog.Logger
+}
+
+// Agent is one running podwall.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	compiler *policy.Compiler
+	inForce  inForce
+
+	// Set in Run, in this order; nil before.
+	queues  *datapath.Queues
+	ruleset *nft.Ruleset // set under mu once programmed
+
+	revoker *conntrack.Revoker
+	mu      sync.Mutex // serialises applying states
+	ready   atomic.Bool
+	lastErr atomic.Pointer[string]
+
+	reg      *prometheus.Registry
+	metrics  *verdictMetrics
+	datapath *datapath.Collector
+	stream   decisions.Hub // the live decision stream (observe.go)
+}
+
+// New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
+func New(cfg Config) (*Agent, error) {
+	var errs []error
+	if cfg.Node == "" {
+		errs = append(errs, errors.New("agent: no node name"))
+	}
+	if cfg.Source == nil {
+		errs = append(errs, errors.New("agent: no policy source"))
+	}
+	if cfg.Queues == 0 {
+		errs = append(errs, errors.New("agent: at least one queue"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, compiler: policy.NewCompiler(cfg.Node), reg: prometheus.NewRegistry()}
+	a.inForce.Store(a.compiler.Snapshot()) // empty until the first state: allows all
+	a.metrics = newVerdictMetrics()
+	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
+	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c, ok := cfg.Source.(prometheus.Collector); ok {
+		a.reg.MustRegister(c)
+	}
+	return a, nil
+}
+
+// inForce holds the snapshot in force: the datapath's Decider, published by one atomic
+// pointer store.
+type inForce struct {
+	atomic.Pointer[policy.Snapshot]
+}
+
+// Generation implements datapath.Decider.
+func (p *inForce) Generation() uint64 { return p.Load().Generation() }
+
+// Decide implements datapath.Decider: this node's verdict on f.
+func (p *inForce) Decide(f flow.Flow) (bool, uint64) {
+	s := p.Load()
+	d := s.Decide(f)
+	return d.LocalVerdict() == policy.Allow, s.Generation()
+}
+
+// Run enforces policy until ctx ends. It returns an error when it cannot start (a busy
+// listen address, no conntrack, the kernel refusing the table); once started it returns nil
+// when ctx ends, or when the source stops for good.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	servers, err := a.listen()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+
+	// The first good state is loaded before anything reaches the kernel, so the ruleset is
+	// programmed with the right sets at once. Until then a table left by an earlier run
+	// goes on enforcing the failure policy with no reader (fail closed: new connections of
+	// isolated pods are dropped; fail open: bypassed), and a broken first state never
+	// empties its sets.
+	first := make(chan struct{}, 1)
+	go func() {
+		err := a.cfg.Source.Run(ctx, func(s policy.State, err error) {
+			if a.apply(s, err) {
+				select {
+				case first <- struct{}{}:
+				default:
+				}
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("policy source stopped", "err", err)
+			cancel()
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-first:
+	}
+
+	stopRevoker, err := a.startRevoker(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopRevoker()
+	if a.queues, err = datapath.Start(ctx, datapath.Config{
+		QueueNum: a.cfg.QueueNum, Queues: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
+		CacheSize: a.cfg.CacheSize, Log: a.log, Observe: a.observe,
+	}, &a.inForce); err != nil {
+		return err
+	}
+	defer a.queues.Close()
+	a.datapath.Attach(a.queues)
+	rs, err := nft.New(nft.Config{
+		QueueNum: a.cfg.QueueNum, QueueCount: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
+		PodInterfacePrefixes: a.cfg.PodInterfaces,
+	})
+	if err != nil {
+		return err
+	}
+	// The readers are bound: every packet queued from now on is judged by the snapshot in
+	// force. Program the table (or take over the one an earlier run left) and its sets in
+	// one transaction, under mu so that no state applied meanwhile is skipped: the hook
+	// never runs with sets that differ from the engine's snapshot. Then sweep conntrack
+	// for what the first policy denies (connections made before or between runs).
+	a.mu.Lock()
+	snap := a.inForce.Load()
+	in, eg := snap.LocalIsolated()
+	if err := rs.ProgramSync(in, eg); err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	a.ruleset = rs
+	a.afterApply(snap)
+	a.mu.Unlock()
+	defer func() {
+		keep := !a.cfg.FailOpen
+		if err := a.ruleset.Close(keep); err != nil {
+			a.log.Error("closing ruleset", "err", err)
+		}
+		a.log.Info("stopped", "table_kept", keep)
+	}()
+	a.ready.Store(true)
+	a.log.Info("ready", "node", a.cfg.Node, "queues", a.cfg.Queues, "queue_mode", a.ruleset.Mode().String(),
+		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen)
+	<-ctx.Done()
+	a.ready.Store(false)
+	return nil
+}
+
+// apply compiles a new state and, once the datapath runs, syncs it; it reports whether
+// the state is now in force. A broken state keeps the last good one in force.
+//
+// The kernel sets change first, then the engine's snapshot: when /readyz reports a
+// generation, both enforce it. A failed sync changes nothing (one transaction), so the
+// last good snapshot stays in force. In the instant between the two steps, a connection
+// of a pod whose isolation changed may be judged by the old snapshot; the conntrack sweep
+// that afterApply starts revokes it if the new one denies it.
+func (a *Agent) apply(s policy.State, loadErr error) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if loadErr != nil {
+		a.fail(loadErr)
+		return false
+	}
+	start := time.Now()
+	if err := a.compiler.Replace(s); err != nil {
+		a.fail(err)
+		return false
+	}
+	snap := a.compiler.Snapshot()
+	if a.ruleset != nil {
+		in, eg := snap.LocalIsolated()
+		if err := a.ruleset.Sync(in, eg); err != nil {
+			a.fail(err)
+			return false
+		}
+	}
+	a.inForce.Store(snap)
+	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
+	if a.ruleset != nil {
+		a.afterApply(snap)
+	}
+	a.lastErr.Store(nil)
+	a.log.Info("policy applied", "generation", snap.Generation(), "pods", len(s.Pods),
+		"policies", len(s.Policies), "took", time.Since(start))
+	return true
+}
+
+func (a *Agent) fail(err error) {
+	msg := err.Error()
+	a.lastErr.Store(&msg)
+	a.metrics.sourceErrors.Inc()
+	a.log.Error("keeping the last good policy", "err", err)
+}
+
+// MetricsHandler serves /metrics, /healthz and /readyz (what Run serves on MetricsAddr).
+func (a *Agent) MetricsHandler() http.Handler { return a.metricsMux() }
+
+// DebugHandler serves the debug pages (what Run serves on DebugAddr).
+func (a *Agent) DebugHandler() http.Handler { return a.debugMux() }
