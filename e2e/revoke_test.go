@@ -18,6 +18,7 @@ import (
 	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/e2e/agent"
 	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // A policy that tightens cuts the established connections it now denies — TCP and UDP,
@@ -254,9 +255,9 @@ func (e *env) conntrackOf(node string) *ctTable {
 // has reports whether the table holds the entry of h.
 func (c *ctTable) has(e *env, h *held) bool {
 	e.t.Helper()
-	p := uint8(6)
+	p := flow.TCP
 	if h.network == "udp" {
-		p = 17
+		p = flow.UDP
 	}
 	en, err := c.tab.Get(conntrack.Tuple{Src: h.src.Addr(), Dst: h.dst.Addr(), Proto: p, SrcPort: h.src.Port(), DstPort: h.dst.Port()})
 	if err != nil {
