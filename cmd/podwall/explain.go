@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/explain"
-	"github.com/podwall/podwall/policy/flow"
 )
 
 type explainOpts struct {
@@ -86,9 +83,20 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	}
 	switch {
 	case o.batch:
-		return explainBatch(snap, in, out, errOut)
+		bad, err := explain.Batch(snap, in, out, func(msg string) { fmt.Fprintln(errOut, "podwall explain:", msg) })
+		if err == nil && bad > 0 {
+			err = fmt.Errorf("%d bad queries: %w", bad, errBadInput)
+		}
+		return err
 	case o.matrix:
-		return o.explainMatrix(snap, out)
+		ports, err := explain.ParsePorts(o.ports)
+		if err != nil {
+			return fmt.Errorf("--ports %w", err)
+		}
+		if o.output == "json" {
+			return explain.MatrixJSON(out, snap, ports)
+		}
+		return explain.Matrix(out, snap, ports)
 	}
 	q := explain.Query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
 	if o.from == "" || o.to == "" {
@@ -121,156 +129,4 @@ func portText(r explain.Answer) string {
 		return p + "/" + r.Port.String()
 	}
 	return p
-}
-
-// explainBatch answers JSON-lines queries. It flushes whenever it has consumed all input
-// available so far, so it serves a pipeline as well as a line-by-line coprocess.
-func explainBatch(snap *policy.Snapshot, in io.Reader, out, errOut io.Writer) error {
-	rd := bufio.NewReaderSize(in, 1<<16)
-	w := bufio.NewWriterSize(out, 1<<16)
-	enc := json.NewEncoder(w)
-	bad := 0
-	for lineNo := 1; ; lineNo++ {
-		line, err := rd.ReadBytes('\n')
-		if len(bytes.TrimSpace(line)) > 0 {
-			var q explain.Query
-			dec := json.NewDecoder(bytes.NewReader(line))
-			dec.UseNumber()
-			var r explain.Answer
-			if derr := dec.Decode(&q); derr != nil {
-				r = explain.Answer{Error: fmt.Sprintf("line %d: %v", lineNo, derr)}
-			} else {
-				r = explain.Judge(snap, q)
-				if r.Error != "" {
-					r.Error = fmt.Sprintf("line %d: %s", lineNo, r.Error)
-				}
-			}
-			if r.Error != "" {
-				bad++
-				fmt.Fprintln(errOut, "podwall explain:", r.Error)
-			}
-			if eerr := enc.Encode(r); eerr != nil {
-				return eerr
-			}
-		}
-		if rd.Buffered() == 0 || err != nil {
-			if ferr := w.Flush(); ferr != nil {
-				return ferr
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if bad > 0 {
-		return fmt.Errorf("%d bad queries: %w", bad, errBadInput)
-	}
-	return nil
-}
-
-type portProto struct {
-	port  int
-	proto string
-}
-
-func parsePorts(s string) ([]portProto, error) {
-	var out []portProto
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		num, proto, ok := strings.Cut(item, "/")
-		if !ok {
-			proto = "TCP"
-		}
-		p, err := flow.ParseProto(proto)
-		if err != nil {
-			return nil, fmt.Errorf("--ports %q: %w", item, err)
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil || n < 0 || n > 65535 || (p.HasPorts() && n == 0) {
-			return nil, fmt.Errorf("--ports %q: bad port number", item)
-		}
-		out = append(out, portProto{n, p.String()})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--ports: empty list")
-	}
-	return out, nil
-}
-
-// explainMatrix prints, per port, the reachability of every pod pair on their primary
-// addresses: rows are sources, columns destinations, "." allowed, "X" denied — the layout
-// of the upstream e2e truth tables.
-func (o *explainOpts) explainMatrix(snap *policy.Snapshot, out io.Writer) error {
-	ports, err := parsePorts(o.ports)
-	if err != nil {
-		return err
-	}
-	var pods []*policy.Pod
-	for _, p := range snap.Pods() {
-		if len(p.IPs) > 0 && !p.HostNetwork && !p.Terminated() {
-			pods = append(pods, p)
-		}
-	}
-	w := bufio.NewWriter(out)
-	defer w.Flush()
-	if o.output == "json" {
-		enc := json.NewEncoder(w)
-		for _, pp := range ports {
-			for _, a := range pods {
-				for _, b := range pods {
-					if a.IPs[0].Is4() != b.IPs[0].Is4() {
-						continue
-					}
-					r := explain.Judge(snap, explain.Query{From: a.Key(), To: b.Key(), Port: json.Number(strconv.Itoa(pp.port)), Protocol: pp.proto})
-					if err := enc.Encode(r); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return nil
-	}
-	for i, pp := range ports {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		fmt.Fprintf(w, "%s/%d  (rows: from, columns: to; . allow, X deny)\n", pp.proto, pp.port)
-		tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-		fmt.Fprint(tw, "-")
-		for _, b := range pods {
-			fmt.Fprint(tw, "\t"+b.Key())
-		}
-		fmt.Fprintln(tw)
-		denied := 0
-		for _, a := range pods {
-			fmt.Fprint(tw, a.Key())
-			for _, b := range pods {
-				cell := "."
-				if a.IPs[0].Is4() != b.IPs[0].Is4() {
-					cell = "-"
-				} else {
-					proto, _ := flow.ParseProto(pp.proto)
-					f := flow.Flow{Src: a.IPs[0], Dst: b.IPs[0], Proto: proto}
-					if proto.HasPorts() {
-						f.Port = uint16(pp.port)
-					}
-					if snap.Decide(f).Verdict == policy.Deny {
-						cell = "X"
-						denied++
-					}
-				}
-				fmt.Fprint(tw, "\t"+cell)
-			}
-			fmt.Fprintln(tw)
-		}
-		tw.Flush()
-		fmt.Fprintf(w, "%d of %d pairs denied\n", denied, len(pods)*len(pods))
-	}
-	return nil
 }

@@ -8,9 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -68,9 +65,6 @@ Filters (repeat a flag or separate values with commas for alternatives):
 	return cmd
 }
 
-// errFatal marks errors that reconnecting cannot fix.
-type errFatal struct{ error }
-
 func (o *tailOpts) run(ctx context.Context, out, errOut io.Writer) error {
 	var errs []error
 	if o.output != "" && o.output != "text" && o.output != "json" {
@@ -83,7 +77,7 @@ func (o *tailOpts) run(ctx context.Context, out, errOut io.Writer) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	u, err := streamURL(o.addr, filter)
+	u, err := decisions.StreamURL(o.addr, filter)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -93,93 +87,10 @@ func (o *tailOpts) run(ctx context.Context, out, errOut io.Writer) error {
 	tty := isTerminal(out)
 	p := &printer{w: bufio.NewWriter(out), json: o.output == "json" || (o.output == "" && !tty),
 		color: o.color == "always" || (o.color == "auto" && tty && os.Getenv("NO_COLOR") == "")}
-	client := &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ResponseHeaderTimeout: 10 * time.Second,
-	}}
-	wait := o.backoff
-	for attempt := 0; ; attempt++ {
-		connected, err := follow(ctx, client, u, p, errOut, attempt > 0)
-		if ctx.Err() != nil {
-			return nil // Ctrl-C
-		}
-		if fe := (errFatal{}); errors.As(err, &fe) {
-			return fe.error
-		}
-		if connected {
-			wait = o.backoff
-		}
-		fmt.Fprintf(errOut, "podwall tail: %v; reconnecting in %v\n", err, wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, o.maxBackoff)
-	}
-}
-
-// streamURL makes the stream's URL from --addr (HOST:PORT, or a URL possibly with a path
-// prefix) and the filter.
-func streamURL(addr string, f decisions.Filter) (string, error) {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("--addr %q: want HOST:PORT or an http(s) URL", addr)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/debug/decisions"
-	u.RawQuery = f.Values().Encode()
-	return u.String(), nil
-}
-
-// follow reads the stream until it ends, printing every line; it reports whether the
-// stream was established (the agent answered 200).
-func follow(ctx context.Context, client *http.Client, u string, p *printer, errOut io.Writer, again bool) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, errFatal{err}
-	}
-	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := fmt.Errorf("%s: %s: %s", u, resp.Status, bytes.TrimSpace(b))
-		if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusNotFound {
-			return false, errFatal{err}
-		}
-		return false, err
-	}
-	if again {
-		fmt.Fprintf(errOut, "podwall tail: connected to %s\n", u)
-	}
-	rd := bufio.NewReaderSize(resp.Body, 64<<10)
-	for {
-		line, err := rd.ReadBytes('\n')
-		if len(bytes.TrimSpace(line)) > 0 {
-			if perr := p.line(line); perr != nil {
-				return true, errFatal{perr}
-			}
-		}
-		// Flush when caught up, so that a quiet stream shows at once and a busy one in batches.
-		if rd.Buffered() == 0 || err != nil {
-			if ferr := p.w.Flush(); ferr != nil {
-				return true, errFatal{ferr}
-			}
-		}
-		if err == io.EOF {
-			return true, errors.New("the agent ended the stream")
-		}
-		if err != nil {
-			return true, err
-		}
-	}
+	return decisions.Follow(ctx, decisions.FollowConfig{
+		URL: u, Line: p.line, Flush: p.w.Flush, Backoff: o.backoff, MaxBackoff: o.maxBackoff,
+		Log: func(msg string) { fmt.Fprintln(errOut, "podwall tail:", msg) },
+	})
 }
 
 func isTerminal(w io.Writer) bool {
