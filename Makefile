@@ -38,7 +38,7 @@ e2e: deps build testenv
 	$(GO) test -count=1 -timeout 30m -v ./e2e/...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/ ./datapath/... ./cmd/podwall/ ./policy/decisions/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/ ./datapath/... ./cmd/podwall/agent/ ./policy/decisions/
 
 # The netns load harness and the agent's memory at scale (root; a few minutes). Flags:
 # BENCH_LOAD_FLAGS, e.g. "--reps 3 --n 10000" or "--filters kernel,podwall,rawq" (see
