@@ -73,6 +73,12 @@ type Config struct {
 
 	// Mode selects the queue rendering; ModeAuto probes the kernel.
 	Mode QueueMode
+
+	// NetNS, when above 0, is an open file descriptor of a network namespace
+	// (/proc/PID/ns/net, /run/netns/NAME, a netns.NsHandle) that New programs
+	// instead of the calling thread's. It is used only while New runs; the
+	// caller keeps ownership.
+	NetNS int
 }
 
 // ifNameMax is IFNAMSIZ-1: the longest interface name the kernel accepts.

@@ -67,7 +67,7 @@
 // # Lifecycle
 //
 // New opens the netlink connection (in the caller's network namespace or
-// the one given by WithNetNS) and probes; Program creates the table or takes
+// Config.NetNS) and probes; Program creates the table or takes
 // over the one a previous run left, in one transaction that never unhooks
 // the chain and keeps the set elements, so isolated pods are never
 // unprotected across a restart; Sync reconciles the sets; ProgramSync does

@@ -227,7 +227,7 @@ func builtExprs(cfg Config, mode QueueMode) [][]string {
 func newLab(t *testing.T, cfg Config) (*Ruleset, string, netns.NsHandle) {
 	t.Helper()
 	ns, h := labNS(t)
-	r, err := New(cfg, WithNetNS(int(h)))
+	r, err := New(withNetNS(cfg, int(h)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -61,7 +61,7 @@ func TestLiveProbe(t *testing.T) {
 		t.Errorf("probe left a ruleset behind (err %v):\n%s", err, out)
 	}
 
-	r, err := New(Config{QueueCount: 1}, WithNetNS(int(h)))
+	r, err := New(Config{QueueCount: 1, NetNS: int(h)})
 	if err != nil {
 		t.Fatalf("New(auto): %v", err)
 	}
@@ -77,7 +77,7 @@ func TestLiveProbe(t *testing.T) {
 		mode QueueMode
 		ok   bool
 	}{{ModeNative, caps.NativeQueue}, {ModeCompat, caps.CompatQueue}} {
-		r, err := New(Config{QueueCount: 1, Mode: m.mode}, WithNetNS(int(h)))
+		r, err := New(Config{QueueCount: 1, Mode: m.mode, NetNS: int(h)})
 		if m.ok != (err == nil) {
 			t.Errorf("New(%v) with %+v: err %v", m.mode, caps, err)
 		}
@@ -242,7 +242,7 @@ func TestLiveTakeover(t *testing.T) {
 
 	t.Run("earlier run of another configuration", func(t *testing.T) {
 		ns, h := labNS(t)
-		old, err := New(Config{QueueNum: 7, QueueCount: 1, FailOpen: true, PodInterfacePrefixes: []string{"cali"}, Mode: mode}, WithNetNS(int(h)))
+		old, err := New(Config{QueueNum: 7, QueueCount: 1, FailOpen: true, PodInterfacePrefixes: []string{"cali"}, Mode: mode, NetNS: int(h)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +289,7 @@ func TestLiveTakeover(t *testing.T) {
 			t.Fatalf("mistype ingress6: %v", err)
 		}
 
-		r, err := New(cfg, WithNetNS(int(h)))
+		r, err := New(withNetNS(cfg, int(h)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func TestLiveTakeover(t *testing.T) {
 		if err := c.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		r, err := New(cfg, WithNetNS(int(h)))
+		r, err := New(withNetNS(cfg, int(h)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -372,7 +372,7 @@ func TestLiveClose(t *testing.T) {
 		t.Errorf("Sync after Close: %v, want ErrClosed", err)
 	}
 
-	r2, err := New(Config{QueueCount: 1}, WithNetNS(int(h)))
+	r2, err := New(Config{QueueCount: 1, NetNS: int(h)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestLiveClose(t *testing.T) {
 	if out, err := nftIn(ns, "list", "ruleset"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("ruleset after Close(false) (err %v):\n%s", err, out)
 	}
-	r3, err := New(Config{QueueCount: 1}, WithNetNS(int(h)))
+	r3, err := New(Config{QueueCount: 1, NetNS: int(h)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,4 +397,10 @@ func sortedBlocks(listing string) string {
 	blocks := strings.Split(listing, "\n\n")
 	slices.Sort(blocks)
 	return strings.Join(blocks, "\n\n")
+}
+
+// withNetNS returns c programming the namespace of fd.
+func withNetNS(c Config, fd int) Config {
+	c.NetNS = fd
+	return c
 }

@@ -106,7 +106,7 @@ func TestLiveProgramSync(t *testing.T) {
 	if err := r.Close(true); err != nil {
 		t.Fatal(err)
 	}
-	r2, err := New(Config{QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}, WithNetNS(int(h)))
+	r2, err := New(Config{QueueCount: 1, PodInterfacePrefixes: []string{"pw"}, NetNS: int(h)})
 	if err != nil {
 		t.Fatal(err)
 	}

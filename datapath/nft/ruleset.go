@@ -20,21 +20,6 @@ var ErrClosed = errors.New("nft: ruleset closed")
 // All messages still go out in one batch: one transaction.
 const maxElemsPerMsg = 512
 
-// Option configures New.
-type Option func(*options)
-
-type options struct {
-	netnsFD int
-}
-
-// WithNetNS makes the Ruleset program the network namespace referred to by
-// fd (an open /proc/PID/ns/net or /run/netns/NAME, e.g. a netns.NsHandle)
-// instead of the one of the calling thread. The fd is used only while New
-// runs; the caller keeps ownership.
-func WithNetNS(fd int) Option {
-	return func(o *options) { o.netnsFD = fd }
-}
-
 // Ruleset owns podwall's table in one network namespace. Its methods are
 // safe for concurrent use.
 type Ruleset struct {
@@ -48,22 +33,18 @@ type Ruleset struct {
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the
-// calling thread's network namespace (or the one given by WithNetNS), and
+// calling thread's network namespace (or Config.NetNS), and
 // probes the kernel's queue support. With ModeAuto the native queue
 // expression is used when the kernel has it, otherwise the xt NFQUEUE target;
 // an explicitly requested mode the kernel lacks is an error. New does not
 // change the ruleset: call Program.
-func New(cfg Config, opts ...Option) (*Ruleset, error) {
+func New(cfg Config) (*Ruleset, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
 	connOpts := []nftables.ConnOption{nftables.AsLasting()}
-	if o.netnsFD > 0 {
-		connOpts = append(connOpts, nftables.WithNetNSFd(o.netnsFD))
+	if cfg.NetNS > 0 {
+		connOpts = append(connOpts, nftables.WithNetNSFd(cfg.NetNS))
 	}
 	conn, err := nftables.New(connOpts...)
 	if err != nil {

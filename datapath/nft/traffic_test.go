@@ -139,7 +139,7 @@ func TestLiveTraffic(t *testing.T) {
 	}
 	l := newPodLab(t)
 	cfg := Config{QueueNum: 100, QueueCount: 2, PodInterfacePrefixes: []string{"pw"}}
-	r, err := New(cfg, WithNetNS(int(l.node)))
+	r, err := New(withNetNS(cfg, int(l.node)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestLiveTraffic(t *testing.T) {
 	// goes to the queue — the rest are established.
 	open := cfg
 	open.FailOpen = true
-	r2, err := New(open, WithNetNS(int(l.node)))
+	r2, err := New(withNetNS(open, int(l.node)))
 	if err != nil {
 		t.Fatal(err)
 	}
