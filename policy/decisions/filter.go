@@ -3,6 +3,7 @@ package decisions
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/podwall/podwall/policy"
@@ -182,15 +183,7 @@ func (m *matcher) record(r *Record) bool {
 }
 
 func (m *matcher) namespace(p *policy.Pod) bool {
-	if p == nil {
-		return false
-	}
-	for _, ns := range m.namespaces {
-		if p.Namespace == ns {
-			return true
-		}
-	}
-	return false
+	return p != nil && slices.Contains(m.namespaces, p.Namespace)
 }
 
 func (m *matcher) pod(p *policy.Pod) bool {
