@@ -26,18 +26,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: skipping: needs root (network namespaces, nftables)")
 		os.Exit(0)
 	}
-	labenv.Sweep("e2e")
-	dir, err := os.MkdirTemp("", "podwall-e2e-")
-	if err != nil {
-		panic(err)
-	}
-	if binary, err = labenv.Build(dir); err != nil {
-		fmt.Println("e2e:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(labenv.Main(m, "e2e", &binary, nil))
 }
 
 // env is one test's lab (labenv.Env: nodes, pods, an agent per node) and the manifests the

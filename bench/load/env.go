@@ -14,13 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-
 	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy/manifests"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // The lab's fixed shape. One node, node-a, routes between two pods on it: client
@@ -149,25 +145,11 @@ func (e *Env) ServerAddr(port uint16) netip.AddrPort { return netip.AddrPortFrom
 // the client on ConnPort-(ConnPort+ConnPorts-1) (one endPort range) and StreamPort. The
 // client pod carries a bench-round label that bumpGeneration changes.
 func (e *Env) writeManifests() error {
-	tcp := corev1.ProtocolTCP
-	first, stream := intstr.FromInt32(ConnPort), intstr.FromInt32(StreamPort)
-	end := int32(ConnPort + ConnPorts - 1)
-	np := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: "server-ingress"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{
-					{Protocol: &tcp, Port: &first, EndPort: &end},
-					{Protocol: &tcp, Port: &stream},
-				},
-			}},
-		},
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}
-	return manifests.Write(e.manifests, ns,
+	np := policytest.NetworkPolicy(benchNamespace, "server-ingress", policytest.Selector("app", "server"),
+		policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "client")),
+			policytest.Port(fmt.Sprintf("%d-%d/TCP", ConnPort, ConnPort+ConnPorts-1)),
+			policytest.Port(fmt.Sprintf("%d/TCP", StreamPort)))))
+	return manifests.Write(e.manifests, policytest.Namespace(benchNamespace, nil),
 		e.Client.Object(benchNamespace, e.Client.Role(), NodeName, map[string]string{"app": "client", "bench-round": strconv.Itoa(e.round)}),
 		e.Server.Object(benchNamespace, e.Server.Role(), NodeName, map[string]string{"app": "server"}),
 		np)

@@ -21,23 +21,11 @@ var binary string
 const repo = "../.."
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		labenv.Sweep("e2e/kube")
-	}
-	dir, err := os.MkdirTemp("", "podwall-e2e-kube-")
-	if err != nil {
-		panic(err)
-	}
-	if binary, err = labenv.Build(dir); err != nil {
-		fmt.Println("e2e/kube:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := cluster.StopShared(); err != nil {
-		fmt.Println("e2e/kube: stopping the API server:", err)
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(labenv.Main(m, "e2e/kube", &binary, func() {
+		if err := cluster.StopShared(); err != nil {
+			fmt.Println("e2e/kube: stopping the API server:", err)
+		}
+	}))
 }
 
 func needRoot(t *testing.T) {

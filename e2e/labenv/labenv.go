@@ -26,26 +26,35 @@ import (
 	"github.com/podwall/podwall/cmd/podwall/scrape"
 )
 
-// Sweep removes the lab namespaces that earlier, killed runs left behind and says so, for
-// TestMain; suite names the test binary in what it prints.
-func Sweep(suite string) {
-	if removed, err := lab.Sweep(lab.DefaultPrefix, 0); err != nil {
-		fmt.Printf("%s: sweep: %v\n", suite, err)
-	} else if len(removed) > 0 {
-		fmt.Printf("%s: swept stale lab namespaces: %v\n", suite, removed)
+// Main is the TestMain of a suite that runs the podwall binary, named suite in what it
+// prints: as root, it removes the lab namespaces that earlier, killed runs left behind; it
+// builds podwall into a temporary directory and sets *binary to its path, runs the tests,
+// calls after (when not nil), removes the binary and returns m.Run's exit code.
+func Main(m *testing.M, suite string, binary *string, after func()) int {
+	if os.Geteuid() == 0 {
+		if removed, err := lab.Sweep(lab.DefaultPrefix, 0); err != nil {
+			fmt.Printf("%s: sweep: %v\n", suite, err)
+		} else if len(removed) > 0 {
+			fmt.Printf("%s: swept stale lab namespaces: %v\n", suite, removed)
+		}
 	}
-}
-
-// Build builds the podwall binary into dir, for TestMain, and returns its path; the go
-// command's output goes to stdout and stderr.
-func Build(dir string) (string, error) {
-	binary := filepath.Join(dir, "podwall")
-	build := exec.Command("go", "build", "-o", binary, "github.com/podwall/podwall/cmd/podwall")
+	dir, err := os.MkdirTemp("", "podwall-"+strings.ReplaceAll(suite, "/", "-")+"-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	*binary = filepath.Join(dir, "podwall")
+	build := exec.Command("go", "build", "-o", *binary, "github.com/podwall/podwall/cmd/podwall")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("building podwall: %w", err)
+		fmt.Printf("%s: building podwall: %v\n", suite, err)
+		return 1
 	}
-	return binary, nil
+	code := m.Run()
+	if after != nil {
+		after()
+	}
+	return code
 }
 
 // Env is one test's lab.
