@@ -200,10 +200,7 @@ func NetworkPolicy(namespace, name string, podSelector *metav1.LabelSelector, tw
 // policyTypes. Ingress() alone isolates for ingress and allows nothing.
 func Ingress(rules ...networkingv1.NetworkPolicyIngressRule) Tweak {
 	return func(np *networkingv1.NetworkPolicy) {
-		if np.Spec.Ingress == nil {
-			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{}
-		}
-		np.Spec.Ingress = append(np.Spec.Ingress, rules...)
+		np.Spec.Ingress = appendRules(np.Spec.Ingress, rules)
 		addPolicyType(np, networkingv1.PolicyTypeIngress)
 	}
 }
@@ -212,12 +209,18 @@ func Ingress(rules ...networkingv1.NetworkPolicyIngressRule) Tweak {
 // for egress and allows nothing.
 func Egress(rules ...networkingv1.NetworkPolicyEgressRule) Tweak {
 	return func(np *networkingv1.NetworkPolicy) {
-		if np.Spec.Egress == nil {
-			np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{}
-		}
-		np.Spec.Egress = append(np.Spec.Egress, rules...)
+		np.Spec.Egress = appendRules(np.Spec.Egress, rules)
 		addPolicyType(np, networkingv1.PolicyTypeEgress)
 	}
+}
+
+// appendRules appends rules to have, never leaving it nil: like upstream's helpers, Ingress()
+// makes an empty rule list, not an absent one.
+func appendRules[R any](have, rules []R) []R {
+	if have == nil {
+		have = []R{}
+	}
+	return append(have, rules...)
 }
 
 // Types sets policyTypes exactly; Types() omits the field, so the default applies.
