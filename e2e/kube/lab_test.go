@@ -300,8 +300,8 @@ func (e *env) awaitMetric(name string, want float64, timeout time.Duration) {
 // ingressPolicy isolates the pods podSel selects for ingress and allows from peers on TCP
 // port.
 func ingressPolicy(ns, name string, podSel *metav1.LabelSelector, port int32, from ...policytest.Elem) *networkingv1.NetworkPolicy {
-	return policytest.NetworkPolicy(ns, name, podSel, policytest.Ingress(policytest.From(
-		append(from, policytest.Port(fmt.Sprintf("%d/TCP", port)))...)))
+	elems := append([]policytest.Elem{policytest.Port(fmt.Sprintf("%d/TCP", port))}, from...)
+	return policytest.NetworkPolicy(ns, name, podSel, policytest.Ingress(policytest.From(elems...)))
 }
 
 // dbPolicy is the seeds' db-policy (only name=api-pod reaches role=db, on TCP port).
