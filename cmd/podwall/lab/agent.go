@@ -106,8 +106,14 @@ func (a *Agent) Get(ctx context.Context, path string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-// Metrics scrapes /metrics. Without a deadline on ctx it gives up after 2 s.
+// Metrics scrapes /metrics. Without a deadline on ctx it gives up after 5 s: the page of
+// an agent with many policies is large.
 func (a *Agent) Metrics(ctx context.Context) (scrape.Samples, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	code, body, err := a.Get(ctx, "/metrics")
 	if err != nil {
 		return nil, err
