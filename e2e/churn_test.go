@@ -41,9 +41,7 @@ func TestChurn(t *testing.T) {
 	const updates = 1000
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	for i, k := range []string{"app/a", "app/b", "app/c"} {
-		e.AddPod("node-1", k, i)
-	}
+	e.AddPods("node-1", "app/a", "app/b", "app/c")
 	base := []any{policytest.Namespace("app", nil)}
 	for _, k := range []string{"app/a", "app/b", "app/c"} {
 		base = append(base, e.podObject(k, map[string]string{"app": k[4:]}))

@@ -27,9 +27,8 @@ func TestNodeToPod(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "app/p", 0)
-	e.AddPod("node-1", "app/q", 1)
-	e.AddPod("node-2", "app/r", 0)
+	e.AddPods("node-1", "app/p", "app/q")
+	e.AddPods("node-2", "app/r")
 	e.write(
 		e.Nodes["node-1"].Object("node-1"), e.Nodes["node-2"].Object("node-2"),
 		policytest.Namespace("app", nil),
@@ -75,10 +74,8 @@ func TestUnselectedNeverQueued(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "app/u1", 0)
-	e.AddPod("node-1", "app/u2", 1)
-	e.AddPod("node-1", "app/iso", 2)
-	e.AddPod("node-2", "app/u3", 0)
+	e.AddPods("node-1", "app/u1", "app/u2", "app/iso")
+	e.AddPods("node-2", "app/u3")
 	e.write(
 		policytest.Namespace("app", nil),
 		e.podObject("app/u1", map[string]string{"name": "u1"}),
@@ -171,10 +168,8 @@ func TestAntiSpoofing(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "app/mallory", 0)
-	e.AddPod("node-1", "app/victim", 1)
-	e.AddPod("node-1", "app/target", 2)
-	e.AddPod("node-2", "app/remote", 0)
+	e.AddPods("node-1", "app/mallory", "app/victim", "app/target")
+	e.AddPods("node-2", "app/remote")
 	e.write(
 		policytest.Namespace("app", nil),
 		e.podObject("app/mallory", nil),
@@ -253,9 +248,9 @@ func TestSCTP(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "app/server", 0)
-	e.AddPod("node-2", "app/allowed", 0)
-	e.AddPod("node-1", "app/other", 1)
+	e.AddPods("node-1", "app/server")
+	e.AddPods("node-2", "app/allowed")
+	e.AddPods("node-1", "app/other")
 	e.write(
 		policytest.Namespace("app", nil),
 		e.podObject("app/server", map[string]string{"name": "server"}),

@@ -41,9 +41,7 @@ import (
 func TestAgentRestart(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	for i, k := range []string{"app/client", "app/server", "app/intruder", "app/a", "app/b"} {
-		e.AddPod("node-1", k, i)
-	}
+	e.AddPods("node-1", "app/client", "app/server", "app/intruder", "app/a", "app/b")
 	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/client", map[string]string{"app": "client"}),
 		e.podObject("app/server", map[string]string{"app": "server"}),
@@ -283,9 +281,7 @@ func TestFlood(t *testing.T) {
 	const packets = 200_000
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	for i, k := range []string{"app/attacker", "app/victim", "app/client", "app/a", "app/b"} {
-		e.AddPod("node-1", k, i)
-	}
+	e.AddPods("node-1", "app/attacker", "app/victim", "app/client", "app/a", "app/b")
 	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/attacker", nil), e.podObject("app/victim", map[string]string{"app": "victim"}),
 		e.podObject("app/client", map[string]string{"app": "client"}), e.podObject("app/a", nil), e.podObject("app/b", nil),

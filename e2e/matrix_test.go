@@ -265,7 +265,7 @@ func TestMatrix(t *testing.T) {
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
 	for i, key := range matrixPods {
-		e.AddPod([]string{"node-1", "node-2"}[i%2], key, i/2)
+		e.AddPods([]string{"node-1", "node-2"}[i%2], key)
 	}
 	var base []any
 	for _, ns := range []string{"x", "y", "z"} {

@@ -23,8 +23,7 @@ import (
 func TestReload(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	e.AddPod("node-1", "app/client", 0)
-	e.AddPod("node-1", "app/server", 1)
+	e.AddPods("node-1", "app/client", "app/server")
 	base := []any{
 		policytest.Namespace("app", nil),
 		e.podObject("app/client", map[string]string{"name": "client"}),

@@ -32,11 +32,8 @@ func TestRevoke(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "prod/client", 0)
-	e.AddPod("node-1", "prod/db", 1)
-	e.AddPod("node-1", "prod/job", 2)
-	e.AddPod("node-1", "prod/web", 3)
-	e.AddPod("node-2", "prod/remote", 0)
+	e.AddPods("node-1", "prod/client", "prod/db", "prod/job", "prod/web")
+	e.AddPods("node-2", "prod/remote")
 	base := []any{policytest.Namespace("prod", nil)}
 	for _, k := range []string{"prod/client", "prod/db", "prod/job", "prod/web", "prod/remote"} {
 		base = append(base, e.podObject(k, map[string]string{"app": k[5:]}))

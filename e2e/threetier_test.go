@@ -12,9 +12,7 @@ import (
 func threeTierEnv(t *testing.T) *env {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	e.AddPod("node-1", "prod/web", 0)
-	e.AddPod("node-1", "prod/api", 1)
-	e.AddPod("node-1", "prod/db", 2)
+	e.AddPods("node-1", "prod/web", "prod/api", "prod/db")
 	e.AddExternal("user", 0, "node-1")
 	e.write(
 		policytest.Namespace("prod", nil),

@@ -16,10 +16,8 @@ func TestTwoNodes(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "app/a", 0)
-	e.AddPod("node-1", "app/c", 1)
-	e.AddPod("node-2", "app/b", 0)
-	e.AddPod("node-2", "app/d", 1)
+	e.AddPods("node-1", "app/a", "app/c")
+	e.AddPods("node-2", "app/b", "app/d")
 	e.write(
 		policytest.Namespace("app", nil),
 		e.podObject("app/a", map[string]string{"app": "a"}),

@@ -22,8 +22,7 @@ import (
 func TestStartWindow(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	e.AddPod("node-1", "app/client", 0)
-	e.AddPod("node-1", "app/server", 1)
+	e.AddPods("node-1", "app/client", "app/server")
 	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/client", nil),
 		e.podObject("app/server", map[string]string{"role": "locked"}),
@@ -73,8 +72,7 @@ func TestStartWindow(t *testing.T) {
 func TestPodIPLater(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
-	e.AddPod("node-1", "app/client", 0)
-	e.AddPod("node-1", "app/server", 1)
+	e.AddPods("node-1", "app/client", "app/server")
 	pending := e.podObject("app/server", map[string]string{"role": "locked"})
 	pending.Status = corev1.PodStatus{Phase: corev1.PodPending}
 	objs := func(server *corev1.Pod) []any {

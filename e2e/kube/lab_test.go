@@ -322,11 +322,8 @@ func TestClusterEnforcement(t *testing.T) {
 	e := newEnv(t, c)
 	e.AddNode("node-1", 1)
 	e.AddNode("node-2", 2)
-	e.AddPod("node-1", "prod/web", 0)
-	e.AddPod("node-1", "prod/api", 1)
-	e.AddPod("node-1", "prod/db", 2)
-	e.AddPod("node-2", "other/client", 0)
-	e.AddPod("node-2", "prod/db2", 1)
+	e.AddPods("node-1", "prod/web", "prod/api", "prod/db")
+	e.AddPods("node-2", "other/client", "prod/db2")
 	e.AddExternal("user", 0, "node-1")
 	e.Serve(80, 3306, 5000)
 

@@ -121,17 +121,20 @@ func (e *Env) AddNode(name string, i int) *lab.Node {
 	return n
 }
 
-// AddPod adds a pod on node with address j of the node's plan, known as key ("ns/name").
-func (e *Env) AddPod(node, key string, j int) *lab.Pod {
+// AddPods adds pods on node, known as keys ("ns/name"), at the node's next addresses in
+// the plan: the first pod of a node gets address 0 (lab.Plan(i).Pod(0)), the next 1.
+func (e *Env) AddPods(node string, keys ...string) {
 	e.T.Helper()
 	n := e.Nodes[node]
-	v4, v6 := lab.Plan(int(n.PodCIDRv4.Addr().As4()[2])).Pod(j)
-	p, err := n.AddPod(strings.ReplaceAll(key, "/", "-"), v4, v6)
-	if err != nil {
-		e.T.Fatal(err)
+	plan := lab.Plan(int(n.PodCIDRv4.Addr().As4()[2]))
+	for _, key := range keys {
+		v4, v6 := plan.Pod(len(n.Pods()))
+		p, err := n.AddPod(strings.ReplaceAll(key, "/", "-"), v4, v6)
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		e.Pods[key] = p
 	}
-	e.Pods[key] = p
-	return p
 }
 
 // AddExternal adds external host j (lab.External) behind node via, known as name.
