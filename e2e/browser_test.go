@@ -64,7 +64,7 @@ func artifactsDir(t *testing.T) string {
 func TestBrowserLivePage(t *testing.T) {
 	browser := chromium(t)
 	e := threeTierEnv(t)
-	node := e.nodes["node-1"]
+	node := e.Nodes["node-1"]
 
 	wrapper := filepath.Join(t.TempDir(), "chromium-in-netns")
 	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", node.Name(), browser)
@@ -98,9 +98,9 @@ func TestBrowserLivePage(t *testing.T) {
 		chromedp.Poll(`document.getElementById("status").textContent.startsWith("live")`, nil, chromedp.WithPollingTimeout(15*time.Second)),
 		chromedp.Text("#status", &status, chromedp.ByID),
 	); err != nil {
-		t.Fatalf("opening the live page: %v (status %q)\n%s", err, status, e.agents["node-1"].Logs())
+		t.Fatalf("opening the live page: %v (status %q)\n%s", err, status, e.Agents["node-1"].Logs())
 	}
-	e.waitFor(func() bool { return e.metric("node-1", "podwall_decisions_subscribers", "") == 1 },
+	e.waitFor(func() bool { return e.metric("node-1", "podwall_decisions_subscribers") == 1 },
 		func() string { return "the page did not subscribe" })
 
 	// A denied connection (and an allowed one): both appear, the denial red with db-policy.

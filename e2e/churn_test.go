@@ -16,8 +16,9 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/manifests"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // 1,000 policy updates in a row, each applied before the next is written, while four
@@ -39,19 +40,18 @@ import (
 func TestChurn(t *testing.T) {
 	const updates = 1000
 	e := newEnv(t)
-	e.node("node-1", 1)
-	for i, k := range []string{"app/a", "app/b", "app/c"} {
-		e.pod("node-1", k, i)
-	}
-	base := []any{agent.Namespace("app", nil)}
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/a", "app/b", "app/c")
+	base := []any{policytest.Namespace("app", nil)}
 	for _, k := range []string{"app/a", "app/b", "app/c"} {
 		base = append(base, e.podObject(k, map[string]string{"app": k[4:]}))
 	}
+	a, c := policytest.Pods(policytest.Selector("app", "a")), policytest.Pods(policytest.Selector("app", "c"))
 	bIn := func(rules ...networkingv1.NetworkPolicyIngressRule) *networkingv1.NetworkPolicy {
-		return netpol("app", "b-in", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "b"), PolicyTypes: types(ingressType), Ingress: rules})
+		return policytest.NetworkPolicy("app", "b-in", policytest.Selector("app", "b"), policytest.Ingress(rules...))
 	}
 	out := func(pod string, rules ...networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
-		return netpol("app", pod+"-out", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", pod), PolicyTypes: types(egressType), Egress: rules})
+		return policytest.NetworkPolicy("app", pod+"-out", policytest.Selector("app", pod), policytest.Egress(rules...))
 	}
 	flows := []probe{
 		{from: "app/a", to: "app/b", port: 80},
@@ -65,14 +65,14 @@ func TestChurn(t *testing.T) {
 		allow    []bool
 	}{
 		{nil, []bool{true, true, true, true}},
-		{[]any{bIn(from(ports("80/TCP"), pods(sel("app", "a")))), out("b")}, []bool{true, false, false, false}},
-		{[]any{bIn(from(nil, pods(sel("app", "c"))))}, []bool{false, true, false, true}},
-		{[]any{bIn(from(nil, pods(sel("app", "a")))), out("b", to(ports("80/TCP"), pods(sel("app", "c"))))}, []bool{true, false, true, true}},
-		{[]any{bIn(from(ports("81/UDP"), pods(sel("app", "a")))), out("c")}, []bool{false, false, true, true}},
+		{[]any{bIn(policytest.From(a, policytest.Port("80/TCP"))), out("b")}, []bool{true, false, false, false}},
+		{[]any{bIn(policytest.From(c))}, []bool{false, true, false, true}},
+		{[]any{bIn(policytest.From(a)), out("b", policytest.To(c, policytest.Port("80/TCP")))}, []bool{true, false, true, true}},
+		{[]any{bIn(policytest.From(a, policytest.Port("81/UDP"))), out("c")}, []bool{false, false, true, true}},
 	}
 	objs := func(s int) []any { return append(slices.Clone(base), states[s].policies...) }
-	e.serve(80, 81)
-	e.warm()
+	e.Serve(80, 81)
+	e.Warm()
 	e.write(objs(0)...)
 	e.start()
 	// The table of verdicts is right: every state, both families.
@@ -93,7 +93,7 @@ func TestChurn(t *testing.T) {
 		state            int
 		written, applied time.Time
 	}
-	gen, err := e.agents["node-1"].Generation(context.Background())
+	gen, err := e.Agents["node-1"].Generation(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestChurn(t *testing.T) {
 					if port >= 32000 {
 						return
 					}
-					err = probeUDPFrom(e.pods[p.from].NS, uint16(port), netip.AddrPortFrom(e.addr(p.to, "IPv6"), p.port), 800*time.Millisecond)
+					err = probeUDPFrom(e.Pods[p.from].NS, uint16(port), netip.AddrPortFrom(e.Addr(p.to, "IPv6"), p.port), 800*time.Millisecond)
 				} else {
 					err = e.probe("IPv4", p, 800*time.Millisecond)
 				}
@@ -136,7 +136,7 @@ func TestChurn(t *testing.T) {
 	for range updates {
 		cur := timeline[len(timeline)-1].state
 		next := (cur + 1 + rng.IntN(len(states)-1)) % len(states)
-		if err := agent.Write(staging, objs(next)...); err != nil {
+		if err := manifests.Write(staging, objs(next)...); err != nil {
 			t.Fatal(err)
 		}
 		written := time.Now()
@@ -150,7 +150,7 @@ func TestChurn(t *testing.T) {
 	}
 	stop()
 	wg.Wait()
-	if g, _ := e.agents["node-1"].Generation(context.Background()); g != gen {
+	if g, _ := e.Agents["node-1"].Generation(context.Background()); g != gen {
 		t.Errorf("agent at generation %d after %d updates, want %d: an update was skipped or doubled", g, updates, gen)
 	}
 
@@ -187,8 +187,8 @@ func TestChurn(t *testing.T) {
 	if slices.Min(perFlow) < 25 {
 		t.Errorf("too few probes per flow: %v", perFlow)
 	}
-	revoked := e.metric("node-1", "podwall_conntrack_revoked_total", "")
-	sweeps := e.metric("node-1", "podwall_conntrack_sweeps_total", "")
+	revoked := e.metric("node-1", "podwall_conntrack_revoked_total")
+	sweeps := e.metric("node-1", "podwall_conntrack_sweeps_total")
 	t.Logf("conntrack: %v sweeps, %v entries revoked", sweeps, revoked)
 }
 

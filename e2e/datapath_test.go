@@ -8,16 +8,13 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // denyAllIngress isolates the pods labelled role=locked of ns for ingress and allows nothing.
 func denyAllIngress(ns string) *networkingv1.NetworkPolicy {
-	return netpol(ns, "deny-all", networkingv1.NetworkPolicySpec{
-		PodSelector: *sel("role", "locked"),
-		PolicyTypes: types(ingressType),
-	})
+	return policytest.NetworkPolicy(ns, "deny-all", policytest.Selector("role", "locked"), policytest.Ingress())
 }
 
 // A pod and its own node may always talk, whatever the policies: a node's traffic to its
@@ -28,20 +25,19 @@ func denyAllIngress(ns string) *networkingv1.NetworkPolicy {
 //	node-2: r (deny all ingress)
 func TestNodeToPod(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "app/p", 0)
-	e.pod("node-1", "app/q", 1)
-	e.pod("node-2", "app/r", 0)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "app/p", "app/q")
+	e.AddPods("node-2", "app/r")
 	e.write(
-		e.nodeObject("node-1"), e.nodeObject("node-2"),
-		agent.Namespace("app", nil),
+		e.Nodes["node-1"].Object("node-1"), e.Nodes["node-2"].Object("node-2"),
+		policytest.Namespace("app", nil),
 		e.podObject("app/p", map[string]string{"role": "locked"}),
 		e.podObject("app/q", nil),
 		e.podObject("app/r", map[string]string{"role": "locked"}),
 		denyAllIngress("app"),
 	)
-	e.serve(80)
+	e.Serve(80)
 	node1, node2 := e.nodeEndpoint("node-1"), e.nodeEndpoint("node-2")
 	e.start()
 
@@ -76,25 +72,20 @@ func TestNodeToPod(t *testing.T) {
 //	node-2: u3
 func TestUnselectedNeverQueued(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "app/u1", 0)
-	e.pod("node-1", "app/u2", 1)
-	e.pod("node-1", "app/iso", 2)
-	e.pod("node-2", "app/u3", 0)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "app/u1", "app/u2", "app/iso")
+	e.AddPods("node-2", "app/u3")
 	e.write(
-		agent.Namespace("app", nil),
+		policytest.Namespace("app", nil),
 		e.podObject("app/u1", map[string]string{"name": "u1"}),
 		e.podObject("app/u2", map[string]string{"name": "u2"}),
 		e.podObject("app/u3", map[string]string{"name": "u3"}),
 		e.podObject("app/iso", map[string]string{"name": "iso"}),
-		netpol("app", "iso", networkingv1.NetworkPolicySpec{
-			PodSelector: *sel("name", "iso"),
-			Ingress: []networkingv1.NetworkPolicyIngressRule{
-				from(nil, pods(in("name", "u1", "u3")))},
-		}),
+		policytest.NetworkPolicy("app", "iso", policytest.Selector("name", "iso"), policytest.Ingress(
+			policytest.From(policytest.Pods(policytest.Exprs(policytest.In("name", "u1", "u3")))))),
 	)
-	e.serve(80)
+	e.Serve(80)
 	e.start()
 	counts := func() map[string]queued {
 		return map[string]queued{"node-1": e.queueCounts("node-1"), "node-2": e.queueCounts("node-2")}
@@ -147,7 +138,7 @@ func TestUnselectedNeverQueued(t *testing.T) {
 	// One held connection, many round trips: still one queued packet.
 	before = counts()
 	for _, fam := range []string{"IPv4", "IPv6"} {
-		c, err := lab.Dial(context.Background(), e.pods["app/u1"].NS, "tcp", netip.AddrPortFrom(e.addr("app/iso", fam), 80))
+		c, err := lab.Dial(context.Background(), e.Pods["app/u1"].NS, "tcp", netip.AddrPortFrom(e.Addr("app/iso", fam), 80))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,25 +166,23 @@ func TestUnselectedNeverQueued(t *testing.T) {
 // Without the agent the lab delivers the forged SYN, which shows the drop is podwall's.
 func TestAntiSpoofing(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "app/mallory", 0)
-	e.pod("node-1", "app/victim", 1)
-	e.pod("node-1", "app/target", 2)
-	e.pod("node-2", "app/remote", 0)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "app/mallory", "app/victim", "app/target")
+	e.AddPods("node-2", "app/remote")
 	e.write(
-		agent.Namespace("app", nil),
+		policytest.Namespace("app", nil),
 		e.podObject("app/mallory", nil),
 		e.podObject("app/victim", nil),
 		e.podObject("app/target", nil),
 		e.podObject("app/remote", nil),
 	)
 	const port = 7777
-	trap, err := lab.TrapSYN(e.pods["app/target"].NS, port)
+	trap, err := lab.TrapSYN(e.Pods["app/target"].NS, port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mallory := e.pods["app/mallory"]
+	mallory := e.Pods["app/mallory"]
 	ext4, ext6 := lab.External(5)
 	type forgery struct {
 		name     string
@@ -204,9 +193,9 @@ func TestAntiSpoofing(t *testing.T) {
 	}
 	forgeries := []forgery{
 		{"own address", mallory.IPv4, mallory.IPv6, true, true},
-		{"pod on the same node", e.pods["app/victim"].IPv4, e.pods["app/victim"].IPv6, false, true},
-		{"pod on another node", e.pods["app/remote"].IPv4, e.pods["app/remote"].IPv6, false, true},
-		{"node address", e.nodes["node-2"].UnderlayV4, e.nodes["node-2"].UnderlayV6, false, true},
+		{"pod on the same node", e.Pods["app/victim"].IPv4, e.Pods["app/victim"].IPv6, false, true},
+		{"pod on another node", e.Pods["app/remote"].IPv4, e.Pods["app/remote"].IPv6, false, true},
+		{"node address", e.Nodes["node-2"].UnderlayV4, e.Nodes["node-2"].UnderlayV6, false, true},
 		{"outside address", ext4, ext6, false, true},
 	}
 	// send sends every forgery in both families, then waits for them together.
@@ -223,9 +212,9 @@ func TestAntiSpoofing(t *testing.T) {
 				want = f.arrives
 			}
 			for _, src := range []netip.Addr{f.src4, f.src6} {
-				dst := e.pods["app/target"].IPv4
+				dst := e.Pods["app/target"].IPv4
 				if src.Is6() {
-					dst = e.pods["app/target"].IPv6
+					dst = e.Pods["app/target"].IPv6
 				}
 				syn, err := lab.SpoofSYN(mallory.NS, src, netip.AddrPortFrom(dst, port))
 				if err != nil {
@@ -242,7 +231,7 @@ func TestAntiSpoofing(t *testing.T) {
 			}
 		}
 	}
-	e.warm()
+	e.Warm()
 	t.Run("lab alone", func(t *testing.T) { send(t, false) })
 	e.start()
 	before := e.queueCounts("node-1")
@@ -257,24 +246,21 @@ func TestAntiSpoofing(t *testing.T) {
 // that pod's INIT through to port 80 and nobody else's, and does not open 80/TCP.
 func TestSCTP(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "app/server", 0)
-	e.pod("node-2", "app/allowed", 0)
-	e.pod("node-1", "app/other", 1)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "app/server")
+	e.AddPods("node-2", "app/allowed")
+	e.AddPods("node-1", "app/other")
 	e.write(
-		agent.Namespace("app", nil),
+		policytest.Namespace("app", nil),
 		e.podObject("app/server", map[string]string{"name": "server"}),
 		e.podObject("app/allowed", map[string]string{"name": "allowed"}),
 		e.podObject("app/other", map[string]string{"name": "other"}),
-		netpol("app", "sctp-from-allowed", networkingv1.NetworkPolicySpec{
-			PodSelector: *sel("name", "server"),
-			Ingress: []networkingv1.NetworkPolicyIngressRule{
-				from(ports("80/SCTP"), pods(sel("name", "allowed")))},
-		}),
+		policytest.NetworkPolicy("app", "sctp-from-allowed", policytest.Selector("name", "server"), policytest.Ingress(
+			policytest.From(policytest.Pods(policytest.Selector("name", "allowed")), policytest.Port("80/SCTP")))),
 	)
-	e.serve(80)
-	srv, err := e.pods["app/server"].ServeSCTP(80)
+	e.Serve(80)
+	srv, err := e.Pods["app/server"].ServeSCTP(80)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +273,7 @@ func TestSCTP(t *testing.T) {
 	)
 	// The denied INITs never reached the server (dropped on the way, not unanswered).
 	for _, i := range srv.Inits() {
-		if a := i.From.Addr(); a == e.pods["app/other"].IPv4 || a == e.pods["app/other"].IPv6 {
+		if a := i.From.Addr(); a == e.Pods["app/other"].IPv4 || a == e.Pods["app/other"].IPv6 {
 			t.Errorf("INIT from the denied pod reached the server: %v", i.From)
 		}
 	}

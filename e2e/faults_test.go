@@ -19,11 +19,9 @@ import (
 	"testing"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
-
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/datapath"
-	"github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // The agent stopped and started again, killed (SIGKILL) or asked to stop (SIGTERM), failing
@@ -42,19 +40,17 @@ import (
 // through. A graceful stop exits within a few milliseconds.
 func TestAgentRestart(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	for i, k := range []string{"app/client", "app/server", "app/intruder", "app/a", "app/b"} {
-		e.pod("node-1", k, i)
-	}
-	e.write(agent.Namespace("app", nil),
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server", "app/intruder", "app/a", "app/b")
+	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/client", map[string]string{"app": "client"}),
 		e.podObject("app/server", map[string]string{"app": "server"}),
 		e.podObject("app/intruder", map[string]string{"app": "intruder"}),
 		e.podObject("app/a", nil), e.podObject("app/b", nil),
-		netpol("app", "server", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "server"),
-			Ingress: []networkingv1.NetworkPolicyIngressRule{from(ports("80/TCP", "81/UDP"), pods(sel("app", "client")))}}))
-	e.serve(80, 81)
-	e.warm()
+		policytest.NetworkPolicy("app", "server", policytest.Selector("app", "server"), policytest.Ingress(policytest.From(
+			policytest.Pods(policytest.Selector("app", "client")), policytest.Port("80/TCP"), policytest.Port("81/UDP")))))
+	e.Serve(80, 81)
+	e.Warm()
 
 	for _, mode := range []struct {
 		name string
@@ -63,7 +59,7 @@ func TestAgentRestart(t *testing.T) {
 		failOpen := len(mode.args) > 0
 		t.Run(mode.name, func(t *testing.T) {
 			e := e.sub(t)
-			if a := e.agents["node-1"]; a != nil {
+			if a := e.Agents["node-1"]; a != nil {
 				if err := a.Stop(syscall.SIGTERM, 5*time.Second); err != nil {
 					t.Fatal(err)
 				}
@@ -79,7 +75,7 @@ func TestAgentRestart(t *testing.T) {
 // outage stops node-1's agent with sig, checks the datapath while it is down, restarts it
 // with args and checks the takeover.
 func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
-	t := e.t
+	t := e.T
 	kept := []*held{
 		e.hold("kept", "IPv4", "app/client", "app/server", "tcp", 80),
 		e.hold("kept", "IPv6", "app/client", "app/server", "udp", 81),
@@ -87,7 +83,7 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 	}
 	table, rules := e.ruleset("node-1")
 
-	a := e.agents["node-1"]
+	a := e.Agents["node-1"]
 	stopped := time.Now()
 	if err := a.Stop(sig, 5*time.Second); err != nil {
 		t.Fatalf("stop: %v\n%s", err, a.Logs())
@@ -166,7 +162,7 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 			kernel += uint64(q.IDSequence)
 			dropped += q.Dropped + q.UserDropped
 		}
-		agentRead = uint64(e.metric("node-1", "podwall_datapath_packets_total", ""))
+		agentRead = uint64(e.metric("node-1", "podwall_datapath_packets_total"))
 		if (agentRead == kernel && dropped == 0) || time.Now().After(deadline) {
 			break
 		}
@@ -185,17 +181,8 @@ func (e *env) outage(sig syscall.Signal, failOpen bool, args []string) {
 // startOn starts the agent of one node with extra flags, replacing the one the env knew,
 // and waits until it is ready.
 func (e *env) startOn(node string, args ...string) {
-	e.t.Helper()
-	a, err := agent.Start(e.nodes[node], agent.Config{Binary: binary, Manifests: e.manifests, NodeName: e.nodes[node].Name(), Args: args})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.agents[node] = a
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := a.WaitReady(ctx); err != nil {
-		e.t.Fatal(err)
-	}
+	e.T.Helper()
+	e.StartAgent(node, e.config(e.Nodes[node], args...), 20*time.Second)
 }
 
 var nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
@@ -203,16 +190,16 @@ var nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 // ruleset returns node's podwall table as `nft list table` prints it (counters zeroed) and
 // its number of rules.
 func (e *env) ruleset(node string) (string, int) {
-	e.t.Helper()
-	out, err := e.nodes[node].Exec(context.Background(), "nft", "-j", "list", "table", "inet", "podwall").Output()
+	e.T.Helper()
+	out, err := e.Nodes[node].Exec(context.Background(), "nft", "-j", "list", "table", "inet", "podwall").Output()
 	if err != nil {
-		e.t.Fatalf("nft -j list table in %s: %v", node, err)
+		e.T.Fatalf("nft -j list table in %s: %v", node, err)
 	}
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
 	if err := json.Unmarshal(out, &doc); err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	rules := 0
 	for _, o := range doc.Nftables {
@@ -220,34 +207,34 @@ func (e *env) ruleset(node string) (string, int) {
 			rules++
 		}
 	}
-	text, err := e.nodes[node].Exec(context.Background(), "nft", "list", "table", "inet", "podwall").Output()
+	text, err := e.Nodes[node].Exec(context.Background(), "nft", "list", "table", "inet", "podwall").Output()
 	if err != nil {
-		e.t.Fatalf("nft list table in %s: %v", node, err)
+		e.T.Fatalf("nft list table in %s: %v", node, err)
 	}
 	return nftCounters.ReplaceAllString(string(text), "counter"), rules
 }
 
 // hasTable reports whether node has the podwall table.
 func (e *env) hasTable(node string) bool {
-	return e.nodes[node].Exec(context.Background(), "nft", "list", "table", "inet", "podwall").Run() == nil
+	return e.Nodes[node].Exec(context.Background(), "nft", "list", "table", "inet", "podwall").Run() == nil
 }
 
 // queueStats reads node's NFQUEUE instances.
 func (e *env) queueStats(node string) []datapath.QueueStat {
-	e.t.Helper()
+	e.T.Helper()
 	var qs []datapath.QueueStat
-	if err := e.nodes[node].Do(func() (err error) { qs, err = datapath.ReadQueueStats(); return err }); err != nil {
-		e.t.Fatal(err)
+	if err := e.Nodes[node].Do(func() (err error) { qs, err = datapath.ReadQueueStats(); return err }); err != nil {
+		e.T.Fatal(err)
 	}
 	return qs
 }
 
 // agentPID returns the PID of the podwall process in node's network namespace.
 func (e *env) agentPID(node string) int {
-	e.t.Helper()
+	e.T.Helper()
 	var st syscall.Stat_t
-	if err := syscall.Stat(e.nodes[node].Path(), &st); err != nil {
-		e.t.Fatal(err)
+	if err := syscall.Stat(e.Nodes[node].Path(), &st); err != nil {
+		e.T.Fatal(err)
 	}
 	want := fmt.Sprintf("net:[%d]", st.Ino)
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
@@ -261,7 +248,7 @@ func (e *env) agentPID(node string) int {
 			return pid
 		}
 	}
-	e.t.Fatalf("no podwall process in %s", node)
+	e.T.Fatalf("no podwall process in %s", node)
 	return 0
 }
 
@@ -293,37 +280,35 @@ func rssKiB(pid int) (int, error) {
 func TestFlood(t *testing.T) {
 	const packets = 200_000
 	e := newEnv(t)
-	e.node("node-1", 1)
-	for i, k := range []string{"app/attacker", "app/victim", "app/client", "app/a", "app/b"} {
-		e.pod("node-1", k, i)
-	}
-	e.write(agent.Namespace("app", nil),
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/attacker", "app/victim", "app/client", "app/a", "app/b")
+	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/attacker", nil), e.podObject("app/victim", map[string]string{"app": "victim"}),
 		e.podObject("app/client", map[string]string{"app": "client"}), e.podObject("app/a", nil), e.podObject("app/b", nil),
-		netpol("app", "victim", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "victim"),
-			Ingress: []networkingv1.NetworkPolicyIngressRule{from(ports("80/TCP"), pods(sel("app", "client")))}}))
-	e.serve(80, 81)
-	e.warm()
+		policytest.NetworkPolicy("app", "victim", policytest.Selector("app", "victim"), policytest.Ingress(policytest.From(
+			policytest.Pods(policytest.Selector("app", "client")), policytest.Port("80/TCP")))))
+	e.Serve(80, 81)
+	e.Warm()
 	e.start()
 	pid := e.agentPID("node-1")
 	kept := []*held{
 		e.hold("kept", "IPv4", "app/client", "app/victim", "tcp", 80),
 		e.hold("kept", "IPv4", "app/a", "app/b", "tcp", 80),
 	}
-	victim := e.pods["app/victim"].IPv4
+	victim := e.Pods["app/victim"].IPv4
 
 	for _, flood := range []struct {
 		name    string
 		oneFlow bool
 		send    func() (int, error)
 	}{
-		{"SYN flood, random ports", false, func() (int, error) { return synFlood(e.pods["app/attacker"], victim, packets) }},
-		{"UDP flood, one port", true, func() (int, error) { return udpFlood(e.pods["app/attacker"], victim, 81, packets) }},
+		{"SYN flood, random ports", false, func() (int, error) { return synFlood(e.Pods["app/attacker"], victim, packets) }},
+		{"UDP flood, one port", true, func() (int, error) { return udpFlood(e.Pods["app/attacker"], victim, 81, packets) }},
 	} {
 		t.Run(flood.name, func(t *testing.T) {
 			e := e.sub(t)
 			rss0, _ := rssKiB(pid)
-			q0, qs0, nobufs0 := e.queueCounts("node-1"), e.queueStats("node-1"), e.metric("node-1", "podwall_datapath_enobufs_total", "")
+			q0, qs0, nobufs0 := e.queueCounts("node-1"), e.queueStats("node-1"), e.metric("node-1", "podwall_datapath_enobufs_total")
 
 			ctx, stop := context.WithCancel(context.Background())
 			mon := e.monitor(ctx, "node-1", pid, kept)
@@ -345,7 +330,7 @@ func TestFlood(t *testing.T) {
 					udrop += s.UserDropped - qs0[i].UserDropped
 				}
 			}
-			nobufs := e.metric("node-1", "podwall_datapath_enobufs_total", "") - nobufs0
+			nobufs := e.metric("node-1", "podwall_datapath_enobufs_total") - nobufs0
 			rss1, _ := rssKiB(pid)
 			handledTook := drained.Sub(start)
 			t.Logf("sent %d in %v (%.0f/s); queued by the rules %d; agent read %d in %v (%.0f/s); queue full drops %d, socket drops %d, ENOBUFS %v",
@@ -404,7 +389,7 @@ func (m *floodMonitor) wait() *floodMonitor { <-m.done; return m }
 // held connections every 100 ms, and reads the decision stream, until ctx ends.
 func (e *env) monitor(ctx context.Context, node string, pid int, hs []*held) *floodMonitor {
 	m := &floodMonitor{done: make(chan struct{})}
-	a := e.agents[node]
+	a := e.Agents[node]
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -456,7 +441,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // decisions arrived.
 func (e *env) readStream(ctx context.Context, node string) (int, error) {
 	var c net.Conn
-	if err := e.nodes[node].Do(func() (err error) {
+	if err := e.Nodes[node].Do(func() (err error) {
 		c, err = net.Dial("tcp", "127.0.0.1:9091")
 		return err
 	}); err != nil {
@@ -494,11 +479,11 @@ func (e *env) readStream(ctx context.Context, node string) (int, error) {
 // drained waits until node's queues are empty and its agent has read no packet for 100 ms,
 // and returns when it read the last one. before is the agent's packet count before.
 func (e *env) drained(node string, before uint64) time.Time {
-	e.t.Helper()
+	e.T.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	last, lastAt := before, time.Now()
 	for time.Now().Before(deadline) {
-		n := uint64(e.metric(node, "podwall_datapath_packets_total", ""))
+		n := uint64(e.metric(node, "podwall_datapath_packets_total"))
 		empty := true
 		for _, q := range e.queueStats(node) {
 			empty = empty && q.Len == 0
@@ -510,7 +495,7 @@ func (e *env) drained(node string, before uint64) time.Time {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	e.t.Fatalf("%s: the agent was still reading packets after 30 s", node)
+	e.T.Fatalf("%s: the agent was still reading packets after 30 s", node)
 	return time.Time{}
 }
 

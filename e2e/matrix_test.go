@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // matrixPods is upstream's e2e model: namespaces x, y, z (labelled ns=<name>), pods a, b, c in
@@ -38,16 +38,15 @@ type matrixCase struct {
 }
 
 func matrixCases(e *env) []matrixCase {
-	yb4 := netip.PrefixFrom(e.pods["y/b"].IPv4, 32).String()
-	yb6 := netip.PrefixFrom(e.pods["y/b"].IPv6, 128).String()
+	yb4 := netip.PrefixFrom(e.Pods["y/b"].IPv4, 32).String()
+	yb6 := netip.PrefixFrom(e.Pods["y/b"].IPv6, 128).String()
 	return []matrixCase{
 		// A policy selecting every pod of x with Ingress and no rules isolates them all:
 		// nothing reaches x, x still reaches everyone (egress is not isolated).
 		{
 			name: "default deny ingress",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "deny-ingress", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel(),
-				PolicyTypes: types(ingressType)})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "deny-ingress", policytest.Selector(), policytest.Ingress())},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   X   X   .   .   .   .   .   .
@@ -64,17 +63,17 @@ func matrixCases(e *env) []matrixCase {
 		// ports allows every protocol: UDP as TCP.
 		{
 			name: "allow same namespace",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "same-ns", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel(),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, pods(sel()))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "same-ns", policytest.Selector(),
+					policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector()))))},
 			tables: map[string]string{"80/TCP": sameNamespaceX, "81/UDP": sameNamespaceX},
 		},
 		// A namespaceSelector peer alone: every pod of the selected namespaces.
 		{
 			name: "namespaceSelector",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "from-y", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, namespaces(sel("ns", "y")))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "from-y", policytest.Selector("pod", "a"),
+					policytest.Ingress(policytest.From(policytest.Namespaces(policytest.Selector("ns", "y")))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   .   .   .   .   .   .   .
@@ -90,9 +89,9 @@ func matrixCases(e *env) []matrixCase {
 		// Both selectors in one peer: pods labelled pod=b AND in namespace y or z.
 		{
 			name: "podSelector AND namespaceSelector",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "b-in-y-or-z", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, podsIn(in("ns", "y", "z"), sel("pod", "b")))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "b-in-y-or-z", policytest.Selector("pod", "a"), policytest.Ingress(policytest.From(
+					policytest.PodsIn(policytest.Exprs(policytest.In("ns", "y", "z")), policytest.Selector("pod", "b")))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   .   .   .   .   .   .   .
@@ -108,9 +107,9 @@ func matrixCases(e *env) []matrixCase {
 		// The same selectors as two peers: every pod of y and z, OR pods labelled pod=b of x.
 		{
 			name: "podSelector OR namespaceSelector",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "y-z-or-b", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, namespaces(in("ns", "y", "z")), pods(sel("pod", "b")))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "y-z-or-b", policytest.Selector("pod", "a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(policytest.Exprs(policytest.In("ns", "y", "z"))), policytest.Pods(policytest.Selector("pod", "b")))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   .   .   .   .   .   .   .
@@ -127,9 +126,9 @@ func matrixCases(e *env) []matrixCase {
 		// protocol: serve-80-tcp is 80/TCP only, so 81/TCP and 80/UDP to x/a are denied.
 		{
 			name: "named port",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "serve-80-tcp", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(ports("serve-80-tcp"))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "serve-80-tcp", policytest.Selector("pod", "a"),
+					policytest.Ingress(policytest.From(policytest.Port("serve-80-tcp/TCP"))))},
 			tables: map[string]string{
 				"80/TCP": allAllowed(matrixPods...),
 				"81/TCP": onlyDiagonalToXA,
@@ -140,10 +139,9 @@ func matrixCases(e *env) []matrixCase {
 		// (empty namespaceSelector = all namespaces), any protocol; everyone reaches x/a.
 		{
 			name: "egress to pods",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "to-b", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				PolicyTypes: types(egressType),
-				Egress:      []networkingv1.NetworkPolicyEgressRule{to(nil, podsIn(sel(), sel("pod", "b")))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "to-b", policytest.Selector("pod", "a"),
+					policytest.Egress(policytest.To(policytest.PodsIn(policytest.Selector(), policytest.Selector("pod", "b")))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   X   X   .   X   X   .   X
@@ -166,10 +164,9 @@ func matrixCases(e *env) []matrixCase {
 		// of the pod range, in each family.
 		{
 			name: "ipBlock with except",
-			policies: []*networkingv1.NetworkPolicy{netpol("x", "pod-range-but-yb", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "a"),
-				Ingress: []networkingv1.NetworkPolicyIngressRule{from(nil,
-					cidr("10.244.0.0/16", yb4), cidr("fd00:10:244::/56", yb6))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("x", "pod-range-but-yb", policytest.Selector("pod", "a"), policytest.Ingress(policytest.From(
+					policytest.CIDR("10.244.0.0/16", yb4), policytest.CIDR("fd00:10:244::/56", yb6))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   .   .   .   .   .   .   .
@@ -191,11 +188,10 @@ func matrixCases(e *env) []matrixCase {
 		// y/a → y/b passes, y/b → y/a does not.
 		{
 			name: "ingress and egress",
-			policies: []*networkingv1.NetworkPolicy{netpol("y", "b-both-ways", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel("pod", "b"),
-				PolicyTypes: types(ingressType, egressType),
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, pods(sel("pod", "a")))},
-				Egress:      []networkingv1.NetworkPolicyEgressRule{to(nil, namespaces(sel("ns", "z")))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("y", "b-both-ways", policytest.Selector("pod", "b"),
+					policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("pod", "a")))),
+					policytest.Egress(policytest.To(policytest.Namespaces(policytest.Selector("ns", "z")))))},
 			tables: map[string]string{"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a  .   .   .   .   X   .   .   .   .
@@ -212,10 +208,9 @@ func matrixCases(e *env) []matrixCase {
 		// anyone; nothing else leaves z.
 		{
 			name: "deny egress but DNS",
-			policies: []*networkingv1.NetworkPolicy{netpol("z", "dns-only", networkingv1.NetworkPolicySpec{
-				PodSelector: *sel(),
-				PolicyTypes: types(egressType),
-				Egress:      []networkingv1.NetworkPolicyEgressRule{to(ports("53/UDP", "53/TCP"))}})},
+			policies: []*networkingv1.NetworkPolicy{
+				policytest.NetworkPolicy("z", "dns-only", policytest.Selector(),
+					policytest.Egress(policytest.To(policytest.Port("53/UDP"), policytest.Port("53/TCP"))))},
 			tables: map[string]string{
 				"80/TCP": `
 				x/a x/b x/c y/a y/b y/c z/a z/b z/c
@@ -267,19 +262,19 @@ const onlyDiagonalToXA = `
 // the manifests are rewritten between cases and every agent applies them before probing.
 func TestMatrix(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
 	for i, key := range matrixPods {
-		e.pod([]string{"node-1", "node-2"}[i%2], key, i/2)
+		e.AddPods([]string{"node-1", "node-2"}[i%2], key)
 	}
 	var base []any
 	for _, ns := range []string{"x", "y", "z"} {
-		base = append(base, agent.Namespace(ns, map[string]string{"ns": ns}))
+		base = append(base, policytest.Namespace(ns, map[string]string{"ns": ns}))
 	}
 	for _, key := range matrixPods {
 		base = append(base, e.podObject(key, map[string]string{"pod": key[2:]}, matrixPorts...))
 	}
-	e.serve(80, 81, 53)
+	e.Serve(80, 81, 53)
 	e.write(base...)
 	e.start()
 

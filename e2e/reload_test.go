@@ -12,8 +12,9 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 
-	"github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/manifests"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // An edit of the manifests takes effect without a restart; a broken edit changes nothing
@@ -21,32 +22,29 @@ import (
 // applies. The test also measures how long an edit takes to be enforced.
 func TestReload(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.pod("node-1", "app/client", 0)
-	e.pod("node-1", "app/server", 1)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server")
 	base := []any{
-		agent.Namespace("app", nil),
+		policytest.Namespace("app", nil),
 		e.podObject("app/client", map[string]string{"name": "client"}),
 		e.podObject("app/server", map[string]string{"name": "server"}),
 	}
 	// The states the test moves between. Each edit flips client → server:80, by
 	// isolating server or not (the kernel's sets change) or by changing its rules (only
 	// the compiled snapshot changes).
-	denyAll := netpol("app", "server", networkingv1.NetworkPolicySpec{
-		PodSelector: *sel("name", "server"), PolicyTypes: types(ingressType)})
-	allowClient := netpol("app", "server", networkingv1.NetworkPolicySpec{
-		PodSelector: *sel("name", "server"),
-		Ingress:     []networkingv1.NetworkPolicyIngressRule{from(ports("80/TCP"), pods(sel("name", "client")))}})
-	broken := netpol("app", "server", networkingv1.NetworkPolicySpec{
-		PodSelector: *sel("name", "server"),
-		Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, cidr("10.244.0.0/33"))}})
+	server := policytest.Selector("name", "server")
+	denyAll := policytest.NetworkPolicy("app", "server", server, policytest.Ingress())
+	allowClient := policytest.NetworkPolicy("app", "server", server, policytest.Ingress(
+		policytest.From(policytest.Pods(policytest.Selector("name", "client")), policytest.Port("80/TCP"))))
+	broken := policytest.NetworkPolicy("app", "server", server, policytest.Ingress(
+		policytest.From(policytest.CIDR("10.244.0.0/33"))))
 	state := func(policies ...*networkingv1.NetworkPolicy) []any {
 		return append(slices.Clone(base), anys(policies)...)
 	}
 	allowed := probe{from: "app/client", to: "app/server", port: 80, allow: true}
 	denied := probe{from: "app/client", to: "app/server", port: 80, allow: false}
 
-	e.serve(80)
+	e.Serve(80)
 	e.write(state()...)
 	e.start()
 	e.check(allowed)
@@ -67,17 +65,17 @@ func TestReload(t *testing.T) {
 		e := e.sub(t)
 		e.rewrite(state(denyAll)...)
 		_, before := e.readyz("node-1")
-		errsBefore := e.metric("node-1", "podwall_source_errors_total", "")
+		errsBefore := e.metric("node-1", "podwall_source_errors_total")
 		e.write(state(broken)...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := lab.Poll(ctx, 5*time.Millisecond, func() error {
-			if n := e.metric("node-1", "podwall_source_errors_total", ""); n <= errsBefore {
+			if n := e.metric("node-1", "podwall_source_errors_total"); n <= errsBefore {
 				return fmt.Errorf("podwall_source_errors_total still %v", n)
 			}
 			return nil
 		}); err != nil {
-			t.Fatalf("the broken edit was not reported: %v\n%s", err, e.agents["node-1"].Logs())
+			t.Fatalf("the broken edit was not reported: %v\n%s", err, e.Agents["node-1"].Logs())
 		}
 		if code, body := e.readyz("node-1"); code != 200 || body != before {
 			t.Errorf("after a broken edit /readyz = %d %q, want 200 %q", code, body, before)
@@ -101,7 +99,7 @@ func TestReload(t *testing.T) {
 		var viaProbe, viaReadyz []time.Duration
 		for i := range edits {
 			s, allow := states[i%len(states)], want[i%len(states)]
-			if err := agent.Write(staging, s...); err != nil {
+			if err := manifests.Write(staging, s...); err != nil {
 				t.Fatal(err)
 			}
 			_, body := e.readyz("node-1")
@@ -131,7 +129,7 @@ func TestReload(t *testing.T) {
 // allowed one answers within a millisecond, so staggered probers with short timeouts find
 // the first moment of the new verdict within about 5 ms.
 func (e *env) enforced(renamed time.Time, allow bool, gen uint64) (viaProbe, viaReadyz time.Duration) {
-	e.t.Helper()
+	e.T.Helper()
 	const probers, timeout, pause, limit = 8, 40 * time.Millisecond, 4 * time.Millisecond, 5 * time.Second
 	var mu sync.Mutex
 	var first time.Time // start of the earliest probe with the new verdict
@@ -164,7 +162,7 @@ func (e *env) enforced(renamed time.Time, allow bool, gen uint64) (viaProbe, via
 	defer cancel()
 	var readyAt time.Time
 	err := lab.Poll(ctx, time.Millisecond, func() error {
-		g, err := e.agents["node-1"].Generation(ctx)
+		g, err := e.Agents["node-1"].Generation(ctx)
 		if err != nil {
 			return err
 		}
@@ -176,10 +174,10 @@ func (e *env) enforced(renamed time.Time, allow bool, gen uint64) (viaProbe, via
 	})
 	wg.Wait()
 	if err != nil {
-		e.t.Fatalf("agent did not apply the edit within %v: %v", limit, err)
+		e.T.Fatalf("agent did not apply the edit within %v: %v", limit, err)
 	}
 	if first.IsZero() {
-		e.t.Fatalf("client -> server did not become allow=%v within %v", allow, limit)
+		e.T.Fatalf("client -> server did not become allow=%v within %v", allow, limit)
 	}
 	return max(first.Sub(renamed), 0), readyAt.Sub(renamed)
 }

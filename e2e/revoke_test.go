@@ -15,10 +15,11 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/conntrack"
-	"github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/manifests"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // A policy that tightens cuts the established connections it now denies — TCP and UDP,
@@ -30,34 +31,30 @@ import (
 //	node-2: remote
 func TestRevoke(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "prod/client", 0)
-	e.pod("node-1", "prod/db", 1)
-	e.pod("node-1", "prod/job", 2)
-	e.pod("node-1", "prod/web", 3)
-	e.pod("node-2", "prod/remote", 0)
-	base := []any{agent.Namespace("prod", nil)}
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "prod/client", "prod/db", "prod/job", "prod/web")
+	e.AddPods("node-2", "prod/remote")
+	base := []any{policytest.Namespace("prod", nil)}
 	for _, k := range []string{"prod/client", "prod/db", "prod/job", "prod/web", "prod/remote"} {
 		base = append(base, e.podObject(k, map[string]string{"app": k[5:]}))
 	}
+	client := policytest.Pods(policytest.Selector("app", "client"))
 	dbIn := func(rules ...networkingv1.NetworkPolicyIngressRule) *networkingv1.NetworkPolicy {
-		return netpol("prod", "db-in", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "db"),
-			PolicyTypes: types(ingressType), Ingress: rules})
+		return policytest.NetworkPolicy("prod", "db-in", policytest.Selector("app", "db"), policytest.Ingress(rules...))
 	}
 	jobOut := func(rules ...networkingv1.NetworkPolicyEgressRule) *networkingv1.NetworkPolicy {
-		return netpol("prod", "job-out", networkingv1.NetworkPolicySpec{PodSelector: *sel("app", "job"),
-			PolicyTypes: types(egressType), Egress: rules})
+		return policytest.NetworkPolicy("prod", "job-out", policytest.Selector("app", "job"), policytest.Egress(rules...))
 	}
 	loose := append(slices.Clone(base),
-		dbIn(from(ports("80/TCP", "81/UDP", "82/TCP"), pods(sel("app", "client"))),
-			from(ports("80/TCP"), pods(sel("app", "remote")))),
-		jobOut(to(ports("80/TCP"), pods(sel("app", "web")))))
+		dbIn(policytest.From(client, policytest.Port("80/TCP"), policytest.Port("81/UDP"), policytest.Port("82/TCP")),
+			policytest.From(policytest.Pods(policytest.Selector("app", "remote")), policytest.Port("80/TCP"))),
+		jobOut(policytest.To(policytest.Pods(policytest.Selector("app", "web")), policytest.Port("80/TCP"))))
 	tight := append(slices.Clone(base),
-		dbIn(from(ports("82/TCP"), pods(sel("app", "client")))),
+		dbIn(policytest.From(client, policytest.Port("82/TCP"))),
 		jobOut())
-	e.serve(80, 81, 82)
-	e.warm()
+	e.Serve(80, 81, 82)
+	e.Warm()
 	e.write(loose...)
 	e.start()
 	ct := e.conntrackOf("node-1")
@@ -95,11 +92,11 @@ func TestRevoke(t *testing.T) {
 		}
 		t.Logf("edit -> conntrack entry deleted, %d connections: %s", len(lat), quantiles(lat))
 		e.checkHeld(hs)
-		if got := e.metric("node-1", "podwall_conntrack_revoked_total", ""); got != 8 {
+		if got := e.metric("node-1", "podwall_conntrack_revoked_total"); got != 8 {
 			t.Errorf("node-1 revoked %v entries, want 8 (4 connections x 2 families)", got)
 		}
 		// node-2 sees remote -> db too, but its side (remote's egress) is allowed.
-		if got := e.metric("node-2", "podwall_conntrack_revoked_total", ""); got != 0 {
+		if got := e.metric("node-2", "podwall_conntrack_revoked_total"); got != 0 {
 			t.Errorf("node-2 revoked %v entries, want 0", got)
 		}
 		// New connections follow the new policy.
@@ -125,11 +122,11 @@ func TestRevoke(t *testing.T) {
 				e.hold("cut", "IPv6", "prod/client", "prod/db", "udp", 81),
 			}
 			all = append(all, hs...)
-			gen, err := e.agents["node-1"].Generation(context.Background())
+			gen, err := e.Agents["node-1"].Generation(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := agent.Write(staging, tight...); err != nil {
+			if err := manifests.Write(staging, tight...); err != nil {
 				t.Fatal(err)
 			}
 			renamed := time.Now()
@@ -155,7 +152,7 @@ func TestRevoke(t *testing.T) {
 	t.Run("--keep-established", func(t *testing.T) {
 		e := e.sub(t)
 		e.rewrite(loose...)
-		for name, a := range e.agents {
+		for name, a := range e.Agents {
 			if err := a.Stop(syscall.SIGTERM, 5*time.Second); err != nil {
 				t.Fatalf("stop agent on %s: %v", name, err)
 			}
@@ -170,7 +167,7 @@ func TestRevoke(t *testing.T) {
 			h.name = "kept"
 		}
 		e.checkHeld(hs)
-		if got := e.metric("node-1", "podwall_conntrack_revoked_total", ""); got != 0 {
+		if got := e.metric("node-1", "podwall_conntrack_revoked_total"); got != 0 {
 			t.Errorf("revoked %v entries with --keep-established", got)
 		}
 	})
@@ -193,27 +190,27 @@ func (h *held) String() string {
 // hold dials from -> to:port and checks that it echoes; the connection is closed when the
 // test ends.
 func (e *env) hold(name, fam, from, to, network string, port uint16) *held {
-	e.t.Helper()
+	e.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	dst := netip.AddrPortFrom(e.addr(to, fam), port)
-	c, err := lab.Dial(ctx, e.pods[from].NS, network, dst)
+	dst := netip.AddrPortFrom(e.Addr(to, fam), port)
+	c, err := lab.Dial(ctx, e.Pods[from].NS, network, dst)
 	if err != nil {
-		e.t.Fatalf("hold %s %s -> %s: %v", network, from, to, err)
+		e.T.Fatalf("hold %s %s -> %s: %v", network, from, to, err)
 	}
-	e.t.Cleanup(func() { c.Close() })
+	e.T.Cleanup(func() { c.Close() })
 	h := &held{name: name, fam: fam, from: from, to: to, network: network, conn: c,
 		src: netip.MustParseAddrPort(c.LocalAddr().String()), dst: dst}
 	h.src = netip.AddrPortFrom(h.src.Addr().Unmap(), h.src.Port())
 	if err := lab.Echo(ctx, c, time.Second); err != nil {
-		e.t.Fatalf("hold %v: first echo: %v", h, err)
+		e.T.Fatalf("hold %v: first echo: %v", h, err)
 	}
 	return h
 }
 
 // checkHeld checks that every "kept" connection echoes and every "cut" one does not.
 func (e *env) checkHeld(hs []*held) {
-	e.t.Helper()
+	e.T.Helper()
 	errs := make([]error, len(hs))
 	done := make(chan int)
 	for i, h := range hs {
@@ -228,9 +225,9 @@ func (e *env) checkHeld(hs []*held) {
 	for i, h := range hs {
 		switch {
 		case h.name == "kept" && errs[i] != nil:
-			e.t.Errorf("%v: should keep working: %v", h, errs[i])
+			e.T.Errorf("%v: should keep working: %v", h, errs[i])
 		case h.name == "cut" && errs[i] == nil:
-			e.t.Errorf("%v: still works, should be cut", h)
+			e.T.Errorf("%v: still works, should be cut", h)
 		}
 	}
 }
@@ -243,25 +240,25 @@ type ctTable struct {
 
 // conntrackOf opens node's conntrack table for the rest of the test.
 func (e *env) conntrackOf(node string) *ctTable {
-	e.t.Helper()
+	e.T.Helper()
 	var tab *conntrack.Table
-	if err := e.nodes[node].Do(func() (err error) { tab, err = conntrack.Open(); return err }); err != nil {
-		e.t.Fatal(err)
+	if err := e.Nodes[node].Do(func() (err error) { tab, err = conntrack.Open(); return err }); err != nil {
+		e.T.Fatal(err)
 	}
-	e.t.Cleanup(func() { tab.Close() })
+	e.T.Cleanup(func() { tab.Close() })
 	return &ctTable{node: node, tab: tab}
 }
 
 // has reports whether the table holds the entry of h.
 func (c *ctTable) has(e *env, h *held) bool {
-	e.t.Helper()
+	e.T.Helper()
 	p := flow.TCP
 	if h.network == "udp" {
 		p = flow.UDP
 	}
 	en, err := c.tab.Get(conntrack.Tuple{Src: h.src.Addr(), Dst: h.dst.Addr(), Proto: p, SrcPort: h.src.Port(), DstPort: h.dst.Port()})
 	if err != nil {
-		e.t.Fatalf("conntrack of %s: %v", c.node, err)
+		e.T.Fatalf("conntrack of %s: %v", c.node, err)
 	}
 	return en != nil
 }
@@ -270,7 +267,7 @@ func (c *ctTable) has(e *env, h *held) bool {
 // are gone, and returns how long after since each disappeared. It fails the test when one
 // is left after 5 s, or when a "kept" entry disappears.
 func (c *ctTable) waitGone(e *env, since time.Time, hs []*held) map[*held]time.Duration {
-	e.t.Helper()
+	e.T.Helper()
 	gone := map[*held]time.Duration{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -293,11 +290,11 @@ func (c *ctTable) waitGone(e *env, since time.Time, hs []*held) map[*held]time.D
 		return nil
 	})
 	if err != nil {
-		e.t.Fatalf("%v\n%s", err, e.agents[c.node].Logs())
+		e.T.Fatalf("%v\n%s", err, e.Agents[c.node].Logs())
 	}
 	for _, h := range hs {
 		if h.name == "kept" && !c.has(e, h) {
-			e.t.Errorf("%v: entry of an allowed connection deleted", h)
+			e.T.Errorf("%v: entry of an allowed connection deleted", h)
 		}
 	}
 	return gone

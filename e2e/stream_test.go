@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy/decisions"
 )
 
@@ -57,18 +57,18 @@ type stream struct {
 // stream subscribes to node's decision stream with a query ("?verdict=deny"); the
 // subscription is live when it returns. It reads until the test ends.
 func (e *env) stream(node, query string) *stream {
-	e.t.Helper()
+	e.T.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	client := &http.Client{Transport: &http.Transport{DialContext: dialIn(e.nodes[node].NS), DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialIn(e.Nodes[node].NS), DisableKeepAlives: true}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9091/debug/decisions"+query, nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
-		e.t.Fatalf("decision stream of %s: %v", node, err)
+		e.T.Fatalf("decision stream of %s: %v", node, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		cancel()
-		e.t.Fatalf("decision stream of %s: %s", node, resp.Status)
+		e.T.Fatalf("decision stream of %s: %s", node, resp.Status)
 	}
 	s := &stream{}
 	done := make(chan struct{})
@@ -92,7 +92,7 @@ func (e *env) stream(node, query string) *stream {
 			s.mu.Unlock()
 		}
 	}()
-	e.t.Cleanup(func() { cancel(); <-done })
+	e.T.Cleanup(func() { cancel(); <-done })
 	return s
 }
 
@@ -123,16 +123,16 @@ type tailProc struct {
 }
 
 func (e *env) tail(node string, args ...string) *tailProc {
-	e.t.Helper()
+	e.T.Helper()
 	tp := &tailProc{done: make(chan error, 1)}
-	tp.cmd = exec.Command("ip", append([]string{"netns", "exec", e.nodes[node].Name(), binary, "tail", "--addr", "127.0.0.1:9091"}, args...)...)
+	tp.cmd = exec.Command("ip", append([]string{"netns", "exec", e.Nodes[node].Name(), binary, "tail", "--addr", "127.0.0.1:9091"}, args...)...)
 	tp.cmd.Stdout, tp.cmd.Stderr = &tp.out, &tp.stderr
 	tp.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := tp.cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	go func() { tp.done <- tp.cmd.Wait() }()
-	e.t.Cleanup(func() {
+	e.T.Cleanup(func() {
 		tp.cmd.Process.Kill()
 		<-tp.done
 	})
@@ -170,11 +170,11 @@ func (s *syncBuffer) String() string {
 
 // waitFor polls cond every 20ms for up to 10s and fails the test with msg() when it never holds.
 func (e *env) waitFor(cond func() bool, msg func() string) {
-	e.t.Helper()
+	e.T.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			e.t.Fatal(msg())
+			e.T.Fatal(msg())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -187,7 +187,7 @@ type queuedFlow struct {
 }
 
 func (e *env) flowOf(fam string, pr probe) queuedFlow {
-	return queuedFlow{fam, e.addr(pr.from, fam).String(), e.addr(pr.to, fam).String(), proto(pr), pr.port}
+	return queuedFlow{fam, e.Addr(pr.from, fam).String(), e.Addr(pr.to, fam).String(), proto(pr), pr.port}
 }
 
 func flowOfEvent(ev *decisions.Event) queuedFlow {
@@ -203,10 +203,10 @@ func TestStream(t *testing.T) {
 	all := e.stream("node-1", "")
 	dbDenies := e.stream("node-1", "?verdict=deny&policy=db-policy&direction=ingress")
 	tp := e.tail("node-1", "--pod", "prod/db", "--verdict", "deny") // stdout is a pipe: JSON
-	e.waitFor(func() bool { return e.metric("node-1", "podwall_decisions_subscribers", "") == 3 },
+	e.waitFor(func() bool { return e.metric("node-1", "podwall_decisions_subscribers") == 3 },
 		func() string { return "tail never subscribed: " + tp.stderr.String() })
 	allowBefore, denyBefore := e.verdicts("node-1")
-	queuedBefore := e.metric("node-1", "podwall_datapath_queue_queued_total", "")
+	queuedBefore := e.metric("node-1", "podwall_datapath_queue_queued_total")
 
 	e.check(threeTierProbes...)
 
@@ -254,7 +254,7 @@ func TestStream(t *testing.T) {
 			srcPod = ""
 		}
 		if ev.Verdict != verdict || ev.DstPod != "prod/db" || ev.SrcPod != srcPod || !slices.Equal(ev.Policies, []string{"prod/db-policy"}) ||
-			ev.Ingress == nil || !ev.Ingress.Local || ev.Node != e.nodes["node-1"].Name() || ev.Time.IsZero() || ev.LatencyNs <= 0 {
+			ev.Ingress == nil || !ev.Ingress.Local || ev.Node != e.Nodes["node-1"].Name() || ev.Time.IsZero() || ev.LatencyNs <= 0 {
 			t.Errorf("%s %s -> %s %s/%d: decision %+v (ingress %+v)", f.fam, pr.from, pr.to, proto(pr), pr.port, ev, ev.Ingress)
 		}
 		if !pr.allow && !strings.Contains(ev.Reason, "prod/db is isolated for ingress by db-policy; no rule allows "+proto(pr)+"/"+fmt.Sprint(pr.port)+" from ") {
@@ -269,26 +269,26 @@ func TestStream(t *testing.T) {
 
 	// Per direction and per policy, the metrics agree with the stream.
 	for _, c := range []struct {
-		labels string
+		labels []string
 		want   int
 	}{
-		{`direction="ingress",policy="prod/db-policy",verdict="deny"`, count(evs, "deny")},
-		{`direction="ingress",policy="prod/db-policy",verdict="allow"`, count(evs, "allow")},
+		{[]string{"direction", "ingress", "policy", "prod/db-policy", "verdict", "deny"}, count(evs, "deny")},
+		{[]string{"direction", "ingress", "policy", "prod/db-policy", "verdict", "allow"}, count(evs, "allow")},
 	} {
-		if got := e.metric("node-1", "podwall_policy_verdicts_total", c.labels); int(got) != c.want {
-			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %d", c.labels, got, c.want)
+		if got := e.metric("node-1", "podwall_policy_verdicts_total", c.labels...); int(got) != c.want {
+			t.Errorf("podwall_policy_verdicts_total%q = %v, want %d", c.labels, got, c.want)
 		}
 	}
-	if got := e.metric("node-1", "podwall_datapath_direction_verdicts_total", `code="no-rule-allows",direction="ingress",verdict="deny"`); int(got) != count(evs, "deny") {
+	if got := e.metric("node-1", "podwall_datapath_direction_verdicts_total", "code", "no-rule-allows", "direction", "ingress", "verdict", "deny"); int(got) != count(evs, "deny") {
 		t.Errorf("ingress no-rule-allows denials = %v, want %d", got, count(evs, "deny"))
 	}
-	if got := e.metric("node-1", "podwall_decisions_dropped_total", ""); got != 0 {
+	if got := e.metric("node-1", "podwall_decisions_dropped_total"); got != 0 {
 		t.Errorf("podwall_decisions_dropped_total = %v", got)
 	}
-	if got := e.metric("node-1", "podwall_datapath_queue_dropped_total", ""); got != 0 {
+	if got := e.metric("node-1", "podwall_datapath_queue_dropped_total"); got != 0 {
 		t.Errorf("podwall_datapath_queue_dropped_total = %v", got)
 	}
-	if got := e.metric("node-1", "podwall_datapath_queue_queued_total", "") - queuedBefore; int(got) != len(evs) {
+	if got := e.metric("node-1", "podwall_datapath_queue_queued_total") - queuedBefore; int(got) != len(evs) {
 		t.Errorf("podwall_datapath_queue_queued_total grew by %v, want %d (every queued packet got a decision)", got, len(evs))
 	}
 
@@ -337,7 +337,7 @@ func TestStream(t *testing.T) {
 	}
 
 	// /debug/explain answers from the live snapshot like `podwall explain -o json`.
-	code, body, err := e.agents["node-1"].Get(context.Background(), "/debug/explain?from=prod/web&to=prod/db&port=3306")
+	code, body, err := e.Agents["node-1"].Get(context.Background(), "/debug/explain?from=prod/web&to=prod/db&port=3306")
 	var x struct{ Verdict, Reason string }
 	if err != nil || code != 200 || json.Unmarshal([]byte(body), &x) != nil || x.Verdict != "deny" || !strings.Contains(x.Reason, "db-policy") {
 		t.Errorf("/debug/explain: %d %s %v", code, body, err)

@@ -3,26 +3,25 @@ package e2e
 import (
 	"testing"
 
-	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // threeTierEnv is the seeds' 3-tier application on one node, enforced: user → web:80 →
 // api:5000 → db:3306, db-policy admitting only api on TCP 3306.
 func threeTierEnv(t *testing.T) *env {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.pod("node-1", "prod/web", 0)
-	e.pod("node-1", "prod/api", 1)
-	e.pod("node-1", "prod/db", 2)
-	e.external("user", 0, "node-1")
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "prod/web", "prod/api", "prod/db")
+	e.AddExternal("user", 0, "node-1")
 	e.write(
-		agent.Namespace("prod", nil),
+		policytest.Namespace("prod", nil),
 		e.podObject("prod/web", map[string]string{"role": "web"}),
 		e.podObject("prod/api", map[string]string{"role": "api", "name": "api-pod"}),
 		e.podObject("prod/db", map[string]string{"role": "db"}),
-		agent.DBPolicy("prod"),
+		lab.DBPolicy("prod"),
 	)
-	e.serve(80, 5000, 3306)
+	e.Serve(80, 5000, 3306)
 	e.start()
 	return e
 }
@@ -44,8 +43,8 @@ func TestThreeTier(t *testing.T) {
 	// Only connections to db are queued (db is the only isolated pod): 5 per family, one
 	// packet each; the 2 allowed ones accepted, the denied SYNs (retransmitted within the
 	// probe timeout, answered by the cache) dropped.
-	allowed := e.metric("node-1", "podwall_datapath_verdicts_total", `verdict="allow"`)
-	denied := e.metric("node-1", "podwall_datapath_verdicts_total", `verdict="deny"`)
+	allowed := e.metric("node-1", "podwall_datapath_verdicts_total", "verdict", "allow")
+	denied := e.metric("node-1", "podwall_datapath_verdicts_total", "verdict", "deny")
 	if allowed != 2 {
 		t.Errorf("allowed verdicts = %v, want 2 (api -> db over IPv4 and IPv6, one queued packet each)", allowed)
 	}

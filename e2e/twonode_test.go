@@ -3,9 +3,7 @@ package e2e
 import (
 	"testing"
 
-	networkingv1 "k8s.io/api/networking/v1"
-
-	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // Egress is judged on the source pod's node, ingress on the destination pod's node, and a
@@ -16,30 +14,22 @@ import (
 //	node-2: b (ingress-isolated: only from c), d (not isolated)
 func TestTwoNodes(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.node("node-2", 2)
-	e.pod("node-1", "app/a", 0)
-	e.pod("node-1", "app/c", 1)
-	e.pod("node-2", "app/b", 0)
-	e.pod("node-2", "app/d", 1)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	e.AddPods("node-1", "app/a", "app/c")
+	e.AddPods("node-2", "app/b", "app/d")
 	e.write(
-		agent.Namespace("app", nil),
+		policytest.Namespace("app", nil),
 		e.podObject("app/a", map[string]string{"app": "a"}),
 		e.podObject("app/b", map[string]string{"app": "b"}),
 		e.podObject("app/c", map[string]string{"app": "c"}),
 		e.podObject("app/d", map[string]string{"app": "d"}),
-		netpol("app", "a-only-to-b", networkingv1.NetworkPolicySpec{
-			PodSelector: *sel("app", "a"),
-			PolicyTypes: types(egressType),
-			Egress:      []networkingv1.NetworkPolicyEgressRule{to(nil, pods(sel("app", "b")))},
-		}),
-		netpol("app", "b-only-from-c", networkingv1.NetworkPolicySpec{
-			PodSelector: *sel("app", "b"),
-			PolicyTypes: types(ingressType),
-			Ingress:     []networkingv1.NetworkPolicyIngressRule{from(nil, pods(sel("app", "c")))},
-		}),
+		policytest.NetworkPolicy("app", "a-only-to-b", policytest.Selector("app", "a"),
+			policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("app", "b"))))),
+		policytest.NetworkPolicy("app", "b-only-from-c", policytest.Selector("app", "b"),
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "c"))))),
 	)
-	e.serve(80)
+	e.Serve(80)
 	e.start()
 
 	// What each node says about one connection, per family: "allow" or "deny" when its

@@ -12,7 +12,7 @@ import (
 	"github.com/google/nftables"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/podwall/podwall/e2e/agent"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // No unenforced window at start. A fresh agent creates its table with the sets of its
@@ -21,15 +21,14 @@ import (
 // made before the agent ran, which the policy denies, is revoked once the agent is ready.
 func TestStartWindow(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.pod("node-1", "app/client", 0)
-	e.pod("node-1", "app/server", 1)
-	e.write(agent.Namespace("app", nil),
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server")
+	e.write(policytest.Namespace("app", nil),
 		e.podObject("app/client", nil),
 		e.podObject("app/server", map[string]string{"role": "locked"}),
 		denyAllIngress("app"))
-	e.serve(80)
-	e.warm()
+	e.Serve(80)
+	e.Warm()
 	before := e.hold("cut", "IPv4", "app/client", "app/server", "tcp", 80) // nothing enforces yet
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -72,16 +71,15 @@ func TestStartWindow(t *testing.T) {
 // connection that reached the pod while its address was unknown is revoked.
 func TestPodIPLater(t *testing.T) {
 	e := newEnv(t)
-	e.node("node-1", 1)
-	e.pod("node-1", "app/client", 0)
-	e.pod("node-1", "app/server", 1)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server")
 	pending := e.podObject("app/server", map[string]string{"role": "locked"})
 	pending.Status = corev1.PodStatus{Phase: corev1.PodPending}
 	objs := func(server *corev1.Pod) []any {
-		return []any{agent.Namespace("app", nil), e.podObject("app/client", nil), server, denyAllIngress("app")}
+		return []any{policytest.Namespace("app", nil), e.podObject("app/client", nil), server, denyAllIngress("app")}
 	}
-	e.serve(80)
-	e.warm()
+	e.Serve(80)
+	e.Warm()
 	e.write(objs(pending)...)
 	e.start()
 	hs := []*held{
@@ -94,7 +92,7 @@ func TestPodIPLater(t *testing.T) {
 	defer stop()
 	log4 := e.probeLoop(ctx, "IPv4", probe{from: "app/client", to: "app/server", port: 80}, 2*time.Millisecond, 100*time.Millisecond)
 	log6 := e.probeLoop(ctx, "IPv6", probe{from: "app/client", to: "app/server", port: 80, proto: "UDP"}, 2*time.Millisecond, 100*time.Millisecond)
-	gen, err := e.agents["node-1"].Generation(ctx)
+	gen, err := e.Agents["node-1"].Generation(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +179,14 @@ func (l *probeLog) wait() []probeRec {
 // watchTable polls node's nftables every half millisecond until ctx ends and then sends
 // when the podwall table was first seen (zero if never).
 func (e *env) watchTable(ctx context.Context, node string) <-chan time.Time {
-	e.t.Helper()
-	f, err := os.Open(e.nodes[node].Path())
+	e.T.Helper()
+	f, err := os.Open(e.Nodes[node].Path())
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())), nftables.AsLasting())
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	out := make(chan time.Time, 1)
 	go func() {
@@ -212,10 +210,10 @@ func (e *env) watchTable(ctx context.Context, node string) <-chan time.Time {
 // waitGeneration polls node's /readyz every millisecond until it reports a generation
 // after gen, and returns when it did.
 func (e *env) waitGeneration(node string, gen uint64) time.Time {
-	e.t.Helper()
+	e.T.Helper()
 	at := e.pollGeneration(node, gen)
 	if at.IsZero() {
-		e.t.Fatalf("agent on %s still at generation %d after 5 s\n%s", node, gen, e.agents[node].Logs())
+		e.T.Fatalf("agent on %s still at generation %d after 5 s\n%s", node, gen, e.Agents[node].Logs())
 	}
 	return at
 }
@@ -226,7 +224,7 @@ func (e *env) pollGeneration(node string, gen uint64) time.Time {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for {
-		if g, err := e.agents[node].Generation(ctx); err == nil && g > gen {
+		if g, err := e.Agents[node].Generation(ctx); err == nil && g > gen {
 			return time.Now()
 		}
 		select {

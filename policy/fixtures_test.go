@@ -1,8 +1,9 @@
 package policy
 
-// Fixtures for the semantic table tests: tiny panicking helpers, builders for pods,
-// namespaces, nodes and NetworkPolicies, and a truth-table harness modelled on the upstream
-// e2e suite (kubernetes test/e2e/network/netpol: model.go, reachability.go, truthtable.go).
+// Fixtures for the semantic table tests: tiny panicking helpers, builders for podwall's pods,
+// namespaces and nodes, and a truth-table harness modelled on the upstream e2e suite
+// (kubernetes test/e2e/network/netpol: model.go, reachability.go, truthtable.go). Labels,
+// selectors and NetworkPolicies are built with package policytest.
 //
 // Everything here panics on malformed input: a typo in a fixture is a bug in the test, not a
 // case to handle.
@@ -14,12 +15,10 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // metadataNameLabel is the label the API server puts on every namespace.
@@ -29,18 +28,6 @@ const metadataNameLabel = "kubernetes.io/metadata.name"
 // Small panicking helpers.
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-// lbl builds a label map from key, value pairs.
-func lbl(kv ...string) map[string]string {
-	if len(kv)%2 != 0 {
-		panic(fmt.Sprintf("lbl: odd number of arguments %q", kv))
-	}
-	m := make(map[string]string, len(kv)/2)
-	for i := 0; i < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return m
-}
 
 // ---------------------------------------------------------------------------------------
 // Namespaces, pods and nodes.
@@ -97,199 +84,7 @@ func node(name string, ips ...string) Node {
 	return n
 }
 
-// ---------------------------------------------------------------------------------------
-// Label selectors.
-
-// matchLabels is a selector with matchLabels only.
-func matchLabels(kv ...string) *metav1.LabelSelector {
-	return &metav1.LabelSelector{MatchLabels: lbl(kv...)}
-}
-
-// matchAll is the empty selector: it selects everything.
-func matchAll() *metav1.LabelSelector { return &metav1.LabelSelector{} }
-
-// matchExprs is a selector with matchExpressions only.
-func matchExprs(reqs ...metav1.LabelSelectorRequirement) *metav1.LabelSelector {
-	return &metav1.LabelSelector{MatchExpressions: reqs}
-}
-
-func reqIn(key string, values ...string) metav1.LabelSelectorRequirement {
-	return metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpIn, Values: values}
-}
-
-func reqNotIn(key string, values ...string) metav1.LabelSelectorRequirement {
-	return metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpNotIn, Values: values}
-}
-
-func reqExists(key string) metav1.LabelSelectorRequirement {
-	return metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpExists}
-}
-
-func reqDoesNotExist(key string) metav1.LabelSelectorRequirement {
-	return metav1.LabelSelectorRequirement{Key: key, Operator: metav1.LabelSelectorOpDoesNotExist}
-}
-
-// ---------------------------------------------------------------------------------------
-// Rules: peers and ports.
-
-// ruleElem is a peer or a port of a rule; allowIn and allowOut sort them out.
-type ruleElem interface {
-	addTo(peers *[]networkingv1.NetworkPolicyPeer, ports *[]networkingv1.NetworkPolicyPort)
-}
-
-type fxPeer networkingv1.NetworkPolicyPeer
-
-func (p fxPeer) addTo(peers *[]networkingv1.NetworkPolicyPeer, _ *[]networkingv1.NetworkPolicyPort) {
-	*peers = append(*peers, networkingv1.NetworkPolicyPeer(p))
-}
-
-type fxPort networkingv1.NetworkPolicyPort
-
-func (p fxPort) addTo(_ *[]networkingv1.NetworkPolicyPeer, ports *[]networkingv1.NetworkPolicyPort) {
-	*ports = append(*ports, networkingv1.NetworkPolicyPort(p))
-}
-
-// peerPods is a peer with a podSelector only: pods of the policy's namespace.
-func peerPods(sel *metav1.LabelSelector) ruleElem { return fxPeer{PodSelector: sel} }
-
-// peerNamespaces is a peer with a namespaceSelector only: all pods of those namespaces.
-func peerNamespaces(sel *metav1.LabelSelector) ruleElem { return fxPeer{NamespaceSelector: sel} }
-
-// peerNsPods is a peer with both selectors: pods matching podSel in namespaces matching
-// nsSel (AND).
-func peerNsPods(nsSel, podSel *metav1.LabelSelector) ruleElem {
-	return fxPeer{NamespaceSelector: nsSel, PodSelector: podSel}
-}
-
-// peerCIDR is an ipBlock peer.
-func peerCIDR(cidr string, except ...string) ruleElem {
-	return fxPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: except}}
-}
-
-// onPort parses a NetworkPolicyPort from its spelling:
-//
-//	"80"               port 80, protocol omitted (flow.TCP)
-//	"80/UDP"           port 80/flow.UDP
-//	"serve-80-tcp"     named port, protocol omitted
-//	"http/TCP"         named port with protocol
-//	"32000-32768/TCP"  port range (endPort)
-//	"/UDP"             protocol only: every flow.UDP port
-func onPort(spec string) ruleElem {
-	num, protoName, hasProto := strings.Cut(spec, "/")
-	var p networkingv1.NetworkPolicyPort
-	if hasProto {
-		proto := corev1.Protocol(protoName)
-		switch proto {
-		case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
-		default:
-			panic("onPort: bad protocol in " + spec)
-		}
-		p.Protocol = &proto
-	}
-	switch {
-	case num == "":
-		if !hasProto {
-			panic("onPort: empty spec")
-		}
-	case num[0] >= '0' && num[0] <= '9':
-		lo, hi, isRange := strings.Cut(num, "-")
-		n, err := strconv.ParseInt(lo, 10, 32)
-		if err != nil {
-			panic("onPort: " + err.Error())
-		}
-		port := intstr.FromInt32(int32(n))
-		p.Port = &port
-		if isRange {
-			e, err := strconv.ParseInt(hi, 10, 32)
-			if err != nil {
-				panic("onPort: " + err.Error())
-			}
-			end := int32(e)
-			p.EndPort = &end
-		}
-	default:
-		port := intstr.FromString(num)
-		p.Port = &port
-	}
-	return fxPort(p)
-}
-
-// allowIn is an ingress rule from the given peers on the given ports. No peers: from
-// everywhere; no ports: every port and protocol.
-func allowIn(elems ...ruleElem) networkingv1.NetworkPolicyIngressRule {
-	var r networkingv1.NetworkPolicyIngressRule
-	for _, e := range elems {
-		e.addTo(&r.From, &r.Ports)
-	}
-	return r
-}
-
-// allowOut is an egress rule to the given peers on the given ports.
-func allowOut(elems ...ruleElem) networkingv1.NetworkPolicyEgressRule {
-	var r networkingv1.NetworkPolicyEgressRule
-	for _, e := range elems {
-		e.addTo(&r.To, &r.Ports)
-	}
-	return r
-}
-
-// ---------------------------------------------------------------------------------------
-// Policies.
-
-// policyTweak changes one aspect of a fixture NetworkPolicy.
-type policyTweak func(*networkingv1.NetworkPolicy)
-
-// netpol returns a NetworkPolicy in namespace selecting podSelector (matchAll() for every
-// pod of the namespace). Without tweaks it has no rules and no policyTypes, which means
-// Ingress: it isolates the selected pods for ingress.
-func netpol(namespace, name string, podSelector *metav1.LabelSelector, tweaks ...policyTweak) *networkingv1.NetworkPolicy {
-	np := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Spec:       networkingv1.NetworkPolicySpec{PodSelector: *podSelector},
-	}
-	for _, t := range tweaks {
-		t(np)
-	}
-	return np
-}
-
-// withIngress appends ingress rules and, like upstream's SetSpecIngressRules, lists Ingress
-// in policyTypes. withIngress() alone isolates for ingress and allows nothing.
-func withIngress(rules ...networkingv1.NetworkPolicyIngressRule) policyTweak {
-	return func(np *networkingv1.NetworkPolicy) {
-		if np.Spec.Ingress == nil {
-			np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{}
-		}
-		np.Spec.Ingress = append(np.Spec.Ingress, rules...)
-		addPolicyType(np, networkingv1.PolicyTypeIngress)
-	}
-}
-
-// withEgress appends egress rules and lists Egress in policyTypes.
-func withEgress(rules ...networkingv1.NetworkPolicyEgressRule) policyTweak {
-	return func(np *networkingv1.NetworkPolicy) {
-		if np.Spec.Egress == nil {
-			np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{}
-		}
-		np.Spec.Egress = append(np.Spec.Egress, rules...)
-		addPolicyType(np, networkingv1.PolicyTypeEgress)
-	}
-}
-
-// withTypes sets policyTypes exactly; withTypes() omits the field, so the default applies.
-func withTypes(types ...networkingv1.PolicyType) policyTweak {
-	return func(np *networkingv1.NetworkPolicy) { np.Spec.PolicyTypes = types }
-}
-
-func addPolicyType(np *networkingv1.NetworkPolicy, t networkingv1.PolicyType) {
-	for _, have := range np.Spec.PolicyTypes {
-		if have == t {
-			return
-		}
-	}
-	np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, t)
-}
-
+// Short names for the policyTypes, for policytest.Types.
 const (
 	typeIngress = networkingv1.PolicyTypeIngress
 	typeEgress  = networkingv1.PolicyTypeEgress
@@ -357,7 +152,7 @@ func probe(spec string) (flow.Proto, uint16) {
 	if !ok {
 		proto, err := flow.ParseProto(spec)
 		if err != nil || proto.HasPorts() {
-			panic("probe: want PORT/PROTO or flow.ICMP, got " + spec)
+			panic("probe: want PORT/PROTO or ICMP, got " + spec)
 		}
 		return proto, 0
 	}
@@ -405,7 +200,7 @@ func (w *world) decide(from, to, port string) Decision {
 // The upstream e2e model and its truth tables.
 
 // The model of the upstream suite: namespaces x, y, z labelled ns=<name>, each with pods a,
-// b, c labelled pod=<name>. Every pod serves ports 80 and 81 on flow.TCP, flow.UDP and flow.SCTP, with
+// b, c labelled pod=<name>. Every pod serves ports 80 and 81 on TCP, UDP and SCTP, with
 // container ports named serve-<port>-<protocol>. Each pod is dual-stack: an IPv4 and an
 // IPv6 address, so every truth table is checked in both families.
 var (
@@ -462,10 +257,10 @@ func newModel() *model {
 		}
 	}
 	for _, n := range modelNamespaces {
-		m.Namespaces = append(m.Namespaces, ns(n, lbl("ns", n)))
+		m.Namespaces = append(m.Namespaces, ns(n, policytest.Labels("ns", n)))
 		for _, p := range modelPodNames {
 			a4, a6 := modelAddrs(n, p)
-			m.Pods = append(m.Pods, tweak(pod(n, p, lbl("pod", p), a4, a6), withPorts(ports...)))
+			m.Pods = append(m.Pods, tweak(pod(n, p, policytest.Labels("pod", p), a4, a6), withPorts(ports...)))
 		}
 	}
 	return m

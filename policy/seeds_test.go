@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // dual returns a pod's IPv4 and IPv6 address: dual(1, 10) is 10.244.1.10 and
@@ -102,11 +103,11 @@ func threeTier(policies ...*networkingv1.NetworkPolicy) State {
 	return State{
 		Namespaces: []Namespace{ns("shop", nil)},
 		Pods: []Pod{
-			tweak(pod("shop", "web", lbl("name", "web-pod", "role", "web", "server", "web"), dual(1, 10)...),
+			tweak(pod("shop", "web", policytest.Labels("name", "web-pod", "role", "web", "server", "web"), dual(1, 10)...),
 				withPorts(namedPort("http", flow.TCP, 80))),
-			tweak(pod("shop", "api", lbl("name", "api-pod", "server", "api"), dual(1, 20)...),
+			tweak(pod("shop", "api", policytest.Labels("name", "api-pod", "server", "api"), dual(1, 20)...),
 				withPorts(namedPort("api", flow.TCP, 5000))),
-			tweak(pod("shop", "db", lbl("role", "db", "server", "db"), dual(1, 30)...),
+			tweak(pod("shop", "db", policytest.Labels("role", "db", "server", "db"), dual(1, 30)...),
 				withPorts(namedPort("mysql", flow.TCP, 3306))),
 		},
 		Policies: policies,
@@ -121,10 +122,10 @@ func TestSeedThreeTierDBPolicy(t *testing.T) {
 		name   string
 		policy *networkingv1.NetworkPolicy
 	}{
-		{"seed 001: server=db from server=api", netpol("shop", "db-policy", matchLabels("server", "db"),
-			withIngress(allowIn(peerPods(matchLabels("server", "api")), onPort("3306/TCP"))))},
-		{"seeds 000 and 002: role=db from name=api-pod", netpol("shop", "db-policy", matchLabels("role", "db"),
-			withIngress(allowIn(peerPods(matchLabels("name", "api-pod")), onPort("3306/TCP"))))},
+		{"seed 001: server=db from server=api", policytest.NetworkPolicy("shop", "db-policy", policytest.Selector("server", "db"),
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("server", "api")), policytest.Port("3306/TCP"))))},
+		{"seeds 000 and 002: role=db from name=api-pod", policytest.NetworkPolicy("shop", "db-policy", policytest.Selector("role", "db"),
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("name", "api-pod")), policytest.Port("3306/TCP"))))},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
@@ -136,7 +137,7 @@ func TestSeedThreeTierDBPolicy(t *testing.T) {
 				{user, "shop/db", "3306/TCP", Deny},
 				{"shop/api@v6", "shop/db@v6", "3306/TCP", Allow},
 				{"shop/web@v6", "shop/db@v6", "3306/TCP", Deny},
-				// Only flow.TCP 3306.
+				// Only TCP 3306.
 				{"shop/api", "shop/db", "22/TCP", Deny},
 				{"shop/api", "shop/db", "3306/UDP", Deny},
 				{"shop/api", "shop/db", "ICMP", Deny},
@@ -167,14 +168,14 @@ func TestSeedThreeTierDBPolicy(t *testing.T) {
 // takes 3306 from api.
 func TestSeedThreeTierAllRules(t *testing.T) {
 	w := compileWorld(t, threeTier(
-		netpol("shop", "web-policy", matchLabels("role", "web"),
-			withIngress(allowIn(onPort("80/TCP"))),
-			withEgress(allowOut(peerPods(matchLabels("server", "api")), onPort("5000/TCP")))),
-		netpol("shop", "api-policy", matchLabels("server", "api"),
-			withIngress(allowIn(peerPods(matchLabels("role", "web")), onPort("5000/TCP"))),
-			withEgress(allowOut(peerPods(matchLabels("role", "db")), onPort("3306/TCP")))),
-		netpol("shop", "db-policy", matchLabels("role", "db"),
-			withIngress(allowIn(peerPods(matchLabels("name", "api-pod")), onPort("3306/TCP")))),
+		policytest.NetworkPolicy("shop", "web-policy", policytest.Selector("role", "web"),
+			policytest.Ingress(policytest.From(policytest.Port("80/TCP"))),
+			policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("server", "api")), policytest.Port("5000/TCP")))),
+		policytest.NetworkPolicy("shop", "api-policy", policytest.Selector("server", "api"),
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("role", "web")), policytest.Port("5000/TCP"))),
+			policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("role", "db")), policytest.Port("3306/TCP")))),
+		policytest.NetworkPolicy("shop", "db-policy", policytest.Selector("role", "db"),
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("name", "api-pod")), policytest.Port("3306/TCP")))),
 	))
 	w.check(t, []flowCase{
 		// The request path.
@@ -213,29 +214,30 @@ func TestSeedThreeTierAllRules(t *testing.T) {
 // TestSeedNamespaceSelectorAndVsOr: seed 001's "common mistake: dashes create new rules".
 // Two peers are OR; one peer with both selectors is AND.
 func TestSeedNamespaceSelectorAndVsOr(t *testing.T) {
-	state := func(from ...ruleElem) State {
+	state := func(from ...policytest.Elem) State {
 		return State{
 			Namespaces: []Namespace{
-				ns("prod", lbl("team", "team-b")),
-				ns("team-a", lbl("team", "team-a")),
+				ns("prod", policytest.Labels("team", "team-b")),
+				ns("team-a", policytest.Labels("team", "team-a")),
 				ns("team-c", nil),
 			},
 			Pods: []Pod{
-				pod("prod", "db", lbl("server", "db"), dual(2, 10)...),
-				pod("prod", "api", lbl("server", "api"), dual(2, 11)...),
-				pod("prod", "web", lbl("server", "web"), dual(2, 12)...),
-				pod("team-a", "api", lbl("server", "api"), dual(3, 10)...),
-				pod("team-a", "worker", lbl("server", "worker"), dual(3, 11)...),
-				pod("team-c", "api", lbl("server", "api"), dual(4, 10)...),
+				pod("prod", "db", policytest.Labels("server", "db"), dual(2, 10)...),
+				pod("prod", "api", policytest.Labels("server", "api"), dual(2, 11)...),
+				pod("prod", "web", policytest.Labels("server", "web"), dual(2, 12)...),
+				pod("team-a", "api", policytest.Labels("server", "api"), dual(3, 10)...),
+				pod("team-a", "worker", policytest.Labels("server", "worker"), dual(3, 11)...),
+				pod("team-c", "api", policytest.Labels("server", "api"), dual(4, 10)...),
 			},
-			Policies: pols(netpol("prod", "db-policy", matchLabels("server", "db"), withIngress(allowIn(from...)))),
+			Policies: pols(policytest.NetworkPolicy("prod", "db-policy", policytest.Selector("server", "db"),
+				policytest.Ingress(policytest.From(from...)))),
 		}
 	}
 
 	t.Run("two peers: OR", func(t *testing.T) {
 		w := compileWorld(t, state(
-			peerPods(matchLabels("server", "api")),
-			peerNamespaces(matchLabels("team", "team-a"))))
+			policytest.Pods(policytest.Selector("server", "api")),
+			policytest.Namespaces(policytest.Selector("team", "team-a"))))
 		w.check(t, []flowCase{
 			{"prod/api", "prod/db", "3306/TCP", Allow},      // podSelector: the policy's namespace
 			{"team-a/api", "prod/db", "3306/TCP", Allow},    // namespaceSelector
@@ -250,7 +252,7 @@ func TestSeedNamespaceSelectorAndVsOr(t *testing.T) {
 	})
 	t.Run("one peer with both selectors: AND", func(t *testing.T) {
 		w := compileWorld(t, state(
-			peerNsPods(matchLabels("team", "team-a"), matchLabels("server", "api"))))
+			policytest.PodsIn(policytest.Selector("team", "team-a"), policytest.Selector("server", "api"))))
 		w.check(t, []flowCase{
 			{"team-a/api", "prod/db", "3306/TCP", Allow},
 			{"prod/api", "prod/db", "3306/TCP", Deny},      // right pod, wrong namespace
@@ -267,27 +269,27 @@ func TestSeedNamespaceSelectorAndVsOr(t *testing.T) {
 // seed selects on), api pods in prod and in staging.
 func seed003(policies ...*networkingv1.NetworkPolicy) State {
 	return State{
-		Namespaces: []Namespace{ns("prod", lbl("name", "prod")), ns("staging", lbl("name", "staging"))},
+		Namespaces: []Namespace{ns("prod", policytest.Labels("name", "prod")), ns("staging", policytest.Labels("name", "staging"))},
 		Pods: []Pod{
-			tweak(pod("prod", "db", lbl("role", "db"), dual(5, 10)...), withPorts(namedPort("mongo", flow.TCP, 27017))),
-			pod("prod", "api", lbl("name", "api-pod"), dual(5, 11)...),
-			pod("prod", "frontend", lbl("name", "frontend"), dual(5, 12)...),
-			pod("staging", "api", lbl("name", "api-pod"), dual(6, 11)...),
+			tweak(pod("prod", "db", policytest.Labels("role", "db"), dual(5, 10)...), withPorts(namedPort("mongo", flow.TCP, 27017))),
+			pod("prod", "api", policytest.Labels("name", "api-pod"), dual(5, 11)...),
+			pod("prod", "frontend", policytest.Labels("name", "frontend"), dual(5, 12)...),
+			pod("staging", "api", policytest.Labels("name", "api-pod"), dual(6, 11)...),
 		},
 		Policies: policies,
 	}
 }
 
 // seed003APIPeer is seed 003's "matching pod label AND namespace label".
-func seed003APIPeer() ruleElem {
-	return peerNsPods(matchLabels("name", "prod"), matchLabels("name", "api-pod"))
+func seed003APIPeer() policytest.Elem {
+	return policytest.PodsIn(policytest.Selector("name", "prod"), policytest.Selector("name", "api-pod"))
 }
 
 // TestSeedDBFromProdAPI: seed 003's db-network-policy: only api-pod of namespace prod, on
 // 27017.
 func TestSeedDBFromProdAPI(t *testing.T) {
-	w := compileWorld(t, seed003(netpol("prod", "db-network-policy", matchLabels("role", "db"),
-		withIngress(allowIn(seed003APIPeer(), onPort("27017/TCP"))))))
+	w := compileWorld(t, seed003(policytest.NetworkPolicy("prod", "db-network-policy", policytest.Selector("role", "db"),
+		policytest.Ingress(policytest.From(seed003APIPeer(), policytest.Port("27017/TCP"))))))
 	w.check(t, []flowCase{
 		{"prod/api", "prod/db", "27017/TCP", Allow},
 		{"prod/api@v6", "prod/db@v6", "27017/TCP", Allow},
@@ -302,8 +304,8 @@ func TestSeedDBFromProdAPI(t *testing.T) {
 // ipBlock, in the same rule as the api peer; other outside hosts stay out.
 func TestSeedExternalBackupHost(t *testing.T) {
 	const backup = "192.168.99.10"
-	w := compileWorld(t, seed003(netpol("prod", "db-network-policy", matchLabels("role", "db"),
-		withIngress(allowIn(seed003APIPeer(), peerCIDR(backup+"/32"), onPort("27017/TCP"))))))
+	w := compileWorld(t, seed003(policytest.NetworkPolicy("prod", "db-network-policy", policytest.Selector("role", "db"),
+		policytest.Ingress(policytest.From(seed003APIPeer(), policytest.CIDR(backup+"/32"), policytest.Port("27017/TCP"))))))
 	w.check(t, []flowCase{
 		{backup, "prod/db", "27017/TCP", Allow},
 		{"192.168.99.11", "prod/db", "27017/TCP", Deny},
@@ -326,11 +328,11 @@ func TestSeedExternalBackupHost(t *testing.T) {
 }
 
 // TestSeedDBEgressToBackupHost: seed 003's "trivial egress-only example": the db may only
-// send to 192.168.99.10 on flow.TCP 80; its ingress is not isolated.
+// send to 192.168.99.10 on TCP 80; its ingress is not isolated.
 func TestSeedDBEgressToBackupHost(t *testing.T) {
-	w := compileWorld(t, seed003(netpol("prod", "db-network-policy", matchLabels("role", "db"),
-		withTypes(typeEgress),
-		withEgress(allowOut(peerCIDR("192.168.99.10/32"), onPort("80/TCP"))))))
+	w := compileWorld(t, seed003(policytest.NetworkPolicy("prod", "db-network-policy", policytest.Selector("role", "db"),
+		policytest.Types(typeEgress),
+		policytest.Egress(policytest.To(policytest.CIDR("192.168.99.10/32"), policytest.Port("80/TCP"))))))
 	w.check(t, []flowCase{
 		{"prod/db", "192.168.99.10", "80/TCP", Allow},
 		{"prod/db", "192.168.99.10", "443/TCP", Deny},
@@ -352,7 +354,7 @@ func TestSeedDBEgressToBackupHost(t *testing.T) {
 
 // kubeDNS is a cluster DNS pod in kube-system.
 func kubeDNS(subnet int) (Namespace, Pod) {
-	return ns("kube-system", nil), tweak(pod("kube-system", "coredns", lbl("k8s-app", "kube-dns"), dual(subnet, 53)...),
+	return ns("kube-system", nil), tweak(pod("kube-system", "coredns", policytest.Labels("k8s-app", "kube-dns"), dual(subnet, 53)...),
 		withPorts(namedPort("dns", flow.UDP, 53), namedPort("dns-tcp", flow.TCP, 53)))
 }
 
@@ -363,17 +365,17 @@ func TestSeedInternalPolicy(t *testing.T) {
 	w := compileWorld(t, State{
 		Namespaces: []Namespace{ns("default", nil), dnsNs},
 		Pods: []Pod{
-			pod("default", "internal", lbl("name", "internal"), dual(7, 10)...),
-			pod("default", "payroll", lbl("name", "payroll"), dual(7, 11)...),
-			pod("default", "mysql", lbl("name", "mysql"), dual(7, 12)...),
-			pod("default", "other", lbl("name", "other"), dual(7, 13)...),
+			pod("default", "internal", policytest.Labels("name", "internal"), dual(7, 10)...),
+			pod("default", "payroll", policytest.Labels("name", "payroll"), dual(7, 11)...),
+			pod("default", "mysql", policytest.Labels("name", "mysql"), dual(7, 12)...),
+			pod("default", "other", policytest.Labels("name", "other"), dual(7, 13)...),
 			dnsPod,
 		},
-		Policies: pols(netpol("default", "internal-policy", matchLabels("name", "internal"),
-			withTypes(typeEgress),
-			withEgress(
-				allowOut(peerPods(matchLabels("name", "payroll")), onPort("8080/TCP")),
-				allowOut(peerPods(matchLabels("name", "mysql")), onPort("3306/TCP"))))),
+		Policies: pols(policytest.NetworkPolicy("default", "internal-policy", policytest.Selector("name", "internal"),
+			policytest.Types(typeEgress),
+			policytest.Egress(
+				policytest.To(policytest.Pods(policytest.Selector("name", "payroll")), policytest.Port("8080/TCP")),
+				policytest.To(policytest.Pods(policytest.Selector("name", "mysql")), policytest.Port("3306/TCP"))))),
 	})
 	w.check(t, []flowCase{
 		{"default/internal", "default/payroll", "8080/TCP", Allow},
@@ -416,13 +418,14 @@ func seed004(policies ...*networkingv1.NetworkPolicy) State {
 	dnsNs, dnsPod := kubeDNS(19)
 	dnsNs.Labels["ns"] = "kube-system"
 	return State{
-		Namespaces: []Namespace{ns("default", lbl("ns", "default")), ns("cassandra", lbl("ns", "cassandra")), dnsNs},
+		Namespaces: []Namespace{ns("default", policytest.Labels("ns", "default")),
+			ns("cassandra", policytest.Labels("ns", "cassandra")), dnsNs},
 		Pods: []Pod{
-			pod("default", "frontend", lbl("run", "frontend"), dual(10, 10)...),
-			pod("default", "backend", lbl("run", "backend"), dual(10, 11)...),
-			pod("default", "other", lbl("run", "other"), dual(10, 12)...),
-			pod("cassandra", "cassandra", lbl("run", "cassandra"), dual(11, 10)...),
-			pod("cassandra", "helper", lbl("run", "helper"), dual(11, 11)...),
+			pod("default", "frontend", policytest.Labels("run", "frontend"), dual(10, 10)...),
+			pod("default", "backend", policytest.Labels("run", "backend"), dual(10, 11)...),
+			pod("default", "other", policytest.Labels("run", "other"), dual(10, 12)...),
+			pod("cassandra", "cassandra", policytest.Labels("run", "cassandra"), dual(11, 10)...),
+			pod("cassandra", "helper", policytest.Labels("run", "helper"), dual(11, 11)...),
 			dnsPod,
 		},
 		Policies: policies,
@@ -431,26 +434,27 @@ func seed004(policies ...*networkingv1.NetworkPolicy) State {
 
 // The seed 004 recipes.
 func backendWithEgress() *networkingv1.NetworkPolicy {
-	return netpol("default", "backend", matchLabels("run", "backend"),
-		withTypes(typeIngress, typeEgress),
-		withIngress(allowIn(peerPods(matchLabels("run", "frontend")))),
-		withEgress(allowOut(peerNamespaces(matchLabels("ns", "cassandra")))))
+	return policytest.NetworkPolicy("default", "backend", policytest.Selector("run", "backend"),
+		policytest.Types(typeIngress, typeEgress),
+		policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("run", "frontend")))),
+		policytest.Egress(policytest.To(policytest.Namespaces(policytest.Selector("ns", "cassandra")))))
 }
 
 func backendIngressOnly() *networkingv1.NetworkPolicy {
-	return netpol("default", "backend", matchLabels("run", "backend"),
-		withTypes(typeIngress),
-		withIngress(allowIn(peerPods(matchLabels("run", "frontend")))))
+	return policytest.NetworkPolicy("default", "backend", policytest.Selector("run", "backend"),
+		policytest.Types(typeIngress),
+		policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("run", "frontend")))))
 }
 
 func cassandraDeny() *networkingv1.NetworkPolicy {
-	return netpol("cassandra", "cassandra-deny", matchAll(), withTypes(typeIngress, typeEgress))
+	return policytest.NetworkPolicy("cassandra", "cassandra-deny", policytest.Selector(),
+		policytest.Types(typeIngress, typeEgress))
 }
 
 func cassandraFromDefault() *networkingv1.NetworkPolicy {
-	return netpol("cassandra", "cassandra", matchLabels("run", "cassandra"),
-		withTypes(typeIngress),
-		withIngress(allowIn(peerNamespaces(matchLabels("ns", "default")))))
+	return policytest.NetworkPolicy("cassandra", "cassandra", policytest.Selector("run", "cassandra"),
+		policytest.Types(typeIngress),
+		policytest.Ingress(policytest.From(policytest.Namespaces(policytest.Selector("ns", "default")))))
 }
 
 // TestSeedCassandra: seed 004's backend and cassandra recipes, alone and combined.
@@ -515,12 +519,12 @@ func TestSeedCassandra(t *testing.T) {
 }
 
 // TestSeedDenyAllButDNS: seed 004's "deny all incoming and outgoing traffic from all pods in
-// namespace default but allow DNS traffic": egress to port 53 over flow.TCP and flow.UDP, to anywhere;
+// namespace default but allow DNS traffic": egress to port 53 over TCP and UDP, to anywhere;
 // no ingress.
 func TestSeedDenyAllButDNS(t *testing.T) {
-	w := compileWorld(t, seed004(netpol("default", "deny", matchAll(),
-		withTypes(typeEgress, typeIngress),
-		withEgress(allowOut(onPort("53/TCP"), onPort("53/UDP"))))))
+	w := compileWorld(t, seed004(policytest.NetworkPolicy("default", "deny", policytest.Selector(),
+		policytest.Types(typeEgress, typeIngress),
+		policytest.Egress(policytest.To(policytest.Port("53/TCP"), policytest.Port("53/UDP"))))))
 	w.check(t, []flowCase{
 		{"default/frontend", "kube-system/coredns", "53/UDP", Allow},
 		{"default/frontend", "kube-system/coredns", "53/TCP", Allow},
@@ -551,7 +555,8 @@ func TestSeedDenyAllButDNS(t *testing.T) {
 // TestSeedDenyAll: seed 004's "deny all incoming and outgoing traffic from all pods in
 // namespace default", DNS included.
 func TestSeedDenyAll(t *testing.T) {
-	w := compileWorld(t, seed004(netpol("default", "deny", matchAll(), withTypes(typeEgress, typeIngress))))
+	w := compileWorld(t, seed004(policytest.NetworkPolicy("default", "deny", policytest.Selector(),
+		policytest.Types(typeEgress, typeIngress))))
 	w.check(t, []flowCase{
 		{"default/frontend", "kube-system/coredns", "53/UDP", Deny},
 		{"default/frontend", "default/backend", "80/TCP", Deny},
@@ -576,9 +581,9 @@ func TestSeedDenyAll(t *testing.T) {
 // TestSeedFrontendToBackend: seed 004's "allows frontend pods to communicate with backend
 // pods": an egress rule without ports allows every protocol and port to backend.
 func TestSeedFrontendToBackend(t *testing.T) {
-	w := compileWorld(t, seed004(netpol("default", "frontend", matchLabels("run", "frontend"),
-		withTypes(typeEgress),
-		withEgress(allowOut(peerPods(matchLabels("run", "backend")))))))
+	w := compileWorld(t, seed004(policytest.NetworkPolicy("default", "frontend", policytest.Selector("run", "frontend"),
+		policytest.Types(typeEgress),
+		policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("run", "backend")))))))
 	w.check(t, []flowCase{
 		{"default/frontend", "default/backend", "80/TCP", Allow},
 		{"default/frontend", "default/backend", "8080/TCP", Allow},
@@ -599,28 +604,31 @@ func TestSeedFrontendToBackend(t *testing.T) {
 // are the same as" example. Both are checked against what SPEC §2 says over a grid of
 // flows, and against each other.
 func TestSeedMergedPoliciesEquivalence(t *testing.T) {
-	rule0 := allowOut(peerNamespaces(matchLabels("id", "ns1")), onPort("80/TCP"))
-	rule1 := allowOut(peerPods(matchLabels("id", "backend")))
-	example := netpol("default", "example", matchLabels("id", "frontend"), withTypes(typeEgress), withEgress(rule0, rule1))
-	example2a := netpol("default", "example2a", matchLabels("id", "frontend"), withTypes(typeEgress), withEgress(rule0))
-	example2b := netpol("default", "example2b", matchLabels("id", "frontend"), withTypes(typeEgress), withEgress(rule1))
+	rule0 := policytest.To(policytest.Namespaces(policytest.Selector("id", "ns1")), policytest.Port("80/TCP"))
+	rule1 := policytest.To(policytest.Pods(policytest.Selector("id", "backend")))
+	example := policytest.NetworkPolicy("default", "example", policytest.Selector("id", "frontend"),
+		policytest.Types(typeEgress), policytest.Egress(rule0, rule1))
+	example2a := policytest.NetworkPolicy("default", "example2a", policytest.Selector("id", "frontend"),
+		policytest.Types(typeEgress), policytest.Egress(rule0))
+	example2b := policytest.NetworkPolicy("default", "example2b", policytest.Selector("id", "frontend"),
+		policytest.Types(typeEgress), policytest.Egress(rule1))
 
 	state := func(policies ...*networkingv1.NetworkPolicy) State {
 		return State{
-			Namespaces: []Namespace{ns("default", nil), ns("ns1", lbl("id", "ns1")), ns("ns2", lbl("id", "ns2"))},
+			Namespaces: []Namespace{ns("default", nil), ns("ns1", policytest.Labels("id", "ns1")), ns("ns2", policytest.Labels("id", "ns2"))},
 			Pods: []Pod{
-				pod("default", "frontend", lbl("id", "frontend"), dual(12, 10)...),
-				pod("default", "backend", lbl("id", "backend"), dual(12, 11)...),
-				pod("default", "other", lbl("id", "other"), dual(12, 12)...),
-				pod("ns1", "svc", lbl("id", "svc"), dual(13, 10)...),
-				pod("ns1", "backend", lbl("id", "backend"), dual(13, 11)...),
-				pod("ns2", "backend", lbl("id", "backend"), dual(14, 11)...),
+				pod("default", "frontend", policytest.Labels("id", "frontend"), dual(12, 10)...),
+				pod("default", "backend", policytest.Labels("id", "backend"), dual(12, 11)...),
+				pod("default", "other", policytest.Labels("id", "other"), dual(12, 12)...),
+				pod("ns1", "svc", policytest.Labels("id", "svc"), dual(13, 10)...),
+				pod("ns1", "backend", policytest.Labels("id", "backend"), dual(13, 11)...),
+				pod("ns2", "backend", policytest.Labels("id", "backend"), dual(14, 11)...),
 			},
 			Policies: policies,
 		}
 	}
 
-	// What the policy says, from SPEC §2: (namespace id=ns1 AND flow.TCP 80) OR (pod id=backend
+	// What the policy says, from SPEC §2: (namespace id=ns1 AND TCP 80) OR (pod id=backend
 	// in default, any protocol).
 	fromFrontend := func(to, port string) Verdict {
 		switch to {
@@ -693,17 +701,17 @@ func semantics(policies ...*networkingv1.NetworkPolicy) State {
 	return State{
 		Namespaces: []Namespace{ns("x", nil), ns("y", nil)},
 		Pods: []Pod{
-			pod("x", "client", lbl("app", "client"), dual(20, 10)...),
-			pod("x", "server", lbl("app", "server"), dual(20, 11)...),
-			pod("x", "other", lbl("app", "other"), dual(20, 12)...),
-			pod("y", "client", lbl("app", "client"), dual(21, 10)...),
+			pod("x", "client", policytest.Labels("app", "client"), dual(20, 10)...),
+			pod("x", "server", policytest.Labels("app", "server"), dual(20, 11)...),
+			pod("x", "other", policytest.Labels("app", "other"), dual(20, 12)...),
+			pod("y", "client", policytest.Labels("app", "client"), dual(21, 10)...),
 		},
 		Policies: policies,
 	}
 }
 
-func serverPolicy(name string, tweaks ...policyTweak) *networkingv1.NetworkPolicy {
-	return netpol("x", name, matchLabels("app", "server"), tweaks...)
+func serverPolicy(name string, tweaks ...policytest.Tweak) *networkingv1.NetworkPolicy {
+	return policytest.NetworkPolicy("x", name, policytest.Selector("app", "server"), tweaks...)
 }
 
 // TestSeedSemantics covers the parts of SPEC §2 that neither the seeds nor upstream's e2e
@@ -712,8 +720,9 @@ func TestSeedSemantics(t *testing.T) {
 	// endPort: a range includes both ends.
 	t.Run("endPort range includes port and endPort, not endPort+1", func(t *testing.T) {
 		w := compileWorld(t, semantics(
-			serverPolicy("ingress-range", withIngress(allowIn(onPort("32000-32768/TCP")))),
-			netpol("x", "egress-range", matchLabels("app", "client"), withEgress(allowOut(onPort("32000-32768/UDP"))))))
+			serverPolicy("ingress-range", policytest.Ingress(policytest.From(policytest.Port("32000-32768/TCP")))),
+			policytest.NetworkPolicy("x", "egress-range", policytest.Selector("app", "client"),
+				policytest.Egress(policytest.To(policytest.Port("32000-32768/UDP"))))))
 		w.check(t, []flowCase{
 			{"y/client", "x/server", "31999/TCP", Deny},
 			{"y/client", "x/server", "32000/TCP", Allow},
@@ -730,22 +739,25 @@ func TestSeedSemantics(t *testing.T) {
 		})
 	})
 
-	// A named port matches a container port with that name AND the rule's protocol (flow.TCP
+	// A named port matches a container port with that name AND the rule's protocol (TCP
 	// when omitted).
 	t.Run("named port: name matches but protocol differs", func(t *testing.T) {
 		ports := withPorts(namedPort("dns", flow.UDP, 53), namedPort("serve-80-udp", flow.UDP, 80), namedPort("http", flow.TCP, 8080))
 		state := State{
 			Namespaces: []Namespace{ns("x", nil)},
 			Pods: []Pod{
-				pod("x", "client", lbl("app", "client"), dual(22, 10)...),
-				tweak(pod("x", "udp-name-tcp-rule", lbl("app", "s1"), dual(22, 11)...), ports),
-				tweak(pod("x", "dns-udp-rule", lbl("app", "s2"), dual(22, 12)...), ports),
-				tweak(pod("x", "dns-no-protocol", lbl("app", "s3"), dual(22, 13)...), ports),
+				pod("x", "client", policytest.Labels("app", "client"), dual(22, 10)...),
+				tweak(pod("x", "udp-name-tcp-rule", policytest.Labels("app", "s1"), dual(22, 11)...), ports),
+				tweak(pod("x", "dns-udp-rule", policytest.Labels("app", "s2"), dual(22, 12)...), ports),
+				tweak(pod("x", "dns-no-protocol", policytest.Labels("app", "s3"), dual(22, 13)...), ports),
 			},
 			Policies: pols(
-				netpol("x", "s1", matchLabels("app", "s1"), withIngress(allowIn(onPort("serve-80-udp/TCP")))),
-				netpol("x", "s2", matchLabels("app", "s2"), withIngress(allowIn(onPort("dns/UDP")))),
-				netpol("x", "s3", matchLabels("app", "s3"), withIngress(allowIn(onPort("dns"))))),
+				policytest.NetworkPolicy("x", "s1", policytest.Selector("app", "s1"),
+					policytest.Ingress(policytest.From(policytest.Port("serve-80-udp/TCP")))),
+				policytest.NetworkPolicy("x", "s2", policytest.Selector("app", "s2"),
+					policytest.Ingress(policytest.From(policytest.Port("dns/UDP")))),
+				policytest.NetworkPolicy("x", "s3", policytest.Selector("app", "s3"),
+					policytest.Ingress(policytest.From(policytest.Port("dns"))))),
 		}
 		w := compileWorld(t, state)
 		w.check(t, []flowCase{
@@ -764,12 +776,13 @@ func TestSeedSemantics(t *testing.T) {
 		w := compileWorld(t, State{
 			Namespaces: []Namespace{ns("x", nil)},
 			Pods: []Pod{
-				tweak(pod("x", "client", lbl("app", "client"), dual(23, 10)...), withPorts(namedPort("http", flow.TCP, 7070))),
-				tweak(pod("x", "srv1", lbl("app", "srv"), dual(23, 11)...), withPorts(namedPort("http", flow.TCP, 8080))),
-				tweak(pod("x", "srv2", lbl("app", "srv"), dual(23, 12)...), withPorts(namedPort("http", flow.TCP, 9090))),
-				tweak(pod("x", "srv3", lbl("app", "srv"), dual(23, 13)...), withPorts(namedPort("web", flow.TCP, 8080))),
+				tweak(pod("x", "client", policytest.Labels("app", "client"), dual(23, 10)...), withPorts(namedPort("http", flow.TCP, 7070))),
+				tweak(pod("x", "srv1", policytest.Labels("app", "srv"), dual(23, 11)...), withPorts(namedPort("http", flow.TCP, 8080))),
+				tweak(pod("x", "srv2", policytest.Labels("app", "srv"), dual(23, 12)...), withPorts(namedPort("http", flow.TCP, 9090))),
+				tweak(pod("x", "srv3", policytest.Labels("app", "srv"), dual(23, 13)...), withPorts(namedPort("web", flow.TCP, 8080))),
 			},
-			Policies: pols(netpol("x", "client-http", matchLabels("app", "client"), withEgress(allowOut(onPort("http"))))),
+			Policies: pols(policytest.NetworkPolicy("x", "client-http", policytest.Selector("app", "client"),
+				policytest.Egress(policytest.To(policytest.Port("http"))))),
 		})
 		w.check(t, []flowCase{
 			{"x/client", "x/srv1", "8080/TCP", Allow},
@@ -784,7 +797,8 @@ func TestSeedSemantics(t *testing.T) {
 	})
 
 	t.Run("protocol-only port entry matches every port of that protocol", func(t *testing.T) {
-		w := compileWorld(t, semantics(serverPolicy("udp-only", withIngress(allowIn(onPort("/UDP"))))))
+		w := compileWorld(t, semantics(serverPolicy("udp-only",
+			policytest.Ingress(policytest.From(policytest.Port("/UDP"))))))
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "1/UDP", Allow},
 			{"x/client", "x/server", "53/UDP", Allow},
@@ -796,10 +810,12 @@ func TestSeedSemantics(t *testing.T) {
 		})
 	})
 
-	t.Run("rule without ports matches every protocol, flow.ICMP included", func(t *testing.T) {
+	t.Run("rule without ports matches every protocol, ICMP included", func(t *testing.T) {
 		w := compileWorld(t, semantics(
-			serverPolicy("from-client", withIngress(allowIn(peerPods(matchLabels("app", "client"))))),
-			netpol("x", "other-tcp-80", matchLabels("app", "other"), withIngress(allowIn(onPort("80/TCP"))))))
+			serverPolicy("from-client",
+				policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "client"))))),
+			policytest.NetworkPolicy("x", "other-tcp-80", policytest.Selector("app", "other"),
+				policytest.Ingress(policytest.From(policytest.Port("80/TCP"))))))
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "ICMP", Allow},
 			{"x/client@v6", "x/server@v6", "ICMPv6", Allow},
@@ -816,9 +832,12 @@ func TestSeedSemantics(t *testing.T) {
 	t.Run("dual-stack: either address of a pod is the pod", func(t *testing.T) {
 		clientV4 := dual(20, 10)[0] + "/32"
 		w := compileWorld(t, semantics(
-			serverPolicy("from-client-pods", withIngress(allowIn(peerPods(matchLabels("app", "client"))))),
-			netpol("x", "other-from-client-v4-block", matchLabels("app", "other"), withIngress(allowIn(peerCIDR(clientV4)))),
-			netpol("x", "client-egress", matchLabels("app", "client"), withEgress(allowOut(peerPods(matchLabels("app", "server"))))),
+			serverPolicy("from-client-pods",
+				policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "client"))))),
+			policytest.NetworkPolicy("x", "other-from-client-v4-block", policytest.Selector("app", "other"),
+				policytest.Ingress(policytest.From(policytest.CIDR(clientV4)))),
+			policytest.NetworkPolicy("x", "client-egress", policytest.Selector("app", "client"),
+				policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("app", "server"))))),
 		))
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "80/TCP", Allow},
@@ -834,7 +853,8 @@ func TestSeedSemantics(t *testing.T) {
 		})
 		// The IPv4 block admits the client's IPv4 address.
 		w2 := compileWorld(t, semantics(
-			netpol("x", "other-from-client-v4-block", matchLabels("app", "other"), withIngress(allowIn(peerCIDR(clientV4))))))
+			policytest.NetworkPolicy("x", "other-from-client-v4-block", policytest.Selector("app", "other"),
+				policytest.Ingress(policytest.From(policytest.CIDR(clientV4))))))
 		w2.check(t, []flowCase{
 			{"x/client", "x/other", "80/TCP", Allow},
 			{"x/client@v6", "x/other@v6", "80/TCP", Deny},
@@ -851,14 +871,15 @@ func TestSeedSemantics(t *testing.T) {
 				node("n2", "172.18.0.3", "fd00:172:18::3"),
 			},
 			Pods: []Pod{
-				tweak(pod("x", "a", lbl("app", "a"), dual(24, 10)...), onNode("n1")),
-				tweak(pod("x", "b", lbl("app", "b"), dual(25, 10)...), onNode("n2")),
+				tweak(pod("x", "a", policytest.Labels("app", "a"), dual(24, 10)...), onNode("n1")),
+				tweak(pod("x", "b", policytest.Labels("app", "b"), dual(25, 10)...), onNode("n2")),
 				// hostNetwork pods carry their node's addresses; a deny-all in their
 				// namespace does not select them.
-				tweak(pod("x", "agent-n1", lbl("app", "agent"), "172.18.0.2", "fd00:172:18::2"), onNode("n1"), inHostNetwork()),
-				tweak(pod("x", "agent-n2", lbl("app", "agent"), "172.18.0.3", "fd00:172:18::3"), onNode("n2"), inHostNetwork()),
+				tweak(pod("x", "agent-n1", policytest.Labels("app", "agent"), "172.18.0.2", "fd00:172:18::2"), onNode("n1"), inHostNetwork()),
+				tweak(pod("x", "agent-n2", policytest.Labels("app", "agent"), "172.18.0.3", "fd00:172:18::3"), onNode("n2"), inHostNetwork()),
 			},
-			Policies: pols(netpol("x", "deny-all", matchAll(), withTypes(typeIngress, typeEgress))),
+			Policies: pols(policytest.NetworkPolicy("x", "deny-all", policytest.Selector(),
+				policytest.Types(typeIngress, typeEgress))),
 		})
 		w.check(t, []flowCase{
 			{"172.18.0.2", "x/a", "80/TCP", Allow},
@@ -897,12 +918,13 @@ func TestSeedSemantics(t *testing.T) {
 			Namespaces: []Namespace{ns("x", nil)},
 			Nodes:      []Node{node("n1", "172.18.0.2")},
 			Pods: []Pod{
-				tweak(pod("x", "a", lbl("app", "a"), dual(24, 10)...), onNode("n1")),
-				tweak(pod("x", "b", lbl("app", "b"), dual(25, 10)...), onNode("n2")),
+				tweak(pod("x", "a", policytest.Labels("app", "a"), dual(24, 10)...), onNode("n1")),
+				tweak(pod("x", "b", policytest.Labels("app", "b"), dual(25, 10)...), onNode("n2")),
 				tweak(pod("x", "agent-n1", nil, "172.18.0.4"), onNode("n1"), inHostNetwork()),
 				tweak(pod("x", "agent-n2", nil, "172.18.0.3", "fd00:172:18::3"), onNode("n2"), inHostNetwork()),
 			},
-			Policies: pols(netpol("x", "deny-all", matchAll(), withTypes(typeIngress, typeEgress))),
+			Policies: pols(policytest.NetworkPolicy("x", "deny-all", policytest.Selector(),
+				policytest.Types(typeIngress, typeEgress))),
 		})
 		w.check(t, []flowCase{
 			{"172.18.0.4", "x/a", "80/TCP", Allow}, // not in n1's Node object
@@ -918,9 +940,9 @@ func TestSeedSemantics(t *testing.T) {
 	// ipBlock matches pod addresses on ingress too, and except works in both families.
 	t.Run("ingress ipBlock with except over both families", func(t *testing.T) {
 		client := dual(20, 10)
-		w := compileWorld(t, semantics(serverPolicy("pods-but-client", withIngress(allowIn(
-			peerCIDR("10.244.0.0/16", client[0]+"/32"),
-			peerCIDR("fd00:10:244::/56", client[1]+"/128"))))))
+		w := compileWorld(t, semantics(serverPolicy("pods-but-client", policytest.Ingress(policytest.From(
+			policytest.CIDR("10.244.0.0/16", client[0]+"/32"),
+			policytest.CIDR("fd00:10:244::/56", client[1]+"/128"))))))
 		w.check(t, []flowCase{
 			{"x/other", "x/server", "80/TCP", Allow},
 			{"x/other@v6", "x/server@v6", "80/TCP", Allow},
@@ -937,7 +959,8 @@ func TestSeedSemantics(t *testing.T) {
 	})
 
 	t.Run("a pod may always talk to itself", func(t *testing.T) {
-		w := compileWorld(t, semantics(netpol("x", "deny-all", matchAll(), withTypes(typeIngress, typeEgress))))
+		w := compileWorld(t, semantics(policytest.NetworkPolicy("x", "deny-all", policytest.Selector(),
+			policytest.Types(typeIngress, typeEgress))))
 		w.check(t, []flowCase{
 			{"x/server", "x/server", "80/TCP", Allow},
 			{"x/server@v6", "x/server@v6", "80/TCP", Allow},
@@ -956,17 +979,18 @@ func TestSeedSemantics(t *testing.T) {
 	// be judged as the finished pod.
 	t.Run("terminated pod's address is not the pod", func(t *testing.T) {
 		pods := []Pod{
-			pod("x", "server", lbl("app", "server"), dual(26, 10)...),
-			pod("x", "client", lbl("app", "client"), dual(26, 11)...),
-			pod("x", "trusted", lbl("role", "trusted"), dual(26, 12)...),
-			tweak(pod("x", "done", lbl("role", "trusted"), "10.244.26.50"), inPhase("Succeeded")),
-			tweak(pod("x", "failed", lbl("role", "trusted"), "10.244.26.51"), inPhase("Failed")),
-			pod("x", "reuser", lbl("role", "untrusted"), "10.244.26.50"),
+			pod("x", "server", policytest.Labels("app", "server"), dual(26, 10)...),
+			pod("x", "client", policytest.Labels("app", "client"), dual(26, 11)...),
+			pod("x", "trusted", policytest.Labels("role", "trusted"), dual(26, 12)...),
+			tweak(pod("x", "done", policytest.Labels("role", "trusted"), "10.244.26.50"), inPhase("Succeeded")),
+			tweak(pod("x", "failed", policytest.Labels("role", "trusted"), "10.244.26.51"), inPhase("Failed")),
+			pod("x", "reuser", policytest.Labels("role", "untrusted"), "10.244.26.50"),
 		}
 		policies := pols(
-			serverPolicy("from-trusted", withIngress(allowIn(peerPods(matchLabels("role", "trusted"))))),
-			netpol("x", "client-to-trusted", matchLabels("app", "client"),
-				withEgress(allowOut(peerPods(matchLabels("role", "trusted"))))))
+			serverPolicy("from-trusted",
+				policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("role", "trusted"))))),
+			policytest.NetworkPolicy("x", "client-to-trusted", policytest.Selector("app", "client"),
+				policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("role", "trusted"))))))
 		reversed := slices.Clone(pods)
 		slices.Reverse(reversed)
 		for _, order := range []struct {
@@ -996,8 +1020,9 @@ func TestSeedSemantics(t *testing.T) {
 	})
 
 	t.Run("pod without an address", func(t *testing.T) {
-		st := semantics(serverPolicy("from-pending", withIngress(allowIn(peerPods(matchLabels("app", "pending"))))))
-		st.Pods = append(st.Pods, tweak(pod("x", "pending", lbl("app", "pending")), inPhase("Pending")))
+		st := semantics(serverPolicy("from-pending",
+			policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "pending"))))))
+		st.Pods = append(st.Pods, tweak(pod("x", "pending", policytest.Labels("app", "pending")), inPhase("Pending")))
 		w := compileWorld(t, st)
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "80/TCP", Deny},
@@ -1008,8 +1033,10 @@ func TestSeedSemantics(t *testing.T) {
 
 	t.Run("policy selecting no pod isolates nothing", func(t *testing.T) {
 		w := compileWorld(t, semantics(
-			netpol("x", "selects-nothing", matchLabels("app", "nonexistent"), withTypes(typeIngress, typeEgress)),
-			netpol("y", "deny-all-in-y", matchAll(), withTypes(typeIngress, typeEgress))))
+			policytest.NetworkPolicy("x", "selects-nothing", policytest.Selector("app", "nonexistent"),
+				policytest.Types(typeIngress, typeEgress)),
+			policytest.NetworkPolicy("y", "deny-all-in-y", policytest.Selector(),
+				policytest.Types(typeIngress, typeEgress))))
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "80/TCP", Allow},
 			{"x/server@v6", "x/client@v6", "ICMPv6", Allow},
@@ -1027,15 +1054,15 @@ func TestSeedSemantics(t *testing.T) {
 	// Omitted policyTypes = Ingress, plus Egress when there is an egress section; listed
 	// policyTypes are taken as given.
 	t.Run("policyTypes defaulting", func(t *testing.T) {
-		toOther := allowOut(peerPods(matchLabels("app", "other")), onPort("5432/TCP"))
-		fromClient := allowIn(peerPods(matchLabels("app", "client")))
+		toOther := policytest.To(policytest.Pods(policytest.Selector("app", "other")), policytest.Port("5432/TCP"))
+		fromClient := policytest.From(policytest.Pods(policytest.Selector("app", "client")))
 		cases := []struct {
 			name   string
 			policy *networkingv1.NetworkPolicy
 			flows  []flowCase
 		}{
 			{"egress section, no policyTypes: Ingress and Egress",
-				serverPolicy("p", withEgress(toOther), withTypes()),
+				serverPolicy("p", policytest.Egress(toOther), policytest.Types()),
 				[]flowCase{
 					{"x/client", "x/server", "80/TCP", Deny}, // isolated for ingress, no ingress rules
 					{"x/server", "x/other", "5432/TCP", Allow},
@@ -1043,7 +1070,7 @@ func TestSeedSemantics(t *testing.T) {
 					{"x/server@v6", "x/client@v6", "80/TCP", Deny},
 				}},
 			{"ingress section, no policyTypes: Ingress only",
-				serverPolicy("p", withIngress(fromClient), withTypes()),
+				serverPolicy("p", policytest.Ingress(fromClient), policytest.Types()),
 				[]flowCase{
 					{"x/client", "x/server", "80/TCP", Allow},
 					{"x/other", "x/server", "80/TCP", Deny},
@@ -1056,7 +1083,8 @@ func TestSeedSemantics(t *testing.T) {
 					{"x/server", "x/client", "80/TCP", Allow},
 				}},
 			{"policyTypes [Ingress] with an egress section: egress not isolated",
-				serverPolicy("p", withIngress(fromClient), withEgress(toOther), withTypes(typeIngress)),
+				serverPolicy("p",
+					policytest.Ingress(fromClient), policytest.Egress(toOther), policytest.Types(typeIngress)),
 				[]flowCase{
 					{"x/server", "x/client", "80/TCP", Allow},
 					{"x/server", outside, "443/TCP", Allow},
@@ -1064,7 +1092,8 @@ func TestSeedSemantics(t *testing.T) {
 					{"x/other", "x/server", "80/TCP", Deny},
 				}},
 			{"policyTypes [Egress] with an ingress section: ingress not isolated",
-				serverPolicy("p", withIngress(fromClient), withEgress(toOther), withTypes(typeEgress)),
+				serverPolicy("p",
+					policytest.Ingress(fromClient), policytest.Egress(toOther), policytest.Types(typeEgress)),
 				[]flowCase{
 					{"x/other", "x/server", "80/TCP", Allow},
 					{"x/server", "x/other", "5432/TCP", Allow},
@@ -1080,10 +1109,13 @@ func TestSeedSemantics(t *testing.T) {
 
 	t.Run("several policies selecting a pod: the union of their rules", func(t *testing.T) {
 		w := compileWorld(t, semantics(
-			serverPolicy("client-80", withIngress(allowIn(peerPods(matchLabels("app", "client")), onPort("80/TCP")))),
-			serverPolicy("other-81", withIngress(allowIn(peerPods(matchLabels("app", "other")), onPort("81/TCP")))),
+			serverPolicy("client-80",
+				policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "client")), policytest.Port("80/TCP")))),
+			serverPolicy("other-81",
+				policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "other")), policytest.Port("81/TCP")))),
 			// Egress only: isolates egress and leaves ingress to the two above.
-			serverPolicy("egress-to-other", withEgress(allowOut(peerPods(matchLabels("app", "other")))))))
+			serverPolicy("egress-to-other",
+				policytest.Egress(policytest.To(policytest.Pods(policytest.Selector("app", "other")))))))
 		w.check(t, []flowCase{
 			{"x/client", "x/server", "80/TCP", Allow},
 			{"x/client", "x/server", "81/TCP", Deny},
@@ -1114,25 +1146,26 @@ func TestSeedSemantics(t *testing.T) {
 			name string
 			sel  *metav1.LabelSelector
 		}{
-			{"in", matchExprs(reqIn("tier", "web", "api"))},
-			{"notin", matchExprs(reqNotIn("tier", "web"))},
-			{"exists", matchExprs(reqExists("canary"))},
-			{"doesnotexist", matchExprs(reqDoesNotExist("canary"))},
-			{"labels-and-exprs", &metav1.LabelSelector{MatchLabels: lbl("tier", "api"), MatchExpressions: matchExprs(reqExists("canary")).MatchExpressions}},
+			{"in", policytest.Exprs(policytest.In("tier", "web", "api"))},
+			{"notin", policytest.Exprs(policytest.NotIn("tier", "web"))},
+			{"exists", policytest.Exprs(policytest.Exists("canary"))},
+			{"doesnotexist", policytest.Exprs(policytest.DoesNotExist("canary"))},
+			{"labels-and-exprs", &metav1.LabelSelector{MatchLabels: policytest.Labels("tier", "api"),
+				MatchExpressions: []metav1.LabelSelectorRequirement{policytest.Exists("canary")}}},
 		}
 		st := State{
 			Namespaces: []Namespace{ns("x", nil)},
 			Pods: []Pod{
-				pod("x", "web", lbl("tier", "web"), dual(27, 10)...),
-				pod("x", "api", lbl("tier", "api", "canary", "true"), dual(27, 11)...),
-				pod("x", "db", lbl("tier", "db"), dual(27, 12)...),
+				pod("x", "web", policytest.Labels("tier", "web"), dual(27, 10)...),
+				pod("x", "api", policytest.Labels("tier", "api", "canary", "true"), dual(27, 11)...),
+				pod("x", "db", policytest.Labels("tier", "db"), dual(27, 12)...),
 				pod("x", "bare", nil, dual(27, 13)...),
 			},
 		}
 		for i, tg := range targets {
-			st.Pods = append(st.Pods, pod("x", "t-"+tg.name, lbl("target", tg.name), dual(28, 10+i)...))
-			st.Policies = append(st.Policies, netpol("x", tg.name, matchLabels("target", tg.name),
-				withIngress(allowIn(peerPods(tg.sel)))))
+			st.Pods = append(st.Pods, pod("x", "t-"+tg.name, policytest.Labels("target", tg.name), dual(28, 10+i)...))
+			st.Policies = append(st.Policies, policytest.NetworkPolicy("x", tg.name, policytest.Selector("target", tg.name),
+				policytest.Ingress(policytest.From(policytest.Pods(tg.sel)))))
 		}
 		allowed := map[string][]string{
 			"in":               {"web", "api"},
@@ -1156,17 +1189,20 @@ func TestSeedSemantics(t *testing.T) {
 
 	t.Run("matchExpressions on namespaces", func(t *testing.T) {
 		w := compileWorld(t, State{
-			Namespaces: []Namespace{ns("prod", lbl("env", "prod")), ns("staging", lbl("env", "staging")), ns("scratch", nil)},
+			Namespaces: []Namespace{ns("prod", policytest.Labels("env", "prod")), ns("staging", policytest.Labels("env", "staging")),
+				ns("scratch", nil)},
 			Pods: []Pod{
-				pod("prod", "notin-target", lbl("app", "notin"), dual(29, 10)...),
-				pod("prod", "exists-target", lbl("app", "exists"), dual(29, 11)...),
-				pod("prod", "client", lbl("app", "client"), dual(29, 12)...),
-				pod("staging", "client", lbl("app", "client"), dual(30, 12)...),
-				pod("scratch", "client", lbl("app", "client"), dual(31, 12)...),
+				pod("prod", "notin-target", policytest.Labels("app", "notin"), dual(29, 10)...),
+				pod("prod", "exists-target", policytest.Labels("app", "exists"), dual(29, 11)...),
+				pod("prod", "client", policytest.Labels("app", "client"), dual(29, 12)...),
+				pod("staging", "client", policytest.Labels("app", "client"), dual(30, 12)...),
+				pod("scratch", "client", policytest.Labels("app", "client"), dual(31, 12)...),
 			},
 			Policies: pols(
-				netpol("prod", "notin", matchLabels("app", "notin"), withIngress(allowIn(peerNamespaces(matchExprs(reqNotIn("env", "prod")))))),
-				netpol("prod", "exists", matchLabels("app", "exists"), withIngress(allowIn(peerNamespaces(matchExprs(reqExists("env"))))))),
+				policytest.NetworkPolicy("prod", "notin", policytest.Selector("app", "notin"),
+					policytest.Ingress(policytest.From(policytest.Namespaces(policytest.Exprs(policytest.NotIn("env", "prod")))))),
+				policytest.NetworkPolicy("prod", "exists", policytest.Selector("app", "exists"),
+					policytest.Ingress(policytest.From(policytest.Namespaces(policytest.Exprs(policytest.Exists("env"))))))),
 		})
 		w.check(t, []flowCase{
 			{"prod/client", "prod/notin-target", "80/TCP", Deny},

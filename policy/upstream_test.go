@@ -1,8 +1,8 @@
 package policy
 
 // The upstream Kubernetes NetworkPolicy conformance cases (kubernetes
-// test/e2e/network/netpol/network_policy.go, the "Netpol" describe blocks for flow.TCP, flow.UDP and
-// flow.SCTP, Kubernetes v1.34), ported to compile-time truth tables.
+// test/e2e/network/netpol/network_policy.go, the "Netpol" describe blocks for TCP, UDP and
+// SCTP, Kubernetes v1.34), ported to compile-time truth tables.
 //
 // Each subtest is named after the upstream It() text. It lists the policies upstream
 // creates, the port and protocol upstream probes, and the truth table upstream asserts over
@@ -27,6 +27,8 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // upstreamCase is one upstream It(): one or more steps, each a complete cluster state.
@@ -51,8 +53,8 @@ type tableProbe struct {
 }
 
 // Selector shorthands of the upstream cases.
-func podIs(name string) *metav1.LabelSelector { return matchLabels("pod", name) }
-func nsIs(name string) *metav1.LabelSelector  { return matchLabels(metadataNameLabel, name) }
+func podIs(name string) *metav1.LabelSelector { return policytest.Selector("pod", name) }
+func nsIs(name string) *metav1.LabelSelector  { return policytest.Selector(metadataNameLabel, name) }
 
 func runUpstream(t *testing.T, cases []upstreamCase) {
 	for _, c := range cases {
@@ -109,14 +111,15 @@ func TestUpstreamNetpol(t *testing.T) {
 			name: "should support a 'default-deny-ingress' policy",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(anyPod, inNs("x"), false), nil}),
-				netpol("x", "deny-ingress", matchAll(), withIngress())),
+				policytest.NetworkPolicy("x", "deny-ingress", policytest.Selector(), policytest.Ingress())),
 		},
 		{
 			name: "should support a 'default-deny-all' policy",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(anyPod, inNs("x"), false).
 				expectPeer(inNs("x"), anyPod, false), nil}),
-				netpol("x", "deny-all", matchAll(), withIngress(), withEgress())),
+				policytest.NetworkPolicy("x", "deny-all", policytest.Selector(),
+					policytest.Ingress(), policytest.Egress())),
 		},
 
 		// Pod and namespace selectors.
@@ -125,7 +128,8 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectAllIngress("x/a", false).
 				expect("x/b", "x/a", true), nil}),
-				netpol("x", "x-a-allows-x-b", podIs("a"), withIngress(allowIn(peerPods(podIs("b")))))),
+				policytest.NetworkPolicy("x", "x-a-allows-x-b", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Pods(podIs("b")))))),
 		},
 		{
 			name: "should enforce policy to allow ingress traffic for a target",
@@ -133,35 +137,39 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectAllIngress("x/a", true).
 				expectAllIngress("x/b", false).
 				expectAllIngress("x/c", false), nil}),
-				netpol("x", "deny-all", matchAll(), withIngress()),
-				netpol("x", "allow-all-to-a", podIs("a"), withIngress(allowIn(peerNsPods(matchAll(), matchAll()))))),
+				policytest.NetworkPolicy("x", "deny-all", policytest.Selector(), policytest.Ingress()),
+				policytest.NetworkPolicy("x", "allow-all-to-a", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.PodsIn(policytest.Selector(), policytest.Selector()))))),
 		},
 		{
 			name: "should enforce policy to allow ingress traffic from pods in all namespaces",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed(), nil}),
-				netpol("x", "allow-from-another-ns", podIs("a"), withIngress(allowIn(peerNamespaces(matchLabels()))))),
+				policytest.NetworkPolicy("x", "allow-from-another-ns", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Namespaces(policytest.Selector()))))),
 		},
 		{
 			name: "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("z"), thePod("x/a"), false), nil}),
-				netpol("x", "allow-client-a-via-ns-selector", podIs("a"), withIngress(allowIn(peerNamespaces(nsIs("y")))))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Namespaces(nsIs("y")))))),
 		},
 		{
 			name: "should enforce policy based on PodSelector with MatchExpressions",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectAllIngress("x/a", false).
 				expect("x/b", "x/a", true), nil}),
-				netpol("x", "x-a-allows-x-b", podIs("a"), withIngress(allowIn(peerPods(matchExprs(reqIn("pod", "b"))))))),
+				policytest.NetworkPolicy("x", "x-a-allows-x-b", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Pods(policytest.Exprs(policytest.In("pod", "b"))))))),
 		},
 		{
 			name: "should enforce policy based on NamespaceSelector with MatchExpressions",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("z"), thePod("x/a"), false), nil}),
-				netpol("x", "allow-ns-y-match-selector", podIs("a"), withIngress(allowIn(
-					peerNamespaces(matchExprs(reqIn(metadataNameLabel, "y"))))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-match-selector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(policytest.Exprs(policytest.In(metadataNameLabel, "y"))))))),
 		},
 		{
 			// Two peers: OR.
@@ -169,9 +177,9 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expect("x/a", "x/a", false). // loopback: upstream ignores it, podwall allows it
 				expect("x/c", "x/a", false), nil}),
-				netpol("x", "allow-ns-y-match-selector", podIs("a"), withIngress(allowIn(
-					peerNamespaces(matchExprs(reqNotIn(metadataNameLabel, "x"))),
-					peerPods(podIs("b")))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-match-selector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(policytest.Exprs(policytest.NotIn(metadataNameLabel, "x"))),
+					policytest.Pods(podIs("b")))))),
 		},
 		{
 			// One peer with both selectors: AND.
@@ -180,8 +188,8 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectAllIngress("x/a", false).
 				expect("y/b", "x/a", true).
 				expect("z/b", "x/a", true), nil}),
-				netpol("x", "allow-ns-y-podselector-and-nsselector", podIs("a"), withIngress(allowIn(
-					peerNsPods(matchExprs(reqNotIn(metadataNameLabel, "x")), podIs("b")))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-podselector-and-nsselector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.PodsIn(policytest.Exprs(policytest.NotIn(metadataNameLabel, "x")), podIs("b")))))),
 		},
 		{
 			name: "should enforce policy based on Multiple PodSelectors and NamespaceSelectors",
@@ -189,8 +197,9 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expect("y/a", "x/a", false).
 				expect("z/a", "x/a", false), nil}),
-				netpol("x", "allow-ns-y-z-pod-b-c", podIs("a"), withIngress(allowIn(
-					peerNsPods(matchExprs(reqNotIn(metadataNameLabel, "x")), matchExprs(reqIn("pod", "b", "c"))))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-z-pod-b-c", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.PodsIn(policytest.Exprs(policytest.NotIn(metadataNameLabel, "x")),
+						policytest.Exprs(policytest.In("pod", "b", "c"))))))),
 		},
 		{
 			name: "should enforce policy based on any PodSelectors",
@@ -198,16 +207,16 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectAllIngress("x/a", false).
 				expect("x/b", "x/a", true).
 				expect("x/c", "x/a", true), nil}),
-				netpol("x", "allow-ns-x-pod-b-c", podIs("a"), withIngress(allowIn(
-					peerPods(podIs("b")), peerPods(podIs("c")))))),
+				policytest.NetworkPolicy("x", "allow-ns-x-pod-b-c", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Pods(podIs("b")), policytest.Pods(podIs("c")))))),
 		},
 		{
 			name: "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectAllIngress("x/a", false).
 				expect("y/a", "x/a", true), nil}),
-				netpol("x", "allow-ns-y-pod-a-via-namespace-pod-selector", podIs("a"), withIngress(allowIn(
-					peerNsPods(nsIs("y"), podIs("a")))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-pod-a-via-namespace-pod-selector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.PodsIn(nsIs("y"), podIs("a")))))),
 		},
 
 		// Ports.
@@ -217,14 +226,14 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("y"), thePod("x/a"), true).
 				expectPeer(inNs("z"), thePod("x/a"), false), nil}),
-				netpol("x", "allow-client-a-via-ns-selector", podIs("a"), withIngress(allowIn(
-					peerNamespaces(nsIs("y")), onPort("81/TCP"))))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(nsIs("y")), policytest.Port("81/TCP"))))),
 		},
 		func() upstreamCase {
-			allow81 := netpol("x", "allow-client-a-via-ns-selector", podIs("a"), withIngress(allowIn(
-				peerNamespaces(nsIs("y")), onPort("81/TCP"))))
-			allow80 := netpol("x", "allow-client-a-via-ns-selector-80", podIs("a"), withIngress(allowIn(
-				peerNamespaces(nsIs("y")), onPort("80/TCP"))))
+			allow81 := policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector", podIs("a"), policytest.Ingress(policytest.From(
+				policytest.Namespaces(nsIs("y")), policytest.Port("81/TCP"))))
+			allow80 := policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector-80", podIs("a"), policytest.Ingress(policytest.From(
+				policytest.Namespaces(nsIs("y")), policytest.Port("80/TCP"))))
 			onlyFromY := allAllowed().
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("y"), thePod("x/a"), true).
@@ -251,7 +260,8 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(
 				tableProbe{"80/TCP", allAllowed(), nil},
 				tableProbe{"81/TCP", allAllowed(), nil}),
-				netpol("x", "allow-all", matchLabels(), withIngress(allowIn()))),
+				policytest.NetworkPolicy("x", "allow-all", policytest.Selector(),
+					policytest.Ingress(policytest.From()))),
 		},
 
 		// Named ports: resolved on the pod receiving the traffic.
@@ -260,7 +270,8 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(
 				tableProbe{"81/TCP", allAllowed(), nil},
 				tableProbe{"80/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil}),
-				netpol("x", "allow-all", matchLabels(), withIngress(allowIn(onPort("serve-81-tcp"))))),
+				policytest.NetworkPolicy("x", "allow-all", policytest.Selector(),
+					policytest.Ingress(policytest.From(policytest.Port("serve-81-tcp"))))),
 		},
 		{
 			name: "should allow ingress access from namespace on one named port",
@@ -269,15 +280,16 @@ func TestUpstreamNetpol(t *testing.T) {
 					expectPeer(inNs("x"), thePod("x/a"), false).
 					expectPeer(inNs("z"), thePod("x/a"), false), nil},
 				tableProbe{"81/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
-				netpol("x", "allow-client-a-via-ns-selector-80", podIs("a"), withIngress(allowIn(
-					peerNamespaces(nsIs("y")), onPort("serve-80-tcp/TCP"))))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector-80", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(nsIs("y")), policytest.Port("serve-80-tcp/TCP"))))),
 		},
 		{
 			name: "should allow egress access on one named port",
 			steps: oneStep(probes(
 				tableProbe{"80/TCP", allAllowed(), nil},
 				tableProbe{"81/TCP", allAllowed().expectPeer(inNs("x"), anyPod, false), nil}),
-				netpol("x", "allow-egress", matchLabels(), withEgress(allowOut(onPort("serve-80-tcp"))))),
+				policytest.NetworkPolicy("x", "allow-egress", policytest.Selector(),
+					policytest.Egress(policytest.To(policytest.Port("serve-80-tcp"))))),
 		},
 
 		// Changes while running.
@@ -285,19 +297,21 @@ func TestUpstreamNetpol(t *testing.T) {
 			name: "should enforce updated policy",
 			steps: steps(
 				upstreamStep{
-					desc:     "allow all",
-					policies: pols(netpol("x", "allow-all-mutate-to-deny-all", matchLabels(), withIngress(allowIn()))),
-					probes:   probes(tableProbe{"81/TCP", allAllowed(), nil}),
+					desc: "allow all",
+					policies: pols(policytest.NetworkPolicy("x", "allow-all-mutate-to-deny-all", policytest.Selector(),
+						policytest.Ingress(policytest.From()))),
+					probes: probes(tableProbe{"81/TCP", allAllowed(), nil}),
 				},
 				upstreamStep{
-					desc:     "update the policy to deny all",
-					policies: pols(netpol("x", "allow-all-mutate-to-deny-all", matchLabels(), withIngress())),
-					probes:   probes(tableProbe{"81/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil}),
+					desc: "update the policy to deny all",
+					policies: pols(policytest.NetworkPolicy("x", "allow-all-mutate-to-deny-all", policytest.Selector(),
+						policytest.Ingress())),
+					probes: probes(tableProbe{"81/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil}),
 				}),
 		},
 		func() upstreamCase {
-			policy := netpol("x", "allow-client-a-via-ns-selector", podIs("a"), withIngress(allowIn(
-				peerNamespaces(matchLabels("ns2", "updated")))))
+			policy := policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector", podIs("a"), policytest.Ingress(policytest.From(
+				policytest.Namespaces(policytest.Selector("ns2", "updated")))))
 			return upstreamCase{
 				name: "should allow ingress access from updated namespace",
 				steps: steps(
@@ -316,8 +330,8 @@ func TestUpstreamNetpol(t *testing.T) {
 			}
 		}(),
 		func() upstreamCase {
-			policy := netpol("x", "allow-client-a-via-pod-selector", podIs("a"), withIngress(allowIn(
-				peerPods(matchLabels("pod", "b", "pod2", "updated")))))
+			policy := policytest.NetworkPolicy("x", "allow-client-a-via-pod-selector", podIs("a"), policytest.Ingress(policytest.From(
+				policytest.Pods(policytest.Selector("pod", "b", "pod2", "updated")))))
 			return upstreamCase{
 				name: "should allow ingress access from updated pod",
 				steps: steps(
@@ -340,10 +354,12 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(inNs("y"), inNs("x"), false).
 				expectPeer(inNs("z"), inNs("x"), false), nil}),
-				netpol("x", "deny-empty-policy", matchAll(), withIngress(allowIn(peerPods(matchLabels()))))),
+				policytest.NetworkPolicy("x", "deny-empty-policy", policytest.Selector(),
+					policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector()))))),
 		},
 		func() upstreamCase {
-			policy := netpol("x", "deny-ingress-via-label-selector", matchLabels("target", "isolated"), withIngress())
+			policy := policytest.NetworkPolicy("x", "deny-ingress-via-label-selector", policytest.Selector("target", "isolated"),
+				policytest.Ingress())
 			return upstreamCase{
 				name: "should deny ingress access to updated pod",
 				steps: steps(
@@ -364,12 +380,12 @@ func TestUpstreamNetpol(t *testing.T) {
 		{
 			name: "should deny egress from pods based on PodSelector",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().expectAllEgress("x/a", false), nil}),
-				netpol("x", "deny-egress-pod-a", podIs("a"), withEgress())),
+				policytest.NetworkPolicy("x", "deny-egress-pod-a", podIs("a"), policytest.Egress())),
 		},
 		{
 			name: "should deny egress from all pods in a namespace",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().expectPeer(inNs("x"), anyPod, false), nil}),
-				netpol("x", "deny-egress-ns-x", matchAll(), withEgress())),
+				policytest.NetworkPolicy("x", "deny-egress-ns-x", policytest.Selector(), policytest.Egress())),
 		},
 		{
 			name: "should work with Ingress, Egress specified together",
@@ -381,10 +397,10 @@ func TestUpstreamNetpol(t *testing.T) {
 					expectAllIngress("x/a", false).
 					expectAllEgress("x/a", false).
 					expect("x/b", "x/a", true), nil}),
-				netpol("x", "allow-client-a-via-pod-selector", podIs("a"),
-					withIngress(allowIn(peerPods(podIs("b")))),
-					withEgress(allowOut(onPort("80"))),
-					withTypes(typeEgress, typeIngress))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-pod-selector", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Pods(podIs("b")))),
+					policytest.Egress(policytest.To(policytest.Port("80"))),
+					policytest.Types(typeEgress, typeIngress))),
 		},
 		{
 			// Egress is judged at the client: y/b's ingress allows x/a, x/a's egress does not.
@@ -394,16 +410,20 @@ func TestUpstreamNetpol(t *testing.T) {
 				expectPeer(anyPod, thePod("y/a"), false).
 				expectPeer(thePod("x/a"), thePod("y/a"), true).
 				expectPeer(anyPod, thePod("y/b"), false), nil}),
-				netpol("x", "allow-to-ns-y-pod-a", podIs("a"), withEgress(allowOut(peerNsPods(nsIs("y"), podIs("a"))))),
-				netpol("y", "allow-from-xa-on-ya-match-selector", podIs("a"), withIngress(allowIn(peerNsPods(nsIs("x"), podIs("a"))))),
-				netpol("y", "allow-from-xa-on-yb-match-selector", podIs("b"), withIngress(allowIn(peerNsPods(nsIs("x"), podIs("a")))))),
+				policytest.NetworkPolicy("x", "allow-to-ns-y-pod-a", podIs("a"),
+					policytest.Egress(policytest.To(policytest.PodsIn(nsIs("y"), podIs("a"))))),
+				policytest.NetworkPolicy("y", "allow-from-xa-on-ya-match-selector", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.PodsIn(nsIs("x"), podIs("a"))))),
+				policytest.NetworkPolicy("y", "allow-from-xa-on-yb-match-selector", podIs("b"),
+					policytest.Ingress(policytest.From(policytest.PodsIn(nsIs("x"), podIs("a")))))),
 		},
 		{
 			name: "should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and NamespaceSelector",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectAllEgress("x/a", false).
 				expect("x/a", "y/a", true), nil}),
-				netpol("x", "allow-to-ns-y-pod-a", podIs("a"), withEgress(allowOut(peerNsPods(nsIs("y"), podIs("a")))))),
+				policytest.NetworkPolicy("x", "allow-to-ns-y-pod-a", podIs("a"),
+					policytest.Egress(policytest.To(policytest.PodsIn(nsIs("y"), podIs("a")))))),
 		},
 
 		// Protocols.
@@ -412,12 +432,14 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(
 				tableProbe{"80/TCP", allAllowed(), nil},
 				tableProbe{"80/UDP", allAllowed().expectPeer(anyPod, thePod("x/a"), false), nil}),
-				netpol("x", "allow-ingress-by-proto", podIs("a"), withIngress(allowIn(onPort("/TCP"))))),
+				policytest.NetworkPolicy("x", "allow-ingress-by-proto", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Port("/TCP"))))),
 		},
 
 		// Several policies: the union wins.
 		func() upstreamCase {
-			port80 := netpol("x", "allow-ingress-port-80", matchLabels(), withIngress(allowIn(onPort("80"))))
+			port80 := policytest.NetworkPolicy("x", "allow-ingress-port-80", policytest.Selector(),
+				policytest.Ingress(policytest.From(policytest.Port("80"))))
 			return upstreamCase{
 				name: "should enforce multiple ingress policies with ingress allow-all policy taking precedence",
 				steps: steps(
@@ -427,14 +449,16 @@ func TestUpstreamNetpol(t *testing.T) {
 						probes:   probes(tableProbe{"81/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil}),
 					},
 					upstreamStep{
-						desc:     "allowing all ports",
-						policies: pols(port80, netpol("x", "allow-ingress", matchLabels(), withIngress(allowIn()))),
-						probes:   probes(tableProbe{"81/TCP", allAllowed(), nil}),
+						desc: "allowing all ports",
+						policies: pols(port80, policytest.NetworkPolicy("x", "allow-ingress", policytest.Selector(),
+							policytest.Ingress(policytest.From()))),
+						probes: probes(tableProbe{"81/TCP", allAllowed(), nil}),
 					}),
 			}
 		}(),
 		func() upstreamCase {
-			port80 := netpol("x", "allow-egress-port-80", matchLabels(), withEgress(allowOut(onPort("80"))))
+			port80 := policytest.NetworkPolicy("x", "allow-egress-port-80", policytest.Selector(),
+				policytest.Egress(policytest.To(policytest.Port("80"))))
 			return upstreamCase{
 				name: "should enforce multiple egress policies with egress allow-all policy taking precedence",
 				steps: steps(
@@ -444,9 +468,10 @@ func TestUpstreamNetpol(t *testing.T) {
 						probes:   probes(tableProbe{"81/TCP", allAllowed().expectPeer(inNs("x"), anyPod, false), nil}),
 					},
 					upstreamStep{
-						desc:     "allowing all ports",
-						policies: pols(port80, netpol("x", "allow-egress", matchLabels(), withEgress(allowOut()))),
-						probes:   probes(tableProbe{"81/TCP", allAllowed(), nil}),
+						desc: "allowing all ports",
+						policies: pols(port80, policytest.NetworkPolicy("x", "allow-egress", policytest.Selector(),
+							policytest.Egress(policytest.To()))),
+						probes: probes(tableProbe{"81/TCP", allAllowed(), nil}),
 					}),
 			}
 		}(),
@@ -454,8 +479,9 @@ func TestUpstreamNetpol(t *testing.T) {
 			name: "should stop enforcing policies after they are deleted",
 			steps: steps(
 				upstreamStep{
-					desc:     "deny all traffic into and out of x",
-					policies: pols(netpol("x", "deny-all", matchAll(), withIngress(), withEgress())),
+					desc: "deny all traffic into and out of x",
+					policies: pols(policytest.NetworkPolicy("x", "deny-all", policytest.Selector(),
+						policytest.Ingress(), policytest.Egress())),
 					probes: probes(tableProbe{"80/TCP", allAllowed().
 						expectPeer(inNs("x"), anyPod, false).
 						expectPeer(anyPod, inNs("x"), false), nil}),
@@ -469,11 +495,12 @@ func TestUpstreamNetpol(t *testing.T) {
 		// ipBlock: matches pod addresses too.
 		func() upstreamCase {
 			toYB := func(blocks ...string) *networkingv1.NetworkPolicy {
-				var peers []ruleElem
+				var peers []policytest.Elem
 				for _, b := range blocks {
-					peers = append(peers, peerCIDR(b))
+					peers = append(peers, policytest.CIDR(b))
 				}
-				return netpol("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), withEgress(allowOut(peers...)))
+				return policytest.NetworkPolicy("x", "allow-client-a-via-cidr-egress-rule", podIs("a"),
+					policytest.Egress(policytest.To(peers...)))
 			}
 			onlyToYB := func() *reachability {
 				return allAllowed().expectAllEgress("x/a", false).expect("x/a", "y/b", true)
@@ -506,9 +533,9 @@ func TestUpstreamNetpol(t *testing.T) {
 		{
 			name: "should enforce except clause while egress access to server in CIDR block",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().expect("x/a", "x/b", false), nil}),
-				netpol("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), withEgress(allowOut(
-					peerCIDR(modelIP("x/a", "v4", 4), modelIP("x/b", "v4", 32)),
-					peerCIDR(modelIP("x/a", "v6", 4), modelIP("x/b", "v6", 128)))))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), policytest.Egress(policytest.To(
+					policytest.CIDR(modelIP("x/a", "v4", 4), modelIP("x/b", "v4", 32)),
+					policytest.CIDR(modelIP("x/a", "v6", 4), modelIP("x/b", "v6", 128)))))),
 		},
 		{
 			// Upstream updates the policy in place (same name), so the second step has only
@@ -517,23 +544,24 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: steps(
 				upstreamStep{
 					desc: "large block except x/b",
-					policies: pols(netpol("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), withEgress(allowOut(
-						peerCIDR(modelIP("x/a", "v4", 4), modelIP("x/b", "v4", 32)),
-						peerCIDR(modelIP("x/a", "v6", 4), modelIP("x/b", "v6", 128)))))),
+					policies: pols(policytest.NetworkPolicy("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), policytest.Egress(policytest.To(
+						policytest.CIDR(modelIP("x/a", "v4", 4), modelIP("x/b", "v4", 32)),
+						policytest.CIDR(modelIP("x/a", "v6", 4), modelIP("x/b", "v6", 128)))))),
 					probes: probes(tableProbe{"80/TCP", allAllowed().expect("x/a", "x/b", false), nil}),
 				},
 				upstreamStep{
 					desc: "update the policy to allow x/b's own address",
-					policies: pols(netpol("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), withEgress(allowOut(
-						peerCIDR(modelIP("x/b", "v4", 32)),
-						peerCIDR(modelIP("x/b", "v6", 128)))))),
+					policies: pols(policytest.NetworkPolicy("x", "allow-client-a-via-cidr-egress-rule", podIs("a"), policytest.Egress(policytest.To(
+						policytest.CIDR(modelIP("x/b", "v4", 32)),
+						policytest.CIDR(modelIP("x/b", "v6", 128)))))),
 					probes: probes(tableProbe{"80/TCP", allAllowed().
 						expectAllEgress("x/a", false).
 						expect("x/a", "x/b", true), nil}),
 				}),
 		},
 		func() upstreamCase {
-			allowEgress := netpol("x", "allow-egress-for-target", podIs("a"), withEgress(allowOut()))
+			allowEgress := policytest.NetworkPolicy("x", "allow-egress-for-target", podIs("a"),
+				policytest.Egress(policytest.To()))
 			return upstreamCase{
 				name: "should enforce policies to check ingress and egress policies can be controlled independently based on PodSelector",
 				steps: steps(
@@ -545,33 +573,37 @@ func TestUpstreamNetpol(t *testing.T) {
 					upstreamStep{
 						desc: "add a policy denying all ingress of x/a",
 						policies: pols(allowEgress,
-							netpol("x", "deny-ingress-via-label-selector", podIs("a"), withIngress())),
+							policytest.NetworkPolicy("x", "deny-ingress-via-label-selector", podIs("a"),
+								policytest.Ingress())),
 						probes: probes(tableProbe{"80/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
 					}),
 			}
 		}(),
 
-		// A rule for another protocol must not open flow.TCP (a security hole if it did).
+		// A rule for another protocol must not open TCP (a security hole if it did).
 		{
-			name: "should not mistakenly treat 'protocol: flow.SCTP' as 'protocol: flow.TCP', even if the plugin doesn't support SCTP",
+			name: "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP",
 			steps: oneStep(probes(
 				tableProbe{"81/TCP", allAllowed().expectPeer(anyPod, inNs("x"), false), nil},
-				// Not probed upstream: flow.SCTP on port 81 is what the policy does allow.
+				// Not probed upstream: SCTP on port 81 is what the policy does allow.
 				tableProbe{"81/SCTP", allAllowed().
 					expectPeer(anyPod, inNs("x"), false).
 					expectAllIngress("x/a", true), nil}),
-				netpol("x", "deny-ingress", matchAll(), withIngress()),
-				netpol("x", "allow-only-sctp-ingress-on-port-81", podIs("a"), withIngress(allowIn(onPort("81/SCTP"))))),
+				policytest.NetworkPolicy("x", "deny-ingress", policytest.Selector(), policytest.Ingress()),
+				policytest.NetworkPolicy("x", "allow-only-sctp-ingress-on-port-81", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Port("81/SCTP"))))),
 		},
 		{
-			name: "should properly isolate pods that are selected by a policy allowing flow.SCTP, even if the plugin doesn't support SCTP",
+			name: "should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin doesn't support SCTP",
 			steps: oneStep(probes(tableProbe{"81/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
-				netpol("x", "allow-only-sctp-ingress-on-port-80", podIs("a"), withIngress(allowIn(onPort("80/SCTP"))))),
+				policytest.NetworkPolicy("x", "allow-only-sctp-ingress-on-port-80", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Port("80/SCTP"))))),
 		},
 		{
-			name: "should not allow access by flow.TCP when a policy specifies only UDP",
+			name: "should not allow access by TCP when a policy specifies only UDP",
 			steps: oneStep(probes(tableProbe{"81/TCP", allAllowed().expectAllIngress("x/a", false), nil}),
-				netpol("x", "allow-only-udp-ingress-on-port-81", podIs("a"), withIngress(allowIn(onPort("81/UDP"))))),
+				policytest.NetworkPolicy("x", "allow-only-udp-ingress-on-port-81", podIs("a"),
+					policytest.Ingress(policytest.From(policytest.Port("81/UDP"))))),
 		},
 
 		// kubernetes.io/metadata.name, set on every namespace by the API server.
@@ -580,15 +612,15 @@ func TestUpstreamNetpol(t *testing.T) {
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("z"), thePod("x/a"), false), nil}),
-				netpol("x", "allow-client-a-via-ns-selector-for-immutable-ns-label", podIs("a"), withIngress(allowIn(
-					peerNamespaces(matchLabels(metadataNameLabel, "y")))))),
+				policytest.NetworkPolicy("x", "allow-client-a-via-ns-selector-for-immutable-ns-label", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(policytest.Selector(metadataNameLabel, "y")))))),
 		},
 		{
 			name: "should enforce policy based on NamespaceSelector with MatchExpressions using default ns label",
 			steps: oneStep(probes(tableProbe{"80/TCP", allAllowed().
 				expectPeer(thePod("x/a"), inNs("y"), false), nil}),
-				netpol("x", "allow-ns-y-match-selector-for-immutable-ns-label", podIs("a"), withEgress(allowOut(
-					peerNamespaces(matchExprs(reqNotIn(metadataNameLabel, "y"))))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-match-selector-for-immutable-ns-label", podIs("a"), policytest.Egress(policytest.To(
+					policytest.Namespaces(policytest.Exprs(policytest.NotIn(metadataNameLabel, "y"))))))),
 		},
 	})
 }
@@ -605,29 +637,29 @@ func TestUpstreamNetpolSCTP(t *testing.T) {
 	runUpstream(t, protocolCases("SCTP"))
 }
 
-// protocolCases are the three cases upstream repeats for flow.UDP and for flow.SCTP.
+// protocolCases are the three cases upstream repeats for UDP and for SCTP.
 func protocolCases(proto string) []upstreamCase {
 	return []upstreamCase{
 		{
 			name: "should support a 'default-deny-ingress' policy",
 			steps: oneStep(probes(tableProbe{"80/" + proto, allAllowed().expectPeer(anyPod, inNs("x"), false), nil}),
-				netpol("x", "deny-all", matchAll(), withIngress())),
+				policytest.NetworkPolicy("x", "deny-all", policytest.Selector(), policytest.Ingress())),
 		},
 		{
 			name: "should enforce policy based on Ports",
 			steps: oneStep(probes(tableProbe{"81/" + proto, allAllowed().
 				expectPeer(inNs("x"), thePod("x/a"), false).
 				expectPeer(inNs("z"), thePod("x/a"), false), nil}),
-				netpol("x", "allow-ingress-on-port-81-ns-x", podIs("a"), withIngress(allowIn(
-					peerNamespaces(nsIs("y")), onPort("81/"+proto))))),
+				policytest.NetworkPolicy("x", "allow-ingress-on-port-81-ns-x", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.Namespaces(nsIs("y")), policytest.Port("81/"+proto))))),
 		},
 		{
 			name: "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
 			steps: oneStep(probes(tableProbe{"80/" + proto, allAllowed().
 				expectAllIngress("x/a", false).
 				expect("y/a", "x/a", true), nil}),
-				netpol("x", "allow-ns-y-pod-a-via-namespace-pod-selector", podIs("a"), withIngress(allowIn(
-					peerNsPods(nsIs("y"), podIs("a")))))),
+				policytest.NetworkPolicy("x", "allow-ns-y-pod-a-via-namespace-pod-selector", podIs("a"), policytest.Ingress(policytest.From(
+					policytest.PodsIn(nsIs("y"), podIs("a")))))),
 		},
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 )
 
 // ConnectLoad is a closed-loop load of new TCP connections: Concurrency connects in flight

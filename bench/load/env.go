@@ -11,15 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/podwall/podwall/e2e/lab"
-	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/manifests"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // The lab's fixed shape. One node, node-a, routes between two pods on it: client
@@ -58,8 +55,8 @@ type Env struct {
 
 	acceptor *Acceptor
 	sink     *Sink
-	agent    *Agent    // running podwall, if any
-	raw      *RawQueue // running raw reader, if any
+	agent    *lab.Agent // running podwall, if any
+	raw      *RawQueue  // running raw reader, if any
 	gonfq    *GoNFQueue
 	filter   string
 }
@@ -123,7 +120,7 @@ func NewEnv(binary string, logf func(string, ...any)) (e *Env, err error) {
 func (e *Env) Close() error {
 	var errs []error
 	if e.agent != nil {
-		errs = append(errs, e.agent.Stop(5*time.Second))
+		errs = append(errs, e.agent.Stop(syscall.SIGTERM, 5*time.Second))
 	}
 	if e.acceptor != nil {
 		e.acceptor.Close()
@@ -148,33 +145,13 @@ func (e *Env) ServerAddr(port uint16) netip.AddrPort { return netip.AddrPortFrom
 // the client on ConnPort-(ConnPort+ConnPorts-1) (one endPort range) and StreamPort. The
 // client pod carries a bench-round label that bumpGeneration changes.
 func (e *Env) writeManifests() error {
-	tcp := corev1.ProtocolTCP
-	first, stream := intstr.FromInt32(ConnPort), intstr.FromInt32(StreamPort)
-	end := int32(ConnPort + ConnPorts - 1)
-	np := &networkingv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: benchNamespace, Name: "server-ingress"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}}},
-				Ports: []networkingv1.NetworkPolicyPort{
-					{Protocol: &tcp, Port: &first, EndPort: &end},
-					{Protocol: &tcp, Port: &stream},
-				},
-			}},
-		},
-	}
-	pod := func(p *lab.Pod, labels map[string]string) *corev1.Pod {
-		return PodObject(&policy.Pod{Namespace: benchNamespace, Name: p.Role(), Labels: labels,
-			IPs: []netip.Addr{p.IPv4, p.IPv6}, Node: NodeName, Phase: string(corev1.PodRunning)})
-	}
-	ns := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-		ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}
-	return WriteManifests(e.manifests, ns,
-		pod(e.Client, map[string]string{"app": "client", "bench-round": strconv.Itoa(e.round)}),
-		pod(e.Server, map[string]string{"app": "server"}),
+	np := policytest.NetworkPolicy(benchNamespace, "server-ingress", policytest.Selector("app", "server"),
+		policytest.Ingress(policytest.From(policytest.Pods(policytest.Selector("app", "client")),
+			policytest.Port(fmt.Sprintf("%d-%d/TCP", ConnPort, ConnPort+ConnPorts-1)),
+			policytest.Port(fmt.Sprintf("%d/TCP", StreamPort)))))
+	return manifests.Write(e.manifests, policytest.Namespace(benchNamespace, nil),
+		e.Client.Object(benchNamespace, e.Client.Role(), NodeName, map[string]string{"app": "client", "bench-round": strconv.Itoa(e.round)}),
+		e.Server.Object(benchNamespace, e.Server.Role(), NodeName, map[string]string{"app": "server"}),
 		np)
 }
 
@@ -219,7 +196,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		e.gonfq = nil
 	}
 	if e.agent != nil {
-		err := e.agent.Stop(10 * time.Second)
+		err := e.agent.Stop(syscall.SIGTERM, 10*time.Second)
 		e.agent = nil
 		if err != nil {
 			return err
@@ -239,7 +216,8 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 			return err
 		}
 	case "podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
-		a, err := StartAgent(e.Node, e.binary, e.manifests, NodeName, "--queues", strconv.Itoa(queues))
+		a, err := e.Node.StartAgent(lab.AgentConfig{Binary: e.binary, Manifests: e.manifests, NodeName: NodeName,
+			Args: []string{"--queues", strconv.Itoa(queues)}})
 		if err != nil {
 			return err
 		}
@@ -275,7 +253,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 }
 
 // Agent returns the running podwall, or nil.
-func (e *Env) Agent() *Agent { return e.agent }
+func (e *Env) Agent() *lab.Agent { return e.agent }
 
 // BumpGeneration changes a label of the client pod and waits until the agent runs the
 // new policy generation: every flow-cache entry is then stale, so the next connections
@@ -303,7 +281,7 @@ func (e *Env) BumpGeneration(ctx context.Context) error {
 		return err
 	}
 	const sweeps = "podwall_conntrack_sweeps_total"
-	if _, ok := m0[sweeps]; !ok {
+	if _, ok := m0.Value(sweeps); !ok {
 		return nil // an agent without revocation
 	}
 	return lab.Poll(ctx, 5*time.Millisecond, func() error {
@@ -311,7 +289,7 @@ func (e *Env) BumpGeneration(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if m[sweeps] <= m0[sweeps] {
+		if m.Sum(sweeps) <= m0.Sum(sweeps) {
 			return errors.New("conntrack sweep after the policy change not done")
 		}
 		return nil

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy/manifests"
 	"github.com/podwall/podwall/policy/synth"
 )
@@ -19,7 +19,7 @@ import (
 func TestObjectsRoundTrip(t *testing.T) {
 	s := synth.Generate(synth.Config{Pods: 300, Policies: 30, Seed: 7})
 	path := filepath.Join(t.TempDir(), "cluster.yaml")
-	if err := WriteManifests(path, Objects(s)...); err != nil {
+	if err := manifests.Write(path, Objects(s)...); err != nil {
 		t.Fatal(err)
 	}
 	got, err := manifests.Load(path)
@@ -36,35 +36,6 @@ func TestObjectsRoundTrip(t *testing.T) {
 			fmt.Sprint(p.Ports) != fmt.Sprint(w.Ports) || fmt.Sprint(p.Labels) != fmt.Sprint(w.Labels) {
 			t.Fatalf("pod %d: got %+v, want %+v", i, p, w)
 		}
-	}
-}
-
-func TestHistogramQuantile(t *testing.T) {
-	m, err := ParseMetrics(`# HELP x_seconds help
-# TYPE x_seconds histogram
-x_seconds_bucket{le="1e-06"} 50
-x_seconds_bucket{le="2e-06"} 90
-x_seconds_bucket{le="4e-06"} 100
-x_seconds_bucket{le="+Inf"} 100
-x_seconds_sum 0.0001
-x_seconds_count 100
-y_total{verdict="allow",cache="hit"} 3
-y_total{verdict="deny",cache="miss"} 4
-`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := m.Histogram("x_seconds")
-	for _, c := range []struct{ q, want float64 }{{0.25, 0.5e-6}, {0.5, 1e-6}, {0.7, 1.5e-6}, {0.99, 3.8e-6}} {
-		if got := HistogramQuantile(c.q, h); math.Abs(got-c.want) > 1e-12 {
-			t.Errorf("q%.2f = %g, want %g", c.q, got, c.want)
-		}
-	}
-	if got := m.Sum("y_total"); got != 7 {
-		t.Errorf("Sum = %g, want 7", got)
-	}
-	if !math.IsNaN(HistogramQuantile(0.5, nil)) {
-		t.Error("empty histogram: want NaN")
 	}
 }
 

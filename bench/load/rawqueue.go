@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 )
 
 // RawQueue is an experiment, not a firewall: the leanest NFQUEUE reader this harness can

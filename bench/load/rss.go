@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/manifests"
 	"github.com/podwall/podwall/policy/synth"
 )
 
@@ -82,9 +84,9 @@ func measureRSS(ctx context.Context, node *lab.Node, binary, dir string, sz Size
 		}
 	}
 	path := filepath.Join(dir, fmt.Sprintf("cluster-%d-%d-%s.yaml", sz.Pods, sz.Policies, format))
-	write := WriteList
+	write := manifests.WriteList
 	if format == "docs" {
-		write = WriteManifests
+		write = manifests.Write
 	}
 	if err := write(path, Objects(s)...); err != nil {
 		return r, err
@@ -94,7 +96,7 @@ func measureRSS(ctx context.Context, node *lab.Node, binary, dir string, sz Size
 		r.ManifestBytes = fi.Size()
 	}
 	start := time.Now()
-	a, err := StartAgent(node, binary, path, "node-0", extraArgs...)
+	a, err := node.StartAgent(lab.AgentConfig{Binary: binary, Manifests: path, NodeName: "node-0", Args: extraArgs})
 	if err != nil {
 		return r, err
 	}
@@ -118,10 +120,10 @@ func measureRSS(ctx context.Context, node *lab.Node, binary, dir string, sz Size
 		if err != nil {
 			return err
 		}
-		r.HeapInuse = m["go_memstats_heap_inuse_bytes"]
+		r.HeapInuse = m.Sum("go_memstats_heap_inuse_bytes")
 		return nil
 	}()
-	return r, errors.Join(err, a.Stop(10*time.Second), nft(node.NS, "add table inet podwall\ndelete table inet podwall\n"))
+	return r, errors.Join(err, a.Stop(syscall.SIGTERM, 10*time.Second), nft(node.NS, "add table inet podwall\ndelete table inet podwall\n"))
 }
 
 // mb returns n in megabytes (10⁶ bytes), the unit of the targets.

@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/cmd/podwall/scrape"
+	"github.com/podwall/podwall/datapath"
 )
 
 // Config says what Load measures.
@@ -278,15 +280,15 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 	}
 
 	var (
-		m0         Metrics
-		q0         []QueueStat
+		m0         scrape.Samples
+		q0         []datapath.QueueStat
 		agentCPU0  float64
 		kernelAcc0 uint64
 		err        error
 	)
 	queued := e.agent != nil || e.raw != nil || e.gonfq != nil
 	if queued {
-		if q0, err = QueueStats(e.Node.NS); err != nil {
+		if q0, err = queueStats(e.Node.NS); err != nil {
 			return Run{}, err
 		}
 	}
@@ -324,7 +326,7 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		run.Errors = res.Errors
 	}
 	if queued {
-		q1, err := QueueStats(e.Node.NS)
+		q1, err := queueStats(e.Node.NS)
 		if err != nil {
 			return run, err
 		}
@@ -345,7 +347,7 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 		run.Hits = uint64(d.Sum("podwall_datapath_flowcache_hits_total"))
 		run.Misses = uint64(d.Sum("podwall_datapath_flowcache_misses_total"))
 		h := d.Histogram("podwall_datapath_decide_seconds")
-		run.DecideP50, run.DecideP99 = HistogramQuantile(0.5, h), HistogramQuantile(0.99, h)
+		run.DecideP50, run.DecideP99 = scrape.Quantile(0.5, h), scrape.Quantile(0.99, h)
 		run.AgentCPU = (cpu - agentCPU0) / float64(max(res.OK, 1))
 	}
 	if e.raw != nil {
@@ -384,7 +386,13 @@ func perConn(packets float64, conns int) float64 {
 	return packets / float64(conns)
 }
 
-func queueDrops(qs []QueueStat) uint64 {
+// queueStats reads the NFQUEUE instances bound in namespace ns.
+func queueStats(ns *lab.NS) (qs []datapath.QueueStat, err error) {
+	err = ns.Do(func() error { qs, err = datapath.ReadQueueStats(); return err })
+	return qs, err
+}
+
+func queueDrops(qs []datapath.QueueStat) uint64 {
 	var n uint64
 	for _, q := range qs {
 		n += q.Dropped + q.UserDropped

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 )
 
 // Acceptor accepts TCP connections on one port and closes them at once: the server side

@@ -8,14 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	labagent "github.com/podwall/podwall/e2e/agent"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/manifests"
@@ -86,13 +86,13 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "cluster.yaml")
 	objs := []any{
-		labagent.Namespace("prod", nil),
-		labagent.Pod(pods["web"], "prod", "web", "node-1", map[string]string{"role": "web"}),
-		labagent.Pod(pods["api"], "prod", "api", "node-1", map[string]string{"role": "api", "name": "api-pod"}),
-		labagent.Pod(pods["db"], "prod", "db", "node-1", map[string]string{"role": "db"}),
-		labagent.DBPolicy("prod"),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}},
+		pods["web"].Object("prod", "web", "node-1", map[string]string{"role": "web"}),
+		pods["api"].Object("prod", "api", "node-1", map[string]string{"role": "api", "name": "api-pod"}),
+		pods["db"].Object("prod", "db", "node-1", map[string]string{"role": "db"}),
+		lab.DBPolicy("prod"),
 	}
-	if err := labagent.Write(file, objs...); err != nil {
+	if err := manifests.Write(file, objs...); err != nil {
 		return err
 	}
 	state, err := manifests.Load(file)
@@ -112,7 +112,7 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 		l.RunID(), pods["web"].IPv4, pods["api"].IPv4, pods["db"].IPv4, pods["user"].IPv4, time.Since(start).Round(time.Millisecond))
 	say("Policy prod/db-policy: pods role=db accept TCP 3306 only from pods name=api-pod.\n")
 
-	a, err := labagent.Start(node, labagent.Config{Binary: self, Manifests: file, NodeName: "node-1", Args: []string{"--queues", "1"}})
+	a, err := node.StartAgent(lab.AgentConfig{Binary: self, Manifests: file, NodeName: "node-1", Args: []string{"--queues", "1"}})
 	if err != nil {
 		return err
 	}
@@ -164,11 +164,11 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 			say("      why: %s", x.Reason)
 		}
 	}
-	_, metrics, _ := a.Get(ctx, "/metrics")
-	say("\npodwall judged %s queued packets: %s allowed, %s denied; every later packet of an allowed connection stayed in the kernel (conntrack).",
-		metricValue(metrics, "podwall_datapath_packets_total", ""),
-		metricValue(metrics, "podwall_datapath_verdicts_total", `verdict="allow"`),
-		metricValue(metrics, "podwall_datapath_verdicts_total", `verdict="deny"`))
+	m, _ := a.Metrics(ctx) // without metrics, the counts say 0
+	say("\npodwall judged %v queued packets: %v allowed, %v denied; every later packet of an allowed connection stayed in the kernel (conntrack).",
+		m.Sum("podwall_datapath_packets_total"),
+		m.Sum("podwall_datapath_verdicts_total", "verdict", "allow"),
+		m.Sum("podwall_datapath_verdicts_total", "verdict", "deny"))
 	if keep {
 		say("\nLab kept: try `ip netns exec %sweb curl ...`; Ctrl-C to clean up.", l.Prefix())
 		<-ctx.Done()
@@ -177,22 +177,4 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 		return fmt.Errorf("demo: %d connections did not match the policy's verdict", mismatches)
 	}
 	return nil
-}
-
-// metricValue sums the samples of a metric whose line contains labelHas.
-func metricValue(text, name, labelHas string) string {
-	var sum float64
-	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		if !strings.Contains(line, labelHas) {
-			continue
-		}
-		var v float64
-		f := strings.Fields(line)
-		fmt.Sscan(f[len(f)-1], &v)
-		sum += v
-	}
-	return fmt.Sprint(sum)
 }

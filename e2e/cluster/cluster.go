@@ -9,8 +9,9 @@
 // when missing, under a lock, so concurrent test binaries build once.
 //
 // Every server has a watchdog that kills it when the test process dies (see proc), so a
-// killed `go test` leaks no server. Start one Cluster per test binary (TestMain) and isolate
-// tests by namespace: a Cluster costs ≈ 300 MB of memory and ≈ 4 s to start.
+// killed `go test` leaks no server. Share one Cluster per test binary — Shared starts it on
+// first use, StopShared in TestMain stops it; Client makes an unthrottled clientset — and
+// isolate tests by namespace: a Cluster costs ≈ 300 MB of memory and ≈ 4 s to start.
 package cluster
 
 import (

@@ -82,7 +82,7 @@ func apply(t *testing.T, c *cluster.Cluster, dryRun bool, objs ...*unstructured.
 	t.Helper()
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(c.Admin)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(clientFor(t, c.Admin).Discovery()))
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cluster.Client(t, c.Admin).Discovery()))
 	opts := metav1.PatchOptions{FieldManager: "podwall-e2e", Force: new(true)}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
@@ -117,7 +117,7 @@ func kindOf(kind string) func(*unstructured.Unstructured) bool {
 // Every object of deploy/ is accepted by the API server: schema, defaults and admission
 // (the priority class exists, the Pod Security label is valid, the RBAC binding resolves).
 func TestDeployServerSideDryRun(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	objs := deployObjects(t)
 	var kinds []string
 	for _, o := range objs {
@@ -131,7 +131,7 @@ func TestDeployServerSideDryRun(t *testing.T) {
 	ns := objs[slices.IndexFunc(objs, kindOf("Namespace"))]
 	apply(t, c, false, ns)
 	apply(t, c, true, objs...)
-	admin := clientFor(t, c.Admin)
+	admin := cluster.Client(t, c.Admin)
 	_, err := admin.AppsV1().DaemonSets("podwall-system").Get(context.Background(), "podwall", metav1.GetOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("after a dry run, the DaemonSet: %v; want NotFound", err)
@@ -172,14 +172,14 @@ func installRBAC(t *testing.T, c *cluster.Cluster) string {
 	if t.Failed() {
 		t.FailNow()
 	}
-	tr, err := clientFor(t, c.Admin).CoreV1().ServiceAccounts("podwall-system").CreateToken(context.Background(), "podwall",
+	tr, err := cluster.Client(t, c.Admin).CoreV1().ServiceAccounts("podwall-system").CreateToken(context.Background(), "podwall",
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}},
 		metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// RBAC takes a moment to apply: wait until the token may do what the agent does.
-	sa := clientFor(t, c.TokenConfig(tr.Status.Token))
+	sa := cluster.Client(t, c.TokenConfig(tr.Status.Token))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := sa.NetworkingV1().NetworkPolicies("").List(context.Background(), metav1.ListOptions{Limit: 1})
@@ -198,10 +198,10 @@ func installRBAC(t *testing.T, c *cluster.Cluster) string {
 // every read outside pods, namespaces and network policies, is Forbidden for its token.
 // The lab test runs the agents with this same token.
 func TestLeastPrivilege(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	token := installRBAC(t, c)
 	ctx := context.Background()
-	admin := clientFor(t, c.Admin)
+	admin := cluster.Client(t, c.Admin)
 	ns := "rbac-" + strings.ToLower(randomID())
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sa := clientFor(t, c.TokenConfig(token))
+	sa := cluster.Client(t, c.TokenConfig(token))
 	allowed := []struct {
 		what string
 		do   func() error

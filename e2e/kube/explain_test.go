@@ -24,7 +24,7 @@ import (
 // the seeds' 3-tier example created through the API (pod addresses through the status
 // subresource) in an API server of its own, so that nothing else is in it.
 func TestExplainKubeconfigMatchesManifests(t *testing.T) {
-	apiServer(t) // builds the servers when missing, and skips with -short
+	cluster.Shared(t) // builds the servers when missing, and skips with -short
 	ctx := context.Background()
 	c, err := cluster.Start(ctx, cluster.Options{})
 	if err != nil {
@@ -78,7 +78,7 @@ func createWithStatus(t *testing.T, c *cluster.Cluster, path string) {
 	t.Helper()
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(c.Admin)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(clientFor(t, c.Admin).Discovery()))
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cluster.Client(t, c.Admin).Discovery()))
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)

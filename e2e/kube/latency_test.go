@@ -41,7 +41,7 @@ func measureLatency(t *testing.T, e *env) {
 	enforced := map[string][]time.Duration{}
 	var connected, calls []time.Duration
 	for _, c := range changes {
-		before := e.generation("node-1")
+		before := e.Generation("node-1")
 		stop := make(chan struct{})
 		firstConn := make(chan time.Duration, 1)
 		start := time.Now()
@@ -62,7 +62,7 @@ func measureLatency(t *testing.T, e *env) {
 		}
 		c.do()
 		calls = append(calls, time.Since(start))
-		for e.generation("node-1") <= before {
+		for e.Generation("node-1") <= before {
 			if time.Since(start) > 10*time.Second {
 				close(stop)
 				t.Fatalf("%s change (%s): no new generation on node-1 within 10s", c.kind, c.want)

@@ -6,17 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-
 	"github.com/podwall/podwall/e2e/cluster"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/e2e/labenv"
 )
 
 // binary is the podwall binary under test, built once by TestMain.
@@ -26,56 +21,11 @@ var binary string
 const repo = "../.."
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		if removed, err := lab.Sweep(lab.DefaultPrefix, 0); err != nil {
-			fmt.Println("e2e/kube: sweep:", err)
-		} else if len(removed) > 0 {
-			fmt.Println("e2e/kube: swept stale lab namespaces:", removed)
-		}
-	}
-	dir, err := os.MkdirTemp("", "podwall-e2e-kube-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "podwall")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/podwall")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("e2e/kube: building podwall:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if api != nil {
-		if err := api.Stop(); err != nil {
+	os.Exit(labenv.Main(m, "e2e/kube", &binary, func() {
+		if err := cluster.StopShared(); err != nil {
 			fmt.Println("e2e/kube: stopping the API server:", err)
 		}
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-var (
-	apiOnce sync.Once
-	api     *cluster.Cluster
-	apiErr  error
-)
-
-// apiServer returns the API server shared by this run's tests, starting it (and building
-// it, on a fresh machine) on first use.
-func apiServer(t *testing.T) *cluster.Cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
-	}
-	apiOnce.Do(func() {
-		ctx, cancel := cluster.TestContext(t.Deadline())
-		defer cancel()
-		api, apiErr = cluster.Start(ctx, cluster.Options{Log: os.Stderr})
-	})
-	if apiErr != nil {
-		t.Fatal(apiErr)
-	}
-	return api
+	}))
 }
 
 func needRoot(t *testing.T) {
@@ -83,19 +33,6 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, nftables)")
 	}
-}
-
-// clientFor returns a client without client-side throttling: the tests' own changes must
-// not queue behind a rate limit.
-func clientFor(t testing.TB, cfg *rest.Config) kubernetes.Interface {
-	t.Helper()
-	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = 1000, 1000
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // podwall runs the binary and returns its stdout; a failure fails the test with stderr.

@@ -6,13 +6,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 // The seeds' 3-tier application on node-1, plus web's egress policy and a pod on node-2:
@@ -37,20 +35,6 @@ func pod(ns, name, node string, labels map[string]string, ips ...netip.Addr) pol
 	return policy.Pod{Namespace: ns, Name: name, Node: node, Labels: labels, IPs: ips, Phase: "Running"}
 }
 
-func tcpPort(n int32) []networkingv1.NetworkPolicyPort {
-	tcp := corev1.ProtocolTCP
-	p := intstr.FromInt32(n)
-	return []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &p}}
-}
-
-func sel(kv ...string) *metav1.LabelSelector {
-	m := map[string]string{}
-	for i := 0; i < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return &metav1.LabelSelector{MatchLabels: m}
-}
-
 func threeTier() policy.State {
 	return policy.State{
 		Namespaces: []policy.Namespace{{Name: "prod"}, {Name: "dev"}},
@@ -61,28 +45,11 @@ func threeTier() policy.State {
 			pod("dev", "x", "node-2", nil, x),
 		},
 		Policies: []*networkingv1.NetworkPolicy{
-			{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db-policy"},
-				Spec: networkingv1.NetworkPolicySpec{
-					PodSelector: *sel("role", "db"),
-					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-					Ingress: []networkingv1.NetworkPolicyIngressRule{{
-						From:  []networkingv1.NetworkPolicyPeer{{PodSelector: sel("name", "api-pod")}},
-						Ports: tcpPort(3306),
-					}},
-				},
-			},
-			{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web-egress"},
-				Spec: networkingv1.NetworkPolicySpec{
-					PodSelector: *sel("role", "web"),
-					PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
-					Egress: []networkingv1.NetworkPolicyEgressRule{
-						{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("role", "api")}}, Ports: tcpPort(5000)},
-						{To: []networkingv1.NetworkPolicyPeer{{PodSelector: sel("role", "db")}}},
-					},
-				},
-			},
+			policytest.NetworkPolicy("prod", "db-policy", policytest.Selector("role", "db"), policytest.Ingress(
+				policytest.From(policytest.Pods(policytest.Selector("name", "api-pod")), policytest.Port("3306/TCP")))),
+			policytest.NetworkPolicy("prod", "web-egress", policytest.Selector("role", "web"), policytest.Egress(
+				policytest.To(policytest.Pods(policytest.Selector("role", "api")), policytest.Port("5000/TCP")),
+				policytest.To(policytest.Pods(policytest.Selector("role", "db"))))),
 		},
 	}
 }

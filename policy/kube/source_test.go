@@ -20,42 +20,18 @@ import (
 	"github.com/podwall/podwall/e2e/cluster"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
-// These tests run the Source against a real kube-apiserver (package e2e/cluster), one per
-// test binary; each test works in namespaces of its own.
-
-var (
-	apiOnce sync.Once
-	api     *cluster.Cluster
-	apiErr  error
-)
+// These tests run the Source against a real kube-apiserver (cluster.Shared: one per test
+// binary); each test works in namespaces of its own.
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if api != nil {
-		if err := api.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the API server:", err)
-		}
+	if err := cluster.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the API server:", err)
 	}
 	os.Exit(code)
-}
-
-// apiServer returns the shared API server, starting it on first use.
-func apiServer(t *testing.T) *cluster.Cluster {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("starts kube-apiserver and etcd (and builds them on a fresh machine)")
-	}
-	apiOnce.Do(func() {
-		ctx, cancel := cluster.TestContext(t.Deadline())
-		defer cancel()
-		api, apiErr = cluster.Start(ctx, cluster.Options{Log: os.Stderr})
-	})
-	if apiErr != nil {
-		t.Fatal(apiErr)
-	}
-	return api
 }
 
 // run starts a Source with the admin's credentials and returns a channel of its states.
@@ -121,12 +97,9 @@ func podOf(st policy.State, ns, name string) *policy.Pod {
 // fixture creates a namespace named after the test and returns it with an admin client.
 func fixture(t *testing.T, c *cluster.Cluster, labels map[string]string) (string, kubernetes.Interface) {
 	t.Helper()
-	cfg := *c.Admin
-	cfg.QPS, cfg.Burst = 1000, 1000 // no client-side throttling of the test's own changes
-	client := kubernetes.NewForConfigOrDie(&cfg)
+	client := cluster.Client(t, c.Admin)
 	ns := strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	_, err := client.CoreV1().Namespaces().Create(context.Background(),
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{})
+	_, err := client.CoreV1().Namespaces().Create(context.Background(), policytest.Namespace(ns, labels), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +134,12 @@ func setIP(t *testing.T, client kubernetes.Interface, pod *corev1.Pod, ip string
 // The first state holds what existed; changes follow; a pod without an address is tracked
 // and gets it when its status does; trimming keeps the named ports.
 func TestSourceFollowsTheAPI(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	ns, client := fixture(t, c, map[string]string{"team": "a"})
 	ctx := context.Background()
 	createPod(t, client, ns, "web", map[string]string{"app": "web"}, "10.244.0.2")
 	createPod(t, client, ns, "db", map[string]string{"app": "db"}, "")
-	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
-		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}}}
+	np := policytest.NetworkPolicy(ns, "db", policytest.Selector("app", "db"))
 	if _, err := client.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +202,7 @@ func TestSourceFollowsTheAPI(t *testing.T) {
 
 // A burst of changes becomes a few states, the last one complete.
 func TestSourceCoalesces(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	ns, client := fixture(t, c, nil)
 	const n = 50
 	for i := range n {
@@ -269,7 +241,7 @@ func TestSourceCoalesces(t *testing.T) {
 // A lost API server changes nothing delivered; the Source reports it, reconnects by itself
 // when the server is back, and follows the changes made after.
 func TestSourceSurvivesAPIServerRestart(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	ns, client := fixture(t, c, nil)
 	ctx := context.Background()
 	createPod(t, client, ns, "web", map[string]string{"app": "web"}, "10.244.0.9")
@@ -321,7 +293,7 @@ func waitStatus(t *testing.T, s *Source, what string, ok func(Status) bool) {
 
 // List reads what the Source delivers.
 func TestListMatchesSource(t *testing.T) {
-	c := apiServer(t)
+	c := cluster.Shared(t)
 	ns, client := fixture(t, c, map[string]string{"team": "x"})
 	createPod(t, client, ns, "web", map[string]string{"app": "web"}, "10.244.0.20")
 	_, states := run(t, c)

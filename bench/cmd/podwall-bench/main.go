@@ -27,7 +27,8 @@ import (
 	"time"
 
 	"github.com/podwall/podwall/bench/load"
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/manifests"
 	"github.com/podwall/podwall/policy/synth"
 )
 
@@ -193,7 +194,7 @@ func runManifests(args []string) error {
 		return errors.New("-o is required")
 	}
 	c.Seed = *seed
-	return load.WriteManifests(*out, load.Objects(synth.Generate(c))...)
+	return manifests.Write(*out, load.Objects(synth.Generate(c))...)
 }
 
 // runReport prints the tables of a load report saved with --json.

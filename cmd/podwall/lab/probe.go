@@ -49,6 +49,20 @@ func classify(err error) error {
 	return err
 }
 
+// Probe runs the probe of protocol proto — "TCP" (or ""), "UDP" or "SCTP": ProbeTCP,
+// ProbeUDP or ProbeSCTP.
+func Probe(ctx context.Context, proto string, from *NS, to netip.AddrPort, timeout time.Duration) error {
+	switch proto {
+	case "", "TCP":
+		return ProbeTCP(ctx, from, to, timeout)
+	case "UDP":
+		return ProbeUDP(ctx, from, to, timeout)
+	case "SCTP":
+		return ProbeSCTP(ctx, from, to, timeout)
+	}
+	return fmt.Errorf("lab: no probe for protocol %q", proto)
+}
+
 // ProbeTCP connects from the namespace to `to`, sends a token and waits for
 // it to come back, all within timeout. It returns nil only when the
 // handshake completed and the echo arrived, which proves packets flow both

@@ -1,7 +1,4 @@
-// Package agent runs the real podwall binary inside a lab node's network namespace and talks
-// to its HTTP endpoints from inside that namespace. The e2e tests and `podwall demo` use it,
-// so what they exercise is exactly what an operator runs.
-package agent
+package lab
 
 import (
 	"context"
@@ -17,12 +14,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/podwall/podwall/e2e/lab"
+	"github.com/podwall/podwall/cmd/podwall/scrape"
 )
 
-// Agent is one podwall process running in a node's namespace.
+// Agent is one `podwall run` process in a node's network namespace, started by
+// Node.StartAgent; its HTTP endpoints are reached from inside that namespace. The e2e
+// tests, the bench harness and `podwall demo` run the agent this way, so what they exercise
+// is exactly what an operator runs.
 type Agent struct {
-	Node        *lab.Node
+	Node        *Node
 	MetricsAddr string
 	cmd         *exec.Cmd
 	client      *http.Client
@@ -31,8 +31,8 @@ type Agent struct {
 	waitErr     error
 }
 
-// Config says how to start the agent.
-type Config struct {
+// AgentConfig says how to start an agent.
+type AgentConfig struct {
 	Binary    string // path to the podwall binary
 	Manifests string // file or directory; empty when Args give the source (--kubeconfig)
 	NodeName  string
@@ -42,11 +42,11 @@ type Config struct {
 	Log io.Writer
 }
 
-// Start launches `podwall run` inside node's namespace. The metrics listener is on
+// StartAgent launches `podwall run` inside the node's namespace. The metrics listener is on
 // 127.0.0.1:9090 of that namespace, the debug listener on 127.0.0.1:9091.
-func Start(node *lab.Node, c Config) (*Agent, error) {
-	a := &Agent{Node: node, MetricsAddr: "127.0.0.1:9090", logs: &logBuffer{}, done: make(chan struct{})}
-	args := []string{"netns", "exec", node.Name(), c.Binary, "run"}
+func (n *Node) StartAgent(c AgentConfig) (*Agent, error) {
+	a := &Agent{Node: n, MetricsAddr: "127.0.0.1:9090", logs: &logBuffer{}, done: make(chan struct{})}
+	args := []string{"netns", "exec", n.Name(), c.Binary, "run"}
 	if c.Manifests != "" {
 		args = append(args, "--manifests", c.Manifests)
 	}
@@ -63,7 +63,7 @@ func Start(node *lab.Node, c Config) (*Agent, error) {
 	a.client = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var conn net.Conn
-			err := node.Do(func() (err error) {
+			err := n.Do(func() (err error) {
 				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 				return err
 			})
@@ -72,7 +72,7 @@ func Start(node *lab.Node, c Config) (*Agent, error) {
 		DisableKeepAlives: true,
 	}}
 	if err := a.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start podwall in %s: %w", node.Name(), err)
+		return nil, fmt.Errorf("start podwall in %s: %w", n.Name(), err)
 	}
 	go func() {
 		a.waitErr = a.cmd.Wait()
@@ -104,6 +104,24 @@ func (a *Agent) Get(ctx context.Context, path string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// Metrics scrapes /metrics. Without a deadline on ctx it gives up after 5 s: the page of
+// an agent with many policies is large.
+func (a *Agent) Metrics(ctx context.Context) (scrape.Samples, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	code, body, err := a.Get(ctx, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("/metrics of the agent in %s: %d %s", a.Node.Name(), code, strings.TrimSpace(body))
+	}
+	return scrape.Parse(strings.NewReader(body))
 }
 
 // WaitReady polls /readyz until it answers 200, the agent exits, or ctx ends.

@@ -1,9 +1,13 @@
-// Package lab builds a Kubernetes-like network out of Linux network
-// namespaces, for podwall's end-to-end tests and for `podwall demo`: nodes
-// that route, pods wired to them the way ptp CNIs (Calico, the ptp plugin)
-// do, external hosts outside the cluster, and the servers and probes that
-// show which connections pass. It needs root and does not depend on
-// package testing.
+// Package lab is the product's network-namespace lab: it builds a
+// Kubernetes-like network out of Linux network namespaces and runs the real
+// podwall agent in it. `podwall demo` runs in it, and the end-to-end tests
+// (e2e, e2e/kube) and the netns bench harness (bench/load) build on it. It
+// holds nodes that route, pods wired to them the way ptp CNIs (Calico, the
+// ptp plugin) do, external hosts outside the cluster, the servers and probes
+// that show which connections pass, and `podwall run` started inside a node
+// (Node.StartAgent) with its HTTP endpoints reached from there. It needs
+// root, and as part of the binary it does not depend on package testing
+// or on any test helper.
 //
 // # What the lab owns
 //
@@ -95,4 +99,16 @@
 // reverse-path filtering), except that an IPv4 packet whose forged source
 // is an address of the receiving namespace itself is dropped on input as
 // a martian by the kernel.
+//
+// # The agent in a node
+//
+// Node.StartAgent runs `ip netns exec <node> podwall run` with the
+// manifests (or --kubeconfig) given, the metrics listener on
+// 127.0.0.1:9090 and the debug listener on 127.0.0.1:9091 of the node's
+// namespace and --pod-interfaces naming the lab's pod veths. Agent.Get,
+// Agent.Metrics (parsed with package scrape), Agent.Generation and
+// Agent.WaitGeneration talk to those listeners from inside the namespace;
+// Agent.Stop and Agent.Kill end the process (it also dies with its parent).
+// Pod.Object, Node.Object and DBPolicy are the Kubernetes objects of the
+// lab for the agent's manifests (policy/manifests.Write) or an API server.
 package lab
