@@ -79,7 +79,7 @@ func create(t *testing.T, tab *Table, e *Entry) {
 }
 
 // inNetNS runs fn on a thread in a fresh network namespace; it skips without root.
-func inNetNS(t *testing.T, fn func()) {
+func inNetNS(t testing.TB, fn func()) {
 	t.Helper()
 	if testing.Short() || os.Geteuid() != 0 {
 		t.Skip("needs root and a kernel (not -short)")
