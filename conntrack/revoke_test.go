@@ -29,7 +29,7 @@ func (k *fakeKernel) Dump(fn func(*Entry)) error {
 	var e Entry
 	for _, x := range es {
 		e = *x
-		e.origAttr = []byte{1} // Delete refuses entries without it
+		e.orig = []byte{1} // Delete refuses entries without it
 		fn(&e)
 	}
 	e = Entry{}

@@ -8,9 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // The revocation sweep against the kernel, in a throwaway network namespace filled with n
@@ -111,88 +108,17 @@ func benchTable(tb testing.TB, n int) (*Table, func(denied bool)) {
 	if err != nil {
 		panic(err)
 	}
-	// fill runs on the calling thread, and so creates in the namespace benchTable ran in.
 	fill := func(denied bool) {
-		c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-		if err != nil {
-			panic(err)
-		}
-		defer c.Close()
-		var batch []netlink.Message
-		flush := func() {
-			if _, err := c.SendMessages(batch); err != nil {
-				panic(err)
-			}
-			for range batch {
-				if _, err := c.Receive(); err != nil {
-					panic(fmt.Sprintf("create: %v", err))
-				}
-			}
-			batch = batch[:0]
-		}
+		var es []*Entry
 		for i := range n {
-			if denied && i%10 != 0 {
-				continue
-			}
-			if batch = append(batch, createMessage(benchEntry(i))); len(batch) == 256 {
-				flush()
+			if !denied || i%10 == 0 {
+				es = append(es, entry(benchEntry(i)))
 			}
 		}
-		if len(batch) > 0 {
-			flush()
+		if err := create(tab, es...); err != nil {
+			panic(err)
 		}
 	}
 	fill(false)
 	return tab, fill
-}
-
-// createMessage is an IPCTNL_MSG_CT_NEW request for an established TCP entry without NAT,
-// as conntrack -I makes it.
-func createMessage(orig Tuple) netlink.Message {
-	family := uint8(unix.AF_INET)
-	if orig.Src.Is6() {
-		family = unix.AF_INET6
-	}
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	tuple := func(typ uint16, t Tuple) {
-		ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
-			ae.Nested(1, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_IP
-				src, dst := uint16(1), uint16(2) // CTA_IP_V4_SRC, _DST
-				if t.Src.Is6() {
-					src, dst = 3, 4
-				}
-				ae.Bytes(src, t.Src.AsSlice())
-				ae.Bytes(dst, t.Dst.AsSlice())
-				return nil
-			})
-			ae.Nested(2, func(ae *netlink.AttributeEncoder) error { // CTA_TUPLE_PROTO
-				ae.Uint8(1, t.Proto)    // CTA_PROTO_NUM
-				ae.Uint16(2, t.SrcPort) // CTA_PROTO_SRC_PORT
-				ae.Uint16(3, t.DstPort) // CTA_PROTO_DST_PORT
-				return nil
-			})
-			return nil
-		})
-	}
-	tuple(1, orig)          // CTA_TUPLE_ORIG
-	tuple(2, reverse(orig)) // CTA_TUPLE_REPLY
-	ae.Uint32(7, 300)       // CTA_TIMEOUT
-
-	ae.Nested(4, func(ae *netlink.AttributeEncoder) error { // CTA_PROTOINFO
-		ae.Nested(1, func(ae *netlink.AttributeEncoder) error { // CTA_PROTOINFO_TCP
-			ae.Uint8(1, uint8(TCPEstablished)) // CTA_PROTOINFO_TCP_STATE
-			return nil
-		})
-		return nil
-	})
-	attrs, err := ae.Encode()
-	if err != nil {
-		panic(fmt.Errorf("create: %w", err))
-	}
-	return netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(1 << 8), // IPCTNL_MSG_CT_NEW
-			Flags: netlink.Request | netlink.Create | netlink.Excl | netlink.Acknowledge},
-		Data: append([]byte{family, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}
 }
