@@ -71,7 +71,7 @@ const (
 	quiet = 50 * time.Millisecond
 )
 
-var errClosed = errors.New("conntrack: table closed")
+var errClosed = errors.New("table closed")
 
 // Table reads and deletes the entries of the conntrack table of one network namespace
 // over a ctnetlink socket. Its methods are safe for concurrent use (they serialise).
@@ -254,9 +254,11 @@ func (t *Table) Get(orig Tuple) (*Entry, error) {
 // exchange sends reqs in one datagram and reads their answers: one multi-part series for
 // a dump (which must then be the only request), one message otherwise (an ack or an
 // error for a delete, the entry or an error for a get). It calls fn for each answer with
-// the index of the request it answers; a netlink error comes as err. exchange itself
-// fails only when the socket does: then answers may be left unread, and the next exchange
-// first drains them.
+// the index of the request it answers; a netlink error comes as err. The kernel sends
+// each of those single answers in a datagram of its own, so the library, which ends a
+// read at the first error of a datagram, never drops one. exchange itself fails only when
+// the socket does: then answers may be left unread, and the next exchange first drains
+// them.
 func (t *Table) exchange(reqs []netlink.Message, fn func(i int, m netlink.Message, err error)) error {
 	if t.conn == nil {
 		return errClosed
