@@ -36,6 +36,20 @@
 // (connections admitted before the agent ran, or by the queue bypass of a fail-open agent
 // that was down). --keep-established turns revocation off.
 //
+// # How it talks to the kernel
+//
+// Table speaks ctnetlink through github.com/mdlayher/netlink: its Conn frames, numbers and
+// sends the requests and reads the answers, a dump as it arrives (ReceiveIter), so one
+// message loop (exchange) serves dump, delete and get. The unit tests run Table against a
+// fake ctnetlink behind the library's nltest; the kernel tests against a throwaway network
+// namespace. What is podwall's own is what it asks: a delete carries the original tuple as
+// the dump delivered it, the zone and the kernel id, and a delete without a tuple (which
+// would flush the table) is never sent. On the hot path of a sweep, the attributes of each
+// dumped entry are walked in place (parseEntry): the library's AttributeDecoder copies
+// every attribute, which costs the sweep measurably (bench/README.md, "conntrack
+// revocation sweep"). github.com/ti-mo/conntrack was weighed and not taken: its Dump
+// returns the whole table as one slice, and it deletes one entry per round trip.
+//
 // # What revocation guarantees, and what not
 //
 //   - A connection the policy in force denies loses its conntrack entry within one sweep

@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 
@@ -45,10 +46,9 @@ type Entry struct {
 	// TCPState is conntrack's state of a TCP connection; zero for other protocols.
 	TCPState TCPState
 
-	// origAttr is the raw CTA_TUPLE_ORIG attribute (header included), zoneAttr and idAttr
-	// the raw CTA_ZONE and CTA_ID attributes: what Delete sends back. They alias the
-	// receive buffer until Clone.
-	origAttr, zoneAttr, idAttr []byte
+	// orig is the payload of the CTA_TUPLE_ORIG attribute as the kernel wrote it: what
+	// Delete sends back.
+	orig []byte
 }
 
 // Status bits of Entry.Status (include/uapi/linux/netfilter/nf_conntrack_common.h).
@@ -104,20 +104,7 @@ func (e *Entry) Flow() flow.Flow {
 // Clone returns a copy of e that does not alias the buffer it was read from.
 func (e *Entry) Clone() *Entry {
 	c := *e
-	n := len(e.origAttr) + len(e.zoneAttr) + len(e.idAttr)
-	buf := make([]byte, 0, n)
-	buf = append(buf, e.origAttr...)
-	c.origAttr = buf[:len(e.origAttr):len(e.origAttr)]
-	buf = append(buf, e.zoneAttr...)
-	c.zoneAttr = buf[len(e.origAttr):len(buf):len(buf)]
-	buf = append(buf, e.idAttr...)
-	c.idAttr = buf[len(e.origAttr)+len(e.zoneAttr):]
-	if len(e.zoneAttr) == 0 {
-		c.zoneAttr = nil
-	}
-	if len(e.idAttr) == 0 {
-		c.idAttr = nil
-	}
+	c.orig = bytes.Clone(e.orig)
 	return &c
 }
 

@@ -1,12 +1,14 @@
 package conntrack
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
 	"testing"
 
+	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -28,60 +30,88 @@ func reverse(t Tuple) Tuple {
 
 // entryAttrs returns the attributes of an entry as ctnetlink writes them.
 func entryAttrs(e *Entry) []byte {
-	b := tupleAttr(ctaTupleOrig, e.Orig)
-	b = append(b, tupleAttr(ctaTupleReply, e.Reply)...)
-	b = append(b, nla(ctaStatus, u32(e.Status))...)
-	b = append(b, nla(ctaMark, u32(e.Mark))...)
+	ae := encoder()
+	encodeTuple(ae, ctaTupleOrig, e.Orig)
+	encodeTuple(ae, ctaTupleReply, e.Reply)
+	ae.Uint32(ctaStatus, e.Status)
+	ae.Uint32(ctaMark, e.Mark)
 	if e.Zone != 0 {
-		b = append(b, nla(ctaZone, u16(e.Zone))...)
+		ae.Uint16(ctaZone, e.Zone)
 	}
-	if e.Orig.Proto == 6 {
-		b = append(b, nested(ctaProtoinfo, nested(ctaProtoinfoTCP, nla(ctaProtoinfoTCPState, u8(uint8(e.TCPState)))))...)
+	if e.Orig.Proto == flow.TCP {
+		encodeTCPState(ae, e.TCPState)
 	}
-	return append(b, nla(ctaID, u32(e.ID))...)
+	ae.Uint32(ctaID, e.ID)
+	return mustEncode(ae)
 }
 
-const (
-	ctaTimeout = 7
-)
+// entryMessage is the message ctnetlink answers a dump or a get with, for e.
+func entryMessage(e *Entry) netlink.Message {
+	return netlink.Message{Header: netlink.Header{Type: msgCtNew}, Data: append([]byte{e.Family, unix.NFNETLINK_V0, 0, 0}, entryAttrs(e)...)}
+}
 
-// create inserts an entry into the kernel table, like conntrack -I.
-func create(t *testing.T, tab *Table, e *Entry) {
-	t.Helper()
-	fam := uint8(unix.AF_INET)
-	if e.Orig.Src.Is6() {
-		fam = unix.AF_INET6
+// tuplePayload returns the payload of CTA_TUPLE_ORIG for t.
+func tuplePayload(t Tuple) []byte {
+	ae := encoder()
+	encodeTuple(ae, ctaTupleOrig, t)
+	return mustEncode(ae)[4:]
+}
+
+func encodeTCPState(ae *netlink.AttributeEncoder, s TCPState) {
+	ae.Nested(ctaProtoinfo, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(ctaProtoinfoTCP, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(ctaProtoinfoTCPState, uint8(s))
+			return nil
+		})
+		return nil
+	})
+}
+
+func mustEncode(ae *netlink.AttributeEncoder) []byte {
+	b, err := ae.Encode()
+	if err != nil {
+		panic(err)
 	}
-	req := appendHeader(nil, msgCtNew, unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK, 1, fam)
-	req = append(req, tupleAttr(ctaTupleOrig, e.Orig)...)
-	req = append(req, tupleAttr(ctaTupleReply, e.Reply)...)
-	req = append(req, nla(ctaTimeout, u32(300))...)
-	if e.Zone != 0 {
-		req = append(req, nla(ctaZone, u16(e.Zone))...)
-	}
-	if e.Orig.Proto == 6 {
-		req = append(req, nested(ctaProtoinfo, nested(ctaProtoinfoTCP, nla(ctaProtoinfoTCPState, u8(uint8(TCPEstablished)))))...)
-	}
-	putLen(req)
+	return b
+}
+
+// create inserts entries into the kernel table, like conntrack -I (TCP ones established),
+// in batches of 256.
+func create(tab *Table, entries ...*Entry) error {
 	tab.mu.Lock()
 	defer tab.mu.Unlock()
-	if err := unix.Sendto(tab.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatalf("create %v: %v", e, err)
+	var errs []error
+	for len(entries) > 0 {
+		batch := entries[:min(256, len(entries))]
+		entries = entries[len(batch):]
+		reqs := make([]netlink.Message, len(batch))
+		for i, e := range batch {
+			ae := encoder()
+			encodeTuple(ae, ctaTupleOrig, e.Orig)
+			encodeTuple(ae, ctaTupleReply, e.Reply)
+			ae.Uint32(ctaTimeout, 300)
+			if e.Zone != 0 {
+				ae.Uint16(ctaZone, e.Zone)
+			}
+			if e.Orig.Proto == flow.TCP {
+				encodeTCPState(ae, TCPEstablished)
+			}
+			reqs[i] = request(msgCtNew, netlink.Create|netlink.Excl|netlink.Acknowledge, family(e.Orig), mustEncode(ae))
+		}
+		err := tab.exchange(reqs, func(i int, _ netlink.Message, err error) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("create %v: %w", batch[i], err))
+			}
+		})
+		if err != nil {
+			return err
+		}
 	}
-	b, err := tab.recv()
-	if err != nil {
-		t.Fatalf("create %v: %v", e, err)
-	}
-	if _, typ, _, _ := msgHeader(b); typ != unix.NLMSG_ERROR {
-		t.Fatalf("create %v: answer of type %d", e, typ)
-	}
-	if errno := ackErrno(b[nlmsgHdrLen:]); errno != 0 {
-		t.Fatalf("create %v: %v", e, errno)
-	}
+	return errors.Join(errs...)
 }
 
 // inNetNS runs fn on a thread in a fresh network namespace; it skips without root.
-func inNetNS(t *testing.T, fn func()) {
+func inNetNS(t testing.TB, fn func()) {
 	t.Helper()
 	if testing.Short() || os.Geteuid() != 0 {
 		t.Skip("needs root and a kernel (not -short)")

@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/podwall/podwall/policy/flow"
@@ -25,6 +25,7 @@ const (
 	ctaTupleReply = 2
 	ctaStatus     = 3
 	ctaProtoinfo  = 4
+	ctaTimeout    = 7
 	ctaMark       = 8
 	ctaID         = 12
 	ctaZone       = 18
@@ -50,66 +51,62 @@ const (
 	ctaProtoinfoTCP      = 1
 	ctaProtoinfoTCPState = 1
 
-	nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
-	nlmsgHdrLen = unix.SizeofNlMsghdr
-	nfgenLen    = 4
+	nfgenLen = 4 // struct nfgenmsg, before the attributes
 )
 
 // ErrInterrupted reports a dump the kernel marked inconsistent (NLM_F_DUMP_INTR): the
 // table changed under it, so an entry may have been missed or delivered twice.
 var ErrInterrupted = errors.New("conntrack: dump interrupted by a concurrent change")
 
-// deleteBatch bounds the delete requests sent in one datagram.
-const deleteBatch = 128
+const (
+	// deleteBatch bounds the delete requests sent in one datagram.
+	deleteBatch = 128
+	// recvBuffer is the buffer a datagram is read into. The kernel sizes a dump's
+	// datagrams by the reader's buffer, up to 32 KiB: a larger buffer means fewer of them.
+	recvBuffer = 64 << 10
+	// silence is how long a kernel may go without answering before an exchange fails, so
+	// that a kernel that stops answering does not hang a sweep forever.
+	silence = 10 * time.Second
+	// refreshEvery is how many answers a dump delivers between extensions of its deadline.
+	refreshEvery = 1024
+	// quiet is how long drain waits for more of an abandoned exchange's answers.
+	quiet = 50 * time.Millisecond
+)
+
+var errClosed = errors.New("table closed")
 
 // Table reads and deletes the entries of the conntrack table of one network namespace
 // over a ctnetlink socket. Its methods are safe for concurrent use (they serialise).
 type Table struct {
-	mu  sync.Mutex
-	fd  int
-	seq uint32
-	buf []byte
+	mu    sync.Mutex
+	conn  *netlink.Conn // nil once closed
+	stale bool          // an exchange broke off: answers to it may still come
 }
 
 // Open opens a ctnetlink socket in the calling thread's network namespace. It needs
 // CAP_NET_ADMIN.
 func Open() (*Table, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{MessageBufferSize: recvBuffer})
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: netlink socket: %w", err)
 	}
-	t := &Table{fd: fd, seq: uint32(time.Now().UnixNano()), buf: make([]byte, 1<<16)}
-	setup := func() error {
-		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			return fmt.Errorf("bind: %w", err)
-		}
-		// Acks carry no copy of the request: a batch of them fits any buffer.
-		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1); err != nil {
-			return fmt.Errorf("NETLINK_CAP_ACK: %w", err)
-		}
-		// A kernel that stops answering must not hang a sweep forever.
-		tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return fmt.Errorf("SO_RCVTIMEO: %w", err)
-		}
-		return nil
+	// Acks carry no copy of the request: a batch of them fits any buffer.
+	if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("conntrack: NETLINK_CAP_ACK: %w", err)
 	}
-	if err := setup(); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("conntrack: %w", err)
-	}
-	return t, nil
+	return &Table{conn: c}, nil
 }
 
 // Close closes the socket.
 func (t *Table) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fd < 0 {
+	if t.conn == nil {
 		return nil
 	}
-	err := unix.Close(t.fd)
-	t.fd = -1
+	err := t.conn.Close()
+	t.conn = nil
 	return err
 }
 
@@ -117,66 +114,50 @@ func (t *Table) Close() error {
 // calling goroutine. The entry is valid only during the call. The dump streams: memory
 // does not grow with the table. It returns an error wrapping ErrInterrupted when the
 // kernel flagged the dump inconsistent, and the first parse error when an entry could not
-// be read; in both cases every other entry was delivered. After a receive error (a kernel
-// silent for 10 s) the next Dump may fail too, while the kernel finishes the abandoned one.
+// be read; in both cases every other entry was delivered.
 func (t *Table) Dump(fn func(*Entry)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fd < 0 {
-		return errors.New("conntrack: table closed")
-	}
-	t.seq++
-	seq := t.seq
-	req := appendHeader(nil, msgCtGet, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq, unix.AF_UNSPEC)
-	putLen(req)
-	if err := unix.Sendto(t.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("conntrack: dump request: %w", err)
-	}
-	var e Entry
-	interrupted := false
-	var bad error // the first entry that did not parse: the dump is read to its end anyway
-	for {
-		b, err := t.recv()
-		if err != nil {
-			return fmt.Errorf("conntrack: dump: %w", err)
-		}
-		for len(b) >= nlmsgHdrLen {
-			l, typ, flags, s := msgHeader(b)
-			if l < nlmsgHdrLen || int(l) > len(b) {
-				return fmt.Errorf("conntrack: dump: bad message length %d", l)
-			}
-			m := b[nlmsgHdrLen:l]
-			b = b[min(align(int(l)), len(b)):]
-			if s != seq {
-				continue // left over from an earlier, abandoned request
-			}
-			if flags&unix.NLM_F_DUMP_INTR != 0 {
+	var (
+		e           Entry
+		failed, bad error // bad: the first entry that did not parse; the dump is read to its end anyway
+		interrupted bool
+	)
+	err := t.exchange([]netlink.Message{request(msgCtGet, netlink.Dump, unix.AF_UNSPEC, nil)},
+		func(_ int, m netlink.Message, err error) {
+			switch {
+			case err != nil:
+				failed = err
+				return
+			case m.Header.Flags&netlink.DumpInterrupted != 0:
 				interrupted = true
 			}
-			switch typ {
-			case unix.NLMSG_DONE:
-				if bad != nil {
-					return bad
-				}
-				if interrupted {
-					return ErrInterrupted
-				}
-				return nil
-			case unix.NLMSG_ERROR:
-				if errno := ackErrno(m); errno != 0 {
-					return fmt.Errorf("conntrack: dump: %w", errno)
-				}
-			case msgCtNew:
-				if err := parseEntry(m, &e); err != nil {
-					if bad == nil {
-						bad = fmt.Errorf("conntrack: dump: %w", err)
-					}
-					continue
-				}
-				fn(&e)
+			if m.Header.Type != msgCtNew {
+				return
 			}
+			if err := parseEntry(m.Data, &e); err != nil {
+				bad = firstErr(bad, err)
+				return
+			}
+			fn(&e)
+		})
+	switch err = firstErr(err, failed, bad); {
+	case err != nil:
+		return fmt.Errorf("conntrack: dump: %w", err)
+	case interrupted:
+		return ErrInterrupted
+	}
+	return nil
+}
+
+// firstErr returns the first of errs that is not nil.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // Delete deletes the given entries (read by Dump, kept with Clone), each only if the
@@ -185,9 +166,6 @@ func (t *Table) Dump(fn func(*Entry)) error {
 func (t *Table) Delete(entries []*Entry) (deleted, gone int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fd < 0 {
-		return 0, 0, errors.New("conntrack: table closed")
-	}
 	var errs []error
 	for len(entries) > 0 {
 		batch := entries[:min(deleteBatch, len(entries))]
@@ -206,51 +184,39 @@ func (t *Table) Delete(entries []*Entry) (deleted, gone int, err error) {
 }
 
 func (t *Table) deleteBatch(batch []*Entry) (deleted, gone int, err error) {
-	first := t.seq + 1
-	var req []byte
-	for _, e := range batch {
-		if len(e.origAttr) == 0 {
+	reqs := make([]netlink.Message, len(batch))
+	for i, e := range batch {
+		if len(e.orig) == 0 {
 			// A delete without a tuple flushes the whole table: never send one.
-			return deleted, gone, errors.New("conntrack: delete: entry without its original tuple (not read by Dump?)")
+			return 0, 0, errors.New("conntrack: delete: entry without its original tuple (not read by Dump?)")
 		}
-		t.seq++
-		start := len(req)
-		req = appendHeader(req, msgCtDelete, unix.NLM_F_REQUEST|unix.NLM_F_ACK, t.seq, e.Family)
-		for _, a := range [][]byte{e.origAttr, e.zoneAttr, e.idAttr} {
-			req = append(req, a...)
-			req = append(req, make([]byte, align(len(a))-len(a))...)
+		// The original tuple as the kernel wrote it, the zone and the id: the kernel
+		// deletes the entry only if the one it finds by tuple and zone has this id.
+		ae := encoder()
+		ae.Bytes(netlink.Nested|ctaTupleOrig, e.orig)
+		if e.Zone != 0 {
+			ae.Uint16(ctaZone, e.Zone)
 		}
-		putLen(req[start:])
-	}
-	if err := unix.Sendto(t.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, 0, fmt.Errorf("conntrack: delete: %w", err)
+		ae.Uint32(ctaID, e.ID)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return 0, 0, fmt.Errorf("conntrack: delete %v: %w", e, err)
+		}
+		reqs[i] = request(msgCtDelete, netlink.Acknowledge, e.Family, attrs)
 	}
 	var errs []error
-	for answered := 0; answered < len(batch); {
-		b, err := t.recv()
-		if err != nil {
-			return deleted, gone, fmt.Errorf("conntrack: delete: %w", err)
+	err = t.exchange(reqs, func(i int, _ netlink.Message, err error) {
+		switch {
+		case err == nil:
+			deleted++
+		case errors.Is(err, unix.ENOENT):
+			gone++
+		default:
+			errs = append(errs, fmt.Errorf("conntrack: delete %v: %w", batch[i], err))
 		}
-		for len(b) >= nlmsgHdrLen {
-			l, typ, _, s := msgHeader(b)
-			if l < nlmsgHdrLen || int(l) > len(b) {
-				return deleted, gone, fmt.Errorf("conntrack: delete: bad message length %d", l)
-			}
-			m := b[nlmsgHdrLen:l]
-			b = b[min(align(int(l)), len(b)):]
-			if typ != unix.NLMSG_ERROR || s < first || s >= first+uint32(len(batch)) {
-				continue
-			}
-			answered++
-			switch errno := ackErrno(m); errno {
-			case 0:
-				deleted++
-			case unix.ENOENT:
-				gone++
-			default:
-				errs = append(errs, fmt.Errorf("conntrack: delete %v: %w", batch[s-first], errno))
-			}
-		}
+	})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("conntrack: delete: %w", err))
 	}
 	return deleted, gone, errors.Join(errs...)
 }
@@ -260,309 +226,166 @@ func (t *Table) deleteBatch(batch []*Entry) (deleted, gone int, err error) {
 func (t *Table) Get(orig Tuple) (*Entry, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fd < 0 {
-		return nil, errors.New("conntrack: table closed")
+	ae := encoder()
+	encodeTuple(ae, ctaTupleOrig, orig)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: get %v: %w", orig, err)
 	}
-	fam := uint8(unix.AF_INET)
-	if orig.Src.Is6() {
-		fam = unix.AF_INET6
-	}
-	t.seq++
-	seq := t.seq
-	req := appendHeader(nil, msgCtGet, unix.NLM_F_REQUEST, seq, fam)
-	req = append(req, tupleAttr(ctaTupleOrig, orig)...)
-	putLen(req)
-	if err := unix.Sendto(t.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("conntrack: get: %w", err)
-	}
-	for {
-		b, err := t.recv()
-		if err != nil {
-			return nil, fmt.Errorf("conntrack: get: %w", err)
-		}
-		for len(b) >= nlmsgHdrLen {
-			l, typ, _, s := msgHeader(b)
-			if l < nlmsgHdrLen || int(l) > len(b) {
-				return nil, fmt.Errorf("conntrack: get: bad message length %d", l)
-			}
-			m := b[nlmsgHdrLen:l]
-			b = b[min(align(int(l)), len(b)):]
-			if s != seq {
-				continue
-			}
-			switch typ {
-			case unix.NLMSG_ERROR:
-				switch errno := ackErrno(m); errno {
-				case unix.ENOENT:
-					return nil, nil
-				case 0:
-					continue
-				default:
-					return nil, fmt.Errorf("conntrack: get %v: %w", orig, errno)
-				}
-			case msgCtNew:
+	var got *Entry
+	var failed error
+	err = t.exchange([]netlink.Message{request(msgCtGet, 0, family(orig), attrs)},
+		func(_ int, m netlink.Message, err error) {
+			switch {
+			case errors.Is(err, unix.ENOENT):
+			case err != nil:
+				failed = err
+			case m.Header.Type == msgCtNew:
 				var e Entry
-				if err := parseEntry(m, &e); err != nil {
-					return nil, fmt.Errorf("conntrack: get: %w", err)
+				if failed = parseEntry(m.Data, &e); failed == nil {
+					got = e.Clone()
 				}
-				return e.Clone(), nil
 			}
-		}
+		})
+	if err = firstErr(err, failed); err != nil {
+		return nil, fmt.Errorf("conntrack: get %v: %w", orig, err)
 	}
+	return got, nil
 }
 
-// recv reads one datagram.
-func (t *Table) recv() ([]byte, error) {
-	for {
-		n, _, flags, _, err := unix.Recvmsg(t.fd, t.buf, nil, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("netlink message truncated (%d-byte buffer)", len(t.buf))
-		}
-		return t.buf[:n], nil
+// exchange sends reqs in one datagram and reads their answers: one multi-part series for
+// a dump (which must then be the only request), one message otherwise (an ack or an
+// error for a delete, the entry or an error for a get). It calls fn for each answer with
+// the index of the request it answers; a netlink error comes as err. The kernel sends
+// each of those single answers in a datagram of its own, so the library, which ends a
+// read at the first error of a datagram, never drops one. exchange itself fails only when
+// the socket does: then answers may be left unread, and the next exchange first drains
+// them.
+func (t *Table) exchange(reqs []netlink.Message, fn func(i int, m netlink.Message, err error)) error {
+	if t.conn == nil {
+		return errClosed
 	}
-}
-
-func align(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
-
-// appendHeader appends a netlink header (length filled in by putLen) and an nfgenmsg.
-func appendHeader(b []byte, typ, flags uint16, seq uint32, family uint8) []byte {
-	b = binary.NativeEndian.AppendUint32(b, 0)
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = binary.NativeEndian.AppendUint16(b, flags)
-	b = binary.NativeEndian.AppendUint32(b, seq)
-	b = binary.NativeEndian.AppendUint32(b, 0)
-	return append(b, family, unix.NFNETLINK_V0, 0, 0)
-}
-
-// putLen sets the length of the message that starts at msg[0] and ends at len(msg).
-func putLen(msg []byte) { binary.NativeEndian.PutUint32(msg, uint32(len(msg))) }
-
-func msgHeader(b []byte) (l uint32, typ, flags uint16, seq uint32) {
-	return binary.NativeEndian.Uint32(b), binary.NativeEndian.Uint16(b[4:]),
-		binary.NativeEndian.Uint16(b[6:]), binary.NativeEndian.Uint32(b[8:])
-}
-
-// ackErrno returns the error of an NLMSG_ERROR payload; 0 for an ack.
-func ackErrno(m []byte) unix.Errno {
-	if len(m) < 4 {
-		return unix.EINVAL
+	if t.stale {
+		t.drain()
 	}
-	return unix.Errno(-int32(binary.NativeEndian.Uint32(m)))
-}
-
-// attr is one netlink attribute: its type (flags masked off), value, and the whole
-// attribute as it appeared (header included, padding excluded).
-type attr struct {
-	typ      uint16
-	val, raw []byte
-}
-
-// nextAttr splits the first attribute off b.
-func nextAttr(b []byte) (a attr, rest []byte, err error) {
-	if len(b) < 4 {
-		return a, nil, fmt.Errorf("attribute header: %d bytes left", len(b))
-	}
-	l := int(binary.NativeEndian.Uint16(b))
-	if l < 4 || l > len(b) {
-		return a, nil, fmt.Errorf("attribute length %d of %d bytes", l, len(b))
-	}
-	a = attr{typ: binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask, val: b[4:l], raw: b[:l]}
-	return a, b[min(align(l), len(b)):], nil
-}
-
-// eachAttr calls fn for every attribute of b, in order, and stops at the first error.
-func eachAttr(b []byte, fn func(attr) error) error {
-	for len(b) > 0 {
-		a, rest, err := nextAttr(b)
-		if err != nil {
-			return err
-		}
-		b = rest
-		if err := fn(a); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// parseEntry decodes the payload of an IPCTNL_MSG_CT_NEW message (nfgenmsg and
-// attributes) into e, which then aliases m.
-func parseEntry(m []byte, e *Entry) error {
-	if len(m) < nfgenLen {
-		return errors.New("short conntrack message")
-	}
-	*e = Entry{Family: m[0]}
-	err := eachAttr(m[nfgenLen:], func(a attr) (err error) {
-		switch a.typ {
-		case ctaTupleOrig:
-			e.origAttr = a.raw
-			err = parseTuple(a.val, &e.Orig)
-		case ctaTupleReply:
-			err = parseTuple(a.val, &e.Reply)
-		case ctaZone:
-			e.zoneAttr = a.raw
-			e.Zone, err = be16(a.val)
-		case ctaID:
-			e.idAttr = a.raw
-			e.ID, err = be32(a.val)
-		case ctaStatus:
-			e.Status, err = be32(a.val)
-		case ctaMark:
-			e.Mark, err = be32(a.val)
-		case ctaProtoinfo:
-			err = parseTCPState(a.val, e)
-		}
-		if err != nil {
-			return fmt.Errorf("attribute %d: %w", a.typ, err)
-		}
-		return nil
-	})
+	// Fails only on a closed socket (which the exchange then reports) or on a fake one.
+	_ = t.conn.SetDeadline(time.Now().Add(silence))
+	sent, err := t.conn.SendMessages(reqs)
 	if err != nil {
 		return err
 	}
-	if e.origAttr == nil {
-		return errors.New("conntrack entry without an original tuple")
+	t.stale = true
+	first, dump := sent[0].Header.Sequence, sent[0].Header.Flags&netlink.Dump != 0
+	n := 0
+	for answered := 0; answered < len(sent); {
+		for m, err := range t.conn.ReceiveIter() {
+			seq := m.Header.Sequence
+			if err != nil {
+				var nerr *netlink.OpError
+				if !errors.As(err, &nerr) || nerr.Sequence == 0 {
+					return err // the socket failed, not a request
+				}
+				seq = nerr.Sequence
+			}
+			i := int(seq - first)
+			if i < 0 || i >= len(sent) {
+				return fmt.Errorf("answer %d to no request of %d–%d", seq, first, first+uint32(len(sent))-1)
+			}
+			fn(i, m, err)
+			if dump {
+				if n++; n%refreshEvery == 0 {
+					_ = t.conn.SetReadDeadline(time.Now().Add(silence))
+				}
+				continue
+			}
+			if answered++; answered == len(sent) && m.Header.Flags&netlink.Multi != 0 {
+				// ctnetlink flags its answer to a get NLM_F_MULTI, and no NLMSG_DONE
+				// follows: ReceiveIter would wait for one (mdlayher/netlink#315). An
+				// expired deadline ends its wait; nothing else is coming.
+				_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+				break
+			}
+		}
+		if dump {
+			answered++ // ReceiveIter reads a multi-part series to its end
+		}
 	}
+	t.stale = false
 	return nil
 }
 
-// parseTCPState reads CTA_PROTOINFO_TCP_STATE from a CTA_PROTOINFO payload.
-func parseTCPState(b []byte, e *Entry) error {
-	return eachAttr(b, func(a attr) error {
-		if a.typ != ctaProtoinfoTCP {
-			return nil
+// drain reads and drops what an exchange that broke off left on the socket (the kernel
+// writes the rest of a dump as it is read), until the kernel has nothing more for quiet.
+func (t *Table) drain() {
+	for {
+		_ = t.conn.SetReadDeadline(time.Now().Add(quiet))
+		read := false
+		for _, err := range t.conn.ReceiveIter() {
+			var nerr *netlink.OpError
+			if err != nil && (!errors.As(err, &nerr) || nerr.Sequence == 0) {
+				t.stale = false // silent (or failing: the next exchange will say)
+				return
+			}
+			read = true
 		}
-		return eachAttr(a.val, func(s attr) error {
-			if s.typ == ctaProtoinfoTCPState && len(s.val) > 0 {
-				e.TCPState = TCPState(s.val[0])
+		if !read {
+			t.stale = false
+			return
+		}
+	}
+}
+
+// request returns a ctnetlink request: the netlink header, an nfgenmsg and attrs.
+func request(typ uint16, flags netlink.HeaderFlags, family uint8, attrs []byte) netlink.Message {
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(typ), Flags: netlink.Request | flags},
+		Data:   append([]byte{family, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+}
+
+// encoder returns an encoder for ctnetlink attributes, whose integers are big-endian.
+func encoder() *netlink.AttributeEncoder {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	return ae
+}
+
+func family(t Tuple) uint8 {
+	if t.Src.Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// encodeTuple encodes t as attribute typ (CTA_TUPLE_ORIG or CTA_TUPLE_REPLY).
+func encodeTuple(ae *netlink.AttributeEncoder, typ uint16, t Tuple) {
+	ae.Nested(typ, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
+			src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+			if t.Src.Is6() {
+				src, dst = ctaIPv6Src, ctaIPv6Dst
+			}
+			ae.Bytes(src, t.Src.AsSlice())
+			ae.Bytes(dst, t.Dst.AsSlice())
+			return nil
+		})
+		ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(ctaProtoNum, uint8(t.Proto))
+			switch t.Proto {
+			case flow.ICMP:
+				ae.Uint16(ctaProtoICMPID, t.ICMPID)
+				ae.Uint8(ctaProtoICMPType, t.ICMPType)
+				ae.Uint8(ctaProtoICMPCode, t.ICMPCode)
+			case flow.ICMPv6:
+				ae.Uint16(ctaProtoICMPv6ID, t.ICMPID)
+				ae.Uint8(ctaProtoICMPv6Type, t.ICMPType)
+				ae.Uint8(ctaProtoICMPv6Code, t.ICMPCode)
+			default:
+				ae.Uint16(ctaProtoSrcPort, t.SrcPort)
+				ae.Uint16(ctaProtoDstPort, t.DstPort)
 			}
 			return nil
 		})
-	})
-}
-
-func parseTuple(b []byte, t *Tuple) error {
-	return eachAttr(b, func(a attr) error {
-		switch a.typ {
-		case ctaTupleIP:
-			return parseIP(a.val, t)
-		case ctaTupleProto:
-			return parseProto(a.val, t)
-		}
 		return nil
 	})
-}
-
-func parseIP(b []byte, t *Tuple) error {
-	return eachAttr(b, func(a attr) error {
-		var addr netip.Addr
-		switch a.typ {
-		case ctaIPv4Src, ctaIPv4Dst:
-			if len(a.val) != 4 {
-				return fmt.Errorf("IPv4 address of %d bytes", len(a.val))
-			}
-			addr = netip.AddrFrom4([4]byte(a.val))
-		case ctaIPv6Src, ctaIPv6Dst:
-			if len(a.val) != 16 {
-				return fmt.Errorf("IPv6 address of %d bytes", len(a.val))
-			}
-			addr = netip.AddrFrom16([16]byte(a.val))
-		default:
-			return nil
-		}
-		if a.typ == ctaIPv4Src || a.typ == ctaIPv6Src {
-			t.Src = addr
-		} else {
-			t.Dst = addr
-		}
-		return nil
-	})
-}
-
-func parseProto(b []byte, t *Tuple) error {
-	return eachAttr(b, func(a attr) (err error) {
-		switch a.typ {
-		case ctaProtoNum:
-			if len(a.val) < 1 {
-				return errors.New("empty protocol number")
-			}
-			t.Proto = flow.Proto(a.val[0])
-		case ctaProtoSrcPort:
-			t.SrcPort, err = be16(a.val)
-		case ctaProtoDstPort:
-			t.DstPort, err = be16(a.val)
-		case ctaProtoICMPID, ctaProtoICMPv6ID:
-			t.ICMPID, err = be16(a.val)
-		case ctaProtoICMPType, ctaProtoICMPv6Type:
-			if len(a.val) > 0 {
-				t.ICMPType = a.val[0]
-			}
-		case ctaProtoICMPCode, ctaProtoICMPv6Code:
-			if len(a.val) > 0 {
-				t.ICMPCode = a.val[0]
-			}
-		}
-		return err
-	})
-}
-
-func be16(b []byte) (uint16, error) {
-	if len(b) < 2 {
-		return 0, fmt.Errorf("%d bytes for a 16-bit value", len(b))
-	}
-	return binary.BigEndian.Uint16(b), nil
-}
-
-func be32(b []byte) (uint32, error) {
-	if len(b) < 4 {
-		return 0, fmt.Errorf("%d bytes for a 32-bit value", len(b))
-	}
-	return binary.BigEndian.Uint32(b), nil
-}
-
-// Attribute encoders, for requests.
-
-func nla(typ uint16, val []byte) []byte {
-	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(val)))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, val...)
-	return append(b, make([]byte, align(len(b))-len(b))...)
-}
-
-func nested(typ uint16, children ...[]byte) []byte {
-	var v []byte
-	for _, c := range children {
-		v = append(v, c...)
-	}
-	return nla(typ|unix.NLA_F_NESTED, v)
-}
-
-func u8(v uint8) []byte   { return []byte{v} }
-func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
-func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
-
-// tupleAttr encodes t as attribute typ (CTA_TUPLE_ORIG or CTA_TUPLE_REPLY).
-func tupleAttr(typ uint16, t Tuple) []byte {
-	src, dst := uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
-	if t.Src.Is6() {
-		src, dst = ctaIPv6Src, ctaIPv6Dst
-	}
-	proto := [][]byte{nla(ctaProtoNum, u8(uint8(t.Proto)))}
-	switch t.Proto {
-	case flow.ICMP:
-		proto = append(proto, nla(ctaProtoICMPID, u16(t.ICMPID)), nla(ctaProtoICMPType, u8(t.ICMPType)), nla(ctaProtoICMPCode, u8(t.ICMPCode)))
-	case flow.ICMPv6:
-		proto = append(proto, nla(ctaProtoICMPv6ID, u16(t.ICMPID)), nla(ctaProtoICMPv6Type, u8(t.ICMPType)), nla(ctaProtoICMPv6Code, u8(t.ICMPCode)))
-	default:
-		proto = append(proto, nla(ctaProtoSrcPort, u16(t.SrcPort)), nla(ctaProtoDstPort, u16(t.DstPort)))
-	}
-	return nested(typ,
-		nested(ctaTupleIP, nla(src, t.Src.AsSlice()), nla(dst, t.Dst.AsSlice())),
-		nested(ctaTupleProto, proto...))
 }

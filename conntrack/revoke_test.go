@@ -31,7 +31,7 @@ func (k *fakeKernel) Dump(fn func(*Entry)) error {
 	var e Entry
 	for _, x := range es {
 		e = *x
-		e.origAttr = []byte{1} // Delete refuses entries without it
+		e.orig = []byte{1} // Delete refuses entries without it
 		fn(&e)
 	}
 	e = Entry{}
@@ -144,7 +144,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	// The Service connection was judged against db, on db's port.
-	if !slices.Contains(judged, flow.Flow{Src: api, Dst: db, Proto: 6, Port: 8080}) {
+	if !slices.Contains(judged, flow.Flow{Src: api, Dst: db, Proto: flow.TCP, Port: 8080}) {
 		t.Errorf("DNAT flow not judged at its real destination: %v", judged)
 	}
 	if s := r.Stats(); s.Sweeps != 1 || s.Revoked != uint64(len(revoke)) || s.Errors != 0 {
