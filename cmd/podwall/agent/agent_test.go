@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/podwall/podwall/cmd/podwall/scrape"
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
@@ -72,32 +72,25 @@ func (a *Agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Re
 		Latency: 2 * time.Microsecond, Queue: 100}
 }
 
-// metricValue returns one series' value, or -1 when the series does not exist.
+// metricValue returns one series' value, or -1 when the series does not exist; labels are
+// "k=v,k=v" in the order the series has them.
 func (a *Agent) metricValue(t testing.TB, name string, labels string) float64 {
 	t.Helper()
-	mfs, err := a.reg.Gather()
+	m, err := scrape.Gather(a.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
+	var kv []string
+	if labels != "" {
+		for _, l := range strings.Split(labels, ",") {
+			k, v, _ := strings.Cut(l, "=")
+			kv = append(kv, k, v)
 		}
-		for _, m := range mf.GetMetric() {
-			if labelString(m) == labels {
-				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
+	}
+	if v, ok := m.Value(name, kv...); ok {
+		return v
 	}
 	return -1
-}
-
-func labelString(m *dto.Metric) string {
-	var parts []string
-	for _, l := range m.GetLabel() {
-		parts = append(parts, l.GetName()+"="+l.GetValue())
-	}
-	return strings.Join(parts, ",")
 }
 
 func TestObserveStreamsEveryVerdict(t *testing.T) {
