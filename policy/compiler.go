@@ -145,8 +145,7 @@ func (c *Compiler) Replace(s State) error {
 	return nil
 }
 
-// SetNamespace records a namespace or a change of its labels. Like the API server, it gives
-// the namespace the label kubernetes.io/metadata.name with its name.
+// SetNamespace records a namespace or a change of its labels.
 func (c *Compiler) SetNamespace(n Namespace) {
 	l := make(map[string]string, len(n.Labels)+1)
 	maps.Copy(l, n.Labels)

@@ -29,7 +29,7 @@ type Pod struct {
 	Ports       []NamedPort
 	Node        string
 	HostNetwork bool
-	// Phase is status.phase; Succeeded and Failed pods hold no address.
+	// Phase is status.phase (see Terminated).
 	Phase string
 }
 
@@ -67,8 +67,7 @@ type Namespace struct {
 	Labels map[string]string
 }
 
-// Node is what policy needs of a Kubernetes Node: its name and addresses. Traffic between a
-// pod and its own node is always allowed.
+// Node is what policy needs of a Kubernetes Node: its name and addresses.
 type Node struct {
 	Name string
 	IPs  []netip.Addr
