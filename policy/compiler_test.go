@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -246,6 +247,80 @@ func TestInvalidPolicyRefused(t *testing.T) {
 	}
 	if c.Snapshot() != before {
 		t.Error("a refused state changed the snapshot")
+	}
+}
+
+// A policy is validated as it comes in, new or changed in metadata or spec; the compiler does
+// not validate again one it holds unchanged. A change of metadata alone recompiles nothing,
+// but invalid metadata is refused whatever the spec.
+func TestPolicyMetadataChange(t *testing.T) {
+	state := synth.Generate(synth.Config{Pods: 20, Policies: 4, Seed: 9})
+	c := policy.NewCompiler("")
+	if err := c.Replace(state); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Snapshot()
+	if err := c.Replace(state); err != nil || c.Snapshot() != before {
+		t.Fatalf("the same state again: err %v, new snapshot %v", err, c.Snapshot() != before)
+	}
+
+	relabelled := state.Policies[0].DeepCopy()
+	relabelled.Labels = map[string]string{"team": "red"}
+	state.Policies[0] = relabelled
+	if err := c.Replace(state); err != nil || c.Snapshot() != before {
+		t.Fatalf("new labels only: err %v, new snapshot %v", err, c.Snapshot() != before)
+	}
+
+	bad := relabelled.DeepCopy()
+	bad.Labels = map[string]string{"not a key!": "x"}
+	if err := c.SetPolicy(bad); err == nil || !strings.Contains(err.Error(), "metadata.labels") {
+		t.Errorf("SetPolicy with invalid labels: %v, want metadata.labels refused", err)
+	}
+	state.Policies[0] = bad
+	if err := c.Replace(state); err == nil || !strings.Contains(err.Error(), "metadata.labels") {
+		t.Errorf("Replace with invalid labels: %v, want metadata.labels refused", err)
+	}
+	if c.Snapshot() != before {
+		t.Error("a refused policy changed the snapshot")
+	}
+}
+
+// Of two policies of one name in a state, the last is in force, as if each were set in turn,
+// whether or not the compiler held one of them already.
+func TestReplaceSameNameLastWins(t *testing.T) {
+	state := synth.Generate(synth.Config{Pods: 100, Policies: 10, Seed: 5})
+	held := state.Policies[0]
+	other := held.DeepCopy() // allows all, both ways, to the pods it selects
+	other.Spec = networkingv1.NetworkPolicySpec{
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{}},
+		Egress:  []networkingv1.NetworkPolicyEgressRule{{}},
+	}
+	withOther := state
+	withOther.Policies = append([]*networkingv1.NetworkPolicy{other}, state.Policies[1:]...)
+	flows := flowsOf(state, rand.New(rand.NewPCG(5, 5)), 3000)
+	for _, tc := range []struct {
+		name     string
+		policies []*networkingv1.NetworkPolicy
+		want     policy.State
+	}{
+		{"held, then other", append(slices.Clone(state.Policies), other), withOther},
+		{"other, then held", append([]*networkingv1.NetworkPolicy{other}, state.Policies...), state},
+	} {
+		c := policy.NewCompiler("")
+		if err := c.Replace(state); err != nil {
+			t.Fatal(err)
+		}
+		c.Snapshot()
+		s := state
+		s.Policies = tc.policies
+		if err := c.Replace(s); err != nil {
+			t.Fatal(err)
+		}
+		want, err := policy.Compile(tc.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDecisions(t, tc.name, c.Snapshot(), want, flows)
 	}
 }
 

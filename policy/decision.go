@@ -53,14 +53,14 @@ type PolicyRef struct {
 func (r PolicyRef) String() string { return r.Namespace + "/" + r.Name }
 
 // Judgement is the verdict of one direction and why. It is a small value: the text is made
-// only when asked (Snapshot.Explain, Snapshot.Reason).
+// only when asked (Snapshot.Explain).
 type Judgement struct {
 	Verdict Verdict
 	Code    Code
 	// Pod is the pod judged for this direction (source for egress, destination for
 	// ingress); nil when Code is NoPod.
 	Pod *Pod
-	// Local reports whether Pod runs on the snapshot's node (see Compiler.Node).
+	// Local reports whether Pod runs on the snapshot's node (Snapshot.Node).
 	Local bool
 	// Policy and Rule name the first rule that allowed the flow; valid when Code is Allowed.
 	// Rule indexes spec.ingress or spec.egress of that policy.
@@ -68,8 +68,8 @@ type Judgement struct {
 	Rule   int
 }
 
-// Decision is the verdict on a flow: egress judged at the source pod, ingress at the
-// destination pod. It passes only when both allow.
+// Decision is the verdict on a flow with the judgement of each direction. Verdict allows only
+// when both directions do.
 type Decision struct {
 	Verdict         Verdict
 	Egress, Ingress Judgement

@@ -1,13 +1,11 @@
 // Package policy owns podwall's meaning of Kubernetes NetworkPolicy (networking.k8s.io/v1).
 //
 // It compiles Namespaces, Pods and NetworkPolicies into an immutable Snapshot and answers,
-// for one flow, what the policies say about it: a Decision per direction with a Reason that
-// names the deciding policy and rule, or the isolation that denied it.
+// for one flow, what the policies say about it: a Decision with, for each direction, the
+// verdict and why — the policy and rule that allowed it, or the isolation that denied it.
 //
 // Compile, then evaluate. The Compiler evaluates every label selector when objects change;
-// Snapshot.Decide never looks at a selector, never allocates and never blocks. A Snapshot is
-// never modified after Compiler.Snapshot returns it, so the datapath can publish it with one
-// atomic pointer store and read it from many goroutines.
+// Snapshot.Decide never looks at a selector.
 //
 // Semantics are upstream's (see SPEC §2):
 //   - a pod is isolated for a direction when a policy in its namespace selects it and has that
@@ -22,7 +20,7 @@
 //     objects and from hostNetwork pods, which are node traffic, never selected pods);
 //   - pods in phase Succeeded or Failed hold no address: their IPs may be reused.
 //
-// Invalid input never widens access: Validate reports every problem with its field path, and
-// the Compiler refuses a state containing an invalid policy, so its caller keeps enforcing the
-// last good snapshot.
+// Invalid input never widens access. The Compiler validates each policy once, as it comes in
+// new or changed (Validate), and refuses a state containing an invalid one, so its caller
+// keeps enforcing the last good snapshot.
 package policy

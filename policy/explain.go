@@ -18,7 +18,8 @@ type RuleRef struct {
 func (r RuleRef) String() string { return r.Policy.String() + " rule " + strconv.Itoa(r.Rule) }
 
 // Explanation is a Decision spelled out for people: every policy involved and the reason as
-// text. Making one allocates; the datapath makes them only for subscribers.
+// text. Making one allocates, so the datapath never does: podwall explain and the decision
+// stream's subscribers do.
 type Explanation struct {
 	Flow     flow.Flow
 	Verdict  Verdict

@@ -9,7 +9,9 @@ import (
 	"github.com/podwall/podwall/policy/flow"
 )
 
-// Snapshot is a compiled, immutable view of policy: it judges flows. Safe for concurrent use.
+// Snapshot is a compiled view of policy: it judges flows. It is never modified once
+// Compiler.Snapshot has returned it, so it is safe for concurrent use and can be published
+// with one atomic pointer store.
 type Snapshot struct {
 	gen     uint64
 	node    string
@@ -46,7 +48,8 @@ func (s *Snapshot) Pod(namespace, name string) *Pod {
 // NodeOf returns the node an address belongs to, or "".
 func (s *Snapshot) NodeOf(a netip.Addr) string { return s.nodeIPs[a] }
 
-// Pods returns every pod sorted by namespace and name. The slice is shared: do not modify.
+// Pods returns every pod sorted by namespace and name. The pods are shared: do not modify
+// them.
 func (s *Snapshot) Pods() []*Pod {
 	return podsOf(s.entries())
 }
@@ -95,8 +98,8 @@ func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 }
 
 // LocalIsolation calls fn for every live local pod that some policy isolates, with the
-// policies isolating it for egress and for ingress (sorted by name; shared, do not modify).
-// It allocates the two slices per pod; meant for indexes built once per snapshot.
+// policies isolating it for egress and for ingress, sorted by name. It allocates the two
+// slices for each pod: it is meant for indexes built once per snapshot.
 func (s *Snapshot) LocalIsolation(fn func(p *Pod, egress, ingress []PolicyRef)) {
 	for _, e := range s.byKey {
 		if !e.local || (len(e.egress) == 0 && len(e.ingress) == 0) || !livePod(e.pod) {
@@ -114,8 +117,7 @@ func refs(cps []*compiledPolicy) []PolicyRef {
 	return out
 }
 
-// Decide judges a flow: egress at the source pod, ingress at the destination pod. It never
-// allocates.
+// Decide judges a flow (see Decision). It never allocates and never blocks.
 func (s *Snapshot) Decide(f flow.Flow) Decision {
 	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
 	var d Decision

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -27,7 +29,7 @@ type Pod struct {
 	Ports       []NamedPort
 	Node        string
 	HostNetwork bool
-	// Phase is status.phase; Succeeded and Failed pods hold no address.
+	// Phase is status.phase (see Terminated).
 	Phase string
 }
 
@@ -37,14 +39,35 @@ func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 // Terminated reports whether the pod has finished and so no longer owns its addresses.
 func (p *Pod) Terminated() bool { return p.Phase == "Succeeded" || p.Phase == "Failed" }
 
+// livePod reports whether the pod's addresses are its own (pod traffic, not node traffic).
+func livePod(p *Pod) bool { return !p.HostNetwork && !p.Terminated() }
+
+// podEqual reports whether two pods are equal in every field.
+func podEqual(a, b *Pod) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Node == b.Node &&
+		a.HostNetwork == b.HostNetwork && a.Phase == b.Phase && maps.Equal(a.Labels, b.Labels) &&
+		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.Ports, b.Ports)
+}
+
+// clonePod returns a copy of p that shares no memory with it; its Labels are never nil.
+func clonePod(p *Pod) *Pod {
+	q := *p
+	q.Labels = maps.Clone(p.Labels)
+	if q.Labels == nil {
+		q.Labels = map[string]string{}
+	}
+	q.IPs = slices.Clone(p.IPs)
+	q.Ports = slices.Clone(p.Ports)
+	return &q
+}
+
 // Namespace is what policy needs of a Kubernetes Namespace.
 type Namespace struct {
 	Name   string
 	Labels map[string]string
 }
 
-// Node is what policy needs of a Kubernetes Node: its name and addresses. Traffic between a
-// pod and its own node is always allowed.
+// Node is what policy needs of a Kubernetes Node: its name and addresses.
 type Node struct {
 	Name string
 	IPs  []netip.Addr

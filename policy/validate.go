@@ -49,6 +49,26 @@ func Validate(np *networkingv1.NetworkPolicy) error {
 	return joinFieldErrors(errs)
 }
 
+// validatePolicy is Validate with the policy named on every problem, one per line, as the
+// Compiler reports them.
+func validatePolicy(np *networkingv1.NetworkPolicy) error {
+	err := Validate(np)
+	if err == nil {
+		return nil
+	}
+	var parts []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		parts = j.Unwrap()
+	} else {
+		parts = []error{err}
+	}
+	out := make([]error, len(parts))
+	for i, e := range parts {
+		out[i] = fmt.Errorf("NetworkPolicy %s/%s: %w", np.Namespace, np.Name, e)
+	}
+	return errors.Join(out...)
+}
+
 func validateSpec(spec *networkingv1.NetworkPolicySpec, path *field.Path) field.ErrorList {
 	errs := validateSelector(&spec.PodSelector, path.Child("podSelector"))
 	for i := range spec.Ingress {

@@ -49,6 +49,8 @@ func validPolicy() *networkingv1.NetworkPolicy {
 	}
 }
 
+// TestValidateAccepts: each policy passes Validate and then compiles; the compiler trusts
+// Validate and panics on what it should have refused.
 func TestValidateAccepts(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -80,6 +82,9 @@ func TestValidateAccepts(t *testing.T) {
 			tc.tweak(np)
 			if err := Validate(np); err != nil {
 				t.Fatalf("Validate: %v", err)
+			}
+			if _, err := Compile(State{Policies: []*networkingv1.NetworkPolicy{np}}); err != nil {
+				t.Fatalf("Compile: %v", err)
 			}
 		})
 	}

@@ -36,8 +36,8 @@ var (
 		"auth": 9000, "search": 9200, "billing": 7000, "mail": 2525, "report": 8443}
 )
 
-// Generate builds a cluster. Pod i gets 10.244.x.y and fd00:10:244::x:y; every pod names its
-// service port "http" or after its app, plus a "metrics" port.
+// Generate builds a cluster. Pod i gets the addresses PodIPv4(i) and PodIPv6(i) and the
+// named ports "http" (its app's service port), "metrics" and "dns" (UDP 53).
 func Generate(c Config) policy.State {
 	if c.Namespaces == 0 {
 		c.Namespaces = max(2, c.Pods/100)
@@ -83,12 +83,12 @@ func Generate(c Config) policy.State {
 
 func nsName(i int) string { return fmt.Sprintf("ns-%d", i) }
 
-// PodIPv4 is the IPv4 address Generate gives pod i.
+// PodIPv4 is the IPv4 address Generate gives pod i: 10.244.0.0/16, i modulo 65536.
 func PodIPv4(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)})
 }
 
-// PodIPv6 is the IPv6 address Generate gives pod i.
+// PodIPv6 is the IPv6 address Generate gives pod i: fd00:10:244::/112, i modulo 65536.
 func PodIPv6(i int) netip.Addr {
 	return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 14: byte(i >> 8), 15: byte(i)})
 }

@@ -1,0 +1,147 @@
+package policy
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// podEntry is a pod as a Snapshot sees it. Immutable.
+type podEntry struct {
+	pod     *Pod
+	local   bool
+	peers   []uint32          // sorted peer ids the pod belongs to
+	ingress []*compiledPolicy // policies isolating it for ingress, sorted by name
+	egress  []*compiledPolicy
+	ports   []portID // named ports, interned
+}
+
+// portID is a named port of a pod with its name interned (Compiler.portName).
+type portID struct {
+	name  uint32
+	proto flow.Proto
+	port  uint16
+}
+
+// Snapshot applies the changes recorded since the last call and returns a new Snapshot that
+// shares everything unchanged with the previous one; with no change, the previous one.
+func (c *Compiler) Snapshot() *Snapshot {
+	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty {
+		return c.last
+	}
+	c.gen++
+	s := &Snapshot{gen: c.gen, node: c.node}
+	if c.last == nil {
+		s.byIP = make(map[netip.Addr]*podEntry, len(c.owners))
+		s.byKey = make(map[string]*podEntry, len(c.pods))
+		s.nodeIPs = map[netip.Addr]string{}
+	} else {
+		s.byIP = maps.Clone(c.last.byIP)
+		s.byKey = maps.Clone(c.last.byKey)
+		s.nodeIPs = c.last.nodeIPs
+	}
+	for _, e := range c.removed {
+		if s.byKey[e.pod.Key()] == e {
+			delete(s.byKey, e.pod.Key())
+		}
+	}
+	c.removed = c.removed[:0]
+	for ps := range c.dirty {
+		ps.entry = c.build(ps)
+		s.byKey[ps.pod.Key()] = ps.entry
+		for _, ip := range ps.pod.IPs {
+			c.touched[ip] = struct{}{}
+		}
+	}
+	clear(c.dirty)
+	for ip := range c.touched {
+		owners := c.owners[ip]
+		if len(owners) == 0 {
+			delete(s.byIP, ip)
+			continue
+		}
+		// Two live pods claiming one address is a transient state (or a broken input): the
+		// first pod by namespace/name wins, so the result does not depend on the order of
+		// changes.
+		best := owners[0]
+		for _, o := range owners[1:] {
+			if o.pod.Key() < best.pod.Key() {
+				best = o
+			}
+		}
+		s.byIP[ip] = best.entry
+	}
+	clear(c.touched)
+	if c.nodesDirty || c.last == nil {
+		s.nodeIPs = map[netip.Addr]string{}
+		for _, n := range c.nodes {
+			for _, ip := range n.IPs {
+				s.nodeIPs[ip] = n.Name
+			}
+		}
+		for _, ps := range c.pods {
+			if ps.pod.HostNetwork && !ps.pod.Terminated() && ps.pod.Node != "" {
+				for _, ip := range ps.pod.IPs {
+					s.nodeIPs[ip] = ps.pod.Node
+				}
+			}
+		}
+		c.nodesDirty = false
+	}
+	c.last = s
+	return s
+}
+
+// claim adds (or removes) the pod as an owner of its addresses and marks them touched, so
+// that the next Snapshot gives each touched address to its owner again.
+func (c *Compiler) claim(ps *podState, add bool) {
+	for _, ip := range ps.pod.IPs {
+		c.touched[ip] = struct{}{}
+		if !livePod(ps.pod) {
+			continue
+		}
+		if add {
+			c.owners[ip] = append(c.owners[ip], ps)
+			continue
+		}
+		o := slices.DeleteFunc(c.owners[ip], func(x *podState) bool { return x == ps })
+		if len(o) == 0 {
+			delete(c.owners, ip)
+		} else {
+			c.owners[ip] = o
+		}
+	}
+}
+
+// build makes the immutable entry of a pod from its current state.
+func (c *Compiler) build(ps *podState) *podEntry {
+	p := ps.pod
+	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers}
+	if livePod(p) {
+		for cp := range c.policiesNS[p.Namespace] {
+			if !cp.podSel.Matches(labels.Set(p.Labels)) {
+				continue
+			}
+			if cp.ingress {
+				e.ingress = append(e.ingress, cp)
+			}
+			if cp.egress {
+				e.egress = append(e.egress, cp)
+			}
+		}
+		byName := func(a, b *compiledPolicy) int { return strings.Compare(a.ref.Name, b.ref.Name) }
+		slices.SortFunc(e.ingress, byName)
+		slices.SortFunc(e.egress, byName)
+	}
+	for _, np := range p.Ports {
+		if np.Name != "" {
+			e.ports = append(e.ports, portID{c.portName(np.Name), np.Proto, np.Port})
+		}
+	}
+	return e
+}
