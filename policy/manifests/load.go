@@ -81,6 +81,8 @@ type source struct {
 	files []file
 	dirs  []string // directories to watch for changes
 	sum   [sha256.Size]byte
+
+	wholeLists bool // for tests: read YAML Lists whole, the reference splitList must match
 }
 
 func read(path string) *source {
@@ -142,14 +144,15 @@ func (s *source) add(name string) {
 
 // loader collects the state and every problem while parsing a source.
 type loader struct {
-	state  policy.State
-	pods   []podSource        // where each of state.Pods was defined
-	seen   map[string]*object // by kind and namespace/name, to find duplicates
-	errors []error
+	wholeLists bool // source.wholeLists
+	state      policy.State
+	pods       []podSource        // where each of state.Pods was defined
+	seen       map[string]*object // by kind and namespace/name, to find duplicates
+	errors     []error
 }
 
 func (s *source) parse() (policy.State, error) {
-	l := &loader{seen: map[string]*object{}}
+	l := &loader{wholeLists: s.wholeLists, seen: map[string]*object{}}
 	for _, f := range s.files {
 		if f.err != nil {
 			l.errors = append(l.errors, f.err) // os errors name the file
@@ -310,7 +313,7 @@ func (l *loader) splitYAML(name string, data []byte) []doc {
 			return
 		}
 		index++
-		if lst := splitList(text); lst != nil {
+		if lst := l.splitList(text); lst != nil {
 			lst.text, lst.startLine, lst.errAt = text, startLine, len(l.errors)
 			docs = append(docs, doc{file: name, index: index, line: first, list: lst})
 			return
@@ -525,7 +528,10 @@ type yamlList struct {
 // starts at the same column, so an entry ends where a new one starts, at a line that ends
 // any scalar or block collection still open; a quoted scalar or flow collection running
 // past it would leave the entry before unterminated, which yamlList finds.
-func splitList(text []byte) *yamlList {
+func (l *loader) splitList(text []byte) *yamlList {
+	if l.wholeLists {
+		return nil
+	}
 	var (
 		lst                yamlList
 		itemsAt            = -1 // the "items:" line
