@@ -80,16 +80,18 @@ func BenchmarkUpdate(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Snapshot()
+		// The counters and the random source outlive each b.Run: with -count N the same
+		// compiler runs again, and repeating the first run's changes would change nothing.
+		relabels := 0
 		b.Run(name(sz.pods, sz.policies)+"/pod-relabel", func(b *testing.B) {
 			b.ReportAllocs()
-			i := 0
 			for b.Loop() {
-				p := s.Pods[i%len(s.Pods)]
-				l := map[string]string{"app": []string{"web", "api", "db"}[i%3], "tier": "backend", "version": "v1"}
+				p := s.Pods[relabels%len(s.Pods)]
+				l := map[string]string{"app": []string{"web", "api", "db"}[relabels%3], "tier": "backend", "version": "v1"}
 				p.Labels = l
 				c.SetPod(p)
 				c.Snapshot()
-				i++
+				relabels++
 			}
 		})
 		b.Run(name(sz.pods, sz.policies)+"/pod-add-delete", func(b *testing.B) {
@@ -104,17 +106,16 @@ func BenchmarkUpdate(b *testing.B) {
 				c.Snapshot()
 			}
 		})
+		r, replaced := rand.New(rand.NewPCG(5, 5)), 0
 		b.Run(name(sz.pods, sz.policies)+"/policy-replace", func(b *testing.B) {
 			b.ReportAllocs()
-			r := rand.New(rand.NewPCG(5, 5))
-			i := 0
 			for b.Loop() {
-				old := s.Policies[i%len(s.Policies)]
+				old := s.Policies[replaced%len(s.Policies)]
 				if err := c.SetPolicy(synth.Policy(r, old.Namespace, old.Name)); err != nil {
 					b.Fatal(err)
 				}
 				c.Snapshot()
-				i++
+				replaced++
 			}
 		})
 	}

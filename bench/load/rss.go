@@ -129,17 +129,38 @@ func measureRSS(ctx context.Context, node *lab.Node, binary, dir string, sz Size
 // mb returns n in megabytes (10⁶ bytes), the unit of the targets.
 func mb(n int64) float64 { return float64(n) / 1e6 }
 
-// PrintRSS writes the RSS table (MB = 10⁶ bytes), with the target in MB for each size (0: none).
-func PrintRSS(w io.Writer, rs []RSS, target func(Size) int64) {
+// Target is a memory target at one cluster size, in MB (10⁶ bytes): VmRSS once settled
+// and VmHWM, the peak, start-up included. 0 is no target.
+type Target struct{ Steady, Peak int64 }
+
+// met returns "≤ limit MB" and whether v (bytes) meets it, or "" when there is no limit.
+func met(v, limit int64) string {
+	if limit == 0 {
+		return ""
+	}
+	mark := "✓"
+	if mb(v) > float64(limit) {
+		mark = "✗"
+	}
+	return fmt.Sprintf("≤ %d MB %s", limit, mark)
+}
+
+// PrintRSS writes the RSS table (MB = 10⁶ bytes), with each size's target and whether the
+// run met it.
+func PrintRSS(w io.Writer, rs []RSS, target func(Size) Target) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "pods\tpolicies\tlocal pods\tmanifests\t\tready in\tVmRSS\t(anon\tfile)\tVmHWM\theap in use\ttarget\t")
+	fmt.Fprintln(tw, "pods\tpolicies\tlocal pods\tmanifests\t\tready in\tVmRSS\t(anon\tfile)\tVmHWM\theap in use\ttarget steady\tpeak\t")
 	for _, r := range rs {
-		t := "-"
-		if mb := target(r.Size); mb > 0 {
-			t = fmt.Sprintf("≤ %d MB", mb)
+		t := target(r.Size)
+		steady, peak := met(r.RSS, t.Steady), met(r.HWM, t.Peak)
+		if steady == "" {
+			steady = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f MB\t%s\t%v\t%.1f MB\t%.1f\t%.1f)\t%.1f MB\t%.1f MB\t%s\t\n", r.Pods, r.Policies, r.LocalPods,
-			mb(r.ManifestBytes), r.Format, r.Ready.Round(time.Millisecond), mb(r.RSS), mb(r.RSSAnon), mb(r.RSSFile), mb(r.HWM), r.HeapInuse/1e6, t)
+		if peak == "" {
+			peak = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f MB\t%s\t%v\t%.1f MB\t%.1f\t%.1f)\t%.1f MB\t%.1f MB\t%s\t%s\t\n", r.Pods, r.Policies, r.LocalPods,
+			mb(r.ManifestBytes), r.Format, r.Ready.Round(time.Millisecond), mb(r.RSS), mb(r.RSSAnon), mb(r.RSSFile), mb(r.HWM), r.HeapInuse/1e6, steady, peak)
 	}
 	tw.Flush()
 }

@@ -14,6 +14,13 @@
 // A Load error means "keep what you had": the caller keeps enforcing its last good state
 // (SPEC §2). Watch delivers a new Load result after every change, for hot reload.
 //
+// Memory: Load holds the files' bytes, a file's documents as JSON, the State, and one
+// decoded object at a time. A List is read an item at a time, in JSON and in YAML block style
+// as kubectl and sigs.k8s.io/yaml write it (entries starting with "- " in one column under an
+// "items:" line in the first column): converting a YAML document to JSON holds all of it as
+// generic values, 250 MB for a List of 6.8 MB. A YAML List in flow style, or whose entries
+// share anchors, is still converted whole.
+//
 // Defaults applied, as the API server would: metadata.namespace "default" for Pods and
 // NetworkPolicies, and the kubernetes.io/metadata.name label on Namespaces. Namespaces that
 // Pods or policies use but no file declares are fine: the compiler assumes them,

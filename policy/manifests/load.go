@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -80,6 +81,8 @@ type source struct {
 	files []file
 	dirs  []string // directories to watch for changes
 	sum   [sha256.Size]byte
+
+	wholeLists bool // for tests: read YAML Lists whole, the reference splitList must match
 }
 
 func read(path string) *source {
@@ -141,14 +144,15 @@ func (s *source) add(name string) {
 
 // loader collects the state and every problem while parsing a source.
 type loader struct {
-	state  policy.State
-	pods   []podSource        // where each of state.Pods was defined
-	seen   map[string]*object // by kind and namespace/name, to find duplicates
-	errors []error
+	wholeLists bool // source.wholeLists
+	state      policy.State
+	pods       []podSource        // where each of state.Pods was defined
+	seen       map[string]*object // by kind and namespace/name, to find duplicates
+	errors     []error
 }
 
 func (s *source) parse() (policy.State, error) {
-	l := &loader{seen: map[string]*object{}}
+	l := &loader{wholeLists: s.wholeLists, seen: map[string]*object{}}
 	for _, f := range s.files {
 		if f.err != nil {
 			l.errors = append(l.errors, f.err) // os errors name the file
@@ -160,8 +164,25 @@ func (s *source) parse() (policy.State, error) {
 		} else {
 			docs = l.splitYAML(f.name, f.data)
 		}
+		inserted := 0 // problems the file's Lists added among those of splitYAML
 		for _, d := range docs {
-			l.object(&object{file: d.file, line: d.line, doc: d.index, item: -1}, d.json, "")
+			o := &object{file: d.file, line: d.line, doc: d.index, item: -1}
+			if d.list == nil {
+				l.object(o, d.json, "")
+				continue
+			}
+			if l.yamlList(o, d.list) {
+				continue
+			}
+			// An entry does not convert alone: read the document whole, as splitYAML would
+			// have, with its problem where splitYAML would have put it.
+			j, err := yamlToJSON(d.file, d.index, d.line, d.list.startLine, d.list.text)
+			if err != nil {
+				l.errors = slices.Insert(l.errors, d.list.errAt+inserted, err)
+				inserted++
+				continue
+			}
+			l.object(o, j, "")
 		}
 	}
 	l.checkPodIPs()
@@ -169,6 +190,27 @@ func (s *source) parse() (policy.State, error) {
 		return policy.State{}, errors.Join(l.errors...)
 	}
 	return l.state, nil
+}
+
+// mark is how much a loader had recorded at one point, to undo what came after.
+type mark struct{ namespaces, nodes, pods, policies, errors int }
+
+func (l *loader) mark() mark {
+	return mark{len(l.state.Namespaces), len(l.state.Nodes), len(l.state.Pods), len(l.state.Policies), len(l.errors)}
+}
+
+// rollback forgets what was recorded since m, all of it from document o.
+func (l *loader) rollback(m mark, o *object) {
+	l.state.Namespaces = l.state.Namespaces[:m.namespaces]
+	l.state.Nodes = l.state.Nodes[:m.nodes]
+	l.state.Pods, l.pods = l.state.Pods[:m.pods], l.pods[:m.pods]
+	l.state.Policies = l.state.Policies[:m.policies]
+	l.errors = l.errors[:m.errors]
+	for key, first := range l.seen {
+		if first.file == o.file && first.doc == o.doc {
+			delete(l.seen, key)
+		}
+	}
 }
 
 // object names one object of the manifests in errors.
@@ -180,6 +222,11 @@ type object struct {
 	kind      string
 	namespace string
 	name      string
+}
+
+// inList returns the object that names the i-th item of List o.
+func (o *object) inList(i int) *object {
+	return &object{file: o.file, line: o.line, doc: o.doc, item: i}
 }
 
 func (o *object) where() string { return fmt.Sprintf("%s:%d", o.file, o.line) }
@@ -248,28 +295,32 @@ type doc struct {
 	index int // 1-based, counting documents that hold something
 	line  int // its first line that is not blank or a comment
 	json  []byte
+	list  *yamlList // instead of json: a YAML List read entry by entry
 }
 
 // splitYAML splits data at "---" lines and converts each document to JSON, skipping
-// documents that hold only blank lines and comments.
+// documents that hold only blank lines and comments. A List in block style is split
+// further, for reading entry by entry (yamlList).
 func (l *loader) splitYAML(name string, data []byte) []doc {
 	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
 	var docs []doc
 	index := 0
 	start, startLine := 0, 1 // of the current document
 	flush := func(end int) {
-		first := firstContentLine(data[start:end], startLine)
+		text := data[start:end]
+		first := firstContentLine(text, startLine)
 		if first == 0 {
 			return
 		}
 		index++
-		j, err := yaml.YAMLToJSONStrict(data[start:end])
+		if lst := l.splitList(text); lst != nil {
+			lst.text, lst.startLine, lst.errAt = text, startLine, len(l.errors)
+			docs = append(docs, doc{file: name, index: index, line: first, list: lst})
+			return
+		}
+		j, err := yamlToJSON(name, index, first, startLine, text)
 		if err != nil {
-			// One line per problem: "yaml: unmarshal errors:\n  line 4: ..." becomes one line,
-			// and the parser's line numbers, counted from the document, become the file's.
-			msg := strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")), " ")
-			msg = fileLines(msg, startLine-1)
-			l.errors = append(l.errors, fmt.Errorf("%s:%d: document %d: invalid YAML: %s", name, first, index, msg))
+			l.errors = append(l.errors, err)
 			return
 		}
 		if string(j) != "null" {
@@ -298,6 +349,21 @@ func (l *loader) splitYAML(name string, data []byte) []doc {
 	return docs
 }
 
+// yamlToJSON converts one YAML document, text, to JSON. Its problem names file:line (first,
+// the document's first line that holds something) and the document, with the parser's line
+// numbers made the file's (text starts at startLine).
+func yamlToJSON(name string, index, first, startLine int, text []byte) ([]byte, error) {
+	j, err := yaml.YAMLToJSONStrict(text)
+	if err != nil {
+		// One line per problem: "yaml: unmarshal errors:\n  line 4: ..." becomes one line,
+		// and the parser's line numbers, counted from the document, become the file's.
+		msg := strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")), " ")
+		msg = fileLines(msg, startLine-1)
+		return nil, fmt.Errorf("%s:%d: document %d: invalid YAML: %s", name, first, index, msg)
+	}
+	return j, nil
+}
+
 var yamlLine = regexp.MustCompile(`\bline (\d+)`)
 
 // fileLines adds offset to every "line N" of a YAML parser message.
@@ -321,14 +387,13 @@ func firstContentLine(b []byte, line int) int {
 	return 0
 }
 
-// splitJSON splits data into its JSON values.
+// splitJSON splits data into its JSON values, which stay in data.
 func (l *loader) splitJSON(name string, data []byte) []doc {
 	var docs []doc
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for index := 1; ; index++ {
 		start := int(dec.InputOffset())
-		var raw json.RawMessage
-		err := dec.Decode(&raw)
+		err := dec.Decode(new(skipValue))
 		if err == io.EOF {
 			return docs
 		}
@@ -342,9 +407,14 @@ func (l *loader) splitJSON(name string, data []byte) []doc {
 			return docs
 		}
 		start += len(data[start:]) - len(bytes.TrimLeft(data[start:], " \t\r\n"))
-		docs = append(docs, doc{file: name, index: index, line: lineAt(data, start), json: raw})
+		docs = append(docs, doc{file: name, index: index, line: lineAt(data, start), json: data[start:dec.InputOffset()]})
 	}
 }
+
+// skipValue decodes any JSON value into nothing.
+type skipValue struct{}
+
+func (*skipValue) UnmarshalJSON([]byte) error { return nil }
 
 // lineAt returns the line number of byte offset off of data.
 func lineAt(data []byte, off int) int {
@@ -363,12 +433,31 @@ type head struct {
 
 // object decodes one object, an item of a list of kind list when list is not empty.
 func (l *loader) object(o *object, data []byte, list string) {
-	if b := bytes.TrimSpace(data); len(b) == 0 || b[0] != '{' {
-		l.errorf(o, "not a Kubernetes object: %s", kindsWanted)
+	if !l.identify(o, data, list) {
 		return
 	}
+	if !strings.HasSuffix(o.kind, "List") {
+		l.decode(o, data)
+		return
+	}
+	items, ok := l.listEnvelope(o, data)
+	if !ok {
+		return
+	}
+	for i, item := range items {
+		l.object(o.inList(i), item, o.kind)
+	}
+}
+
+// identify names o from its head and checks its kind and apiVersion; it reports whether
+// the object is one to decode: a List (when list is empty) or an object of a kind Load reads.
+func (l *loader) identify(o *object, data []byte, list string) bool {
+	if b := bytes.TrimSpace(data); len(b) == 0 || b[0] != '{' {
+		l.errorf(o, "not a Kubernetes object: %s", kindsWanted)
+		return false
+	}
 	var h head
-	_ = json.Unmarshal(data, &h) // best effort, for naming; decoding below reports type errors
+	_ = json.Unmarshal(data, &h) // best effort, for naming; decoding reports type errors
 	elem := strings.TrimSuffix(list, "List")
 	if h.Kind == "" && h.APIVersion == "" && elem != "" {
 		h.Kind, h.APIVersion = elem, apiVersions[elem] // typed lists may omit these in items
@@ -390,16 +479,17 @@ func (l *loader) object(o *object, data []byte, list string) {
 		l.errorf(o, "apiVersion: Unsupported value: %q: kind %s is read as apiVersion %q", h.APIVersion, h.Kind, want)
 	case strings.HasSuffix(h.Kind, "List") && list != "":
 		l.errorf(o, "kind: Invalid value: %q: a list inside a list is not supported", h.Kind)
-	case strings.HasSuffix(h.Kind, "List"):
-		l.list(o, data)
 	case elem != "" && h.Kind != elem:
 		l.errorf(o, "kind: Invalid value: %q: a %s holds only %s objects", h.Kind, list, elem)
 	default:
-		l.decode(o, data)
+		return true
 	}
+	return false
 }
 
-func (l *loader) list(o *object, data []byte) {
+// listEnvelope decodes a List strictly and returns its items; it reports false when the
+// List is refused.
+func (l *loader) listEnvelope(o *object, data []byte) ([]json.RawMessage, bool) {
 	var lst struct {
 		APIVersion string            `json:"apiVersion"`
 		Kind       string            `json:"kind"`
@@ -410,11 +500,129 @@ func (l *loader) list(o *object, data []byte) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&lst); err != nil {
 		l.errorf(o, "%v", err)
-		return
+		return nil, false
 	}
-	for i, item := range lst.Items {
-		l.object(&object{file: o.file, line: o.line, doc: o.doc, item: i}, item, o.kind)
+	return lst.Items, true
+}
+
+// yamlList is a YAML document holding a List in block style, split by splitList so that
+// its entries convert to JSON one at a time: converting a document holds all of it as
+// generic values at once, which for a List of 11k objects (6.8 MB) took 250 MB.
+type yamlList struct {
+	envelope []byte   // JSON of the document with "items: []" for the entries
+	entries  [][]byte // the YAML of each entry, as in the document: "- " and what follows
+
+	// For reading the document whole when an entry does not convert alone (an alias of
+	// another entry's anchor, a broken entry):
+	text      []byte // the document
+	startLine int    // the line of the file text starts at
+	errAt     int    // the index in loader.errors its conversion problem belongs at
+}
+
+// splitList splits a YAML document holding a List in block style: an "items:" line in the
+// first column, followed by entries each starting with "- " in one column, up to a line
+// in the first column. It returns nil for any other document, and when the pieces do not
+// read as the whole would: the envelope must convert, alone, to a List with "items": [].
+//
+// That suffices for the entries to read alone as they would in the document: every entry
+// starts at the same column, so an entry ends where a new one starts, at a line that ends
+// any scalar or block collection still open; a quoted scalar or flow collection running
+// past it would leave the entry before unterminated, which yamlList finds.
+func (l *loader) splitList(text []byte) *yamlList {
+	if l.wholeLists {
+		return nil
 	}
+	var (
+		lst                yamlList
+		itemsAt            = -1 // the "items:" line
+		col, entry, region = -1, -1, len(text)
+	)
+loop:
+	for off := 0; off < len(text); {
+		next := len(text)
+		if i := bytes.IndexByte(text[off:], '\n'); i >= 0 {
+			next = off + i + 1
+		}
+		line := bytes.TrimRight(text[off:next], "\r\n")
+		lineAt := off
+		off = next
+		if itemsAt < 0 {
+			if rest, ok := bytes.CutPrefix(line, []byte("items:")); ok {
+				if r := bytes.TrimLeft(rest, " \t"); len(r) == 0 || len(rest) > len(r) && r[0] == '#' {
+					itemsAt = lineAt
+				}
+			}
+			continue
+		}
+		if t := bytes.TrimLeft(line, " \t"); len(t) == 0 || t[0] == '#' {
+			continue // blank or a comment: part of the entry it follows
+		}
+		indent := len(line) - len(bytes.TrimLeft(line, " "))
+		dash := line[indent] == '-' && (len(line) == indent+1 || line[indent+1] == ' ' || line[indent+1] == '\t')
+		switch {
+		case col < 0 && !dash:
+			return nil // items is not a block sequence
+		case col < 0:
+			col, entry = indent, lineAt
+		case indent > col:
+			// inside the entry
+		case indent == col && dash:
+			lst.entries = append(lst.entries, text[entry:lineAt])
+			entry = lineAt
+		case indent == 0:
+			region = lineAt
+			break loop
+		default:
+			return nil // less indented than the entries, not in the first column
+		}
+	}
+	if entry < 0 {
+		return nil
+	}
+	lst.entries = append(lst.entries, text[entry:region])
+
+	envelope := make([]byte, 0, itemsAt+len(text)-region+len("items: []\n"))
+	envelope = append(append(append(envelope, text[:itemsAt]...), "items: []\n"...), text[region:]...)
+	j, err := yaml.YAMLToJSONStrict(envelope)
+	if err != nil {
+		return nil
+	}
+	var h head
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(j, &h) != nil || json.Unmarshal(j, &fields) != nil || string(fields["items"]) != "[]" {
+		return nil
+	}
+	if _, known := apiVersions[h.Kind]; !known || !strings.HasSuffix(h.Kind, "List") {
+		return nil
+	}
+	lst.envelope = j
+	return &lst
+}
+
+// yamlList reads a List split by splitList: the envelope as object reads a List, then each
+// entry converted to JSON alone, in turn. It reports false when an entry does not convert
+// alone, having undone what it recorded of the List: the caller then reads the document
+// whole, as before it was split.
+func (l *loader) yamlList(o *object, lst *yamlList) bool {
+	m := l.mark()
+	ok := l.identify(o, lst.envelope, "")
+	if ok {
+		_, ok = l.listEnvelope(o, lst.envelope)
+	}
+	for i, e := range lst.entries {
+		j, err := yaml.YAMLToJSONStrict(e)
+		var item []json.RawMessage
+		if err != nil || json.Unmarshal(j, &item) != nil || len(item) != 1 {
+			// Read whole, the document would fail to convert (or convert otherwise), and
+			// report that instead of anything the envelope or entries before did.
+			l.rollback(m, o)
+			return false
+		}
+		if ok { // a refused List is still converted whole: broken YAML is the first problem
+			l.object(o.inList(i), item[0], o.kind)
+		}
+	}
+	return true
 }
 
 // decode decodes an object of a known kind strictly, then checks and records it.

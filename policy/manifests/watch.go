@@ -69,7 +69,9 @@ func Watch(ctx context.Context, path string, onChange func(policy.State, error))
 	}
 	watched[root] = true
 
-	var last *[sha256.Size]byte // sum of the manifests last delivered; nil forces the next delivery
+	// The sum of the manifests last delivered; nil forces the next delivery. A copy: a
+	// pointer into the source would keep every byte read alive until the next reload.
+	var last *[sha256.Size]byte
 	reload := func() {
 		if testHookReload != nil {
 			defer testHookReload()
@@ -87,7 +89,8 @@ func Watch(ctx context.Context, path string, onChange func(policy.State, error))
 		if last != nil && src.sum == *last {
 			return
 		}
-		last = &src.sum
+		sum := src.sum
+		last = &sum
 		onChange(src.parse())
 	}
 	reload()

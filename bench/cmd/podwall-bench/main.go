@@ -163,14 +163,15 @@ func runRSS(ctx context.Context, args []string) error {
 	rs, err := load.MeasureRSS(ctx, *binary, sizes, fl, *settle, logf)
 	if len(rs) > 0 {
 		fmt.Printf("\nagent memory (synthetic clusters from policy/synth, seed 42; agent as node-0), %s\n", load.ReadMachine().Date)
-		load.PrintRSS(os.Stdout, rs, func(s load.Size) int64 {
+		// The memory targets (README, "Against the targets"), for both manifests formats.
+		load.PrintRSS(os.Stdout, rs, func(s load.Size) load.Target {
 			switch {
 			case s.Pods == 1000 && s.Policies == 100:
-				return 60
+				return load.Target{Steady: 50}
 			case s.Pods == 10000 && s.Policies == 1000:
-				return 200
+				return load.Target{Steady: 150, Peak: 200}
 			}
-			return 0
+			return load.Target{}
 		})
 		if *jsonOut != "" {
 			err = errors.Join(err, writeJSON(*jsonOut, rs))
