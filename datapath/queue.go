@@ -228,7 +228,7 @@ func (q *Queues) Close() {
 }
 
 // maxBatch is the most verdicts a reader holds before it sends them in one sendmsg.
-const maxBatch = 64
+const maxBatch = 16
 
 // reader serves one queue on the socket go-nfqueue opened and bound. It reads one netlink
 // datagram at a time into its own buffer, parses the messages in place, judges each packet
@@ -288,7 +288,6 @@ func (r *reader) takeOver(err error) int {
 // stops the reader (counted in ReaderFailures: the queue is then served by the kernel's
 // failure policy only).
 func (r *reader) serve() {
-	r.experiment()
 	err := r.rc.Read(r.serveFD)
 	if err == nil {
 		err = r.err
@@ -306,7 +305,7 @@ func (r *reader) serve() {
 // us) is counted and does not stop it.
 func (r *reader) serveOn(fd uintptr) bool {
 	for !r.q.stopping.Load() {
-		n, err := r.read(int(fd))
+		n, err := unix.Read(int(fd), r.buf)
 		switch err {
 		case nil:
 			if n == 0 { // end of file: not from netlink, but a loop on it would spin
@@ -317,9 +316,6 @@ func (r *reader) serveOn(fd uintptr) bool {
 			r.handleRead(int(fd), r.buf[:n])
 		case unix.EAGAIN:
 			r.flush(int(fd))
-			if expThread {
-				continue
-			}
 			return false
 		case unix.EINTR:
 		case unix.ENOBUFS:
@@ -380,7 +376,7 @@ func (r *reader) hold(fd int, id uint32, rec *Record) {
 	}
 	putVerdict(r.out[r.n*verdictLen:], r.num, id, v)
 	r.n++
-	if r.n == expBatch {
+	if r.n == maxBatch {
 		r.flush(fd)
 	}
 }
