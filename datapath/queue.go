@@ -217,8 +217,8 @@ func (q *Queues) Stats() Stats {
 
 // Close stops the readers and closes the queues; it returns when no reader runs. A reader
 // first sends the verdicts it holds. Closing a queue's socket unbinds it (the library also
-// sends an explicit unbind as its reader returns): packets queued afterwards, and those still
-// waiting unread, meet the failure policy in the kernel.
+// sends an explicit unbind as its reader returns): packets queued afterwards meet the failure
+// policy in the kernel; packets still waiting in the queue are dropped as it is unbound.
 func (q *Queues) Close() {
 	q.stopping.Store(true)
 	q.cancel() // the library sets each socket's read deadline in the past: waiting readers wake
