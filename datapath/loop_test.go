@@ -181,15 +181,35 @@ func (p *pair) stop() {
 
 func (p *pair) send(t testing.TB, b []byte) {
 	t.Helper()
-	if _, err := unix.Write(p.peer, b); err != nil {
+	if _, err := peerWrite(p.peer, b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// peerRead and peerWrite are the blocking system calls of the test's end, retried when a
+// signal (the Go runtime's preemption) interrupts them.
+func peerRead(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Read(fd, b)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+func peerWrite(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, b)
+		if err != unix.EINTR {
+			return n, err
+		}
 	}
 }
 
 // recv reads one datagram of verdicts.
 func (p *pair) recv(t testing.TB) []verdict {
 	t.Helper()
-	n, err := unix.Read(p.peer, p.buf)
+	n, err := peerRead(p.peer, p.buf)
 	if err != nil {
 		t.Fatalf("no verdict: %v", err)
 	}
@@ -388,10 +408,10 @@ func newStream(t testing.TB) *stream {
 func (s *stream) roundTrip(t testing.TB) {
 	s.id++
 	binary.BigEndian.PutUint32(s.msg[synIDOffset:], s.id)
-	if _, err := unix.Write(s.p.peer, s.msg); err != nil {
+	if _, err := peerWrite(s.p.peer, s.msg); err != nil {
 		t.Fatal(err)
 	}
-	n, err := unix.Read(s.p.peer, s.p.buf)
+	n, err := peerRead(s.p.peer, s.p.buf)
 	if err != nil || n != verdictLen || binary.BigEndian.Uint32(s.p.buf[28:]) != s.id {
 		t.Fatalf("verdict for %d: % x, %v", s.id, s.p.buf[:max(n, 0)], err)
 	}
