@@ -8,13 +8,42 @@
 // over the current policy snapshot. It never blocks on anything but the kernel: observers
 // receive records through a callback that must not block.
 //
+// Reading a queue. github.com/florianl/go-nfqueue opens each queue's netlink socket, binds
+// it and configures it (copy the packet, up to Config.CopyRange bytes; queue length; GSO
+// and, failing open, fail-open flags), and unbinds it. The per-packet path is podwall's own,
+// on that same socket: one reader per queue, on one goroutine, reads one datagram at a time
+// (one queued packet, as the kernel sends them) into a buffer it owns, without peeking;
+// parses the netlink messages and their attributes in place (wire.go); judges the packet;
+// and writes an NFQNL_MSG_VERDICT message into a buffer it owns. It sends the verdicts it
+// holds in one sendmsg as soon as the socket has nothing more to read, or when 16 are
+// waiting, and then hands their Records to Config.Observe. It waits for the socket in the
+// Go poller. Per packet it allocates nothing (TestLoopDoesNotAllocate). This replaces the
+// library's receive path, which peeked and read per receive, allocated several times per
+// message and marshalled a send per verdict; bench/README.md has the measurements. The
+// reader never uses NFQNL_MSG_VERDICT_BATCH: it accepts every queued id up to the one it
+// names, and so would accept a packet whose message could not be read.
+//
+// The readers are not pinned to CPUs (runtime.LockOSThread and sched_setaffinity to the CPUs
+// whose packets the queue's fanout gets): measured against the unpinned poller reader on the
+// load harness, pinning gained nothing consistent, a locked thread waiting in the kernel
+// instead of the poller cost more CPU per packet, and a pinned reader could not move off a
+// CPU that pods keep busy (bench/README.md, "Reader design").
+//
 // Failure policy. One setting, Config.FailOpen, decides every failure the same way:
 //   - fail closed (default): packets of isolated pods that cannot be judged are dropped — a
-//     malformed or truncated header, a queue overflow (the kernel drops when the queue is
-//     full), and, with no reader after the agent stops, every queued packet (the rules carry
-//     no bypass, see nft.Config.FailOpen);
+//     malformed or truncated header or NFQUEUE message, a queue overflow (the kernel drops
+//     when the queue is full), and, with no reader after the agent stops, every queued packet
+//     (the rules carry no bypass, see nft.Config.FailOpen);
 //   - fail open: the same packets are accepted — malformed packets get accept, a full queue
 //     accepts (NFQA_CFG_F_FAIL_OPEN), and with no reader the kernel bypasses the queue.
+//
+// Two cases the policy cannot reach, whatever it says: a message with no readable packet id
+// gets no verdict (there is no id to give one to; the kernel holds the packet until the
+// queue is unbound), and packets still waiting in a queue when it is unbound are dropped by
+// the kernel. Packets the kernel could not deliver to a full socket (ENOBUFS, counted in
+// Stats.ENOBUFS; the reader keeps reading) are dropped, or accepted failing open. A receive
+// error that stops a reader is counted in Stats.ReaderFailures (the agent's /healthz then
+// fails); its queue is unbound and served by the kernel's failure policy only.
 //
 // Established traffic never reaches this package in either mode: conntrack accepts it in the
 // kernel before the queue rules.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"syscall"
@@ -85,14 +86,18 @@ type Queues struct {
 	decider Decider
 	cache   *flowcache.Cache[bool]
 	queues  []*nfqueue.Nfqueue
+	readers []*reader
 	ctx     context.Context
 	cancel  context.CancelFunc
+	// stopping tells the readers to return: set by Close and when Start's context ends.
+	stopping atomic.Bool
 
 	packets, accepted, dropped, malformed, enobufs, verdictErrs, readerFailures atomic.Uint64
 }
 
 // Start opens and binds the queues and starts one reader per queue. It returns once every
-// queue is bound, so packets the kernel queues from then on are served.
+// queue is bound and its reader serves it, so packets the kernel queues from then on are
+// served.
 func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
 	if cfg.Queues == 0 {
 		return nil, errors.New("datapath: Queues must be at least 1")
@@ -118,8 +123,9 @@ func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	q := &Queues{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
+	context.AfterFunc(ctx, func() { q.stopping.Store(true) })
 	for i := range cfg.Queues {
-		if err := q.open(ctx, cfg.QueueNum+i); err != nil {
+		if err := q.open(cfg.QueueNum + i); err != nil {
 			q.Close()
 			return nil, err
 		}
@@ -127,7 +133,15 @@ func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
 	return q, nil
 }
 
-func (q *Queues) open(ctx context.Context, num uint16) error {
+// open opens, configures and binds queue num with go-nfqueue, then takes the socket over.
+//
+// go-nfqueue binds a queue only in RegisterWithErrorFunc, which also starts the library's
+// receive goroutine. open makes that goroutine the queue's reader: it sets the socket's read
+// deadline in the past, so the library's receive fails and calls reader.takeOver, which
+// waits there until open has cleared the deadline and then serves the queue until the
+// reader stops. When takeOver returns, the library unbinds the queue. A packet the library
+// receives before the takeover is judged in reader.handleAttr through the library.
+func (q *Queues) open(num uint16) error {
 	flags := uint32(nfqueue.NfQaCfgFlagGSO)
 	if q.cfg.FailOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
@@ -139,7 +153,6 @@ func (q *Queues) open(ctx context.Context, num uint16) error {
 		Copymode:     nfqueue.NfQnlCopyPacket,
 		Flags:        flags,
 		AfFamily:     unix.AF_UNSPEC,
-		WriteTimeout: 100 * time.Millisecond,
 		Logger:       nopLogger{},
 	})
 	if err != nil {
@@ -149,10 +162,28 @@ func (q *Queues) open(ctx context.Context, num uint16) error {
 	if err := setReadBuffer(nf.Con, q.cfg.ReadBuffer); err != nil {
 		return fmt.Errorf("datapath: queue %d: receive buffer: %w", num, err)
 	}
-	r := &reader{q: q, nf: nf, num: num, dec: packet.NewDecoder()}
-	if err := nf.RegisterWithErrorFunc(ctx, r.handle, r.handleErr); err != nil {
+	rc, err := nf.Con.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("datapath: queue %d: %w", num, err)
+	}
+	r := newReader(q, num, rc)
+	r.nf = nf
+	q.readers = append(q.readers, r)
+	if err := nf.RegisterWithErrorFunc(q.ctx, r.handleAttr, r.takeOver); err != nil {
 		return fmt.Errorf("datapath: bind queue %d: %w", num, err)
 	}
+	if err := nf.Con.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return fmt.Errorf("datapath: queue %d: %w", num, err)
+	}
+	select {
+	case <-r.parked:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("datapath: queue %d: the library's receive loop did not stop", num)
+	}
+	if err := nf.Con.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("datapath: queue %d: %w", num, err)
+	}
+	close(r.start)
 	return nil
 }
 
@@ -184,29 +215,198 @@ func (q *Queues) Stats() Stats {
 	}
 }
 
-// Close stops the readers and closes the queues; it returns when no reader runs. Packets
-// queued afterwards meet the failure policy in the kernel.
+// Close stops the readers and closes the queues; it returns when no reader runs. A reader
+// first sends the verdicts it holds. Closing a queue's socket unbinds it (the library also
+// sends an explicit unbind as its reader returns): packets queued afterwards meet the failure
+// policy in the kernel; packets still waiting in the queue are dropped as it is unbound.
 func (q *Queues) Close() {
-	q.cancel()
+	q.stopping.Store(true)
+	q.cancel() // the library sets each socket's read deadline in the past: waiting readers wake
 	for _, nf := range q.queues {
-		nf.Close() // waits for the library's receive goroutines
+		nf.Close() // closes the socket, then waits for the reader (the library's goroutine)
 	}
 }
 
-// reader serves one queue. Its handler runs on the library's receive goroutine, one packet
-// at a time, so the decoder needs no lock.
+// maxBatch is the most verdicts a reader holds before it sends them in one sendmsg.
+const maxBatch = 16
+
+// reader serves one queue on the socket go-nfqueue opened and bound. It reads one netlink
+// datagram at a time into its own buffer, parses the messages in place, judges each packet
+// and writes its verdict message into its own buffer. It sends the verdicts it holds, in one
+// sendmsg, when the socket has nothing more to read or maxBatch are waiting; then it hands
+// their Records to Observe. It runs on one goroutine (the library's, see Queues.open), so
+// nothing in it needs a lock, and it allocates nothing per packet.
 type reader struct {
 	q   *Queues
-	nf  *nfqueue.Nfqueue
+	nf  *nfqueue.Nfqueue // verdicts through the library, before the takeover
 	num uint16
 	dec *packet.Decoder
 	p   packet.Parsed
-	rec Record
+
+	rc  syscall.RawConn
+	buf []byte // one datagram: one packet message, as the kernel sends them
+	// out holds the verdict messages not yet sent, recs their Records; n counts them.
+	out  [maxBatch * verdictLen]byte
+	recs [maxBatch]Record
+	n    int
+	// serveFD is r.serveOn as a func value made once: a method value made per read would
+	// allocate.
+	serveFD func(fd uintptr) bool
+	err     error // why serveOn returned true; nil: stopping
+
+	parked chan struct{} // closed when takeOver has the library's goroutine
+	start  chan struct{} // closed when the socket's read deadline is cleared
 }
 
-// handle gives exactly one verdict for the packet. It never blocks except on the verdict
-// send itself, and returns 0 to keep receiving.
-func (r *reader) handle(a nfqueue.Attribute) int {
+func newReader(q *Queues, num uint16, rc syscall.RawConn) *reader {
+	r := &reader{q: q, num: num, dec: packet.NewDecoder(), rc: rc,
+		buf:    make([]byte, int(q.cfg.CopyRange)+8192),
+		parked: make(chan struct{}), start: make(chan struct{})}
+	r.serveFD = r.serveOn
+	return r
+}
+
+// takeOver is the library's error callback: the first error it reports (the expired read
+// deadline Queues.open set, or an earlier ENOBUFS) hands its goroutine to the reader, which
+// serves the queue until it stops. Returning 1 ends the library's loop, which unbinds the
+// queue.
+func (r *reader) takeOver(err error) int {
+	if errors.Is(err, unix.ENOBUFS) {
+		r.q.enobufs.Add(1)
+	}
+	close(r.parked)
+	select {
+	case <-r.start:
+	case <-r.q.ctx.Done():
+		return 1
+	}
+	r.serve()
+	return 1
+}
+
+// serve reads the queue until Close, the end of Start's context, or a receive error that
+// stops the reader (counted in ReaderFailures: the queue is then served by the kernel's
+// failure policy only).
+func (r *reader) serve() {
+	err := r.rc.Read(r.serveFD)
+	if err == nil {
+		err = r.err
+	}
+	if err == nil || r.q.stopping.Load() || r.q.ctx.Err() != nil {
+		return
+	}
+	r.q.readerFailures.Add(1)
+	r.q.cfg.Log.Error("queue reader stopped", "queue", r.num, "err", err)
+}
+
+// serveOn is the receive loop, run by the Go poller on the socket's descriptor: it reads
+// until the socket is empty, sends the verdicts it holds and returns false to wait for the
+// next datagram; it returns true to stop. ENOBUFS (the kernel could not deliver messages to
+// us) is counted and does not stop it.
+func (r *reader) serveOn(fd uintptr) bool {
+	for !r.q.stopping.Load() {
+		n, err := unix.Read(int(fd), r.buf)
+		switch err {
+		case nil:
+			if n == 0 { // end of file: not from netlink, but a loop on it would spin
+				r.flush(int(fd))
+				r.err = io.EOF
+				return true
+			}
+			r.handleRead(int(fd), r.buf[:n])
+		case unix.EAGAIN:
+			r.flush(int(fd))
+			return false
+		case unix.EINTR:
+		case unix.ENOBUFS:
+			r.q.enobufs.Add(1)
+		default:
+			r.flush(int(fd))
+			r.err = err
+			return true
+		}
+	}
+	r.flush(int(fd))
+	return true
+}
+
+// handleRead judges the packets of one read and holds their verdicts. A packet message
+// without a readable id gets no verdict (there is no id to give one to: the kernel keeps
+// the packet until the queue is unbound) and is counted as malformed, as is a read whose
+// messages cannot be framed. An error message is a verdict the kernel refused.
+func (r *reader) handleRead(fd int, b []byte) {
+	msgs := messages{b: b}
+	for {
+		typ, body, cut, ok := msgs.next()
+		if !ok {
+			break
+		}
+		switch typ {
+		case msgPacket:
+			r.q.packets.Add(1)
+			m := parsePacket(body)
+			if cut && m.err == nil {
+				m.err = errMessageCut
+			}
+			if !m.hasID {
+				r.q.malformed.Add(1)
+				continue
+			}
+			r.hold(fd, m.id, r.judgeMessage(&m))
+		case nlmsgError:
+			if errno, ok := parseError(body); ok && errno != 0 {
+				r.q.verdictErrs.Add(1)
+			}
+		}
+	}
+	if msgs.broken {
+		r.q.malformed.Add(1)
+	}
+}
+
+// hold writes the verdict of packet id, judged in rec, into the send buffer; a full buffer
+// is sent at once.
+func (r *reader) hold(fd int, id uint32, rec *Record) {
+	v := uint32(nfDrop)
+	if rec.Allow {
+		v = nfAccept
+		r.q.accepted.Add(1)
+	} else {
+		r.q.dropped.Add(1)
+	}
+	putVerdict(r.out[r.n*verdictLen:], r.num, id, v)
+	r.n++
+	if r.n == maxBatch {
+		r.flush(fd)
+	}
+}
+
+// flush sends the verdicts held, in one sendmsg, then hands their Records to Observe.
+func (r *reader) flush(fd int) {
+	if r.n == 0 {
+		return
+	}
+	for {
+		_, err := unix.Write(fd, r.out[:r.n*verdictLen])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			r.q.verdictErrs.Add(uint64(r.n))
+		}
+		break
+	}
+	if observe := r.q.cfg.Observe; observe != nil {
+		for i := range r.n {
+			observe(&r.recs[i])
+		}
+	}
+	r.n = 0
+}
+
+// handleAttr gives the verdict of a packet the library received before the takeover (see
+// Queues.open), through the library, and returns 0 to keep it receiving.
+func (r *reader) handleAttr(a nfqueue.Attribute) int {
 	if a.PacketID == nil {
 		return 0
 	}
@@ -233,12 +433,29 @@ func (r *reader) handle(a nfqueue.Attribute) int {
 	return 0
 }
 
+// judgeMessage judges a packet message: a well-formed one by its payload (judge), a
+// malformed one by the failure policy, with its addresses when the payload shows them.
+func (r *reader) judgeMessage(m *packetMsg) *Record {
+	if m.err == nil {
+		return r.judge(m.payload)
+	}
+	q := r.q
+	q.malformed.Add(1)
+	rec := &r.recs[r.n]
+	*rec = Record{Time: time.Now(), Queue: r.num, Malformed: m.err, Allow: q.cfg.FailOpen}
+	r.p = packet.Parsed{}
+	_ = r.dec.Decode(m.payload, &r.p) // only to say who sent it
+	rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
+	return rec
+}
+
 // judge decodes a packet and decides it: from the flow cache when it holds a verdict of the
-// policy generation in force, else from the Decider. It allocates nothing.
+// policy generation in force, else from the Decider. The Record is the next free slot of the
+// reader's pending verdicts. It allocates nothing.
 func (r *reader) judge(payload []byte) *Record {
 	start := time.Now()
 	q := r.q
-	rec := &r.rec
+	rec := &r.recs[r.n]
 	*rec = Record{Time: start, Queue: r.num}
 	r.p = packet.Parsed{}
 	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && r.p.Proto.HasPorts()) {
@@ -267,25 +484,6 @@ func (r *reader) judge(payload []byte) *Record {
 }
 
 var errLaterFragment = errors.New("packet: non-first fragment, ports unknown")
-
-// handleErr decides whether a receive error stops the reader: ENOBUFS (the kernel dropped
-// messages for us) and timeouts do not.
-func (r *reader) handleErr(err error) int {
-	if errors.Is(err, syscall.ENOBUFS) {
-		r.q.enobufs.Add(1)
-		return 0
-	}
-	var op *netlink.OpError
-	if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
-		return 0
-	}
-	if r.q.ctx.Err() != nil {
-		return 1
-	}
-	r.q.readerFailures.Add(1)
-	r.q.cfg.Log.Error("queue reader stopped", "queue", r.num, "err", err)
-	return 1
-}
 
 type nopLogger struct{}
 

@@ -15,10 +15,12 @@ import (
 )
 
 // GoNFQueue is the other half of the RawQueue experiment: an accept-all reader built on
-// github.com/florianl/go-nfqueue/v2 configured as podwall's datapath configures it (copy
-// 128 bytes, GSO, queue length 4096, 16 MiB receive buffer, 100 ms write timeout), with a
-// handler that only gives the verdict. Between it and RawQueue lies the library's cost;
-// between it and podwall, podwall's own handler (decode, cache, decide, observe).
+// github.com/florianl/go-nfqueue/v2, configured as podwall's datapath configures it (copy
+// 128 bytes, GSO, queue length 4096, 16 MiB receive buffer) but receiving and answering
+// through the library, with a handler that only gives the verdict: podwall's datapath
+// before it served the hot path itself (it then also set a 100 ms write timeout). Between
+// it and RawQueue lies the library's receive and verdict path; podwall now binds and
+// configures with the library and reads the way RawQueue does.
 type GoNFQueue struct {
 	queues  []*nfqueue.Nfqueue
 	cancel  context.CancelFunc
@@ -27,8 +29,8 @@ type GoNFQueue struct {
 }
 
 // StartGoNFQueue binds queues first … first+n-1 in namespace ns. writeTimeout is the
-// library's WriteTimeout (podwall: 100 ms; 0: none, which skips a SetWriteDeadline per
-// verdict).
+// library's WriteTimeout (podwall's setting was 100 ms; 0: none, which skips a
+// SetWriteDeadline per verdict).
 func StartGoNFQueue(ns *lab.NS, first uint16, n int, writeTimeout time.Duration) (*GoNFQueue, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &GoNFQueue{cancel: cancel}

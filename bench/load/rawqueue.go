@@ -18,12 +18,12 @@ import (
 // RawQueue is an experiment, not a firewall: the leanest NFQUEUE reader this harness can
 // write, to tell the cost of the queue round trip itself apart from the cost of podwall's
 // reader. It accepts every packet without looking at it. Each queue gets one OS thread
-// doing blocking recv(2) on a raw netlink socket into a fixed 64 KiB buffer (every
-// message the kernel has queued comes out in one call, nothing is allocated), then gives
-// the verdicts: one NFQNL_MSG_VERDICT_BATCH per recv (accept every id up to the last one
-// read) with RawBatch, otherwise one NFQNL_MSG_VERDICT per packet, each in its own
-// send(2) as podwall does. RawPoll is like the latter but waits in the Go runtime's
-// poller on a goroutine, as go-nfqueue does, instead of blocking a thread.
+// doing blocking recv(2) on a raw netlink socket into a fixed 64 KiB buffer (nothing is
+// allocated; a recv returns one datagram, and the kernel sends each queued packet in its
+// own), then gives the verdicts: one NFQNL_MSG_VERDICT_BATCH per recv (accept every id up
+// to the last one read) with RawBatch, otherwise one NFQNL_MSG_VERDICT per packet, each in
+// its own send(2). RawPoll is like the latter but waits in the Go runtime's poller on a
+// goroutine, as go-nfqueue and podwall's reader do, instead of blocking a thread.
 type RawMode int
 
 // RawQueue modes.

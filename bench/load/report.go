@@ -208,7 +208,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(w, "accept-all NFQUEUE reader without allocations: blocking recv on a locked thread and one batch")
 		fmt.Fprintln(w, "verdict per recv (batch) or one send per packet (1/send); or one send per packet from a goroutine")
 		fmt.Fprintln(w, "waiting in the Go poller (poller). CPU/conn is its reader threads' (not measured for poller).")
-		fmt.Fprintln(w, "go-nfqueue accept: the library podwall uses, configured like podwall, handler = accept;")
+		fmt.Fprintln(w, "go-nfqueue accept: the library's receive and verdict path (podwall binds and configures with the")
+		fmt.Fprintln(w, "library but serves the queue itself), configured like podwall, handler = accept;")
 		fmt.Fprintln(w, "no deadline: the same with WriteTimeout 0 (no SetWriteDeadline before each verdict).")
 	}
 }

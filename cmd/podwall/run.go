@@ -52,7 +52,8 @@ deleted, so their next packet is judged again (--keep-established keeps them).`,
 	f := cmd.Flags()
 	o.addSourceFlags(f)
 	f.StringVar(&o.nodeName, "node-name", "", "this node's name (default $NODE_NAME, then the hostname)")
-	f.IntVar(&o.queues, "queues", runtime.NumCPU(), "number of NFQUEUE queues (one reader each, fanout by CPU)")
+	f.IntVar(&o.queues, "queues", min(runtime.NumCPU(), maxQueues),
+		fmt.Sprintf("number of NFQUEUE queues, 1-%d (one reader each, fanout by CPU; default one per CPU)", maxQueues))
 	f.IntVar(&o.queueNum, "queue-num", 100, "first NFQUEUE number")
 	f.BoolVar(&o.failOpen, "fail-open", false, "accept instead of drop what cannot be judged (see above)")
 	f.IntVar(&o.cacheSize, "cache-size", 65536, "flows in the verdict cache")
@@ -65,11 +66,15 @@ deleted, so their next packet is judged again (--keep-established keeps them).`,
 	return cmd
 }
 
+// maxQueues bounds --queues: one reader per CPU is the most that helps (SPEC §3), and a node
+// with more CPUs than this still starts with the default.
+const maxQueues = 64
+
 func (o *runOpts) validate() error {
 	var errs []error
 	errs = append(errs, o.validateSource())
-	if o.queues < 1 || o.queues > 64 {
-		errs = append(errs, fmt.Errorf("--queues: want 1-64, got %d", o.queues))
+	if o.queues < 1 || o.queues > maxQueues {
+		errs = append(errs, fmt.Errorf("--queues: want 1-%d, got %d", maxQueues, o.queues))
 	}
 	if o.queueNum < 0 || o.queueNum+o.queues > 65535 {
 		errs = append(errs, fmt.Errorf("--queue-num: %d+%d queues exceed 65535", o.queueNum, o.queues))
