@@ -185,7 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	snap := a.inForce.Load()
 	in, eg := snap.LocalIsolated()
-	if err := rs.ProgramSync(in, eg); err != nil {
+	if err := rs.ProgramSync(snap.Generation(), in, eg); err != nil {
 		a.mu.Unlock()
 		return err
 	}
@@ -230,7 +230,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	snap := a.compiler.Snapshot()
 	if a.ruleset != nil {
 		in, eg := snap.LocalIsolated()
-		if err := a.ruleset.Sync(in, eg); err != nil {
+		if err := a.ruleset.Sync(snap.Generation(), in, eg); err != nil {
 			a.fail(err)
 			return false
 		}
