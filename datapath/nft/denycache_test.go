@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -219,7 +220,10 @@ func TestLiveDenyCacheNoStaleSurvivor(t *testing.T) {
 		}
 		inForce.Store(gen)
 	}
-	time.Sleep(5 * time.Millisecond)
+	// Let verdicts of the last generation land, then stop the adders.
+	for n, deadline := added.Load(), time.Now().Add(2*time.Second); added.Load() < n+10 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	halt()
 	got := deniedElems(t, h)
 	for _, e := range got {
@@ -323,5 +327,42 @@ func TestLiveDenyCacheTraffic(t *testing.T) {
 	if c := counters(); c.DenyCached != c2.DenyCached || c.Ingress4 != c2.Ingress4+1 {
 		t.Errorf("after the new generation: deny cache %d → %d, queued %d → %d; want the same, and one more",
 			c2.DenyCached, c.DenyCached, c2.Ingress4, c.Ingress4)
+	}
+}
+
+// A full deny cache refuses the transaction that would overfill it, and the Ruleset goes on
+// working: the next Sync succeeds (and empties the cache), and additions work again.
+func TestLiveDenyCacheFull(t *testing.T) {
+	requireRoot(t)
+	r, _, h := newLab(t, Config{QueueCount: 1, DenyCacheTTL: 10 * time.Second})
+	iso := addrs("10.244.0.3")
+	if err := r.ProgramSync(1, iso, nil); err != nil {
+		t.Fatal(err)
+	}
+	flows := func(from, n int) []flow.Flow {
+		var out []flow.Flow
+		for i := from; i < from+n; i++ {
+			out = append(out, flow.Flow{Src: netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}), Dst: netip.MustParseAddr("10.244.0.3"),
+				Proto: flow.UDP, Port: uint16(i%7 + 1)})
+		}
+		return out
+	}
+	if n, err := r.AddDenied(1, flows(0, DenyCacheSize)); err != nil || n != DenyCacheSize {
+		t.Fatalf("filling the cache: %d, %v", n, err)
+	}
+	if _, err := r.AddDenied(1, flows(DenyCacheSize, 10)); err == nil || !strings.Contains(err.Error(), "deny cache full") {
+		t.Errorf("adding to a full cache: %v, want a deny cache full error", err)
+	}
+	if err := r.Sync(2, iso, nil); err != nil {
+		t.Fatalf("Sync after a refused addition: %v", err)
+	}
+	if got := deniedElems(t, h); len(got) != 0 {
+		t.Errorf("after Sync: %d elements", len(got))
+	}
+	if n, err := r.AddDenied(2, flows(0, 3)); err != nil || n != 3 {
+		t.Errorf("adding after Sync: %d, %v", n, err)
+	}
+	if c, err := r.Counters(); err != nil {
+		t.Errorf("Counters: %+v, %v", c, err)
 	}
 }

@@ -28,6 +28,13 @@ var ErrStale = errors.New("nft: deny cache: verdicts of a policy generation no l
 // All messages still go out in one batch: one transaction.
 const maxElemsPerMsg = 512
 
+// maxDeniedPerBatch bounds the elements of one AddDenied transaction: a
+// batch goes out in one sendmsg, which the socket's send buffer bounds (the
+// whole deny cache at once is "message too long"). 2,048 IPv6 elements are
+// about 100 KiB. The cache needs no all-or-nothing addition, so a large
+// AddDenied is several transactions.
+const maxDeniedPerBatch = 2048
+
 // Ruleset owns podwall's table in one network namespace. Its methods are
 // safe for concurrent use.
 type Ruleset struct {
@@ -403,12 +410,14 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 }
 
 // AddDenied puts flows that the agent denied under policy generation gen
-// into the deny cache, in one transaction: for Config.DenyCacheTTL the
+// into the deny cache: for Config.DenyCacheTTL the
 // kernel drops new packets of each flow (same source, destination,
 // protocol and destination port) before they reach the queue. Flows of a
 // protocol without ports (flow.Proto.HasPorts) are left out, and so are
 // duplicates; a flow already in the cache is not an error. It returns the
-// number of flows sent.
+// number of flows written. More than maxDeniedPerBatch flows go in several
+// transactions; when one fails (a set full at DenyCacheSize), the flows of
+// the earlier ones stay.
 //
 // Verdicts of a generation other than the last Sync's are refused with
 // ErrStale and nothing is added. The check and the addition happen under
@@ -446,18 +455,24 @@ func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
 		return 0, nil
 	}
 	t := newTable()
+	added := 0
 	for i, d := range deniedDefs {
 		s := newDeniedSet(t, d, r.cfg.DenyCacheTTL)
-		for chunk := range slices.Chunk(elems[i], maxElemsPerMsg) {
-			if err := r.conn.SetAddElements(s, chunk); err != nil {
-				return 0, fmt.Errorf("nft: add to set %s: %w", s.Name, err)
+		for batch := range slices.Chunk(elems[i], maxDeniedPerBatch) {
+			for chunk := range slices.Chunk(batch, maxElemsPerMsg) {
+				if err := r.conn.SetAddElements(s, chunk); err != nil {
+					return added, fmt.Errorf("nft: add to set %s: %w", s.Name, err)
+				}
 			}
+			if err := r.conn.Flush(); errors.Is(err, unix.ENFILE) {
+				return added, fmt.Errorf("nft: deny cache full (set %s holds at most %d flows): %w", s.Name, DenyCacheSize, err)
+			} else if err != nil {
+				return added, fmt.Errorf("nft: add to the deny cache: %w", err)
+			}
+			added += len(batch)
 		}
 	}
-	if err := r.conn.Flush(); err != nil {
-		return 0, fmt.Errorf("nft: add to the deny cache: %w", err)
-	}
-	return n, nil
+	return added, nil
 }
 
 // deniedKey returns the deny-cache key of f, as the rule builds it from a

@@ -147,6 +147,7 @@ func (c *denyCache) add(set denySet, batch []deniedFlow, flows []flow.Flow) {
 	}
 	c.stale.Add(float64(len(batch) - len(flows)))
 	n, err := set.AddDenied(newest, flows)
+	c.adds.Add(float64(n)) // a large batch may fail part way
 	switch {
 	case errors.Is(err, nft.ErrStale):
 		c.stale.Add(float64(len(flows)))
@@ -160,10 +161,8 @@ func (c *denyCache) add(set denySet, batch []deniedFlow, flows []flow.Flow) {
 		c.mu.Unlock()
 		if !quiet {
 			c.log.Warn("deny cache: flows not cached (further failures counted, logged once a minute)",
-				"flows", len(flows), "err", err)
+				"flows", len(flows)-n, "err", err)
 		}
-	default:
-		c.adds.Add(float64(n))
 	}
 }
 
