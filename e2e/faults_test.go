@@ -385,8 +385,11 @@ func (e *env) flood(pid int, kept []*held, oneFlow, withCache bool, send func() 
 	switch {
 	case !withCache && hits != 0:
 		t.Errorf("without a deny cache, %d packets were dropped by it", hits)
-	case withCache && oneFlow && q.Queued() > uint64(sent)/100:
-		t.Errorf("with the deny cache, %d of %d packets of one denied flow reached the queue; want at most 1 %%", q.Queued(), sent)
+	case withCache && oneFlow && q.Queued() > uint64(sent)/20:
+		// What reaches the queue is what arrives between the first packet and the kernel's
+		// element: at 400,000 packets/s, 1 % is 5 ms, which a loaded machine's scheduler
+		// can take.
+		t.Errorf("with the deny cache, %d of %d packets of one denied flow reached the queue; want at most 5 %%", q.Queued(), sent)
 	}
 	if m.scrapeErrs > 0 || m.scrapes < 2 || m.slowest > time.Second {
 		t.Errorf("/metrics during the flood: %d answers, %d failed, slowest %v", m.scrapes, m.scrapeErrs, m.slowest)
