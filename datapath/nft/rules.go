@@ -214,12 +214,13 @@ func build(cfg Config, mode QueueMode) ruleset {
 		// which no element has. A non-first fragment has no transport header: th fails
 		// and the rule does not match.
 		for _, m := range []struct {
-			set                    string
-			family                 byte
-			proto                  string
-			addrLen                uint32
-			saddrOff, daddrOff     uint32
-			dregs, protoReg, dport uint32 // registers of daddr, l4proto, th dport
+			set                string
+			family             byte
+			proto              string
+			addrLen            uint32
+			saddrOff, daddrOff uint32
+			daddrReg, protoReg uint32
+			dportReg           uint32
 		}{
 			{SetDenied4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
 			{SetDenied6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
@@ -230,9 +231,9 @@ func build(cfg Config, mode QueueMode) ruleset {
 					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: m.saddrOff, Len: m.addrLen},
-					&expr.Payload{DestRegister: m.dregs, Base: expr.PayloadBaseNetworkHeader, Offset: m.daddrOff, Len: m.addrLen},
+					&expr.Payload{DestRegister: m.daddrReg, Base: expr.PayloadBaseNetworkHeader, Offset: m.daddrOff, Len: m.addrLen},
 					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: m.protoReg},
-					&expr.Payload{DestRegister: m.dport, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+					&expr.Payload{DestRegister: m.dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 					&expr.Lookup{SourceRegister: 1, SetName: m.set},
 					&expr.Counter{},
 					&expr.Verdict{Kind: expr.VerdictDrop},

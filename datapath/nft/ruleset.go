@@ -410,14 +410,13 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 }
 
 // AddDenied puts flows that the agent denied under policy generation gen
-// into the deny cache: for Config.DenyCacheTTL the
-// kernel drops new packets of each flow (same source, destination,
-// protocol and destination port) before they reach the queue. Flows of a
-// protocol without ports (flow.Proto.HasPorts) are left out, and so are
-// duplicates; a flow already in the cache is not an error. It returns the
-// number of flows written. More than maxDeniedPerBatch flows go in several
-// transactions; when one fails (a set full at DenyCacheSize), the flows of
-// the earlier ones stay.
+// into the deny cache: for Config.DenyCacheTTL the kernel drops new packets
+// of each flow (same source, destination, protocol and destination port)
+// before they reach the queue. Flows of a protocol without ports
+// (flow.Proto.HasPorts) are left out, and so are duplicates; a flow already
+// in the cache is not an error. It returns the number of flows written.
+// More than maxDeniedPerBatch flows go in several transactions; when one
+// fails (a set full at DenyCacheSize), the flows of the earlier ones stay.
 //
 // Verdicts of a generation other than the last Sync's are refused with
 // ErrStale and nothing is added. The check and the addition happen under
