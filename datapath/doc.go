@@ -46,5 +46,7 @@
 // fails); its queue is unbound and served by the kernel's failure policy only.
 //
 // Established traffic never reaches this package in either mode: conntrack accepts it in the
-// kernel before the queue rules.
+// kernel before the queue rules. Nor do the repeats of a flow denied a moment ago (a retried
+// SYN, a repeated datagram) while the kernel's deny cache holds it (package nft, "The deny
+// cache"; the agent fills it from the verdicts it observes).
 package datapath

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,7 @@ type runOpts struct {
 	logFormat     string
 
 	keepEstablished bool
+	denyCacheTTL    time.Duration
 }
 
 func newRunCmd() *cobra.Command {
@@ -45,7 +47,11 @@ dropped; with --fail-open it is accepted. On exit the kernel table stays in plac
 closed (isolated pods stay protected while the agent restarts) and is removed when failing open.
 
 Established connections that a policy change denies are revoked: their conntrack entries are
-deleted, so their next packet is judged again (--keep-established keeps them).`,
+deleted, so their next packet is judged again (--keep-established keeps them).
+
+A flow just denied (source, destination, protocol, destination port) is dropped by the kernel
+for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
+cost no round trip to userspace; every policy change empties that cache first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -63,6 +69,8 @@ deleted, so their next packet is judged again (--keep-established keeps them).`,
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&o.keepEstablished, "keep-established", false,
 		"keep established connections that a policy change denies (default: revoke them by deleting their conntrack entries)")
+	f.DurationVar(&o.denyCacheTTL, "deny-cache-ttl", 2*time.Second,
+		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
 	return cmd
 }
 
@@ -118,7 +126,8 @@ func (o *runOpts) run(ctx context.Context) error {
 	a, err := agent.New(agent.Config{
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
-		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished, Log: log,
+		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
+		DenyCacheTTL: o.denyCacheTTL, Log: log,
 	})
 	if err != nil {
 		return err

@@ -169,6 +169,9 @@ func (p *printer) decision(e *decisions.Event) {
 	if e.CacheHit {
 		p.w.WriteString(" (cached)")
 	}
+	if e.KernelDenyTTLms > 0 {
+		p.w.WriteString(" (repeats dropped by the kernel for " + (time.Duration(e.KernelDenyTTLms) * time.Millisecond).String() + ")")
+	}
 	p.w.WriteByte('\n')
 }
 

@@ -114,10 +114,15 @@ func newTestStream(t *testing.T) *testStream {
 
 // verdict publishes the decision on a TCP flow, as the agent does for a queued packet.
 func (s *testStream) verdict(src, dst netip.Addr, port uint16, hit bool) {
+	s.publish(src, dst, port, hit, 0)
+}
+
+// publish is verdict with the deny cache's TTL (set by the agent on denies it cached).
+func (s *testStream) publish(src, dst netip.Addr, port uint16, hit bool, kernelDeny time.Duration) {
 	f := flow.Flow{Src: src, Dst: dst, Proto: flow.TCP, Port: port}
 	d := s.snap.Decide(f)
 	s.hub.Publish(&decisions.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow,
-		Decision: d, Snapshot: s.snap, CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100})
+		Decision: d, Snapshot: s.snap, CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100, KernelDenyTTL: kernelDeny})
 }
 
 func TestTailJSON(t *testing.T) {
@@ -155,7 +160,8 @@ func TestTailText(t *testing.T) {
 	a.verdict(webIP, dbIP, 3306, false)
 	a.verdict(apiIP, dbIP, 3306, false)
 	a.verdict(webIP, dbIP, 3306, true)
-	waitFor(t, "three lines", func() bool { return strings.Count(tr.out.String(), "\n") == 3 })
+	a.publish(webIP, dbIP, 3306, false, 2*time.Second)
+	waitFor(t, "four lines", func() bool { return strings.Count(tr.out.String(), "\n") == 4 })
 	tr.stop(t)
 	ls := lines(tr.out.String())
 	for i, want := range []struct{ verdict, colour, src string }{
@@ -169,7 +175,8 @@ func TestTailText(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(ls[0], "no rule allows TCP/3306 from prod/web") || !strings.HasSuffix(ls[2], "(cached)") {
+	if !strings.Contains(ls[0], "no rule allows TCP/3306 from prod/web") || !strings.HasSuffix(ls[2], "(cached)") ||
+		!strings.HasSuffix(ls[3], "prod/web (repeats dropped by the kernel for 2s)") {
 		t.Errorf("reasons: %q", ls)
 	}
 	// Aligned: the reason starts in the same column on every line.

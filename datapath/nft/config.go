@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // QueueMode selects how the queue rules hand packets to userspace.
@@ -74,12 +75,24 @@ type Config struct {
 	// Mode selects the queue rendering; ModeAuto probes the kernel.
 	Mode QueueMode
 
+	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
+	// denied, without queueing them (the deny cache: sets denied4 and denied6, filled by
+	// AddDenied, emptied by every Sync of a new generation). In whole milliseconds, at
+	// most MaxDenyCacheTTL; 0 turns the cache off: no sets, no rules.
+	DenyCacheTTL time.Duration
+
 	// NetNS, when above 0, is an open file descriptor of a network namespace
 	// (/proc/PID/ns/net, /run/netns/NAME, a netns.NsHandle) that New programs
 	// instead of the calling thread's. It is used only while New runs; the
 	// caller keeps ownership.
 	NetNS int
 }
+
+// MaxDenyCacheTTL bounds Config.DenyCacheTTL. The cache is correct for any TTL (a new
+// policy empties it), but a denied flow's repeats are invisible to the agent's verdict
+// counters and decision stream while it holds them: beyond a minute that hides more than
+// it saves.
+const MaxDenyCacheTTL = time.Minute
 
 // ifNameMax is IFNAMSIZ-1: the longest interface name the kernel accepts.
 const ifNameMax = 15
@@ -105,6 +118,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("duplicate pod interface prefix %q", p))
 		}
 		seen[p] = true
+	}
+	switch ttl := c.DenyCacheTTL; {
+	case ttl < 0, ttl > MaxDenyCacheTTL:
+		errs = append(errs, fmt.Errorf("deny cache TTL %v outside 0 (off) to %v", ttl, MaxDenyCacheTTL))
+	case ttl%time.Millisecond != 0:
+		errs = append(errs, fmt.Errorf("deny cache TTL %v not in whole milliseconds (the kernel's unit)", ttl))
 	}
 	switch c.Mode {
 	case ModeAuto, ModeNative, ModeCompat:

@@ -7,24 +7,36 @@
 // egress-isolated or enters an ingress-isolated local pod; everything else —
 // established and related traffic, pods no policy selects — stays in the
 // kernel. The chain never changes while the agent runs: policy changes only
-// move pod addresses in and out of four sets, by element batches (Sync).
+// move pod addresses in and out of four sets, by element batches (Sync),
+// and the deny cache's elements come and go.
 //
 // # The ruleset
 //
 // As nft would write it, for queues 100-103, fail closed, pod interfaces
-// "veth*" and "pw*" (native queue rendering; see below for compat):
+// "veth*" and "pw*", a deny cache of 2 s (native queue rendering; see below
+// for compat):
 //
 //	table inet podwall {
 //		set ingress4 { type ipv4_addr; }
 //		set ingress6 { type ipv6_addr; }
 //		set egress4 { type ipv4_addr; }
 //		set egress6 { type ipv6_addr; }
+//		set denied4 {
+//			type ipv4_addr . ipv4_addr . inet_proto . inet_service
+//			size 65536; flags timeout; timeout 2s
+//		}
+//		set denied6 {
+//			type ipv6_addr . ipv6_addr . inet_proto . inet_service
+//			size 65536; flags timeout; timeout 2s
+//		}
 //
 //		chain forward {
 //			type filter hook forward priority filter + 10; policy accept;
 //			ct state established,related accept
 //			iifname "veth*" fib saddr . iif oif missing counter drop
 //			iifname "pw*" fib saddr . iif oif missing counter drop
+//			ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//			ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //			ip saddr @egress4 counter queue flags fanout to 100-103
 //			ip6 saddr @egress6 counter queue flags fanout to 100-103
 //			ip daddr @ingress4 counter queue flags fanout to 100-103
@@ -36,12 +48,41 @@
 // kernel; a packet from a pod interface must carry a source address that
 // routes back through that interface (strict reverse-path check, so a pod
 // cannot borrow another pod's — or a node's — address to slip past
-// policy); new packets of isolated pods go to userspace — one per
-// connection, since conntrack calls a connection established once a reply
-// has passed (until then, every packet of it is new). With fail open each queue statement also carries bypass.
-// A single queue is written "queue to N", without fanout. The counters
-// serve Ruleset.Counters (packets sent to userspace per set, spoofed
-// packets dropped).
+// policy); a new packet of a flow the agent has just denied is dropped
+// (the deny cache, below); new packets of isolated pods go to userspace —
+// one per connection, since conntrack calls a connection established once
+// a reply has passed (until then, every packet of it is new). With fail
+// open each queue statement also carries bypass. A single queue is written
+// "queue to N", without fanout. The counters serve Ruleset.Counters
+// (packets sent to userspace per set, spoofed packets dropped, packets the
+// deny cache dropped).
+//
+// # The deny cache
+//
+// A denied connection attempt is rarely alone: a TCP client retransmits its
+// SYN, a UDP sender repeats, a scanner comes back. Each repeat is new to
+// conntrack (a dropped first packet leaves no connection) and would cost a
+// queue round trip for a verdict the agent already gave. So the agent hands
+// each denied flow to AddDenied, which adds it to denied4 or denied6 with a
+// timeout of Config.DenyCacheTTL; until the element times out the kernel
+// drops the flow's new packets itself. The key is the flow as the agent's
+// verdict cache keys it (source, destination, protocol, destination port;
+// the source port does not matter to policy), so the kernel only repeats a
+// verdict the agent's own cache would have given. Only TCP, UDP and SCTP
+// flows are cached: `th dport` is a port only for protocols that have one
+// (flow.Proto.HasPorts), and ICMP floods are rare enough to leave to the
+// queue.
+//
+// The cache must never shadow a new policy: a flow the old policy denied may
+// be allowed by the new one, and its next packet must be judged by it.
+// Every Sync of a new policy generation empties both sets in the same
+// transaction that updates the address sets, and AddDenied refuses verdicts
+// of any generation but the one the last Sync installed (ErrStale). The
+// check and the addition happen under the lock Sync holds, and the agent
+// publishes a generation only after syncing it, so once Sync returns, no
+// verdict of the replaced policy is in the cache and none can enter. Program
+// empties it too: after a restart the verdicts came from another process's
+// policy. Config.DenyCacheTTL 0 leaves the sets and the rules out.
 //
 // Hook: forward, because it sees pod-to-pod traffic on one node and traffic
 // between nodes, and it runs after every prerouting chain, so Service
@@ -92,5 +133,6 @@
 //     per-bridge (per-node pod subnet) rather than a per-pod check.
 //
 // This package defines no metrics; Ruleset.Counters exposes the rule
-// counters for the datapath package to export.
+// counters (the agent exports the deny cache's as
+// podwall_datapath_deny_cache_hits_total).
 package nft

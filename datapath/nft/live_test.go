@@ -194,15 +194,15 @@ func TestLiveSync(t *testing.T) {
 				SetIngress6: {"fd00:10:244::4"},
 			}},
 	}
-	for _, s := range steps {
-		if err := r.Sync(s.ingress, s.egress); err != nil {
+	for i, s := range steps {
+		if err := r.Sync(uint64(i+1), s.ingress, s.egress); err != nil {
 			t.Fatalf("%s: Sync: %v", s.name, err)
 		}
 		check(s.name, s.want)
 	}
 
 	last := steps[len(steps)-1].want
-	if err := r.Sync([]netip.Addr{{}}, addrs("10.244.0.7")); err == nil {
+	if err := r.Sync(99, []netip.Addr{{}}, addrs("10.244.0.7")); err == nil {
 		t.Error("Sync with an invalid address: no error")
 	}
 	check("after rejected Sync", last)
@@ -212,13 +212,13 @@ func TestLiveSync(t *testing.T) {
 	for i := range 3 * maxElemsPerMsg / 2 {
 		many = append(many, netip.AddrFrom4([4]byte{10, 244, byte(i >> 8), byte(i)}))
 	}
-	if err := r.Sync(many, nil); err != nil {
+	if err := r.Sync(100, many, nil); err != nil {
 		t.Fatalf("Sync %d addresses: %v", len(many), err)
 	}
 	if got := setElems(t, ns, SetIngress4); len(got) != len(many) {
 		t.Errorf("after big Sync: %d elements, want %d", len(got), len(many))
 	}
-	if err := r.Sync(nil, nil); err != nil {
+	if err := r.Sync(1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("emptied", nil)
@@ -249,7 +249,7 @@ func TestLiveTakeover(t *testing.T) {
 		if err := old.Program(); err != nil {
 			t.Fatal(err)
 		}
-		if err := old.Sync(addrs("10.244.0.5", "fd00:10:244::5"), addrs("10.244.0.6")); err != nil {
+		if err := old.Sync(1, addrs("10.244.0.5", "fd00:10:244::5"), addrs("10.244.0.6")); err != nil {
 			t.Fatal(err)
 		}
 		if err := old.Close(true); err != nil { // the crash: the table stays
@@ -306,7 +306,7 @@ func TestLiveTakeover(t *testing.T) {
 		if got := setElems(t, ns, SetIngress6); len(got) != 0 {
 			t.Errorf("re-created ingress6 = %q, want empty", got)
 		}
-		if err := r.Sync(nil, nil); err != nil {
+		if err := r.Sync(1, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		// A re-created set is listed after the kept ones: compare with the
@@ -368,7 +368,7 @@ func TestLiveClose(t *testing.T) {
 	if err := r.Program(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Program after Close: %v, want ErrClosed", err)
 	}
-	if err := r.Sync(nil, nil); !errors.Is(err, ErrClosed) {
+	if err := r.Sync(1, nil, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Sync after Close: %v, want ErrClosed", err)
 	}
 

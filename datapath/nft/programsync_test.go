@@ -83,7 +83,7 @@ func TestLiveProgramSync(t *testing.T) {
 		}
 	}
 
-	if err := r.ProgramSync(addrs("10.244.0.2", "fd00:10:244::2"), addrs("10.244.0.3")); err != nil {
+	if err := r.ProgramSync(1, addrs("10.244.0.2", "fd00:10:244::2"), addrs("10.244.0.3")); err != nil {
 		t.Fatal(err)
 	}
 	evs := transaction()
@@ -111,7 +111,7 @@ func TestLiveProgramSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close(true)
-	if err := r2.ProgramSync(addrs("10.244.0.2", "10.244.0.4"), nil); err != nil {
+	if err := r2.ProgramSync(1, addrs("10.244.0.2", "10.244.0.4"), nil); err != nil {
 		t.Fatal(err)
 	}
 	evs = transaction()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables/expr"
@@ -33,8 +34,18 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "# podwall ruleset: queue %s, %s\n", mode, failure)
 	fmt.Fprintf(&b, "table inet %s\n", rs.table.Name)
-	for _, s := range rs.sets {
-		fmt.Fprintf(&b, "set %s type %s\n", s.Name, s.KeyType.Name)
+	for _, s := range slices.Concat(rs.sets, rs.denied) {
+		fmt.Fprintf(&b, "set %s type %s", s.Name, s.KeyType.Name)
+		if s.Concatenation {
+			fmt.Fprintf(&b, " (concatenation, %d bytes)", s.KeyType.Bytes)
+		}
+		if s.Size > 0 {
+			fmt.Fprintf(&b, " size %d", s.Size)
+		}
+		if s.HasTimeout {
+			fmt.Fprintf(&b, " flags timeout timeout %dms", s.Timeout.Milliseconds())
+		}
+		b.WriteByte('\n')
 	}
 	c := rs.chain
 	fmt.Fprintf(&b, "chain %s type %s hook forward priority %d policy accept\n", c.Name, c.Type, *c.Priority)
@@ -128,6 +139,8 @@ func metaKey(k expr.MetaKey) string {
 		return "iifname"
 	case expr.MetaKeyNFPROTO:
 		return "nfproto"
+	case expr.MetaKeyL4PROTO:
+		return "l4proto"
 	}
 	return fmt.Sprintf("key %d", k)
 }

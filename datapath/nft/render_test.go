@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -19,6 +20,7 @@ func goldenConfig(failOpen bool) Config {
 		QueueCount:           4,
 		FailOpen:             failOpen,
 		PodInterfacePrefixes: []string{"veth", "pw"},
+		DenyCacheTTL:         2 * time.Second,
 	}
 }
 
@@ -46,7 +48,8 @@ func compareGolden(t *testing.T, name string, got []byte) {
 }
 
 // The renderings that Program can install: both queue renderings, both
-// failure policies, and a single queue (no fanout).
+// failure policies, and a single queue (no fanout) without anti-spoofing
+// and without the deny cache (no sets denied4 and denied6, no rules).
 func TestRenderGolden(t *testing.T) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		t.Skip("golden files hold host-endian values of a little-endian host")
@@ -54,6 +57,7 @@ func TestRenderGolden(t *testing.T) {
 	single := goldenConfig(false)
 	single.QueueCount = 1
 	single.PodInterfacePrefixes = nil
+	single.DenyCacheTTL = 0
 	for _, tc := range []struct {
 		golden string
 		cfg    Config
@@ -119,6 +123,10 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"golden config", goldenConfig(false), nil},
 		{"queues up to 65535", Config{QueueNum: 65532, QueueCount: 4}, nil},
+		{"deny cache at most a minute", Config{QueueCount: 1, DenyCacheTTL: time.Minute}, nil},
+		{"deny cache past a minute", Config{QueueCount: 1, DenyCacheTTL: time.Minute + time.Millisecond}, []string{"deny cache TTL"}},
+		{"negative deny cache", Config{QueueCount: 1, DenyCacheTTL: -time.Second}, []string{"deny cache TTL"}},
+		{"deny cache below a millisecond", Config{QueueCount: 1, DenyCacheTTL: 1500 * time.Microsecond}, []string{"whole milliseconds"}},
 		{"no queues", Config{}, []string{"queue count"}},
 		{"queues past 65535", Config{QueueNum: 65533, QueueCount: 4}, []string{"exceed 65535"}},
 		{"all problems at once", Config{

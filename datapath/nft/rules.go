@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -19,7 +20,16 @@ const (
 	SetIngress6 = "ingress6"
 	SetEgress4  = "egress4"
 	SetEgress6  = "egress6"
+
+	SetDenied4 = "denied4"
+	SetDenied6 = "denied6"
 )
+
+// DenyCacheSize is the most flows each deny-cache set (denied4, denied6) holds. Beyond it
+// the kernel refuses additions (AddDenied fails) until elements time out: the repeats of
+// the flows left out reach the queue, as they would without a cache. 65,536 elements of
+// at most 40 bytes of key cost a few MiB of kernel memory at worst.
+const DenyCacheSize = 65536
 
 // ChainPriority is the priority of the forward base chain: filter + 10.
 //
@@ -61,6 +71,12 @@ var setDefs = []setDef{
 	{SetEgress6, unix.NFPROTO_IPV6},
 }
 
+// deniedDefs lists the deny-cache sets, created and rendered after setDefs.
+var deniedDefs = []setDef{
+	{SetDenied4, unix.NFPROTO_IPV4},
+	{SetDenied6, unix.NFPROTO_IPV6},
+}
+
 // rule is one rule of the forward chain: its nft text and the expressions
 // that build it.
 type rule struct {
@@ -72,9 +88,11 @@ type rule struct {
 // kernel.
 type ruleset struct {
 	table *nftables.Table
-	sets  []*nftables.Set
-	chain *nftables.Chain
-	rules []rule
+	sets  []*nftables.Set // the address sets, setDefs
+	// denied are the deny-cache sets, deniedDefs; none when the cache is off.
+	denied []*nftables.Set
+	chain  *nftables.Chain
+	rules  []rule
 }
 
 func newTable() *nftables.Table {
@@ -87,6 +105,35 @@ func newSet(t *nftables.Table, d setDef) *nftables.Set {
 		key = nftables.TypeIP6Addr
 	}
 	return &nftables.Set{Table: t, Name: d.name, KeyType: key}
+}
+
+// newDeniedSet returns a deny-cache set: a flow key (source address . destination address
+// . protocol . destination port, each field padded to 4 bytes as in the registers) whose
+// elements time out after ttl.
+func newDeniedSet(t *nftables.Table, d setDef, ttl time.Duration) *nftables.Set {
+	addr := nftables.TypeIPAddr
+	if d.family == unix.NFPROTO_IPV6 {
+		addr = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{
+		Table: t, Name: d.name,
+		KeyType:       nftables.MustConcatSetType(addr, addr, nftables.TypeInetProto, nftables.TypeInetService),
+		Concatenation: true,
+		HasTimeout:    true, Timeout: ttl,
+		Size: DenyCacheSize,
+	}
+}
+
+// deniedSets returns the deny-cache sets of a ruleset with this TTL: none when 0 (off).
+func deniedSets(t *nftables.Table, ttl time.Duration) []*nftables.Set {
+	if ttl == 0 {
+		return nil
+	}
+	var out []*nftables.Set
+	for _, d := range deniedDefs {
+		out = append(out, newDeniedSet(t, d, ttl))
+	}
+	return out
 }
 
 func newChain(t *nftables.Table) *nftables.Chain {
@@ -109,6 +156,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 	for _, d := range setDefs {
 		rs.sets = append(rs.sets, newSet(t, d))
 	}
+	rs.denied = deniedSets(t, cfg.DenyCacheTTL)
 
 	// ct state established,related accept
 	rs.rules = append(rs.rules, rule{
@@ -147,6 +195,51 @@ func build(cfg Config, mode QueueMode) ruleset {
 				&expr.Verdict{Kind: expr.VerdictDrop},
 			},
 		})
+	}
+
+	if cfg.DenyCacheTTL > 0 {
+		// ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+		// ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
+		//
+		// The deny cache: a new packet of a flow the agent denied less than the TTL ago is
+		// dropped here, before the queue rules. The key is the flow as the verdict cache
+		// keys it (flow.Flow), built in consecutive registers as nft concatenates: each
+		// field starts at a 4-byte boundary; the kernel zeroes the padding (meta stores
+		// one byte in a zeroed register, payload zeroes the rest of the last register).
+		// A register number below 8 names a 16-byte register, 8 and above a 4-byte one;
+		// nft writes a 16-byte aligned field with the 16-byte name and the kernel lists
+		// it so, hence 1, 2, 3 and 17 for IPv6. th dport reads bytes 2-3 of the
+		// transport header: the destination port of TCP, UDP and SCTP, the only
+		// protocols AddDenied puts in; for any other protocol the key holds its number,
+		// which no element has. A non-first fragment has no transport header: th fails
+		// and the rule does not match.
+		for _, m := range []struct {
+			set                string
+			family             byte
+			proto              string
+			addrLen            uint32
+			saddrOff, daddrOff uint32
+			daddrReg, protoReg uint32
+			dportReg           uint32
+		}{
+			{SetDenied4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
+			{SetDenied6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
+		} {
+			rs.rules = append(rs.rules, rule{
+				text: fmt.Sprintf("%[1]s saddr . %[1]s daddr . meta l4proto . th dport @%s counter drop", m.proto, m.set),
+				exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: m.saddrOff, Len: m.addrLen},
+					&expr.Payload{DestRegister: m.daddrReg, Base: expr.PayloadBaseNetworkHeader, Offset: m.daddrOff, Len: m.addrLen},
+					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: m.protoReg},
+					&expr.Payload{DestRegister: m.dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+					&expr.Lookup{SourceRegister: 1, SetName: m.set},
+					&expr.Counter{},
+					&expr.Verdict{Kind: expr.VerdictDrop},
+				},
+			})
+		}
 	}
 
 	queueText, queueExpr := queueAction(cfg, mode)

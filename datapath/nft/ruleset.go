@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,15 +11,29 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // ErrClosed is returned by the methods of a closed Ruleset.
 var ErrClosed = errors.New("nft: ruleset closed")
 
+// ErrStale is returned by AddDenied for verdicts of a policy generation other than the one
+// the last Sync (or ProgramSync) installed: the policy they came from is no longer the one
+// the kernel sets enforce, so they must not enter the deny cache.
+var ErrStale = errors.New("nft: deny cache: verdicts of a policy generation no longer in force")
+
 // maxElemsPerMsg bounds the elements in one netlink message of a set
 // update, so that a large Sync stays well inside the socket's send buffer.
 // All messages still go out in one batch: one transaction.
 const maxElemsPerMsg = 512
+
+// maxDeniedPerBatch bounds the elements of one AddDenied transaction: a
+// batch goes out in one sendmsg, which the socket's send buffer bounds (the
+// whole deny cache at once is "message too long"). 2,048 IPv6 elements are
+// about 100 KiB. The cache needs no all-or-nothing addition, so a large
+// AddDenied is several transactions.
+const maxDeniedPerBatch = 2048
 
 // Ruleset owns podwall's table in one network namespace. Its methods are
 // safe for concurrent use.
@@ -27,9 +42,14 @@ type Ruleset struct {
 	mode QueueMode
 	caps Capabilities
 
-	mu     sync.Mutex // serialises batches on conn
+	mu     sync.Mutex // serialises batches on conn, and guards what follows
 	conn   *nftables.Conn
 	closed bool
+	// gen is the policy generation that the last Sync or ProgramSync installed, valid
+	// when synced. The deny cache holds verdicts of gen only: Sync empties it when the
+	// generation changes, and AddDenied refuses any other generation's verdicts.
+	gen    uint64
+	synced bool
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the
@@ -92,31 +112,35 @@ func (r *Ruleset) Capabilities() Capabilities { return r.caps }
 //
 // Set elements found in a matching set are kept: isolated pods stay
 // isolated from the moment the table is taken over, and the first Sync
-// reconciles the elements (ProgramSync does both in one transaction). Leftovers that do not match the wanted layout
+// reconciles the elements (ProgramSync does both in one transaction). The
+// deny cache is the exception: it is emptied, since its verdicts came from a
+// policy this Ruleset has not synced (AddDenied refuses everything until
+// the first Sync). Leftovers that do not match the wanted layout
 // are removed in the same batch: unknown chains, sets of another name or
 // type; other object kinds (podwall creates none) are left alone. Only a
 // base chain with another hook, type or priority (a layout change between
 // versions) is deleted and re-created in the batch, which unhooks it once.
 func (r *Ruleset) Program() error {
-	return r.program(nil)
+	return r.program(nil, 0)
 }
 
-// ProgramSync is Program and Sync(ingress, egress) in one transaction: the
-// table, chain and rules appear (or are taken over) already holding the
+// ProgramSync is Program and Sync(gen, ingress, egress) in one transaction:
+// the table, chain and rules appear (or are taken over) already holding the
 // given set elements, so there is no moment, not even between two
 // transactions, in which the hook runs with sets that do not match the
 // policy. The agent starts with it.
-func (r *Ruleset) ProgramSync(ingress, egress []netip.Addr) error {
+func (r *Ruleset) ProgramSync(gen uint64, ingress, egress []netip.Addr) error {
 	want, err := wantElements(ingress, egress)
 	if err != nil {
 		return err
 	}
-	return r.program(want)
+	return r.program(want, gen)
 }
 
 // program is Program; with elems (set name → addresses) it also makes the
-// sets hold exactly those elements, in the same batch.
-func (r *Ruleset) program(elems map[string]map[netip.Addr]bool) error {
+// sets hold exactly those elements, in the same batch, and records gen as
+// the generation synced.
+func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -171,14 +195,20 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool) error {
 			c.DelChain(ch)
 		}
 	}
+	wantSets := slices.Concat(want.sets, want.denied)
 	for _, s := range sets {
-		if !slices.ContainsFunc(want.sets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
+		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
 		}
 	}
-	for _, s := range want.sets {
+	for _, s := range wantSets {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nft: add set %s: %w", s.Name, err)
+		}
+	}
+	for _, s := range want.denied {
+		if slices.ContainsFunc(sets, func(have *nftables.Set) bool { return sameSet(have, s) }) {
+			c.FlushSet(s) // kept, with an earlier run's verdicts
 		}
 	}
 	c.AddChain(want.chain)
@@ -191,6 +221,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
 	}
+	r.gen, r.synced = gen, elems != nil
 	return nil
 }
 
@@ -214,23 +245,33 @@ func sameChain(have, want *nftables.Chain) bool {
 }
 
 // sameSet reports whether an existing set can be kept as want: same name,
-// key type and no flags or size that podwall does not set.
+// key type, timeout and size, and no flags that podwall does not set. (The
+// kernel cannot change a set's key or flags; a set that differs is deleted
+// and created again in Program's batch.)
 func sameSet(have, want *nftables.Set) bool {
 	return have.Name == want.Name &&
 		have.KeyType.Name == want.KeyType.Name &&
 		have.KeyType.Bytes == want.KeyType.Bytes &&
-		!have.Anonymous && !have.Constant && !have.Interval && !have.IsMap &&
-		!have.HasTimeout && !have.Dynamic && !have.Concatenation && have.Size == 0
+		!have.Anonymous && !have.Constant && !have.Interval && !have.IsMap && !have.Dynamic &&
+		have.HasTimeout == want.HasTimeout && have.Timeout == want.Timeout &&
+		have.Concatenation == want.Concatenation && have.Size == want.Size
 }
 
-// Sync makes the four sets hold exactly the given addresses: ingress lists
-// the local pod addresses isolated for ingress, egress those isolated for
-// egress, IPv4 and IPv6 mixed. It reads the sets' current elements from the
+// Sync makes the four address sets hold exactly the given addresses:
+// ingress lists the local pod addresses isolated for ingress, egress those
+// isolated for egress, IPv4 and IPv6 mixed; gen is the generation of the
+// policy they come from. It reads the sets' current elements from the
 // kernel and sends only the difference, as element deletions and additions
-// in one transaction; when nothing differs it sends nothing. IPv4-mapped
-// IPv6 addresses count as IPv4; zones are dropped. An invalid (zero)
-// address is an error and nothing is changed.
-func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
+// in one transaction; when gen differs from the last Sync's, the same
+// transaction empties the deny cache. When nothing differs it sends nothing.
+// IPv4-mapped IPv6 addresses count as IPv4; zones are dropped. An invalid
+// (zero) address is an error and nothing is changed.
+//
+// Call Sync before the policy of gen takes effect anywhere else (the agent
+// swaps its snapshot after): from the moment Sync returns, AddDenied takes
+// verdicts of gen only, and no verdict of an earlier generation is left in
+// the deny cache.
+func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 	want, err := wantElements(ingress, egress)
 	if err != nil {
 		return err
@@ -253,12 +294,21 @@ func (r *Ruleset) Sync(ingress, egress []netip.Addr) error {
 		diffs = append(diffs, df)
 	}
 	changed, err := queueDiffs(r.conn, diffs)
-	if err != nil || !changed {
+	if err != nil {
 		return err
 	}
-	if err := r.conn.Flush(); err != nil {
-		return fmt.Errorf("nft: sync sets: %w", err)
+	if !r.synced || gen != r.gen {
+		for _, s := range deniedSets(t, r.cfg.DenyCacheTTL) {
+			r.conn.FlushSet(s)
+			changed = true
+		}
 	}
+	if changed {
+		if err := r.conn.Flush(); err != nil {
+			return fmt.Errorf("nft: sync sets: %w", err)
+		}
+	}
+	r.gen, r.synced = gen, true
 	return nil
 }
 
@@ -359,6 +409,90 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 	return out
 }
 
+// AddDenied puts flows that the agent denied under policy generation gen
+// into the deny cache: for Config.DenyCacheTTL the kernel drops new packets
+// of each flow (same source, destination, protocol and destination port)
+// before they reach the queue. Flows of a protocol without ports
+// (flow.Proto.HasPorts) are left out, and so are duplicates; a flow already
+// in the cache is not an error. It returns the number of flows written.
+// More than maxDeniedPerBatch flows go in several transactions; when one
+// fails (a set full at DenyCacheSize), the flows of the earlier ones stay.
+//
+// Verdicts of a generation other than the last Sync's are refused with
+// ErrStale and nothing is added. The check and the addition happen under
+// the lock that Sync holds while it empties the cache, so no verdict of a
+// replaced policy can enter the cache after Sync has emptied it.
+func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
+	if r.cfg.DenyCacheTTL == 0 {
+		return 0, errors.New("nft: deny cache off (Config.DenyCacheTTL 0)")
+	}
+	var elems [2][]nftables.SetElement // IPv4, IPv6
+	seen := make(map[string]bool, len(flows))
+	for _, f := range flows {
+		key, v6, ok := deniedKey(f)
+		if !ok || seen[string(key)] {
+			continue
+		}
+		seen[string(key)] = true
+		i := 0
+		if v6 {
+			i = 1
+		}
+		elems[i] = append(elems[i], nftables.SetElement{Key: key})
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, ErrClosed
+	}
+	if !r.synced || gen != r.gen {
+		return 0, ErrStale
+	}
+	n := len(elems[0]) + len(elems[1])
+	if n == 0 {
+		return 0, nil
+	}
+	t := newTable()
+	added := 0
+	for i, d := range deniedDefs {
+		s := newDeniedSet(t, d, r.cfg.DenyCacheTTL)
+		for batch := range slices.Chunk(elems[i], maxDeniedPerBatch) {
+			for chunk := range slices.Chunk(batch, maxElemsPerMsg) {
+				if err := r.conn.SetAddElements(s, chunk); err != nil {
+					return added, fmt.Errorf("nft: add to set %s: %w", s.Name, err)
+				}
+			}
+			if err := r.conn.Flush(); errors.Is(err, unix.ENFILE) {
+				return added, fmt.Errorf("nft: deny cache full (set %s holds at most %d flows): %w", s.Name, DenyCacheSize, err)
+			} else if err != nil {
+				return added, fmt.Errorf("nft: add to the deny cache: %w", err)
+			}
+			added += len(batch)
+		}
+	}
+	return added, nil
+}
+
+// deniedKey returns the deny-cache key of f, as the rule builds it from a
+// packet: source address, destination address, protocol in a 4-byte field,
+// destination port (big endian) in a 4-byte field. It reports whether the key
+// is IPv6, and not ok for flows the cache does not take (no ports, invalid or
+// mixed-family addresses).
+func deniedKey(f flow.Flow) (key []byte, v6, ok bool) {
+	src, dst := f.Src.Unmap(), f.Dst.Unmap()
+	if !f.Proto.HasPorts() || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+		return nil, false, false
+	}
+	key = make([]byte, 0, 40)
+	key = append(key, src.AsSlice()...)
+	key = append(key, dst.AsSlice()...)
+	key = append(key, byte(f.Proto), 0, 0, 0)
+	key = binary.BigEndian.AppendUint16(key, f.Port)
+	key = append(key, 0, 0)
+	return key, src.Is6(), true
+}
+
 // Counters are the packet counts of the ruleset's rules since they were
 // last (re)created by Program.
 type Counters struct {
@@ -369,6 +503,10 @@ type Counters struct {
 	Egress4, Egress6, Ingress4, Ingress6 uint64
 	// Spoofed counts packets dropped by the anti-spoofing rules.
 	Spoofed uint64
+	// DenyCached counts packets dropped by the deny-cache rules: new packets
+	// of flows denied less than Config.DenyCacheTTL ago, which never reached
+	// the queue.
+	DenyCached uint64
 }
 
 // Counters reads the rule counters from the kernel.
@@ -409,6 +547,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 			out.Ingress4 += packets
 		case set == SetIngress6:
 			out.Ingress6 += packets
+		case set == SetDenied4, set == SetDenied6:
+			out.DenyCached += packets
 		}
 	}
 	return out, nil

@@ -90,12 +90,12 @@ func newPodLab(t *testing.T) *podLab {
 	return l
 }
 
-// flow is one UDP connection from pod a to b's echo server.
-type flow struct{ c *net.UDPConn }
+// echoFlow is one UDP connection from pod a to b's echo server.
+type echoFlow struct{ c *net.UDPConn }
 
 // dial opens a new flow (a new source port: a new connection for
 // conntrack) from a's address src to b's address dst.
-func (l *podLab) dial(t *testing.T, src, dst string) flow {
+func (l *podLab) dial(t *testing.T, src, dst string) echoFlow {
 	t.Helper()
 	var c *net.UDPConn
 	if err := inNS(l.a, func() (err error) {
@@ -107,16 +107,22 @@ func (l *podLab) dial(t *testing.T, src, dst string) flow {
 		t.Fatalf("dial %s -> %s: %v", src, dst, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return flow{c}
+	return echoFlow{c}
 }
 
 // echo reports whether one datagram made it to b and back.
-func (f flow) echo(t *testing.T) bool {
+func (f echoFlow) echo(t *testing.T) bool {
+	t.Helper()
+	return f.echoWithin(t, 700*time.Millisecond)
+}
+
+// echoWithin reports whether one datagram made it to b and back within d.
+func (f echoFlow) echoWithin(t *testing.T, d time.Duration) bool {
 	t.Helper()
 	if _, err := f.c.Write([]byte("podwall")); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	_ = f.c.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+	_ = f.c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 64)
 	_, err := f.c.Read(buf)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -158,7 +164,7 @@ func TestLiveTraffic(t *testing.T) {
 	}
 	sync := func(ingress, egress []netip.Addr) {
 		t.Helper()
-		if err := r.Sync(ingress, egress); err != nil {
+		if err := r.Sync(1, ingress, egress); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -63,6 +63,13 @@
 //	cacheHit    whether the flow cache answered
 //	latencyNs   time from receiving the packet to its verdict, in nanoseconds
 //	queue       the NFQUEUE queue number
+//	kernelDenyTTLms  set on a deny whose flow went into the kernel's deny cache: for this
+//	            many milliseconds the kernel itself drops new packets of the flow (same
+//	            source, destination, protocol and destination port: a retried SYN, a
+//	            repeated datagram), so they never reach the agent and no line shows them;
+//	            podwall_datapath_deny_cache_hits_total counts them. A policy change ends
+//	            it at once. Absent otherwise (allowed, the cache off, a protocol without
+//	            ports, or the cache's queue full).
 //	generation  the policy snapshot generation the reasons come from
 //	malformed   set when the packet could not be decoded: the failure policy decided
 //

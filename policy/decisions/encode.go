@@ -23,12 +23,12 @@ func AppendJSON(b []byte, e *Event) []byte {
 	b = appendTime(b, e.Time)
 	var f fragment
 	f.build(e)
-	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue)
+	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue, e.KernelDenyTTLms)
 }
 
 // fragment is an encoded event less its per-packet fields (type, time, srcPort, cacheHit,
-// latencyNs, queue): what the flow, the verdict and the snapshot decide. srcPort goes at
-// cut[0], the three others at cut[1].
+// latencyNs, queue, kernelDenyTTLms): what the flow, the verdict and the snapshot decide.
+// srcPort goes at cut[0], the others at cut[1].
 type fragment struct {
 	b     []byte
 	cut   [2]int
@@ -85,7 +85,8 @@ func (f *fragment) build(e *Event) {
 }
 
 // append appends the fragment with the per-packet fields to b, which holds `{"type":…,"time":…`.
-func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int64, queue uint16) []byte {
+// kernelDenyTTLms is left out when 0 (omitempty).
+func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int64, queue uint16, kernelDenyTTLms int64) []byte {
 	b = append(b, f.b[:f.cut[0]]...)
 	b = append(b, `,"srcPort":`...)
 	b = strconv.AppendUint(b, uint64(srcPort), 10)
@@ -96,6 +97,10 @@ func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int
 	b = strconv.AppendInt(b, latencyNs, 10)
 	b = append(b, `,"queue":`...)
 	b = strconv.AppendUint(b, uint64(queue), 10)
+	if kernelDenyTTLms != 0 {
+		b = append(b, `,"kernelDenyTTLms":`...)
+		b = strconv.AppendInt(b, kernelDenyTTLms, 10)
+	}
 	b = append(b, f.b[f.cut[1]:]...)
 	return append(b, '}')
 }

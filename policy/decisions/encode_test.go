@@ -22,7 +22,13 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 		record(s, web, db, flow.ICMP, 0),
 	} {
 		r.CacheHit = true
+		if !r.Allow {
+			r.KernelDenyTTL = 2 * time.Second // a deny put in the kernel's deny cache
+		}
 		events = append(events, r.Event())
+	}
+	if events[0].KernelDenyTTLms != 2000 || events[1].KernelDenyTTLms != 0 {
+		t.Fatalf("kernelDenyTTLms of a cached deny %d, of an allow %d", events[0].KernelDenyTTLms, events[1].KernelDenyTTLms)
 	}
 	bad := malformed(s)
 	events = append(events, bad.Event(), Event{Type: TypeDropped, Count: 7})
@@ -59,8 +65,12 @@ func TestEncoderRecords(t *testing.T) {
 			record(s, web, db, flow.TCP, 3306), record(s, web, db, flow.TCP, 3306), // the second from the cache
 			record(s, web, api, flow.TCP, 5000), // web-egress only: filtered out
 			record(s, api, db, flow.TCP, 3306),
+			record(s, web, db, flow.TCP, 3306), // the flow again, now put in the kernel's deny cache
 		} {
 			r.SrcPort, r.Time, r.CacheHit, r.Latency = uint16(40000+i), t0.Add(time.Duration(i)*time.Millisecond), i == 1, time.Duration(i+1)*time.Microsecond
+			if i == 4 {
+				r.KernelDenyTTL = 1500 * time.Millisecond
+			}
 			enc.record(r)
 			if i != 2 {
 				e := r.Event()
@@ -90,6 +100,9 @@ func TestEncoderRecords(t *testing.T) {
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("sse=%v:\n got:\n%s\nwant:\n%s", sse, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if !strings.Contains(want[len(want)-2], `"queue":100,"kernelDenyTTLms":1500,"generation":`) {
+			t.Errorf("the cached deny's line: %s", want[len(want)-2])
 		}
 		if len(enc.frags.m) != 3 {
 			t.Errorf("cached fragments: %d, want 3 flows", len(enc.frags.m))

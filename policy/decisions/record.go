@@ -35,6 +35,11 @@ type Record struct {
 	// Malformed is set when the packet could not be decoded: Allow is then the failure
 	// policy's verdict and Flow holds what could be read.
 	Malformed error
+	// KernelDenyTTL is set on a deny whose flow was handed to the kernel's deny cache: for
+	// this long, new packets of the flow (same source, destination, protocol and
+	// destination port) are dropped by the kernel without reaching the agent, so no record
+	// shows them.
+	KernelDenyTTL time.Duration
 }
 
 // Event types: the "type" field of every line of the stream.
@@ -65,13 +70,18 @@ type Event struct {
 	Reason string `json:"reason"`
 	// Policies are the policies that made the verdict (namespace/name): the isolating
 	// policies of a denying direction, the allowing policies of an allowed one.
-	Policies   []string           `json:"policies,omitempty"`
-	Egress     *explain.Judgement `json:"egress,omitempty"`
-	Ingress    *explain.Judgement `json:"ingress,omitempty"`
-	CacheHit   bool               `json:"cacheHit"`
-	LatencyNs  int64              `json:"latencyNs"`
-	Queue      uint16             `json:"queue"`
-	Generation uint64             `json:"generation"`
+	Policies  []string           `json:"policies,omitempty"`
+	Egress    *explain.Judgement `json:"egress,omitempty"`
+	Ingress   *explain.Judgement `json:"ingress,omitempty"`
+	CacheHit  bool               `json:"cacheHit"`
+	LatencyNs int64              `json:"latencyNs"`
+	Queue     uint16             `json:"queue"`
+	// KernelDenyTTLms is set on a deny whose flow went to the kernel's deny cache: for this
+	// many milliseconds the kernel drops the flow's new packets itself, so they reach
+	// neither the agent nor the stream (podwall_datapath_deny_cache_hits_total counts
+	// them).
+	KernelDenyTTLms int64  `json:"kernelDenyTTLms,omitempty"`
+	Generation      uint64 `json:"generation"`
 	// Malformed is set when the packet could not be decoded; the failure policy decided it.
 	Malformed string `json:"malformed,omitempty"`
 	// Count is set on "dropped" lines: records this subscriber lost since the last report.
@@ -84,7 +94,7 @@ func (r *Record) Event() Event {
 		Type: TypeDecision, Time: r.Time, Node: r.Snapshot.Node(),
 		Protocol: r.Flow.Proto.String(), Src: addr(r.Flow.Src), SrcPort: r.SrcPort, Dst: addr(r.Flow.Dst), DstPort: r.Flow.Port,
 		Verdict: verdict(r.Allow), CacheHit: r.CacheHit, LatencyNs: r.Latency.Nanoseconds(), Queue: r.Queue,
-		Generation: r.Snapshot.Generation(),
+		KernelDenyTTLms: r.KernelDenyTTL.Milliseconds(), Generation: r.Snapshot.Generation(),
 	}
 	switch {
 	case r.Flow.Src.Is4():

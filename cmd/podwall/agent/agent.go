@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -42,7 +43,11 @@ type Config struct {
 	PodInterfaces []string
 	// KeepEstablished turns revocation of established connections off.
 	KeepEstablished bool
-	Log             *slog.Logger
+	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
+	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
+	// milliseconds, at most nft.MaxDenyCacheTTL.
+	DenyCacheTTL time.Duration
+	Log          *slog.Logger
 }
 
 // Agent is one running podwall.
@@ -65,6 +70,7 @@ type Agent struct {
 	metrics  *verdictMetrics
 	datapath *datapath.Collector
 	stream   decisions.Hub // the live decision stream (observe.go)
+	deny     *denyCache    // fills the kernel's deny cache (denycache.go)
 }
 
 // New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
@@ -79,6 +85,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Queues == 0 {
 		errs = append(errs, errors.New("agent: at least one queue"))
 	}
+	if ttl := cfg.DenyCacheTTL; ttl < 0 || ttl > nft.MaxDenyCacheTTL || ttl%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("agent: deny cache TTL %v: want 0 (off) to %v in whole milliseconds", ttl, nft.MaxDenyCacheTTL))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -90,7 +99,8 @@ func New(cfg Config) (*Agent, error) {
 	a.metrics = newVerdictMetrics()
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream,
+	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -172,7 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.datapath.Attach(a.queues)
 	rs, err := nft.New(nft.Config{
 		QueueNum: a.cfg.QueueNum, QueueCount: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
-		PodInterfacePrefixes: a.cfg.PodInterfaces,
+		PodInterfacePrefixes: a.cfg.PodInterfaces, DenyCacheTTL: a.cfg.DenyCacheTTL,
 	})
 	if err != nil {
 		return err
@@ -185,14 +195,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	snap := a.inForce.Load()
 	in, eg := snap.LocalIsolated()
-	if err := rs.ProgramSync(in, eg); err != nil {
+	if err := rs.ProgramSync(snap.Generation(), in, eg); err != nil {
 		a.mu.Unlock()
 		return err
 	}
 	a.ruleset = rs
 	a.afterApply(snap)
 	a.mu.Unlock()
+	// The deny cache's adder: denied flows that observe handed over meanwhile wait in its
+	// queue and go in now, if their generation is still the one the sets enforce.
+	denyCtx, stopDeny := context.WithCancel(ctx)
+	denyDone := make(chan struct{})
+	go func() {
+		defer close(denyDone)
+		if a.cfg.DenyCacheTTL > 0 {
+			a.deny.run(denyCtx, rs)
+		}
+	}()
 	defer func() {
+		stopDeny()
+		<-denyDone
 		keep := !a.cfg.FailOpen
 		if err := a.ruleset.Close(keep); err != nil {
 			a.log.Error("closing ruleset", "err", err)
@@ -201,7 +223,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	a.log.Info("ready", "node", a.cfg.Node, "queues", a.cfg.Queues, "queue_mode", a.ruleset.Mode().String(),
-		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen)
+		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen, "deny_cache_ttl", a.cfg.DenyCacheTTL)
 	<-ctx.Done()
 	a.ready.Store(false)
 	return nil
@@ -215,6 +237,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // last good snapshot stays in force. In the instant between the two steps, a connection
 // of a pod whose isolation changed may be judged by the old snapshot; the conntrack sweep
 // that afterApply starts revokes it if the new one denies it.
+//
+// The same sync empties the kernel's deny cache when the generation changes, and from then
+// on the ruleset refuses denies of any other generation (nft.ErrStale): a flow the old
+// policy denied and the new one allows is judged anew from its next packet, never dropped
+// by a leftover. That holds because the sync comes before the swap: no verdict of the new
+// generation exists before the ruleset knows it.
 func (a *Agent) apply(s policy.State, loadErr error) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -230,7 +258,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	snap := a.compiler.Snapshot()
 	if a.ruleset != nil {
 		in, eg := snap.LocalIsolated()
-		if err := a.ruleset.Sync(in, eg); err != nil {
+		if err := a.ruleset.Sync(snap.Generation(), in, eg); err != nil {
 			a.fail(err)
 			return false
 		}

@@ -40,16 +40,22 @@ var (
 // example is the seeds' 3-tier example.
 const example = "../../../deploy/examples/3tier"
 
+// idleSource delivers nothing until its context ends.
+var idleSource = policy.SourceFunc(func(ctx context.Context, _ func(policy.State, error)) error { <-ctx.Done(); return nil })
+
 // testAgent is an agent on node-1 that has applied state s (the 3-tier example), without
-// running: no datapath, no listeners.
-func testAgent(t testing.TB) (*Agent, policy.State) {
+// running: no datapath, no listeners. tweaks change its Config.
+func testAgent(t testing.TB, tweaks ...func(*Config)) (*Agent, policy.State) {
 	t.Helper()
 	s, err := manifests.Load(example)
 	if err != nil {
 		t.Fatal(err)
 	}
-	idle := policy.SourceFunc(func(ctx context.Context, _ func(policy.State, error)) error { <-ctx.Done(); return nil })
-	a, err := New(Config{Node: "node-1", Source: idle, QueueNum: 100, Queues: 2, Log: slog.New(slog.DiscardHandler)})
+	cfg := Config{Node: "node-1", Source: idleSource, QueueNum: 100, Queues: 2, Log: slog.New(slog.DiscardHandler)}
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,18 +175,20 @@ func TestObserveMetrics(t *testing.T) {
 	}
 }
 
-// TestObserveAllocatesNothing: Decide plus observe, with the stream idle and with a
-// subscriber.
+// TestObserveAllocatesNothing: Decide plus observe of a deny, with the stream idle and with
+// a subscriber, and with the deny cache on (the hand-off, then its queue full: drops).
 func TestObserveAllocatesNothing(t *testing.T) {
-	a, _ := testAgent(t)
-	r := a.verdict(webIP, dbIP, 3306, false)
-	if n := testing.AllocsPerRun(1000, func() { a.observe(r) }); n != 0 {
-		t.Errorf("no subscriber: %v allocs per verdict", n)
-	}
-	sub, _ := a.stream.Subscribe(decisions.Filter{}, 4)
-	defer sub.Close()
-	if n := testing.AllocsPerRun(1000, func() { a.observe(r) }); n != 0 {
-		t.Errorf("one subscriber: %v allocs per verdict", n)
+	for _, ttl := range []time.Duration{0, 2 * time.Second} {
+		a, _ := testAgent(t, func(c *Config) { c.DenyCacheTTL = ttl })
+		r := a.verdict(webIP, dbIP, 3306, false)
+		if n := testing.AllocsPerRun(1000, func() { a.observe(r) }); n != 0 {
+			t.Errorf("deny cache %v, no subscriber: %v allocs per verdict", ttl, n)
+		}
+		sub, _ := a.stream.Subscribe(decisions.Filter{}, 4)
+		defer sub.Close()
+		if n := testing.AllocsPerRun(5000, func() { a.observe(r) }); n != 0 {
+			t.Errorf("deny cache %v, one subscriber: %v allocs per verdict", ttl, n)
+		}
 	}
 }
 

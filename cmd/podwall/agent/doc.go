@@ -1,8 +1,8 @@
 // Package agent is `podwall run`: one running podwall on one node. It owns the start-up order
 // (first policy, then queue readers, then the kernel table, then revocation of what the
 // first policy denies), applying each new policy state (compile, sync the kernel sets, swap
-// the snapshot in force, sweep conntrack), what happens to each verdict (metrics and the
-// decision stream), and the HTTP listeners (/metrics, /healthz, /readyz and the debug pages).
+// the snapshot in force, sweep conntrack), what happens to each verdict (metrics, the
+// decision stream, and for a deny the kernel's deny cache), and the HTTP listeners (/metrics, /healthz, /readyz and the debug pages).
 //
 // It is wiring of the subsystems, each of which owns its own work and metrics: policy
 // (compile and decide), datapath (queues and their readers), datapath/nft (the table),
