@@ -76,9 +76,9 @@ func FuzzParseMessages(f *testing.F) {
 
 // fuzzReader is a reader whose verdicts go to one end of a socket pair, drained at the other.
 type fuzzReader struct {
-	r        *reader
+	r        *reader[none]
 	fd, peer int
-	recs     []Record
+	recs     []Record[none]
 	buf      []byte
 	d        *denyPort
 }
@@ -92,13 +92,13 @@ func newFuzzReader(t testing.TB, failOpen bool) *fuzzReader {
 	if err := unix.SetNonblock(fds[1], true); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := flowcache.New[bool](1024)
+	cache, err := flowcache.New[cached[none]](1024)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fr := &fuzzReader{fd: fds[0], peer: fds[1], buf: make([]byte, 1<<16), d: &denyPort{port: 3306, gen: 1}}
-	q := &Queues{cfg: Config{FailOpen: failOpen, CopyRange: 128, Log: slog.New(slog.DiscardHandler),
-		Observe: func(r *Record) { fr.recs = append(fr.recs, *r) }}, decider: fr.d, cache: cache, ctx: context.Background()}
+	q := &Queues[none]{cfg: Config[none]{FailOpen: failOpen, CopyRange: 128, Log: slog.New(slog.DiscardHandler),
+		Observe: func(r *Record[none]) { fr.recs = append(fr.recs, *r) }}, decider: fr.d, cache: cache, ctx: context.Background()}
 	fr.r = newReader(q, 7, nil)
 	return fr
 }

@@ -130,12 +130,12 @@ type portDecider struct {
 }
 
 func (d *portDecider) Generation() uint64 { return 1 }
-func (d *portDecider) Decide(f flow.Flow) (bool, uint64) {
+func (d *portDecider) Decide(f flow.Flow) (none, bool, uint64) {
 	d.calls.Add(1)
 	if d.slow > 0 {
 		d.once.Do(func() { time.Sleep(d.slow) })
 	}
-	return f.Port == d.allow, 1
+	return none{}, f.Port == d.allow, 1
 }
 
 // udpLab has listeners on 20001 (allowed) and 20002 (denied) on 127.0.0.1 and ::1, and a
@@ -201,11 +201,11 @@ func TestLiveQueue(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
 		ns := newNetNS(t)
 		lab := newUDPLab(t, ns)
-		var q *Queues
+		var q *Queues[none]
 		ns.do(func() {
 			queueRules(t, failOpen)
 			var err error
-			q, err = Start(t.Context(), Config{QueueNum: liveQueue, Queues: 1, FailOpen: failOpen}, &portDecider{allow: 20001})
+			q, err = Start(t.Context(), Config[none]{QueueNum: liveQueue, Queues: 1, FailOpen: failOpen}, &portDecider{allow: 20001})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -245,11 +245,11 @@ func TestLiveENOBUFS(t *testing.T) {
 	ns := newNetNS(t)
 	lab := newUDPLab(t, ns)
 	d := &portDecider{allow: 20001, slow: 300 * time.Millisecond}
-	var q *Queues
+	var q *Queues[none]
 	ns.do(func() {
 		queueRules(t, false)
 		var err error
-		q, err = Start(t.Context(), Config{QueueNum: liveQueue, Queues: 1, ReadBuffer: 4096}, d)
+		q, err = Start(t.Context(), Config[none]{QueueNum: liveQueue, Queues: 1, ReadBuffer: 4096}, d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,11 +286,11 @@ func TestLiveRecord(t *testing.T) {
 	ns := newNetNS(t)
 	lab := newUDPLab(t, ns)
 	got := make(chan []byte, 1)
-	var q *Queues
+	var q *Queues[none]
 	ns.do(func() {
 		queueRules(t, false)
 		var err error
-		q, err = Start(t.Context(), Config{QueueNum: liveQueue, Queues: 1, Observe: func(*Record) {
+		q, err = Start(t.Context(), Config[none]{QueueNum: liveQueue, Queues: 1, Observe: func(*Record[none]) {
 			b := q.readers[0].buf
 			got <- append([]byte(nil), b[:binary.NativeEndian.Uint32(b)]...)
 		}}, &portDecider{allow: 20001})

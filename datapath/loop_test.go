@@ -109,8 +109,8 @@ func parseVerdicts(t testing.TB, b []byte) []verdict {
 
 // pair is a reader serving one end of a socket pair; the test is the kernel at the other.
 type pair struct {
-	q    *Queues
-	r    *reader
+	q    *Queues[none]
+	r    *reader[none]
 	f    *os.File // the reader's end
 	peer int      // the kernel's end, blocking with a 2 s receive timeout
 	buf  []byte
@@ -118,7 +118,7 @@ type pair struct {
 }
 
 // newPair makes the pair and the reader; start runs it.
-func newPair(t testing.TB, cfg Config, d Decider) *pair {
+func newPair(t testing.TB, cfg Config[none], d Decider[none]) *pair {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -144,12 +144,12 @@ func newPair(t testing.TB, cfg Config, d Decider) *pair {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	cache, err := flowcache.New[bool](cfg.CacheSize)
+	cache, err := flowcache.New[cached[none]](cfg.CacheSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := &Queues{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
+	q := &Queues[none]{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
 	p := &pair{q: q, r: newReader(q, 7, rc), f: f, peer: fds[1], buf: make([]byte, 1<<16), done: make(chan struct{})}
 	t.Cleanup(func() {
 		p.stop()
@@ -217,28 +217,28 @@ func (p *pair) recv(t testing.TB) []verdict {
 }
 
 // records collects what Observe receives; Observe runs after the verdict is sent, so a test
-// that has read a verdict waits here for its Record.
-type records chan Record
+// that has read a verdict waits here for its Record[none].
+type records chan Record[none]
 
-func (c records) observe(r *Record) { c <- *r }
+func (c records) observe(r *Record[none]) { c <- *r }
 
-func (c records) next(t testing.TB) Record {
+func (c records) next(t testing.TB) Record[none] {
 	t.Helper()
 	select {
 	case r := <-c:
 		return r
 	case <-time.After(2 * time.Second):
 		t.Fatal("no record")
-		return Record{}
+		return Record[none]{}
 	}
 }
 
 // Every packet gets one verdict, sent as soon as the socket has nothing more to read, and
-// its Record reaches Observe after the verdict is sent.
+// its Record[none] reaches Observe after the verdict is sent.
 func TestReaderVerdicts(t *testing.T) {
 	d := &denyPort{port: 3306, gen: 1}
 	c := make(records, 16)
-	p := newPair(t, Config{Observe: c.observe}, d)
+	p := newPair(t, Config[none]{Observe: c.observe}, d)
 	p.start()
 	p.send(t, packetMessage(1, tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, 80)))
 	if got := p.recv(t); !slices.Equal(got, []verdict{{1, true}}) {
@@ -261,7 +261,7 @@ func TestReaderVerdicts(t *testing.T) {
 	if s.Packets != 4 || s.Accepted != 2 || s.Dropped != 2 || s.Malformed != 0 || s.ReaderFailures != 0 {
 		t.Errorf("stats %+v", s)
 	}
-	recs := []Record{c.next(t), c.next(t), c.next(t), c.next(t)}
+	recs := []Record[none]{c.next(t), c.next(t), c.next(t), c.next(t)}
 	if !recs[0].Allow || recs[1].Allow || recs[1].Flow.Port != 3306 || !recs[2].CacheHit || recs[0].Queue != 7 {
 		t.Errorf("records %+v", recs)
 	}
@@ -270,7 +270,7 @@ func TestReaderVerdicts(t *testing.T) {
 // What waits in the socket is read before the verdicts go out, up to maxBatch verdicts
 // per sendmsg.
 func TestReaderBatches(t *testing.T) {
-	p := newPair(t, Config{}, &denyPort{port: 3306, gen: 1})
+	p := newPair(t, Config[none]{}, &denyPort{port: 3306, gen: 1})
 	syn := tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, 80)
 	const n = maxBatch + 4
 	for i := range n {
@@ -308,7 +308,7 @@ func TestReaderMalformed(t *testing.T) {
 	binary.NativeEndian.PutUint32(cut, uint32(len(cut)+100))
 	for _, failOpen := range []bool{false, true} {
 		c := make(records, 16)
-		p := newPair(t, Config{FailOpen: failOpen, Observe: c.observe}, &denyPort{gen: 1})
+		p := newPair(t, Config[none]{FailOpen: failOpen, Observe: c.observe}, &denyPort{gen: 1})
 		p.start()
 		for _, tc := range []struct {
 			name   string
@@ -344,7 +344,7 @@ func TestReaderMalformed(t *testing.T) {
 
 // An error message from the kernel is a verdict it did not take; an ack is not.
 func TestReaderVerdictErrors(t *testing.T) {
-	p := newPair(t, Config{}, &denyPort{gen: 1}).start()
+	p := newPair(t, Config[none]{}, &denyPort{gen: 1}).start()
 	p.send(t, errorMessage(0))
 	p.send(t, errorMessage(-int32(unix.ENOENT)))
 	p.send(t, packetMessage(1, tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, 80)))
@@ -357,7 +357,7 @@ func TestReaderVerdictErrors(t *testing.T) {
 // A receive error other than ENOBUFS stops the reader and counts a reader failure (the
 // agent's /healthz then fails); stopping does not.
 func TestReaderFailure(t *testing.T) {
-	p := newPair(t, Config{}, &denyPort{gen: 1}).start()
+	p := newPair(t, Config[none]{}, &denyPort{gen: 1}).start()
 	unix.Shutdown(p.peer, unix.SHUT_WR) // the reader reads end of file
 	select {
 	case <-p.done:
@@ -368,7 +368,7 @@ func TestReaderFailure(t *testing.T) {
 		t.Errorf("stats %+v, want 1 reader failure", s)
 	}
 
-	p = newPair(t, Config{}, &denyPort{gen: 1}).start()
+	p = newPair(t, Config[none]{}, &denyPort{gen: 1}).start()
 	p.stop()
 	if s := p.q.Stats(); s.ReaderFailures != 0 {
 		t.Errorf("after a stop: stats %+v, want no reader failure", s)
@@ -396,7 +396,7 @@ const (
 
 func newStream(t testing.TB) *stream {
 	d := &denyPort{port: 3306, gen: 1}
-	s := &stream{p: newPair(t, Config{Observe: func(*Record) {}}, d).start(), d: d,
+	s := &stream{p: newPair(t, Config[none]{Observe: func(*Record[none]) {}}, d).start(), d: d,
 		msg: append([]byte(nil), recorded(t)["tcp4-syn.bin"]...)}
 	if port := binary.BigEndian.Uint16(s.msg[synPortOffset:]); port != 20003 {
 		t.Fatalf("recorded SYN: port %d at %d, want 20003", port, synPortOffset)

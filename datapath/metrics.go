@@ -13,14 +13,20 @@ import (
 // /proc (ReadQueueStats). Until Attach the readers' counters are 0.
 type Collector struct {
 	first, n uint16
-	q        atomic.Pointer[Queues]
+	q        atomic.Pointer[statser]
 }
+
+// statser is what Collector reads of Queues, whatever their decision type.
+type statser interface{ Stats() Stats }
 
 // NewCollector returns the collector of queues first … first+n-1.
 func NewCollector(first, n uint16) *Collector { return &Collector{first: first, n: n} }
 
-// Attach makes c report q's counters.
-func (c *Collector) Attach(q *Queues) { c.q.Store(q) }
+// Attach makes c report the counters of q, a *Queues.
+func (c *Collector) Attach(q interface{ Stats() Stats }) {
+	s := statser(q)
+	c.q.Store(&s)
+}
 
 func datapathDesc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(prometheus.BuildFQName("podwall", "datapath", name), help, labels, nil)
@@ -67,7 +73,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	var s Stats
 	if q := c.q.Load(); q != nil {
-		s = q.Stats()
+		s = (*q).Stats()
 	}
 	for _, rc := range readerCounters {
 		ch <- prometheus.MustNewConstMetric(rc.desc, prometheus.CounterValue, float64(rc.get(&s)))

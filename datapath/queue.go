@@ -19,23 +19,34 @@ import (
 	"github.com/podwall/podwall/policy/flow"
 )
 
-// Decider judges flows. The agent implements it over the current policy snapshot.
-type Decider interface {
+// Decider judges flows. The agent implements it over the current policy snapshot; D is its
+// decision, which the datapath never looks into: it keeps it in the flow cache with the
+// verdict and hands it to observers in the Record, so that a packet is decided once.
+type Decider[D any] interface {
 	// Generation returns the generation of the policy in force.
 	Generation() uint64
-	// Decide reports whether this node lets the flow pass, with the generation of the
-	// policy that decided.
-	Decide(f flow.Flow) (allow bool, gen uint64)
+	// Decide judges the flow: the decision, whether this node lets the flow pass, and the
+	// generation of the policy that decided.
+	Decide(f flow.Flow) (d D, allow bool, gen uint64)
+}
+
+// cached is what the flow cache keeps of a decision.
+type cached[D any] struct {
+	allow bool
+	d     D
 }
 
 // Record describes one verdict for observers. Valid only during the callback.
-type Record struct {
+type Record[D any] struct {
 	Time     time.Time
 	Flow     flow.Flow
 	SrcPort  uint16
 	Allow    bool
 	CacheHit bool
+	// Gen is the generation of the policy that decided; Decision is its decision (the cached
+	// one on a cache hit). Both are zero when Malformed is set.
 	Gen      uint64
+	Decision D
 	// Malformed is set when the packet could not be decoded; Allow is then the failure
 	// policy's verdict.
 	Malformed error
@@ -45,7 +56,7 @@ type Record struct {
 }
 
 // Config configures the queue readers.
-type Config struct {
+type Config[D any] struct {
 	// QueueNum is the first queue; Queues the number of queues (one reader each).
 	QueueNum, Queues uint16
 	// FailOpen is the single failure policy (see the package doc).
@@ -63,7 +74,7 @@ type Config struct {
 	CopyRange uint32
 	// Observe, when set, is called for every verdict from the reader's goroutine. It must
 	// not block.
-	Observe func(*Record)
+	Observe func(*Record[D])
 	Log     *slog.Logger
 }
 
@@ -81,12 +92,12 @@ type Stats struct {
 }
 
 // Queues is the set of running queue readers.
-type Queues struct {
-	cfg     Config
-	decider Decider
-	cache   *flowcache.Cache[bool]
+type Queues[D any] struct {
+	cfg     Config[D]
+	decider Decider[D]
+	cache   *flowcache.Cache[cached[D]]
 	queues  []*nfqueue.Nfqueue
-	readers []*reader
+	readers []*reader[D]
 	ctx     context.Context
 	cancel  context.CancelFunc
 	// stopping tells the readers to return: set by Close and when Start's context ends.
@@ -98,7 +109,7 @@ type Queues struct {
 // Start opens and binds the queues and starts one reader per queue. It returns once every
 // queue is bound and its reader serves it, so packets the kernel queues from then on are
 // served.
-func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
+func Start[D any](ctx context.Context, cfg Config[D], d Decider[D]) (*Queues[D], error) {
 	if cfg.Queues == 0 {
 		return nil, errors.New("datapath: Queues must be at least 1")
 	}
@@ -117,12 +128,12 @@ func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	cache, err := flowcache.New[bool](cfg.CacheSize)
+	cache, err := flowcache.New[cached[D]](cfg.CacheSize)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	q := &Queues{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
+	q := &Queues[D]{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
 	context.AfterFunc(ctx, func() { q.stopping.Store(true) })
 	for i := range cfg.Queues {
 		if err := q.open(cfg.QueueNum + i); err != nil {
@@ -141,7 +152,7 @@ func Start(ctx context.Context, cfg Config, d Decider) (*Queues, error) {
 // waits there until open has cleared the deadline and then serves the queue until the
 // reader stops. When takeOver returns, the library unbinds the queue. A packet the library
 // receives before the takeover is judged in reader.handleAttr through the library.
-func (q *Queues) open(num uint16) error {
+func (q *Queues[D]) open(num uint16) error {
 	flags := uint32(nfqueue.NfQaCfgFlagGSO)
 	if q.cfg.FailOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
@@ -206,7 +217,7 @@ func setReadBuffer(c *netlink.Conn, n int) error {
 }
 
 // Stats returns the counters so far.
-func (q *Queues) Stats() Stats {
+func (q *Queues[D]) Stats() Stats {
 	return Stats{
 		Packets: q.packets.Load(), Accepted: q.accepted.Load(), Dropped: q.dropped.Load(),
 		Malformed: q.malformed.Load(), ENOBUFS: q.enobufs.Load(), VerdictErrors: q.verdictErrs.Load(),
@@ -219,7 +230,7 @@ func (q *Queues) Stats() Stats {
 // first sends the verdicts it holds. Closing a queue's socket unbinds it (the library also
 // sends an explicit unbind as its reader returns): packets queued afterwards meet the failure
 // policy in the kernel; packets still waiting in the queue are dropped as it is unbound.
-func (q *Queues) Close() {
+func (q *Queues[D]) Close() {
 	q.stopping.Store(true)
 	q.cancel() // the library sets each socket's read deadline in the past: waiting readers wake
 	for _, nf := range q.queues {
@@ -236,8 +247,8 @@ const maxBatch = 16
 // sendmsg, when the socket has nothing more to read or maxBatch are waiting; then it hands
 // their Records to Observe. It runs on one goroutine (the library's, see Queues.open), so
 // nothing in it needs a lock, and it allocates nothing per packet.
-type reader struct {
-	q   *Queues
+type reader[D any] struct {
+	q   *Queues[D]
 	nf  *nfqueue.Nfqueue // verdicts through the library, before the takeover
 	num uint16
 	dec *packet.Decoder
@@ -247,7 +258,7 @@ type reader struct {
 	buf []byte // one datagram: one packet message, as the kernel sends them
 	// out holds the verdict messages not yet sent, recs their Records; n counts them.
 	out  [maxBatch * verdictLen]byte
-	recs [maxBatch]Record
+	recs [maxBatch]Record[D]
 	n    int
 	// serveFD is r.serveOn as a func value made once: a method value made per read would
 	// allocate.
@@ -258,8 +269,8 @@ type reader struct {
 	start  chan struct{} // closed when the socket's read deadline is cleared
 }
 
-func newReader(q *Queues, num uint16, rc syscall.RawConn) *reader {
-	r := &reader{q: q, num: num, dec: packet.NewDecoder(), rc: rc,
+func newReader[D any](q *Queues[D], num uint16, rc syscall.RawConn) *reader[D] {
+	r := &reader[D]{q: q, num: num, dec: packet.NewDecoder(), rc: rc,
 		buf:    make([]byte, int(q.cfg.CopyRange)+8192),
 		parked: make(chan struct{}), start: make(chan struct{})}
 	r.serveFD = r.serveOn
@@ -270,7 +281,7 @@ func newReader(q *Queues, num uint16, rc syscall.RawConn) *reader {
 // deadline Queues.open set, or an earlier ENOBUFS) hands its goroutine to the reader, which
 // serves the queue until it stops. Returning 1 ends the library's loop, which unbinds the
 // queue.
-func (r *reader) takeOver(err error) int {
+func (r *reader[D]) takeOver(err error) int {
 	if errors.Is(err, unix.ENOBUFS) {
 		r.q.enobufs.Add(1)
 	}
@@ -287,7 +298,7 @@ func (r *reader) takeOver(err error) int {
 // serve reads the queue until Close, the end of Start's context, or a receive error that
 // stops the reader (counted in ReaderFailures: the queue is then served by the kernel's
 // failure policy only).
-func (r *reader) serve() {
+func (r *reader[D]) serve() {
 	err := r.rc.Read(r.serveFD)
 	if err == nil {
 		err = r.err
@@ -303,7 +314,7 @@ func (r *reader) serve() {
 // until the socket is empty, sends the verdicts it holds and returns false to wait for the
 // next datagram; it returns true to stop. ENOBUFS (the kernel could not deliver messages to
 // us) is counted and does not stop it.
-func (r *reader) serveOn(fd uintptr) bool {
+func (r *reader[D]) serveOn(fd uintptr) bool {
 	for !r.q.stopping.Load() {
 		n, err := unix.Read(int(fd), r.buf)
 		switch err {
@@ -334,7 +345,7 @@ func (r *reader) serveOn(fd uintptr) bool {
 // without a readable id gets no verdict (there is no id to give one to: the kernel keeps
 // the packet until the queue is unbound) and is counted as malformed, as is a read whose
 // messages cannot be framed. An error message is a verdict the kernel refused.
-func (r *reader) handleRead(fd int, b []byte) {
+func (r *reader[D]) handleRead(fd int, b []byte) {
 	msgs := messages{b: b}
 	for {
 		typ, body, cut, ok := msgs.next()
@@ -366,7 +377,7 @@ func (r *reader) handleRead(fd int, b []byte) {
 
 // hold writes the verdict of packet id, judged in rec, into the send buffer; a full buffer
 // is sent at once.
-func (r *reader) hold(fd int, id uint32, rec *Record) {
+func (r *reader[D]) hold(fd int, id uint32, rec *Record[D]) {
 	v := uint32(nfDrop)
 	if rec.Allow {
 		v = nfAccept
@@ -382,7 +393,7 @@ func (r *reader) hold(fd int, id uint32, rec *Record) {
 }
 
 // flush sends the verdicts held, in one sendmsg, then hands their Records to Observe.
-func (r *reader) flush(fd int) {
+func (r *reader[D]) flush(fd int) {
 	if r.n == 0 {
 		return
 	}
@@ -406,7 +417,7 @@ func (r *reader) flush(fd int) {
 
 // handleAttr gives the verdict of a packet the library received before the takeover (see
 // Queues.open), through the library, and returns 0 to keep it receiving.
-func (r *reader) handleAttr(a nfqueue.Attribute) int {
+func (r *reader[D]) handleAttr(a nfqueue.Attribute) int {
 	if a.PacketID == nil {
 		return 0
 	}
@@ -435,14 +446,14 @@ func (r *reader) handleAttr(a nfqueue.Attribute) int {
 
 // judgeMessage judges a packet message: a well-formed one by its payload (judge), a
 // malformed one by the failure policy, with its addresses when the payload shows them.
-func (r *reader) judgeMessage(m *packetMsg) *Record {
+func (r *reader[D]) judgeMessage(m *packetMsg) *Record[D] {
 	if m.err == nil {
 		return r.judge(m.payload)
 	}
 	q := r.q
 	q.malformed.Add(1)
 	rec := &r.recs[r.n]
-	*rec = Record{Time: time.Now(), Queue: r.num, Malformed: m.err, Allow: q.cfg.FailOpen}
+	*rec = Record[D]{Time: time.Now(), Queue: r.num, Malformed: m.err, Allow: q.cfg.FailOpen}
 	r.p = packet.Parsed{}
 	_ = r.dec.Decode(m.payload, &r.p) // only to say who sent it
 	rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
@@ -452,11 +463,11 @@ func (r *reader) judgeMessage(m *packetMsg) *Record {
 // judge decodes a packet and decides it: from the flow cache when it holds a verdict of the
 // policy generation in force, else from the Decider. The Record is the next free slot of the
 // reader's pending verdicts. It allocates nothing.
-func (r *reader) judge(payload []byte) *Record {
+func (r *reader[D]) judge(payload []byte) *Record[D] {
 	start := time.Now()
 	q := r.q
 	rec := &r.recs[r.n]
-	*rec = Record{Time: start, Queue: r.num}
+	*rec = Record[D]{Time: start, Queue: r.num}
 	r.p = packet.Parsed{}
 	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && r.p.Proto.HasPorts()) {
 		// Undecodable, or a later fragment whose ports we cannot see: the failure policy.
@@ -472,11 +483,11 @@ func (r *reader) judge(payload []byte) *Record {
 		rec.SrcPort = r.p.SrcPort
 		key := flowcache.KeyOf(rec.Flow)
 		gen := q.decider.Generation()
-		if allow, ok := q.cache.Get(key, gen); ok {
-			rec.Allow, rec.CacheHit, rec.Gen = allow, true, gen
+		if c, ok := q.cache.Get(key, gen); ok {
+			rec.Allow, rec.Decision, rec.CacheHit, rec.Gen = c.allow, c.d, true, gen
 		} else {
-			rec.Allow, rec.Gen = q.decider.Decide(rec.Flow)
-			q.cache.Add(key, rec.Gen, rec.Allow)
+			rec.Decision, rec.Allow, rec.Gen = q.decider.Decide(rec.Flow)
+			q.cache.Add(key, rec.Gen, cached[D]{rec.Allow, rec.Decision})
 		}
 	}
 	rec.Latency = time.Since(start)

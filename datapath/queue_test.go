@@ -22,19 +22,19 @@ type denyPort struct {
 }
 
 func (d *denyPort) Generation() uint64 { return d.gen }
-func (d *denyPort) Decide(f flow.Flow) (bool, uint64) {
+func (d *denyPort) Decide(f flow.Flow) (none, bool, uint64) {
 	d.calls++
-	return f.Port != d.port, d.gen
+	return none{}, f.Port != d.port, d.gen
 }
 
-func newTestReader(t *testing.T, d Decider, failOpen bool) *reader {
+func newTestReader(t *testing.T, d Decider[none], failOpen bool) *reader[none] {
 	t.Helper()
-	cache, err := flowcache.New[bool](128)
+	cache, err := flowcache.New[cached[none]](128)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := &Queues{cfg: Config{FailOpen: failOpen}, decider: d, cache: cache}
-	return &reader{q: q, num: 7, dec: packet.NewDecoder()}
+	q := &Queues[none]{cfg: Config[none]{FailOpen: failOpen}, decider: d, cache: cache}
+	return &reader[none]{q: q, num: 7, dec: packet.NewDecoder()}
 }
 
 func tcpSYN(t testing.TB, src, dst string, sport, dport uint16) []byte {
@@ -83,6 +83,38 @@ func TestJudge(t *testing.T) {
 	}
 }
 
+// countingDecider's decision is the number of its call: which call decided a packet shows.
+type countingDecider struct{ calls int }
+
+func (d *countingDecider) Generation() uint64 { return 1 }
+func (d *countingDecider) Decide(flow.Flow) (int, bool, uint64) {
+	d.calls++
+	return d.calls, true, 1
+}
+
+// A packet is decided once: the Record carries the decision that made its verdict, and a
+// cache hit carries the cached decision, not a new one.
+func TestJudgeCarriesTheDecision(t *testing.T) {
+	d := &countingDecider{}
+	cache, err := flowcache.New[cached[int]](128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reader[int]{q: &Queues[int]{decider: d, cache: cache}, dec: packet.NewDecoder()}
+	for i, want := range []struct {
+		decision int
+		hit      bool
+	}{{1, false}, {1, true}, {1, true}} {
+		rec := r.judge(tcpSYN(t, "10.244.1.10", "10.244.1.12", uint16(40000+i), 80))
+		if rec.Decision != want.decision || rec.CacheHit != want.hit || rec.Gen != 1 {
+			t.Errorf("packet %d: decision %d hit %v gen %d, want decision %d hit %v gen 1", i, rec.Decision, rec.CacheHit, rec.Gen, want.decision, want.hit)
+		}
+	}
+	if rec := r.judge(tcpSYN(t, "10.244.1.10", "10.244.1.13", 40000, 80)); rec.Decision != 2 || rec.CacheHit {
+		t.Errorf("another flow: decision %d hit %v, want a new decision 2", rec.Decision, rec.CacheHit)
+	}
+}
+
 // Malformed packets get the failure policy's verdict, with the reason.
 func TestJudgeMalformed(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
@@ -125,8 +157,8 @@ func BenchmarkJudge(b *testing.B) {
 	}{{"cache-hit", false}, {"cache-miss", true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			d := &denyPort{port: 3306, gen: 1}
-			cache, _ := flowcache.New[bool](1 << 16)
-			r := &reader{q: &Queues{decider: d, cache: cache}, dec: packet.NewDecoder()}
+			cache, _ := flowcache.New[cached[none]](1 << 16)
+			r := &reader[none]{q: &Queues[none]{decider: d, cache: cache}, dec: packet.NewDecoder()}
 			pkt := tcpSYN(b, "10.244.1.10", "10.244.1.12", 40000, 3306)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -138,3 +170,6 @@ func BenchmarkJudge(b *testing.B) {
 		})
 	}
 }
+
+// none is the decision of the tests' Deciders: the datapath carries it without looking.
+type none = struct{}

@@ -22,9 +22,10 @@ type Record struct {
 	SrcPort uint16
 	// Allow is the verdict this node gave the packet.
 	Allow bool
-	// Decision is what Snapshot says about Flow; zero when Malformed is set.
+	// Decision is the decision that made the verdict; zero when Malformed is set.
 	Decision policy.Decision
-	// Snapshot is the policy in force when the verdict was observed; never nil.
+	// Snapshot is the policy whose generation decided (the one in force when it cannot be
+	// told); never nil.
 	Snapshot *policy.Snapshot
 	// CacheHit reports whether the flow cache answered.
 	CacheHit bool

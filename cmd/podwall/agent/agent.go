@@ -58,7 +58,7 @@ type Agent struct {
 	inForce  inForce
 
 	// Set in Run, in this order; nil before.
-	queues  *datapath.Queues
+	queues  *datapath.Queues[policy.Decision]
 	ruleset *nft.Ruleset // set under mu once programmed
 
 	revoker *conntrack.Revoker
@@ -108,20 +108,37 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// inForce holds the snapshot in force: the datapath's Decider, published by one atomic
-// pointer store.
+// inForce holds the snapshot in force, published by one atomic pointer store, and the one
+// before it: the datapath's Decider. Its decision is the policy.Decision, which the flow
+// cache keeps with the verdict and observe counts and streams, so a packet is decided once.
 type inForce struct {
 	atomic.Pointer[policy.Snapshot]
+	prev atomic.Pointer[policy.Snapshot]
 }
 
 // Generation implements datapath.Decider.
 func (p *inForce) Generation() uint64 { return p.Load().Generation() }
 
-// Decide implements datapath.Decider: this node's verdict on f.
-func (p *inForce) Decide(f flow.Flow) (bool, uint64) {
+// Decide implements datapath.Decider: the decision on f and this node's verdict.
+func (p *inForce) Decide(f flow.Flow) (policy.Decision, bool, uint64) {
 	s := p.Load()
 	d := s.Decide(f)
-	return d.LocalVerdict() == policy.Allow, s.Generation()
+	return d, d.LocalVerdict() == policy.Allow, s.Generation()
+}
+
+// swap puts s in force and keeps the snapshot it replaces.
+func (p *inForce) swap(s *policy.Snapshot) { p.prev.Store(p.Swap(s)) }
+
+// of returns the snapshot of generation gen: the one in force or the one before (a verdict
+// observed just after a swap), else the one in force.
+func (p *inForce) of(gen uint64) *policy.Snapshot {
+	s := p.Load()
+	if s.Generation() != gen {
+		if prev := p.prev.Load(); prev != nil && prev.Generation() == gen {
+			return prev
+		}
+	}
+	return s
 }
 
 // Run enforces policy until ctx ends. It returns an error when it cannot start (a busy
@@ -172,7 +189,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopRevoker()
-	if a.queues, err = datapath.Start(ctx, datapath.Config{
+	if a.queues, err = datapath.Start(ctx, datapath.Config[policy.Decision]{
 		QueueNum: a.cfg.QueueNum, Queues: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
 		CacheSize: a.cfg.CacheSize, Log: a.log, Observe: a.observe,
 	}, &a.inForce); err != nil {
@@ -263,7 +280,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 			return false
 		}
 	}
-	a.inForce.Store(snap)
+	a.inForce.swap(snap)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)

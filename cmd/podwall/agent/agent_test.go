@@ -71,10 +71,10 @@ func (a *Agent) setState(t testing.TB, s policy.State) {
 }
 
 // verdict is what the datapath would hand observe for a flow: the engine's verdict.
-func (a *Agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record {
+func (a *Agent) verdict(src, dst netip.Addr, port uint16, hit bool) *datapath.Record[policy.Decision] {
 	f := flow.Flow{Src: src, Dst: dst, Proto: 6, Port: port}
-	allow, gen := a.inForce.Decide(f)
-	return &datapath.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: allow, CacheHit: hit, Gen: gen,
+	d, allow, gen := a.inForce.Decide(f)
+	return &datapath.Record[policy.Decision]{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: allow, CacheHit: hit, Gen: gen, Decision: d,
 		Latency: 2 * time.Microsecond, Queue: 100}
 }
 
@@ -112,7 +112,7 @@ func TestObserveStreamsEveryVerdict(t *testing.T) {
 	a.observe(a.verdict(webIP, dbIP, 3306, false))
 	a.observe(a.verdict(webIP, dbIP, 3306, true)) // the retransmitted SYN, from the cache
 	a.observe(a.verdict(apiIP, dbIP, 3306, false))
-	a.observe(&datapath.Record{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Allow: false, Malformed: errors.New("packet: truncated")})
+	a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Allow: false, Malformed: errors.New("packet: truncated")})
 
 	if len(all.C()) != 4 || len(denies.C()) != 2 {
 		t.Fatalf("all got %d records, denies %d; want 4 and 2", len(all.C()), len(denies.C()))
@@ -302,12 +302,12 @@ func BenchmarkObserve(b *testing.B) {
 				{Src: apiIP, Dst: dbIP, Proto: 6, Port: 3306},
 				{Src: apiIP, Dst: webIP, Proto: 6, Port: 80},
 			}
-			rec := &datapath.Record{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+			rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
 				rec.Flow = flows[i%len(flows)]
-				rec.Allow, rec.Gen = a.inForce.Decide(rec.Flow)
+				rec.Decision, rec.Allow, rec.Gen = a.inForce.Decide(rec.Flow)
 				a.observe(rec)
 				i++
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/datapath/nft"
+	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/flow"
 )
@@ -203,7 +204,7 @@ func TestObserveDenyCache(t *testing.T) {
 		deny := a.verdict(webIP, dbIP, 3306, false)
 		a.observe(deny)
 		a.observe(a.verdict(apiIP, dbIP, 3306, false))
-		a.observe(&datapath.Record{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: flow.TCP}, Gen: deny.Gen, Malformed: errors.New("packet: truncated")})
+		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: flow.TCP}, Gen: deny.Gen, Malformed: errors.New("packet: truncated")})
 
 		var got []int64
 		for range 3 {

@@ -81,9 +81,10 @@ func newVerdictMetrics() *verdictMetrics {
 	return m
 }
 
-// observe counts one verdict; d is the current snapshot's decision on the packet's flow
-// (zero for a malformed packet). It runs on a queue reader: no allocation, no lock.
-func (m *verdictMetrics) observe(r *datapath.Record, d *policy.Decision) {
+// observe counts one verdict with the decision that made it (zero for a malformed packet).
+// It runs on a queue reader: no allocation, no lock.
+func (m *verdictMetrics) observe(r *datapath.Record[policy.Decision]) {
+	d := &r.Decision
 	v, hit := policy.Deny, 0
 	if r.Allow {
 		v = policy.Allow

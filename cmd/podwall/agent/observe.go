@@ -11,20 +11,14 @@ import (
 // observe is called by the datapath for every verdict, on a queue reader's goroutine. It
 // must not block and allocates nothing.
 //
-// It asks the snapshot in force for the decision on the flow (Decide: no allocation; for a
-// flow-cache hit too, whose verdict came from the same generation), counts it in the
-// metrics (per direction and per policy), hands a denied flow with the generation that
-// denied it to the kernel's deny cache (a non-blocking send, denycache.go), and — only
-// when the decision stream has a subscriber — hands a Record to the stream's hub, which
-// copies it into each subscriber's buffer without blocking. With no subscriber the stream
-// costs one atomic load.
-func (a *Agent) observe(r *datapath.Record) {
-	snap := a.inForce.Load()
-	var d policy.Decision
-	if r.Malformed == nil {
-		d = snap.Decide(r.Flow)
-	}
-	a.metrics.observe(r, &d)
+// It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
+// never decided again) in the metrics, per direction and per policy, hands a denied flow
+// with the generation that denied it to the kernel's deny cache (a non-blocking send,
+// denycache.go), and — only when the decision stream has a subscriber — hands a Record with
+// the snapshot of the deciding generation to the stream's hub, which copies it into each
+// subscriber's buffer without blocking. With no subscriber the stream costs one atomic load.
+func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
+	a.metrics.observe(r)
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
@@ -32,7 +26,7 @@ func (a *Agent) observe(r *datapath.Record) {
 	if !a.stream.Active() {
 		return
 	}
-	a.stream.Publish(&decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, Decision: d,
-		Snapshot: snap, CacheHit: r.CacheHit, Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed,
+	a.stream.Publish(&decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, Decision: r.Decision,
+		Snapshot: a.inForce.of(r.Gen), CacheHit: r.CacheHit, Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed,
 		KernelDenyTTL: kernelDeny})
 }
