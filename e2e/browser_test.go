@@ -75,11 +75,20 @@ func TestBrowserLivePage(t *testing.T) {
 	ws.DefaultDialer.NetDial = dialIn(node.NS)
 	defer func() { ws.DefaultDialer.NetDial = oldDial }()
 
+	// The profile is not a t.TempDir: chromium's helper processes may still write to it for
+	// a moment after the browser has gone, which fails TempDir's own cleanup.
+	profile, err := os.MkdirTemp("", "podwall-e2e-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeProfile(t, profile) })
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(wrapper),
 		chromedp.NoSandbox, // root
 		chromedp.DisableGPU,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
+		chromedp.Flag("disable-breakpad", true),
+		chromedp.Flag("disable-crash-reporter", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("no-first-run", true),
 		chromedp.WindowSize(1500, 900),
@@ -170,4 +179,16 @@ func pageText(ctx context.Context) string {
 		return "(page text: " + err.Error() + ")"
 	}
 	return strings.TrimSpace(s)
+}
+
+// removeProfile removes chromium's profile directory once its helper processes have stopped
+// writing to it: it retries for up to 10 s, then leaves it and says so.
+func removeProfile(t *testing.T, dir string) {
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+	}
+	t.Logf("leaving chromium's profile %s: %v", dir, err)
 }
