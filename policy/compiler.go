@@ -31,6 +31,9 @@ type Compiler struct {
 	nextPeer   uint32
 	portNames  map[string]uint32
 	owners     map[netip.Addr][]*podState // live pod addresses → pods claiming them
+	nextSerial uint64                     // of the last compiled policy
+	tables     map[string]*tableUse       // Compiler.table's key →
+	tableKey   []byte                     // Compiler.table's scratch
 
 	dirty      map[*podState]struct{} // entries to rebuild
 	touched    map[netip.Addr]struct{}
@@ -69,6 +72,7 @@ func NewCompiler(node string) *Compiler {
 		peerByID:   map[uint32]*peerDef{},
 		portNames:  map[string]uint32{},
 		owners:     map[netip.Addr][]*podState{},
+		tables:     map[string]*tableUse{},
 		dirty:      map[*podState]struct{}{},
 		touched:    map[netip.Addr]struct{}{},
 	}
@@ -235,6 +239,7 @@ func (c *Compiler) DeletePod(namespace, name string) {
 	delete(c.dirty, ps)
 	if ps.entry != nil {
 		c.removed = append(c.removed, ps.entry)
+		c.unuse(ps.entry)
 	}
 	if ps.pod.HostNetwork {
 		c.nodesDirty = true
