@@ -16,49 +16,49 @@ import (
 //
 // The rules are numbered in the order Judgement names them, policies by name and then rules
 // by index; a rule's number is its rank, and the rule Decide names is the allowing rule of
-// lowest rank. Each way a rule can name the remote end is a key with a portMap, which gives
-// the lowest rank among the key's rules that allow a protocol and port:
-//   - any: the rules without peers;
-//   - each peer (pod and namespace selector pair) some rule names, sorted by peer id;
-//   - each address segment: the ipBlocks of all the rules, cut where one starts or ends, so
-//     that the rules covering a segment cover all of it.
+// lowest rank. The table sorts the rules by the ports they allow first, into classes:
+//   - a port class per stretch of port numbers of one protocol that the same rules allow: the
+//     rules whose numbers, ranges or protocol-only entries cover it, and the rules without
+//     ports, which allow every port;
+//   - the rules without ports alone, for a protocol and port no class holds (ICMP, say);
+//   - a named class per protocol and port name: the rules naming it.
 //
-// Cost of first for a remote pod that belongs to R peers, with a table naming T peers and
-// cutting its ipBlocks into S segments:
-//   - any: one port lookup;
-//   - addresses: a binary search among S segments, then one port lookup;
-//   - peers: the peers the pod and the table have in common, found by walking the shorter of
-//     the two sorted id lists and seeking each id in the longer one by doubling steps, then
-//     bisecting (about min(R,T) · log(max(R,T)/min(R,T)) comparisons, R+T at most); then one
-//     port lookup per common peer, skipped when the peer's lowest rank cannot beat the best
-//     rank found so far;
-//   - a port lookup: a binary search among the key's port spans (disjoint per protocol, each
-//     with its lowest rank), plus, when the key's rules name ports, a scan of the destination
-//     pod's named ports and a binary search for each one on the flow's protocol and port.
+// Within a class (a ruleSet) the rules are merged by the way they name the remote end: the
+// lowest rank of a rule without peers; each peer (pod and namespace selector pair) with the
+// lowest rank of the rules naming it, sorted by peer id; and the rules' ipBlocks cut into
+// disjoint address segments, each with the lowest rank of the rules covering it.
 //
-// So the cost grows with neither the number of policies nor the number of rules naming one
-// key: a hundred rules naming the same peer cost one port lookup. What it grows with is the
-// number of peers that the remote pod and the table have in common (at most min(R,T)),
-// each a port lookup of a few nanoseconds; the worst case is a remote pod that belongs to
-// many of the table's peers, none of whose rules allow the flow's port.
+// Cost of first, for a remote pod that belongs to R peers:
+//   - a binary search among the table's port classes for the flow's protocol and port;
+//   - for each named port of the destination pod on the flow's protocol and port (rarely
+//     more than one), a binary search among the named classes;
+//   - in each class found, for a class naming T peers and cutting its ipBlocks into S
+//     segments: a binary search among the S segments, then the peers the remote pod and the
+//     class have in common, found by walking the shorter of the two sorted id lists and
+//     seeking each id in the longer one by doubling steps, then bisecting (about
+//     min(R,T) · log(max(R,T)/min(R,T)) comparisons, R+T at most), one comparison of ranks
+//     each. A class is skipped, and its walk stops, once the best rank found is no higher
+//     than the lowest rank in the class.
 //
-// Memory: a port map holds at most two spans per port entry of its key's rules (painting one
-// range around the ones of lower rank leaves at most one more gap than it fills), and no rule
-// after the first without ports. ipBlocks yield at most twice as many segments as they have
-// ranges; the rules covering each segment are kept once per distinct set of rules, so the
-// overlapping blocks of many rules (0.0.0.0/0 except the same few) share their maps.
+// So the cost grows with neither the number of policies nor the number of rules naming the
+// same peer, and rules that do not allow the flow's port cost nothing. Its worst case is a
+// remote pod that belongs to many of the peers named by the rules allowing the flow's port,
+// the lowest-ranked of them last in id order: min(R,T) steps of a few nanoseconds.
+//
+// Memory: a rule is held by every class whose ports it allows. Classes are cut where a port
+// entry starts or ends, so a table of N port entries has at most 2N+1 port classes per
+// protocol, and classes holding the same rules share their set: a table of tens of rules
+// holds a few sets. The bound is (port entries × rules) for rules whose port ranges overlap
+// in many different ways.
 type ruleTable struct {
 	key   string            // the Compiler's cache key
 	pols  []*compiledPolicy // the isolating policies, sorted by name
 	rules []rankedRule      // indexed by rank
 
-	any      portMap   // the rules without peers
-	peerIDs  []uint32  // the peers the rules name, sorted
-	peerMaps []uint32  // the index in maps of each peer's map
-	peerMin  uint32    // lowest rank of all the peers' maps
-	maps     []portMap // the maps of peers and segments, one per distinct set of rules
-	v4       []segment4
-	v6       []segment6
+	ports   []portClass  // sorted by protocol and first port; disjoint
+	named   []namedClass // sorted by protocol and name
+	noPorts uint32       // the set of the rules without ports
+	sets    []ruleSet    // one per distinct set of rules
 }
 
 // rankedRule is the rule of a given rank: rule index of policy cp.
@@ -67,43 +67,46 @@ type rankedRule struct {
 	index int
 }
 
-// segment4 and segment6 are address ranges covered by the same rules, with the index of
-// their map in ruleTable.maps.
+// portClass is a port range of one protocol and the index in ruleTable.sets of the rules
+// that allow it.
+type portClass struct {
+	proto  flow.Proto
+	lo, hi uint16
+	set    uint32
+}
+
+// namedClass is a port name of one protocol and the index in ruleTable.sets of the rules
+// that name it.
+type namedClass struct {
+	proto flow.Proto
+	name  uint32
+	set   uint32
+}
+
+// ruleSet is a set of rules merged by how they name the remote end.
+type ruleSet struct {
+	min       uint32   // lowest rank of all; noRank when the set is empty
+	any       uint32   // lowest rank of a rule without peers
+	peerIDs   []uint32 // the peers the rules name, sorted
+	peerRanks []uint32 // the lowest rank naming each peer
+	peerRest  []uint32 // peerRest[i] is the lowest of peerRanks[i:]
+	v4        []segment4
+	v6        []segment6
+}
+
+// segment4 and segment6 are address ranges and the lowest rank of the rules covering them.
 type segment4 struct {
 	lo, hi uint32
-	m      uint32
+	rank   uint32
 }
 
 type segment6 struct {
 	lo, hi u128
-	m      uint32
+	rank   uint32
 }
 
 // noRank is the rank of no rule: higher than any.
 const noRank = ^uint32(0)
-
-// portMap gives, for a protocol and a port, the lowest rank among some rules whose ports
-// allow it.
-type portMap struct {
-	min     uint32      // lowest rank of all; noRank when the map is empty
-	noPorts uint32      // lowest rank of a rule without ports (every protocol and port)
-	spans   []portSpan  // sorted by protocol and first port; disjoint
-	named   []namedRank // sorted by protocol and name
-}
-
-// portSpan is a port range of one protocol and the lowest rank that allows it.
-type portSpan struct {
-	proto  flow.Proto
-	lo, hi uint16
-	rank   uint32
-}
-
-// namedRank is the lowest rank that allows a named port of one protocol.
-type namedRank struct {
-	proto flow.Proto
-	name  uint32
-	rank  uint32
-}
 
 // policies returns the policies whose rules t holds, sorted by name; none when t is nil.
 func (t *ruleTable) policies() []*compiledPolicy {
@@ -117,36 +120,93 @@ func (t *ruleTable) policies() []*compiledPolicy {
 // (nil when not a pod) at raddr, towards the destination pod dst (nil when not a pod); noRank
 // when none does. It never allocates.
 func (t *ruleTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) uint32 {
-	best := t.any.lowest(noRank, dst, f)
-	if m := t.addrMap(raddr); m != nil {
-		best = m.lowest(best, dst, f)
+	set := t.noPorts
+	if c := t.portClass(f.Proto, f.Port); c != nil {
+		set = c.set
 	}
-	if remote != nil && t.peerMin < best {
-		best = t.peersLowest(best, remote.peers, dst, f)
+	best := t.sets[set].lowest(noRank, remote, raddr)
+	if len(t.named) > 0 && dst != nil {
+		for _, np := range dst.ports {
+			if np.proto == f.Proto && np.port == f.Port {
+				if c := t.namedClass(f.Proto, np.name); c != nil {
+					best = t.sets[c.set].lowest(best, remote, raddr)
+				}
+			}
+		}
 	}
 	return best
 }
 
-// peersLowest lowers best to the lowest rank the maps of the peers in ids (sorted) allow.
-func (t *ruleTable) peersLowest(best uint32, ids []uint32, dst *podEntry, f flow.Flow) uint32 {
-	at := 0
-	if len(ids) <= len(t.peerIDs) {
+// portClass returns the class holding a protocol and port, or nil.
+func (t *ruleTable) portClass(proto flow.Proto, port uint16) *portClass {
+	s := t.ports
+	i, j := 0, len(s)
+	for i < j { // first class at or after (proto, port)
+		h := int(uint(i+j) >> 1)
+		if s[h].proto < proto || (s[h].proto == proto && s[h].hi < port) {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	if i < len(s) && s[i].proto == proto && s[i].lo <= port {
+		return &s[i]
+	}
+	return nil
+}
+
+// namedClass returns the class of a protocol and port name, or nil.
+func (t *ruleTable) namedClass(proto flow.Proto, name uint32) *namedClass {
+	s := t.named
+	i, j := 0, len(s)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		if s[h].proto < proto || (s[h].proto == proto && s[h].name < name) {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	if i < len(s) && s[i].proto == proto && s[i].name == name {
+		return &s[i]
+	}
+	return nil
+}
+
+// lowest returns the lower of best and the lowest rank of the rules in s that name a remote
+// end remote (nil when not a pod) at raddr.
+func (s *ruleSet) lowest(best uint32, remote *podEntry, raddr netip.Addr) uint32 {
+	if s.min >= best {
+		return best
+	}
+	if best = min(best, s.any); best == s.min {
+		return best
+	}
+	best = min(best, s.addrRank(raddr))
+	if remote == nil || len(s.peerIDs) == 0 || s.peerRest[0] >= best {
+		return best
+	}
+	ids, at := remote.peers, 0
+	if len(ids) <= len(s.peerIDs) {
 		for _, id := range ids {
-			if at = seek(t.peerIDs, at, id); at == len(t.peerIDs) {
+			if at = seek(s.peerIDs, at, id); at == len(s.peerIDs) || s.peerRest[at] >= best {
 				break
 			}
-			if t.peerIDs[at] == id {
-				best = t.maps[t.peerMaps[at]].lowest(best, dst, f)
+			if s.peerIDs[at] == id {
+				best = min(best, s.peerRanks[at])
 			}
 		}
 		return best
 	}
-	for i, id := range t.peerIDs {
+	for i, id := range s.peerIDs {
+		if s.peerRest[i] >= best {
+			break
+		}
 		if at = seek(ids, at, id); at == len(ids) {
 			break
 		}
 		if ids[at] == id {
-			best = t.maps[t.peerMaps[i]].lowest(best, dst, f)
+			best = min(best, s.peerRanks[i])
 		}
 	}
 	return best
@@ -174,91 +234,42 @@ func seek(s []uint32, lo int, x uint32) int {
 	return lo
 }
 
-// addrMap returns the map of the segment holding a, or nil.
-func (t *ruleTable) addrMap(a netip.Addr) *portMap {
+// addrRank returns the lowest rank of the rules in s whose ipBlocks hold a, or noRank.
+func (s *ruleSet) addrRank(a netip.Addr) uint32 {
 	if a.Is4() {
-		if len(t.v4) == 0 {
-			return nil
+		if len(s.v4) == 0 {
+			return noRank
 		}
 		x := v4(a)
-		i, j := 0, len(t.v4)
+		i, j := 0, len(s.v4)
 		for i < j { // first segment with hi >= x
 			h := int(uint(i+j) >> 1)
-			if t.v4[h].hi < x {
+			if s.v4[h].hi < x {
 				i = h + 1
 			} else {
 				j = h
 			}
 		}
-		if i < len(t.v4) && t.v4[i].lo <= x {
-			return &t.maps[t.v4[i].m]
+		if i < len(s.v4) && s.v4[i].lo <= x {
+			return s.v4[i].rank
 		}
-		return nil
+		return noRank
 	}
-	if len(t.v6) == 0 {
-		return nil
+	if len(s.v6) == 0 {
+		return noRank
 	}
 	x := v6(a)
-	i, j := 0, len(t.v6)
+	i, j := 0, len(s.v6)
 	for i < j {
 		h := int(uint(i+j) >> 1)
-		if t.v6[h].hi.less(x) {
+		if s.v6[h].hi.less(x) {
 			i = h + 1
 		} else {
 			j = h
 		}
 	}
-	if i < len(t.v6) && !x.less(t.v6[i].lo) {
-		return &t.maps[t.v6[i].m]
-	}
-	return nil
-}
-
-// lowest returns the lower of best and the lowest rank in m that allows the flow's protocol
-// and port, named ports resolving on the destination pod dst (nil when not a pod).
-func (m *portMap) lowest(best uint32, dst *podEntry, f flow.Flow) uint32 {
-	if m.min >= best {
-		return best
-	}
-	best = min(best, m.noPorts)
-	if s := m.spans; len(s) > 0 {
-		i, j := 0, len(s)
-		for i < j { // first span at or after (f.Proto, f.Port)
-			h := int(uint(i+j) >> 1)
-			if s[h].proto < f.Proto || (s[h].proto == f.Proto && s[h].hi < f.Port) {
-				i = h + 1
-			} else {
-				j = h
-			}
-		}
-		if i < len(s) && s[i].proto == f.Proto && s[i].lo <= f.Port {
-			best = min(best, s[i].rank)
-		}
-	}
-	if len(m.named) > 0 && dst != nil {
-		for _, np := range dst.ports {
-			if np.proto == f.Proto && np.port == f.Port {
-				best = min(best, m.namedLowest(f.Proto, np.name))
-			}
-		}
-	}
-	return best
-}
-
-// namedLowest returns the lowest rank that allows the named port, or noRank.
-func (m *portMap) namedLowest(proto flow.Proto, name uint32) uint32 {
-	s := m.named
-	i, j := 0, len(s)
-	for i < j {
-		h := int(uint(i+j) >> 1)
-		if s[h].proto < proto || (s[h].proto == proto && s[h].name < name) {
-			i = h + 1
-		} else {
-			j = h
-		}
-	}
-	if i < len(s) && s[i].proto == proto && s[i].name == name {
-		return s[i].rank
+	if i < len(s.v6) && !x.less(s.v6[i].lo) {
+		return s.v6[i].rank
 	}
 	return noRank
 }
@@ -267,10 +278,10 @@ func (m *portMap) namedLowest(proto flow.Proto, name uint32) uint32 {
 func newRuleTable(key string, dir Direction, pols []*compiledPolicy) *ruleTable {
 	t := &ruleTable{key: key, pols: pols}
 	var (
-		rules  []*rule // by rank
-		any    []uint32
-		byPeer = map[uint32][]uint32{}
-		blocks [2][]taggedSpan // IPv4 (as the low bits of a u128), IPv6
+		rules   []*rule // by rank
+		noPorts []uint32
+		spans   []taggedPorts
+		named   = map[namedClass][]uint32{} // set unused: by protocol and name
 	)
 	for _, cp := range pols {
 		rs := cp.ingressRules
@@ -282,134 +293,173 @@ func newRuleTable(key string, dir Direction, pols []*compiledPolicy) *ruleTable 
 			rank := uint32(len(rules))
 			rules = append(rules, r)
 			t.rules = append(t.rules, rankedRule{cp, i})
-			if r.any {
-				any = append(any, rank)
+			if len(r.ports) == 0 {
+				noPorts = append(noPorts, rank)
 			}
-			for _, id := range r.peers {
-				byPeer[id] = append(byPeer[id], rank)
-			}
-			for _, s := range r.addrs.v4 {
-				blocks[0] = append(blocks[0], taggedSpan{u128{0, uint64(s.lo)}, u128{0, uint64(s.hi)}, rank})
-			}
-			for _, s := range r.addrs.v6 {
-				blocks[1] = append(blocks[1], taggedSpan{s.lo, s.hi, rank})
+			for _, p := range r.ports {
+				switch {
+				case p.name != 0:
+					k := namedClass{proto: p.proto, name: p.name}
+					if n := named[k]; len(n) == 0 || n[len(n)-1] != rank {
+						named[k] = append(n, rank)
+					}
+				case p.all:
+					spans = append(spans, taggedPorts{p.proto, 0, ^uint16(0), rank})
+				default:
+					spans = append(spans, taggedPorts{p.proto, p.lo, p.hi, rank})
+				}
 			}
 		}
 	}
-	t.any = newPortMap(any, rules)
 
-	// Keys named by the same rules share a map.
+	// Classes holding the same rules share a set.
 	shared := map[string]uint32{}
-	mapOf := func(ranks []uint32) uint32 {
-		k := make([]byte, 0, 4*len(ranks))
+	var b []byte
+	setOf := func(ranks []uint32) uint32 {
+		b = b[:0]
 		for _, r := range ranks {
-			k = binary.LittleEndian.AppendUint32(k, r)
+			b = binary.LittleEndian.AppendUint32(b, r)
 		}
-		if m, ok := shared[string(k)]; ok {
-			return m
+		if s, ok := shared[string(b)]; ok {
+			return s
 		}
-		m := uint32(len(t.maps))
-		shared[string(k)] = m
-		t.maps = append(t.maps, newPortMap(ranks, rules))
-		return m
+		s := uint32(len(t.sets))
+		shared[string(b)] = s
+		t.sets = append(t.sets, newRuleSet(ranks, rules))
+		return s
 	}
-	t.peerMin = noRank
-	for _, id := range slices.Sorted(maps.Keys(byPeer)) {
-		m := mapOf(byPeer[id])
-		t.peerIDs = append(t.peerIDs, id)
-		t.peerMaps = append(t.peerMaps, m)
-		t.peerMin = min(t.peerMin, t.maps[m].min)
+	t.noPorts = setOf(noPorts)
+	for _, c := range portClasses(spans, noPorts) {
+		t.ports = append(t.ports, portClass{c.proto, c.lo, c.hi, setOf(c.ranks)})
 	}
-	for _, s := range segments(blocks[0]) {
-		t.v4 = append(t.v4, segment4{uint32(s.lo.lo), uint32(s.hi.lo), mapOf(s.ranks)})
+	t.ports = mergeAdjacent(t.ports, func(a, b portClass) bool {
+		return a.proto == b.proto && a.set == b.set && a.hi+1 == b.lo
+	}, func(a *portClass, b portClass) { a.hi = b.hi })
+	for _, k := range slices.SortedFunc(maps.Keys(named), func(a, b namedClass) int {
+		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.name, b.name))
+	}) {
+		t.named = append(t.named, namedClass{k.proto, k.name, setOf(named[k])})
 	}
-	for _, s := range segments(blocks[1]) {
-		t.v6 = append(t.v6, segment6{s.lo, s.hi, mapOf(s.ranks)})
-	}
-	t.v4 = mergeSegments(t.v4, func(a, b segment4) bool { return a.m == b.m && a.hi+1 == b.lo },
-		func(a *segment4, b segment4) { a.hi = b.hi })
-	t.v6 = mergeSegments(t.v6, func(a, b segment6) bool { return a.m == b.m && a.hi.inc() == b.lo },
-		func(a *segment6, b segment6) { a.hi = b.hi })
 	return t
 }
 
-// mergeSegments joins adjacent segments that share a map.
-func mergeSegments[S any](segs []S, joins func(a, b S) bool, join func(a *S, b S)) []S {
-	out := segs[:0]
-	for _, s := range segs {
-		if n := len(out); n > 0 && joins(out[n-1], s) {
-			join(&out[n-1], s)
-			continue
-		}
-		out = append(out, s)
-	}
-	return slices.Clip(out)
+// taggedPorts is a port range of one protocol that the rule of a given rank allows.
+type taggedPorts struct {
+	proto  flow.Proto
+	lo, hi uint16
+	rank   uint32
 }
 
-// newPortMap builds the map of the rules of the given ranks, ascending.
-func newPortMap(ranks []uint32, rules []*rule) portMap {
-	m := portMap{min: noRank, noPorts: noRank}
-	if len(ranks) == 0 {
-		return m
-	}
-	m.min = ranks[0]
-	for _, rank := range ranks {
-		r := rules[rank]
-		if len(r.ports) == 0 {
-			// It allows every flow: no rule of higher rank can be the first.
-			m.noPorts = rank
-			break
-		}
-		for _, p := range r.ports {
-			if p.name != 0 {
-				if !slices.ContainsFunc(m.named, func(n namedRank) bool { return n.proto == p.proto && n.name == p.name }) {
-					m.named = append(m.named, namedRank{p.proto, p.name, rank})
-				}
-				continue
-			}
-			lo, hi := p.lo, p.hi
-			if p.all {
-				lo, hi = 0, ^uint16(0)
-			}
-			m.spans = paint(m.spans, portSpan{p.proto, lo, hi, rank})
-		}
-	}
-	slices.SortFunc(m.spans, func(a, b portSpan) int {
+// rankedPorts is a port range of one protocol and the ranks, ascending, of the rules that
+// allow it.
+type rankedPorts struct {
+	proto  flow.Proto
+	lo, hi uint16
+	ranks  []uint32
+}
+
+// portClasses cuts the port ranges of each protocol where one starts or ends and returns
+// the pieces some range covers, sorted by protocol and port, with the ranks of the rules
+// covering them and of the rules in all, which allow every port.
+func portClasses(spans []taggedPorts, all []uint32) []rankedPorts {
+	slices.SortFunc(spans, func(a, b taggedPorts) int {
 		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.lo, b.lo))
 	})
-	m.spans = mergeSegments(m.spans, func(a, b portSpan) bool {
-		return a.proto == b.proto && a.rank == b.rank && a.hi+1 == b.lo
-	}, func(a *portSpan, b portSpan) { a.hi = b.hi })
-	slices.SortFunc(m.named, func(a, b namedRank) int {
-		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.name, b.name))
-	})
-	m.named = slices.Clip(m.named)
-	return m
+	var out []rankedPorts
+	for len(spans) > 0 {
+		n := 1
+		for n < len(spans) && spans[n].proto == spans[0].proto {
+			n++
+		}
+		proto := spans[0].proto
+		var cuts []uint32 // port numbers, and 65536 past the last
+		for _, s := range spans[:n] {
+			cuts = append(cuts, uint32(s.lo), uint32(s.hi)+1)
+		}
+		slices.Sort(cuts)
+		cuts = slices.Compact(cuts)
+		for k := 0; k+1 < len(cuts); k++ {
+			lo, hi := uint16(cuts[k]), uint16(cuts[k+1]-1)
+			ranks := slices.Clone(all)
+			for _, s := range spans[:n] {
+				if s.lo <= lo && hi <= s.hi {
+					ranks = append(ranks, s.rank)
+				}
+			}
+			if len(ranks) == len(all) {
+				continue // no range covers it: the rules without ports, as for any other port
+			}
+			slices.Sort(ranks)
+			out = append(out, rankedPorts{proto, lo, hi, slices.Compact(ranks)})
+		}
+		spans = spans[n:]
+	}
+	return out
 }
 
-// paint adds to spans, which hold ranks below s.rank, the parts of s none of them covers.
-func paint(spans []portSpan, s portSpan) []portSpan {
-	gaps := []portSpan{s}
-	for _, c := range spans {
-		if c.proto != s.proto {
+// newRuleSet merges the rules of the given ranks, ascending.
+func newRuleSet(ranks []uint32, rules []*rule) ruleSet {
+	s := ruleSet{min: noRank, any: noRank}
+	if len(ranks) == 0 {
+		return s
+	}
+	s.min = ranks[0]
+	byPeer := map[uint32]uint32{}
+	var blocks [2][]taggedSpan // IPv4 (as the low bits of a u128), IPv6
+	for _, rank := range ranks {
+		r := rules[rank]
+		if r.any {
+			// It allows every remote end: no rule of higher rank can be the first.
+			s.any = rank
+			break
+		}
+		for _, id := range r.peers {
+			if _, ok := byPeer[id]; !ok {
+				byPeer[id] = rank
+			}
+		}
+		for _, a := range r.addrs.v4 {
+			blocks[0] = append(blocks[0], taggedSpan{u128{0, uint64(a.lo)}, u128{0, uint64(a.hi)}, rank})
+		}
+		for _, a := range r.addrs.v6 {
+			blocks[1] = append(blocks[1], taggedSpan{a.lo, a.hi, rank})
+		}
+	}
+	s.peerIDs = slices.Sorted(maps.Keys(byPeer))
+	s.peerRanks = make([]uint32, len(s.peerIDs))
+	s.peerRest = make([]uint32, len(s.peerIDs))
+	for i, id := range s.peerIDs {
+		s.peerRanks[i] = byPeer[id]
+	}
+	rest := noRank
+	for i := len(s.peerRanks) - 1; i >= 0; i-- {
+		rest = min(rest, s.peerRanks[i])
+		s.peerRest[i] = rest
+	}
+	for _, g := range segments(blocks[0]) {
+		s.v4 = append(s.v4, segment4{uint32(g.lo.lo), uint32(g.hi.lo), g.rank})
+	}
+	for _, g := range segments(blocks[1]) {
+		s.v6 = append(s.v6, segment6{g.lo, g.hi, g.rank})
+	}
+	s.v4 = mergeAdjacent(s.v4, func(a, b segment4) bool { return a.rank == b.rank && a.hi+1 == b.lo },
+		func(a *segment4, b segment4) { a.hi = b.hi })
+	s.v6 = mergeAdjacent(s.v6, func(a, b segment6) bool { return a.rank == b.rank && a.hi.inc() == b.lo },
+		func(a *segment6, b segment6) { a.hi = b.hi })
+	return s
+}
+
+// mergeAdjacent joins each element to the one before it when joins says so.
+func mergeAdjacent[S any](s []S, joins func(a, b S) bool, join func(a *S, b S)) []S {
+	out := s[:0]
+	for _, x := range s {
+		if n := len(out); n > 0 && joins(out[n-1], x) {
+			join(&out[n-1], x)
 			continue
 		}
-		var next []portSpan
-		for _, g := range gaps {
-			if c.hi < g.lo || c.lo > g.hi {
-				next = append(next, g)
-				continue
-			}
-			if c.lo > g.lo {
-				next = append(next, portSpan{g.proto, g.lo, c.lo - 1, g.rank})
-			}
-			if c.hi < g.hi {
-				next = append(next, portSpan{g.proto, c.hi + 1, g.hi, g.rank})
-			}
-		}
-		gaps = next
+		out = append(out, x)
 	}
-	return append(spans, gaps...)
+	return slices.Clip(out)
 }
 
 // taggedSpan is an address range of the rule of a given rank.
@@ -418,15 +468,10 @@ type taggedSpan struct {
 	rank   uint32
 }
 
-// segmentSpan is an address range and the ranks, ascending, of the rules covering it.
-type segmentSpan struct {
-	lo, hi u128
-	ranks  []uint32
-}
-
-// segments cuts tagged ranges where one starts or ends and returns the pieces some rule
-// covers, in address order. The ranges of one rule are disjoint.
-func segments(spans []taggedSpan) []segmentSpan {
+// segments cuts tagged ranges where one starts or ends and returns the pieces some range
+// covers, in address order, each with the lowest rank covering it. The ranges of one rank
+// are disjoint.
+func segments(spans []taggedSpan) []taggedSpan {
 	if len(spans) == 0 {
 		return nil
 	}
@@ -445,7 +490,7 @@ func segments(spans []taggedSpan) []segmentSpan {
 	ends := spans
 	slices.SortFunc(ends, func(a, b taggedSpan) int { return a.hi.cmp(b.hi) })
 
-	var out []segmentSpan
+	var out []taggedSpan
 	var active []uint32 // ranks, ascending
 	si, ei := 0, 0
 	for k, at := range cuts {
@@ -466,7 +511,7 @@ func segments(spans []taggedSpan) []segmentSpan {
 		if k+1 < len(cuts) {
 			hi = cuts[k+1].dec()
 		}
-		out = append(out, segmentSpan{at, hi, slices.Clone(active)})
+		out = append(out, taggedSpan{at, hi, active[0]})
 	}
 	return out
 }
