@@ -174,7 +174,7 @@ func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
 		u.users++
 		return u.t
 	}
-	t := newRuleTable(string(k), dir, pols)
+	t := c.builder.build(string(k), dir, pols)
 	c.tables[t.key] = &tableUse{t: t, users: 1}
 	return t
 }

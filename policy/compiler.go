@@ -34,6 +34,7 @@ type Compiler struct {
 	nextSerial uint64                     // of the last compiled policy
 	tables     map[string]*tableUse       // Compiler.table's key →
 	tableKey   []byte                     // Compiler.table's scratch
+	builder    tableBuilder
 
 	dirty      map[*podState]struct{} // entries to rebuild
 	touched    map[netip.Addr]struct{}
