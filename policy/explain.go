@@ -74,6 +74,8 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry,
 		raddr, dst = f.Src, pod
 	}
 	if pod != nil {
+		// Every rule of every isolating policy, tried in turn: Decide's table finds the
+		// first of them (TestDecideEqualsPolicyByPolicy).
 		pols := pod.egress.policies()
 		if dir == Ingress {
 			pols = pod.ingress.policies()

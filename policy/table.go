@@ -33,19 +33,21 @@ import (
 //     class have in common, found by walking the shorter of the two sorted id lists and
 //     seeking each id in the longer one by doubling steps, then bisecting (about
 //     min(R,T) · log(max(R,T)/min(R,T)) comparisons, R+T at most), one comparison of ranks
-//     each. A class is skipped, and its walk stops, once the best rank found is no higher
-//     than the lowest rank in the class.
+//     each. A class is skipped once the best rank found is no higher than its lowest, and
+//     its walk stops once no peer left in id order has a lower rank than the best found.
 //
-// So the cost grows with neither the number of policies nor the number of rules naming the
-// same peer, and rules that do not allow the flow's port cost nothing. Its worst case is a
-// remote pod that belongs to many of the peers named by the rules allowing the flow's port,
-// the lowest-ranked of them last in id order: min(R,T) steps of a few nanoseconds.
+// So rules that do not allow the flow's port cost nothing, rules naming the same peer cost
+// one step together, and more policies cost through T only, under a logarithm when the
+// remote pod belongs to few peers (R is about a dozen in the synthetic clusters of bench/).
+// The worst case is a remote pod that belongs to many of the peers named by the rules that
+// allow the flow's port, none of them early in rank while one late in id order is: the walk
+// takes min(R,T) steps.
 //
-// Memory: a rule is held by every class whose ports it allows. Classes are cut where a port
-// entry starts or ends, so a table of N port entries has at most 2N+1 port classes per
-// protocol, and classes holding the same rules share their set: a table of tens of rules
-// holds a few sets. The bound is (port entries × rules) for rules whose port ranges overlap
-// in many different ways.
+// Memory: a rule is held by every class whose ports it allows, and the rules without ports
+// by every port class. Classes are cut where a port entry starts or ends, so N port entries
+// make at most 2N port classes, and classes holding the same rules share one set: the
+// tables of the synthetic clusters hold a few sets each. The bound is N sets of all the
+// rules, for port ranges that overlap in many different ways.
 type ruleTable struct {
 	key   string            // the Compiler's cache key
 	pols  []*compiledPolicy // the isolating policies, sorted by name

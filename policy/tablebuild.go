@@ -264,14 +264,14 @@ func (b *tableBuilder) newSet(ranks []uint32) builtSet {
 	for _, g := range b.segments(b.blocks[0]) {
 		b.v4 = append(b.v4, segment4{uint32(g.lo.lo), uint32(g.hi.lo), g.rank})
 	}
-	b.v4 = append(b.v4[:s.v4], mergeAdjacent(b.v4[s.v4:], func(a, b segment4) bool { return a.rank == b.rank && a.hi+1 == b.lo },
-		func(a *segment4, b segment4) { a.hi = b.hi })...)
+	b.v4 = b.v4[:s.v4+len(mergeAdjacent(b.v4[s.v4:], func(a, b segment4) bool { return a.rank == b.rank && a.hi+1 == b.lo },
+		func(a *segment4, b segment4) { a.hi = b.hi }))]
 	s.v4n = len(b.v4)
 	for _, g := range b.segments(b.blocks[1]) {
-		b.v6 = append(b.v6, segment6{g.lo, g.hi, g.rank})
+		b.v6 = append(b.v6, segment6(g))
 	}
-	b.v6 = append(b.v6[:s.v6], mergeAdjacent(b.v6[s.v6:], func(a, b segment6) bool { return a.rank == b.rank && a.hi.inc() == b.lo },
-		func(a *segment6, b segment6) { a.hi = b.hi })...)
+	b.v6 = b.v6[:s.v6+len(mergeAdjacent(b.v6[s.v6:], func(a, b segment6) bool { return a.rank == b.rank && a.hi.inc() == b.lo },
+		func(a *segment6, b segment6) { a.hi = b.hi }))]
 	s.v6n = len(b.v6)
 	return s
 }
