@@ -56,7 +56,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		old := ps.entry
 		ps.entry = c.build(ps)
 		if old != nil {
-			c.unuse(old) // after build, which may share its tables
+			c.releaseTables(old) // after build, which may share its tables
 		}
 		s.byKey[ps.pod.Key()] = ps.entry
 		for _, ip := range ps.pod.IPs {
@@ -179,9 +179,9 @@ func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
 	return t
 }
 
-// unuse counts one user less of the tables of an entry built before, forgetting a table no
-// entry uses any more.
-func (c *Compiler) unuse(e *podEntry) {
+// releaseTables counts one user less of the tables of an entry built before, forgetting a
+// table no entry uses any more.
+func (c *Compiler) releaseTables(e *podEntry) {
 	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
 		if t == nil {
 			continue

@@ -14,8 +14,10 @@ import (
 
 // Compiler turns Kubernetes objects into Snapshots and keeps what it needs to make the next
 // Snapshot cheaply after a change: a pod change re-evaluates selectors against that pod only,
-// a policy change re-evaluates that policy only. Set/Delete and Replace record changes;
-// Snapshot applies them. A Compiler is not safe for concurrent use.
+// a policy change re-evaluates that policy only, and the rule table of a set of policies
+// (ruleTable) is built once, when a pod is first isolated by that set, and kept while one
+// is. Set/Delete and Replace record changes; Snapshot applies them. A Compiler is not safe
+// for concurrent use.
 type Compiler struct {
 	node string
 	gen  uint64
@@ -240,7 +242,7 @@ func (c *Compiler) DeletePod(namespace, name string) {
 	delete(c.dirty, ps)
 	if ps.entry != nil {
 		c.removed = append(c.removed, ps.entry)
-		c.unuse(ps.entry)
+		c.releaseTables(ps.entry)
 	}
 	if ps.pod.HostNetwork {
 		c.nodesDirty = true
