@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -46,6 +47,14 @@ var (
 		func(*rand.Rand) policytest.Elem { return policytest.CIDR("fd00:10:244::/120") },
 		func(*rand.Rand) policytest.Elem { return policytest.CIDR("::/0", "fd00::/8") },
 		func(*rand.Rand) policytest.Elem { return policytest.CIDR("192.0.2.0/24") },
+		// Many distinct peers, a few pods each, so that some classes name far more peers
+		// than a pod belongs to.
+		func(r *rand.Rand) policytest.Elem {
+			return policytest.Pods(policytest.Selector("shard", strconv.Itoa(r.IntN(60))))
+		},
+		func(r *rand.Rand) policytest.Elem {
+			return policytest.Pods(policytest.Selector("shard", strconv.Itoa(r.IntN(60))))
+		},
 	}
 	crowdPorts = []string{
 		"8080", "5000/TCP", "3306", "53/UDP", "/UDP", "/TCP", "/SCTP", "80/SCTP",
@@ -92,13 +101,16 @@ func crowdPolicy(r *rand.Rand, ns, name string) *networkingv1.NetworkPolicy {
 }
 
 // crowdedCluster is a synthetic cluster of three namespaces with crowd policies besides
-// synth's: each pod is selected by tens of policies.
+// synth's: each pod is selected by tens of policies. Its pods are labelled shard=0…59.
 func crowdedCluster(seed uint64, r *rand.Rand) policy.State {
 	s := synth.Generate(synth.Config{Pods: 150, Policies: 30, Namespaces: 3, Nodes: 3, Seed: seed})
 	for i, n := range s.Namespaces {
 		if i%2 == 0 {
 			n.Labels["env"] = "prod"
 		}
+	}
+	for i, p := range s.Pods {
+		p.Labels["shard"] = strconv.Itoa(i % 60)
 	}
 	for i := range 120 {
 		s.Policies = append(s.Policies, crowdPolicy(r, s.Namespaces[r.IntN(len(s.Namespaces))].Name, fmt.Sprintf("crowd-%03d", i)))
