@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"maps"
 	"net/netip"
 	"slices"
@@ -15,9 +16,9 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
-	peers   []uint32          // sorted peer ids the pod belongs to
-	ingress []*compiledPolicy // policies isolating it for ingress, sorted by name
-	egress  []*compiledPolicy
+	peers   []uint32   // sorted peer ids the pod belongs to
+	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
+	egress  *ruleTable
 	ports   []portID // named ports, interned
 }
 
@@ -52,7 +53,11 @@ func (c *Compiler) Snapshot() *Snapshot {
 	}
 	c.removed = c.removed[:0]
 	for ps := range c.dirty {
+		old := ps.entry
 		ps.entry = c.build(ps)
+		if old != nil {
+			c.releaseTables(old) // after build, which may share its tables
+		}
 		s.byKey[ps.pod.Key()] = ps.entry
 		for _, ip := range ps.pod.IPs {
 			c.touched[ip] = struct{}{}
@@ -123,20 +128,20 @@ func (c *Compiler) build(ps *podState) *podEntry {
 	p := ps.pod
 	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers}
 	if livePod(p) {
+		var ingress, egress []*compiledPolicy
 		for cp := range c.policiesNS[p.Namespace] {
 			if !cp.podSel.Matches(labels.Set(p.Labels)) {
 				continue
 			}
 			if cp.ingress {
-				e.ingress = append(e.ingress, cp)
+				ingress = append(ingress, cp)
 			}
 			if cp.egress {
-				e.egress = append(e.egress, cp)
+				egress = append(egress, cp)
 			}
 		}
-		byName := func(a, b *compiledPolicy) int { return strings.Compare(a.ref.Name, b.ref.Name) }
-		slices.SortFunc(e.ingress, byName)
-		slices.SortFunc(e.egress, byName)
+		e.ingress = c.table(Ingress, ingress)
+		e.egress = c.table(Egress, egress)
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -144,4 +149,47 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 	}
 	return e
+}
+
+// tableUse is a cached table and the number of built entries that use it.
+type tableUse struct {
+	t     *ruleTable
+	users int
+}
+
+// table returns the table of the rules of one direction of pols (unsorted; nil when none
+// isolates the pod) and counts one more user of it. Pods isolated by the same policies share
+// a table, built when the first of them is.
+func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
+	if len(pols) == 0 {
+		return nil
+	}
+	slices.SortFunc(pols, func(a, b *compiledPolicy) int { return strings.Compare(a.ref.Name, b.ref.Name) })
+	k := append(c.tableKey[:0], byte(dir))
+	for _, cp := range pols {
+		k = binary.LittleEndian.AppendUint64(k, cp.serial)
+	}
+	c.tableKey = k
+	if u := c.tables[string(k)]; u != nil {
+		u.users++
+		return u.t
+	}
+	t := c.builder.build(string(k), dir, pols)
+	c.tables[t.key] = &tableUse{t: t, users: 1}
+	return t
+}
+
+// releaseTables counts one user less of the tables of an entry built before, forgetting a
+// table no entry uses any more.
+func (c *Compiler) releaseTables(e *podEntry) {
+	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
+		if t == nil {
+			continue
+		}
+		if u := c.tables[t.key]; u != nil && u.t == t {
+			if u.users--; u.users == 0 {
+				delete(c.tables, t.key)
+			}
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 // compiledPolicy is one NetworkPolicy, compiled. Immutable.
 type compiledPolicy struct {
 	ref             PolicyRef
+	serial          uint64 // numbers the compiler's compiled policies; never reused
 	podSel          labels.Selector
 	ingress, egress bool // effective policyTypes
 	ingressRules    []rule
@@ -42,8 +43,10 @@ type portRule struct {
 
 // compilePolicy compiles a policy that passed Validate, registering its peers.
 func (c *Compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
+	c.nextSerial++
 	cp := &compiledPolicy{
 		ref:    PolicyRef{np.Namespace, np.Name},
+		serial: c.nextSerial,
 		podSel: validated(metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)),
 	}
 	if len(np.Spec.PolicyTypes) == 0 {

@@ -14,8 +14,10 @@ import (
 
 // Compiler turns Kubernetes objects into Snapshots and keeps what it needs to make the next
 // Snapshot cheaply after a change: a pod change re-evaluates selectors against that pod only,
-// a policy change re-evaluates that policy only. Set/Delete and Replace record changes;
-// Snapshot applies them. A Compiler is not safe for concurrent use.
+// a policy change re-evaluates that policy only, and the rule table of a set of policies
+// (ruleTable) is built once, when a pod is first isolated by that set, and kept while one
+// is. Set/Delete and Replace record changes; Snapshot applies them. A Compiler is not safe
+// for concurrent use.
 type Compiler struct {
 	node string
 	gen  uint64
@@ -31,6 +33,10 @@ type Compiler struct {
 	nextPeer   uint32
 	portNames  map[string]uint32
 	owners     map[netip.Addr][]*podState // live pod addresses → pods claiming them
+	nextSerial uint64                     // of the last compiled policy
+	tables     map[string]*tableUse       // Compiler.table's key →
+	tableKey   []byte                     // Compiler.table's scratch
+	builder    tableBuilder
 
 	dirty      map[*podState]struct{} // entries to rebuild
 	touched    map[netip.Addr]struct{}
@@ -69,6 +75,7 @@ func NewCompiler(node string) *Compiler {
 		peerByID:   map[uint32]*peerDef{},
 		portNames:  map[string]uint32{},
 		owners:     map[netip.Addr][]*podState{},
+		tables:     map[string]*tableUse{},
 		dirty:      map[*podState]struct{}{},
 		touched:    map[netip.Addr]struct{}{},
 	}
@@ -235,6 +242,7 @@ func (c *Compiler) DeletePod(namespace, name string) {
 	delete(c.dirty, ps)
 	if ps.entry != nil {
 		c.removed = append(c.removed, ps.entry)
+		c.releaseTables(ps.entry)
 	}
 	if ps.pod.HostNetwork {
 		c.nodesDirty = true

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,9 +74,11 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry,
 		raddr, dst = f.Src, pod
 	}
 	if pod != nil {
-		pols := pod.egress
+		// Every rule of every isolating policy, tried in turn: Decide's table finds the
+		// first of them (TestDecideEqualsPolicyByPolicy).
+		pols := pod.egress.policies()
 		if dir == Ingress {
-			pols = pod.ingress
+			pols = pod.ingress.policies()
 		}
 		for _, cp := range pols {
 			x.Isolating = append(x.Isolating, cp.ref)
@@ -147,4 +150,51 @@ func flowPort(f flow.Flow) string {
 		return f.Proto.String() + "/" + strconv.Itoa(int(f.Port))
 	}
 	return f.Proto.String()
+}
+
+// matches reports whether the rule allows a flow whose remote end is remote (nil when not
+// a pod) at raddr, towards the destination pod dst (nil when not a pod).
+func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
+	if !r.matchesPort(dst, f) {
+		return false
+	}
+	if r.any || r.addrs.contains(raddr) {
+		return true
+	}
+	if remote == nil {
+		return false
+	}
+	for _, id := range r.peers {
+		if _, ok := slices.BinarySearch(remote.peers, id); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) matchesPort(dst *podEntry, f flow.Flow) bool {
+	if len(r.ports) == 0 {
+		return true
+	}
+	for i := range r.ports {
+		p := &r.ports[i]
+		if p.proto != f.Proto {
+			continue
+		}
+		switch {
+		case p.all:
+			return true
+		case p.name == 0:
+			if f.Port >= p.lo && f.Port <= p.hi {
+				return true
+			}
+		case dst != nil:
+			for _, np := range dst.ports {
+				if np.name == p.name && np.proto == f.Proto && np.port == f.Port {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

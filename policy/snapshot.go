@@ -85,10 +85,10 @@ func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 		if !e.local {
 			continue
 		}
-		if len(e.ingress) > 0 {
+		if e.ingress != nil {
 			ingress = append(ingress, a)
 		}
-		if len(e.egress) > 0 {
+		if e.egress != nil {
 			egress = append(egress, a)
 		}
 	}
@@ -102,10 +102,10 @@ func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 // slices for each pod: it is meant for indexes built once per snapshot.
 func (s *Snapshot) LocalIsolation(fn func(p *Pod, egress, ingress []PolicyRef)) {
 	for _, e := range s.byKey {
-		if !e.local || (len(e.egress) == 0 && len(e.ingress) == 0) || !livePod(e.pod) {
+		if !e.local || (e.egress == nil && e.ingress == nil) || !livePod(e.pod) {
 			continue
 		}
-		fn(e.pod, refs(e.egress), refs(e.ingress))
+		fn(e.pod, refs(e.egress.policies()), refs(e.ingress.policies()))
 	}
 }
 
@@ -145,73 +145,19 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 		j.Code = OwnNode
 		return j
 	}
-	pols := pod.egress
+	t := pod.egress
 	if dir == Ingress {
-		pols = pod.ingress
+		t = pod.ingress
 	}
-	if len(pols) == 0 {
+	if t == nil {
 		j.Code = NotIsolated
 		return j
 	}
-	for _, cp := range pols {
-		rules := cp.egressRules
-		if dir == Ingress {
-			rules = cp.ingressRules
-		}
-		for i := range rules {
-			if rules[i].matches(remote, raddr, dst, f) {
-				j.Code, j.Policy, j.Rule = Allowed, &cp.ref, i
-				return j
-			}
-		}
+	if rank := t.first(remote, raddr, dst, f); rank != noRank {
+		r := &t.rules[rank]
+		j.Code, j.Policy, j.Rule = Allowed, &r.cp.ref, r.index
+		return j
 	}
 	j.Verdict, j.Code = Deny, NoRuleAllows
 	return j
-}
-
-// matches reports whether the rule allows a flow whose remote end is remote (nil when not
-// a pod) at raddr, towards the destination pod dst (nil when not a pod).
-func (r *rule) matches(remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
-	if !r.matchesPort(dst, f) {
-		return false
-	}
-	if r.any || r.addrs.contains(raddr) {
-		return true
-	}
-	if remote == nil {
-		return false
-	}
-	for _, id := range r.peers {
-		if _, ok := slices.BinarySearch(remote.peers, id); ok {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *rule) matchesPort(dst *podEntry, f flow.Flow) bool {
-	if len(r.ports) == 0 {
-		return true
-	}
-	for i := range r.ports {
-		p := &r.ports[i]
-		if p.proto != f.Proto {
-			continue
-		}
-		switch {
-		case p.all:
-			return true
-		case p.name == 0:
-			if f.Port >= p.lo && f.Port <= p.hi {
-				return true
-			}
-		case dst != nil:
-			for _, np := range dst.ports {
-				if np.name == p.name && np.proto == f.Proto && np.port == f.Port {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
