@@ -6,8 +6,8 @@
 //
 // The datapath's observer checks Hub.Active (one atomic load) before anything else: with no
 // subscriber the stream costs nothing more. With subscribers it makes a Record — the policy
-// Decision of the snapshot in force (Snapshot.Decide, no allocation; for flow-cache hits too),
-// the 5-tuple, timing — and Publish copies that small value into each matching subscriber's
+// Decision that made the verdict (the one the flow cache kept, on a hit) with the snapshot of
+// its generation, the 5-tuple, timing — and Publish copies that small value into each matching subscriber's
 // buffered channel with a non-blocking send. A full channel drops the record and counts the
 // loss for that subscriber; the datapath never waits. Pointers in a Record point into the
 // immutable policy.Snapshot, so nothing is copied or formatted on the datapath: the
