@@ -23,6 +23,14 @@ type compiledPolicy struct {
 	peerIDs         []uint32 // every peer reference of all rules, for reference counting
 }
 
+// rules returns the policy's rules of one direction, in order.
+func (cp *compiledPolicy) rules(dir Direction) []rule {
+	if dir == Ingress {
+		return cp.ingressRules
+	}
+	return cp.egressRules
+}
+
 // rule is one ingress or egress rule: it matches a flow when the remote end matches one of
 // its peers and the flow matches one of its ports.
 type rule struct {

@@ -82,10 +82,7 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry,
 		}
 		for _, cp := range pols {
 			x.Isolating = append(x.Isolating, cp.ref)
-			rules := cp.egressRules
-			if dir == Ingress {
-				rules = cp.ingressRules
-			}
+			rules := cp.rules(dir)
 			for i := range rules {
 				if rules[i].matches(remote, raddr, dst, f) {
 					x.Allowing = append(x.Allowing, RuleRef{cp.ref, i})

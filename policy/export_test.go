@@ -44,10 +44,7 @@ func (s *Snapshot) judgeByPolicy(dir Direction, pod, remote *podEntry, raddr net
 		return j
 	}
 	for _, cp := range pols {
-		rules := cp.egressRules
-		if dir == Ingress {
-			rules = cp.ingressRules
-		}
+		rules := cp.rules(dir)
 		for i := range rules {
 			if rules[i].matches(remote, raddr, dst, f) {
 				j.Code, j.Policy, j.Rule = Allowed, &cp.ref, i

@@ -78,16 +78,19 @@ type builtSet struct {
 // build merges the rules of one direction of pols, which are sorted by name.
 func (b *tableBuilder) build(key string, dir Direction, pols []*compiledPolicy) *ruleTable {
 	t := &ruleTable{key: key, pols: pols}
+	n := 0
+	for _, cp := range pols {
+		n += len(cp.rules(dir))
+	}
+	t.rules = make([]rankedRule, 0, n)
 	b.rules, b.noPorts, b.spans, b.named = b.rules[:0], b.noPorts[:0], b.spans[:0], b.named[:0]
 	for _, cp := range pols {
-		rs := cp.ingressRules
-		if dir == Egress {
-			rs = cp.egressRules
-		}
+		rs := cp.rules(dir)
 		for i := range rs {
 			r := &rs[i]
 			rank := uint32(len(b.rules))
 			b.rules = append(b.rules, r)
+			t.rules = append(t.rules, rankedRule{cp, i})
 			if len(r.ports) == 0 {
 				b.noPorts = append(b.noPorts, rank)
 			}
@@ -101,16 +104,6 @@ func (b *tableBuilder) build(key string, dir Direction, pols []*compiledPolicy) 
 					b.spans = append(b.spans, taggedPorts{p.proto, p.lo, p.hi, rank})
 				}
 			}
-		}
-	}
-	t.rules = make([]rankedRule, 0, len(b.rules))
-	for _, cp := range pols {
-		n := len(cp.ingressRules)
-		if dir == Egress {
-			n = len(cp.egressRules)
-		}
-		for i := range n {
-			t.rules = append(t.rules, rankedRule{cp, i})
 		}
 	}
 
