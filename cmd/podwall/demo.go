@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy"
@@ -62,22 +60,11 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 		}
 		say("\nCleaned up: lab namespaces removed.")
 	}()
-	plan := lab.Plan(1)
-	node, err := plan.AddNode(l, "node-1")
+	tt, err := l.AddThreeTier()
 	if err != nil {
 		return err
 	}
-	pods := map[string]*lab.Pod{}
-	for j, name := range []string{"web", "api", "db"} {
-		v4, v6 := plan.Pod(j)
-		if pods[name], err = node.AddPod(name, v4, v6); err != nil {
-			return err
-		}
-	}
-	uv4, uv6 := lab.External(0)
-	if pods["user"], err = l.AddExternal("user", uv4, uv6, node); err != nil {
-		return err
-	}
+	node, pods := tt.Node, tt.Pods
 
 	dir, err := os.MkdirTemp("", "podwall-demo-")
 	if err != nil {
@@ -85,14 +72,7 @@ func runDemo(ctx context.Context, out io.Writer, keep bool) (err error) {
 	}
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "cluster.yaml")
-	objs := []any{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}},
-		pods["web"].Object("prod", "web", "node-1", map[string]string{"role": "web"}),
-		pods["api"].Object("prod", "api", "node-1", map[string]string{"role": "api", "name": "api-pod"}),
-		pods["db"].Object("prod", "db", "node-1", map[string]string{"role": "db"}),
-		lab.DBPolicy("prod"),
-	}
-	if err := manifests.Write(file, objs...); err != nil {
+	if err := manifests.Write(file, tt.Objects...); err != nil {
 		return err
 	}
 	state, err := manifests.Load(file)
