@@ -37,13 +37,20 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 
 // flowsOf returns a deterministic sample of flows between the pods of s and a few outsiders.
 func flowsOf(s policy.State, r *rand.Rand, n int) []flow.Flow {
+	outsiders := []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.3.17"), netip.MustParseAddr("2001:db8::9")}
+	protos := []flow.Proto{flow.TCP, flow.TCP, flow.UDP, flow.SCTP, flow.ICMP}
+	ports := []uint16{53, 80, 3306, 5000, 8080, 8300, 9090, 9091}
+	return sampleFlows(r, n, s, outsiders, protos, ports)
+}
+
+// sampleFlows returns n random flows of one family between the addresses of the pods of s and
+// the outsiders, on one of protos and, for protocols with ports, one of ports.
+func sampleFlows(r *rand.Rand, n int, s policy.State, outsiders []netip.Addr, protos []flow.Proto, ports []uint16) []flow.Flow {
 	var addrs []netip.Addr
 	for _, p := range s.Pods {
 		addrs = append(addrs, p.IPs...)
 	}
-	addrs = append(addrs, netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.3.17"), netip.MustParseAddr("2001:db8::9"))
-	protos := []flow.Proto{flow.TCP, flow.TCP, flow.UDP, flow.SCTP, flow.ICMP}
-	ports := []uint16{53, 80, 3306, 5000, 8080, 8300, 9090, 9091}
+	addrs = append(addrs, outsiders...)
 	var out []flow.Flow
 	for len(out) < n {
 		a, b := addrs[r.IntN(len(addrs))], addrs[r.IntN(len(addrs))]

@@ -121,27 +121,11 @@ func crowdedCluster(seed uint64, r *rand.Rand) policy.State {
 // crowdFlows returns flows between the pods of s and a few outsiders on the ports the crowd
 // policies name, their edges and their neighbours.
 func crowdFlows(s policy.State, r *rand.Rand, n int) []flow.Flow {
-	var addrs []netip.Addr
-	for _, p := range s.Pods {
-		addrs = append(addrs, p.IPs...)
-	}
-	addrs = append(addrs, netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.1.200"),
-		netip.MustParseAddr("10.244.15.1"), netip.MustParseAddr("2001:db8::9"), netip.MustParseAddr("fd00:10:244::1:1"))
+	outsiders := []netip.Addr{netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("10.244.1.200"),
+		netip.MustParseAddr("10.244.15.1"), netip.MustParseAddr("2001:db8::9"), netip.MustParseAddr("fd00:10:244::1:1")}
 	protos := []flow.Proto{flow.TCP, flow.TCP, flow.TCP, flow.UDP, flow.UDP, flow.SCTP, flow.ICMP, flow.ICMPv6}
 	ports := []uint16{53, 80, 3306, 5000, 6379, 7999, 8000, 8080, 8100, 8101, 8400, 8401, 9000, 9090, 9091, 9092, 9095, 9096}
-	var out []flow.Flow
-	for len(out) < n {
-		a, b := addrs[r.IntN(len(addrs))], addrs[r.IntN(len(addrs))]
-		if a.Is4() != b.Is4() {
-			continue
-		}
-		f := flow.Flow{Src: a, Dst: b, Proto: protos[r.IntN(len(protos))]}
-		if f.Proto.HasPorts() {
-			f.Port = ports[r.IntN(len(ports))]
-		}
-		out = append(out, f)
-	}
-	return out
+	return sampleFlows(r, n, s, outsiders, protos, ports)
 }
 
 // sameJudgement reports whether two judgements say the same, comparing pods and policies by
