@@ -259,14 +259,7 @@ func TestLiveDenyCacheTraffic(t *testing.T) {
 	if err := r.ProgramSync(1, iso, nil); err != nil {
 		t.Fatal(err)
 	}
-	counters := func() Counters {
-		t.Helper()
-		c, err := r.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	counters := func() Counters { return mustCounters(t, r) }
 	// passes opens a new UDP connection (a new source port) and reports whether it echoed;
 	// dropped the same, with a short wait, so that several fit in one TTL (an echo in the
 	// lab takes well under a millisecond; the counters say which rule dropped).

@@ -404,3 +404,13 @@ func withNetNS(c Config, fd int) Config {
 	c.NetNS = fd
 	return c
 }
+
+// mustCounters reads r's rule counters or fails the test.
+func mustCounters(t *testing.T, r *Ruleset) Counters {
+	t.Helper()
+	c, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

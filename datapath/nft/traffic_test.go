@@ -154,14 +154,7 @@ func TestLiveTraffic(t *testing.T) {
 	if err := r.Program(); err != nil {
 		t.Fatal(err)
 	}
-	counters := func() Counters {
-		t.Helper()
-		c, err := r.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	counters := func() Counters { return mustCounters(t, r) }
 	sync := func(ingress, egress []netip.Addr) {
 		t.Helper()
 		if err := r.Sync(1, ingress, egress); err != nil {
