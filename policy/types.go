@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy/flow"
 )
@@ -79,6 +80,8 @@ type State struct {
 	Pods       []Pod
 	Nodes      []Node
 	Policies   []*networkingv1.NetworkPolicy
+	// ClusterPolicies are the cluster admin's ClusterNetworkPolicies (both tiers).
+	ClusterPolicies []*cnpv1alpha2.ClusterNetworkPolicy
 }
 
 // Verdict is allow or deny.

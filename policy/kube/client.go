@@ -33,7 +33,23 @@ func init() {
 // resources are the list/watch endpoints the Source and List read.
 type resources struct {
 	pods, namespaces, policies, nodes *cache.ListWatch
+	// noWatchList reports that the watch functions cannot stream the initial list (client-go's
+	// fake clientset): the informers then list, then watch.
+	noWatchList bool
 }
+
+// listerWatcher is what an informer of r reads lw through.
+func (r resources) listerWatcher(lw *cache.ListWatch) cache.ListerWatcher {
+	if r.noWatchList {
+		return cache.ToListWatcherWithWatchListSemantics(lw, unsupportedWatchList{})
+	}
+	return lw
+}
+
+// unsupportedWatchList tells the reflector that a client cannot stream watch lists.
+type unsupportedWatchList struct{}
+
+func (unsupportedWatchList) IsWatchListSemanticsUnSupported() bool { return true }
 
 // newResources makes REST clients for cfg (protobuf preferred) and the resources over them.
 func newResources(cfg *rest.Config) (resources, error) {

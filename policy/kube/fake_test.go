@@ -116,5 +116,6 @@ func fakeResources(c kubernetes.Interface) resources {
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				return c.CoreV1().Nodes().Watch(ctx, o)
 			}),
+		noWatchList: true,
 	}
 }

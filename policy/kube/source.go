@@ -166,7 +166,7 @@ func (s *Source) setConnected(ok bool, err error) {
 // ends. It returns nil when ctx ends.
 func (s *Source) Run(ctx context.Context, update func(policy.State, error)) error {
 	informer := func(lw *cache.ListWatch, example runtime.Object) cache.SharedIndexInformer {
-		inf := cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{})
+		inf := cache.NewSharedIndexInformer(s.res.listerWatcher(lw), example, 0, cache.Indexers{})
 		utilruntime.Must(inf.SetTransform(trim)) // fails only once the informer runs
 		return inf
 	}
