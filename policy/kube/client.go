@@ -14,10 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 )
 
 // The agent talks to the API through plain REST clients over a scheme of its own that holds
-// only core/v1 and networking.k8s.io/v1. client-go's typed clientset and informer factory
+// only core/v1, networking.k8s.io/v1 and policy.networking.k8s.io/v1alpha2 (the
+// ClusterNetworkPolicy CRD, served as JSON only). client-go's typed clientset and informer factory
 // would register every API group at start: they made the binary 4× larger and its resident
 // pages a large share of the agent's memory.
 var (
@@ -28,11 +30,16 @@ var (
 func init() {
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(networkingv1.AddToScheme(scheme))
+	utilruntime.Must(cnpv1alpha2.Install(scheme))
 }
 
 // resources are the list/watch endpoints the Source and List read.
 type resources struct {
 	pods, namespaces, policies, nodes *cache.ListWatch
+	// clusterPolicies lists and watches ClusterNetworkPolicies while clusterPolicyServed
+	// says their CRD is installed.
+	clusterPolicies     *cache.ListWatch
+	clusterPolicyServed servedFunc
 	// noWatchList reports that the watch functions cannot stream the initial list (client-go's
 	// fake clientset): the informers then list, then watch.
 	noWatchList bool
@@ -51,13 +58,18 @@ type unsupportedWatchList struct{}
 
 func (unsupportedWatchList) IsWatchListSemanticsUnSupported() bool { return true }
 
-// newResources makes REST clients for cfg (protobuf preferred) and the resources over them.
+// newResources makes REST clients for cfg (protobuf preferred for the built-in kinds) and
+// the resources over them.
 func newResources(cfg *rest.Config) (resources, error) {
-	core, err := restClient(cfg, "/api", corev1.SchemeGroupVersion)
+	core, err := restClient(cfg, "/api", corev1.SchemeGroupVersion, true)
 	if err != nil {
 		return resources{}, err
 	}
-	networking, err := restClient(cfg, "/apis", networkingv1.SchemeGroupVersion)
+	networking, err := restClient(cfg, "/apis", networkingv1.SchemeGroupVersion, true)
+	if err != nil {
+		return resources{}, err
+	}
+	cnp, err := restClient(cfg, "/apis", cnpv1alpha2.SchemeGroupVersion, false)
 	if err != nil {
 		return resources{}, err
 	}
@@ -69,15 +81,23 @@ func newResources(cfg *rest.Config) (resources, error) {
 		namespaces: lw(core, "namespaces"),
 		policies:   lw(networking, "networkpolicies"),
 		nodes:      lw(core, "nodes"),
+
+		clusterPolicies:     lw(cnp, clusterPolicyResource),
+		clusterPolicyServed: clusterPolicyServed(cnp),
 	}, nil
 }
 
-func restClient(cfg *rest.Config, apiPath string, gv schema.GroupVersion) (*rest.RESTClient, error) {
+// restClient makes a client of one group version; protobuf asks for protobuf, which custom
+// resources do not speak.
+func restClient(cfg *rest.Config, apiPath string, gv schema.GroupVersion, protobuf bool) (*rest.RESTClient, error) {
 	c := rest.CopyConfig(cfg)
 	c.APIPath = apiPath
 	c.GroupVersion = &gv
-	c.ContentType = runtime.ContentTypeProtobuf
-	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	c.ContentType, c.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	if protobuf {
+		c.ContentType = runtime.ContentTypeProtobuf
+		c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	}
 	c.NegotiatedSerializer = codecs.WithoutConversion()
 	if c.UserAgent == "" {
 		c.UserAgent = rest.DefaultKubernetesUserAgent()

@@ -116,6 +116,8 @@ func fakeResources(c kubernetes.Interface) resources {
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				return c.CoreV1().Nodes().Watch(ctx, o)
 			}),
-		noWatchList: true,
+		// The ClusterNetworkPolicy CRD is not installed.
+		clusterPolicyServed: func(context.Context) (bool, error) { return false, nil },
+		noWatchList:         true,
 	}
 }

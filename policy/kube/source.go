@@ -39,6 +39,9 @@ type Options struct {
 	MaxDelay time.Duration
 	// Log receives list/watch errors and connectivity changes; default slog.Default().
 	Log *slog.Logger
+	// ClusterPolicyRecheck is how often to ask whether the ClusterNetworkPolicy CRD has
+	// been installed while it is not; default DefaultClusterPolicyRecheck.
+	ClusterPolicyRecheck time.Duration
 }
 
 // Source is a policy.Source over the Kubernetes API (see the package comment). Create it with
@@ -46,6 +49,7 @@ type Options struct {
 type Source struct {
 	res  resources
 	opts Options
+	cnp  *clusterPolicies // while Run runs
 
 	mu sync.Mutex
 	st Status
@@ -72,10 +76,30 @@ type Status struct {
 	Errors uint64
 	// Updates counts the states delivered.
 	Updates uint64
+	// ClusterPolicyAPI is whether ClusterNetworkPolicies are followed: CRDUnknown (before
+	// Run asked), CRDAbsent, CRDSyncing or CRDWatched.
+	ClusterPolicyAPI string
+	// ClusterPolicies counts the ClusterNetworkPolicies in the cache while CRDWatched.
+	ClusterPolicies int
 }
 
 // String describes the status in one line, for /readyz.
 func (s Status) String() string {
+	return s.connection() + s.clusterPolicies()
+}
+
+// clusterPolicies says why the states hold no ClusterNetworkPolicies, when they cannot.
+func (s Status) clusterPolicies() string {
+	switch s.ClusterPolicyAPI {
+	case CRDAbsent:
+		return "; ClusterNetworkPolicy CRD not installed"
+	case CRDSyncing:
+		return "; ClusterNetworkPolicy CRD installed, not listed yet"
+	}
+	return ""
+}
+
+func (s Status) connection() string {
 	switch {
 	case s.Connected && s.Synced:
 		return "kubernetes API: connected, synced"
@@ -125,15 +149,21 @@ func newSource(res resources, o Options) *Source {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.ClusterPolicyRecheck <= 0 {
+		o.ClusterPolicyRecheck = DefaultClusterPolicyRecheck
+	}
 	return &Source{res: res, opts: o, st: Status{Since: time.Now()}}
 }
 
 // Status returns the current status. Safe for concurrent use.
 func (s *Source) Status() Status {
 	s.mu.Lock()
-	st := s.st
+	st, cnp := s.st, s.cnp
 	s.mu.Unlock()
 	st.Errors, st.Updates = s.errors.Load(), s.updates.Load()
+	if cnp != nil {
+		st.ClusterPolicyAPI, st.ClusterPolicies = cnp.status()
+	}
 	return st
 }
 
@@ -216,6 +246,11 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	if err != nil {
 		return fmt.Errorf("kubernetes informers: %w", err)
 	}
+	cnp := newClusterPolicies(s, mark)
+	s.mu.Lock()
+	s.cnp = cnp
+	s.mu.Unlock()
+	synced = append(synced, cnp.decided)
 
 	ctx, cancel := context.WithCancel(ctx)
 	var running sync.WaitGroup
@@ -226,6 +261,7 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	for _, inf := range []cache.SharedIndexInformer{pods, namespaces, policies} {
 		running.Go(func() { inf.RunWithContext(ctx) })
 	}
+	running.Go(func() { cnp.run(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // only ctx ends the wait
 	}
@@ -233,6 +269,9 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	deliver := func() {
 		st, err := stateOf(items[*corev1.Namespace](namespaces), items[*corev1.Pod](pods),
 			items[*networkingv1.NetworkPolicy](policies), nil)
+		if err == nil {
+			st.ClusterPolicies = cnp.items()
+		}
 		s.mu.Lock()
 		s.st.Synced = true
 		s.mu.Unlock()

@@ -41,6 +41,12 @@ func run(t *testing.T, c *cluster.Cluster) (*Source, <-chan policy.State) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, runSource(t, s)
+}
+
+// runSource runs s until the test ends and returns a channel of its states.
+func runSource(t *testing.T, s *Source) <-chan policy.State {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	states := make(chan policy.State, 1000)
 	done := make(chan error, 1)
@@ -59,7 +65,7 @@ func run(t *testing.T, c *cluster.Cluster) (*Source, <-chan policy.State) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return s, states
+	return states
 }
 
 type testLog struct{ t *testing.T }

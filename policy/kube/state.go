@@ -58,7 +58,8 @@ func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.Ne
 	return st, nil
 }
 
-// List reads the objects a Source watches once, plus the Nodes when the credentials may
+// List reads the objects a Source watches once (ClusterNetworkPolicies when their CRD is
+// installed), plus the Nodes when the credentials may
 // list them (node addresses only name node traffic in explanations), and returns them as a
 // State: what `podwall explain --kubeconfig` judges. Large collections are read in pages.
 func List(ctx context.Context, cfg *rest.Config) (policy.State, error) {
@@ -85,7 +86,15 @@ func List(ctx context.Context, cfg *rest.Config) (policy.State, error) {
 	if err != nil {
 		return policy.State{}, err
 	}
-	return stateOf(nss, pods, nps, nodes)
+	cnps, err := listClusterPolicies(ctx, res)
+	if err != nil {
+		return policy.State{}, err
+	}
+	st, err := stateOf(nss, pods, nps, nodes)
+	if err == nil {
+		st.ClusterPolicies = cnps
+	}
+	return st, err
 }
 
 // listAll lists every object of a resource, in pages, trimmed as the informers trim them.

@@ -8,6 +8,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 )
 
 // trim is the informers' transform: it cuts objects down to what policy reads, in place
@@ -22,6 +23,8 @@ func trim(obj any) (any, error) {
 		o.Spec, o.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
 	case *networkingv1.NetworkPolicy:
 		trimMeta(&o.ObjectMeta)
+	case *cnpv1alpha2.ClusterNetworkPolicy:
+		trimClusterPolicy(o)
 	}
 	return obj, nil
 }
