@@ -29,6 +29,8 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podwall/podwall/e2e/cluster"
@@ -195,7 +197,8 @@ func installRBAC(t *testing.T, c *cluster.Cluster) string {
 }
 
 // The shipped RBAC lets the agent read what it watches and nothing else: every write, and
-// every read outside pods, namespaces and network policies, is Forbidden for its token.
+// every read outside pods, namespaces, network policies and cluster network policies (list
+// and watch only), is Forbidden for its token.
 // The lab test runs the agents with this same token.
 func TestLeastPrivilege(t *testing.T) {
 	c := cluster.Shared(t)
@@ -217,6 +220,14 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	sa := cluster.Client(t, c.TokenConfig(token))
+	// ClusterNetworkPolicies: the CRD installed, so that a missing rule shows as Forbidden
+	// (without it every request would be NotFound).
+	installCRD(t, c)
+	saCNP, err := cnpclient.NewForConfig(c.TokenConfig(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnps := saCNP.PolicyV1alpha2().ClusterNetworkPolicies()
 	allowed := []struct {
 		what string
 		do   func() error
@@ -232,6 +243,10 @@ func TestLeastPrivilege(t *testing.T) {
 		}},
 		{"watch network policies", watchOnce(func() (interface{ Stop() }, error) {
 			return sa.NetworkingV1().NetworkPolicies("").Watch(ctx, metav1.ListOptions{})
+		})},
+		{"list cluster network policies", func() error { _, err := cnps.List(ctx, metav1.ListOptions{}); return err }},
+		{"watch cluster network policies", watchOnce(func() (interface{ Stop() }, error) {
+			return cnps.Watch(ctx, metav1.ListOptions{})
 		})},
 	}
 	for _, a := range allowed {
@@ -265,6 +280,14 @@ func TestLeastPrivilege(t *testing.T) {
 		{"create a network policy", func() error {
 			np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "allow-all"}}
 			_, err := sa.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{})
+			return err
+		}},
+		{"get a cluster network policy", func() error { _, err := cnps.Get(ctx, "any", metav1.GetOptions{}); return err }},
+		{"create a cluster network policy", func() error {
+			p := &cnpv1alpha2.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "allow-all"},
+				Spec: cnpv1alpha2.ClusterNetworkPolicySpec{Tier: cnpv1alpha2.AdminTier, Priority: 0,
+					Subject: cnpv1alpha2.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}}}}
+			_, err := cnps.Create(ctx, p, metav1.CreateOptions{})
 			return err
 		}},
 		{"label a namespace", func() error {

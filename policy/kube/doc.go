@@ -2,12 +2,14 @@
 // --kubeconfig or in-cluster config, and `podwall explain --kubeconfig`.
 //
 // Source implements policy.Source with client-go shared informers for Pods, Namespaces and
-// NetworkPolicies (all namespaces). It owns three things:
+// NetworkPolicies (all namespaces), and ClusterNetworkPolicies (policy.networking.k8s.io/
+// v1alpha2, sigs.k8s.io/network-policy-api) while their CRD is installed. It owns four things:
 //
 //   - Trimming at the edge. An informer transform cuts every Pod, as it arrives and before it
 //     is stored, down to what policy.FromPod reads — name, namespace, labels, node,
 //     hostNetwork, the named container ports, phase and addresses — and drops managed fields
-//     and annotations from Namespaces and NetworkPolicies. A cluster of 10 000 pods then
+//     and annotations from Namespaces and (Cluster)NetworkPolicies, and the status that
+//     implementations write on ClusterNetworkPolicies. A cluster of 10 000 pods then
 //     costs the agent a few MB of cache, not the hundreds that full Pods take.
 //   - Coalescing. An event that changes nothing policy reads (a pod condition, a resource
 //     version) is ignored. Others mark the state dirty; once the events have been quiet for
@@ -17,6 +19,15 @@
 //     more than a delta. The first update comes only after every cache has synced; a
 //     source that never syncs (the API unreachable or forbidden from the start) never
 //     updates, and the agent never becomes ready.
+//   - The ClusterNetworkPolicy CRD, which may be missing, installed or removed at any time
+//     (cluster.go). Source asks the API server's discovery whether the resource is served:
+//     when it is not, the states hold no ClusterNetworkPolicies, the first state does not
+//     wait for them, Status says so, and discovery is asked again every
+//     ClusterPolicyRecheck (15 s); once it is, an informer lists and watches them and a
+//     state follows its first list. An informer whose list finds the resource gone (the CRD
+//     deleted) makes discovery be asked at once. When the CRD is installed at start, the
+//     first state waits for their list like the others: the agent never enforces a state
+//     that leaves out an admin's Deny.
 //   - Connectivity. A lost API connection changes nothing that is enforced: the caches keep
 //     the last state and client-go's reflectors list and watch again by themselves, with
 //     backoff, after which the caches converge and an update follows. Status reports whether
@@ -29,11 +40,15 @@
 // error instead of a state: the agent keeps enforcing the last good one (SPEC §2). The API
 // server validates pods, so this does not happen with a conforming server.
 //
-// List reads the same objects once, for explain, and also Nodes when the credentials allow.
+// List reads the same objects once, for explain (ClusterNetworkPolicies when their CRD is
+// installed), and also Nodes when the credentials allow.
 //
 // The agent needs get, list and watch on pods, namespaces and
-// networking.k8s.io/networkpolicies, cluster-wide, and nothing else: deploy/rbac.yaml.
+// networking.k8s.io/networkpolicies, list and watch on
+// policy.networking.k8s.io/clusternetworkpolicies, cluster-wide, and nothing else:
+// deploy/rbac.yaml. Discovery needs no rule (system:discovery).
 //
-// A Source is a prometheus.Collector of its Status: podwall_source_connected and
-// podwall_source_api_errors_total (described in cmd/podwall/README.md with every series).
+// A Source is a prometheus.Collector of its Status: podwall_source_connected,
+// podwall_source_api_errors_total, podwall_source_cluster_policy_crd and
+// podwall_source_cluster_policies (described in cmd/podwall/README.md with every series).
 package kube
