@@ -239,3 +239,24 @@ func gauge(t *testing.T, s *Source, name string) float64 {
 	t.Fatalf("no series %s", name)
 	return 0
 }
+
+// /readyz says why the states hold no ClusterNetworkPolicies, and nothing when they hold
+// them all.
+func TestStatusNamesTheClusterPolicyCRD(t *testing.T) {
+	ok := Status{Connected: true, Synced: true}
+	for _, tc := range []struct {
+		api  string
+		want string
+	}{
+		{CRDUnknown, "kubernetes API: connected, synced"},
+		{CRDAbsent, "kubernetes API: connected, synced; ClusterNetworkPolicy CRD not installed"},
+		{CRDSyncing, "kubernetes API: connected, synced; ClusterNetworkPolicy CRD installed, not listed yet"},
+		{CRDWatched, "kubernetes API: connected, synced"},
+	} {
+		st := ok
+		st.ClusterPolicyAPI = tc.api
+		if got := st.String(); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.api, got, tc.want)
+		}
+	}
+}
