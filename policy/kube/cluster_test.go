@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -258,5 +260,83 @@ func TestStatusNamesTheClusterPolicyCRD(t *testing.T) {
 		if got := st.String(); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.api, got, tc.want)
 		}
+	}
+}
+
+// With the CRD installed and a role that may not list ClusterNetworkPolicies, the Source
+// delivers no state at all — never one without the admin's policies — and its status says
+// why; once the role may, the first state comes, with them.
+func TestForbiddenClusterPoliciesHoldTheFirstState(t *testing.T) {
+	c := cluster.Shared(t)
+	ctx := context.Background()
+	ns, admin := fixture(t, c, nil)
+	cnps := installCRD(t, c).PolicyV1alpha2().ClusterNetworkPolicies()
+	name := ns + "-deny"
+	if _, err := cnps.Create(ctx, denyFrom(name, ns, 10), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cnps.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+	})
+
+	// A role with every rule the agent needs but the ClusterNetworkPolicy one.
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ns}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+	}}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "agent"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ns},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "agent", Namespace: ns}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin.RbacV1().ClusterRoleBindings().Delete(ctx, ns, metav1.DeleteOptions{})
+		admin.RbacV1().ClusterRoles().Delete(ctx, ns, metav1.DeleteOptions{})
+	})
+	tr, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "agent", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(c.TokenConfig(tr.Status.Token), Options{Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := runSource(t, s)
+	waitStatus(t, s, "stuck on the forbidden list", func(st Status) bool {
+		return st.ClusterPolicyAPI == CRDSyncing && strings.Contains(st.LastError, "clusternetworkpolicies") &&
+			strings.Contains(st.LastError, "forbidden")
+	})
+	st := s.Status()
+	if st.Synced || st.Updates != 0 || len(states) != 0 {
+		t.Fatalf("a state without the forbidden ClusterNetworkPolicies: %#v", st)
+	}
+	if msg := st.String(); !strings.Contains(msg, "caches not synced yet (last error: clusternetworkpolicies") ||
+		!strings.Contains(msg, "ClusterNetworkPolicy CRD installed, not listed yet") {
+		t.Errorf("status line: %q", msg)
+	}
+
+	role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"policy.networking.k8s.io"},
+		Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"list", "watch"}})
+	if _, err := admin.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The reflector retries with backoff (up to 30 s between attempts); allow for one.
+	timeout := time.After(45 * time.Second)
+	select {
+	case first := <-states:
+		if clusterPolicy(first, name) == nil {
+			t.Errorf("the first state lacks the cluster policy: %v", names(first.ClusterPolicies))
+		}
+	case <-timeout:
+		t.Fatalf("no state once the role may list ClusterNetworkPolicies; status %s", s.Status())
 	}
 }
