@@ -32,9 +32,9 @@ import (
 
 // DefaultClusterPolicyRecheck is how often a Source asks whether the ClusterNetworkPolicy
 // CRD has been installed while it is not: a policy created with the CRD is enforced at most
-// this long (plus jitter) after. A cluster of 5 000 nodes then makes ≈ 300 such requests a
-// second, cheaper than the kubelets' lease renewals (5 000 nodes every 10 s, each an etcd
-// write); none once the CRD is installed.
+// this long (plus up to 20 % jitter) after. A cluster of 5 000 nodes then makes ≈ 330
+// such requests a second, cheaper than the kubelets' lease renewals (5 000 nodes every 10 s,
+// each an etcd write); none once the CRD is installed.
 const DefaultClusterPolicyRecheck = 15 * time.Second
 
 // clusterPolicyResource is the plural of ClusterNetworkPolicy, which RBAC names.
@@ -112,7 +112,8 @@ func (c *clusterPolicies) decided() bool {
 }
 
 // items returns the ClusterNetworkPolicies of a synced informer, sorted by name; none while
-// the CRD is absent or not listed yet.
+// the CRD is absent or not listed yet. They are the cache's own objects, which neither the
+// cache nor policy modifies (as with NetworkPolicies).
 func (c *clusterPolicies) items() []*cnpv1alpha2.ClusterNetworkPolicy {
 	c.mu.Lock()
 	inf, synced := c.inf, c.synced
