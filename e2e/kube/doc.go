@@ -1,8 +1,10 @@
 // Package kube holds podwall's cluster-mode end-to-end tests, against a real kube-apiserver
 // and etcd (package e2e/cluster): the agent enforcing what the API says in the
 // network-namespace lab, with the shipped RBAC and nothing more; the least-privilege proof;
-// `podwall explain --kubeconfig`; and the deploy/ manifests and Dockerfile checked against
-// the API server and the binary.
+// `podwall explain --kubeconfig`; the deploy/ manifests and Dockerfile checked against
+// the API server and the binary; and ClusterNetworkPolicy (cnp_test.go): the CRD installed
+// from the network-policy-api module (cluster.InstallCRD), the optional CRD component, the
+// README's examples through the CRD's validation, an agent started before the CRD.
 //
 // How a lab node reaches the API server: the API server listens on 127.0.0.1 of the test's
 // own network namespace, which lab nodes cannot reach, and the lab rules forbid adding
