@@ -178,3 +178,32 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublishLargeFilters: the datapath's cost of a verdict when every subscriber the
+// hub allows filters on many pods, namespaces and policies that the record does not match
+// (the worst case: every value checked). Filters bigger than MaxFilterValues are refused.
+func BenchmarkPublishLargeFilters(b *testing.B) {
+	s := snapshot(b)
+	r := record(s, web, db, flow.TCP, 3306)
+	for _, n := range []int{256, 60000} {
+		b.Run(fmt.Sprintf("subscribers=%d/values=%d", MaxSubscribers, n), func(b *testing.B) {
+			f := Filter{}
+			for i := range n {
+				f.Namespace = append(f.Namespace, fmt.Sprintf("ns-%d", i))
+				f.Pod = append(f.Pod, fmt.Sprintf("ns-%d/pod-%d", i, i))
+			}
+			var h Hub
+			for range MaxSubscribers {
+				sub, err := h.Subscribe(f, 1)
+				if err != nil {
+					b.Skip(err)
+				}
+				defer sub.Close()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Publish(r)
+			}
+		})
+	}
+}
