@@ -234,7 +234,7 @@ func (m *matcher) record(r *Record) bool {
 	if r.Malformed != nil {
 		return false // no pods, no directions
 	}
-	src, dst := r.Decision.Egress.Pod, r.Decision.Ingress.Pod
+	src, dst := &r.Egress, &r.Ingress
 	if len(m.namespaces) > 0 && !m.namespace(src) && !m.namespace(dst) {
 		return false
 	}
@@ -242,9 +242,9 @@ func (m *matcher) record(r *Record) bool {
 		return false
 	}
 	if m.direction >= 0 {
-		j := &r.Decision.Egress
+		j := &r.Egress
 		if m.direction == int8(policy.Ingress) {
-			j = &r.Decision.Ingress
+			j = &r.Ingress
 		}
 		if !j.Local || (j.Code != policy.Allowed && j.Code != policy.NoRuleAllows) {
 			return false
@@ -256,15 +256,17 @@ func (m *matcher) record(r *Record) bool {
 	return true
 }
 
-func (m *matcher) namespace(p *policy.Pod) bool {
-	if p == nil {
+// namespace reports whether j's pod is in one of the namespaces.
+func (m *matcher) namespace(j *Judged) bool {
+	if j.Name == "" {
 		return false
 	}
-	_, ok := m.namespaces[p.Namespace]
+	_, ok := m.namespaces[j.Namespace]
 	return ok
 }
 
-func (m *matcher) pod(p *policy.Pod) bool { return p != nil && m.pods.has(p.Namespace, p.Name) }
+// pod reports whether j's pod is one of the pods.
+func (m *matcher) pod(j *Judged) bool { return j.Name != "" && m.pods.has(j.Namespace, j.Name) }
 
 // event reports whether e passes the Policy part of the filter.
 func (m *matcher) event(e *Event) bool {

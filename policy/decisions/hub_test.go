@@ -88,19 +88,45 @@ func TestPublishAllocatesNothing(t *testing.T) {
 	}
 }
 
+// The hub bounds subscribers, each buffer, and all buffers together: clients asking for the
+// largest buffers get them until MaxBuffered is reached, then smaller ones, then none; a
+// closed subscriber gives its records back.
 func TestHubLimits(t *testing.T) {
 	var h Hub
-	for range MaxSubscribers {
+	var subs []*Subscription
+	total := 0
+	for total < MaxBuffered {
 		s, err := h.Subscribe(Filter{}, 1<<30)
+		if err != nil {
+			t.Fatalf("after %d records: %v", total, err)
+		}
+		if want := min(MaxBuffer, MaxBuffered-total); cap(s.c) != want {
+			t.Fatalf("buffer %d, want it cut to %d", cap(s.c), want)
+		}
+		total += cap(s.c)
+		subs = append(subs, s)
+	}
+	if _, err := h.Subscribe(Filter{}, 1); !errors.Is(err, ErrTooManySubscribers) {
+		t.Errorf("buffers full: %v, want ErrTooManySubscribers", err)
+	}
+	subs[0].Close()
+	subs[0].Close() // idempotent: gives its records back once
+	s, err := h.Subscribe(Filter{}, 0)
+	if err != nil || cap(s.c) != DefaultBuffer {
+		t.Fatalf("after a close: %v, buffer %d", err, cap(s.c))
+	}
+	subs = append(subs[1:], s)
+	for _, s := range subs {
+		s.Close()
+	}
+	for range MaxSubscribers {
+		s, err := h.Subscribe(Filter{}, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cap(s.c) != MaxBuffer {
-			t.Fatalf("buffer %d, want it cut to %d", cap(s.c), MaxBuffer)
-		}
 		defer s.Close()
 	}
-	if _, err := h.Subscribe(Filter{}, 0); !errors.Is(err, ErrTooManySubscribers) {
+	if _, err := h.Subscribe(Filter{}, 1); !errors.Is(err, ErrTooManySubscribers) {
 		t.Errorf("subscriber %d: %v, want ErrTooManySubscribers", MaxSubscribers+1, err)
 	}
 }
