@@ -240,11 +240,13 @@ func (j *Judged) judgement(dir policy.Direction, f flow.Flow) *explain.Judgement
 		p := j.Policy.String()
 		x.Policies, x.AllowedBy = []string{p}, []explain.Rule{{Policy: p, Rule: int(j.Rule)}}
 		x.Reason = dir.String() + " of " + x.Pod + " allowed by " + p + " rule " + strconv.Itoa(int(j.Rule))
-	default:
+	case policy.NoRuleAllows:
 		x.Reason = x.Pod + " is isolated for " + dir.String() + "; no rule allows " + f.Proto.String()
 		if f.Proto.HasPorts() {
 			x.Reason += "/" + strconv.Itoa(int(f.Port))
 		}
+	default: // a code this spelling does not know: say only what the record holds
+		x.Reason = dir.String() + " of " + x.Pod + ": " + x.Verdict + " (" + x.Code + ")"
 	}
 	return x
 }
