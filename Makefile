@@ -53,8 +53,38 @@ bench-load: deps build
 demo: deps build
 	./$(BIN) demo
 
+# Every fuzz target, one after the other, FUZZTIME each with one worker (not part of `test`
+# or CI: the seeds under each package's testdata/fuzz run with the ordinary tests). Issue 11
+# asks for 10 minutes each with no crash: `make fuzz FUZZTIME=10m`; one target:
+# `make fuzz FUZZ_TARGETS=./conntrack/:FuzzParseEntry`.
+FUZZTIME ?= 60s
+FUZZ_TARGETS ?= ./datapath/packet/:FuzzDecode ./datapath/:FuzzParseMessages ./conntrack/:FuzzParseEntry \
+	./policy/manifests/:FuzzLoad ./policy/manifests/:FuzzLoadListSplit ./policy/decisions/:FuzzParseFilter
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./datapath/packet/
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg || exit 1; \
+	done
+
+# The release this checkout deploys: deploy/daemonset.yaml runs ghcr.io/podwall/podwall:$(RELEASE).
+# `make release-tag RELEASE=v0.2.0` moves the manifests to another release (never :latest).
+RELEASE ?= v0.1.0
+.PHONY: release-tag pin-images
+release-tag:
+	@echo "$(RELEASE)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+$$' || { echo "RELEASE=$(RELEASE): want vMAJOR.MINOR.PATCH"; exit 1; }
+	sed -i -E 's|(image: ghcr.io/podwall/podwall):[^ ]+|\1:$(RELEASE)|' deploy/daemonset.yaml
+	grep -n 'image:' deploy/daemonset.yaml
+
+# Resolve the Dockerfile's base image tags to their digests again and pin them (needs docker
+# with buildx and access to the registries).
+GO_IMAGE   := golang:$(shell sed -n 's/^go //p' go.mod)-bookworm
+BASE_IMAGE := gcr.io/distroless/static-debian12:latest
+pin-images:
+	@set -e; for img in $(GO_IMAGE) $(BASE_IMAGE); do \
+		d=$$(docker buildx imagetools inspect "$$img" --format '{{.Manifest.Digest}}'); \
+		echo "$$img@$$d"; repo=$${img%:*}; \
+		sed -i -E "s|^FROM $$repo:[^ @]+(@sha256:[0-9a-f]+)?|FROM $$img@$$d|" Dockerfile; \
+	done; grep -n '^FROM' Dockerfile
 
 lint:
 	$(GO) vet ./...

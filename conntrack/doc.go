@@ -70,6 +70,13 @@
 //     it. The window is the time between a verdict and the kernel confirming the entry
 //     (microseconds), against a sweep that starts after the sets are synced.
 //
+// # Uninstall
+//
+// Table.DeleteMarked deletes the entries carrying a connection mark under a mask, for
+// `podwall cleanup --conntrack`; it refuses a zero mark or mask (every unmarked connection).
+// This version of the agent marks no connection, so cleanup has nothing to clear unless told
+// a mark.
+//
 // # Metrics
 //
 // A Revoker is a prometheus.Collector of its counters and sweep durations (subsystem

@@ -90,6 +90,9 @@ func create(tab *Table, entries ...*Entry) error {
 			encodeTuple(ae, ctaTupleOrig, e.Orig)
 			encodeTuple(ae, ctaTupleReply, e.Reply)
 			ae.Uint32(ctaTimeout, 300)
+			if e.Mark != 0 {
+				ae.Uint32(ctaMark, e.Mark)
+			}
 			if e.Zone != 0 {
 				ae.Uint16(ctaZone, e.Zone)
 			}

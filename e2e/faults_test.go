@@ -498,7 +498,7 @@ func (e *env) readStream(ctx context.Context, node string) (int, error) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := fmt.Fprintf(c, "GET /debug/decisions HTTP/1.1\r\nHost: podwall\r\nAccept: application/x-ndjson\r\n\r\n"); err != nil {
+	if _, err := fmt.Fprintf(c, "GET /debug/decisions HTTP/1.1\r\nHost: 127.0.0.1:9091\r\nAccept: application/x-ndjson\r\n\r\n"); err != nil {
 		return 0, err
 	}
 	r := bufio.NewReader(c)

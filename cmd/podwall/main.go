@@ -37,6 +37,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd(), newDemoCmd(), newTailCmd())
+	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd(), newDemoCmd(), newTailCmd(), newCleanupCmd())
 	return root
 }

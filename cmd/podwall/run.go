@@ -30,6 +30,7 @@ type runOpts struct {
 
 	keepEstablished bool
 	denyCacheTTL    time.Duration
+	memoryLimit     string
 }
 
 func newRunCmd() *cobra.Command {
@@ -71,6 +72,8 @@ cost no round trip to userspace; every policy change empties that cache first.`,
 		"keep established connections that a policy change denies (default: revoke them by deleting their conntrack entries)")
 	f.DurationVar(&o.denyCacheTTL, "deny-cache-ttl", 2*time.Second,
 		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
+	f.StringVar(&o.memoryLimit, "memory-limit", os.Getenv(memoryLimitEnv),
+		"the container's memory limit (bytes or a quantity such as 512Mi; default $"+memoryLimitEnv+"): Go's soft memory limit becomes 90 % of it, unless GOMEMLIMIT is set")
 	return cmd
 }
 
@@ -119,6 +122,11 @@ func (o *runOpts) run(ctx context.Context) error {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	log := slog.New(h)
+	if soft, err := setMemoryLimit(o.memoryLimit); err != nil {
+		return err
+	} else if soft > 0 {
+		log.Info("Go soft memory limit set", "bytes", soft, "of", o.memoryLimit)
+	}
 	source, err := o.newSource(log)
 	if err != nil {
 		return err

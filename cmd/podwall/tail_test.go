@@ -121,8 +121,10 @@ func (s *testStream) verdict(src, dst netip.Addr, port uint16, hit bool) {
 func (s *testStream) publish(src, dst netip.Addr, port uint16, hit bool, kernelDeny time.Duration) {
 	f := flow.Flow{Src: src, Dst: dst, Proto: flow.TCP, Port: port}
 	d := s.snap.Decide(f)
-	s.hub.Publish(&decisions.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow,
-		Decision: d, Snapshot: s.snap, CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100, KernelDenyTTL: kernelDeny})
+	r := decisions.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow,
+		CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100, KernelDenyTTL: kernelDeny}
+	s.hub.SetDecision(&r, &d, s.snap)
+	s.hub.Publish(&r)
 }
 
 func TestTailJSON(t *testing.T) {

@@ -115,7 +115,9 @@
 // Program and the first Sync in one transaction (what the agent starts
 // with: the hook never runs with sets that do not match its policy); Close(true)
 // leaves the table to enforce the failure policy (Config.FailOpen) until
-// the next agent takes over, Close(false) removes it on uninstall.
+// the next agent takes over, Close(false) removes it on uninstall. Remove
+// (`podwall cleanup`) deletes the table without an agent — after the agents
+// are gone — and succeeds when there is none.
 //
 // # Not covered
 //

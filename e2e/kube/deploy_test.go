@@ -28,6 +28,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
@@ -233,7 +234,6 @@ func TestLeastPrivilege(t *testing.T) {
 		do   func() error
 	}{
 		{"list pods (all namespaces)", func() error { _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); return err }},
-		{"get a pod", func() error { _, err := sa.CoreV1().Pods(ns).Get(ctx, "victim", metav1.GetOptions{}); return err }},
 		{"watch pods", watchOnce(func() (interface{ Stop() }, error) { return sa.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{}) })},
 		{"list namespaces", func() error { _, err := sa.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); return err }},
 		{"watch namespaces", watchOnce(func() (interface{ Stop() }, error) { return sa.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{}) })},
@@ -254,10 +254,33 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Errorf("the agent's token may not %s: %v", a.what, err)
 		}
 	}
+	// ClusterNetworkPolicies: list and watch allowed. Without the CRD the API server answers
+	// NotFound once authorization has passed, Forbidden when it has not.
+	cnps := "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+	for what, req := range map[string]*rest.Request{
+		"list cluster network policies":  sa.Discovery().RESTClient().Get().AbsPath(cnps),
+		"watch cluster network policies": sa.Discovery().RESTClient().Get().AbsPath(cnps).Param("watch", "true").Param("timeoutSeconds", "1"),
+	} {
+		if err := req.Do(ctx).Error(); apierrors.IsForbidden(err) {
+			t.Errorf("the agent's token may not %s: %v", what, err)
+		}
+	}
 	forbidden := []struct {
 		what string
 		do   func() error
 	}{
+		{"get a pod (the informers only list and watch)", func() error {
+			_, err := sa.CoreV1().Pods(ns).Get(ctx, "victim", metav1.GetOptions{})
+			return err
+		}},
+		{"get a network policy", func() error {
+			_, err := sa.NetworkingV1().NetworkPolicies(ns).Get(ctx, "any", metav1.GetOptions{})
+			return err
+		}},
+		{"create a cluster network policy", func() error {
+			return sa.Discovery().RESTClient().Post().AbsPath(cnps).Body([]byte(`{"apiVersion":"policy.networking.k8s.io/v1alpha2","kind":"ClusterNetworkPolicy","metadata":{"name":"x"}}`)).
+				SetHeader("Content-Type", "application/json").Do(ctx).Error()
+		}},
 		{"delete a pod", func() error { return sa.CoreV1().Pods(ns).Delete(ctx, "victim", metav1.DeleteOptions{}) }},
 		{"update pod status", func() error {
 			p := pod.DeepCopy()
@@ -361,6 +384,27 @@ func TestDaemonSetMatchesBinary(t *testing.T) {
 	ctr := spec.Containers[0]
 	if !strings.HasPrefix(ctr.Image, "ghcr.io/podwall/podwall:") {
 		t.Errorf("image %q, want ghcr.io/podwall/podwall:<tag> (the Dockerfile's image)", ctr.Image)
+	}
+	// Pinned to the release the Makefile names (make release-tag), never a moving tag.
+	mk, err := os.ReadFile(filepath.Join(repo, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := regexp.MustCompile(`(?m)^RELEASE \?= (v[0-9]+\.[0-9]+\.[0-9]+)$`).FindSubmatch(mk)
+	if release == nil || ctr.Image != "ghcr.io/podwall/podwall:"+string(release[1]) {
+		t.Errorf("image %q, want the Makefile's RELEASE (%q)", ctr.Image, release)
+	}
+	// Go's soft memory limit: 90 % of the container's limit, from the limit in bytes.
+	if i := slices.IndexFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == "PODWALL_MEMORY_LIMIT" }); i < 0 ||
+		ctr.Env[i].ValueFrom == nil || ctr.Env[i].ValueFrom.ResourceFieldRef == nil ||
+		ctr.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" || ctr.Env[i].ValueFrom.ResourceFieldRef.Divisor.String() != "1" {
+		t.Error("PODWALL_MEMORY_LIMIT does not come from limits.memory in bytes")
+	}
+	if slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }) {
+		t.Error("GOMEMLIMIT is set: it would override the agent's 90 % of the limit")
+	}
+	if !strings.Contains(help, "--memory-limit") || !strings.Contains(help, "$PODWALL_MEMORY_LIMIT") {
+		t.Error("`podwall run --help` has no --memory-limit defaulting to $PODWALL_MEMORY_LIMIT")
 	}
 	if len(ctr.Command) > 0 {
 		t.Errorf("command %q overrides the image's entrypoint (podwall run)", ctr.Command)
@@ -479,6 +523,19 @@ func TestDockerfile(t *testing.T) {
 	}
 	if len(froms) != 2 || !strings.HasSuffix(froms[0], " AS build") || !strings.HasPrefix(froms[1], "gcr.io/distroless/static") {
 		t.Errorf("stages %q, want a build stage and distroless static", froms)
+	}
+	pinned := regexp.MustCompile(`^[a-z0-9./-]+:[a-z0-9.-]+@sha256:[0-9a-f]{64}( AS build)?$`)
+	for _, f := range froms {
+		if !pinned.MatchString(f) {
+			t.Errorf("FROM %s: want the image pinned by digest (name:tag@sha256:…; make pin-images)", f)
+		}
+	}
+	gomod, err := os.ReadFile(filepath.Join(repo, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gov := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(gomod); gov == nil || !strings.HasPrefix(froms[0], "golang:"+string(gov[1])+"-") {
+		t.Errorf("build stage %q, want golang:<go.mod's go version>-…", froms[0])
 	}
 	if len(builds) != 1 {
 		t.Fatalf("go build steps %q, want one", builds)

@@ -5,14 +5,22 @@
 // # Cost
 //
 // The datapath's observer checks Hub.Active (one atomic load) before anything else: with no
-// subscriber the stream costs nothing more. With subscribers it makes a Record — the policy
-// Decision that made the verdict (the one the flow cache kept, on a hit) with the snapshot of
-// its generation, the 5-tuple, timing — and Publish copies that small value into each matching subscriber's
-// buffered channel with a non-blocking send. A full channel drops the record and counts the
-// loss for that subscriber; the datapath never waits. Pointers in a Record point into the
-// immutable policy.Snapshot, so nothing is copied or formatted on the datapath: the
-// subscriber's goroutine spells the record out (Record.Event, which calls Snapshot.Explain for
-// the reason text) and writes it.
+// subscriber the stream costs nothing more. With subscribers it makes a Record — what the
+// filters and the encoder need of the policy Decision that made the verdict (the one the flow
+// cache kept, on a hit): codes, verdicts, the pods' and the first allowing policy's names, a
+// weak reference to the snapshot of its generation, the 5-tuple, timing — and Publish copies
+// that small value into each matching subscriber's buffered channel with a non-blocking send.
+// A full channel drops the record and counts the loss for that subscriber; the datapath never
+// waits. Filters are matched with maps (one lookup per pod, whatever their size) and capped
+// (MaxFilterValues values per parameter, MaxFilterValueLen bytes per value).
+//
+// Nothing is formatted on the datapath: the subscriber's goroutine spells the record out
+// (Record.Event, which calls Snapshot.Explain for the reason text) and writes it. A record
+// pins no snapshot: a slow reader holding thousands of records across many policy
+// generations keeps none of them alive. While the snapshot of a record's generation is held
+// (the agent holds the one in force and the one before) its line is complete; after that the
+// line carries what the record kept (pods, verdicts, codes, the first allowing rule) and its
+// reason ends "(policy generation N is no longer held: …)".
 //
 // # Stream
 //
@@ -31,7 +39,10 @@
 //	policy=NAME|NS/NAME  that policy took part on this node (allowed, or isolated a denying direction)
 //	buffer=N             records this subscriber's buffer holds (default 4096, at most 16384)
 //
-// At most 64 subscribers at once: the 65th gets 503.
+// At most 256 values per parameter and 317 bytes per value (a namespace, "/", a name): a
+// longer filter gets 400 naming the parameter and the limit. At most 64 subscribers at once,
+// whose buffers hold at most 262,144 records together (64 default buffers; a buffer is cut
+// to what is left): past either limit a subscriber gets 503.
 //
 // A decision line (the Event type; fields are only ever added):
 //

@@ -5,7 +5,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
@@ -233,8 +232,10 @@ type fragments struct {
 	s *Subscription
 }
 
+// fragmentKey is what a fragment depends on. The generation, not the snapshot, so that the
+// cache pins no snapshot (a generation's explanation never changes).
 type fragmentKey struct {
-	snap  *policy.Snapshot
+	gen   uint64
 	flow  flow.Flow
 	allow bool
 }
@@ -247,7 +248,7 @@ func (c *fragments) of(r *Record) *fragment {
 	if r.Malformed != nil {
 		return c.make(r)
 	}
-	k := fragmentKey{r.Snapshot, r.Flow, r.Allow}
+	k := fragmentKey{r.Generation, r.Flow, r.Allow}
 	if f := c.m[k]; f != nil {
 		return f
 	}

@@ -3,6 +3,7 @@ package decisions
 import (
 	"errors"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -54,7 +55,17 @@ func threeTier() policy.State {
 	}
 }
 
+// snapshot compiles threeTier and holds it until the test ends, as the agent holds the
+// snapshot in force: records refer to it weakly.
 func snapshot(t testing.TB) *policy.Snapshot {
+	t.Helper()
+	s := unheldSnapshot(t)
+	t.Cleanup(func() { runtime.KeepAlive(s) })
+	return s
+}
+
+// unheldSnapshot compiles threeTier; nothing but the caller holds it.
+func unheldSnapshot(t testing.TB) *policy.Snapshot {
 	t.Helper()
 	c := policy.NewCompiler(node)
 	if err := c.Replace(threeTier()); err != nil {
@@ -65,15 +76,19 @@ func snapshot(t testing.TB) *policy.Snapshot {
 
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 123456789, time.UTC)
 
+// fixtureHub makes the records' snapshot references, as the agent's hub does.
+var fixtureHub Hub
+
 // record makes the Record the agent would for a flow the snapshot decides.
 func record(s *policy.Snapshot, src, dst netip.Addr, proto flow.Proto, port uint16) *Record {
 	f := flow.Flow{Src: src, Dst: dst, Proto: proto, Port: port}
 	d := s.Decide(f)
-	return &Record{Time: t0, Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow, Decision: d,
-		Snapshot: s, Latency: 1500 * time.Nanosecond, Queue: 100}
+	r := &Record{Time: t0, Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow, Latency: 1500 * time.Nanosecond, Queue: 100}
+	fixtureHub.SetDecision(r, &d, s)
+	return r
 }
 
 func malformed(s *policy.Snapshot) Record {
-	return Record{Time: t0, Flow: flow.Flow{Src: web, Dst: db, Proto: flow.TCP}, Snapshot: s, Queue: 101,
-		Malformed: errors.New("packet: truncated")}
+	return Record{Time: t0, Flow: flow.Flow{Src: web, Dst: db, Proto: flow.TCP}, Queue: 101,
+		Generation: s.Generation(), Node: s.Node(), Snapshot: fixtureHub.Ref(s), Malformed: errors.New("packet: truncated")}
 }

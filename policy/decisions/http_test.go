@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -208,5 +209,58 @@ func TestPage(t *testing.T) {
 		if strings.Contains(body, bad) {
 			t.Errorf("page contains %q", bad)
 		}
+	}
+}
+
+// A filter longer than the caps is refused with 400 and a message naming the parameter and
+// the limit; at the cap it is accepted, and its values still match (one map lookup each).
+func TestHandlerFilterCaps(t *testing.T) {
+	s := snapshot(t)
+	var h Hub
+	srv := httptest.NewServer(Handler(&h))
+	defer srv.Close()
+	values := func(n int, f func(i int) string) string {
+		var vs []string
+		for i := range n {
+			vs = append(vs, f(i))
+		}
+		return strings.Join(vs, ",")
+	}
+	for _, tc := range []struct{ query, want string }{
+		{"?pod=" + values(MaxFilterValues+1, func(i int) string { return fmt.Sprintf("ns/pod-%d", i) }),
+			fmt.Sprintf("filter: pod: %d values, at most %d", MaxFilterValues+1, MaxFilterValues)},
+		{"?namespace=a&namespace=" + values(MaxFilterValues, func(i int) string { return fmt.Sprint("ns-", i) }),
+			fmt.Sprintf("filter: namespace: %d values, at most %d", MaxFilterValues+1, MaxFilterValues)},
+		{"?policy=" + strings.Repeat("p", MaxFilterValueLen+1),
+			fmt.Sprintf("bytes, at most %d", MaxFilterValueLen)},
+	} {
+		c := &http.Client{Timeout: 10 * time.Second} // refused at once; an accepted stream would not end
+		resp, err := c.Get(srv.URL + "/debug/decisions" + tc.query)
+		if err != nil {
+			t.Errorf("%.40s…: %v, want 400 at once", tc.query, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%.40s…: %d %q, want 400 with %q", tc.query, resp.StatusCode, b, tc.want)
+		}
+	}
+	if h.Subscribers() != 0 {
+		t.Fatalf("subscribers = %d after refusals", h.Subscribers())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	full := values(MaxFilterValues-1, func(i int) string { return fmt.Sprintf("ns-%d/pod-%d", i, i) }) + ",prod/db"
+	resp := open(t, ctx, srv, "?pod="+full, "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a filter at the cap: %d", resp.StatusCode)
+	}
+	h.Publish(record(s, web, api, flow.TCP, 5000)) // no pod of the filter
+	h.Publish(record(s, api, db, flow.TCP, 3306))
+	var e Event
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.DstPod != "prod/db" {
+		t.Fatalf("first line %+v %v, want the flow to prod/db", e, err)
 	}
 }

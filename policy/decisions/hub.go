@@ -5,12 +5,16 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podwall/podwall/policy"
 )
 
-// Subscriber limits. A record takes 224 bytes in a buffer: a default buffer about 1 MiB,
-// the largest 3.5 MiB, all subscribers together at most about 230 MiB.
+// Subscriber limits. A record takes 312 bytes in a buffer: a default buffer about 1.2 MiB,
+// the largest 4.9 MiB; all buffers together hold at most MaxBuffered records, about 78 MiB
+// (64 subscribers with the default buffer), whatever the clients ask.
 const (
 	// DefaultBuffer is the number of records a subscriber's buffer holds unless it asks
 	// for another size.
@@ -20,9 +24,14 @@ const (
 	// MaxSubscribers bounds the subscribers of one hub: each costs the datapath a filter
 	// check and a channel send per verdict.
 	MaxSubscribers = 64
+	// MaxBuffered bounds the records the buffers of all subscribers hold together: a
+	// subscriber's buffer is cut to what is left, and when nothing is left it is refused
+	// (ErrTooManySubscribers).
+	MaxBuffered = MaxSubscribers * DefaultBuffer
 )
 
-// ErrTooManySubscribers is returned by Subscribe when the hub has MaxSubscribers.
+// ErrTooManySubscribers is returned by Subscribe when the hub has MaxSubscribers, or its
+// subscribers' buffers hold MaxBuffered records.
 var ErrTooManySubscribers = errors.New("decisions: too many subscribers")
 
 // Hub hands records to subscribers. Publish never blocks: it copies the record into each
@@ -35,6 +44,29 @@ type Hub struct {
 
 	mu                    sync.Mutex
 	goneSent, goneDropped uint64 // counts of closed subscriptions, under mu
+	buffered              int    // records the subscribers' buffers hold, under mu
+
+	refs [2]atomic.Pointer[snapRef] // Ref's cache, by generation parity
+}
+
+// snapRef is a snapshot's weak reference with its generation.
+type snapRef struct {
+	gen uint64
+	w   weak.Pointer[policy.Snapshot]
+}
+
+// Ref returns the weak reference a Record carries to s. weak.Make takes a lock and about
+// 70 ns, so the hub keeps the references of two generations (a swap makes records of the
+// old and the new one for a moment): a record then costs two atomic loads, and allocates
+// nothing once the hub has met s. The cache holds no strong pointer.
+func (h *Hub) Ref(s *policy.Snapshot) weak.Pointer[policy.Snapshot] {
+	slot := &h.refs[s.Generation()%2]
+	if r := slot.Load(); r != nil && r.w.Value() == s {
+		return r.w
+	}
+	r := &snapRef{gen: s.Generation(), w: weak.Make(s)}
+	slot.Store(r)
+	return r.w
 }
 
 // Active reports whether anyone subscribes. Publishers check it first, so that records are
@@ -62,8 +94,8 @@ func (h *Hub) Publish(r *Record) {
 }
 
 // Subscribe adds a subscriber with a filter and a buffer of n records (0 means
-// DefaultBuffer; more than MaxBuffer is cut to MaxBuffer). Close it when done. It fails
-// on a bad filter and with ErrTooManySubscribers.
+// DefaultBuffer; more than MaxBuffer, or than what MaxBuffered leaves, is cut). Close it
+// when done. It fails on a bad filter and with ErrTooManySubscribers.
 func (h *Hub) Subscribe(f Filter, n int) (*Subscription, error) {
 	m, err := f.compile()
 	if err != nil {
@@ -75,9 +107,11 @@ func (h *Hub) Subscribe(f Filter, n int) (*Subscription, error) {
 	n = min(n, MaxBuffer)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.n.Load() >= MaxSubscribers {
+	n = min(n, MaxBuffered-h.buffered)
+	if h.n.Load() >= MaxSubscribers || n <= 0 {
 		return nil, ErrTooManySubscribers
 	}
+	h.buffered += n
 	s := &Subscription{h: h, c: make(chan Record, n), m: m, Filter: f}
 	var next []*Subscription
 	if cur := h.subs.Load(); cur != nil {
@@ -159,6 +193,7 @@ func (s *Subscription) Close() {
 	}
 	h.subs.Store(&next)
 	h.n.Add(-1)
+	h.buffered -= cap(s.c)
 	// A publisher that loaded the old list may still count one record: close enough.
 	h.goneSent += s.sent.Load()
 	h.goneDropped += s.dropped.Load()

@@ -88,19 +88,45 @@ func TestPublishAllocatesNothing(t *testing.T) {
 	}
 }
 
+// The hub bounds subscribers, each buffer, and all buffers together: clients asking for the
+// largest buffers get them until MaxBuffered is reached, then smaller ones, then none; a
+// closed subscriber gives its records back.
 func TestHubLimits(t *testing.T) {
 	var h Hub
-	for range MaxSubscribers {
+	var subs []*Subscription
+	total := 0
+	for total < MaxBuffered {
 		s, err := h.Subscribe(Filter{}, 1<<30)
+		if err != nil {
+			t.Fatalf("after %d records: %v", total, err)
+		}
+		if want := min(MaxBuffer, MaxBuffered-total); cap(s.c) != want {
+			t.Fatalf("buffer %d, want it cut to %d", cap(s.c), want)
+		}
+		total += cap(s.c)
+		subs = append(subs, s)
+	}
+	if _, err := h.Subscribe(Filter{}, 1); !errors.Is(err, ErrTooManySubscribers) {
+		t.Errorf("buffers full: %v, want ErrTooManySubscribers", err)
+	}
+	subs[0].Close()
+	subs[0].Close() // idempotent: gives its records back once
+	s, err := h.Subscribe(Filter{}, 0)
+	if err != nil || cap(s.c) != DefaultBuffer {
+		t.Fatalf("after a close: %v, buffer %d", err, cap(s.c))
+	}
+	subs = append(subs[1:], s)
+	for _, s := range subs {
+		s.Close()
+	}
+	for range MaxSubscribers {
+		s, err := h.Subscribe(Filter{}, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cap(s.c) != MaxBuffer {
-			t.Fatalf("buffer %d, want it cut to %d", cap(s.c), MaxBuffer)
-		}
 		defer s.Close()
 	}
-	if _, err := h.Subscribe(Filter{}, 0); !errors.Is(err, ErrTooManySubscribers) {
+	if _, err := h.Subscribe(Filter{}, 1); !errors.Is(err, ErrTooManySubscribers) {
 		t.Errorf("subscriber %d: %v, want ErrTooManySubscribers", MaxSubscribers+1, err)
 	}
 }
@@ -175,6 +201,35 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			close(done)
 			wg.Wait()
+		})
+	}
+}
+
+// BenchmarkPublishLargeFilters: the datapath's cost of a verdict when every subscriber the
+// hub allows filters on many pods, namespaces and policies that the record does not match
+// (the worst case: every value checked). Filters bigger than MaxFilterValues are refused.
+func BenchmarkPublishLargeFilters(b *testing.B) {
+	s := snapshot(b)
+	r := record(s, web, db, flow.TCP, 3306)
+	for _, n := range []int{256, 60000} {
+		b.Run(fmt.Sprintf("subscribers=%d/values=%d", MaxSubscribers, n), func(b *testing.B) {
+			f := Filter{}
+			for i := range n {
+				f.Namespace = append(f.Namespace, fmt.Sprintf("ns-%d", i))
+				f.Pod = append(f.Pod, fmt.Sprintf("ns-%d/pod-%d", i, i))
+			}
+			var h Hub
+			for range MaxSubscribers {
+				sub, err := h.Subscribe(f, 1)
+				if err != nil {
+					b.Skip(err)
+				}
+				defer sub.Close()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Publish(r)
+			}
 		})
 	}
 }

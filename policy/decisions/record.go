@@ -3,8 +3,10 @@ package decisions
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"weak"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/explain"
@@ -12,9 +14,14 @@ import (
 )
 
 // Record is one verdict of the datapath as the stream carries it: a small value, copied into
-// each subscriber's buffer by a non-blocking send. It holds no text: the pod and policy
-// pointers of Decision point into Snapshot, which is immutable, so a Record stays valid for as
-// long as it is kept, and Event spells it out in the subscriber's goroutine.
+// each subscriber's buffer by a non-blocking send. It holds no text and no strong pointer into
+// the policy: what the filters and a reduced event need is copied out of the Decision (codes,
+// the pods' and the allowing policy's names, which pin only their own bytes), and the snapshot
+// that decided is referred to weakly. A subscriber that reads slowly may hold thousands of
+// records over many policy generations; they do not keep those snapshots alive
+// (TestBufferedRecordsDoNotPinTheSnapshot). Event spells a record out in the subscriber's
+// goroutine: from its snapshot when that is still held (the agent holds the one in force and
+// the one before), else from what the record carries.
 type Record struct {
 	// Time is when the datapath received the packet.
 	Time    time.Time
@@ -22,11 +29,15 @@ type Record struct {
 	SrcPort uint16
 	// Allow is the verdict this node gave the packet.
 	Allow bool
-	// Decision is the decision that made the verdict; zero when Malformed is set.
-	Decision policy.Decision
-	// Snapshot is the policy whose generation decided (the one in force when it cannot be
-	// told); never nil.
-	Snapshot *policy.Snapshot
+	// Egress and Ingress are the judgements of the decision that made the verdict (see
+	// Judged); zero when Malformed is set.
+	Egress, Ingress Judged
+	// Generation is the policy generation that decided; Node the node whose agent did.
+	Generation uint64
+	Node       string
+	// Snapshot refers weakly to the snapshot of Generation (Hub.Ref makes it): Event
+	// explains the record from it while it is alive.
+	Snapshot weak.Pointer[policy.Snapshot]
 	// CacheHit reports whether the flow cache answered.
 	CacheHit bool
 	// Latency is the time from receiving the packet to its verdict.
@@ -41,6 +52,47 @@ type Record struct {
 	// destination port) are dropped by the kernel without reaching the agent, so no record
 	// shows them.
 	KernelDenyTTL time.Duration
+}
+
+// Judged is what a Record keeps of one direction's policy.Judgement: values and strings, no
+// pointer into the policy.
+type Judged struct {
+	Verdict policy.Verdict
+	Code    policy.Code
+	// Local reports whether the pod runs on this node (this node judges the direction).
+	Local bool
+	// Rule and Policy name the first rule that allowed the flow; valid when Code is Allowed.
+	Rule   int32
+	Policy policy.PolicyRef
+	// Namespace and Name are the pod judged; empty when Code is NoPod.
+	Namespace, Name string
+}
+
+// JudgedOf copies what a Record keeps of j. It allocates nothing.
+func JudgedOf(j *policy.Judgement) Judged {
+	x := Judged{Verdict: j.Verdict, Code: j.Code, Local: j.Local, Rule: int32(j.Rule)}
+	if j.Pod != nil {
+		x.Namespace, x.Name = j.Pod.Namespace, j.Pod.Name
+	}
+	if j.Policy != nil {
+		x.Policy = *j.Policy
+	}
+	return x
+}
+
+func (j *Judged) pod() string {
+	if j.Name == "" {
+		return ""
+	}
+	return j.Namespace + "/" + j.Name
+}
+
+// SetDecision fills the record's judgements, generation and node from the decision d made by
+// snapshot s of this hub's agent, and its weak reference to s. It allocates nothing once the
+// hub has met s (Hub.Ref).
+func (h *Hub) SetDecision(r *Record, d *policy.Decision, s *policy.Snapshot) {
+	r.Egress, r.Ingress = JudgedOf(&d.Egress), JudgedOf(&d.Ingress)
+	r.Generation, r.Node, r.Snapshot = s.Generation(), s.Node(), h.Ref(s)
 }
 
 // Event types: the "type" field of every line of the stream.
@@ -92,10 +144,10 @@ type Event struct {
 // Event spells the record out. It allocates: call it in the subscriber's goroutine.
 func (r *Record) Event() Event {
 	e := Event{
-		Type: TypeDecision, Time: r.Time, Node: r.Snapshot.Node(),
+		Type: TypeDecision, Time: r.Time, Node: r.Node,
 		Protocol: r.Flow.Proto.String(), Src: addr(r.Flow.Src), SrcPort: r.SrcPort, Dst: addr(r.Flow.Dst), DstPort: r.Flow.Port,
 		Verdict: verdict(r.Allow), CacheHit: r.CacheHit, LatencyNs: r.Latency.Nanoseconds(), Queue: r.Queue,
-		KernelDenyTTLms: r.KernelDenyTTL.Milliseconds(), Generation: r.Snapshot.Generation(),
+		KernelDenyTTLms: r.KernelDenyTTL.Milliseconds(), Generation: r.Generation,
 	}
 	switch {
 	case r.Flow.Src.Is4():
@@ -108,7 +160,12 @@ func (r *Record) Event() Event {
 		e.Reason = "malformed packet (" + e.Malformed + "): " + e.Verdict + " by the failure policy"
 		return e
 	}
-	x := r.Snapshot.Explain(r.Flow)
+	s := r.Snapshot.Value()
+	if s == nil || s.Generation() != r.Generation {
+		r.reduced(&e)
+		return e
+	}
+	x := s.Explain(r.Flow)
 	if x.Src != nil {
 		e.SrcPod = x.Src.Key()
 	}
@@ -135,6 +192,63 @@ func (r *Record) Event() Event {
 		e.Reason = x.Reason
 	}
 	return e
+}
+
+// reduced spells out a record whose snapshot is no longer held, from what it carries: the
+// pods, codes and verdicts of both directions and the first allowing rule; the isolating
+// policies and every other allowing rule are gone, and the reason says so.
+func (r *Record) reduced(e *Event) {
+	e.SrcPod, e.DstPod = r.Egress.pod(), r.Ingress.pod()
+	e.Egress, e.Ingress = r.Egress.judgement(policy.Egress, r.Flow), r.Ingress.judgement(policy.Ingress, r.Flow)
+	var reasons []string
+	for _, j := range []*explain.Judgement{e.Egress, e.Ingress} {
+		if !j.Local || (!r.Allow && j.Verdict != "deny") {
+			continue
+		}
+		reasons = append(reasons, j.Reason)
+		for _, p := range j.Policies {
+			if !slices.Contains(e.Policies, p) {
+				e.Policies = append(e.Policies, p)
+			}
+		}
+	}
+	if len(reasons) == 0 {
+		reasons = append(reasons, e.Egress.Reason, e.Ingress.Reason)
+	}
+	e.Reason = strings.Join(reasons, "; ") + " (policy generation " + strconv.FormatUint(r.Generation, 10) +
+		" is no longer held: the stream reader fell behind; other reasons are gone)"
+}
+
+// judgement spells out j without its snapshot, with the reasons Snapshot.Explain gives where
+// they need nothing else.
+func (j *Judged) judgement(dir policy.Direction, f flow.Flow) *explain.Judgement {
+	x := &explain.Judgement{Verdict: j.Verdict.String(), Code: j.Code.String(), Pod: j.pod(), Local: j.Local}
+	switch j.Code {
+	case policy.NoPod:
+		end := "source"
+		if dir == policy.Ingress {
+			end = "destination"
+		}
+		x.Reason = dir.String() + " not judged: " + end + " is not a pod"
+	case policy.Self:
+		x.Reason = x.Pod + " to itself is always allowed"
+	case policy.OwnNode:
+		x.Reason = dir.String() + " between " + x.Pod + " and its own node is always allowed"
+	case policy.NotIsolated:
+		x.Reason = x.Pod + " is not isolated for " + dir.String()
+	case policy.Allowed:
+		p := j.Policy.String()
+		x.Policies, x.AllowedBy = []string{p}, []explain.Rule{{Policy: p, Rule: int(j.Rule)}}
+		x.Reason = dir.String() + " of " + x.Pod + " allowed by " + p + " rule " + strconv.Itoa(int(j.Rule))
+	case policy.NoRuleAllows:
+		x.Reason = x.Pod + " is isolated for " + dir.String() + "; no rule allows " + f.Proto.String()
+		if f.Proto.HasPorts() {
+			x.Reason += "/" + strconv.Itoa(int(f.Port))
+		}
+	default: // a code this spelling does not know: say only what the record holds
+		x.Reason = dir.String() + " of " + x.Pod + ": " + x.Verdict + " (" + x.Code + ")"
+	}
+	return x
 }
 
 func verdict(allow bool) string {

@@ -89,7 +89,7 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.IntVar(&c.StreamReps, "stream-reps", 3, "throughput runs per filter and round")
 	fs.IntVar(&c.Saturation, "saturation", 1024, "connects in flight of the pressure run (0: none)")
 	fs.StringVar(&c.ProfileDir, "profile", "", "directory for a CPU profile of the agent under cold load")
-	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of the profile")
+	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of the profile (the agent allows at most 30)")
 	jsonOut := fs.String("json", "", "also write the report as JSON here")
 	filters := fs.String("filters", "none,kernel,podwall", "filters to measure, comma-separated")
 	if err := fs.Parse(args); err != nil {

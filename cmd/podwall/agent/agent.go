@@ -298,8 +298,10 @@ func (a *Agent) fail(err error) {
 	a.log.Error("keeping the last good policy", "err", err)
 }
 
-// MetricsHandler serves /metrics, /healthz and /readyz (what Run serves on MetricsAddr).
-func (a *Agent) MetricsHandler() http.Handler { return a.metricsMux() }
+// MetricsHandler serves /metrics, /healthz and /readyz (what Run serves on MetricsAddr):
+// GETs without a body.
+func (a *Agent) MetricsHandler() http.Handler { return noBody(a.metricsMux()) }
 
-// DebugHandler serves the debug pages (what Run serves on DebugAddr).
-func (a *Agent) DebugHandler() http.Handler { return a.debugMux() }
+// DebugHandler serves the debug pages (what Run serves on DebugAddr): requests addressed to
+// an IP or localhost, without a body (http.go).
+func (a *Agent) DebugHandler() http.Handler { return localHost(noBody(a.debugMux())) }

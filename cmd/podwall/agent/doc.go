@@ -10,6 +10,11 @@
 // (the sources). The command in cmd/podwall turns flags into a Config; New builds an Agent
 // without touching the kernel; Run does the rest until its context ends.
 //
+// The listeners are bounded so that a client cannot hold or fill them (http.go): header,
+// idle and write timeouts, header and body limits, a connection cap each; the debug
+// listener answers only requests addressed to an IP or localhost (DNS rebinding) and runs
+// profiles for at most 30 s. cmd/podwall/README.md ("Listeners") has the figures.
+//
 // Every series the agent exports, its own and its subsystems', is listed in
 // cmd/podwall/README.md; a test keeps that list complete.
 package agent

@@ -15,8 +15,9 @@ import (
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
 // denycache.go), and — only when the decision stream has a subscriber — hands a Record with
-// the snapshot of the deciding generation to the stream's hub, which copies it into each
-// subscriber's buffer without blocking. With no subscriber the stream costs one atomic load.
+// a weak reference to the snapshot of the deciding generation to the stream's hub, which
+// copies it into each subscriber's buffer without blocking (a buffered record pins no
+// snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
 	var kernelDeny time.Duration
@@ -26,7 +27,9 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	if !a.stream.Active() {
 		return
 	}
-	a.stream.Publish(&decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, Decision: r.Decision,
-		Snapshot: a.inForce.of(r.Gen), CacheHit: r.CacheHit, Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed,
-		KernelDenyTTL: kernelDeny})
+	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
+		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
+	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
+	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
+	a.stream.Publish(&rec)
 }
