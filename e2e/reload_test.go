@@ -18,8 +18,8 @@ import (
 )
 
 // An edit of the manifests takes effect without a restart; a broken edit changes nothing
-// (the last good policy stays enforced, the agent stays ready) and the next good edit
-// applies. The test also measures how long an edit takes to be enforced.
+// (the last good policy stays enforced, the agent stays ready), an invalid policy is
+// enforced fail-closed alone, and the next good edit applies. The test also measures how long an edit takes to be enforced.
 func TestReload(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
@@ -63,10 +63,12 @@ func TestReload(t *testing.T) {
 
 	t.Run("broken edit keeps the last good state", func(t *testing.T) {
 		e := e.sub(t)
-		e.rewrite(state(denyAll)...)
+		e.rewrite(state(allowClient)...)
 		_, before := e.readyz("node-1")
 		errsBefore := e.metric("node-1", "podwall_source_errors_total")
-		e.write(state(broken)...)
+		if err := os.WriteFile(e.manifests, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n   labels: {}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := lab.Poll(ctx, 5*time.Millisecond, func() error {
@@ -80,8 +82,27 @@ func TestReload(t *testing.T) {
 		if code, body := e.readyz("node-1"); code != 200 || body != before {
 			t.Errorf("after a broken edit /readyz = %d %q, want 200 %q", code, body, before)
 		}
+		e.check(allowed) // allowClient, the last good state
+		e.rewrite(state(denyAll)...)
+		e.check(denied)
+	})
+
+	// An invalid policy is rejected alone: enforced fail-closed (it isolates server and
+	// allows nothing, not even what allowClient, the policy it replaces, allowed), counted,
+	// and the agent stays ready; the next good edit applies.
+	t.Run("invalid policy fails closed alone", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(state(allowClient)...)
+		e.check(allowed)
+		e.rewrite(state(broken)...)
 		e.check(denied) // the broken policy would allow 10.244.0.0/16 if it were read as /16
 		e.check(probe{from: "app/client", to: "app/server", port: 80, proto: "UDP", allow: false})
+		if n := e.metric("node-1", "podwall_policy_invalid", "kind", "NetworkPolicy", "name", "server", "namespace", "app"); n != 1 {
+			t.Errorf("podwall_policy_invalid{app/server} = %v, want 1", n)
+		}
+		if code, _ := e.readyz("node-1"); code != 200 {
+			t.Errorf("after an invalid policy /readyz = %d, want 200", code)
+		}
 		e.rewrite(state(allowClient)...)
 		e.check(allowed)
 	})
