@@ -16,6 +16,7 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
+	claimed bool       // claimants is set; beside local so that Decide reads one cache line
 	peers   []uint32   // sorted peer ids the pod belongs to
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable

@@ -123,7 +123,7 @@ func refs(cps []*compiledPolicy) []PolicyRef {
 // Decide judges a flow (see Decision). It never allocates and never blocks.
 func (s *Snapshot) Decide(f flow.Flow) Decision {
 	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
-	if (src != nil && src.claimants != nil) || (dst != nil && dst.claimants != nil) {
+	if (src != nil && src.claimed) || (dst != nil && dst.claimed) {
 		return s.decideClaimed(f, src, dst)
 	}
 	var d Decision
