@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,4 +213,35 @@ func quantiles(ds []time.Duration) string {
 		return s[min(max(i, 0), len(s)-1)].Round(100 * time.Microsecond)
 	}
 	return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", q(0.50), q(0.90), q(0.99), s[len(s)-1].Round(100*time.Microsecond))
+}
+
+// An agent started on manifests holding an invalid policy becomes ready with the file's
+// other objects: the invalid policy isolates the pod it selects and allows nothing, a good
+// policy beside it applies, and pods neither selects stay open.
+func TestStartWithInvalidPolicy(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server", "app/other")
+	e.Serve(80)
+	e.write(
+		policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"name": "client"}),
+		e.podObject("app/server", map[string]string{"name": "server"}),
+		e.podObject("app/other", map[string]string{"name": "other"}),
+		policytest.NetworkPolicy("app", "bad", policytest.Selector("name", "server"), policytest.Ingress(
+			policytest.From(policytest.CIDR("010.244.0.0/16")))),
+		policytest.NetworkPolicy("app", "other", policytest.Selector("name", "other"), policytest.Ingress()),
+	)
+	e.start() // fails the test unless the agent becomes ready
+	e.check(
+		probe{from: "app/client", to: "app/server", port: 80, allow: false},
+		probe{from: "app/client", to: "app/other", port: 80, allow: false},
+		probe{from: "app/server", to: "app/client", port: 80, allow: true},
+	)
+	if n := e.metric("node-1", "podwall_policy_invalid", "kind", "NetworkPolicy", "name", "bad", "namespace", "app"); n != 1 {
+		t.Errorf("podwall_policy_invalid{app/bad} = %v, want 1", n)
+	}
+	if logs := e.Agents["node-1"].Logs(); !strings.Contains(logs, "spec.ingress[0].from[0].ipBlock.cidr") {
+		t.Errorf("the rejection is not logged with its field:\n%s", logs)
+	}
 }
