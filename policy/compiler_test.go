@@ -122,7 +122,7 @@ func TestIncrementalEqualsFullCompile(t *testing.T) {
 	for step := range 60 {
 		var what string
 		var focus []netip.Addr // addresses of the changed pod, or nil
-		switch k := r.IntN(7); k {
+		switch k := r.IntN(9); k {
 		case 0: // relabel a pod
 			i := r.IntN(len(state.Pods))
 			p := state.Pods[i]
@@ -179,6 +179,24 @@ func TestIncrementalEqualsFullCompile(t *testing.T) {
 			c.SetPod(state.Pods[i])
 			focus = state.Pods[i].IPs
 			what = "terminate pod " + state.Pods[i].Key()
+		case 7: // a policy becomes invalid: enforced fail-closed
+			i := r.IntN(len(state.Policies))
+			np := state.Policies[i].DeepCopy()
+			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "010.0.0.0/8"}}}})
+			state.Policies[i] = np
+			if err := c.SetPolicy(np); err == nil {
+				t.Fatalf("SetPolicy of an invalid policy: no error")
+			}
+			what = "break policy " + np.Name
+		case 8: // a pod claims another live pod's addresses
+			i, j := r.IntN(len(state.Pods)), r.IntN(len(state.Pods))
+			p := state.Pods[i]
+			p.IPs = slices.Clone(state.Pods[j].IPs)
+			state.Pods[i] = p
+			c.SetPod(p)
+			focus = p.IPs
+			what = "pod " + p.Key() + " claims the addresses of " + state.Pods[j].Key()
 		}
 		inc := c.Snapshot()
 		full, err := policy.Compile(state)
