@@ -20,14 +20,17 @@ import (
 // from becoming ready; it isolates the pods it selects and allows nothing; and a pod and a
 // deny policy created afterwards elsewhere are enforced.
 //
-//	node-1: prod/web (selected by the bad policy), prod/api, prod/db, other/late (created late)
+//	node-3: prod/web (selected by the bad policy), prod/api, prod/db, other/late (created late)
+//
+// The lab's node index (3) gives the pods addresses TestClusterEnforcement does not use (the
+// API server is shared; see newEnv).
 func TestClusterInvalidPolicyIsolatesAlone(t *testing.T) {
 	needRoot(t)
 	c := cluster.Shared(t)
 	token := installRBAC(t, c)
 	e := newEnv(t, c)
-	e.AddNode("node-1", 1)
-	e.AddPods("node-1", "prod/web", "prod/api", "prod/db", "other/late")
+	e.AddNode("node-3", 3)
+	e.AddPods("node-3", "prod/web", "prod/api", "prod/db", "other/late")
 	e.Serve(80, 3306)
 
 	e.createNamespace("prod", nil)
@@ -47,7 +50,7 @@ func TestClusterInvalidPolicyIsolatesAlone(t *testing.T) {
 		probe{"prod/web", "prod/api", 80, true}, // it names no egress
 		probe{"prod/web", "prod/db", 3306, true},
 	)
-	m, err := e.Metrics("node-1")
+	m, err := e.Metrics("node-3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +70,7 @@ func TestClusterInvalidPolicyIsolatesAlone(t *testing.T) {
 		probe{"prod/web", "prod/db", 3306, false},
 		probe{"prod/api", "other/late", 80, false},
 		probe{"prod/api", "prod/web", 80, false})
-	code, body, err := e.Agents["node-1"].Get(t.Context(), "/readyz")
+	code, body, err := e.Agents["node-3"].Get(t.Context(), "/readyz")
 	if err != nil || code != 200 {
 		t.Errorf("/readyz %d %q %v: want ready", code, body, err)
 	}
