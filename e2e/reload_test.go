@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +19,8 @@ import (
 )
 
 // An edit of the manifests takes effect without a restart; a broken edit changes nothing
-// (the last good policy stays enforced, the agent stays ready) and the next good edit
-// applies. The test also measures how long an edit takes to be enforced.
+// (the last good policy stays enforced, the agent stays ready), an invalid policy is
+// enforced fail-closed alone, and the next good edit applies. The test also measures how long an edit takes to be enforced.
 func TestReload(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
@@ -63,10 +64,12 @@ func TestReload(t *testing.T) {
 
 	t.Run("broken edit keeps the last good state", func(t *testing.T) {
 		e := e.sub(t)
-		e.rewrite(state(denyAll)...)
+		e.rewrite(state(allowClient)...)
 		_, before := e.readyz("node-1")
 		errsBefore := e.metric("node-1", "podwall_source_errors_total")
-		e.write(state(broken)...)
+		if err := os.WriteFile(e.manifests, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n   labels: {}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := lab.Poll(ctx, 5*time.Millisecond, func() error {
@@ -80,8 +83,27 @@ func TestReload(t *testing.T) {
 		if code, body := e.readyz("node-1"); code != 200 || body != before {
 			t.Errorf("after a broken edit /readyz = %d %q, want 200 %q", code, body, before)
 		}
+		e.check(allowed) // allowClient, the last good state
+		e.rewrite(state(denyAll)...)
+		e.check(denied)
+	})
+
+	// An invalid policy is rejected alone: enforced fail-closed (it isolates server and
+	// allows nothing, not even what allowClient, the policy it replaces, allowed), counted,
+	// and the agent stays ready; the next good edit applies.
+	t.Run("invalid policy fails closed alone", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(state(allowClient)...)
+		e.check(allowed)
+		e.rewrite(state(broken)...)
 		e.check(denied) // the broken policy would allow 10.244.0.0/16 if it were read as /16
 		e.check(probe{from: "app/client", to: "app/server", port: 80, proto: "UDP", allow: false})
+		if n := e.metric("node-1", "podwall_policy_invalid", "kind", "NetworkPolicy", "name", "server", "namespace", "app"); n != 1 {
+			t.Errorf("podwall_policy_invalid{app/server} = %v, want 1", n)
+		}
+		if code, _ := e.readyz("node-1"); code != 200 {
+			t.Errorf("after an invalid policy /readyz = %d, want 200", code)
+		}
 		e.rewrite(state(allowClient)...)
 		e.check(allowed)
 	})
@@ -191,4 +213,35 @@ func quantiles(ds []time.Duration) string {
 		return s[min(max(i, 0), len(s)-1)].Round(100 * time.Microsecond)
 	}
 	return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", q(0.50), q(0.90), q(0.99), s[len(s)-1].Round(100*time.Microsecond))
+}
+
+// An agent started on manifests holding an invalid policy becomes ready with the file's
+// other objects: the invalid policy isolates the pod it selects and allows nothing, a good
+// policy beside it applies, and pods neither selects stay open.
+func TestStartWithInvalidPolicy(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server", "app/other")
+	e.Serve(80)
+	e.write(
+		policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"name": "client"}),
+		e.podObject("app/server", map[string]string{"name": "server"}),
+		e.podObject("app/other", map[string]string{"name": "other"}),
+		policytest.NetworkPolicy("app", "bad", policytest.Selector("name", "server"), policytest.Ingress(
+			policytest.From(policytest.CIDR("010.244.0.0/16")))),
+		policytest.NetworkPolicy("app", "other", policytest.Selector("name", "other"), policytest.Ingress()),
+	)
+	e.start() // fails the test unless the agent becomes ready
+	e.check(
+		probe{from: "app/client", to: "app/server", port: 80, allow: false},
+		probe{from: "app/client", to: "app/other", port: 80, allow: false},
+		probe{from: "app/server", to: "app/client", port: 80, allow: true},
+	)
+	if n := e.metric("node-1", "podwall_policy_invalid", "kind", "NetworkPolicy", "name", "bad", "namespace", "app"); n != 1 {
+		t.Errorf("podwall_policy_invalid{app/bad} = %v, want 1", n)
+	}
+	if logs := e.Agents["node-1"].Logs(); !strings.Contains(logs, "spec.ingress[0].from[0].ipBlock.cidr") {
+		t.Errorf("the rejection is not logged with its field:\n%s", logs)
+	}
 }

@@ -16,10 +16,14 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
+	claimed bool       // claimants is set; beside local so that Decide reads one cache line
 	peers   []uint32   // sorted peer ids the pod belongs to
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable
 	ports   []portID // named ports, interned
+	// claimants is set on the entry of an address several live pods claim (conflict.go):
+	// their entries, sorted by namespace/name. Nil otherwise.
+	claimants []*podEntry
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -32,7 +36,7 @@ type portID struct {
 // Snapshot applies the changes recorded since the last call and returns a new Snapshot that
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
-	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty {
+	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty {
 		return c.last
 	}
 	c.gen++
@@ -45,6 +49,11 @@ func (c *Compiler) Snapshot() *Snapshot {
 		s.byIP = maps.Clone(c.last.byIP)
 		s.byKey = maps.Clone(c.last.byKey)
 		s.nodeIPs = c.last.nodeIPs
+		s.problems, s.conflicts = c.last.problems, c.last.conflicts
+	}
+	if c.problemsDirty {
+		s.problems = c.problems()
+		c.problemsDirty = false
 	}
 	for _, e := range c.removed {
 		if s.byKey[e.pod.Key()] == e {
@@ -66,22 +75,28 @@ func (c *Compiler) Snapshot() *Snapshot {
 	clear(c.dirty)
 	for ip := range c.touched {
 		owners := c.owners[ip]
-		if len(owners) == 0 {
+		switch len(owners) {
+		case 0:
 			delete(s.byIP, ip)
-			continue
+		case 1:
+			s.byIP[ip] = owners[0].entry
+		default:
+			s.byIP[ip] = claimed(owners) // judged with every claimant (conflict.go)
 		}
-		// Two live pods claiming one address is a transient state (or a broken input): the
-		// first pod by namespace/name wins, so the result does not depend on the order of
-		// changes.
-		best := owners[0]
-		for _, o := range owners[1:] {
-			if o.pod.Key() < best.pod.Key() {
-				best = o
+		if was, is := c.conflicts[ip], len(owners) > 1; was || is {
+			c.conflictsDirty = true
+			if is {
+				c.conflicts[ip] = true
+			} else {
+				delete(c.conflicts, ip)
 			}
 		}
-		s.byIP[ip] = best.entry
 	}
 	clear(c.touched)
+	if c.conflictsDirty {
+		s.conflicts = conflictsOf(c.conflicts, s.byIP)
+		c.conflictsDirty = false
+	}
 	if c.nodesDirty || c.last == nil {
 		s.nodeIPs = map[netip.Addr]string{}
 		for _, n := range c.nodes {

@@ -21,6 +21,8 @@ type compiledPolicy struct {
 	ingressRules    []rule
 	egressRules     []rule
 	peerIDs         []uint32 // every peer reference of all rules, for reference counting
+	// invalid is why the policy is enforced fail-closed (invalid.go), nil when it is valid.
+	invalid error
 }
 
 // rules returns the policy's rules of one direction, in order.
@@ -57,18 +59,7 @@ func (c *Compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy
 		serial: c.nextSerial,
 		podSel: validated(metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)),
 	}
-	if len(np.Spec.PolicyTypes) == 0 {
-		cp.ingress = true
-		cp.egress = len(np.Spec.Egress) > 0
-	}
-	for _, t := range np.Spec.PolicyTypes {
-		switch t {
-		case networkingv1.PolicyTypeIngress:
-			cp.ingress = true
-		case networkingv1.PolicyTypeEgress:
-			cp.egress = true
-		}
-	}
+	cp.ingress, cp.egress = policyTypes(&np.Spec)
 	// Peers are registered even for a direction the policy does not isolate; that keeps the
 	// reference counting simple and costs little.
 	for _, r := range np.Spec.Ingress {
@@ -78,6 +69,23 @@ func (c *Compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy
 		cp.egressRules = append(cp.egressRules, c.compileRule(np.Namespace, r.To, r.Ports, &cp.peerIDs))
 	}
 	return cp
+}
+
+// policyTypes returns a policy's effective policyTypes: as written, or when omitted, Ingress
+// plus Egress when it has an egress section. Unknown types are ignored.
+func policyTypes(spec *networkingv1.NetworkPolicySpec) (ingress, egress bool) {
+	if len(spec.PolicyTypes) == 0 {
+		return true, len(spec.Egress) > 0
+	}
+	for _, t := range spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	return ingress, egress
 }
 
 // compileRule compiles the peers and ports of one rule of a policy in namespace ns, adding

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"errors"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -43,6 +42,14 @@ type Compiler struct {
 	removed    []*podEntry // entries of deleted pods
 	nodesDirty bool
 	last       *Snapshot
+
+	// Objects rejected alone (invalid.go, problem.go).
+	sourceProblems []Problem           // State.Problems of the last Replace
+	sourcePolicies map[string]error    // ns/name → the problem the source reported of a policy
+	rejectedNS     map[string]bool     // namespaces the source rejected
+	problemsDirty  bool                // the snapshot's problems changed
+	conflicts      map[netip.Addr]bool // addresses claimed by several live pods (conflict.go)
+	conflictsDirty bool
 }
 
 // podState is the compiler's mutable record of one pod.
@@ -54,10 +61,12 @@ type podState struct {
 
 // policyState is the compiler's record of one NetworkPolicy.
 type policyState struct {
-	// obj is a copy of the object last recorded under this name. It passed Validate, so an
-	// object equal to it in metadata and spec (what Validate reads) is valid too.
-	obj *networkingv1.NetworkPolicy
-	cp  *compiledPolicy
+	// obj is a copy of the object last recorded under this name; cp.invalid says whether it
+	// passed Validate (an object equal to it in metadata and spec, what Validate reads, would
+	// do the same) and srcErr whether its source reported a problem with it.
+	obj    *networkingv1.NetworkPolicy
+	srcErr string
+	cp     *compiledPolicy
 }
 
 // NewCompiler returns an empty Compiler for the given node: pods whose spec.nodeName is node
@@ -78,10 +87,14 @@ func NewCompiler(node string) *Compiler {
 		tables:     map[string]*tableUse{},
 		dirty:      map[*podState]struct{}{},
 		touched:    map[netip.Addr]struct{}{},
+
+		sourcePolicies: map[string]error{},
+		conflicts:      map[netip.Addr]bool{},
 	}
 }
 
-// Compile compiles a complete state into a Snapshot with no local node.
+// Compile compiles a complete state into a Snapshot with no local node. Objects it cannot use
+// are rejected alone (Snapshot.Problems); see Replace for the error.
 func Compile(s State) (*Snapshot, error) {
 	c := NewCompiler("")
 	if err := c.Replace(s); err != nil {
@@ -91,20 +104,17 @@ func Compile(s State) (*Snapshot, error) {
 }
 
 // Replace makes the compiler's objects equal to s, recording only what differs. It validates
-// each policy it does not already hold unchanged; when one is invalid, Replace changes nothing
-// and returns every problem found.
+// each policy it does not already hold unchanged. It never refuses a state for one object:
+// an object it cannot use is rejected alone (Problem; an invalid policy is enforced
+// fail-closed, invalid.go) and listed by Snapshot.Problems, so the error is nil; it is kept
+// for a check of the state as a whole.
 func (c *Compiler) Replace(s State) error {
+	c.setProblems(s.Problems)                     // first: holds and setPolicy read the policies' problems
 	last := make(map[string]int, len(s.Policies)) // ns/name → index of its last policy in s
 	held := make([]bool, len(s.Policies))
-	var errs []error
 	for i, np := range s.Policies {
 		last[np.Namespace+"/"+np.Name] = i
-		if held[i] = c.holds(np); !held[i] {
-			errs = append(errs, validatePolicy(np))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+		held[i] = c.holds(np)
 	}
 
 	seen := map[string]bool{}
@@ -249,36 +259,55 @@ func (c *Compiler) DeletePod(namespace, name string) {
 	}
 }
 
-// SetPolicy records a NetworkPolicy. Unless the compiler holds it unchanged, it is validated
-// first: an invalid policy changes nothing and its error names the policy on every problem.
+// SetPolicy records a NetworkPolicy, validating it unless the compiler holds it unchanged.
+// An invalid policy is recorded all the same, fail-closed (invalid.go); the error names the
+// policy on every problem.
 func (c *Compiler) SetPolicy(np *networkingv1.NetworkPolicy) error {
-	if c.holds(np) {
-		return nil
+	if !c.holds(np) {
+		c.setPolicy(np)
 	}
-	if err := validatePolicy(np); err != nil {
-		return err
+	if cp := c.policies[np.Namespace+"/"+np.Name].cp; cp.invalid != nil {
+		return nameProblems(np, cp.invalid)
 	}
-	c.setPolicy(np)
 	return nil
 }
 
 // holds reports whether np equals, in metadata and spec, the policy recorded under its name,
-// which was valid.
+// and its source reports the same problem with it, if any.
 func (c *Compiler) holds(np *networkingv1.NetworkPolicy) bool {
 	ps := c.policies[np.Namespace+"/"+np.Name]
-	return ps != nil && reflect.DeepEqual(ps.obj.ObjectMeta, np.ObjectMeta) && reflect.DeepEqual(ps.obj.Spec, np.Spec)
+	return ps != nil && ps.srcErr == c.sourceErr(np) &&
+		reflect.DeepEqual(ps.obj.ObjectMeta, np.ObjectMeta) && reflect.DeepEqual(ps.obj.Spec, np.Spec)
 }
 
-// setPolicy records a valid NetworkPolicy, compiling it unless its spec is the one recorded.
+// sourceErr returns the text of the problem np's source reported, or "".
+func (c *Compiler) sourceErr(np *networkingv1.NetworkPolicy) string {
+	if err := c.sourcePolicies[np.Namespace+"/"+np.Name]; err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// setPolicy records a NetworkPolicy, compiling it (fail-closed when invalid) unless it is
+// valid and its spec is the one recorded.
 func (c *Compiler) setPolicy(np *networkingv1.NetworkPolicy) {
 	key := np.Namespace + "/" + np.Name
 	old := c.policies[key]
-	if old != nil && reflect.DeepEqual(old.obj.Spec, np.Spec) {
+	bad := c.policyProblem(np)
+	if old != nil && bad == nil && old.cp.invalid == nil && reflect.DeepEqual(old.obj.Spec, np.Spec) {
 		old.obj = np.DeepCopy() // new metadata, same rules
 		return
 	}
-	cp := c.compilePolicy(np)
-	c.policies[key] = &policyState{obj: np.DeepCopy(), cp: cp}
+	var cp *compiledPolicy
+	if bad != nil {
+		cp = c.compileInvalid(np, bad)
+	} else {
+		cp = c.compilePolicy(np)
+	}
+	if bad != nil || (old != nil && old.cp.invalid != nil) {
+		c.problemsDirty = true
+	}
+	c.policies[key] = &policyState{obj: np.DeepCopy(), srcErr: c.sourceErr(np), cp: cp}
 	byNS := c.policiesNS[np.Namespace]
 	if byNS == nil {
 		byNS = map[*compiledPolicy]struct{}{}
@@ -301,6 +330,9 @@ func (c *Compiler) DeletePolicy(namespace, name string) {
 		return
 	}
 	delete(c.policies, key)
+	if ps.cp.invalid != nil {
+		c.problemsDirty = true
+	}
 	delete(c.policiesNS[namespace], ps.cp)
 	if len(c.policiesNS[namespace]) == 0 {
 		delete(c.policiesNS, namespace)

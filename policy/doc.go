@@ -20,9 +20,16 @@
 //     the flow's destination pod (the selected pod for ingress, the peer for egress);
 //   - a pod may always talk to itself and to its own node (node addresses come from Node
 //     objects and from hostNetwork pods, which are node traffic, never selected pods);
-//   - pods in phase Succeeded or Failed hold no address: their IPs may be reused.
+//   - pods in phase Succeeded or Failed hold no address: their IPs may be reused;
+//   - an address several live pods claim is judged with every claimant, deny unless all
+//     allow (conflict.go; Snapshot.Conflicts).
 //
-// Invalid input never widens access. The Compiler validates each policy once, as it comes in
-// new or changed (Validate), and refuses a state containing an invalid one, so its caller
-// keeps enforcing the last good snapshot.
+// Invalid input never widens access, and one bad object never freezes enforcement: the
+// Compiler takes every state and rejects an object it cannot use alone (Problem,
+// Snapshot.Problems). It validates each policy once, as it comes in new or changed
+// (Validate); an invalid one, or one its source reported, is compiled fail-closed — it
+// isolates the pods it selects in the directions it names and allows nothing (invalid.go) —
+// and the reasons of the flows it denies name it and the field. Sources reject what they
+// cannot read the same way (State.Problems): a pod with a bad address holds none (PodOf), a
+// rejected namespace's pods match no namespaceSelector.
 package policy

@@ -67,16 +67,18 @@ func (s *Snapshot) Explain(f flow.Flow) Explanation {
 	return e
 }
 
-func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry, f flow.Flow) DirExplanation {
+func (s *Snapshot) explainDir(dir Direction, j Judgement, addrEntry, remote *podEntry, f flow.Flow) DirExplanation {
 	x := DirExplanation{Judgement: j}
-	raddr, dst := f.Dst, remote
+	pod := claimant(addrEntry, &j) // the pod judged, when several claim the address
+	jaddr, raddr, dst := f.Src, f.Dst, remote
 	if dir == Ingress {
-		raddr, dst = f.Src, pod
+		jaddr, raddr, dst = f.Dst, f.Src, pod
 	}
+	var pols []*compiledPolicy
 	if pod != nil {
 		// Every rule of every isolating policy, tried in turn: Decide's table finds the
 		// first of them (TestDecideEqualsPolicyByPolicy).
-		pols := pod.egress.policies()
+		pols = pod.egress.policies()
 		if dir == Ingress {
 			pols = pod.ingress.policies()
 		}
@@ -90,7 +92,10 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry,
 			}
 		}
 	}
-	x.Reason = s.reason(dir, &x, remote, raddr, f)
+	x.Reason = s.reason(dir, &x, remote, raddr, f) + claimNote(dir, addrEntry, remote, jaddr, raddr)
+	if x.Code == NoRuleAllows {
+		x.Reason += invalidNote(pols)
+	}
 	return x
 }
 

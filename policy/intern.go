@@ -106,8 +106,8 @@ func (c *Compiler) peerMatches(p *peerDef, pod *Pod) bool {
 		if pod.Namespace != p.ns {
 			return false
 		}
-	} else if !p.nsSel.Matches(c.nsLabels(pod.Namespace)) {
-		return false
+	} else if c.rejectedNS[pod.Namespace] || !p.nsSel.Matches(c.nsLabels(pod.Namespace)) {
+		return false // a rejected namespace's labels are unknown (Problem)
 	}
 	return p.podSel.Matches(labels.Set(pod.Labels))
 }

@@ -19,6 +19,9 @@ type Snapshot struct {
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
 
+	problems  []Problem  // objects rejected alone (invalid.go)
+	conflicts []Conflict // addresses several live pods claim (conflict.go)
+
 	sortedOnce sync.Once
 	sorted     []*podEntry
 }
@@ -120,6 +123,9 @@ func refs(cps []*compiledPolicy) []PolicyRef {
 // Decide judges a flow (see Decision). It never allocates and never blocks.
 func (s *Snapshot) Decide(f flow.Flow) Decision {
 	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
+	if (src != nil && src.claimed) || (dst != nil && dst.claimed) {
+		return s.decideClaimed(f, src, dst)
+	}
 	var d Decision
 	d.Egress = s.judge(Egress, src, dst, f.Dst, dst, f)
 	d.Ingress = s.judge(Ingress, dst, src, f.Src, dst, f)

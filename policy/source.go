@@ -6,8 +6,10 @@ import "context"
 // directory (package manifests) or the Kubernetes API.
 type Source interface {
 	// Run calls update with a complete State whenever the objects change — first once the
-	// source has everything (synced) — until ctx ends. An error passed to update means the
-	// source could not produce a valid state: the caller keeps enforcing the last good one.
+	// source has everything (synced) — until ctx ends. An object the source cannot use is
+	// rejected alone, in State.Problems (see Problem); an error passed to update means the
+	// source could not produce a state at all (a file that does not parse): the caller
+	// keeps enforcing the last good one.
 	// Run returns nil when ctx ends, or an error when the source cannot work at all.
 	Run(ctx context.Context, update func(State, error)) error
 }

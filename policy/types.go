@@ -82,6 +82,10 @@ type State struct {
 	Policies   []*networkingv1.NetworkPolicy
 	// ClusterPolicies are the cluster admin's ClusterNetworkPolicies (both tiers).
 	ClusterPolicies []*cnpv1alpha2.ClusterNetworkPolicy
+	// Problems are the objects the source rejected alone (problem.go): a Pod in Pods with
+	// no address, a Namespace left out of Namespaces, a NetworkPolicy in Policies that the
+	// compiler then enforces fail-closed, a Node kept with its valid addresses only.
+	Problems []Problem
 }
 
 // Verdict is allow or deny.

@@ -49,13 +49,9 @@ func Validate(np *networkingv1.NetworkPolicy) error {
 	return joinFieldErrors(errs)
 }
 
-// validatePolicy is Validate with the policy named on every problem, one per line, as the
-// Compiler reports them.
-func validatePolicy(np *networkingv1.NetworkPolicy) error {
-	err := Validate(np)
-	if err == nil {
-		return nil
-	}
+// nameProblems returns the problems of err (Validate's) with the policy named on every
+// one, one per line, as Compiler.SetPolicy reports them.
+func nameProblems(np *networkingv1.NetworkPolicy, err error) error {
 	var parts []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		parts = j.Unwrap()

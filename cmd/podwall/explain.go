@@ -43,6 +43,10 @@ other address, a node, an external host).
 query with the same fields plus "verdict" ("allow" or "deny") and "reason".
 --matrix prints the reachability table of all pod pairs for each of --ports (80/TCP,81/UDP).
 
+An object podwall rejects (an invalid NetworkPolicy, a pod with a bad address) is judged as
+the agent judges it — an invalid policy isolates what it selects and allows nothing — and
+printed as a warning on stderr; two pods claiming one address likewise.
+
 The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -80,6 +84,14 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	snap, err := policy.Compile(state)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	// Objects rejected alone are judged as the agent judges them (an invalid policy
+	// fail-closed): a warning, not an error.
+	for _, p := range snap.Problems() {
+		fmt.Fprintln(errOut, "podwall explain: warning:", p.String())
+	}
+	for _, c := range snap.Conflicts() {
+		fmt.Fprintln(errOut, "podwall explain: warning: address", c.String()+": judged with every claimant (deny unless all allow)")
 	}
 	switch {
 	case o.batch:

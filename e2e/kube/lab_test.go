@@ -36,9 +36,22 @@ type env struct {
 	inAPI map[string]bool // pods created in the API server
 }
 
+// The API server is shared by the package's tests and its namespaces never finish deleting
+// (no controller manager): the pods a test created are deleted at its end, so that no later
+// test sees them claim its lab addresses (an address two pods claim is judged with both).
 func newEnv(t *testing.T, c *cluster.Cluster) *env {
 	t.Helper()
-	return &env{Env: labenv.New(t), c: c, admin: cluster.Client(t, c.Admin), inAPI: map[string]bool{}}
+	e := &env{Env: labenv.New(t), c: c, admin: cluster.Client(t, c.Admin), inAPI: map[string]bool{}}
+	t.Cleanup(func() {
+		for key := range e.inAPI {
+			ns, name, _ := strings.Cut(key, "/")
+			if err := e.admin.CoreV1().Pods(e.ns(ns)).Delete(context.Background(), name,
+				metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {
+				t.Errorf("deleting pod %s: %v", key, err)
+			}
+		}
+	})
+	return e
 }
 
 // ns is the API namespace of a test namespace: suffixed with the lab's run id, because the

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/policytest"
 )
 
 func TestEventDenied(t *testing.T) {
@@ -136,5 +138,32 @@ func BenchmarkEvent(b *testing.B) {
 		if _, err := json.Marshal(&e); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A deny by an invalid policy (enforced fail-closed) names it and the field in the stream's
+// reason, in the JSON line as in the Event.
+func TestEventNamesInvalidPolicy(t *testing.T) {
+	st := threeTier()
+	st.Policies = append(st.Policies, policytest.NetworkPolicy("prod", "bad", policytest.Selector("name", "api-pod"),
+		policytest.Ingress(policytest.From(policytest.CIDR("010.0.0.0/8")))))
+	c := policy.NewCompiler(node)
+	if err := c.Replace(st); err != nil {
+		t.Fatal(err)
+	}
+	r := record(c.Snapshot(), web, api, flow.TCP, 5000)
+	if r.Allow {
+		t.Fatal("web -> api allowed; want the invalid policy to isolate api")
+	}
+	e := r.Event()
+	want := `policy prod/bad is invalid (spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "010.0.0.0/8"`
+	if !strings.Contains(e.Reason, want) || !strings.Contains(e.Reason, "isolates, allows nothing") {
+		t.Errorf("reason %q does not name the invalid policy and field", e.Reason)
+	}
+	if !slices.Contains(e.Policies, "prod/bad") {
+		t.Errorf("policies %v: want prod/bad", e.Policies)
+	}
+	if line := string(AppendJSON(nil, &e)); !strings.Contains(line, `policy prod/bad is invalid`) {
+		t.Errorf("JSON line lacks the reason: %s", line)
 	}
 }

@@ -36,9 +36,12 @@
 //
 // Pods without an address yet are part of the state (they can be selected, they isolate
 // nothing until they have an address) and enforced as soon as their status carries one.
-// Objects a state cannot hold — a pod whose addresses do not parse — make update receive an
-// error instead of a state: the agent keeps enforcing the last good one (SPEC §2). The API
-// server validates pods, so this does not happen with a conforming server.
+// An object policy cannot use is rejected alone, never the state: a pod whose addresses do
+// not parse holds no address and is named in State.Problems (policy.PodOf); a NetworkPolicy
+// podwall refuses (e.g. `cidr: 010.0.0.0/8`, which the API server accepts unless strict CIDR
+// validation is on) goes into the state as it is and the compiler enforces it fail-closed
+// (policy/invalid.go). Every other object applies, so one tenant's bad object never freezes
+// enforcement for the cluster.
 //
 // List reads the same objects once, for explain (ClusterNetworkPolicies when their CRD is
 // installed), and also Nodes when the credentials allow.

@@ -81,12 +81,22 @@ func TestFirstUpdateIsComplete(t *testing.T) {
 	}
 }
 
-// A pod policy cannot hold makes an error, so the agent keeps the last good state.
-func TestBadPodKeepsLastState(t *testing.T) {
-	_, err := firstUpdate(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web"},
-		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.300"}}}})
-	if err == nil || !strings.Contains(err.Error(), "pod prod/web: status.podIPs[0]") {
-		t.Errorf("err = %v, want one naming the pod and field", err)
+// A pod policy cannot hold is rejected alone: it holds no address, it is named in the
+// state's problems with its field, and the rest of the state is delivered.
+func TestBadPodRejectedAlone(t *testing.T) {
+	st, err := firstUpdate(t,
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "web"},
+			Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.300"}}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "db"},
+			Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.244.0.3"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pods) != 2 || st.Pods[1].Name != "web" || len(st.Pods[1].IPs) != 0 || len(st.Pods[0].IPs) != 1 {
+		t.Errorf("pods: %+v, want db with its address and web with none", st.Pods)
+	}
+	if len(st.Problems) != 1 || !strings.Contains(st.Problems[0].String(), "Pod prod/web: status.podIPs[0]") {
+		t.Errorf("problems: %v, want one naming the pod and field", st.Problems)
 	}
 }
 

@@ -3,7 +3,6 @@ package kube
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -21,7 +20,8 @@ import (
 // stateOf builds a State from (trimmed) API objects, each kind sorted by namespace and name
 // so equal caches give equal states. The objects are not modified and the State shares no
 // memory with them except the NetworkPolicies, which neither side modifies. A pod
-// policy.FromPod refuses makes the error (naming every such pod) and an empty State.
+// policy.FromPod refuses is rejected alone (policy.PodOf: it holds no address) and named in
+// State.Problems; the error is nil, kept for a problem with the state as a whole.
 func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.NetworkPolicy, nodes []*corev1.Node) (policy.State, error) {
 	byKey := func(a, b metav1.Object) int {
 		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
@@ -40,20 +40,15 @@ func stateOf(nss []*corev1.Namespace, pods []*corev1.Pod, nps []*networkingv1.Ne
 	for _, n := range nss {
 		st.Namespaces = append(st.Namespaces, policy.FromNamespace(n))
 	}
-	var errs []error
 	for _, p := range pods {
-		pod, err := policy.FromPod(p)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err))
-			continue
+		pod, problem := policy.PodOf(p)
+		if problem != nil {
+			st.Problems = append(st.Problems, *problem)
 		}
 		st.Pods = append(st.Pods, pod)
 	}
 	for _, n := range nodes {
 		st.Nodes = append(st.Nodes, policy.FromNode(n))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return policy.State{}, err
 	}
 	return st, nil
 }

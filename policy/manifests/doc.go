@@ -5,14 +5,20 @@
 // It owns turning files into a policy.State, and refusing files that do not say exactly one
 // thing. Load decodes strictly (unknown fields, unknown kinds and apiVersions are errors,
 // never silently dropped), validates each NetworkPolicy with policy.Validate and each Pod with
-// policy.FromPod, and rejects states a cluster could not hold: the same object twice, or one
-// address held by two running pods. Every problem is reported, not just the first, each
-// naming the file and line, the object and the field, e.g.
+// policy.FromPod. Every problem is reported, not just the first, each naming the file and
+// line, the object and the field, e.g.
 //
-//	manifests/db.yaml:12: NetworkPolicy prod/db: spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33": ...
+//	manifests/db.yaml:12: NetworkPolicy prod/db: spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "010.0.0.0/8": ...
 //
-// A Load error means "keep what you had": the caller keeps enforcing its last good state
-// (SPEC §2). Watch delivers a new Load result after every change, for hot reload.
+// An invalid object with a name is rejected alone (fail one object, not the world): it goes
+// into State.Problems and is handled as policy.Problem says — an invalid NetworkPolicy is
+// enforced fail-closed, a Pod with a bad address holds none — while the file's other objects
+// apply, so the agent becomes ready with them. What cannot be pinned on one named object (a
+// file that cannot be read, a document that does not parse, an unknown kind, an object
+// without a name, the same object twice) is a Load error, which means "keep what you had":
+// the caller keeps enforcing its last good state (SPEC §2). Two pods claiming one address are
+// both loaded; the compiler judges the address with both (policy/conflict.go). Watch
+// delivers a new Load result after every change, for hot reload.
 //
 // Memory: Load holds the files' bytes, a file's documents as JSON, the State, and one
 // decoded object at a time. A List is read an item at a time, in JSON and in YAML block style

@@ -34,8 +34,17 @@ import (
 // Node or List, or a networking.k8s.io/v1 NetworkPolicy, or a NamespaceList, PodList,
 // NodeList or NetworkPolicyList. The objects appear in the State in the order read.
 //
-// An empty directory is an empty State. On error the State is empty and the error joins
-// every problem found, one per line, each naming file:line, the object and the field.
+// An object of a kind Load reads, with a name, that is invalid (a field podwall refuses, an
+// unknown field, a value of the wrong type) is rejected alone: it is named in
+// State.Problems, each with file:line and fields, and handled as policy.Problem says (a
+// NetworkPolicy is enforced fail-closed; one that does not even decode isolates its whole
+// namespace both ways). Every other object applies.
+//
+// What cannot be pinned on one named object fails the load: a file that cannot be read, a
+// document that is not YAML or JSON or not an object, a missing or unknown kind or
+// apiVersion, an object without a name, the same object twice. An empty directory is an
+// empty State. On error the State is empty and the error joins every problem found, the
+// objects' included, one per line, each naming file:line, the object and the field.
 func Load(path string) (policy.State, error) {
 	return read(path).parse()
 }
@@ -142,9 +151,8 @@ func (s *source) add(name string) {
 type loader struct {
 	wholeLists bool // source.wholeLists
 	state      policy.State
-	pods       []podSource        // where each of state.Pods was defined
 	seen       map[string]*object // by kind and namespace/name, to find duplicates
-	errors     []error
+	errors     []error            // what fails the load
 }
 
 func (s *source) parse() (policy.State, error) {
@@ -181,26 +189,30 @@ func (s *source) parse() (policy.State, error) {
 			l.object(o, j, "")
 		}
 	}
-	l.checkPodIPs()
 	if len(l.errors) > 0 {
+		for _, p := range l.state.Problems {
+			l.errors = append(l.errors, errors.New(p.String()))
+		}
 		return policy.State{}, errors.Join(l.errors...)
 	}
 	return l.state, nil
 }
 
 // mark is how much a loader had recorded at one point, to undo what came after.
-type mark struct{ namespaces, nodes, pods, policies, errors int }
+type mark struct{ namespaces, nodes, pods, policies, problems, errors int }
 
 func (l *loader) mark() mark {
-	return mark{len(l.state.Namespaces), len(l.state.Nodes), len(l.state.Pods), len(l.state.Policies), len(l.errors)}
+	return mark{len(l.state.Namespaces), len(l.state.Nodes), len(l.state.Pods), len(l.state.Policies),
+		len(l.state.Problems), len(l.errors)}
 }
 
 // rollback forgets what was recorded since m, all of it from document o.
 func (l *loader) rollback(m mark, o *object) {
 	l.state.Namespaces = l.state.Namespaces[:m.namespaces]
 	l.state.Nodes = l.state.Nodes[:m.nodes]
-	l.state.Pods, l.pods = l.state.Pods[:m.pods], l.pods[:m.pods]
+	l.state.Pods = l.state.Pods[:m.pods]
 	l.state.Policies = l.state.Policies[:m.policies]
+	l.state.Problems = l.state.Problems[:m.problems]
 	l.errors = l.errors[:m.errors]
 	for key, first := range l.seen {
 		if first.file == o.file && first.doc == o.doc {
@@ -257,32 +269,6 @@ func (o *object) String() string {
 
 func (l *loader) errorf(o *object, format string, args ...any) {
 	l.errors = append(l.errors, fmt.Errorf("%s: %s", o, fmt.Sprintf(format, args...)))
-}
-
-// report adds err, or each error it joins, prefixed with the object.
-func (l *loader) report(o *object, err error) {
-	if err == nil {
-		return
-	}
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	for _, e := range errs {
-		l.errors = append(l.errors, fmt.Errorf("%s: %w", o, e))
-	}
-}
-
-func (l *loader) reportFields(o *object, errs field.ErrorList) {
-	for _, e := range errs {
-		l.errors = append(l.errors, fmt.Errorf("%s: %w", o, e))
-	}
-}
-
-// podSource is where a pod was defined and the field that held its addresses.
-type podSource struct {
-	o   *object
-	ips string
 }
 
 // head is what Load reads of an object before decoding it, to name it and pick its type.
@@ -351,58 +337,100 @@ func (l *loader) identify(o *object, data []byte, list string) bool {
 	return false
 }
 
-// decode decodes an object of a known kind strictly, then checks and records it.
+// decode decodes an object of a known kind strictly, then checks and records it: an object
+// with problems is rejected alone (reject).
 func (l *loader) decode(o *object, data []byte) {
+	var errs []error // the object's problems
 	gvk := schema.FromAPIVersionAndKind(apiVersions[o.kind], o.kind)
 	obj, _, err := decoder.Decode(data, &gvk, nil)
 	if strict, ok := runtime.AsStrictDecodingError(err); ok {
-		for _, e := range strict.Errors() {
-			l.errorf(o, "%v", e) // unknown field "spec.foo"; the rest of the object decoded
-		}
+		errs = append(errs, strict.Errors()...) // unknown field "spec.foo"; the rest of the object decoded
 	} else if err != nil {
-		l.errorf(o, "%v", err)
+		errs = append(errs, err)
+		obj = nil
+	}
+	if !l.unique(o) {
 		return
 	}
 
 	metadata := field.NewPath("metadata")
+	fields := func(fe field.ErrorList) {
+		for _, e := range fe {
+			errs = append(errs, e)
+		}
+	}
 	switch obj := obj.(type) {
 	case *corev1.Namespace:
-		l.reportFields(o, apivalidation.ValidateObjectMeta(&obj.ObjectMeta, false, apivalidation.ValidateNamespaceName, metadata))
-		if l.unique(o) {
+		fields(apivalidation.ValidateObjectMeta(&obj.ObjectMeta, false, apivalidation.ValidateNamespaceName, metadata))
+		if len(errs) == 0 { // a namespace with problems is left out: its pods match no namespaceSelector
 			l.state.Namespaces = append(l.state.Namespaces, policy.FromNamespace(obj))
 		}
 	case *corev1.Node:
-		l.reportFields(o, apivalidation.ValidateObjectMeta(&obj.ObjectMeta, false, apivalidation.NameIsDNSSubdomain, metadata))
-		l.reportFields(o, validateNodeAddresses(obj))
-		if l.unique(o) {
-			l.state.Nodes = append(l.state.Nodes, policy.FromNode(obj))
-		}
+		fields(apivalidation.ValidateObjectMeta(&obj.ObjectMeta, false, apivalidation.NameIsDNSSubdomain, metadata))
+		fields(validateNodeAddresses(obj))
+		l.state.Nodes = append(l.state.Nodes, policy.FromNode(obj)) // with the addresses that parse
 	case *corev1.Pod:
 		if obj.Namespace == "" {
 			obj.Namespace = metav1.NamespaceDefault
 		}
-		l.reportFields(o, apivalidation.ValidateObjectMeta(&obj.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, metadata))
-		pod, err := policy.FromPod(obj)
-		l.report(o, err)
-		if l.unique(o) {
-			ips := "status.podIPs"
-			if len(obj.Status.PodIPs) == 0 {
-				ips = "status.podIP"
-			}
-			l.state.Pods = append(l.state.Pods, pod)
-			l.pods = append(l.pods, podSource{o, ips})
+		fields(apivalidation.ValidateObjectMeta(&obj.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, metadata))
+		pod, problem := policy.PodOf(obj)
+		if len(errs) > 0 {
+			pod.IPs = nil // what else the object says cannot be trusted
 		}
+		if problem != nil {
+			errs = append(errs, problem.Err)
+		}
+		l.state.Pods = append(l.state.Pods, pod)
 	case *networkingv1.NetworkPolicy:
 		if obj.Namespace == "" {
 			obj.Namespace = metav1.NamespaceDefault
 		}
-		l.report(o, policy.Validate(obj))
-		if l.unique(o) {
-			l.state.Policies = append(l.state.Policies, obj)
+		if err := policy.Validate(obj); err != nil {
+			errs = append(errs, err)
+		}
+		l.state.Policies = append(l.state.Policies, obj) // the compiler enforces it fail-closed
+	case nil: // did not decode
+		switch o.kind {
+		case policy.KindPod:
+			l.state.Pods = append(l.state.Pods, policy.Pod{Namespace: o.namespace, Name: o.name})
+		case policy.KindNetworkPolicy:
+			// Nothing of it can be read: it isolates its whole namespace, both ways.
+			l.state.Policies = append(l.state.Policies, &networkingv1.NetworkPolicy{
+				ObjectMeta: metav1.ObjectMeta{Namespace: o.namespace, Name: o.name},
+				Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{
+					networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
+			})
 		}
 	default:
-		l.errorf(o, "decoded as %T: %s", obj, kindsWanted) // unreachable: apiVersions and the scheme agree
+		errs = append(errs, fmt.Errorf("decoded as %T: %s", obj, kindsWanted)) // unreachable: apiVersions and the scheme agree
 	}
+	l.reject(o, errs)
+}
+
+// reject records the problems of one object: a Problem that rejects it alone, or, for an
+// object without a name, which cannot be rejected alone, errors that fail the load. Each
+// error joined in one of errs is a problem of its own.
+func (l *loader) reject(o *object, errs []error) {
+	var all []error
+	for _, err := range errs {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			all = append(all, j.Unwrap()...)
+		} else {
+			all = append(all, err)
+		}
+	}
+	if len(all) == 0 {
+		return
+	}
+	if o.name == "" {
+		for _, e := range all {
+			l.errors = append(l.errors, fmt.Errorf("%s: %w", o, e))
+		}
+		return
+	}
+	l.state.Problems = append(l.state.Problems, policy.Problem{Kind: o.kind, Namespace: o.namespace, Name: o.name,
+		Where: o.where(), Err: errors.Join(all...)})
 }
 
 // unique reports whether o is the first object of its kind and name, and reports a
@@ -433,27 +461,4 @@ func validateNodeAddresses(n *corev1.Node) field.ErrorList {
 		}
 	}
 	return errs
-}
-
-// checkPodIPs reports an address held by two pods that own their addresses: a cluster never
-// gives one address to two running pods, and policy could not tell them apart. hostNetwork
-// pods share their node's addresses; Succeeded and Failed pods have given theirs back.
-func (l *loader) checkPodIPs() {
-	owner := map[netip.Addr]int{}
-	for i := range l.state.Pods {
-		p := &l.state.Pods[i]
-		if p.HostNetwork || p.Terminated() {
-			continue
-		}
-		for _, ip := range p.IPs {
-			j, ok := owner[ip]
-			if !ok {
-				owner[ip] = i
-				continue
-			}
-			first := l.pods[j].o
-			l.errorf(l.pods[i].o, "%s: Duplicate value: %q: also the address of %s (%s)",
-				l.pods[i].ips, ip.String(), first.ref(), first.where())
-		}
-	}
 }

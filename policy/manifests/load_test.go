@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -304,93 +305,9 @@ spec: {podSelector: {}}
 			want:  [][]string{{"ns.yaml:1: Namespace a", `apiVersion: Required value: kind Namespace is read as apiVersion "v1"`}},
 		},
 		{
-			name: "unknown fields, all of them",
-			files: map[string]string{"p.yaml": `apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: prod}
-spec:
-  containers:
-  - name: c
-    portz: []
-  nodname: n1
-`},
-			want: [][]string{
-				{"p.yaml:1: Pod prod/web", `unknown field "spec.containers[0].portz"`},
-				{"p.yaml:1: Pod prod/web", `unknown field "spec.nodname"`},
-			},
-		},
-		{
-			name: "unknown field in a policy, which is then still validated",
-			files: map[string]string{"np.yaml": `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db, namespace: prod}
-spec:
-  podselector: {}
-  ingress:
-  - from: [{}]
-`},
-			want: [][]string{
-				{"np.yaml:1: NetworkPolicy prod/db", `unknown field "spec.podselector"`},
-				{"np.yaml:1: NetworkPolicy prod/db", "spec.ingress[0].from[0]: Required value"},
-			},
-		},
-		{
-			name:  "wrong type",
-			files: map[string]string{"p.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: oops}\n"},
-			want:  [][]string{{"p.yaml:1: Pod default/web", "spec.containers"}},
-		},
-		{
-			name: "invalid policy, every problem",
-			files: map[string]string{"db.yaml": `apiVersion: v1
-kind: Namespace
-metadata: {name: prod}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db, namespace: prod}
-spec:
-  podSelector: {}
-  ingress:
-  - from:
-    - ipBlock: {cidr: 10.0.0.0/33}
-    ports:
-    - {protocol: ICMP}
-`},
-			want: [][]string{
-				{"db.yaml:5: NetworkPolicy prod/db", `spec.ingress[0].ports[0].protocol: Unsupported value: "ICMP"`},
-				{"db.yaml:5: NetworkPolicy prod/db", `spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33"`},
-			},
-		},
-		{
 			name:  "policy without a name",
 			files: map[string]string{"np.yaml": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nspec: {podSelector: {}}\n"},
 			want:  [][]string{{"np.yaml:1: document 1 (NetworkPolicy)", "metadata.name: Required value"}},
-		},
-		{
-			name:  "bad namespace name",
-			files: map[string]string{"ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: Prod}\n"},
-			want:  [][]string{{"ns.yaml:1: Namespace Prod", `metadata.name: Invalid value: "Prod"`}},
-		},
-		{
-			name: "bad pod IP",
-			files: map[string]string{"p.yaml": `apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: prod}
-spec: {containers: [{name: c}]}
-status:
-  podIP: 10.0.0.1
-  podIPs: [{ip: 10.0.0.1}, {ip: "fd00::zz"}]
-`},
-			want: [][]string{{"p.yaml:1: Pod prod/web", `status.podIPs[1]: Invalid value: "fd00::zz"`}},
-		},
-		{
-			name: "bad node address",
-			files: map[string]string{"n.yaml": `apiVersion: v1
-kind: Node
-metadata: {name: n1}
-status: {addresses: [{type: InternalIP, address: 172.18.0.300}]}
-`},
-			want: [][]string{{"n.yaml:1: Node n1", `status.addresses[0].address: Invalid value: "172.18.0.300"`}},
 		},
 		{
 			name: "duplicate objects name both places",
@@ -400,22 +317,6 @@ status: {addresses: [{type: InternalIP, address: 172.18.0.300}]}
 					"apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: default}\nspec: {containers: [{name: c}]}\n",
 			},
 			want: [][]string{{"c.yaml:5: Pod default/web", "defined twice", "a.yaml:1"}},
-		},
-		{
-			name: "duplicate pod IPs name both pods",
-			files: map[string]string{"pods.yaml": `apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: prod}
-spec: {containers: [{name: c}]}
-status: {phase: Running, podIPs: [{ip: 10.244.0.5}, {ip: "fd00::5"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: prod}
-spec: {containers: [{name: c}]}
-status: {phase: Pending, podIP: "fd00::5"}
-`},
-			want: [][]string{{"pods.yaml:7: Pod prod/b", `status.podIP: Duplicate value: "fd00::5"`, "Pod prod/a (", "pods.yaml:1)"}},
 		},
 		{
 			name: "list items",
@@ -499,14 +400,196 @@ items:
 	}
 }
 
+// An invalid object with a name is rejected alone: Load succeeds, the object is named in
+// State.Problems with file:line and every field at fault, and the file's other objects
+// apply. A rejected policy stays in the state (the compiler enforces it fail-closed), a
+// rejected pod holds no address, a rejected namespace is left out, a node keeps the
+// addresses that parse.
+func TestLoadRejectsObjectsAlone(t *testing.T) {
+	const good = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: good, namespace: prod}\nstatus: {podIP: 10.244.0.9}\n"
+	for _, tc := range []struct {
+		name  string
+		file  string
+		want  []string // substrings of the one problem
+		check func(t *testing.T, st policy.State)
+	}{
+		{
+			name: "unknown fields, all of them",
+			file: `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod}
+spec:
+  containers:
+  - name: c
+    portz: []
+  nodname: n1
+status: {podIP: 10.244.0.5}
+`,
+			want: []string{"f.yaml:1: Pod prod/web", `unknown field "spec.containers[0].portz"`, `unknown field "spec.nodname"`, "holds no address"},
+			check: func(t *testing.T, st policy.State) {
+				if p := pod(st, "prod/web"); p == nil || len(p.IPs) != 0 {
+					t.Errorf("rejected pod: %+v, want it without an address", p)
+				}
+			},
+		},
+		{
+			name: "unknown field in a policy, which is then still validated",
+			file: `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: prod}
+spec:
+  podselector: {}
+  ingress:
+  - from: [{}]
+`,
+			want: []string{"f.yaml:1: NetworkPolicy prod/db", `unknown field "spec.podselector"`, "spec.ingress[0].from[0]: Required value", "fail-closed"},
+			check: func(t *testing.T, st policy.State) {
+				if !slices.Contains(policyKeys(st), "prod/db") {
+					t.Errorf("policies %v: want the rejected prod/db kept for the compiler", policyKeys(st))
+				}
+			},
+		},
+		{
+			name: "a policy of the wrong type is all namespace, both ways",
+			file: "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: prod}\nspec: {ingress: oops}\n",
+			want: []string{"f.yaml:1: NetworkPolicy prod/db", "spec.ingress"},
+			check: func(t *testing.T, st policy.State) {
+				np := st.Policies[0]
+				if np.Name != "db" || len(np.Spec.PodSelector.MatchLabels)+len(np.Spec.PodSelector.MatchExpressions) != 0 || len(np.Spec.PolicyTypes) != 2 {
+					t.Errorf("undecodable policy kept as %+v, want an empty selector and both policyTypes", np)
+				}
+			},
+		},
+		{
+			name: "wrong type",
+			file: "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: oops}\n",
+			want: []string{"f.yaml:1: Pod default/web", "spec.containers"},
+		},
+		{
+			name: "invalid policy, every problem",
+			file: `apiVersion: v1
+kind: Namespace
+metadata: {name: prod}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: prod}
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - ipBlock: {cidr: 10.0.0.0/33}
+    ports:
+    - {protocol: ICMP}
+`,
+			want: []string{"f.yaml:5: NetworkPolicy prod/db", `spec.ingress[0].ports[0].protocol: Unsupported value: "ICMP"`,
+				`spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33"`},
+		},
+		{
+			name: "bad namespace name",
+			file: "apiVersion: v1\nkind: Namespace\nmetadata: {name: Prod}\n",
+			want: []string{"f.yaml:1: Namespace Prod", `metadata.name: Invalid value: "Prod"`, "match no namespaceSelector"},
+			check: func(t *testing.T, st policy.State) {
+				if len(st.Namespaces) != 0 {
+					t.Errorf("namespaces %+v: want the rejected one left out", st.Namespaces)
+				}
+			},
+		},
+		{
+			name: "bad pod IP",
+			file: `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod}
+spec: {containers: [{name: c}]}
+status:
+  podIP: 10.0.0.1
+  podIPs: [{ip: 10.0.0.1}, {ip: "fd00::zz"}]
+`,
+			want: []string{"f.yaml:1: Pod prod/web", `status.podIPs[1]: Invalid value: "fd00::zz"`},
+			check: func(t *testing.T, st policy.State) {
+				if p := pod(st, "prod/web"); p == nil || len(p.IPs) != 0 {
+					t.Errorf("pod with a bad address: %+v, want it without any", p)
+				}
+			},
+		},
+		{
+			name: "bad node address",
+			file: `apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 172.18.0.300}, {type: InternalIP, address: 172.18.0.3}]}
+`,
+			want: []string{"f.yaml:1: Node n1", `status.addresses[0].address: Invalid value: "172.18.0.300"`},
+			check: func(t *testing.T, st policy.State) {
+				if len(st.Nodes) != 1 || len(st.Nodes[0].IPs) != 1 || st.Nodes[0].IPs[0] != netip.MustParseAddr("172.18.0.3") {
+					t.Errorf("nodes %+v: want n1 with its good address", st.Nodes)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"f.yaml": tc.file + good})
+			st := mustLoad(t, dir)
+			if len(st.Problems) != 1 {
+				t.Fatalf("problems %v, want 1", st.Problems)
+			}
+			msg := st.Problems[0].String()
+			if !strings.HasPrefix(msg, dir) {
+				t.Errorf("problem does not start with the file's path %s: %q", dir, msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("problem %q does not contain %q", msg, w)
+				}
+			}
+			if p := pod(st, "prod/good"); p == nil || len(p.IPs) != 1 {
+				t.Errorf("the file's good pod: %+v, want it with its address", p)
+			}
+			if tc.check != nil {
+				tc.check(t, st)
+			}
+		})
+	}
+}
+
+func pod(st policy.State, key string) *policy.Pod {
+	for i := range st.Pods {
+		if st.Pods[i].Key() == key {
+			return &st.Pods[i]
+		}
+	}
+	return nil
+}
+
+// Two pods claiming one address are both loaded: the compiler judges the address with both
+// (policy/conflict.go) and reports the conflict.
+func TestLoadKeepsPodsSharingAnAddress(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"pods.yaml": `apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: prod}
+status: {phase: Running, podIPs: [{ip: 10.244.0.5}, {ip: "fd00::5"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: prod}
+status: {phase: Pending, podIP: "fd00::5"}
+`})
+	st := mustLoad(t, dir)
+	if len(st.Pods) != 2 || len(st.Problems) != 0 {
+		t.Fatalf("pods %v, problems %v: want both pods, no problem", podKeys(st), st.Problems)
+	}
+}
+
 // TestLoadFieldErrors: field problems keep their type for callers that want the path.
 func TestLoadFieldErrors(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"np.yaml": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {policyTypes: [Both]}\n"})
-	_, err := Load(dir)
+	st := mustLoad(t, dir)
 	var fe *field.Error
-	if !errors.As(err, &fe) || fe.Field != "spec.policyTypes[0]" {
-		t.Fatalf("Load error %v: want a *field.Error for spec.policyTypes[0]", err)
+	if len(st.Problems) != 1 || !errors.As(st.Problems[0].Err, &fe) || fe.Field != "spec.policyTypes[0]" {
+		t.Fatalf("problems %v: want a *field.Error for spec.policyTypes[0]", st.Problems)
 	}
 }
 

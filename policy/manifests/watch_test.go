@@ -181,14 +181,24 @@ func TestWatchDirectory(t *testing.T) {
 	replace(t, filepath.Join(dir, "team", "b.yaml"), pod("b"))
 	waitFor(t, changes, "2 pods", pods(2))
 
-	// A broken file anywhere is an error naming it; removing it recovers.
+	// An invalid object anywhere is rejected alone, named with its file; the rest applies.
 	bad := filepath.Join(dir, "bad.json")
 	replace(t, bad, `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"}, "spec": {"nodeNmae": "n"}}`)
-	r := waitFor(t, changes, "an error", func(r result) bool { return r.err != nil })
+	r := waitFor(t, changes, "a problem", func(r result) bool { return r.err == nil && len(r.state.Problems) == 1 })
 	for _, want := range []string{bad + ":1: Pod default/c", `unknown field "spec.nodeNmae"`} {
-		if !strings.Contains(r.err.Error(), want) {
-			t.Errorf("error %q does not contain %q", r.err, want)
+		if !strings.Contains(r.state.Problems[0].String(), want) {
+			t.Errorf("problem %q does not contain %q", r.state.Problems[0], want)
 		}
+	}
+	if len(r.state.Pods) != 3 {
+		t.Errorf("pods %+v: want the two good ones and the rejected one", r.state.Pods)
+	}
+
+	// A broken file anywhere is an error naming it; removing it recovers.
+	replace(t, bad, `{"apiVersion": "v1", "kind": "Pod",, }`)
+	r = waitFor(t, changes, "an error", func(r result) bool { return r.err != nil })
+	if want := bad + ":1: document 1: invalid JSON"; !strings.Contains(r.err.Error(), want) {
+		t.Errorf("error %q does not contain %q", r.err, want)
 	}
 	if err := os.Remove(bad); err != nil {
 		t.Fatal(err)

@@ -69,8 +69,9 @@ type Agent struct {
 	reg      *prometheus.Registry
 	metrics  *verdictMetrics
 	datapath *datapath.Collector
-	stream   decisions.Hub // the live decision stream (observe.go)
-	deny     *denyCache    // fills the kernel's deny cache (denycache.go)
+	stream   decisions.Hub   // the live decision stream (observe.go)
+	deny     *denyCache      // fills the kernel's deny cache (denycache.go)
+	reported map[string]bool // problems and conflicts logged (problems.go); under mu
 }
 
 // New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
@@ -100,7 +101,7 @@ func New(cfg Config) (*Agent, error) {
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny,
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -281,13 +282,14 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		}
 	}
 	a.inForce.swap(snap)
+	a.reportProblems(snap)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)
 	}
 	a.lastErr.Store(nil)
 	a.log.Info("policy applied", "generation", snap.Generation(), "pods", len(s.Pods),
-		"policies", len(s.Policies), "took", time.Since(start))
+		"policies", len(s.Policies), "rejected", len(snap.Problems()), "took", time.Since(start))
 	return true
 }
 
