@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"context"
+	be "encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/policy/policytest"
+)
+
+// Nothing undecodable passes: a SYN crafted so that a decoder stricter than the kernel
+// calls it malformed — a TCP option of length 1, an unknown IPv4 option of length 2, IPv6
+// extension headers pushing TCP past a short copy range — is judged by its ports like any
+// other, on real packets through the kernel, failing closed and failing open: to a denied
+// port it is dropped, to an allowed port it arrives. The agent counts none of them
+// malformed: it reads them as the kernel forwards them. A SYN whose TCP header length is
+// below 20 bytes, which no receiver takes (the kernel forwards it, conntrack marks it
+// invalid), is dropped to both ports in both modes and counted malformed: failing open is
+// about the agent's availability, not a verdict a packet's bytes can choose.
+//
+//	node-1: server (ingress: TCP 80 only), client
+func TestOddHeaders(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/server", "app/client")
+	e.write(
+		policytest.Namespace("app", nil),
+		e.podObject("app/server", map[string]string{"name": "server"}),
+		e.podObject("app/client", nil),
+		policytest.NetworkPolicy("app", "web-only", policytest.Selector("name", "server"), policytest.Ingress(
+			policytest.From(policytest.Port("80/TCP")))),
+	)
+	const allowed, denied = 80, 3306
+	traps := map[uint16]*lab.SYNTrap{}
+	for _, port := range []uint16{allowed, denied} {
+		trap, err := lab.TrapSYN(e.Pods["app/server"].NS, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		traps[port] = trap
+	}
+	client, server := e.Pods["app/client"], e.Pods["app/server"]
+	crafts := []struct {
+		name string
+		v6   bool
+		// opts4 are IPv4 option bytes, tcpOpts TCP option bytes (multiples of 4); ext6 the
+		// IPv6 extension headers between the IPv6 header and TCP (next header filled in).
+		opts4, tcpOpts []byte
+		ext6           [][]byte
+		// unreadable: a TCP data offset of 4 words: dropped and counted malformed.
+		unreadable bool
+	}{
+		{name: "TCP option of length 1", tcpOpts: []byte{0xfe, 1, 1, 1}},
+		{name: "unknown IPv4 option of length 2", opts4: []byte{0x1e, 2, 1, 0}},
+		{name: "IPv6 TCP option of length 1", v6: true, tcpOpts: []byte{0xfe, 1, 1, 1}},
+		{name: "IPv6 hop-by-hop, routing, 200 bytes of destination options (TCP at byte 272)", v6: true,
+			ext6: [][]byte{hopByHopPad(), routing253(), destOpts200()}},
+		{name: "TCP header length 16", unreadable: true},
+		{name: "IPv6 TCP header length 16", v6: true, unreadable: true},
+	}
+	send := func(t *testing.T, failOpen bool) {
+		before := e.queueCounts("node-1")
+		malformed := e.metric("node-1", "podwall_datapath_malformed_total")
+		// Send every SYN, then wait for them together: a drop shows as a SYN that has not
+		// arrived when the shared deadline passes.
+		type sent struct {
+			name   string
+			syn    lab.SpoofedSYN
+			arrive bool
+		}
+		var all []sent
+		for _, c := range crafts {
+			for _, port := range []uint16{allowed, denied} {
+				src, dst := client.IPv4, server.IPv4
+				if c.v6 {
+					src, dst = client.IPv6, server.IPv6
+				}
+				syn := lab.SpoofedSYN{Src: netip.AddrPortFrom(src, uint16(32768+rand.IntN(28000))),
+					Dst: netip.AddrPortFrom(dst, port), Seq: rand.Uint32()}
+				doff := 0
+				if c.unreadable {
+					doff = 4
+				}
+				if err := sendRaw(client.NS, dst, craftSYN(syn, c.opts4, c.tcpOpts, c.ext6, doff)); err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, sent{c.name, syn, port == allowed && !c.unreadable})
+			}
+		}
+		deadline := time.Now().Add(time.Second)
+		for _, s := range all {
+			err := traps[s.syn.Dst.Port()].Wait(context.Background(), s.syn, max(time.Until(deadline), time.Millisecond))
+			if got := err == nil; got != s.arrive {
+				t.Errorf("failOpen=%v: %s to port %d: arrived=%v, want %v", failOpen, s.name, s.syn.Dst.Port(), got, s.arrive)
+			}
+		}
+		q := e.queueCounts("node-1").sub(before)
+		if want := uint64(2 * len(crafts)); q.Queued() != want || q.Agent != want {
+			t.Errorf("failOpen=%v: %v, want all %d crafted SYNs queued and read", failOpen, q, want)
+		}
+		unreadable := 0
+		for _, c := range crafts {
+			if c.unreadable {
+				unreadable += 2
+			}
+		}
+		if got := e.metric("node-1", "podwall_datapath_malformed_total") - malformed; got != float64(unreadable) {
+			t.Errorf("failOpen=%v: the agent counted %v of them malformed, want %d (the unreadable ones)", failOpen, got, unreadable)
+		}
+	}
+	// The deny cache off: every crafted SYN reaches the agent, none is dropped for an earlier.
+	e.start("--deny-cache-ttl=0")
+	t.Run("fail closed", func(t *testing.T) { send(t, false) })
+	if err := e.Agents["node-1"].Stop(syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.startOn("node-1", "--deny-cache-ttl=0", "--fail-open")
+	t.Run("fail open", func(t *testing.T) { send(t, true) })
+}
+
+// craftSYN builds syn's packet with raw IPv4 options, TCP options or IPv6 extension headers,
+// with correct lengths and TCP checksum: what gopacket would refuse to build or decode. A
+// doff other than 0 replaces the TCP data offset (in 4-byte words).
+func craftSYN(syn lab.SpoofedSYN, opts4, tcpOpts []byte, ext6 [][]byte, doff int) []byte {
+	tcp := make([]byte, 20, 20+len(tcpOpts))
+	be.BigEndian.PutUint16(tcp[0:], syn.Src.Port())
+	be.BigEndian.PutUint16(tcp[2:], syn.Dst.Port())
+	be.BigEndian.PutUint32(tcp[4:], syn.Seq)
+	if doff == 0 {
+		doff = 5 + len(tcpOpts)/4
+	}
+	tcp[12] = byte(doff) << 4
+	tcp[13] = 0x02 // SYN
+	be.BigEndian.PutUint16(tcp[14:], 64240)
+	tcp = append(tcp, tcpOpts...)
+	src, dst := syn.Src.Addr(), syn.Dst.Addr()
+	// The pseudo-header checksum (RFC 793, RFC 8200 section 8.1).
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(be.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(src.AsSlice())
+	add(dst.AsSlice())
+	sum += 6 + uint32(len(tcp))
+	add(tcp)
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	be.BigEndian.PutUint16(tcp[16:], ^uint16(sum))
+
+	if src.Is4() {
+		ip := make([]byte, 20, 20+len(opts4))
+		ip[0] = 0x40 | byte(5+len(opts4)/4)
+		be.BigEndian.PutUint16(ip[2:], uint16(20+len(opts4)+len(tcp)))
+		be.BigEndian.PutUint16(ip[4:], uint16(rand.Uint32()))
+		ip[8], ip[9] = 64, 6
+		copy(ip[12:], src.AsSlice())
+		copy(ip[16:], dst.AsSlice())
+		ip = append(ip, opts4...) // the kernel fills in the header checksum (IP_HDRINCL)
+		return append(ip, tcp...)
+	}
+	ip := make([]byte, 40)
+	ip[0] = 0x60
+	ip[7] = 64
+	copy(ip[8:], src.AsSlice())
+	copy(ip[24:], dst.AsSlice())
+	next := &ip[6]
+	for _, h := range ext6 {
+		*next = h[0] // the header's own type, kept in its first byte until chained
+		ip = append(ip, h...)
+		next = &ip[len(ip)-len(h)]
+	}
+	*next = 6
+	ip = append(ip, tcp...)
+	be.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+	return ip
+}
+
+// The IPv6 extension headers of the crafted SYNs, each with its own type in its first byte
+// (craftSYN chains them). The receiving kernel takes all three: padding within RFC 8200's
+// limits, a routing type it does not know with no segments left (skipped), unknown options
+// whose type says "skip".
+func hopByHopPad() []byte { return []byte{0, 0, 1, 4, 0, 0, 0, 0} } // PadN of 6
+
+func routing253() []byte {
+	h := make([]byte, 24)
+	h[0], h[1], h[2], h[3] = 43, 2, 253, 0 // hdr ext len 2, type 253 (experimental), segments left 0
+	return h
+}
+
+func destOpts200() []byte {
+	h := make([]byte, 200)
+	h[0], h[1] = 60, 200/8-1
+	h[2], h[3] = 0x1e, 96     // experimental option (RFC 4727), action "skip"
+	h[100], h[101] = 0x1e, 98 // and another: 2 + 98 + 100 = 200
+	return h
+}
+
+// sendRaw sends pkt, a whole IP packet, from the namespace on a raw socket that carries
+// its own IP header (IPPROTO_RAW implies IP_HDRINCL): the kernel sends the headers as built.
+func sendRaw(from *lab.NS, dst netip.Addr, pkt []byte) error {
+	family := syscall.AF_INET6
+	var sa syscall.Sockaddr = &syscall.SockaddrInet6{Addr: dst.As16()}
+	if dst.Is4() {
+		family, sa = syscall.AF_INET, &syscall.SockaddrInet4{Addr: dst.As4()}
+	}
+	fd := -1
+	if err := from.Do(func() (err error) {
+		fd, err = syscall.Socket(family, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
+		return err
+	}); err != nil {
+		return fmt.Errorf("raw socket in %s: %w", from, err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Sendto(fd, slices.Clone(pkt), 0, sa); err != nil {
+		return fmt.Errorf("send from %s to %v: %w", from, dst, err)
+	}
+	return nil
+}
