@@ -149,15 +149,20 @@ func kernelView(b []byte) view {
 		if plen == 0 {
 			v.length = len(b)
 		}
-		end := min(v.length, len(b)) // the kernel trims the skb to the declared length
-		// ipv6_find_hdr(skb, &thoff, -1, &fragoff, &flags)
+		// ipv6_find_hdr(skb, &thoff, -1, &fragoff, &flags), on the skb the kernel trimmed
+		// to the declared length (ip6_rcv_core): a header beyond it is bad, one beyond the
+		// capture is cut.
 		next, start := b[6], 40
 		for {
 			if !kernelExt(next) || next == 59 {
 				break
 			}
-			if start+2 > end {
-				v.cut, v.bad = end < v.length, end >= v.length
+			if start+2 > v.length {
+				v.bad = true
+				return v
+			}
+			if start+2 > len(b) {
+				v.cut = true
 				return v
 			}
 			var hdrlen int
