@@ -269,11 +269,11 @@ func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 	if hlen > end {
 		return ErrTruncated
 	}
-	flags := binary.BigEndian.Uint16(b[6:8])
+	frag := binary.BigEndian.Uint16(b[6:8]) // flags (3 bits), fragment offset (13)
 	switch {
-	case flags&0x1fff != 0:
+	case frag&0x1fff != 0:
 		p.Fragment = LaterFragment
-	case flags&0x2000 != 0:
+	case frag&0x2000 != 0: // more fragments
 		p.Fragment = FirstFragment
 	}
 	l.Contents, l.Payload = b[:hlen], b[hlen:end]
