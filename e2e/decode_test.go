@@ -23,7 +23,10 @@ import (
 // malformed: it reads them as the kernel forwards them. A SYN whose TCP header length is
 // below 20 bytes, which no receiver takes (the kernel forwards it, conntrack marks it
 // invalid), is dropped to both ports in both modes and counted malformed: failing open is
-// about the agent's availability, not a verdict a packet's bytes can choose.
+// about the agent's availability, not a verdict a packet's bytes can choose. A SYN sent in
+// two fragments, the second without a TCP header, reaches the agent once, whole (conntrack
+// reassembles fragments before the forward hook): judged by its ports, never as a later
+// fragment.
 //
 //	node-1: server (ingress: TCP 80 only), client
 func TestOddHeaders(t *testing.T) {
@@ -56,6 +59,10 @@ func TestOddHeaders(t *testing.T) {
 		ext6           [][]byte
 		// unreadable: a TCP data offset of 4 words: dropped and counted malformed.
 		unreadable bool
+		// fragmented: the SYN carries 16 bytes of data and is sent in two fragments, the
+		// second holding no TCP header; conntrack reassembles them before the forward hook,
+		// so the agent judges the whole datagram once, by its ports.
+		fragmented bool
 	}{
 		{name: "TCP option of length 1", tcpOpts: []byte{0xfe, 1, 1, 1}},
 		{name: "unknown IPv4 option of length 2", opts4: []byte{0x1e, 2, 1, 0}},
@@ -64,6 +71,8 @@ func TestOddHeaders(t *testing.T) {
 			ext6: [][]byte{hopByHopPad(), routing253(), destOpts200()}},
 		{name: "TCP header length 16", unreadable: true},
 		{name: "IPv6 TCP header length 16", v6: true, unreadable: true},
+		{name: "SYN in two IPv4 fragments", fragmented: true},
+		{name: "SYN in two IPv6 fragments", v6: true, fragmented: true},
 	}
 	send := func(t *testing.T, failOpen bool) {
 		before := e.queueCounts("node-1")
@@ -88,8 +97,19 @@ func TestOddHeaders(t *testing.T) {
 				if c.unreadable {
 					doff = 4
 				}
-				if err := sendRaw(client.NS, dst, craftSYN(syn, c.opts4, c.tcpOpts, c.ext6, doff)); err != nil {
-					t.Fatal(err)
+				var data []byte
+				if c.fragmented {
+					data = make([]byte, 16)
+				}
+				pkt := craftSYN(syn, c.opts4, c.tcpOpts, c.ext6, doff, data)
+				pkts := [][]byte{pkt}
+				if c.fragmented {
+					pkts = fragment(pkt)
+				}
+				for _, pkt := range pkts {
+					if err := sendRaw(client.NS, dst, pkt); err != nil {
+						t.Fatal(err)
+					}
 				}
 				all = append(all, sent{c.name, syn, port == allowed && !c.unreadable})
 			}
@@ -127,8 +147,9 @@ func TestOddHeaders(t *testing.T) {
 
 // craftSYN builds syn's packet with raw IPv4 options, TCP options or IPv6 extension headers,
 // with correct lengths and TCP checksum: what gopacket would refuse to build or decode. A
-// doff other than 0 replaces the TCP data offset (in 4-byte words).
-func craftSYN(syn lab.SpoofedSYN, opts4, tcpOpts []byte, ext6 [][]byte, doff int) []byte {
+// doff other than 0 replaces the TCP data offset (in 4-byte words); data follows the
+// header.
+func craftSYN(syn lab.SpoofedSYN, opts4, tcpOpts []byte, ext6 [][]byte, doff int, data []byte) []byte {
 	tcp := make([]byte, 20, 20+len(tcpOpts))
 	be.BigEndian.PutUint16(tcp[0:], syn.Src.Port())
 	be.BigEndian.PutUint16(tcp[2:], syn.Dst.Port())
@@ -139,7 +160,7 @@ func craftSYN(syn lab.SpoofedSYN, opts4, tcpOpts []byte, ext6 [][]byte, doff int
 	tcp[12] = byte(doff) << 4
 	tcp[13] = 0x02 // SYN
 	be.BigEndian.PutUint16(tcp[14:], 64240)
-	tcp = append(tcp, tcpOpts...)
+	tcp = append(append(tcp, tcpOpts...), data...)
 	src, dst := syn.Src.Addr(), syn.Dst.Addr()
 	// The pseudo-header checksum (RFC 793, RFC 8200 section 8.1).
 	var sum uint32
@@ -186,6 +207,45 @@ func craftSYN(syn lab.SpoofedSYN, opts4, tcpOpts []byte, ext6 [][]byte, doff int
 	ip = append(ip, tcp...)
 	be.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
 	return ip
+}
+
+// fragment splits an unfragmented IPv4 packet without options, or an IPv6 packet without
+// extension headers, in two fragments: the first holds the IP header and the first 24 bytes
+// after it (the TCP header and 4 bytes of data), the second the rest.
+func fragment(pkt []byte) [][]byte {
+	const first = 24
+	id := rand.Uint32() | 1
+	if pkt[0]>>4 == 4 {
+		h, l4 := pkt[:20], pkt[20:]
+		f1 := slices.Concat(h, l4[:first])
+		f2 := slices.Concat(h, l4[first:])
+		be.BigEndian.PutUint16(f1[2:], uint16(len(f1)))
+		be.BigEndian.PutUint16(f2[2:], uint16(len(f2)))
+		be.BigEndian.PutUint16(f1[4:], uint16(id))
+		be.BigEndian.PutUint16(f2[4:], uint16(id))
+		be.BigEndian.PutUint16(f1[6:], 0x2000)  // more fragments, offset 0
+		be.BigEndian.PutUint16(f2[6:], first/8) // offset 24 bytes, last
+		return [][]byte{f1, f2}
+	}
+	h, l4 := slices.Clone(pkt[:40]), pkt[40:]
+	next := h[6]
+	h[6] = 44
+	fh := func(offset uint16, more bool) []byte {
+		b := make([]byte, 8)
+		b[0] = next
+		v := offset
+		if more {
+			v |= 1
+		}
+		be.BigEndian.PutUint16(b[2:], v)
+		be.BigEndian.PutUint32(b[4:], id)
+		return b
+	}
+	f1 := slices.Concat(h, fh(0, true), l4[:first])
+	f2 := slices.Concat(h, fh(first, false), l4[first:])
+	be.BigEndian.PutUint16(f1[4:], uint16(len(f1)-40))
+	be.BigEndian.PutUint16(f2[4:], uint16(len(f2)-40))
+	return [][]byte{f1, f2}
 }
 
 // The IPv6 extension headers of the crafted SYNs, each with its own type in its first byte
