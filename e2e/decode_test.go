@@ -3,15 +3,22 @@ package e2e
 import (
 	"context"
 	be "encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/podwall/podwall/cmd/podwall/lab"
+	"github.com/podwall/podwall/datapath/packet"
 	"github.com/podwall/podwall/policy/policytest"
 )
 
@@ -288,4 +295,179 @@ func sendRaw(from *lab.NS, dst netip.Addr, pkt []byte) error {
 		return fmt.Errorf("send from %s to %v: %w", from, dst, err)
 	}
 	return nil
+}
+
+// The decoder reads what the kernel reads: every packet of datapath/packet's fuzz corpus
+// (and, with $PODWALL_DECODE_CORPUS, every file of another corpus directory, such as the
+// one a local fuzz run leaves in $(go env GOCACHE)/fuzz) is sent from a lab pod on a raw
+// socket, and an nft chain at the output hook records what nft makes of it — meta l4proto,
+// and meta l4proto . th dport, the fields the deny cache keys on and the transport header
+// the destination reads — before dropping it. Wherever Decode reads ports, the kernel read
+// the same protocol and destination port; wherever the kernel found a protocol, Decode
+// found the same (when it succeeded) — but for IPv6 AH, where nft stops and Decode, like
+// conntrack and the receiver, goes on to the transport header. Packets the sending kernel refuses (a raw IPv4 header
+// longer than the packet, say) are skipped; the kernel sets the IP length fields itself, so
+// the packets are compared as sent.
+func TestDecodeAgreesWithKernel(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/sender")
+	ext := e.AddExternal("outside", 1, "node-1")
+	p := e.Pods["app/sender"]
+	script := fmt.Sprintf(`table inet view {
+	set seen { type inet_proto . inet_service; size 65535; }
+	set l4 { type inet_proto; size 65535; }
+	chain out {
+		type filter hook output priority -300; policy accept;
+		ip saddr %s ip daddr %s jump look
+		ip6 saddr %s ip6 daddr %s jump look
+	}
+	chain look {
+		add @l4 { meta l4proto }
+		add @seen { meta l4proto . th dport }
+		drop
+	}
+}
+`, p.IPv4, ext.IPv4, p.IPv6, ext.IPv6)
+	nft := func(stdin string, args ...string) []byte {
+		cmd := p.NS.Exec(context.Background(), "nft", args...)
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft %v in %s: %v: %s", args, p.NS, err, out)
+		}
+		return out
+	}
+	nft(script, "-f", "-")
+
+	dirs := []string{filepath.Join("..", "datapath", "packet", "testdata", "fuzz", "FuzzDecode")}
+	if d := os.Getenv("PODWALL_DECODE_CORPUS"); d != "" {
+		dirs = append(dirs, d)
+	}
+	var pkts [][]byte
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no corpus in %s: %v", dir, err)
+		}
+		for _, f := range files {
+			pkts = append(pkts, readCorpusFile(t, f))
+		}
+	}
+	dec := packet.NewDecoder()
+	compared, withPorts, ah := 0, 0, 0
+	for _, orig := range pkts {
+		pkt, dst, ok := asSentFrom(orig, p, ext)
+		if !ok {
+			continue
+		}
+		nft("", "flush", "set", "inet", "view", "seen")
+		nft("", "flush", "set", "inet", "view", "l4")
+		// EPERM is the look chain's drop; any other error, the sending kernel refusing it.
+		if err := sendRaw(p.NS, dst, pkt); err != nil && !errors.Is(err, syscall.EPERM) {
+			continue
+		}
+		l4, seen := kernelView(t, nft("", "-nn", "-j", "list", "set", "inet", "view", "l4")),
+			kernelView(t, nft("", "-nn", "-j", "list", "set", "inet", "view", "seen"))
+		var d packet.Parsed
+		err := dec.Decode(pkt, &d)
+		compared++
+		if pkt[0]>>4 == 6 && len(l4) == 1 && l4[0][0] == 51 && d.Proto != 51 {
+			// nft stops at an IPv6 AH header (it calls ipv6_find_hdr with
+			// IP6_FH_F_AUTH): its meta l4proto is 51; conntrack and the receiver skip
+			// it, and so does Decode (packet.Decoder). Such a packet never matches the
+			// deny cache, so each one is queued and judged.
+			ah++
+			continue
+		}
+		switch {
+		case err == nil && d.HasPorts():
+			withPorts++
+			if want := [2]int{int(d.Proto), int(d.DstPort)}; len(seen) != 1 || seen[0] != want {
+				t.Errorf("packet %x: Decode reads %v, the kernel's meta l4proto . th dport %v", pkt, d.String(), seen)
+			}
+		case err == nil && len(l4) == 1 && l4[0][0] != int(d.Proto):
+			t.Errorf("packet %x: Decode reads protocol %d, the kernel's meta l4proto %v", pkt, d.Proto, l4)
+		}
+	}
+	t.Logf("%d packets compared with the kernel's view, %d with ports; %d behind an IPv6 AH header, where nft stops", compared, withPorts, ah)
+	if withPorts < 20 {
+		t.Errorf("only %d packets with ports compared: the corpus or the sending broke", withPorts)
+	}
+}
+
+// asSentFrom returns pkt with its addresses replaced by p's (source) and ext's
+// (destination), and its length field as the sending kernel sets it, or false when pkt is
+// not a packet a raw socket of its family sends.
+func asSentFrom(pkt []byte, p, ext *lab.Pod) ([]byte, netip.Addr, bool) {
+	pkt = slices.Clone(pkt)
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4 && int(pkt[0]&0xf)*4 >= 20 && int(pkt[0]&0xf)*4 <= len(pkt):
+		copy(pkt[12:16], p.IPv4.AsSlice())
+		copy(pkt[16:20], ext.IPv4.AsSlice())
+		be.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+		return pkt, ext.IPv4, true
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		copy(pkt[8:24], p.IPv6.AsSlice())
+		copy(pkt[24:40], ext.IPv6.AsSlice())
+		be.BigEndian.PutUint16(pkt[4:], uint16(len(pkt)-40))
+		return pkt, ext.IPv6, true
+	}
+	return nil, netip.Addr{}, false
+}
+
+// kernelView reads the elements of a set listed by `nft -nn -j`: numbers, or
+// concatenations of two numbers.
+func kernelView(t *testing.T, out []byte) [][2]int {
+	t.Helper()
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []json.RawMessage `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("nft -j: %v: %s", err, out)
+	}
+	var elems [][2]int
+	for _, o := range doc.Nftables {
+		if o.Set == nil {
+			continue
+		}
+		for _, raw := range o.Set.Elem {
+			var n int
+			if json.Unmarshal(raw, &n) == nil {
+				elems = append(elems, [2]int{n, -1})
+				continue
+			}
+			var c struct {
+				Concat []int `json:"concat"`
+			}
+			if err := json.Unmarshal(raw, &c); err != nil || len(c.Concat) != 2 {
+				t.Fatalf("set element %s: %v", raw, err)
+			}
+			elems = append(elems, [2]int{c.Concat[0], c.Concat[1]})
+		}
+	}
+	return elems
+}
+
+// readCorpusFile reads a Go fuzz corpus file of one []byte value.
+func readCorpusFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lit, ok := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	lit, ok2 := strings.CutPrefix(strings.TrimSpace(lit), "[]byte(")
+	lit, ok3 := strings.CutSuffix(lit, ")")
+	s, err := strconv.Unquote(lit)
+	if !ok || !ok2 || !ok3 || err != nil {
+		t.Fatalf("%s: not a corpus file of one []byte: %v", name, err)
+	}
+	return []byte(s)
 }

@@ -30,13 +30,17 @@ import (
 //     differ (it rejects an unknown option of length 2, which the kernel
 //     forwards). The upper-layer protocol is the protocol field, as for
 //     nft's meta l4proto.
-//   - IPv6: extension headers are walked as the kernel walks them
-//     (ipv6_find_hdr, which sets nft's meta l4proto and th, and
-//     ipv6_skip_exthdr, conntrack's): hop-by-hop, routing (any type),
-//     destination options and AH are skipped by their length field
+//   - IPv6: extension headers are walked as the kernel walks them to the
+//     transport header (ipv6_skip_exthdr, conntrack's; ipv6_find_hdr,
+//     which sets nft's meta l4proto and th): hop-by-hop, routing (any
+//     type), destination options and AH are skipped by their length field
 //     without looking inside, the fragment header is read, and the first
 //     header of any other type is the upper-layer protocol (59, no next
-//     header, included; ESP hides what follows). There is no limit on the
+//     header, included; ESP hides what follows). One difference: nft stops
+//     at AH (it asks ipv6_find_hdr for IP6_FH_F_AUTH), so its meta l4proto
+//     is 51 where Decode, conntrack and the receiver see the transport
+//     protocol behind it; such a packet never matches the kernel's deny
+//     cache and is queued and judged every time. There is no limit on the
 //     number or length of extension headers: the kernel forwards a packet
 //     whatever its chain, so the datapath copies whole packets
 //     (datapath.Config.CopyRange) and Decode walks as far as the capture

@@ -16,8 +16,11 @@ import (
 //   - the kernel's own view (kernelView, written from the kernel's rules:
 //     nft_set_pktinfo_ipv4_validate and ip_rcv for IPv4,
 //     nft_set_pktinfo_ipv6_validate and ipv6_find_hdr for IPv6 — what nft's
-//     meta l4proto and th sport/dport read — plus the minimum transport
-//     header every receiving stack requires): Decode succeeds exactly when
+//     meta l4proto and th sport/dport read, but for AH, which it walks
+//     past as conntrack's ipv6_skip_exthdr and the receiver do — plus the
+//     minimum transport header every receiving stack requires; the e2e test
+//     TestDecodeAgreesWithKernel checks the same against nft on real
+//     packets): Decode succeeds exactly when
 //     the kernel can read the transport header and it is one a receiver
 //     would take, and then its protocol, ports and fragment state are the
 //     kernel's. This is the property that keeps a crafted packet from being
