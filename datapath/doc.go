@@ -47,7 +47,7 @@
 // about the agent's availability, and the bytes of a packet must not choose its verdict.
 // Nothing the kernel forwards is unreadable: the decoder reads headers as the kernel
 // forwards them (IPv4 and TCP options skipped by the header length, never validated; the
-// IPv6 extension header chain walked as ipv6_find_hdr walks it, however long; see
+// IPv6 extension header chain walked as the kernel walks it, however long; see
 // packet.Decoder), and the kernel copies whole packets (Config.CopyRange, MaxCopyRange), so
 // no header chain ends beyond the copy. What is left is what no receiver takes: a TCP
 // header length below 20 bytes or beyond the datagram, a UDP length of 1 to 7, a header
