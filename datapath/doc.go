@@ -29,13 +29,39 @@
 // instead of the poller cost more CPU per packet, and a pinned reader could not move off a
 // CPU that pods keep busy (bench/README.md, "Reader design").
 //
-// Failure policy. One setting, Config.FailOpen, decides every failure the same way:
+// Failure policy. One setting, Config.FailOpen, decides every failure of the agent's own the
+// same way:
 //   - fail closed (default): packets of isolated pods that cannot be judged are dropped — a
-//     malformed or truncated header or NFQUEUE message, a queue overflow (the kernel drops
-//     when the queue is full), and, with no reader after the agent stops, every queued packet
+//     queue overflow (the kernel drops when the queue is full), an NFQUEUE message the
+//     reader cannot read, and, with no reader after the agent stops, every queued packet
 //     (the rules carry no bypass, see nft.Config.FailOpen);
-//   - fail open: the same packets are accepted — malformed packets get accept, a full queue
-//     accepts (NFQA_CFG_F_FAIL_OPEN), and with no reader the kernel bypasses the queue.
+//   - fail open: the same packets are accepted — a full queue accepts
+//     (NFQA_CFG_F_FAIL_OPEN), and with no reader the kernel bypasses the queue. A full queue
+//     under fail open accepts by definition: whoever fills the queue faster than the readers
+//     empty it gets the excess through unjudged. The kernel's deny cache keeps the repeats
+//     of a denied flow out of the queue (bench/README.md, "Deny cache under a flood", has
+//     how much of a flood still reaches it); new flows, each judged once, still can fill it.
+//
+// Packets are not failures of the agent. A packet whose addresses, protocol or ports cannot
+// be read (packet.ErrTruncated, packet.ErrMalformed) is dropped in both modes: fail open is
+// about the agent's availability, and the bytes of a packet must not choose its verdict.
+// Nothing the kernel forwards is unreadable: the decoder reads headers as the kernel
+// forwards them (IPv4 and TCP options skipped by the header length, never validated; the
+// IPv6 extension header chain walked as the kernel walks it, however long; see
+// packet.Decoder), and the kernel copies whole packets (Config.CopyRange, MaxCopyRange), so
+// no header chain ends beyond the copy. What is left is what no receiver takes: a TCP
+// header length below 20 bytes or beyond the datagram, a UDP length of 1 to 7, a header
+// that overruns its datagram.
+//
+// A later fragment (IPv4 fragment offset or IPv6 fragment header offset not 0) carries no
+// ports: its datagram is judged by its first fragment, and the later ones of a protocol
+// with ports get the failure policy (Record.Malformed says so). They do not normally reach
+// the queue at all: the ruleset's ct expressions load conntrack, whose defragmentation
+// (nf_defrag_ipv4, nf_defrag_ipv6, at prerouting) reassembles fragments before the forward
+// hook, so the queue sees whole datagrams; and a later fragment let through alone cannot
+// make a datagram at the receiver without its first fragment, which is judged. Later
+// fragments of other protocols are judged by addresses and protocol like any packet without
+// ports.
 //
 // Two cases the policy cannot reach, whatever it says: a message with no readable packet id
 // gets no verdict (there is no id to give one to; the kernel holds the packet until the

@@ -46,7 +46,8 @@ func recorded(t testing.TB) map[string][]byte {
 //   - against a slow reference (the messages framed by the kernel's rules, their attributes
 //     by mdlayher/netlink's AttributeDecoder, the library go-nfqueue parses with), every
 //     well-formed packet message gets exactly one verdict, in order, with the verdict the
-//     Decider and the failure policy give its payload; a malformed one gets at most one,
+//     Decider gives its payload (a drop when its headers cannot be read, the failure
+//     policy for a later fragment); a malformed message gets at most one,
 //     the failure policy's, with a message-level reason; nothing else gets a verdict;
 //   - the counters agree: packets, verdicts, error messages.
 //
@@ -97,7 +98,7 @@ func newFuzzReader(t testing.TB, failOpen bool) *fuzzReader {
 		t.Fatal(err)
 	}
 	fr := &fuzzReader{fd: fds[0], peer: fds[1], buf: make([]byte, 1<<16), d: &denyPort{port: 3306, gen: 1}}
-	q := &Queues[none]{cfg: Config[none]{FailOpen: failOpen, CopyRange: 128, Log: slog.New(slog.DiscardHandler),
+	q := &Queues[none]{cfg: Config[none]{FailOpen: failOpen, CopyRange: MaxCopyRange, Log: slog.New(slog.DiscardHandler),
 		Observe: func(r *Record[none]) { fr.recs = append(fr.recs, *r) }}, decider: fr.d, cache: cache, ctx: context.Background()}
 	fr.r = newReader(q, 7, nil)
 	return fr
@@ -175,11 +176,15 @@ func isMessageError(err error) bool {
 	return errors.Is(err, errMessageMalformed) || errors.Is(err, errMessageCut) || errors.Is(err, errNoPayload)
 }
 
-// expected is the verdict on a well-formed message's payload: denyPort's, or the failure
-// policy's when the packet cannot be judged.
+// expected is the verdict on a well-formed message's payload: denyPort's; a drop when its
+// headers cannot be read, whatever the failure policy; the failure policy's for a later
+// fragment with no ports to judge.
 func expected(payload []byte, failOpen bool) (accept, malformed bool) {
 	var p packet.Parsed
-	if err := packet.NewDecoder().Decode(payload, &p); err != nil || (p.Fragment == packet.LaterFragment && p.Proto.HasPorts()) {
+	if err := packet.NewDecoder().Decode(payload, &p); err != nil {
+		return false, true
+	}
+	if p.Fragment == packet.LaterFragment && p.Proto.HasPorts() {
 		return failOpen, true
 	}
 	return p.DstPort != 3306, false

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podwall/podwall/datapath/flowcache"
+	"github.com/podwall/podwall/datapath/packet"
 )
 
 // The reader's loop is tested over a socket pair standing in for the netlink socket: an
@@ -139,7 +140,7 @@ func newPair(t testing.TB, cfg Config[none], d Decider[none]) *pair {
 		cfg.CacheSize = 1 << 16
 	}
 	if cfg.CopyRange == 0 {
-		cfg.CopyRange = 128
+		cfg.CopyRange = MaxCopyRange
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -296,8 +297,9 @@ func TestReaderBatches(t *testing.T) {
 	}
 }
 
-// A packet message the reader can read an id from but not judge gets the failure policy's
-// verdict; one without an id gets none (it has none to give), and both are counted.
+// A packet message the reader can read an id from but not read gets the failure policy's
+// verdict, a packet whose headers it cannot read a drop in both modes; a message without
+// an id gets none (it has none to give), and all are counted.
 func TestReaderMalformed(t *testing.T) {
 	syn := tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, 80)
 	badAttr := packetBody(5, syn)
@@ -319,13 +321,13 @@ func TestReaderMalformed(t *testing.T) {
 			{"bad attribute after the id", appendMessage(nil, msgPacket, badAttr), []verdict{{5, failOpen}}, errMessageMalformed},
 			{"no payload", appendMessage(nil, msgPacket, noPayload), []verdict{{6, failOpen}}, errNoPayload},
 			{"cut short", cut, []verdict{{8, failOpen}}, errMessageCut},
-			{"truncated packet", packetMessage(9, syn[:30]), []verdict{{9, failOpen}}, nil},
+			{"truncated packet", packetMessage(9, syn[:30]), []verdict{{9, false}}, packet.ErrTruncated},
 		} {
 			p.send(t, tc.msg)
 			if got := p.recv(t); !slices.Equal(got, tc.want) {
 				t.Errorf("failOpen=%v, %s: %v, want %v", failOpen, tc.name, got, tc.want)
 			}
-			if rec := c.next(t); rec.Malformed == nil || rec.Allow != failOpen || (tc.reason != nil && !errors.Is(rec.Malformed, tc.reason)) {
+			if rec := c.next(t); rec.Malformed == nil || rec.Allow != tc.want[0].accept || !errors.Is(rec.Malformed, tc.reason) {
 				t.Errorf("failOpen=%v, %s: record %+v, want reason %v", failOpen, tc.name, rec, tc.reason)
 			}
 		}

@@ -38,7 +38,7 @@ var readerCounters = []struct {
 	get  func(*Stats) uint64
 }{
 	{datapathDesc("packets_total", "Packets received from the queues."), func(s *Stats) uint64 { return s.Packets }},
-	{datapathDesc("malformed_total", "Queued packets that could not be decoded (given the failure policy's verdict)."), func(s *Stats) uint64 { return s.Malformed }},
+	{datapathDesc("malformed_total", "Queued packets that could not be judged: unreadable headers (dropped in both failure modes), later fragments and unreadable queue messages (the failure policy's verdict)."), func(s *Stats) uint64 { return s.Malformed }},
 	{datapathDesc("enobufs_total", "Netlink receive buffer overruns: queued packets the kernel could not deliver."), func(s *Stats) uint64 { return s.ENOBUFS }},
 	{datapathDesc("verdict_errors_total", "Verdicts the kernel did not take (the packet then meets the queue's failure policy)."), func(s *Stats) uint64 { return s.VerdictErrors }},
 	{datapathDesc("reader_failures_total", "Queue readers stopped by a receive error; /healthz fails while this is above 0."), func(s *Stats) uint64 { return s.ReaderFailures }},

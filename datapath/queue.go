@@ -47,8 +47,10 @@ type Record[D any] struct {
 	// one on a cache hit). Both are zero when Malformed is set.
 	Gen      uint64
 	Decision D
-	// Malformed is set when the packet could not be decoded; Allow is then the failure
-	// policy's verdict.
+	// Malformed is set when the packet could not be judged: its headers could not be read
+	// (packet.ErrTruncated, packet.ErrMalformed: Allow is false in both failure modes), it
+	// is a later fragment of a protocol with ports, or its NFQUEUE message could not be read
+	// (Allow is then the failure policy's verdict). See the package doc, "Failure policy".
 	Malformed error
 	// Latency is the time from receiving the packet to deciding.
 	Latency time.Duration
@@ -69,14 +71,23 @@ type Config[D any] struct {
 	// default buffer lost 2-5 % of queued packets at 512-1024 concurrent new connections on
 	// these machines; 16 MiB lost none.
 	ReadBuffer int
-	// CopyRange is how many bytes of each packet the kernel copies: headers only. 0 means
-	// 128, enough for IPv4 with options or IPv6 with a few extension headers plus TCP/UDP/SCTP.
+	// CopyRange is how many bytes of each packet the kernel copies. 0 means MaxCopyRange,
+	// the whole packet: the kernel forwards an IPv6 packet whatever the length of its
+	// extension header chain, so no shorter range holds the ports of every packet it passes
+	// (a packet whose headers end beyond the range is dropped, see the package doc).
 	CopyRange uint32
 	// Observe, when set, is called for every verdict from the reader's goroutine. It must
 	// not block.
 	Observe func(*Record[D])
 	Log     *slog.Logger
 }
+
+// MaxCopyRange is the most the kernel copies of a queued packet (NFQNL_MAX_COPY_RANGE: the
+// largest netlink attribute, 0xffff, less its 4-byte header): every IP packet but a GSO
+// packet beyond 64 KiB whole. The copy costs little where it matters: the first packet of a
+// connection is small (a SYN), and the kernel hands paged data to the netlink message
+// without copying it (skb_zerocopy); only the read into the reader's buffer copies it.
+const MaxCopyRange = 0xffff - 4
 
 // Stats counts what the readers did.
 type Stats struct {
@@ -122,8 +133,8 @@ func Start[D any](ctx context.Context, cfg Config[D], d Decider[D]) (*Queues[D],
 	if cfg.ReadBuffer == 0 {
 		cfg.ReadBuffer = 16 << 20
 	}
-	if cfg.CopyRange == 0 {
-		cfg.CopyRange = 128
+	if cfg.CopyRange == 0 || cfg.CopyRange > MaxCopyRange {
+		cfg.CopyRange = MaxCopyRange
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -445,7 +456,9 @@ func (r *reader[D]) handleAttr(a nfqueue.Attribute) int {
 }
 
 // judgeMessage judges a packet message: a well-formed one by its payload (judge), a
-// malformed one by the failure policy, with its addresses when the payload shows them.
+// malformed one by the failure policy, with its addresses when the payload shows them. A
+// message the kernel built and the reader cannot read is the agent's failure, not
+// something a packet's bytes can cause: the failure policy decides it.
 func (r *reader[D]) judgeMessage(m *packetMsg) *Record[D] {
 	if m.err == nil {
 		return r.judge(m.payload)
@@ -469,13 +482,18 @@ func (r *reader[D]) judge(payload []byte) *Record[D] {
 	rec := &r.recs[r.n]
 	*rec = Record[D]{Time: start, Queue: r.num}
 	r.p = packet.Parsed{}
-	if err := r.dec.Decode(payload, &r.p); err != nil || (r.p.Fragment == packet.LaterFragment && r.p.Proto.HasPorts()) {
-		// Undecodable, or a later fragment whose ports we cannot see: the failure policy.
-		if err == nil {
-			err = errLaterFragment
-		}
+	if err := r.dec.Decode(payload, &r.p); err != nil {
+		// Headers that cannot be read as the kernel forwards them: dropped whatever the
+		// failure policy, which is about the agent's availability, not about packets.
 		q.malformed.Add(1)
 		rec.Malformed = err
+		rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
+	} else if r.p.Fragment == packet.LaterFragment && r.p.Proto.HasPorts() {
+		// A later fragment, whose ports are in the first: the failure policy (conntrack
+		// reassembles fragments before the forward hook, so these do not normally reach
+		// the queue; see the package doc).
+		q.malformed.Add(1)
+		rec.Malformed = errLaterFragment
 		rec.Flow = flow.Flow{Src: r.p.Src, Dst: r.p.Dst, Proto: r.p.Proto}
 		rec.Allow = q.cfg.FailOpen
 	} else {

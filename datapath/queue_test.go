@@ -1,9 +1,11 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -115,23 +117,100 @@ func TestJudgeCarriesTheDecision(t *testing.T) {
 	}
 }
 
-// Malformed packets get the failure policy's verdict, with the reason.
+// A packet whose headers cannot be read is dropped in both failure modes (fail-open is
+// about the agent's availability, not about packets), with the reason; a later fragment,
+// whose ports are in the first, gets the failure policy.
 func TestJudgeMalformed(t *testing.T) {
 	for _, failOpen := range []bool{false, true} {
 		d := &denyPort{port: 1}
 		r := newTestReader(t, d, failOpen)
 		pkt := tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, 80)
 		rec := r.judge(pkt[:24]) // IPv4 header and half a TCP header
-		if rec.Allow != failOpen || rec.Malformed == nil || d.calls != 0 {
-			t.Errorf("failOpen=%v: truncated packet got %+v with %d decisions", failOpen, *rec, d.calls)
+		if rec.Allow || rec.Malformed == nil || d.calls != 0 {
+			t.Errorf("failOpen=%v: truncated packet got %+v with %d decisions, want a drop", failOpen, *rec, d.calls)
 		}
 		if !errors.Is(rec.Malformed, packet.ErrTruncated) && !errors.Is(rec.Malformed, packet.ErrMalformed) {
 			t.Errorf("reason %v, want a decode error", rec.Malformed)
 		}
-		if r.q.malformed.Load() != 1 {
-			t.Errorf("malformed counter %d, want 1", r.q.malformed.Load())
+		later := slices.Clone(pkt)
+		later[6], later[7] = 0, 4 // fragment offset 32 bytes
+		rec = r.judge(later)
+		if rec.Allow != failOpen || !errors.Is(rec.Malformed, errLaterFragment) || d.calls != 0 {
+			t.Errorf("failOpen=%v: later fragment got %+v with %d decisions, want the failure policy", failOpen, *rec, d.calls)
+		}
+		if r.q.malformed.Load() != 2 {
+			t.Errorf("malformed counter %d, want 2", r.q.malformed.Load())
 		}
 	}
+}
+
+// Headers the kernel forwards are judged by their ports, however odd their options or
+// long their extension header chain: a crafted SYN to a denied port is denied and one to
+// an allowed port allowed, in both failure modes.
+func TestJudgeOddHeaders(t *testing.T) {
+	for _, failOpen := range []bool{false, true} {
+		for _, c := range []struct {
+			name string
+			pkt  func(dport uint16) []byte
+		}{
+			{"TCP option of length 1", func(dport uint16) []byte {
+				b := tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, dport)
+				return withTCPOptions(b, 20, []byte{0xfe, 1, 1, 1})
+			}},
+			{"unknown IPv4 option of length 2", func(dport uint16) []byte {
+				return withIPv4Options(tcpSYN(t, "10.244.1.10", "10.244.1.12", 40000, dport), []byte{0x1e, 2, 1, 0})
+			}},
+			{"IPv6 TCP behind 200 bytes of destination options", func(dport uint16) []byte {
+				return withDestOpts(tcpSYN(t, "fd00:10:244:1::10", "fd00:10:244:1::12", 40000, dport), 200)
+			}},
+		} {
+			d := &denyPort{port: 3306, gen: 1}
+			r := newTestReader(t, d, failOpen)
+			if rec := r.judge(c.pkt(3306)); rec.Allow || rec.Malformed != nil || rec.Flow.Port != 3306 {
+				t.Errorf("failOpen=%v, %s to a denied port: %+v, want judged and denied", failOpen, c.name, *rec)
+			}
+			if rec := r.judge(c.pkt(80)); !rec.Allow || rec.Malformed != nil || rec.Flow.Port != 80 {
+				t.Errorf("failOpen=%v, %s to an allowed port: %+v, want judged and allowed", failOpen, c.name, *rec)
+			}
+		}
+	}
+}
+
+// withTCPOptions inserts TCP option bytes (a multiple of 4) into an IPv4 TCP packet whose
+// TCP header starts at off, fixing the lengths (checksums are not the verdict's business).
+func withTCPOptions(b []byte, off int, opts []byte) []byte {
+	out := slices.Concat(b[:off+20], opts, b[off+20:])
+	out[off+12] = byte(5+len(opts)/4) << 4
+	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
+	return out
+}
+
+// withIPv4Options inserts IPv4 option bytes (a multiple of 4) into an IPv4 packet.
+func withIPv4Options(b []byte, opts []byte) []byte {
+	out := slices.Concat(b[:20], opts, b[20:])
+	out[0] = 0x40 | byte(5+len(opts)/4)
+	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
+	return out
+}
+
+// withDestOpts puts a destination options header of n bytes (a multiple of 8, padding
+// only) between an IPv6 header and its upper-layer header.
+func withDestOpts(b []byte, n int) []byte {
+	h := make([]byte, n)
+	h[0], h[1] = b[6], byte(n/8-1)
+	for i := 2; i < n; {
+		l := min(n-i, 7)
+		if l == 1 {
+			i++
+			continue
+		}
+		h[i], h[i+1] = 1, byte(l-2)
+		i += l
+	}
+	out := slices.Concat(b[:40], h, b[40:])
+	out[6] = 60
+	binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-40))
+	return out
 }
 
 // Decoding, the cache and deciding allocate nothing per packet (the Decider here is

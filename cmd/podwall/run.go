@@ -43,8 +43,10 @@ spec.nodeName is --node-name. Sources: the Kubernetes API (--kubeconfig, or in a
 in-cluster config), or --manifests (a file or directory, reloaded on change).
 
 Failure policy (--fail-open, default false = fail closed): when podwall cannot judge a packet
-of an isolated pod — malformed headers, a full queue, the agent stopped — the packet is
-dropped; with --fail-open it is accepted. On exit the kernel table stays in place when failing
+of an isolated pod — a full queue, the agent stopped — the packet is dropped; with
+--fail-open it is accepted (a full queue then lets the excess through unjudged). A packet
+whose ports cannot be read is dropped either way: the failure policy is about the agent's
+availability, not something a packet's bytes can choose. On exit the kernel table stays in place when failing
 closed (isolated pods stay protected while the agent restarts) and is removed when failing open.
 
 Established connections that a policy change denies are revoked: their conntrack entries are

@@ -62,8 +62,9 @@ type Config struct {
 	// In both policies the table stays in place across a restart
 	// (Close(true)) so that the next agent takes it over without a window in
 	// which isolated pods are unprotected; Close(false) removes it, which is
-	// only right on uninstall. Queue overflow, malformed packets and shutdown
-	// of the userspace reader follow the same setting in package datapath.
+	// only right on uninstall. Queue overflow and shutdown of the userspace
+	// reader follow the same setting in package datapath; a packet whose
+	// ports cannot be read is dropped in both (datapath's "Failure policy").
 	FailOpen bool
 
 	// PodInterfacePrefixes name the host-side interfaces of pods ("veth",

@@ -13,49 +13,69 @@ import (
 // Decoder decodes packets that begin with an IPv4 or IPv6 header (what
 // NFQUEUE delivers) into a Parsed, without allocating.
 //
-// It drives a gopacket.DecodingLayerParser over layers preallocated in the
-// Decoder: gopacket's IPv4, TCP, UDP, SCTP, ICMPv4 and ICMPv6 decoders, each
-// behind a thin wrapper, and this package's own IPv6 header and extension
-// header decoders. Why the wrappers and the own IPv6 decoders:
+// What it reads, and how strictly, follows the kernel that forwards the
+// packet, not a protocol validator: Decode fails only when the fields the
+// verdict needs (addresses, protocol, ports) cannot be read as the kernel
+// reads them, and the datapath drops every packet Decode rejects whatever
+// the failure policy (package datapath, "Failure policy"). A decoder
+// stricter than the kernel would let an attacker pick which packets are
+// "malformed"; one laxer than the kernel would read ports where the kernel
+// and the destination see other ones. So:
 //
-//   - Length guards. gopacket's decoders build a fresh error (fmt.Errorf,
-//     errors.New) for every malformed or short header, which allocates.
-//     Each wrapper first checks the conditions gopacket would reject
-//     (header shorter than its minimum, header length fields, option
-//     lists) and returns ErrTruncated or ErrMalformed itself, so gopacket
-//     only ever sees input it accepts. Should gopacket still fail (a guard
-//     missed a case; the fuzz test checks that none does), the error is
-//     reported as ErrMalformed.
-//   - Stopping at the L4 header. The wrappers end the parse after TCP, UDP,
-//     SCTP or ICMP (we never read payloads, so no gopacket.Payload or
-//     application layer is decoded), and after an IPv4 header whose
-//     protocol is anything else — gopacket would otherwise decode the
-//     inner header of IP-in-IP (4, 41) into the same IPv4/IPv6 layer and
-//     overwrite the outer addresses.
-//   - Fragments. gopacket hands every fragment, the first included, to its
-//     fragment decoder; we read the L4 header of a first fragment, and stop
-//     before the (absent) L4 header of a later one.
-//   - IPv6. gopacket's IPv6 decoder parses hop-by-hop options into a
-//     heap-allocated struct per option, and in v1.1.19 its routing and
-//     fragment headers are not DecodingLayers at all. The own IPv6 header
-//     decoder reads the fixed 40 bytes; the extension header decoder skips
-//     hop-by-hop, routing (any type) and destination options by their
-//     length field without looking at the options, and reads the fragment
-//     header. The kernel validates hop-by-hop options before the netfilter
-//     hooks run, and destination options are only the final host's business.
-//     Jumbograms (payload length 0) are reported as ErrMalformed: they need
-//     links with an MTU above 64 KiB and never open a connection on a pod
-//     network.
+//   - IPv4: the fixed header is read and its options are skipped by the
+//     header length, never parsed. The kernel checks options with its own
+//     rules (ip_options_compile, after the prerouting hook and before the
+//     forward hook: a packet whose options it refuses never reaches the
+//     queue) and ignores the kinds it does not know; gopacket's own rules
+//     differ (it rejects an unknown option of length 2, which the kernel
+//     forwards). The upper-layer protocol is the protocol field, as for
+//     nft's meta l4proto.
+//   - IPv6: extension headers are walked as the kernel walks them to the
+//     transport header (ipv6_skip_exthdr, conntrack's; ipv6_find_hdr,
+//     which sets nft's meta l4proto and th): hop-by-hop, routing (any
+//     type), destination options and AH are skipped by their length field
+//     without looking inside, the fragment header is read, and the first
+//     header of any other type is the upper-layer protocol (59, no next
+//     header, included; ESP hides what follows). One difference: nft stops
+//     at AH (it asks ipv6_find_hdr for IP6_FH_F_AUTH), so its meta l4proto
+//     is 51 where Decode, conntrack and the receiver see the transport
+//     protocol behind it; such a packet never matches the kernel's deny
+//     cache and is queued and judged every time. There is no limit on the
+//     number or length of extension headers: the kernel forwards a packet
+//     whatever its chain, so the datapath copies whole packets
+//     (datapath.Config.CopyRange) and Decode walks as far as the capture
+//     goes. The chain is one layer of the parser, however long.
+//   - TCP: the source and destination ports, the flags and the header
+//     length are read; options are never parsed (the kernel forwards TCP
+//     whatever its options; gopacket rejects an option of length 1). The
+//     header length must be at least 5 words and fit in the datagram — a
+//     segment that breaks that is discarded by every receiving stack and
+//     marked invalid by conntrack — but the options need not be captured.
+//   - UDP, SCTP, ICMPv4, ICMPv6: gopacket's decoders behind a length guard
+//     (they reject only a header shorter than its minimum, and a UDP length
+//     field of 1 to 7, which every receiving stack discards too). gopacket
+//     builds a fresh error (fmt.Errorf) for a bad header, which allocates:
+//     the guards return ErrTruncated or ErrMalformed first, so gopacket
+//     only ever sees input it accepts (FuzzDecode checks that none slips
+//     through; should one, the error is reported as ErrMalformed).
+//   - Stopping at the L4 header: the parse ends after TCP, UDP, SCTP or
+//     ICMP (payloads are never read), and after any other protocol — for
+//     IP-in-IP (4, 41) the outer header is the one the kernel forwards by.
+//   - Fragments: a first fragment's L4 header is read (and must be whole:
+//     RFC 1858, RFC 7112); a later fragment has none, and Decode stops
+//     there with Fragment LaterFragment. With conntrack loaded the kernel
+//     reassembles fragments before the forward hook, so the queue normally
+//     sees whole datagrams only.
+//   - Jumbo and GSO lengths: an IPv4 total length of 0 or an IPv6 payload
+//     length of 0 (a jumbogram, or a GSO packet of more than 64 KiB inside
+//     the kernel) declares no length: the datagram is taken to be what was
+//     captured.
 //
-// Truncated captures. NFQUEUE copies only the first bytes of a packet (the
-// copy range), so the length declared by the IP header usually exceeds
-// len(b). gopacket's IPv4 and our IPv6 decoder accept that (gopacket marks
-// the parse Truncated and decodes what is there); Decode succeeds as long as
-// b holds every header up to and including the complete L4 header: the TCP
-// header with its options (up to 60 bytes), 8 bytes of UDP, 12 of SCTP, 8 of
-// ICMPv4, 4 of ICMPv6. A copy range of 128 bytes covers IPv4 with options
-// plus TCP with options (120 bytes), and IPv6 plus TCP with options with up
-// to 28 bytes of extension headers.
+// The bytes Decode needs are the IP header and its extension headers, then
+// 20 bytes of TCP, 8 of UDP or ICMPv4, 12 of SCTP, 4 of ICMPv6. When the
+// capture ends before them but the IP header declares more bytes (a copy
+// range shorter than the packet) Decode reports ErrTruncated; when even the
+// declared datagram is too short, ErrMalformed.
 //
 // A Decoder is not safe for concurrent use: use one per queue reader. It
 // keeps references into the last b it decoded until the next call.
@@ -63,14 +83,14 @@ type Decoder struct {
 	v4, v6  *gopacket.DecodingLayerParser
 	decoded []gopacket.LayerType
 
-	ip4                      ipv4Layer
-	ip6                      ipv6Layer
-	hop, routing, dest, frag ipv6ExtLayer
-	tcp                      tcpLayer
-	udp                      udpLayer
-	sctp                     sctpLayer
-	icmp4                    icmpv4Layer
-	icmp6                    icmpv6Layer
+	ip4   ipv4Layer
+	ip6   ipv6Layer
+	ext   ipv6ExtLayer
+	tcp   tcpLayer
+	udp   udpLayer
+	sctp  sctpLayer
+	icmp4 icmpv4Layer
+	icmp6 icmpv6Layer
 
 	// State of the current call, written by the layers.
 	p       Parsed // the result being built; copied out at the end
@@ -84,21 +104,11 @@ type Decoder struct {
 
 // NewDecoder returns a Decoder with all its layers allocated.
 func NewDecoder() *Decoder {
-	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 16)}
-	d.ip4.d, d.ip6.d = d, d
-	d.hop = ipv6ExtLayer{typ: layers.LayerTypeIPv6HopByHop, d: d}
-	d.routing = ipv6ExtLayer{typ: layers.LayerTypeIPv6Routing, d: d}
-	d.dest = ipv6ExtLayer{typ: layers.LayerTypeIPv6Destination, d: d}
-	d.frag = ipv6ExtLayer{typ: layers.LayerTypeIPv6Fragment, d: d}
+	d := &Decoder{decoded: make([]gopacket.LayerType, 0, 8)}
+	d.ip4.d, d.ip6.d, d.ext.d = d, d, d
 	d.tcp.d, d.udp.d, d.sctp.d, d.icmp4.d, d.icmp6.d = d, d, d, d, d
-	// gopacket reuses these slices from one packet to the next; sized for
-	// the most options that fit in 40 bytes, they never grow.
-	d.ip4.Options = make([]layers.IPv4Option, 0, 40)
-	d.tcp.Options = make([]layers.TCPOption, 0, 40)
-
 	all := []gopacket.DecodingLayer{
-		&d.ip4, &d.ip6, &d.hop, &d.routing, &d.dest, &d.frag,
-		&d.tcp, &d.udp, &d.sctp, &d.icmp4, &d.icmp6,
+		&d.ip4, &d.ip6, &d.ext, &d.tcp, &d.udp, &d.sctp, &d.icmp4, &d.icmp6,
 	}
 	d.v4 = newParser(layers.LayerTypeIPv4, all)
 	d.v6 = newParser(layers.LayerTypeIPv6, all)
@@ -157,6 +167,11 @@ func (d *Decoder) Decode(b []byte, p *Parsed) error {
 	return err
 }
 
+// unknownLength is Decoder.missing for a datagram that declares no length
+// (IPv4 total length 0, IPv6 payload length 0): the capture may lack any
+// number of bytes.
+const unknownLength = 1 << 16
+
 // cut returns the error for a header that needs need bytes where the layer
 // got only have: ErrTruncated when the bytes the capture lacks could hold
 // the rest, ErrMalformed when even the full datagram is too short.
@@ -193,59 +208,39 @@ func l4Type(proto flow.Proto) gopacket.LayerType {
 	return gopacket.LayerTypeZero
 }
 
-// IPv6 extension headers that Decode skips (RFC 8200 section 4).
+// IPv6 extension headers that Decode walks, as the kernel's ipv6_ext_hdr
+// lists them (RFC 8200 section 4; AH, RFC 4302). 59, no next header, is in
+// the kernel's list too, but ends the chain: it is the upper-layer protocol.
 const (
 	ipv6HopByHop    = 0
 	ipv6Routing     = 43
 	ipv6Fragment    = 44
+	ipv6AH          = 51
 	ipv6Destination = 60
 )
 
-// ip6Type is l4Type plus the IPv6 extension headers.
+// ipv6ExtType is the layer type the parser knows the extension header
+// chain by.
+var ipv6ExtType = layers.LayerTypeIPv6HopByHop
+
+// ip6Type is l4Type, or the extension header chain when next is an
+// extension header.
 func ip6Type(next flow.Proto) gopacket.LayerType {
 	switch next {
-	case ipv6HopByHop:
-		return layers.LayerTypeIPv6HopByHop
-	case ipv6Routing:
-		return layers.LayerTypeIPv6Routing
-	case ipv6Fragment:
-		return layers.LayerTypeIPv6Fragment
-	case ipv6Destination:
-		return layers.LayerTypeIPv6Destination
+	case ipv6HopByHop, ipv6Routing, ipv6Fragment, ipv6AH, ipv6Destination:
+		return ipv6ExtType
 	}
 	return l4Type(next)
 }
 
-// validOptions reports whether the type-length-value options in b (IPv4
-// options, TCP options) are well formed as gopacket checks them: type 0 ends
-// the list, type 1 is one byte of padding, any other type has a length byte
-// of at least minLen that stays within b.
-func validOptions(b []byte, minLen int) bool {
-	for len(b) > 0 {
-		switch b[0] {
-		case 0:
-			return true
-		case 1:
-			b = b[1:]
-		default:
-			if len(b) < 2 {
-				return false
-			}
-			n := int(b[1])
-			if n < minLen || n > len(b) {
-				return false
-			}
-			b = b[n:]
-		}
-	}
-	return true
-}
-
-// ipv4Layer is gopacket's IPv4 decoder behind the guards.
+// ipv4Layer decodes the IPv4 header: the fixed 20 bytes; options are
+// skipped by the header length.
 type ipv4Layer struct {
-	layers.IPv4
+	layers.BaseLayer
 	d *Decoder
 }
+
+func (l *ipv4Layer) CanDecode() gopacket.LayerClass { return layers.LayerTypeIPv4 }
 
 func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error {
 	d := l.d
@@ -257,34 +252,35 @@ func (l *ipv4Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 	p.Family = 4
 	p.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+	p.Proto = flow.Proto(b[9])
 	total := int(binary.BigEndian.Uint16(b[2:4]))
 	if total == 0 {
-		// gopacket takes a zero total length (TCP segmentation offload)
-		// to mean "all of b".
+		// TCP segmentation offload, BIG TCP: no length declared.
 		total = len(b)
+		d.missing = unknownLength
 	}
 	p.Length = total
 	hlen := int(b[0]&0x0f) * 4
 	if total < 20 || hlen < 20 || hlen > total {
-		return ErrMalformed
+		return ErrMalformed // the kernel drops these in ip_rcv
 	}
-	d.missing = max(total-len(b), 0)
-	if hlen > len(b) {
+	end := total
+	if end > len(b) {
+		df.SetTruncated()
+		d.missing = end - len(b)
+		end = len(b)
+	}
+	if hlen > end {
 		return ErrTruncated
 	}
-	if !validOptions(b[20:hlen], 3) {
-		return ErrMalformed
-	}
-	if err := l.IPv4.DecodeFromBytes(b, df); err != nil {
-		return err
-	}
-	p.Proto = flow.Proto(l.Protocol)
+	frag := binary.BigEndian.Uint16(b[6:8]) // flags (3 bits), fragment offset (13)
 	switch {
-	case l.FragOffset != 0:
+	case frag&0x1fff != 0:
 		p.Fragment = LaterFragment
-	case l.Flags&layers.IPv4MoreFragments != 0:
+	case frag&0x2000 != 0: // more fragments
 		p.Fragment = FirstFragment
 	}
+	l.Contents, l.Payload = b[:hlen], b[hlen:end]
 	return nil
 }
 
@@ -314,12 +310,13 @@ func (l *ipv6Layer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error 
 	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
 	p.Proto = flow.Proto(b[6])
-	plen := int(binary.BigEndian.Uint16(b[4:6]))
-	if plen == 0 {
-		return ErrMalformed // jumbogram
+	end := 40 + int(binary.BigEndian.Uint16(b[4:6]))
+	if end == 40 {
+		// A jumbogram or a GSO packet: no length declared.
+		end = len(b)
+		d.missing = unknownLength
 	}
-	p.Length = 40 + plen
-	end := p.Length
+	p.Length = end
 	if end > len(b) {
 		df.SetTruncated()
 		d.missing = end - len(b)
@@ -333,42 +330,54 @@ func (l *ipv6Layer) NextLayerType() gopacket.LayerType {
 	return l.d.announce(ip6Type(l.d.p.Proto))
 }
 
-// ipv6ExtLayer skips one IPv6 extension header of type typ; for a fragment
-// header it also records the fragment state.
+// ipv6ExtLayer walks the whole IPv6 extension header chain, as the kernel's
+// ipv6_find_hdr does: hop-by-hop, routing, destination options and AH are
+// skipped by their length; a fragment header is read. It ends at the first
+// header of another type (the upper-layer protocol, in Parsed.Proto) or
+// after the fragment header of a later fragment.
 type ipv6ExtLayer struct {
 	layers.BaseLayer
-	typ gopacket.LayerType
-	d   *Decoder
+	d *Decoder
 }
 
-func (l *ipv6ExtLayer) CanDecode() gopacket.LayerClass { return l.typ }
+func (l *ipv6ExtLayer) CanDecode() gopacket.LayerClass { return ipv6ExtType }
 
 func (l *ipv6ExtLayer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error {
 	d := l.d
 	d.pending = false
-	n := 8 // the fragment header has a fixed length
-	if l.typ != layers.LayerTypeIPv6Fragment {
-		if len(b) < 2 {
-			return d.cut(len(b), 2)
-		}
-		n = (int(b[1]) + 1) * 8
-	}
-	if len(b) < n {
-		return d.cut(len(b), n)
-	}
 	p := &d.p
-	p.Proto = flow.Proto(b[0])
-	if l.typ == layers.LayerTypeIPv6Fragment {
-		offset := binary.BigEndian.Uint16(b[2:4]) >> 3
-		more := b[3]&1 != 0
-		switch {
-		case offset != 0:
-			p.Fragment = LaterFragment
-		case more && p.Fragment == NotFragment:
-			p.Fragment = FirstFragment
+	off := 0
+	for ip6Type(p.Proto) == ipv6ExtType && p.Fragment != LaterFragment {
+		rest := b[off:]
+		if len(rest) < 2 {
+			return d.cut(len(rest), 2)
 		}
+		var n int
+		switch p.Proto {
+		case ipv6Fragment:
+			n = 8
+		case ipv6AH:
+			n = (int(rest[1]) + 2) * 4
+		default:
+			n = (int(rest[1]) + 1) * 8
+		}
+		if len(rest) < n {
+			return d.cut(len(rest), n)
+		}
+		if p.Proto == ipv6Fragment {
+			offset := binary.BigEndian.Uint16(rest[2:4]) >> 3
+			more := rest[3]&1 != 0
+			switch {
+			case offset != 0:
+				p.Fragment = LaterFragment
+			case more && p.Fragment == NotFragment:
+				p.Fragment = FirstFragment
+			}
+		}
+		p.Proto = flow.Proto(rest[0])
+		off += n
 	}
-	l.Contents, l.Payload = b[:n], b[n:]
+	l.Contents, l.Payload = b[:off], b[off:]
 	return nil
 }
 
@@ -376,14 +385,17 @@ func (l *ipv6ExtLayer) NextLayerType() gopacket.LayerType {
 	if l.d.p.Fragment == LaterFragment {
 		return l.d.announce(gopacket.LayerTypeZero)
 	}
-	return l.d.announce(ip6Type(l.d.p.Proto))
+	return l.d.announce(l4Type(l.d.p.Proto))
 }
 
-// tcpLayer is gopacket's TCP decoder behind the guards.
+// tcpLayer decodes the fixed TCP header: ports, flags and the header length;
+// options are never parsed.
 type tcpLayer struct {
-	layers.TCP
+	layers.BaseLayer
 	d *Decoder
 }
+
+func (l *tcpLayer) CanDecode() gopacket.LayerClass { return layers.LayerTypeTCP }
 
 func (l *tcpLayer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error {
 	d := l.d
@@ -392,21 +404,15 @@ func (l *tcpLayer) DecodeFromBytes(b []byte, df gopacket.DecodeFeedback) error {
 		return d.cut(len(b), 20)
 	}
 	hlen := int(b[12]>>4) * 4
-	if hlen < 20 {
+	if hlen < 20 || hlen > len(b)+d.missing {
 		return ErrMalformed
-	}
-	if hlen > len(b) {
-		return d.cut(len(b), hlen)
-	}
-	if !validOptions(b[20:hlen], 2) {
-		return ErrMalformed
-	}
-	if err := l.TCP.DecodeFromBytes(b, df); err != nil {
-		return err
 	}
 	p := &d.p
-	p.SrcPort, p.DstPort = uint16(l.SrcPort), uint16(l.DstPort)
-	p.TCPFlags = l.Contents[13]
+	p.SrcPort = binary.BigEndian.Uint16(b[0:2])
+	p.DstPort = binary.BigEndian.Uint16(b[2:4])
+	p.TCPFlags = b[13]
+	hlen = min(hlen, len(b))
+	l.Contents, l.Payload = b[:hlen], b[hlen:]
 	return nil
 }
 

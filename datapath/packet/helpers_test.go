@@ -138,3 +138,64 @@ func frag6(next layers.IPProtocol, offset uint16, more bool) gopacket.Payload {
 	binary.BigEndian.PutUint32(b[4:8], 0xcafe)
 	return b
 }
+
+// synWithOptions is syn(40000, dport) behind ip with raw TCP option bytes
+// (a multiple of 4, at most 40): gopacket serializes only options it would
+// decode.
+func synWithOptions(ip *layers.IPv4, dport uint16, opts []byte) []byte {
+	tcp := build(ip4(layers.IPProtocolTCP), &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(dport),
+		Seq: 1, SYN: true, Window: 64240})[20:]
+	tcp[12] = byte(5+len(opts)/4) << 4
+	seg := append(append(tcp[:20:20], opts...), tcp[20:]...)
+	return build(ip, gopacket.Payload(seg))
+}
+
+// ipv4WithOptions is ip4(proto) with raw option bytes (a multiple of 4, at
+// most 40).
+func ipv4WithOptions(proto layers.IPProtocol, opts []byte) *layers.IPv4 {
+	ip := ip4(proto)
+	ip.IHL = uint8(5 + len(opts)/4)
+	ip.Options = []layers.IPv4Option{{OptionType: opts[0], OptionLength: uint8(len(opts)), OptionData: opts[2:]}}
+	return ip
+}
+
+// ah is an IPv6 authentication header (RFC 4302) with 12 bytes of ICV:
+// payload length (24/4)-2 = 4.
+func ah(next layers.IPProtocol) gopacket.Payload {
+	b := make([]byte, 24)
+	b[0], b[1] = byte(next), 4
+	binary.BigEndian.PutUint32(b[4:8], 0x100) // SPI
+	binary.BigEndian.PutUint32(b[8:12], 1)    // sequence number
+	return b
+}
+
+// bigDestOpts is a destination options header of n bytes (a multiple of 8)
+// of PadN options.
+func bigDestOpts(next layers.IPProtocol, n int) gopacket.Payload {
+	b := make([]byte, n)
+	b[0], b[1] = byte(next), byte(n/8-1)
+	for i := 2; i < n; {
+		l := min(n-i, 7) // RFC 8200: PadN of at most 7 bytes in a row
+		if l == 1 {
+			i++ // Pad1: the zero byte
+			continue
+		}
+		b[i], b[i+1] = 1, byte(l-2)
+		i += l
+	}
+	return b
+}
+
+// destChain is n destination options headers of 8 bytes, the last naming
+// next.
+func destChain(n int, next layers.IPProtocol) []gopacket.SerializableLayer {
+	out := make([]gopacket.SerializableLayer, n)
+	for i := range out {
+		nh := layers.IPProtocolIPv6Destination
+		if i == n-1 {
+			nh = next
+		}
+		out[i] = bigDestOpts(nh, 8)
+	}
+	return out
+}

@@ -82,7 +82,9 @@
 //	            it at once. Absent otherwise (allowed, the cache off, a protocol without
 //	            ports, or the cache's queue full).
 //	generation  the policy snapshot generation the reasons come from
-//	malformed   set when the packet could not be decoded: the failure policy decided
+//	malformed   set when the packet could not be judged: headers that cannot be read
+//	            are denied whatever the failure policy; a later fragment or an
+//	            unreadable NFQUEUE message gets the failure policy's verdict
 //
 // Loss: when records were dropped for a subscriber because it read too slowly, its stream
 // says so, at the next record or within a second: {"type":"dropped","count":N}, N the records

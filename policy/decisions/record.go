@@ -44,8 +44,9 @@ type Record struct {
 	Latency time.Duration
 	// Queue is the NFQUEUE queue the packet came from.
 	Queue uint16
-	// Malformed is set when the packet could not be decoded: Allow is then the failure
-	// policy's verdict and Flow holds what could be read.
+	// Malformed is set when the packet could not be judged and Flow holds what could be
+	// read: headers that cannot be read are denied whatever the failure policy; a later
+	// fragment or an unreadable NFQUEUE message gets the failure policy's verdict.
 	Malformed error
 	// KernelDenyTTL is set on a deny whose flow was handed to the kernel's deny cache: for
 	// this long, new packets of the flow (same source, destination, protocol and
@@ -135,7 +136,7 @@ type Event struct {
 	// them).
 	KernelDenyTTLms int64  `json:"kernelDenyTTLms,omitempty"`
 	Generation      uint64 `json:"generation"`
-	// Malformed is set when the packet could not be decoded; the failure policy decided it.
+	// Malformed is set when the packet could not be judged (see Record.Malformed).
 	Malformed string `json:"malformed,omitempty"`
 	// Count is set on "dropped" lines: records this subscriber lost since the last report.
 	Count uint64 `json:"count,omitempty"`
@@ -157,7 +158,7 @@ func (r *Record) Event() Event {
 	}
 	if r.Malformed != nil {
 		e.Malformed = r.Malformed.Error()
-		e.Reason = "malformed packet (" + e.Malformed + "): " + e.Verdict + " by the failure policy"
+		e.Reason = "malformed packet (" + e.Malformed + "): " + e.Verdict
 		return e
 	}
 	s := r.Snapshot.Value()

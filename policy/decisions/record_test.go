@@ -88,7 +88,7 @@ func TestEventMalformed(t *testing.T) {
 	r := malformed(snapshot(t))
 	e := r.Event()
 	if e.Malformed != "packet: truncated" || e.Verdict != "deny" || e.Egress != nil || e.Ingress != nil ||
-		e.Reason != "malformed packet (packet: truncated): deny by the failure policy" {
+		e.Reason != "malformed packet (packet: truncated): deny" {
 		t.Errorf("malformed: %s", js(e))
 	}
 }
