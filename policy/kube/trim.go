@@ -22,8 +22,18 @@ func trim(obj any) (any, error) {
 		o.Spec, o.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
 	case *networkingv1.NetworkPolicy:
 		trimMeta(&o.ObjectMeta)
+	case *corev1.Node:
+		trimNode(o)
 	}
 	return obj, nil
+}
+
+// trimNode keeps exactly what policy.FromNode reads: spec.podCIDR, spec.podCIDRs and
+// status.addresses.
+func trimNode(n *corev1.Node) {
+	trimMeta(&n.ObjectMeta)
+	n.Spec = corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs}
+	n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
 }
 
 // trimMeta keeps what identifies an object and its labels. ResourceVersion stays: the
