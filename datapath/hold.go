@@ -92,6 +92,9 @@ func (r *reader[D]) release(fd int, stopping bool) {
 	now := time.Now()
 	gen := q.decider.Generation()
 	rejudge := gen != r.heldGen
+	if !rejudge && !stopping && r.deadline && now.Before(r.wakeAt) {
+		return // nothing new before the wake-up already set
+	}
 	r.heldGen = gen
 	earliest := time.Time{}
 	for i := 0; i < len(r.held); {
@@ -135,7 +138,7 @@ func (r *reader[D]) release(fd int, stopping bool) {
 		wake = earliest
 	}
 	r.setDeadline(wake)
-	r.deadline = true
+	r.deadline, r.wakeAt = true, wake
 }
 
 // clearDeadline removes the read deadline release set, if any.

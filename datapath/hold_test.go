@@ -187,3 +187,21 @@ func TestLoopWithWaiterDoesNotAllocate(t *testing.T) {
 		t.Errorf("known pods, cache miss: %v allocations per packet, want 0", n)
 	}
 }
+
+// BenchmarkLoopWaiter is BenchmarkLoop's cache-miss case over a Waiter: a packet of known
+// pods, judged anew each time (a new generation), so every packet pays the Unknown check.
+func BenchmarkLoopWaiter(b *testing.B) {
+	w := newPodWindow(3306, "10.244.1.10", "10.244.1.12")
+	p := newHoldPair(b, Config[none]{Observe: func(*Record[none]) {}}, w).start()
+	msg := packetMessage(1, tcpSYN(b, "10.244.1.10", "10.244.1.12", 40000, 80))
+	b.ReportAllocs()
+	for b.Loop() {
+		w.view.Load().gen++
+		if _, err := peerWrite(p.peer, msg); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := peerRead(p.peer, p.buf); err != nil || n != verdictLen {
+			b.Fatalf("verdict: %d bytes, %v", n, err)
+		}
+	}
+}

@@ -305,6 +305,7 @@ type reader[D any] struct {
 	heldGen     uint64
 	pending     bool
 	deadline    bool
+	wakeAt      time.Time // the deadline set, valid when deadline
 	setDeadline func(time.Time) error
 
 	parked chan struct{} // closed when takeOver has the library's goroutine
@@ -388,6 +389,9 @@ func (r *reader[D]) serveOn(fd uintptr) bool {
 				return true
 			}
 			r.handleRead(int(fd), r.buf[:n])
+			if len(r.held) > 0 { // a busy queue may not run dry for a while
+				r.release(int(fd), false)
+			}
 		case unix.EAGAIN:
 			r.release(int(fd), false)
 			r.flush(int(fd))

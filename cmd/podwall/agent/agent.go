@@ -236,7 +236,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	snap := a.inForce.Load()
 	in, eg := snap.LocalIsolated()
-	if err := rs.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, *a.inForce.ranges.Load())); err != nil {
+	var ranges []netip.Prefix
+	if p := a.inForce.ranges.Load(); p != nil {
+		ranges = *p
+	}
+	if err := rs.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {
 		a.mu.Unlock()
 		return err
 	}
