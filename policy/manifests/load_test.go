@@ -393,6 +393,15 @@ status: {addresses: [{type: InternalIP, address: 172.18.0.300}]}
 			want: [][]string{{"n.yaml:1: Node n1", `status.addresses[0].address: Invalid value: "172.18.0.300"`}},
 		},
 		{
+			name: "bad node pod range",
+			files: map[string]string{"n.yaml": `apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDRs: [10.244.1.0/24, 10.244.2.0/33]}
+`},
+			want: [][]string{{"n.yaml:1: Node n1", `spec.podCIDRs[1]: Invalid value: "10.244.2.0/33"`}},
+		},
+		{
 			name: "duplicate objects name both places",
 			files: map[string]string{
 				"a.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: c}]}\n",
