@@ -83,6 +83,18 @@
 // nothing queued by these rules). The rules come after the isolation queue rules, so their
 // counter (Counters.Window) counts only packets the isolation sets would have let through.
 //
+// Why by address range rather than by input interface ("a new packet from a pod interface
+// whose source is no known pod's"): a packet from a pod interface has already passed the
+// reverse-path check, so its source routes back through that interface — a veth's own
+// host routes (the pod's addresses) or a bridge's subnet — which lie in the node's pod
+// ranges when those are right; the range rules catch it whatever the interface is called
+// (also on interfaces --pod-interfaces misses), and they also catch connections to a new
+// pod, which no input interface tells apart. The ranges must be the addresses the CNI
+// really gives this node's pods: with a CNI that ignores spec.podCIDRs (Calico's IPAM
+// blocks), give them with --pod-cidr, or new pods are not held; a remote pod inside the
+// configured ranges has its new connections queued (and judged at once, the policy knowing
+// it).
+//
 // # The deny cache
 //
 // A denied connection attempt is rarely alone: a TCP client retransmits its
