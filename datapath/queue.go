@@ -100,7 +100,7 @@ type Stats struct {
 	// Held counts packets held because the Decider did not know their pod yet (Waiter);
 	// Released those of them answered once it did, Expired those given the failure policy's
 	// verdict at the bound (or when the reader stopped), HeldOverflow those given it at once
-	// because the reader held DefaultMaxHeld already. Holding is how many are held now.
+	// because the reader held Config.MaxHeld already. Holding is how many are held now.
 	Held, Released, Expired, HeldOverflow uint64
 	Holding                               int64
 	Cache                                 flowcache.Stats
