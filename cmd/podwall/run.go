@@ -163,7 +163,7 @@ func (o *runOpts) run(ctx context.Context) error {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
 	log := slog.New(h)
-	source, err := o.newSource(log)
+	source, err := o.newSource(node, log)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,9 @@ type Options struct {
 	MaxDelay time.Duration
 	// Log receives list/watch errors and connectivity changes; default slog.Default().
 	Log *slog.Logger
+	// Node, when set, is the agent's node: its Node object is watched too, for its pod
+	// ranges (node.go). The first state does not wait for it.
+	Node string
 }
 
 // Source is a policy.Source over the Kubernetes API (see the package comment). Create it with
@@ -226,13 +229,17 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	for _, inf := range []cache.SharedIndexInformer{pods, namespaces, policies} {
 		running.Go(func() { inf.RunWithContext(ctx) })
 	}
+	node, err := s.watchNode(ctx, s.opts.Node, mark, &running)
+	if err != nil {
+		return fmt.Errorf("kubernetes informers: %w", err)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // only ctx ends the wait
 	}
 
 	deliver := func() {
 		st, err := stateOf(items[*corev1.Namespace](namespaces), items[*corev1.Pod](pods),
-			items[*networkingv1.NetworkPolicy](policies), nil)
+			items[*networkingv1.NetworkPolicy](policies), node.nodes())
 		s.mu.Lock()
 		s.st.Synced = true
 		s.mu.Unlock()
