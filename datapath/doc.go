@@ -71,6 +71,46 @@
 // error that stops a reader is counted in Stats.ReaderFailures (the agent's /healthz then
 // fails); its queue is unbound and served by the kernel's failure policy only.
 //
+// The new-pod window. A pod's first packet can come before the agent knows the pod: the
+// kubelet reports a new pod's address once its sandbox has it, the API server passes it on,
+// and the agent applies it tens of milliseconds later; meanwhile the address is in no set,
+// so without more the pod's connections would pass unjudged (its egress isolation not
+// applied) and connections to it likewise. On a bridge (cni0, cbr0) a pod can also take any
+// unused address of the bridge's subnet: the reverse-path check passes, since the whole
+// subnet routes back through the bridge, and the address is no pod's. Package nft therefore
+// keeps two more sets, the addresses of every local pod the policy in force knows (isolated
+// or not) and this node's pod ranges (the Node's spec.podCIDRs, or configured), and queues
+// any new packet from or to an address of those ranges that no known local pod has. The
+// reader asks the Decider, when it is also a Waiter, whether the policy of the generation
+// that decided knows the flow's pod addresses; if not, the packet is held rather than
+// judged: its id, flow and deadline go into a table of the reader's own (Config.MaxHeld
+// entries, preallocated; nothing else of the packet is kept — the kernel keeps the packet in
+// its queue until the verdict). Holding never blocks the reader: it goes on reading, and
+// while it holds packets it sets its socket's read deadline to wake at least every 5 ms
+// (and at the earliest deadline), looks at the Decider's generation, and judges the held
+// packets again when it changed — the verdict then comes from the first policy that knows
+// the pod, whatever that policy says. A packet no policy learns the pod of within
+// Config.HoldTimeout (2 s by default, the agent's --hold-timeout) gets the failure policy's
+// verdict, with ErrHoldExpired as its reason: dropped failing closed, accepted failing open.
+// So does a packet that finds its reader's table full, and every held packet when the
+// reader stops.
+//
+// Why hold rather than drop: a dropped SYN is retried after 1 s (TCP's initial RTO), so a
+// new pod's first connection would pay a second for the agent's few milliseconds; held, it
+// waits exactly as long as the agent needs. Why not judge it at once: the policy does not
+// know the pod, so any verdict would be a guess — allowing lets the pod's egress isolation
+// be skipped, denying cuts connections the policy allows. Why a bound: an address no pod
+// ever gets (a spoofing pod on a bridge, a pod that never starts) must end in a verdict, and
+// a held packet occupies a slot of the kernel's queue; 2 s is far above the agent's usual
+// delay and short enough for the connection to fail like one lost SYN. Why the failure
+// policy at the bound: it is the verdict for "cannot judge" everywhere else. The cost: the
+// kernel rules add two set lookups for new packets of unisolated pods (no queueing once the
+// pod is known), and the reader one check per Decider miss (a prefix scan and a map
+// lookup; nothing for cache hits, nothing allocated: TestLoopWithWaiterDoesNotAllocate).
+// Limits: traffic between two pods on one bridge is switched, not routed, and never
+// reaches the forward hook (podwall sees it only with br_netfilter); a pod address outside
+// the configured ranges is not held (the agent needs the Node's spec.podCIDRs or --pod-cidr).
+//
 // Established traffic never reaches this package in either mode: conntrack accepts it in the
 // kernel before the queue rules. Nor do the repeats of a flow denied a moment ago (a retried
 // SYN, a repeated datagram) while the kernel's deny cache holds it (package nft, "The deny

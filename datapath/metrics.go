@@ -42,6 +42,10 @@ var readerCounters = []struct {
 	{datapathDesc("enobufs_total", "Netlink receive buffer overruns: queued packets the kernel could not deliver."), func(s *Stats) uint64 { return s.ENOBUFS }},
 	{datapathDesc("verdict_errors_total", "Verdicts the kernel did not take (the packet then meets the queue's failure policy)."), func(s *Stats) uint64 { return s.VerdictErrors }},
 	{datapathDesc("reader_failures_total", "Queue readers stopped by a receive error; /healthz fails while this is above 0."), func(s *Stats) uint64 { return s.ReaderFailures }},
+	{datapathDesc("held_total", "Packets held because the policy did not know the pod address of their flow yet (the new-pod window)."), func(s *Stats) uint64 { return s.Held }},
+	{datapathDesc("held_released_total", "Held packets judged once a policy that knows their pod was in force."), func(s *Stats) uint64 { return s.Released }},
+	{datapathDesc("held_expired_total", "Held packets given the failure policy's verdict: no policy knew their pod within the hold timeout, or the agent stopped."), func(s *Stats) uint64 { return s.Expired }},
+	{datapathDesc("held_overflow_total", "Packets given the failure policy's verdict at once because their reader held the most it may."), func(s *Stats) uint64 { return s.HeldOverflow }},
 	{datapathDesc("flowcache_hits_total", "Verdict cache hits."), func(s *Stats) uint64 { return s.Cache.Hits }},
 	{datapathDesc("flowcache_misses_total", "Verdict cache misses."), func(s *Stats) uint64 { return s.Cache.Misses }},
 	{datapathDesc("flowcache_evictions_total", "Verdict cache evictions."), func(s *Stats) uint64 { return s.Cache.Evictions }},
@@ -54,6 +58,8 @@ var (
 		"Packets the kernel dropped because the queue was full (queue_dropped); failing open they are accepted and not counted.", "queue")
 	queueUserDroppedDesc = datapathDesc("queue_user_dropped_total",
 		"Packets the kernel could not hand to the agent because its netlink socket was full (queue_user_dropped).", "queue")
+	holdingDesc = datapathDesc("held",
+		"Packets held now, waiting for the policy to know their pod.")
 	queueQueuedDesc = datapathDesc("queue_queued_total",
 		"Packets the kernel queued since the queue was bound (id_sequence; wraps at 2^32).", "queue")
 )
@@ -63,6 +69,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, rc := range readerCounters {
 		ch <- rc.desc
 	}
+	ch <- holdingDesc
 	ch <- queueLenDesc
 	ch <- queueDroppedDesc
 	ch <- queueUserDroppedDesc
@@ -78,6 +85,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, rc := range readerCounters {
 		ch <- prometheus.MustNewConstMetric(rc.desc, prometheus.CounterValue, float64(rc.get(&s)))
 	}
+	ch <- prometheus.MustNewConstMetric(holdingDesc, prometheus.GaugeValue, float64(s.Holding))
 	stats, err := ReadQueueStats()
 	if err != nil {
 		return // no series rather than a failed scrape

@@ -50,8 +50,13 @@ type Record[D any] struct {
 	// Malformed is set when the packet could not be judged: its headers could not be read
 	// (packet.ErrTruncated, packet.ErrMalformed: Allow is false in both failure modes), it
 	// is a later fragment of a protocol with ports, or its NFQUEUE message could not be read
-	// (Allow is then the failure policy's verdict). See the package doc, "Failure policy".
+	// (Allow is then the failure policy's verdict), or it is ErrHoldExpired when it was held
+	// and no policy knew its pod in time (Allow is the failure policy's verdict). See the
+	// package doc, "Failure policy".
 	Malformed error
+	// Held is how long the packet was held for the policy to know its pod (see Waiter); 0
+	// when it was judged at once.
+	Held time.Duration
 	// Latency is the time from receiving the packet to deciding.
 	Latency time.Duration
 	Queue   uint16
@@ -76,6 +81,11 @@ type Config[D any] struct {
 	// extension header chain, so no shorter range holds the ports of every packet it passes
 	// (a packet whose headers end beyond the range is dropped, see the package doc).
 	CopyRange uint32
+	// HoldTimeout bounds how long a packet the Decider cannot judge yet is held (see
+	// Waiter); 0 means DefaultHoldTimeout. MaxHeld is how many packets each reader holds at
+	// most; 0 means DefaultMaxHeld.
+	HoldTimeout time.Duration
+	MaxHeld     int
 	// Observe, when set, is called for every verdict from the reader's goroutine. It must
 	// not block.
 	Observe func(*Record[D])
@@ -99,7 +109,13 @@ type Stats struct {
 	// ReaderFailures counts queue readers stopped by a receive error: their queue is then
 	// served by the kernel's failure policy only. Non-zero means the agent is unhealthy.
 	ReaderFailures uint64
-	Cache          flowcache.Stats
+	// Held counts packets held because the Decider did not know their pod yet (Waiter);
+	// Released those of them answered once it did, Expired those given the failure policy's
+	// verdict at the bound (or when the reader stopped), HeldOverflow those given it at once
+	// because the reader held Config.MaxHeld already. Holding is how many are held now.
+	Held, Released, Expired, HeldOverflow uint64
+	Holding                               int64
+	Cache                                 flowcache.Stats
 }
 
 // Queues is the set of running queue readers.
@@ -115,6 +131,11 @@ type Queues[D any] struct {
 	stopping atomic.Bool
 
 	packets, accepted, dropped, malformed, enobufs, verdictErrs, readerFailures atomic.Uint64
+
+	// waiter is the Decider's Waiter, nil when it has none: nothing is held.
+	waiter                                             Waiter
+	heldTotal, heldReleased, heldExpired, heldOverflow atomic.Uint64
+	holding                                            atomic.Int64
 }
 
 // Start opens and binds the queues and starts one reader per queue. It returns once every
@@ -139,12 +160,19 @@ func Start[D any](ctx context.Context, cfg Config[D], d Decider[D]) (*Queues[D],
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = DefaultHoldTimeout
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = DefaultMaxHeld
+	}
 	cache, err := flowcache.New[cached[D]](cfg.CacheSize)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	q := &Queues[D]{cfg: cfg, decider: d, cache: cache, ctx: ctx, cancel: cancel}
+	q.waiter, _ = d.(Waiter)
 	context.AfterFunc(ctx, func() { q.stopping.Store(true) })
 	for i := range cfg.Queues {
 		if err := q.open(cfg.QueueNum + i); err != nil {
@@ -190,6 +218,7 @@ func (q *Queues[D]) open(num uint16) error {
 	}
 	r := newReader(q, num, rc)
 	r.nf = nf
+	r.setDeadline = nf.Con.SetReadDeadline
 	q.readers = append(q.readers, r)
 	if err := nf.RegisterWithErrorFunc(q.ctx, r.handleAttr, r.takeOver); err != nil {
 		return fmt.Errorf("datapath: bind queue %d: %w", num, err)
@@ -233,7 +262,9 @@ func (q *Queues[D]) Stats() Stats {
 		Packets: q.packets.Load(), Accepted: q.accepted.Load(), Dropped: q.dropped.Load(),
 		Malformed: q.malformed.Load(), ENOBUFS: q.enobufs.Load(), VerdictErrors: q.verdictErrs.Load(),
 		ReaderFailures: q.readerFailures.Load(),
-		Cache:          q.cache.Stats(),
+		Held:           q.heldTotal.Load(), Released: q.heldReleased.Load(), Expired: q.heldExpired.Load(),
+		HeldOverflow: q.heldOverflow.Load(), Holding: q.holding.Load(),
+		Cache: q.cache.Stats(),
 	}
 }
 
@@ -272,9 +303,22 @@ type reader[D any] struct {
 	recs [maxBatch]Record[D]
 	n    int
 	// serveFD is r.serveOn as a func value made once: a method value made per read would
-	// allocate.
-	serveFD func(fd uintptr) bool
-	err     error // why serveOn returned true; nil: stopping
+	// allocate; releaseFD is r.releaseOn.
+	serveFD   func(fd uintptr) bool
+	releaseFD func(fd uintptr)
+	err       error // why serveOn returned true; nil: stopping
+
+	// held are the packets held for the Decider to know their pod (hold.go), at most
+	// Config.MaxHeld; nil when the Decider is no Waiter or setDeadline is nil: nothing is
+	// held. heldGen is the generation release last judged them by. pending is set by judge
+	// when the Decider could not judge the packet. deadline reports that release set the
+	// socket's read deadline, through setDeadline.
+	held        []heldPacket
+	heldGen     uint64
+	pending     bool
+	deadline    bool
+	wakeAt      time.Time // the deadline set, valid when deadline
+	setDeadline func(time.Time) error
 
 	parked chan struct{} // closed when takeOver has the library's goroutine
 	start  chan struct{} // closed when the socket's read deadline is cleared
@@ -285,7 +329,17 @@ func newReader[D any](q *Queues[D], num uint16, rc syscall.RawConn) *reader[D] {
 		buf:    make([]byte, int(q.cfg.CopyRange)+8192),
 		parked: make(chan struct{}), start: make(chan struct{})}
 	r.serveFD = r.serveOn
+	r.releaseFD = r.releaseOn
 	return r
+}
+
+// canHold reports whether the reader holds packets the Decider cannot judge yet: the
+// Decider is a Waiter and the reader can set its socket's read deadline.
+func (r *reader[D]) canHold() bool {
+	if r.held == nil && r.q.waiter != nil && r.setDeadline != nil {
+		r.held = make([]heldPacket, 0, r.q.cfg.MaxHeld)
+	}
+	return r.held != nil
 }
 
 // takeOver is the library's error callback: the first error it reports (the expired read
@@ -311,6 +365,17 @@ func (r *reader[D]) takeOver(err error) int {
 // failure policy only).
 func (r *reader[D]) serve() {
 	err := r.rc.Read(r.serveFD)
+	for r.woken(err) { // a held packet's wake-up (hold.go)
+		if err = r.rc.Control(r.releaseFD); err == nil {
+			err = r.rc.Read(r.serveFD)
+		}
+	}
+	if len(r.held) > 0 { // stopped outside the loop: the failure policy for what it held
+		_ = r.rc.Control(func(fd uintptr) {
+			r.release(int(fd), true)
+			r.flush(int(fd))
+		})
+	}
 	if err == nil {
 		err = r.err
 	}
@@ -336,7 +401,11 @@ func (r *reader[D]) serveOn(fd uintptr) bool {
 				return true
 			}
 			r.handleRead(int(fd), r.buf[:n])
+			if len(r.held) > 0 { // a busy queue may not run dry for a while
+				r.release(int(fd), false)
+			}
 		case unix.EAGAIN:
+			r.release(int(fd), false)
 			r.flush(int(fd))
 			return false
 		case unix.EINTR:
@@ -348,6 +417,7 @@ func (r *reader[D]) serveOn(fd uintptr) bool {
 			return true
 		}
 	}
+	r.release(int(fd), true)
 	r.flush(int(fd))
 	return true
 }
@@ -374,7 +444,13 @@ func (r *reader[D]) handleRead(fd int, b []byte) {
 				r.q.malformed.Add(1)
 				continue
 			}
-			r.hold(fd, m.id, r.judgeMessage(&m))
+			rec := r.judgeMessage(&m)
+			if r.pending {
+				r.pending = false
+				r.park(fd, m.id, rec)
+				continue
+			}
+			r.hold(fd, m.id, rec)
 		case nlmsgError:
 			if errno, ok := parseError(body); ok && errno != 0 {
 				r.q.verdictErrs.Add(1)
@@ -439,6 +515,11 @@ func (r *reader[D]) handleAttr(a nfqueue.Attribute) int {
 		payload = *a.Payload
 	}
 	rec := r.judge(payload)
+	if r.pending { // no holding through the library: the failure policy
+		r.pending = false
+		rec.Allow, rec.Malformed, rec.Decision, rec.Gen = q.cfg.FailOpen, ErrHoldExpired, *new(D), 0
+		q.heldOverflow.Add(1)
+	}
 	v := nfqueue.NfDrop
 	if rec.Allow {
 		v = nfqueue.NfAccept
@@ -505,7 +586,11 @@ func (r *reader[D]) judge(payload []byte) *Record[D] {
 			rec.Allow, rec.Decision, rec.CacheHit, rec.Gen = c.allow, c.d, true, gen
 		} else {
 			rec.Decision, rec.Allow, rec.Gen = q.decider.Decide(rec.Flow)
-			q.cache.Add(key, rec.Gen, cached[D]{rec.Allow, rec.Decision})
+			if r.canHold() && q.waiter.Unknown(rec.Flow, rec.Gen) {
+				r.pending = true // not cached: the policy could not judge it
+			} else {
+				q.cache.Add(key, rec.Gen, cached[D]{rec.Allow, rec.Decision})
+			}
 		}
 	}
 	rec.Latency = time.Since(start)

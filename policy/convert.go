@@ -137,8 +137,10 @@ func FromNamespace(n *corev1.Namespace) Namespace {
 	return Namespace{Name: n.Name, Labels: labels}
 }
 
-// FromNode trims a Kubernetes Node to its name and the InternalIP and ExternalIP addresses of
-// status.addresses that parse (other types are host names), each once, in their order.
+// FromNode trims a Kubernetes Node to its name, the InternalIP and ExternalIP addresses of
+// status.addresses that parse (other types are host names), each once, in their order, and
+// the pod ranges of spec.podCIDRs (spec.podCIDR when podCIDRs is empty) that parse, masked,
+// each once.
 func FromNode(n *corev1.Node) Node {
 	node := Node{Name: n.Name}
 	for _, a := range n.Status.Addresses {
@@ -147,6 +149,15 @@ func FromNode(n *corev1.Node) Node {
 		}
 		if ip, err := parseAddr(a.Address); err == nil && !slices.Contains(node.IPs, ip) {
 			node.IPs = append(node.IPs, ip)
+		}
+	}
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil && !p.Addr().Is4In6() && !slices.Contains(node.PodCIDRs, p.Masked()) {
+			node.PodCIDRs = append(node.PodCIDRs, p.Masked())
 		}
 	}
 	return node

@@ -192,13 +192,23 @@ func TestFromNode(t *testing.T) {
 			{Type: corev1.NodeInternalIP, Address: "not-an-ip"},
 			{Type: corev1.NodeExternalDNS, Address: "10.9.9.9"}, // a DNS entry, not an address
 		}},
+		Spec: corev1.NodeSpec{
+			PodCIDR: "10.244.0.0/24",
+			PodCIDRs: []string{"10.244.0.0/24", "fd00:10:244::1/64", // not masked: masked
+				"10.244.0.0/24", "bogus", "::ffff:10.0.0.0/104"}, // twice, unparsable, IPv4-mapped
+		},
 	}
 	want := Node{Name: "node-a", IPs: []netip.Addr{
 		netip.MustParseAddr("172.18.0.2"),
 		netip.MustParseAddr("fd00:172:18::2"),
 		netip.MustParseAddr("198.51.100.7"),
-	}}
+	}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("fd00:10:244::/64")}}
 	if got := FromNode(n); !reflect.DeepEqual(got, want) {
 		t.Fatalf("FromNode = %+v, want %+v", got, want)
+	}
+	// spec.podCIDR alone (clusters before dual-stack) gives the range.
+	old := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.7.0/24"}}
+	if got := FromNode(old).PodCIDRs; !reflect.DeepEqual(got, []netip.Prefix{netip.MustParsePrefix("10.244.7.0/24")}) {
+		t.Errorf("FromNode(spec.podCIDR only).PodCIDRs = %v", got)
 	}
 }

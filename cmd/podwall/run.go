@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/podwall/podwall/cmd/podwall/agent"
+	"github.com/podwall/podwall/datapath"
 )
 
 type runOpts struct {
@@ -31,7 +33,16 @@ type runOpts struct {
 	keepEstablished bool
 	denyCacheTTL    time.Duration
 	memoryLimit     string
+	podCIDRs        []string
+	holdTimeout     time.Duration
 }
+
+// defaultPodInterfaces are the name prefixes of the pod interfaces of the common CNI
+// plugins: veth (bridge, ptp, Docker), cali (Calico), lxc (Cilium), eni (AWS VPC CNI), azv
+// (Azure CNI), gke (GKE), and the bridges cni (cni0: flannel, the bridge plugin) and cbr
+// (cbr0: kubenet), on which a routed packet arrives from the bridge rather than the pod's
+// veth.
+const defaultPodInterfaces = "veth,cali,lxc,eni,azv,gke,cni,cbr"
 
 func newRunCmd() *cobra.Command {
 	var o runOpts
@@ -54,7 +65,15 @@ deleted, so their next packet is judged again (--keep-established keeps them).
 
 A flow just denied (source, destination, protocol, destination port) is dropped by the kernel
 for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
-cost no round trip to userspace; every policy change empties that cache first.`,
+cost no round trip to userspace; every policy change empties that cache first.
+
+A pod is judged from its first packet: a new connection from or to an address of this node's
+pod ranges (the Node's spec.podCIDRs, plus --pod-cidr) that no local pod known to the agent
+has — a pod whose address the agent has not learnt yet, or an address no pod was given — is
+held until the agent knows the pod, then judged; after --hold-timeout the failure policy
+decides. Anti-spoofing covers the interfaces named by --pod-interfaces; the agent warns
+(podwall_datapath_pod_interfaces_uncovered) about any interface a local pod routes through
+that it does not cover.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -68,7 +87,7 @@ cost no round trip to userspace; every policy change empties that cache first.`,
 	f.IntVar(&o.cacheSize, "cache-size", 65536, "flows in the verdict cache")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "listen address for /metrics, /healthz, /readyz")
 	f.StringVar(&o.debugAddr, "debug-addr", "127.0.0.1:9091", "listen address for /debug/ (empty: off)")
-	f.StringVar(&o.podInterfaces, "pod-interfaces", "veth,cali,lxc", "comma-separated name prefixes of pod interfaces, for anti-spoofing")
+	f.StringVar(&o.podInterfaces, "pod-interfaces", defaultPodInterfaces, "comma-separated name prefixes of pod interfaces, for anti-spoofing")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&o.keepEstablished, "keep-established", false,
 		"keep established connections that a policy change denies (default: revoke them by deleting their conntrack entries)")
@@ -76,6 +95,10 @@ cost no round trip to userspace; every policy change empties that cache first.`,
 		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
 	f.StringVar(&o.memoryLimit, "memory-limit", os.Getenv(memoryLimitEnv),
 		"the container's memory limit (bytes or a quantity such as 512Mi; default $"+memoryLimitEnv+"): Go's soft memory limit becomes 90 % of it, unless GOMEMLIMIT is set")
+	f.StringSliceVar(&o.podCIDRs, "pod-cidr", nil,
+		"this node's pod range (repeatable, or comma-separated), added to its Node's spec.podCIDRs; needed in --manifests mode without a Node object")
+	f.DurationVar(&o.holdTimeout, "hold-timeout", datapath.DefaultHoldTimeout,
+		"how long a new connection of a pod the agent does not know yet waits for it before the failure policy decides (at most 1m)")
 	return cmd
 }
 
@@ -95,10 +118,31 @@ func (o *runOpts) validate() error {
 	if o.cacheSize < 1 {
 		errs = append(errs, fmt.Errorf("--cache-size: want at least 1, got %d", o.cacheSize))
 	}
+	if _, err := o.parsePodCIDRs(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.holdTimeout < 0 || o.holdTimeout > agent.MaxHoldTimeout {
+		errs = append(errs, fmt.Errorf("--hold-timeout: want at most %v (0: the default), got %v", agent.MaxHoldTimeout, o.holdTimeout))
+	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format: want text or json, got %q", o.logFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// parsePodCIDRs parses --pod-cidr.
+func (o *runOpts) parsePodCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var errs []error
+	for _, c := range o.podCIDRs {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil || p.Addr().Is4In6() {
+			errs = append(errs, fmt.Errorf("--pod-cidr %q: want a CIDR such as 10.244.1.0/24 or fd00:10:244:1::/64", c))
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	return out, errors.Join(errs...)
 }
 
 func nodeName(flag string) (string, error) {
@@ -129,15 +173,16 @@ func (o *runOpts) run(ctx context.Context) error {
 	} else if soft > 0 {
 		log.Info("Go soft memory limit set", "bytes", soft, "of", o.memoryLimit)
 	}
-	source, err := o.newSource(log)
+	source, err := o.newSource(node, log)
 	if err != nil {
 		return err
 	}
+	podCIDRs, _ := o.parsePodCIDRs() // validated
 	a, err := agent.New(agent.Config{
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
-		DenyCacheTTL: o.denyCacheTTL, Log: log,
+		DenyCacheTTL: o.denyCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout, Log: log,
 	})
 	if err != nil {
 		return err

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // --queues defaults to one per CPU, at most 64, so a node with more CPUs starts with the
@@ -21,6 +23,37 @@ func TestQueuesDefault(t *testing.T) {
 		o := runOpts{manifests: "dir", queues: tc.queues, cacheSize: 1, logFormat: "text"}
 		if err := o.validate(); (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "--queues")) {
 			t.Errorf("--queues %d: %v, want ok=%v", tc.queues, err, tc.ok)
+		}
+	}
+}
+
+// --pod-cidr takes CIDRs, repeated or comma-separated, masked; anything else is refused with
+// the value named. --hold-timeout is bounded.
+func TestPodCIDRAndHoldFlags(t *testing.T) {
+	cmd := newRunCmd()
+	if err := cmd.Flags().Parse([]string{"--pod-cidr", "10.244.1.7/24,fd00:10:244:1::/64", "--pod-cidr", "10.245.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	o := runOpts{manifests: "dir", queues: 1, cacheSize: 1, logFormat: "text"}
+	o.podCIDRs, _ = cmd.Flags().GetStringSlice("pod-cidr")
+	got, err := o.parsePodCIDRs()
+	if err != nil || fmt.Sprint(got) != "[10.244.1.0/24 fd00:10:244:1::/64 10.245.0.0/16]" {
+		t.Errorf("--pod-cidr: %v, %v", got, err)
+	}
+	for _, bad := range []string{"10.244.1.0", "10.244.1.0/33", "::ffff:10.0.0.0/104", "pods"} {
+		o.podCIDRs = []string{bad}
+		if err := o.validate(); err == nil || !strings.Contains(err.Error(), "--pod-cidr \""+bad+"\"") {
+			t.Errorf("--pod-cidr %s: %v, want an error naming it", bad, err)
+		}
+	}
+	o.podCIDRs = nil
+	for _, tc := range []struct {
+		d  time.Duration
+		ok bool
+	}{{0, true}, {2 * time.Second, true}, {time.Minute, true}, {-time.Second, false}, {2 * time.Minute, false}} {
+		o.holdTimeout = tc.d
+		if err := o.validate(); (err == nil) != tc.ok {
+			t.Errorf("--hold-timeout %v: %v, want ok=%v", tc.d, err, tc.ok)
 		}
 	}
 }

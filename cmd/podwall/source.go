@@ -43,7 +43,9 @@ func validateSource(manifests, kubeconfig string, inCluster bool) error {
 	return errors.New("give --manifests or --kubeconfig")
 }
 
-func (o *runOpts) newSource(log *slog.Logger) (policy.Source, error) {
+// newSource returns the policy source of the flags; node is this node's name (the
+// Kubernetes source watches its Node for the pod ranges).
+func (o *runOpts) newSource(node string, log *slog.Logger) (policy.Source, error) {
 	if o.manifests != "" {
 		return policy.SourceFunc(func(ctx context.Context, update func(policy.State, error)) error {
 			return manifests.Watch(ctx, o.manifests, update)
@@ -55,7 +57,7 @@ func (o *runOpts) newSource(log *slog.Logger) (policy.Source, error) {
 	}
 	// client-go logs through klog: send it to the agent's log, in the agent's format.
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	return kube.New(cfg, kube.Options{Log: log})
+	return kube.New(cfg, kube.Options{Log: log, Node: node})
 }
 
 // load reads explain's objects once: the manifests, or the cluster's objects (kube.List).

@@ -29,6 +29,10 @@
 //			type ipv6_addr . ipv6_addr . inet_proto . inet_service
 //			size 65536; flags timeout; timeout 2s
 //		}
+//		set local4 { type ipv4_addr; }
+//		set local6 { type ipv6_addr; }
+//		set podranges4 { type ipv4_addr; flags interval; }
+//		set podranges6 { type ipv6_addr; flags interval; }
 //
 //		chain forward {
 //			type filter hook forward priority filter + 10; policy accept;
@@ -41,6 +45,10 @@
 //			ip6 saddr @egress6 counter queue flags fanout to 100-103
 //			ip daddr @ingress4 counter queue flags fanout to 100-103
 //			ip6 daddr @ingress6 counter queue flags fanout to 100-103
+//			ip saddr @podranges4 ip saddr != @local4 counter queue flags fanout to 100-103
+//			ip6 saddr @podranges6 ip6 saddr != @local6 counter queue flags fanout to 100-103
+//			ip daddr @podranges4 ip daddr != @local4 counter queue flags fanout to 100-103
+//			ip6 daddr @podranges6 ip6 daddr != @local6 counter queue flags fanout to 100-103
 //		}
 //	}
 //
@@ -51,11 +59,41 @@
 // policy); a new packet of a flow the agent has just denied is dropped
 // (the deny cache, below); new packets of isolated pods go to userspace —
 // one per connection, since conntrack calls a connection established once
-// a reply has passed (until then, every packet of it is new). With fail
+// a reply has passed (until then, every packet of it is new); so do new
+// packets from or to an address of the node's pod ranges that no local pod
+// known to the policy has (the new-pod window, below). With fail
 // open each queue statement also carries bypass. A single queue is written
 // "queue to N", without fanout. The counters serve Ruleset.Counters
 // (packets sent to userspace per set, spoofed packets dropped, packets the
 // deny cache dropped).
+//
+// # The new-pod window
+//
+// local4/local6 hold the addresses of every local pod the policy in force knows, isolated or
+// not; podranges4/podranges6 (interval sets) hold this node's pod ranges. The last four rules
+// queue a new packet whose source or destination lies in the ranges but is no known local
+// pod's: a pod the agent has not learnt yet, or an address no pod was given (which a pod on a
+// bridge can take, since the whole bridge subnet passes the reverse-path check). Package
+// datapath holds such a packet until the policy knows the address, or gives it the failure
+// policy's verdict after a bound ("The new-pod window" there). SyncWindow moves the local
+// addresses with the isolation sets in one transaction, by difference, and replaces the
+// ranges (empty the set, add the ranges, a range inside another left out: the kernel refuses
+// overlapping intervals) when they change; ProgramSyncWindow does the same as it programs.
+// Sync and ProgramSync leave the window's sets as they are (empty in a new table: no range,
+// nothing queued by these rules). The rules come after the isolation queue rules, so their
+// counter (Counters.Window) counts only packets the isolation sets would have let through.
+//
+// Why by address range rather than by input interface ("a new packet from a pod interface
+// whose source is no known pod's"): a packet from a pod interface has already passed the
+// reverse-path check, so its source routes back through that interface — a veth's own
+// host routes (the pod's addresses) or a bridge's subnet — which lie in the node's pod
+// ranges when those are right; the range rules catch it whatever the interface is called
+// (also on interfaces --pod-interfaces misses), and they also catch connections to a new
+// pod, which no input interface tells apart. The ranges must be the addresses the CNI
+// really gives this node's pods: with a CNI that ignores spec.podCIDRs (Calico's IPAM
+// blocks), give them with --pod-cidr, or new pods are not held; a remote pod inside the
+// configured ranges has its new connections queued (and judged at once, the policy knowing
+// it).
 //
 // # The deny cache
 //

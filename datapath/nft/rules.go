@@ -91,6 +91,8 @@ type ruleset struct {
 	sets  []*nftables.Set // the address sets, setDefs
 	// denied are the deny-cache sets, deniedDefs; none when the cache is off.
 	denied []*nftables.Set
+	// window are the new-pod window's sets: local4, local6, podranges4, podranges6.
+	window []*nftables.Set
 	chain  *nftables.Chain
 	rules  []rule
 }
@@ -279,6 +281,8 @@ func build(cfg Config, mode QueueMode) ruleset {
 			},
 		})
 	}
+	rs.window = windowSets(t)
+	rs.rules = append(rs.rules, windowRules(queueText, queueExpr)...)
 	return rs
 }
 

@@ -50,6 +50,9 @@ type Ruleset struct {
 	// generation changes, and AddDenied refuses any other generation's verdicts.
 	gen    uint64
 	synced bool
+	// ranges are the pod ranges the window's interval sets hold, valid when rangesSynced.
+	ranges       []netip.Prefix
+	rangesSynced bool
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the
@@ -121,7 +124,7 @@ func (r *Ruleset) Capabilities() Capabilities { return r.caps }
 // base chain with another hook, type or priority (a layout change between
 // versions) is deleted and re-created in the batch, which unhooks it once.
 func (r *Ruleset) Program() error {
-	return r.program(nil, 0)
+	return r.program(nil, 0, nil)
 }
 
 // ProgramSync is Program and Sync(gen, ingress, egress) in one transaction:
@@ -134,13 +137,28 @@ func (r *Ruleset) ProgramSync(gen uint64, ingress, egress []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	return r.program(want, gen)
+	return r.program(want, gen, nil)
+}
+
+// ProgramSyncWindow is ProgramSync that also fills the new-pod window's sets with w, in
+// the same transaction. The agent starts with it.
+func (r *Ruleset) ProgramSyncWindow(gen uint64, ingress, egress []netip.Addr, w Window) error {
+	want, err := wantElements(ingress, egress)
+	if err != nil {
+		return err
+	}
+	if err := wantLocal(want, w.Local); err != nil {
+		return err
+	}
+	return r.program(want, gen, &w)
 }
 
 // program is Program; with elems (set name → addresses) it also makes the
 // sets hold exactly those elements, in the same batch, and records gen as
-// the generation synced.
-func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) error {
+// the generation synced. With w it also makes the pod range sets hold w's ranges
+// (elems then holds the local sets' elements too); without, the window's sets keep what
+// they hold (nothing in a new table).
+func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *Window) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -174,7 +192,11 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) erro
 	}
 	var diffs []setDiff
 	if elems != nil {
-		for _, w := range want.sets {
+		addrSets := want.sets
+		if w != nil {
+			addrSets = slices.Concat(want.sets, want.window[:len(localDefs)])
+		}
+		for _, w := range addrSets {
 			kept := slices.ContainsFunc(sets, func(s *nftables.Set) bool { return sameSet(s, w) })
 			df, err := r.diff(w, elems[w.Name], kept)
 			if err != nil {
@@ -195,7 +217,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) erro
 			c.DelChain(ch)
 		}
 	}
-	wantSets := slices.Concat(want.sets, want.denied)
+	wantSets := slices.Concat(want.sets, want.denied, want.window)
 	for _, s := range sets {
 		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
@@ -215,6 +237,15 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) erro
 	if _, err := queueDiffs(c, diffs); err != nil {
 		return err
 	}
+	if w != nil {
+		rangeSets := want.window[len(localDefs):]
+		kept := func(s *nftables.Set) bool {
+			return slices.ContainsFunc(sets, func(have *nftables.Set) bool { return sameSet(have, s) })
+		}
+		if err := queueRanges(c, rangeSets, kept, w.PodRanges); err != nil {
+			return err
+		}
+	}
 	for _, ru := range want.rules {
 		c.AddRule(&nftables.Rule{Table: want.table, Chain: want.chain, Exprs: ru.exprs})
 	}
@@ -222,6 +253,9 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64) erro
 		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
 	}
 	r.gen, r.synced = gen, elems != nil
+	if w != nil {
+		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
+	}
 	return nil
 }
 
@@ -252,7 +286,7 @@ func sameSet(have, want *nftables.Set) bool {
 	return have.Name == want.Name &&
 		have.KeyType.Name == want.KeyType.Name &&
 		have.KeyType.Bytes == want.KeyType.Bytes &&
-		!have.Anonymous && !have.Constant && !have.Interval && !have.IsMap && !have.Dynamic &&
+		!have.Anonymous && !have.Constant && have.Interval == want.Interval && !have.IsMap && !have.Dynamic &&
 		have.HasTimeout == want.HasTimeout && have.Timeout == want.Timeout &&
 		have.Concatenation == want.Concatenation && have.Size == want.Size
 }
@@ -272,9 +306,27 @@ func sameSet(have, want *nftables.Set) bool {
 // verdicts of gen only, and no verdict of an earlier generation is left in
 // the deny cache.
 func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
+	return r.sync(gen, ingress, egress, nil)
+}
+
+// SyncWindow is Sync that also makes the new-pod window's sets hold w, in the same
+// transaction: the local sets by difference, the pod range sets emptied and refilled when
+// the ranges changed.
+func (r *Ruleset) SyncWindow(gen uint64, ingress, egress []netip.Addr, w Window) error {
+	return r.sync(gen, ingress, egress, &w)
+}
+
+func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) error {
 	want, err := wantElements(ingress, egress)
 	if err != nil {
 		return err
+	}
+	defs := setDefs
+	if w != nil {
+		if err := wantLocal(want, w.Local); err != nil {
+			return err
+		}
+		defs = slices.Concat(setDefs, localDefs)
 	}
 
 	r.mu.Lock()
@@ -286,7 +338,7 @@ func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 	// Read all four sets before queuing any change, so that a failed read
 	// leaves nothing queued on the connection.
 	var diffs []setDiff
-	for _, d := range setDefs {
+	for _, d := range defs {
 		df, err := r.diff(newSet(t, d), want[d.name], true)
 		if err != nil {
 			return err
@@ -296,6 +348,17 @@ func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 	changed, err := queueDiffs(r.conn, diffs)
 	if err != nil {
 		return err
+	}
+	rangesChanged := w != nil && (!r.rangesSynced || !slices.Equal(r.ranges, w.PodRanges))
+	if rangesChanged {
+		var sets []*nftables.Set
+		for _, d := range rangeDefs {
+			sets = append(sets, newRangeSet(t, d))
+		}
+		if err := queueRanges(r.conn, sets, func(*nftables.Set) bool { return true }, w.PodRanges); err != nil {
+			return err
+		}
+		changed = true
 	}
 	if !r.synced || gen != r.gen {
 		for _, s := range deniedSets(t, r.cfg.DenyCacheTTL) {
@@ -309,6 +372,47 @@ func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 		}
 	}
 	r.gen, r.synced = gen, true
+	if rangesChanged {
+		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
+	}
+	return nil
+}
+
+// wantLocal adds the local sets' elements to want.
+func wantLocal(want map[string]map[netip.Addr]bool, local []netip.Addr) error {
+	want[SetLocal4], want[SetLocal6] = map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	var bad []error
+	for i, a := range local {
+		if !a.IsValid() {
+			bad = append(bad, fmt.Errorf("invalid local pod address at index %d", i))
+			continue
+		}
+		a = a.Unmap().WithZone("")
+		if a.Is4() {
+			want[SetLocal4][a] = true
+		} else {
+			want[SetLocal6][a] = true
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+	}
+	return nil
+}
+
+// queueRanges queues on c the emptying of the pod range sets that exist (kept) and the
+// addition of ranges: sets[0] takes the IPv4 ranges, sets[1] the IPv6 ones.
+func queueRanges(c *nftables.Conn, sets []*nftables.Set, kept func(*nftables.Set) bool, ranges []netip.Prefix) error {
+	for i, s := range sets {
+		if kept(s) {
+			c.FlushSet(s)
+		}
+		if elems := rangeElements(ranges, i == 1); len(elems) > 0 {
+			if err := c.SetAddElements(s, elems); err != nil {
+				return fmt.Errorf("nft: add to set %s: %w", s.Name, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -507,6 +611,9 @@ type Counters struct {
 	// of flows denied less than Config.DenyCacheTTL ago, which never reached
 	// the queue.
 	DenyCached uint64
+	// Window counts packets sent to userspace by the new-pod window's rules: from or to
+	// an address of the node's pod ranges that no local pod known to the policy has.
+	Window uint64
 }
 
 // Counters reads the rule counters from the kernel.
@@ -549,6 +656,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 			out.Ingress6 += packets
 		case set == SetDenied4, set == SetDenied6:
 			out.DenyCached += packets
+		case set == SetLocal4, set == SetLocal6:
+			out.Window += packets
 		}
 	}
 	return out, nil

@@ -234,6 +234,11 @@ func TestLeastPrivilege(t *testing.T) {
 	}{
 		{"list pods (all namespaces)", func() error { _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); return err }},
 		{"watch pods", watchOnce(func() (interface{ Stop() }, error) { return sa.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{}) })},
+		{"list nodes (the agent watches its own Node for spec.podCIDRs)", func() error {
+			_, err := sa.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"watch nodes", watchOnce(func() (interface{ Stop() }, error) { return sa.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{}) })},
 		{"list namespaces", func() error { _, err := sa.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); return err }},
 		{"watch namespaces", watchOnce(func() (interface{ Stop() }, error) { return sa.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{}) })},
 		{"list network policies", func() error {
@@ -301,7 +306,7 @@ func TestLeastPrivilege(t *testing.T) {
 			_, err := sa.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`), metav1.PatchOptions{})
 			return err
 		}},
-		{"list nodes", func() error { _, err := sa.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); return err }},
+		{"get a node", func() error { _, err := sa.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{}); return err }},
 		{"list configmaps", func() error { _, err := sa.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{}); return err }},
 		{"mint a token", func() error {
 			_, err := sa.CoreV1().ServiceAccounts("podwall-system").CreateToken(ctx, "podwall", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})

@@ -34,6 +34,12 @@
 //     the last request to the API server got an answer, since when, the last error and how
 //     many requests failed, for the agent's /readyz and metrics.
 //
+// The agent's own Node (Options.Node; node.go), when set, is listed and watched too — that
+// one Node only, by a field selector on its name — for its pod ranges (spec.podCIDRs),
+// which the agent needs for the new-pod window (datapath/doc.go). It is optional: the
+// first state does not wait for it, and credentials that may not read Nodes make the
+// Source warn once and go on without it.
+//
 // Pods without an address yet are part of the state (they can be selected, they isolate
 // nothing until they have an address) and enforced as soon as their status carries one.
 // An object policy cannot use is rejected alone, never the state: a pod whose addresses do

@@ -42,6 +42,9 @@ type Options struct {
 	// ClusterPolicyRecheck is how often to ask whether the ClusterNetworkPolicy CRD has
 	// been installed while it is not; default DefaultClusterPolicyRecheck.
 	ClusterPolicyRecheck time.Duration
+	// Node, when set, is the agent's node: its Node object is watched too, for its pod
+	// ranges (node.go). The first state does not wait for it.
+	Node string
 }
 
 // Source is a policy.Source over the Kubernetes API (see the package comment). Create it with
@@ -262,13 +265,17 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 		running.Go(func() { inf.RunWithContext(ctx) })
 	}
 	running.Go(func() { cnp.run(ctx) })
+	node, err := s.watchNode(ctx, s.opts.Node, mark, &running)
+	if err != nil {
+		return fmt.Errorf("kubernetes informers: %w", err)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // only ctx ends the wait
 	}
 
 	deliver := func() {
 		st, err := stateOf(items[*corev1.Namespace](namespaces), items[*corev1.Pod](pods),
-			items[*networkingv1.NetworkPolicy](policies), nil)
+			items[*networkingv1.NetworkPolicy](policies), node.nodes())
 		if err == nil {
 			st.ClusterPolicies = cnp.items()
 		}

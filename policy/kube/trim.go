@@ -25,8 +25,18 @@ func trim(obj any) (any, error) {
 		trimMeta(&o.ObjectMeta)
 	case *cnpv1alpha2.ClusterNetworkPolicy:
 		trimClusterPolicy(o)
+	case *corev1.Node:
+		trimNode(o)
 	}
 	return obj, nil
+}
+
+// trimNode keeps exactly what policy.FromNode reads: spec.podCIDR, spec.podCIDRs and
+// status.addresses.
+func trimNode(n *corev1.Node) {
+	trimMeta(&n.ObjectMeta)
+	n.Spec = corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs}
+	n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
 }
 
 // trimMeta keeps what identifies an object and its labels. ResourceVersion stays: the

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -62,6 +63,28 @@ func TestTrimPodKeepsWhatPolicyReads(t *testing.T) {
 	}
 	if p.ResourceVersion != "42" || p.UID != "u1" {
 		t.Errorf("trim dropped resourceVersion or uid: %+v", p.ObjectMeta)
+	}
+}
+
+// Trimming a Node keeps exactly what policy.FromNode reads: addresses and pod ranges.
+func TestTrimNodeKeepsWhatPolicyReads(t *testing.T) {
+	full := func() *corev1.Node {
+		return &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: "node-1", UID: "n1", ResourceVersion: "7",
+				Annotations: map[string]string{"a": "b"}},
+			Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24", PodCIDRs: []string{"10.244.1.0/24", "fd00:10:244:1::/64"},
+				ProviderID: "cloud://x"},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.18.0.2"}},
+				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}},
+		}
+	}
+	n := full()
+	trim(n)
+	if got, want := policy.FromNode(n), policy.FromNode(full()); !reflect.DeepEqual(got, want) {
+		t.Errorf("FromNode(trimmed) = %+v\nwant %+v", got, want)
+	}
+	if n.Annotations != nil || n.Spec.ProviderID != "" || n.Status.Capacity != nil {
+		t.Errorf("trimmed node keeps more than policy reads: %+v", n)
 	}
 }
 

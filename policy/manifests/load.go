@@ -448,7 +448,7 @@ func (l *loader) unique(o *object) bool {
 	return true
 }
 
-// validateNodeAddresses reports node addresses policy.FromNode would skip.
+// validateNodeAddresses reports node addresses and pod ranges policy.FromNode would skip.
 func validateNodeAddresses(n *corev1.Node) field.ErrorList {
 	var errs field.ErrorList
 	for i, a := range n.Status.Addresses {
@@ -458,6 +458,17 @@ func validateNodeAddresses(n *corev1.Node) field.ErrorList {
 		if ip, err := netip.ParseAddr(a.Address); err != nil || ip.Zone() != "" || ip.Is4In6() {
 			errs = append(errs, field.Invalid(field.NewPath("status", "addresses").Index(i).Child("address"), a.Address,
 				"must be a valid IP address, without a zone, not IPv4-mapped"))
+		}
+	}
+	for i, c := range n.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(c); err != nil || p.Addr().Is4In6() {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "podCIDRs").Index(i), c,
+				"must be a valid CIDR (address/bits), not IPv4-mapped"))
+		}
+	}
+	if c := n.Spec.PodCIDR; c != "" && len(n.Spec.PodCIDRs) == 0 {
+		if p, err := netip.ParsePrefix(c); err != nil || p.Addr().Is4In6() {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "podCIDR"), c, "must be a valid CIDR (address/bits), not IPv4-mapped"))
 		}
 	}
 	return errs

@@ -526,6 +526,20 @@ status: {addresses: [{type: InternalIP, address: 172.18.0.300}, {type: InternalI
 				}
 			},
 		},
+		{
+			name: "bad node pod range",
+			file: `apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDRs: [10.244.1.0/24, 10.244.2.0/33]}
+`,
+			want: []string{"f.yaml:1: Node n1", `spec.podCIDRs[1]: Invalid value: "10.244.2.0/33"`},
+			check: func(t *testing.T, st policy.State) {
+				if len(st.Nodes) != 1 || len(st.Nodes[0].PodCIDRs) != 1 || st.Nodes[0].PodCIDRs[0] != netip.MustParsePrefix("10.244.1.0/24") {
+					t.Errorf("nodes %+v: want n1 with its good pod range", st.Nodes)
+				}
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,8 +48,19 @@ type Config struct {
 	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
 	DenyCacheTTL time.Duration
-	Log          *slog.Logger
+	// PodCIDRs are this node's pod ranges, added to those of its Node object
+	// (spec.podCIDRs): a new connection from or to an address of them that no local pod
+	// of the policy in force has is held until the policy knows it (window.go).
+	PodCIDRs []netip.Prefix
+	// HoldTimeout bounds that hold; then the failure policy decides. 0 means
+	// datapath.DefaultHoldTimeout; at most MaxHoldTimeout.
+	HoldTimeout time.Duration
+	Log         *slog.Logger
 }
+
+// MaxHoldTimeout bounds Config.HoldTimeout: a held packet occupies a slot of the kernel's
+// queue and of its reader's table.
+const MaxHoldTimeout = time.Minute
 
 // Agent is one running podwall.
 type Agent struct {
@@ -72,6 +84,7 @@ type Agent struct {
 	stream   decisions.Hub   // the live decision stream (observe.go)
 	deny     *denyCache      // fills the kernel's deny cache (denycache.go)
 	reported map[string]bool // problems and conflicts logged (problems.go); under mu
+	cover    *coverage       // warns about pod interfaces anti-spoofing misses (window.go)
 }
 
 // New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
@@ -89,6 +102,14 @@ func New(cfg Config) (*Agent, error) {
 	if ttl := cfg.DenyCacheTTL; ttl < 0 || ttl > nft.MaxDenyCacheTTL || ttl%time.Millisecond != 0 {
 		errs = append(errs, fmt.Errorf("agent: deny cache TTL %v: want 0 (off) to %v in whole milliseconds", ttl, nft.MaxDenyCacheTTL))
 	}
+	for _, p := range cfg.PodCIDRs {
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			errs = append(errs, fmt.Errorf("agent: pod CIDR %v: want an IPv4 or IPv6 prefix", p))
+		}
+	}
+	if cfg.HoldTimeout < 0 || cfg.HoldTimeout > MaxHoldTimeout {
+		errs = append(errs, fmt.Errorf("agent: hold timeout %v: want 0 (default %v) to %v", cfg.HoldTimeout, datapath.DefaultHoldTimeout, MaxHoldTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -101,7 +122,8 @@ func New(cfg Config) (*Agent, error) {
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce},
+	a.cover = newCoverage(cfg.PodInterfaces, a.log)
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -115,6 +137,8 @@ func New(cfg Config) (*Agent, error) {
 type inForce struct {
 	atomic.Pointer[policy.Snapshot]
 	prev atomic.Pointer[policy.Snapshot]
+	// ranges are this node's pod ranges (window.go), stored before each swap.
+	ranges atomic.Pointer[[]netip.Prefix]
 }
 
 // Generation implements datapath.Decider.
@@ -192,7 +216,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stopRevoker()
 	if a.queues, err = datapath.Start(ctx, datapath.Config[policy.Decision]{
 		QueueNum: a.cfg.QueueNum, Queues: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
-		CacheSize: a.cfg.CacheSize, Log: a.log, Observe: a.observe,
+		CacheSize: a.cfg.CacheSize, Log: a.log, Observe: a.observe, HoldTimeout: a.cfg.HoldTimeout,
 	}, &a.inForce); err != nil {
 		return err
 	}
@@ -213,13 +237,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	snap := a.inForce.Load()
 	in, eg := snap.LocalIsolated()
-	if err := rs.ProgramSync(snap.Generation(), in, eg); err != nil {
+	var ranges []netip.Prefix
+	if p := a.inForce.ranges.Load(); p != nil {
+		ranges = *p
+	}
+	if err := rs.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {
 		a.mu.Unlock()
 		return err
 	}
 	a.ruleset = rs
 	a.afterApply(snap)
 	a.mu.Unlock()
+	a.cover.attach(rs)
+	go a.cover.run(ctx)
 	// The deny cache's adder: denied flows that observe handed over meanwhile wait in its
 	// queue and go in now, if their generation is still the one the sets enforce.
 	denyCtx, stopDeny := context.WithCancel(ctx)
@@ -274,15 +304,18 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		return false
 	}
 	snap := a.compiler.Snapshot()
+	ranges := a.podRanges(s)
 	if a.ruleset != nil {
 		in, eg := snap.LocalIsolated()
-		if err := a.ruleset.Sync(snap.Generation(), in, eg); err != nil {
+		if err := a.ruleset.SyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {
 			a.fail(err)
 			return false
 		}
 	}
+	a.inForce.ranges.Store(&ranges)
 	a.inForce.swap(snap)
 	a.reportProblems(snap)
+	a.cover.update(snap)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)

@@ -2,7 +2,10 @@
 // (first policy, then queue readers, then the kernel table, then revocation of what the
 // first policy denies), applying each new policy state (compile, sync the kernel sets, swap
 // the snapshot in force, sweep conntrack), what happens to each verdict (metrics, the
-// decision stream, and for a deny the kernel's deny cache), and the HTTP listeners (/metrics, /healthz, /readyz and the debug pages).
+// decision stream, and for a deny the kernel's deny cache), the new-pod window's inputs (the
+// local pods' addresses and the node's pod ranges for the kernel, the Waiter the queue
+// readers ask, window.go) and the check that anti-spoofing covers every local pod's
+// interface, and the HTTP listeners (/metrics, /healthz, /readyz and the debug pages).
 //
 // It is wiring of the subsystems, each of which owns its own work and metrics: policy
 // (compile and decide), datapath (queues and their readers), datapath/nft (the table),

@@ -33,9 +33,17 @@ func (p *Pod) Object(namespace, name, nodeName string, labels map[string]string,
 }
 
 // Object returns the Node object of lab node n, called name, with its underlay addresses
-// as InternalIPs.
+// as InternalIPs and its pod CIDRs as spec.podCIDRs.
 func (n *Node) Object(name string) *corev1.Node {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for _, p := range []netip.Prefix{n.PodCIDRv4, n.PodCIDRv6} {
+		if p.IsValid() {
+			node.Spec.PodCIDRs = append(node.Spec.PodCIDRs, p.String())
+		}
+	}
+	if len(node.Spec.PodCIDRs) > 0 {
+		node.Spec.PodCIDR = node.Spec.PodCIDRs[0]
+	}
 	for _, a := range []netip.Addr{n.UnderlayV4, n.UnderlayV6} {
 		if a.IsValid() {
 			node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a.String()})

@@ -61,6 +61,9 @@ type Pod struct {
 	// External reports whether this is an external host (AddExternal)
 	// rather than a pod.
 	External bool
+	// Bridged reports whether the pod's veth is a port of the node's pod bridge
+	// (PodOptions.Bridge) rather than routed to point-to-point.
+	Bridged bool
 }
 
 // Pods returns the node's pods in the order they were added.
@@ -291,6 +294,11 @@ func routeVia(from, to *Node, prefixes ...netip.Prefix) error {
 // in the node's pod CIDR of its family; give the zero Addr for an absent
 // family.
 func (n *Node) AddPod(name string, ipv4, ipv6 netip.Addr) (*Pod, error) {
+	return n.AddPodWith(name, ipv4, ipv6, PodOptions{})
+}
+
+// AddPodWith is AddPod wired as o says.
+func (n *Node) AddPodWith(name string, ipv4, ipv6 netip.Addr, o PodOptions) (*Pod, error) {
 	var errs []error
 	for _, c := range []struct {
 		a    netip.Addr
@@ -308,10 +316,11 @@ func (n *Node) AddPod(name string, ipv4, ipv6 netip.Addr) (*Pod, error) {
 	if !ipv4.IsValid() && !ipv6.IsValid() {
 		errs = append(errs, errors.New("no address"))
 	}
+	errs = append(errs, o.check(n, ipv4, ipv6)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("lab: add pod %s: %w", name, err)
 	}
-	return n.lab.attach(name, ipv4, ipv6, n, false)
+	return n.lab.attach(name, ipv4, ipv6, n, false, o)
 }
 
 // AddExternal adds an "external host": a namespace outside the cluster,
@@ -336,11 +345,11 @@ func (l *Lab) AddExternal(name string, ipv4, ipv6 netip.Addr, via *Node) (*Pod, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("lab: add external %s: %w", name, err)
 	}
-	return l.attach(name, ipv4, ipv6, via, true)
+	return l.attach(name, ipv4, ipv6, via, true, PodOptions{})
 }
 
 // attach creates an endpoint namespace and wires it to node.
-func (l *Lab) attach(name string, ipv4, ipv6 netip.Addr, node *Node, external bool) (*Pod, error) {
+func (l *Lab) attach(name string, ipv4, ipv6 netip.Addr, node *Node, external bool, o PodOptions) (*Pod, error) {
 	kind := "pod"
 	if external {
 		kind = "external"
@@ -350,7 +359,7 @@ func (l *Lab) attach(name string, ipv4, ipv6 netip.Addr, node *Node, external bo
 	if err := l.claimRole(name); err != nil {
 		return nil, fmt.Errorf("lab: add %s: %w", kind, err)
 	}
-	p, err := l.attachLocked(name, ipv4, ipv6, node, external)
+	p, err := l.attachLocked(name, ipv4, ipv6, node, external, o)
 	if err != nil {
 		delete(l.roles, name)
 		return nil, fmt.Errorf("lab: add %s %s: %w", kind, name, err)
@@ -358,12 +367,15 @@ func (l *Lab) attach(name string, ipv4, ipv6 netip.Addr, node *Node, external bo
 	return p, nil
 }
 
-func (l *Lab) attachLocked(name string, ipv4, ipv6 netip.Addr, node *Node, external bool) (*Pod, error) {
+func (l *Lab) attachLocked(name string, ipv4, ipv6 netip.Addr, node *Node, external bool, o PodOptions) (*Pod, error) {
 	prefix := l.vethPrefix
 	if external {
 		prefix = externalVethPrefix
 	}
 	hostIf := prefix + hashName(name, 15-len(prefix))
+	if o.HostIf != "" {
+		hostIf = o.HostIf
+	}
 	if err := l.claimVeth(node.role, hostIf); err != nil {
 		return nil, err
 	}
@@ -372,7 +384,7 @@ func (l *Lab) attachLocked(name string, ipv4, ipv6 netip.Addr, node *Node, exter
 		delete(l.veths, node.role+"/"+hostIf)
 		return nil, err
 	}
-	p := &Pod{NS: ns, IPv4: ipv4, IPv6: ipv6, Node: node, HostVeth: hostIf, External: external}
+	p := &Pod{NS: ns, IPv4: ipv4, IPv6: ipv6, Node: node, HostVeth: hostIf, External: external, Bridged: o.Bridge}
 	for _, a := range []netip.Addr{ipv4, ipv6} {
 		if a.IsValid() {
 			p.addrs = append(p.addrs, a)
@@ -407,6 +419,9 @@ func (l *Lab) attachLocked(name string, ipv4, ipv6 netip.Addr, node *Node, exter
 // wirePod creates the veth pair between p and its node and the addresses,
 // neighbours and routes on both sides.
 func wirePod(p *Pod) error {
+	if p.Bridged {
+		return wireBridgePod(p)
+	}
 	node := p.Node
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: p.HostVeth, HardwareAddr: gatewayMAC},
