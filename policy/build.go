@@ -19,7 +19,10 @@ type podEntry struct {
 	peers   []uint32   // sorted peer ids the pod belongs to
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable
-	ports   []portID // named ports, interned
+	// admin and baseline hold, by Direction, the rules of the ClusterNetworkPolicies of
+	// that tier selecting the pod, in the order they are judged; nil when none.
+	admin, baseline [2]*ruleTable
+	ports           []portID // named ports, interned
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -45,6 +48,9 @@ func (c *Compiler) Snapshot() *Snapshot {
 		s.byIP = maps.Clone(c.last.byIP)
 		s.byKey = maps.Clone(c.last.byKey)
 		s.nodeIPs = c.last.nodeIPs
+	}
+	if c.nodesDirty {
+		c.nodesChanged() // before the entries are built: it marks the subjects dirty
 	}
 	for _, e := range c.removed {
 		if s.byKey[e.pod.Key()] == e {
@@ -142,6 +148,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
+		e.admin, e.baseline = c.clusterTables(p)
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -165,7 +172,14 @@ func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
 		return nil
 	}
 	slices.SortFunc(pols, func(a, b *compiledPolicy) int { return strings.Compare(a.ref.Name, b.ref.Name) })
-	k := append(c.tableKey[:0], byte(dir))
+	return c.cachedTable(dir, pols)
+}
+
+// cachedTable returns the table of pols in their order, for a kind of table (a Direction,
+// plus 2 for a ClusterNetworkPolicy tier), counting one more user of it.
+func (c *Compiler) cachedTable(kind Direction, pols []*compiledPolicy) *ruleTable {
+	dir := kind & 1
+	k := append(c.tableKey[:0], byte(kind))
 	for _, cp := range pols {
 		k = binary.LittleEndian.AppendUint64(k, cp.serial)
 	}
@@ -182,7 +196,7 @@ func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
 // releaseTables counts one user less of the tables of an entry built before, forgetting a
 // table no entry uses any more.
 func (c *Compiler) releaseTables(e *podEntry) {
-	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
+	for _, t := range [...]*ruleTable{e.ingress, e.egress, e.admin[0], e.admin[1], e.baseline[0], e.baseline[1]} {
 		if t == nil {
 			continue
 		}

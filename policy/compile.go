@@ -21,6 +21,9 @@ type compiledPolicy struct {
 	ingressRules    []rule
 	egressRules     []rule
 	peerIDs         []uint32 // every peer reference of all rules, for reference counting
+	// cluster is set for a ClusterNetworkPolicy: its tier, priority and rule actions. Its
+	// podSel is nil: cluster.selects picks its subjects.
+	cluster *clusterInfo
 }
 
 // rules returns the policy's rules of one direction, in order.
@@ -53,7 +56,7 @@ type portRule struct {
 func (c *Compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
 	c.nextSerial++
 	cp := &compiledPolicy{
-		ref:    PolicyRef{np.Namespace, np.Name},
+		ref:    PolicyRef{Namespace: np.Namespace, Name: np.Name},
 		serial: c.nextSerial,
 		podSel: validated(metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)),
 	}

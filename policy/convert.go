@@ -137,10 +137,10 @@ func FromNamespace(n *corev1.Namespace) Namespace {
 	return Namespace{Name: n.Name, Labels: labels}
 }
 
-// FromNode trims a Kubernetes Node to its name and the InternalIP and ExternalIP addresses of
+// FromNode trims a Kubernetes Node to its name, labels and the InternalIP and ExternalIP addresses of
 // status.addresses that parse (other types are host names), each once, in their order.
 func FromNode(n *corev1.Node) Node {
-	node := Node{Name: n.Name}
+	node := Node{Name: n.Name, Labels: maps.Clone(n.Labels)}
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue

@@ -78,17 +78,42 @@ func (s *Snapshot) entries() []*podEntry {
 	return s.sorted
 }
 
-// LocalIsolated returns the addresses of the local pods isolated for ingress and for egress:
-// what the datapath must send to userspace. Sorted.
+// LocalIsolated returns the addresses of the local pods judged for ingress and for egress
+// by some policy — a NetworkPolicy isolating them or a ClusterNetworkPolicy of either tier
+// selecting them with rules of that direction: what the datapath must send to userspace.
+// Traffic of the other pods is allowed whatever it is. Sorted.
 func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 	for a, e := range s.byIP {
 		if !e.local {
 			continue
 		}
-		if e.ingress != nil {
+		if e.ingress != nil || e.admin[Ingress] != nil || e.baseline[Ingress] != nil {
 			ingress = append(ingress, a)
 		}
-		if e.egress != nil {
+		if e.egress != nil || e.admin[Egress] != nil || e.baseline[Egress] != nil {
+			egress = append(egress, a)
+		}
+	}
+	slices.SortFunc(ingress, netip.Addr.Compare)
+	slices.SortFunc(egress, netip.Addr.Compare)
+	return ingress, egress
+}
+
+// LocalNodeJudged returns the addresses of the local pods whose traffic with their own node
+// a policy can deny, for ingress (traffic from the node: the node's output hook) and for
+// egress (traffic to the node: its input hook): those whose Admin tier, or — when no
+// NetworkPolicy isolates them for that direction, which would allow it — Baseline tier has
+// a rule that can match a node address. Traffic between a pod and its own node never
+// crosses the forward hook. Sorted.
+func (s *Snapshot) LocalNodeJudged() (ingress, egress []netip.Addr) {
+	for a, e := range s.byIP {
+		if !e.local {
+			continue
+		}
+		if e.admin[Ingress].mayMatchAddrs() || (e.ingress == nil && e.baseline[Ingress].mayMatchAddrs()) {
+			ingress = append(ingress, a)
+		}
+		if e.admin[Egress].mayMatchAddrs() || (e.egress == nil && e.baseline[Egress].mayMatchAddrs()) {
 			egress = append(egress, a)
 		}
 	}
@@ -131,33 +156,70 @@ func (s *Snapshot) Decide(f flow.Flow) Decision {
 }
 
 // judge decides one direction for pod (nil when that end is not a pod) whose remote end is
-// remote at address raddr; dst is the destination pod, which resolves named ports.
+// remote at address raddr; dst is the destination pod, which resolves named ports. The
+// tiers, in order: a pod to itself is allowed; the Admin tier's rules (priority, then
+// name, then rule order) decide by Accept or Deny, or Pass on; NetworkPolicy decides for a
+// pod it isolates, and always allows such a pod its own node; the Baseline tier decides by
+// Accept or Deny — the traffic of a pod with its own node included, as the upstream
+// conformance suite expects (CNPBaselineTierEgressNodePeers); what is left is allowed.
 func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) Judgement {
 	if pod == nil {
 		return Judgement{Verdict: Allow, Code: NoPod}
 	}
 	j := Judgement{Verdict: Allow, Pod: pod.pod, Local: pod.local}
-	switch {
-	case pod == remote:
+	if pod == remote {
 		j.Code = Self
 		return j
-	case pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node:
-		j.Code = OwnNode
+	}
+	if t := pod.admin[dir]; t != nil && j.cluster(t, dir, remote, raddr, dst, f, &j.AdminPass) {
 		return j
 	}
+	ownNode := pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
 	t := pod.egress
 	if dir == Ingress {
 		t = pod.ingress
 	}
-	if t == nil {
-		j.Code = NotIsolated
+	if t != nil {
+		if ownNode {
+			j.Code = OwnNode
+			return j
+		}
+		if rank := t.first(remote, raddr, dst, f); rank != noRank {
+			r := &t.rules[rank]
+			j.Code, j.Policy, j.Rule = Allowed, &r.cp.ref, r.index
+			return j
+		}
+		j.Verdict, j.Code = Deny, NoRuleAllows
 		return j
 	}
-	if rank := t.first(remote, raddr, dst, f); rank != noRank {
-		r := &t.rules[rank]
-		j.Code, j.Policy, j.Rule = Allowed, &r.cp.ref, r.index
+	if t := pod.baseline[dir]; t != nil && j.cluster(t, dir, remote, raddr, dst, f, &j.BaselinePass) {
 		return j
 	}
-	j.Verdict, j.Code = Deny, NoRuleAllows
+	j.Code = NotIsolated
+	if ownNode {
+		j.Code = OwnNode
+	}
 	return j
+}
+
+// cluster judges a flow by the table of a ClusterNetworkPolicy tier and reports whether
+// the tier decided; a Pass rule is recorded in *pass.
+func (j *Judgement) cluster(t *ruleTable, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow, pass **RuleRef) bool {
+	rank := t.first(remote, raddr, dst, f)
+	if rank == noRank {
+		return false
+	}
+	r := &t.rules[rank]
+	ci := r.cp.cluster
+	switch ci.action(dir, r.index) {
+	case ActionAccept:
+		j.Code = ClusterAccepted
+	case ActionDeny:
+		j.Verdict, j.Code = Deny, ClusterDenied
+	default:
+		*pass = &ci.steps[dir][r.index]
+		return false
+	}
+	j.Policy, j.Rule = &r.cp.ref, r.index
+	return true
 }

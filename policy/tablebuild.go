@@ -77,7 +77,7 @@ type builtSet struct {
 
 // build merges the rules of one direction of pols, which are sorted by name.
 func (b *tableBuilder) build(key string, dir Direction, pols []*compiledPolicy) *ruleTable {
-	t := &ruleTable{key: key, pols: pols}
+	t := &ruleTable{key: key, dir: dir, pols: pols}
 	n := 0
 	for _, cp := range pols {
 		n += len(cp.rules(dir))

@@ -68,10 +68,12 @@ type Namespace struct {
 	Labels map[string]string
 }
 
-// Node is what policy needs of a Kubernetes Node: its name and addresses.
+// Node is what policy needs of a Kubernetes Node: its name, addresses and labels (which
+// ClusterNetworkPolicy nodes peers select).
 type Node struct {
-	Name string
-	IPs  []netip.Addr
+	Name   string
+	IPs    []netip.Addr
+	Labels map[string]string
 }
 
 // State is a complete view of the objects policy depends on.

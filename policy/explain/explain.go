@@ -43,7 +43,7 @@ type Answer struct {
 type Judgement struct {
 	Verdict string `json:"verdict"` // "allow" or "deny"
 	// Code is policy.Code spelled out: no-pod, self, own-node, not-isolated, allowed,
-	// no-rule-allows.
+	// no-rule-allows, cluster-accepted, cluster-denied.
 	Code string `json:"code"`
 	// Pod is the pod judged (namespace/name): the source for egress, the destination for
 	// ingress; empty when that end is not a pod.
@@ -53,13 +53,36 @@ type Judgement struct {
 	// explain, which has no node.
 	Local bool `json:"local"`
 	// Policies are the policies that made this direction's verdict: the allowing ones when
-	// Code is "allowed", the isolating ones when it is "no-rule-allows".
+	// Code is "allowed", the isolating ones when it is "no-rule-allows", the deciding
+	// ClusterNetworkPolicy (cnp/NAME) when it is "cluster-accepted" or "cluster-denied".
 	Policies []string `json:"policies,omitempty"`
 	// AllowedBy lists every rule that allows the flow; IsolatedBy every policy isolating Pod
 	// for this direction.
 	AllowedBy  []Rule   `json:"allowedBy,omitempty"`
 	IsolatedBy []string `json:"isolatedBy,omitempty"`
 	Reason     string   `json:"reason"`
+	// Tier is the tier that decided: "Admin" or "Baseline" (codes cluster-accepted and
+	// cluster-denied), "NetworkPolicy" when a ClusterNetworkPolicy Pass rule sent the flow
+	// there (allowed, no-rule-allows, own-node); empty otherwise — so a cluster without
+	// ClusterNetworkPolicies writes what it always did.
+	Tier string `json:"tier,omitempty"`
+	// Cluster lists the ClusterNetworkPolicy rules that judged this direction, in order:
+	// the Pass rules that sent it on to the next tier, then the rule that decided, if one
+	// did.
+	Cluster []ClusterRule `json:"cluster,omitempty"`
+}
+
+// ClusterRule names one ClusterNetworkPolicy rule and what it did.
+type ClusterRule struct {
+	Policy   string `json:"policy"` // cnp/NAME
+	Rule     int    `json:"rule"`   // index into spec.ingress or spec.egress
+	Name     string `json:"name,omitempty"`
+	Tier     string `json:"tier"` // "Admin" or "Baseline"
+	Priority int32  `json:"priority"`
+	Action   string `json:"action"` // "Accept", "Deny" or "Pass"
+	// Tie names a policy of the same tier and priority that selects the pod too: their
+	// order is podwall's (by name), the API leaves it open.
+	Tie string `json:"tie,omitempty"`
 }
 
 // Rule names one rule: an index into spec.ingress or spec.egress of Policy (namespace/name).
@@ -79,6 +102,23 @@ func JudgementOf(d *policy.DirExplanation) *Judgement {
 	}
 	for _, a := range d.Allowing {
 		j.AllowedBy = append(j.AllowedBy, Rule{a.Policy.String(), a.Rule})
+	}
+	for _, c := range d.Cluster {
+		r := ClusterRule{Policy: c.Rule.Policy.String(), Rule: c.Rule.Rule, Name: c.Name, Tier: c.Rule.Policy.Tier.String(),
+			Priority: c.Priority, Action: c.Action.String()}
+		if c.Tie != nil {
+			r.Tie = c.Tie.String()
+		}
+		j.Cluster = append(j.Cluster, r)
+	}
+	switch d.Code {
+	case policy.Allowed, policy.NoRuleAllows, policy.OwnNode:
+		if len(d.Cluster) > 0 { // passed on by the Admin tier
+			j.Tier = policy.NetworkPolicyTier.String()
+		}
+	case policy.ClusterAccepted, policy.ClusterDenied:
+		j.Tier = d.Policy.Tier.String()
+		j.Policies = []string{d.Policy.String()}
 	}
 	switch d.Code {
 	case policy.Allowed:

@@ -1,0 +1,531 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// Tier is where a policy's rules are judged: the Admin tier of ClusterNetworkPolicy, then
+// NetworkPolicy, then the Baseline tier of ClusterNetworkPolicy.
+type Tier uint8
+
+// Tiers, in the order a direction is judged. The zero Tier is NetworkPolicy's.
+const (
+	NetworkPolicyTier Tier = iota
+	AdminTier
+	BaselineTier
+)
+
+var tierNames = [...]string{"NetworkPolicy", "Admin", "Baseline"}
+
+func (t Tier) String() string {
+	if int(t) < len(tierNames) {
+		return tierNames[t]
+	}
+	return "unknown"
+}
+
+// Action is what a ClusterNetworkPolicy rule does with the traffic it matches.
+type Action uint8
+
+// Actions.
+const (
+	// ActionAccept allows the direction: no further rule of any tier is looked at (the
+	// other direction is still judged).
+	ActionAccept Action = iota
+	// ActionDeny denies the direction.
+	ActionDeny
+	// ActionPass skips the rest of the tier: the next tier judges.
+	ActionPass
+)
+
+var actionNames = [...]string{"Accept", "Deny", "Pass"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return "unknown"
+}
+
+// clusterInfo is what a compiled ClusterNetworkPolicy has beyond a NetworkPolicy's rules:
+// its tier, priority and the action and name of each rule.
+type clusterInfo struct {
+	tier     Tier
+	priority int32
+	actions  [2][]Action  // by Direction, by rule index
+	steps    [2][]RuleRef // each rule named, by Direction, by rule index (Judgement points here)
+	names    [2][]string  // spec rule names, by Direction, by rule index
+	nodes    bool         // some rule names nodes: recompiled when nodes change
+	problems []string     // what it holds that podwall enforces fail-closed
+	subNS    labels.Selector
+	subPods  labels.Selector
+}
+
+// clusterState is the compiler's record of one ClusterNetworkPolicy.
+type clusterState struct {
+	obj *cnpv1alpha2.ClusterNetworkPolicy // a copy of the valid object last recorded
+	cp  *compiledPolicy
+}
+
+// clusterPolicies are the ClusterNetworkPolicies a Compiler holds.
+type clusterPolicies struct {
+	byName map[string]*clusterState
+}
+
+// ClusterRef returns the PolicyRef of a ClusterNetworkPolicy.
+func ClusterRef(cnp *cnpv1alpha2.ClusterNetworkPolicy) PolicyRef {
+	ref := PolicyRef{Name: cnp.Name, Tier: AdminTier}
+	if cnp.Spec.Tier == cnpv1alpha2.BaselineTier {
+		ref.Tier = BaselineTier
+	}
+	return ref
+}
+
+// action returns the action of rule i of direction dir.
+func (ci *clusterInfo) action(dir Direction, i int) Action { return ci.actions[dir][i] }
+
+// selects reports whether the policy's subject holds the pod, whose namespace has the
+// given labels. Host-network pods are never subjects.
+func (ci *clusterInfo) selects(nsLabels labels.Set, p *Pod) bool {
+	return livePod(p) && ci.subNS.Matches(nsLabels) && ci.subPods.Matches(labels.Set(p.Labels))
+}
+
+// SetClusterPolicy records a ClusterNetworkPolicy. Unless the compiler holds it unchanged,
+// it is validated first (ValidateClusterPolicy): an invalid one changes nothing.
+func (c *Compiler) SetClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy) error {
+	if c.holdsCluster(cnp) {
+		return nil
+	}
+	if err := validateClusterPolicy(cnp); err != nil {
+		return err
+	}
+	c.setClusterPolicy(cnp, false)
+	return nil
+}
+
+// DeleteClusterPolicy forgets a ClusterNetworkPolicy.
+func (c *Compiler) DeleteClusterPolicy(name string) {
+	cs := c.cnps.byName[name]
+	if cs == nil {
+		return
+	}
+	delete(c.cnps.byName, name)
+	c.markSubjects(cs.cp)
+	c.release(cs.cp)
+}
+
+func (c *Compiler) holdsCluster(cnp *cnpv1alpha2.ClusterNetworkPolicy) bool {
+	cs := c.cnps.byName[cnp.Name]
+	return cs != nil && reflect.DeepEqual(cs.obj.ObjectMeta, cnp.ObjectMeta) && reflect.DeepEqual(cs.obj.Spec, cnp.Spec)
+}
+
+// setClusterPolicy records a valid ClusterNetworkPolicy, compiling it unless its spec is
+// the one recorded and force is false.
+func (c *Compiler) setClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy, force bool) {
+	if c.cnps.byName == nil {
+		c.cnps.byName = map[string]*clusterState{}
+	}
+	old := c.cnps.byName[cnp.Name]
+	if old != nil && !force && reflect.DeepEqual(old.obj.Spec, cnp.Spec) {
+		old.obj = cnp.DeepCopy()
+		return
+	}
+	cp := c.compileClusterPolicy(cnp)
+	c.cnps.byName[cnp.Name] = &clusterState{obj: cnp.DeepCopy(), cp: cp}
+	c.markSubjects(cp)
+	if old != nil {
+		c.markSubjects(old.cp)
+		c.release(old.cp)
+	}
+}
+
+// replaceClusterPolicies validates the ClusterNetworkPolicies of a state the compiler does
+// not already hold unchanged; apply (called once the whole state is valid) records them and
+// forgets the others.
+func (c *Compiler) replaceClusterPolicies(cnps []*cnpv1alpha2.ClusterNetworkPolicy) (errs []error, apply func()) {
+	last := make(map[string]int, len(cnps))
+	held := make([]bool, len(cnps))
+	for i, cnp := range cnps {
+		last[cnp.Name] = i
+		if held[i] = c.holdsCluster(cnp); !held[i] {
+			errs = append(errs, validateClusterPolicy(cnp))
+		}
+	}
+	return errs, func() {
+		for i, cnp := range cnps {
+			if !held[i] && last[cnp.Name] == i {
+				c.setClusterPolicy(cnp, false)
+			}
+		}
+		for name := range c.cnps.byName {
+			if _, ok := last[name]; !ok {
+				c.DeleteClusterPolicy(name)
+			}
+		}
+	}
+}
+
+// nodesChanged recompiles the ClusterNetworkPolicies naming nodes, whose addresses they
+// hold.
+func (c *Compiler) nodesChanged() {
+	for _, cs := range c.cnps.byName {
+		if cs.cp.cluster.nodes {
+			c.setClusterPolicy(cs.obj, true)
+		}
+	}
+}
+
+// markSubjects marks dirty the pods a ClusterNetworkPolicy selects.
+func (c *Compiler) markSubjects(cp *compiledPolicy) {
+	for ns, pods := range c.podsByNS {
+		nsl := c.nsLabels(ns)
+		if !cp.cluster.subNS.Matches(nsl) {
+			continue
+		}
+		for ps := range pods {
+			if cp.cluster.selects(nsl, ps.pod) {
+				c.dirty[ps] = struct{}{}
+			}
+		}
+	}
+}
+
+// clusterTables returns the Admin and Baseline tables of a pod, indexed by Direction, and
+// counts one more user of each.
+func (c *Compiler) clusterTables(p *Pod) (admin, baseline [2]*ruleTable) {
+	if len(c.cnps.byName) == 0 || !livePod(p) {
+		return
+	}
+	var sel [3][2][]*compiledPolicy // [tier][dir]
+	nsl := c.nsLabels(p.Namespace)
+	for _, cs := range c.cnps.byName {
+		ci := cs.cp.cluster
+		if !ci.selects(nsl, p) {
+			continue
+		}
+		for _, dir := range [...]Direction{Egress, Ingress} {
+			if len(cs.cp.rules(dir)) > 0 { // no rules of a direction: no effect on it
+				sel[ci.tier][dir] = append(sel[ci.tier][dir], cs.cp)
+			}
+		}
+	}
+	for _, dir := range [...]Direction{Egress, Ingress} {
+		admin[dir] = c.clusterTable(dir, sel[AdminTier][dir])
+		baseline[dir] = c.clusterTable(dir, sel[BaselineTier][dir])
+	}
+	return
+}
+
+// clusterTable returns the shared table of the rules of one direction of pols, which are of
+// one tier, in the order they are judged: by priority, then — for policies of the same
+// priority, which the API leaves to the implementation — by name; the rules of each in the
+// order written.
+func (c *Compiler) clusterTable(dir Direction, pols []*compiledPolicy) *ruleTable {
+	if len(pols) == 0 {
+		return nil
+	}
+	slices.SortFunc(pols, byPrecedence)
+	return c.cachedTable(dir|2, pols) // distinct keys from NetworkPolicy tables
+}
+
+func byPrecedence(a, b *compiledPolicy) int {
+	return cmp.Or(cmp.Compare(a.cluster.priority, b.cluster.priority), strings.Compare(a.ref.Name, b.ref.Name))
+}
+
+// compileClusterPolicy compiles a ClusterNetworkPolicy that passed validation, registering its
+// peers. What it cannot enforce as written it enforces fail-closed, as the API documents for
+// fields an implementation does not know: an Accept rule then matches nothing of what it
+// cannot read, a Deny or Pass rule becomes "Deny all". Each such case is one of the
+// policy's problems (ClusterProblems).
+func (c *Compiler) compileClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy) *compiledPolicy {
+	c.nextSerial++
+	ref := ClusterRef(cnp)
+	ci := &clusterInfo{tier: ref.Tier, priority: cnp.Spec.Priority}
+	cp := &compiledPolicy{ref: ref, serial: c.nextSerial, cluster: ci}
+	switch sub := cnp.Spec.Subject; {
+	case sub.Namespaces != nil:
+		ci.subNS, ci.subPods = validated(metav1.LabelSelectorAsSelector(sub.Namespaces)), labels.Everything()
+	default:
+		ci.subNS = validated(metav1.LabelSelectorAsSelector(&sub.Pods.NamespaceSelector))
+		ci.subPods = validated(metav1.LabelSelectorAsSelector(&sub.Pods.PodSelector))
+	}
+	for i := range cnp.Spec.Ingress {
+		r := &cnp.Spec.Ingress[i]
+		peers := make([]cnpv1alpha2.ClusterNetworkPolicyEgressPeer, len(r.From))
+		for j, p := range r.From {
+			peers[j] = cnpv1alpha2.ClusterNetworkPolicyEgressPeer{Namespaces: p.Namespaces, Pods: p.Pods}
+		}
+		at := fmt.Sprintf("spec.ingress[%d]", i)
+		c.compileClusterRule(cp, Ingress, at, r.Name, r.Action, peers, r.Protocols)
+	}
+	for i := range cnp.Spec.Egress {
+		r := &cnp.Spec.Egress[i]
+		c.compileClusterRule(cp, Egress, fmt.Sprintf("spec.egress[%d]", i), r.Name, r.Action, r.To, r.Protocols)
+	}
+	return cp
+}
+
+// compileClusterRule compiles one rule of a ClusterNetworkPolicy (ingress peers are given as
+// egress peers with only namespaces or pods set).
+func (c *Compiler) compileClusterRule(cp *compiledPolicy, dir Direction, at, name string, act cnpv1alpha2.ClusterNetworkPolicyRuleAction,
+	peers []cnpv1alpha2.ClusterNetworkPolicyEgressPeer, protos []cnpv1alpha2.ClusterNetworkPolicyProtocol) {
+	ci := cp.cluster
+	var r rule
+	var failed []string // what cannot be read, for a fail-closed rule
+	a := ActionDeny
+	switch act {
+	case cnpv1alpha2.ClusterNetworkPolicyRuleActionAccept:
+		a = ActionAccept
+	case cnpv1alpha2.ClusterNetworkPolicyRuleActionDeny:
+	case cnpv1alpha2.ClusterNetworkPolicyRuleActionPass:
+		a = ActionPass
+	default:
+		failed = append(failed, fmt.Sprintf("%s.action: unknown action %q", at, act))
+	}
+	for j, p := range peers {
+		pat := fmt.Sprintf("%s.%s[%d]", at, map[Direction]string{Ingress: "from", Egress: "to"}[dir], j)
+		switch {
+		case p.Namespaces != nil:
+			id := c.peer("", p.Namespaces, nil)
+			cp.peerIDs = append(cp.peerIDs, id)
+			r.peers = append(r.peers, id)
+		case p.Pods != nil:
+			ns := p.Pods.NamespaceSelector
+			id := c.peer("", &ns, &p.Pods.PodSelector)
+			cp.peerIDs = append(cp.peerIDs, id)
+			r.peers = append(r.peers, id)
+		case len(p.Networks) > 0:
+			for _, n := range p.Networks {
+				r.addrs.addBlock(validated(netip.ParsePrefix(string(n))), nil)
+			}
+		case p.Nodes != nil:
+			ci.nodes = true
+			sel := validated(metav1.LabelSelectorAsSelector(p.Nodes))
+			for _, ip := range c.nodeAddrs(sel) {
+				r.addrs.addBlock(netip.PrefixFrom(ip, ip.BitLen()), nil)
+			}
+		case len(p.DomainNames) > 0:
+			failed = append(failed, pat+".domainNames: not supported")
+		default:
+			failed = append(failed, pat+": no peer podwall knows (a field of a newer API version?)")
+		}
+	}
+	slices.Sort(r.peers)
+	r.peers = slices.Compact(r.peers)
+	r.addrs.normalize()
+	for j, p := range protos {
+		ok := true
+		switch {
+		case p.TCP != nil:
+			ok = addPorts(&r, flow.TCP, p.TCP.DestinationPort)
+		case p.UDP != nil:
+			ok = addPorts(&r, flow.UDP, p.UDP.DestinationPort)
+		case p.SCTP != nil:
+			ok = addPorts(&r, flow.SCTP, p.SCTP.DestinationPort)
+		case p.DestinationNamedPort != "":
+			id := c.portName(p.DestinationNamedPort)
+			for _, proto := range [...]flow.Proto{flow.TCP, flow.UDP, flow.SCTP} {
+				r.ports = append(r.ports, portRule{proto: proto, name: id})
+			}
+		default:
+			ok = false
+		}
+		if !ok {
+			failed = append(failed, fmt.Sprintf("%s.protocols[%d]: no protocol or port podwall knows (a field of a newer API version?)", at, j))
+		}
+	}
+	if len(protos) > 0 && len(r.ports) == 0 {
+		r = rule{} // every protocol entry unreadable: the rule names no traffic it can match
+	}
+	if len(failed) > 0 {
+		if a == ActionAccept {
+			ci.problems = append(ci.problems, strings.Join(failed, "; ")+": the Accept rule matches nothing of it")
+		} else {
+			ci.problems = append(ci.problems, strings.Join(failed, "; ")+": enforced as Deny all")
+			a, r = ActionDeny, rule{any: true}
+		}
+	}
+	switch dir {
+	case Ingress:
+		cp.ingressRules = append(cp.ingressRules, r)
+	default:
+		cp.egressRules = append(cp.egressRules, r)
+	}
+	ci.actions[dir] = append(ci.actions[dir], a)
+	ci.names[dir] = append(ci.names[dir], name)
+	ci.steps[dir] = append(ci.steps[dir], RuleRef{cp.ref, len(ci.steps[dir])})
+}
+
+// addPorts adds a protocol's destination port (nil: every port) to a rule; false when the
+// port names neither a number nor a range.
+func addPorts(r *rule, proto flow.Proto, p *cnpv1alpha2.Port) bool {
+	pr := portRule{proto: proto}
+	switch {
+	case p == nil:
+		pr.all = true
+	case p.Range != nil:
+		pr.lo, pr.hi = uint16(p.Range.Start), uint16(p.Range.End)
+	case p.Number != 0:
+		pr.lo, pr.hi = uint16(p.Number), uint16(p.Number)
+	default:
+		return false
+	}
+	r.ports = append(r.ports, pr)
+	return true
+}
+
+// nodeAddrs returns the addresses of the nodes a selector matches: those of the Node
+// objects and of the host-network pods running on them.
+func (c *Compiler) nodeAddrs(sel labels.Selector) []netip.Addr {
+	var out []netip.Addr
+	matched := map[string]bool{}
+	for _, n := range c.nodes {
+		if sel.Matches(labels.Set(n.Labels)) {
+			matched[n.Name] = true
+			out = append(out, n.IPs...)
+		}
+	}
+	for _, ps := range c.pods {
+		if ps.pod.HostNetwork && !ps.pod.Terminated() && matched[ps.pod.Node] {
+			out = append(out, ps.pod.IPs...)
+		}
+	}
+	return out
+}
+
+// ClusterProblems lists, sorted, what the snapshot enforces of its ClusterNetworkPolicies
+// otherwise than written: rules enforced fail-closed (unknown or unsupported fields, such as
+// domainNames) and policies of one tier and priority that select one pod in one direction,
+// whose order the API leaves to the implementation (podwall judges them by name).
+func (s *Snapshot) ClusterProblems() []string {
+	seen := map[string]bool{}
+	for _, e := range s.byKey {
+		for _, ts := range [...][2]*ruleTable{e.admin, e.baseline} {
+			for dir, t := range ts {
+				for i, cp := range t.policies() {
+					for _, p := range cp.cluster.problems {
+						seen[cp.ref.String()+": "+p] = true
+					}
+					if i > 0 && t.pols[i-1].cluster.priority == cp.cluster.priority {
+						a := t.pols[i-1]
+						seen[fmt.Sprintf("%s and %s: same %s priority %d, both select pods for %s: %s is judged first (by name)",
+							a.ref, cp.ref, cp.ref.Tier, cp.cluster.priority, Direction(dir), a.ref)] = true
+					}
+				}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// priorityTie returns the policy of the same tier and priority judged next to cp in t, or
+// nil.
+func priorityTie(t *ruleTable, cp *compiledPolicy) *compiledPolicy {
+	for i, p := range t.policies() {
+		if p != cp {
+			continue
+		}
+		if i > 0 && t.pols[i-1].cluster.priority == cp.cluster.priority {
+			return t.pols[i-1]
+		}
+		if i+1 < len(t.pols) && t.pols[i+1].cluster.priority == cp.cluster.priority {
+			return t.pols[i+1]
+		}
+	}
+	return nil
+}
+
+// mayMatchAddrs reports whether some rule of t can match a remote end that is not a pod (a
+// node address): a rule without peers or with networks or nodes.
+func (t *ruleTable) mayMatchAddrs() bool {
+	if t == nil {
+		return false
+	}
+	for _, rr := range t.rules {
+		r := &rr.cp.rules(t.dir)[rr.index]
+		if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ClusterStep is a ClusterNetworkPolicy rule that judged a direction.
+type ClusterStep struct {
+	Rule     RuleRef // the policy (its Tier set) and the rule's index
+	Name     string  // the rule's name in the spec; may be empty
+	Priority int32
+	Action   Action
+	// Tie names a policy of the same tier and priority that also selects the pod for this
+	// direction: the API leaves their order to the implementation, podwall judges by name.
+	Tie *PolicyRef
+}
+
+// String names the step: cnp/NAME rule N ("rule name", Admin priority P).
+func (c ClusterStep) String() string {
+	s := c.Rule.String() + " ("
+	if c.Name != "" {
+		s += strconv.Quote(c.Name) + ", "
+	}
+	s += c.Rule.Policy.Tier.String() + " priority " + strconv.Itoa(int(c.Priority))
+	if c.Tie != nil {
+		s += ", same priority as " + c.Tie.String() + ": judged by name"
+	}
+	return s + ")"
+}
+
+// clusterSteps returns the ClusterNetworkPolicy rules a judgement went through.
+func clusterSteps(pod *podEntry, dir Direction, j *Judgement) []ClusterStep {
+	var out []ClusterStep
+	step := func(t *ruleTable, r *RuleRef) {
+		for _, cp := range t.policies() {
+			if cp.ref == r.Policy {
+				ci := cp.cluster
+				st := ClusterStep{Rule: *r, Name: ci.names[dir][r.Rule], Priority: ci.priority, Action: ci.action(dir, r.Rule)}
+				if tie := priorityTie(t, cp); tie != nil {
+					st.Tie = &tie.ref
+				}
+				out = append(out, st)
+				return
+			}
+		}
+	}
+	if j.AdminPass != nil {
+		step(pod.admin[dir], j.AdminPass)
+	}
+	if j.BaselinePass != nil {
+		step(pod.baseline[dir], j.BaselinePass)
+	}
+	if (j.Code == ClusterAccepted || j.Code == ClusterDenied) && j.Policy != nil {
+		t := pod.admin[dir]
+		if j.Policy.Tier == BaselineTier {
+			t = pod.baseline[dir]
+		}
+		step(t, &RuleRef{*j.Policy, j.Rule})
+	}
+	return out
+}
+
+// passes spells out the Pass steps of a direction: "cnp/a rule 2 (Admin priority 5) Pass → ".
+func passes(steps []ClusterStep) string {
+	var b strings.Builder
+	for _, st := range steps {
+		if st.Action == ActionPass {
+			b.WriteString(st.String() + " Pass → ")
+		}
+	}
+	return b.String()
+}
