@@ -64,7 +64,8 @@ func (c *Compiler) CheckTables() error {
 		if ps.entry == nil {
 			continue
 		}
-		for _, t := range [...]*ruleTable{ps.entry.ingress, ps.entry.egress} {
+		e := ps.entry
+		for _, t := range [...]*ruleTable{e.ingress, e.egress, e.admin[0], e.admin[1], e.baseline[0], e.baseline[1]} {
 			if t != nil {
 				users[t]++
 			}
