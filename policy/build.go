@@ -19,10 +19,10 @@ type podEntry struct {
 	peers   []uint32   // sorted peer ids the pod belongs to
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable
-	// admin and baseline hold, by Direction, the rules of the ClusterNetworkPolicies of
-	// that tier selecting the pod, in the order they are judged; nil when none.
-	admin, baseline [2]*ruleTable
-	ports           []portID // named ports, interned
+	// groups are the ids of the ClusterNetworkPolicy groups whose subject holds the pod
+	// (Snapshot.groups; see clusterPolicies), ascending.
+	groups []uint32
+	ports  []portID // named ports, interned
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -35,7 +35,7 @@ type portID struct {
 // Snapshot applies the changes recorded since the last call and returns a new Snapshot that
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
-	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty {
+	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && len(c.cnps.dirty) == 0 {
 		return c.last
 	}
 	c.gen++
@@ -50,8 +50,13 @@ func (c *Compiler) Snapshot() *Snapshot {
 		s.nodeIPs = c.last.nodeIPs
 	}
 	if c.nodesDirty {
-		c.nodesChanged() // before the entries are built: it marks the subjects dirty
+		c.nodesChanged() // before the groups' tables are built
 	}
+	var lastGroups []*groupTables
+	if c.last != nil {
+		lastGroups = c.last.groups
+	}
+	s.groups = c.snapshotGroups(lastGroups)
 	for _, e := range c.removed {
 		if s.byKey[e.pod.Key()] == e {
 			delete(s.byKey, e.pod.Key())
@@ -148,7 +153,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
-		e.admin, e.baseline = c.clusterTables(p)
+		e.groups = c.podGroups(p)
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -196,7 +201,7 @@ func (c *Compiler) cachedTable(kind Direction, pols []*compiledPolicy) *ruleTabl
 // releaseTables counts one user less of the tables of an entry built before, forgetting a
 // table no entry uses any more.
 func (c *Compiler) releaseTables(e *podEntry) {
-	for _, t := range [...]*ruleTable{e.ingress, e.egress, e.admin[0], e.admin[1], e.baseline[0], e.baseline[1]} {
+	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
 		if t == nil {
 			continue
 		}

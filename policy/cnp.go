@@ -76,13 +76,43 @@ type clusterInfo struct {
 
 // clusterState is the compiler's record of one ClusterNetworkPolicy.
 type clusterState struct {
-	obj *cnpv1alpha2.ClusterNetworkPolicy // a copy of the valid object last recorded
-	cp  *compiledPolicy
+	obj   *cnpv1alpha2.ClusterNetworkPolicy // a copy of the valid object last recorded
+	cp    *compiledPolicy
+	group *cnpGroup
 }
 
-// clusterPolicies are the ClusterNetworkPolicies a Compiler holds.
+// clusterPolicies are the ClusterNetworkPolicies a Compiler holds, grouped by tier and
+// subject.
+//
+// A group's policies select the same pods, so they share one rule table per direction
+// (their rules merged, in precedence order), and a pod's entry names the groups whose
+// subject holds it. Changing a policy rebuilds the tables of its group only, and no pod
+// entry unless a group appears or disappears (a subject no other policy of the tier has):
+// the Snapshot maps group ids to their tables of the moment. Decide looks up each group of
+// the pod in turn and keeps the rule of highest precedence.
 type clusterPolicies struct {
 	byName map[string]*clusterState
+	groups map[string]*cnpGroup // tier and subject →
+	byID   []*cnpGroup          // by id; nil where free
+	dirty  map[*cnpGroup]struct{}
+}
+
+// cnpGroup is the ClusterNetworkPolicies of one tier with one subject.
+type cnpGroup struct {
+	id             uint32
+	key            string
+	tier           Tier
+	subNS, subPods labels.Selector
+	pols           map[*compiledPolicy]struct{}
+	tables         *groupTables    // built by Compiler.Snapshot
+	head           *compiledPolicy // the policy judged first, set with tables
+}
+
+// groupTables are the rule tables of a group, by Direction (nil when none of its policies
+// has rules of that direction). Immutable.
+type groupTables struct {
+	tier   Tier
+	tables [2]*ruleTable
 }
 
 // ClusterRef returns the PolicyRef of a ClusterNetworkPolicy.
@@ -97,10 +127,10 @@ func ClusterRef(cnp *cnpv1alpha2.ClusterNetworkPolicy) PolicyRef {
 // action returns the action of rule i of direction dir.
 func (ci *clusterInfo) action(dir Direction, i int) Action { return ci.actions[dir][i] }
 
-// selects reports whether the policy's subject holds the pod, whose namespace has the
-// given labels. Host-network pods are never subjects.
-func (ci *clusterInfo) selects(nsLabels labels.Set, p *Pod) bool {
-	return livePod(p) && ci.subNS.Matches(nsLabels) && ci.subPods.Matches(labels.Set(p.Labels))
+// selects reports whether the group's subject holds the pod, whose namespace has the given
+// labels. Host-network pods are never subjects.
+func (g *cnpGroup) selects(nsLabels labels.Set, p *Pod) bool {
+	return livePod(p) && g.subNS.Matches(nsLabels) && g.subPods.Matches(labels.Set(p.Labels))
 }
 
 // SetClusterPolicy records a ClusterNetworkPolicy. Unless the compiler holds it unchanged,
@@ -123,7 +153,7 @@ func (c *Compiler) DeleteClusterPolicy(name string) {
 		return
 	}
 	delete(c.cnps.byName, name)
-	c.markSubjects(cs.cp)
+	c.leave(cs.group, cs.cp)
 	c.release(cs.cp)
 }
 
@@ -144,11 +174,48 @@ func (c *Compiler) setClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy, force
 		return
 	}
 	cp := c.compileClusterPolicy(cnp)
-	c.cnps.byName[cnp.Name] = &clusterState{obj: cnp.DeepCopy(), cp: cp}
-	c.markSubjects(cp)
+	g := c.join(cp)
+	c.cnps.byName[cnp.Name] = &clusterState{obj: cnp.DeepCopy(), cp: cp, group: g}
 	if old != nil {
-		c.markSubjects(old.cp)
+		c.leave(old.group, old.cp)
 		c.release(old.cp)
+	}
+}
+
+// join adds a compiled policy to the group of its tier and subject, making the group when
+// it is new (its subjects then have one more group: they are rebuilt).
+func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
+	ci := cp.cluster
+	key := ci.tier.String() + "|" + ci.subNS.String() + "|" + ci.subPods.String()
+	g := c.cnps.groups[key]
+	if g == nil {
+		if c.cnps.groups == nil {
+			c.cnps.groups, c.cnps.dirty = map[string]*cnpGroup{}, map[*cnpGroup]struct{}{}
+		}
+		g = &cnpGroup{key: key, tier: ci.tier, subNS: ci.subNS, subPods: ci.subPods, pols: map[*compiledPolicy]struct{}{}}
+		g.id = uint32(slices.Index(c.cnps.byID, nil))
+		if g.id == ^uint32(0) {
+			g.id = uint32(len(c.cnps.byID))
+			c.cnps.byID = append(c.cnps.byID, nil)
+		}
+		c.cnps.byID[g.id] = g
+		c.cnps.groups[key] = g
+		c.markSubjects(g)
+	}
+	g.pols[cp] = struct{}{}
+	c.cnps.dirty[g] = struct{}{}
+	return g
+}
+
+// leave removes a compiled policy from its group, forgetting a group left empty (its
+// subjects are rebuilt).
+func (c *Compiler) leave(g *cnpGroup, cp *compiledPolicy) {
+	delete(g.pols, cp)
+	c.cnps.dirty[g] = struct{}{}
+	if len(g.pols) == 0 {
+		delete(c.cnps.groups, g.key)
+		c.cnps.byID[g.id] = nil
+		c.markSubjects(g)
 	}
 }
 
@@ -188,61 +255,100 @@ func (c *Compiler) nodesChanged() {
 	}
 }
 
-// markSubjects marks dirty the pods a ClusterNetworkPolicy selects.
-func (c *Compiler) markSubjects(cp *compiledPolicy) {
+// markSubjects marks dirty the pods a group selects.
+func (c *Compiler) markSubjects(g *cnpGroup) {
 	for ns, pods := range c.podsByNS {
 		nsl := c.nsLabels(ns)
-		if !cp.cluster.subNS.Matches(nsl) {
+		if !g.subNS.Matches(nsl) {
 			continue
 		}
 		for ps := range pods {
-			if cp.cluster.selects(nsl, ps.pod) {
+			if g.selects(nsl, ps.pod) {
 				c.dirty[ps] = struct{}{}
 			}
 		}
 	}
 }
 
-// clusterTables returns the Admin and Baseline tables of a pod, indexed by Direction, and
-// counts one more user of each.
-func (c *Compiler) clusterTables(p *Pod) (admin, baseline [2]*ruleTable) {
-	if len(c.cnps.byName) == 0 || !livePod(p) {
-		return
+// podGroups returns the ids of the groups whose subject holds a pod, by the precedence of
+// their first policy: Decide skips a group whose first rule comes after the rule it found,
+// so that it seldom looks at late groups. (A later change of priority leaves the order as it
+// was until the pod is rebuilt: that costs time, never correctness.)
+func (c *Compiler) podGroups(p *Pod) []uint32 {
+	if len(c.cnps.groups) == 0 || !livePod(p) {
+		return nil
 	}
-	var sel [3][2][]*compiledPolicy // [tier][dir]
+	var gs []*cnpGroup
 	nsl := c.nsLabels(p.Namespace)
-	for _, cs := range c.cnps.byName {
-		ci := cs.cp.cluster
-		if !ci.selects(nsl, p) {
+	for _, g := range c.cnps.byID {
+		if g != nil && g.selects(nsl, p) {
+			gs = append(gs, g)
+		}
+	}
+	slices.SortFunc(gs, func(a, b *cnpGroup) int { return cmp.Or(byPrecedence(a.head, b.head), cmp.Compare(a.id, b.id)) })
+	ids := make([]uint32, len(gs))
+	for i, g := range gs {
+		ids[i] = g.id
+	}
+	return ids
+}
+
+// snapshotGroups rebuilds the tables of the groups changed since the last Snapshot and
+// returns the groups' tables by id.
+func (c *Compiler) snapshotGroups(last []*groupTables) []*groupTables {
+	if len(c.cnps.dirty) == 0 {
+		return last
+	}
+	out := make([]*groupTables, len(c.cnps.byID))
+	copy(out, last)
+	for g := range c.cnps.dirty {
+		if c.cnps.byID[g.id] != g { // forgotten; its id may be another group's now
+			if int(g.id) < len(out) && c.cnps.byID[g.id] == nil {
+				out[g.id] = nil
+			}
 			continue
 		}
+		gt := &groupTables{tier: g.tier}
 		for _, dir := range [...]Direction{Egress, Ingress} {
-			if len(cs.cp.rules(dir)) > 0 { // no rules of a direction: no effect on it
-				sel[ci.tier][dir] = append(sel[ci.tier][dir], cs.cp)
+			var pols []*compiledPolicy
+			for cp := range g.pols {
+				if len(cp.rules(dir)) > 0 { // no rules of a direction: no effect on it
+					pols = append(pols, cp)
+				}
+			}
+			if len(pols) > 0 {
+				slices.SortFunc(pols, byPrecedence)
+				gt.tables[dir] = c.builder.build("", dir, pols)
+			}
+		}
+		out[g.id] = gt
+		g.tables, g.head = gt, nil
+		for cp := range g.pols {
+			if g.head == nil || byPrecedence(cp, g.head) < 0 {
+				g.head = cp
 			}
 		}
 	}
-	for _, dir := range [...]Direction{Egress, Ingress} {
-		admin[dir] = c.clusterTable(dir, sel[AdminTier][dir])
-		baseline[dir] = c.clusterTable(dir, sel[BaselineTier][dir])
-	}
-	return
+	clear(c.cnps.dirty)
+	return out
 }
 
-// clusterTable returns the shared table of the rules of one direction of pols, which are of
-// one tier, in the order they are judged: by priority, then — for policies of the same
-// priority, which the API leaves to the implementation — by name; the rules of each in the
-// order written.
-func (c *Compiler) clusterTable(dir Direction, pols []*compiledPolicy) *ruleTable {
-	if len(pols) == 0 {
-		return nil
-	}
-	slices.SortFunc(pols, byPrecedence)
-	return c.cachedTable(dir|2, pols) // distinct keys from NetworkPolicy tables
-}
-
+// byPrecedence orders the ClusterNetworkPolicies of one tier as they are judged: by
+// priority, then — for policies of the same priority, which the API leaves to the
+// implementation — by name.
 func byPrecedence(a, b *compiledPolicy) int {
 	return cmp.Or(cmp.Compare(a.cluster.priority, b.cluster.priority), strings.Compare(a.ref.Name, b.ref.Name))
+}
+
+// before reports whether rule i of a judges before rule j of b (policies of one tier).
+func before(a *compiledPolicy, i int, b *compiledPolicy, j int) bool {
+	if a == b {
+		return i < j
+	}
+	if a.cluster.priority != b.cluster.priority {
+		return a.cluster.priority < b.cluster.priority
+	}
+	return a.ref.Name < b.ref.Name
 }
 
 // compileClusterPolicy compiles a ClusterNetworkPolicy that passed validation, registering its
@@ -412,17 +518,28 @@ func (c *Compiler) nodeAddrs(sel labels.Selector) []netip.Addr {
 // whose order the API leaves to the implementation (podwall judges them by name).
 func (s *Snapshot) ClusterProblems() []string {
 	seen := map[string]bool{}
+	for _, g := range s.groups {
+		for _, t := range g.tables {
+			for _, cp := range t.policies() {
+				for _, p := range cp.cluster.problems {
+					seen[cp.ref.String()+": "+p] = true
+				}
+			}
+		}
+	}
+	done := map[string]bool{} // pods with the same groups have the same ties
 	for _, e := range s.byKey {
-		for _, ts := range [...][2]*ruleTable{e.admin, e.baseline} {
-			for dir, t := range ts {
-				for i, cp := range t.policies() {
-					for _, p := range cp.cluster.problems {
-						seen[cp.ref.String()+": "+p] = true
-					}
-					if i > 0 && t.pols[i-1].cluster.priority == cp.cluster.priority {
-						a := t.pols[i-1]
+		if len(e.groups) < 2 || done[fmt.Sprint(e.groups)] {
+			continue
+		}
+		done[fmt.Sprint(e.groups)] = true
+		for _, tier := range [...]Tier{AdminTier, BaselineTier} {
+			for _, dir := range [...]Direction{Egress, Ingress} {
+				pols := s.clusterPolicies(e, dir, tier)
+				for i := 1; i < len(pols); i++ {
+					if a, b := pols[i-1], pols[i]; a.cluster.priority == b.cluster.priority {
 						seen[fmt.Sprintf("%s and %s: same %s priority %d, both select pods for %s: %s is judged first (by name)",
-							a.ref, cp.ref, cp.ref.Tier, cp.cluster.priority, Direction(dir), a.ref)] = true
+							a.ref, b.ref, tier, b.cluster.priority, dir, a.ref)] = true
 					}
 				}
 			}
@@ -431,36 +548,17 @@ func (s *Snapshot) ClusterProblems() []string {
 	return slices.Sorted(maps.Keys(seen))
 }
 
-// priorityTie returns the policy of the same tier and priority judged next to cp in t, or
-// nil.
-func priorityTie(t *ruleTable, cp *compiledPolicy) *compiledPolicy {
-	for i, p := range t.policies() {
-		if p != cp {
-			continue
-		}
-		if i > 0 && t.pols[i-1].cluster.priority == cp.cluster.priority {
-			return t.pols[i-1]
-		}
-		if i+1 < len(t.pols) && t.pols[i+1].cluster.priority == cp.cluster.priority {
-			return t.pols[i+1]
-		}
+// priorityTie returns a policy of pols (one tier's, in precedence order) with the priority
+// of cp, which it holds, or nil.
+func priorityTie(pols []*compiledPolicy, cp *compiledPolicy) *compiledPolicy {
+	i := slices.Index(pols, cp)
+	if i > 0 && pols[i-1].cluster.priority == cp.cluster.priority {
+		return pols[i-1]
+	}
+	if i >= 0 && i+1 < len(pols) && pols[i+1].cluster.priority == cp.cluster.priority {
+		return pols[i+1]
 	}
 	return nil
-}
-
-// mayMatchAddrs reports whether some rule of t can match a remote end that is not a pod (a
-// node address): a rule without peers or with networks or nodes.
-func (t *ruleTable) mayMatchAddrs() bool {
-	if t == nil {
-		return false
-	}
-	for _, rr := range t.rules {
-		r := &rr.cp.rules(t.dir)[rr.index]
-		if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // ClusterStep is a ClusterNetworkPolicy rule that judged a direction.
@@ -488,14 +586,15 @@ func (c ClusterStep) String() string {
 }
 
 // clusterSteps returns the ClusterNetworkPolicy rules a judgement went through.
-func clusterSteps(pod *podEntry, dir Direction, j *Judgement) []ClusterStep {
+func (s *Snapshot) clusterSteps(pod *podEntry, dir Direction, j *Judgement) []ClusterStep {
 	var out []ClusterStep
-	step := func(t *ruleTable, r *RuleRef) {
-		for _, cp := range t.policies() {
+	step := func(r *RuleRef) {
+		pols := s.clusterPolicies(pod, dir, r.Policy.Tier)
+		for _, cp := range pols {
 			if cp.ref == r.Policy {
 				ci := cp.cluster
 				st := ClusterStep{Rule: *r, Name: ci.names[dir][r.Rule], Priority: ci.priority, Action: ci.action(dir, r.Rule)}
-				if tie := priorityTie(t, cp); tie != nil {
+				if tie := priorityTie(pols, cp); tie != nil {
 					st.Tie = &tie.ref
 				}
 				out = append(out, st)
@@ -504,17 +603,13 @@ func clusterSteps(pod *podEntry, dir Direction, j *Judgement) []ClusterStep {
 		}
 	}
 	if j.AdminPass != nil {
-		step(pod.admin[dir], j.AdminPass)
+		step(j.AdminPass)
 	}
 	if j.BaselinePass != nil {
-		step(pod.baseline[dir], j.BaselinePass)
+		step(j.BaselinePass)
 	}
 	if (j.Code == ClusterAccepted || j.Code == ClusterDenied) && j.Policy != nil {
-		t := pod.admin[dir]
-		if j.Policy.Tier == BaselineTier {
-			t = pod.baseline[dir]
-		}
-		step(t, &RuleRef{*j.Policy, j.Rule})
+		step(&RuleRef{*j.Policy, j.Rule})
 	}
 	return out
 }
@@ -528,4 +623,54 @@ func passes(steps []ClusterStep) string {
 		}
 	}
 	return b.String()
+}
+
+// clusterJudges reports whether a ClusterNetworkPolicy of one of the tiers selects the pod
+// with rules of the direction.
+func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool {
+	for _, id := range e.groups {
+		if g := s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeJudges reports whether a ClusterNetworkPolicy of the tier selecting the pod has a rule
+// of the direction that can match a node address.
+func (s *Snapshot) nodeJudges(e *podEntry, dir Direction, tier Tier) bool {
+	for _, id := range e.groups {
+		if g := s.groups[id]; g.tier == tier && g.tables[dir].mayMatchAddrs() {
+			return true
+		}
+	}
+	return false
+}
+
+// clusterPolicies returns the ClusterNetworkPolicies of a tier selecting the pod with rules
+// of the direction, in the order they are judged.
+func (s *Snapshot) clusterPolicies(e *podEntry, dir Direction, tier Tier) []*compiledPolicy {
+	var out []*compiledPolicy
+	for _, id := range e.groups {
+		if g := s.groups[id]; g.tier == tier {
+			out = append(out, g.tables[dir].policies()...)
+		}
+	}
+	slices.SortFunc(out, byPrecedence)
+	return out
+}
+
+// mayMatchAddrs reports whether some rule of t can match a remote end that is not a pod (a
+// node address): a rule without peers or with networks or nodes.
+func (t *ruleTable) mayMatchAddrs() bool {
+	if t == nil {
+		return false
+	}
+	for _, rr := range t.rules {
+		r := &rr.cp.rules(t.dir)[rr.index]
+		if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -22,7 +22,7 @@ type compiledPolicy struct {
 	egressRules     []rule
 	peerIDs         []uint32 // every peer reference of all rules, for reference counting
 	// cluster is set for a ClusterNetworkPolicy: its tier, priority and rule actions. Its
-	// podSel is nil: cluster.selects picks its subjects.
+	// podSel is nil: its group (cnpGroup) picks its subjects.
 	cluster *clusterInfo
 }
 

@@ -78,7 +78,7 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, pod, remote *podEntry,
 		raddr, dst = f.Src, pod
 	}
 	if pod != nil {
-		x.Cluster = clusterSteps(pod, dir, &j)
+		x.Cluster = s.clusterSteps(pod, dir, &j)
 	}
 	if pod != nil && (j.Code == Allowed || j.Code == NoRuleAllows) {
 		// Every rule of every isolating policy, tried in turn: Decide's table finds the

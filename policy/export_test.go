@@ -64,8 +64,7 @@ func (c *Compiler) CheckTables() error {
 		if ps.entry == nil {
 			continue
 		}
-		e := ps.entry
-		for _, t := range [...]*ruleTable{e.ingress, e.egress, e.admin[0], e.admin[1], e.baseline[0], e.baseline[1]} {
+		for _, t := range [...]*ruleTable{ps.entry.ingress, ps.entry.egress} {
 			if t != nil {
 				users[t]++
 			}

@@ -18,6 +18,7 @@ type Snapshot struct {
 	byIP    map[netip.Addr]*podEntry // live, non-hostNetwork pods by each address
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
+	groups  []*groupTables           // ClusterNetworkPolicy groups by id (podEntry.groups)
 
 	sortedOnce sync.Once
 	sorted     []*podEntry
@@ -87,10 +88,10 @@ func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 		if !e.local {
 			continue
 		}
-		if e.ingress != nil || e.admin[Ingress] != nil || e.baseline[Ingress] != nil {
+		if e.ingress != nil || s.clusterJudges(e, Ingress, AdminTier, BaselineTier) {
 			ingress = append(ingress, a)
 		}
-		if e.egress != nil || e.admin[Egress] != nil || e.baseline[Egress] != nil {
+		if e.egress != nil || s.clusterJudges(e, Egress, AdminTier, BaselineTier) {
 			egress = append(egress, a)
 		}
 	}
@@ -110,10 +111,10 @@ func (s *Snapshot) LocalNodeJudged() (ingress, egress []netip.Addr) {
 		if !e.local {
 			continue
 		}
-		if e.admin[Ingress].mayMatchAddrs() || (e.ingress == nil && e.baseline[Ingress].mayMatchAddrs()) {
+		if s.nodeJudges(e, Ingress, AdminTier) || (e.ingress == nil && s.nodeJudges(e, Ingress, BaselineTier)) {
 			ingress = append(ingress, a)
 		}
-		if e.admin[Egress].mayMatchAddrs() || (e.egress == nil && e.baseline[Egress].mayMatchAddrs()) {
+		if s.nodeJudges(e, Egress, AdminTier) || (e.egress == nil && s.nodeJudges(e, Egress, BaselineTier)) {
 			egress = append(egress, a)
 		}
 	}
@@ -171,7 +172,7 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 		j.Code = Self
 		return j
 	}
-	if t := pod.admin[dir]; t != nil && j.cluster(t, dir, remote, raddr, dst, f, &j.AdminPass) {
+	if len(pod.groups) > 0 && s.cluster(&j, AdminTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
 	ownNode := pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
@@ -192,7 +193,7 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 		j.Verdict, j.Code = Deny, NoRuleAllows
 		return j
 	}
-	if t := pod.baseline[dir]; t != nil && j.cluster(t, dir, remote, raddr, dst, f, &j.BaselinePass) {
+	if len(pod.groups) > 0 && s.cluster(&j, BaselineTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
 	j.Code = NotIsolated
@@ -202,24 +203,44 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 	return j
 }
 
-// cluster judges a flow by the table of a ClusterNetworkPolicy tier and reports whether
-// the tier decided; a Pass rule is recorded in *pass.
-func (j *Judgement) cluster(t *ruleTable, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow, pass **RuleRef) bool {
-	rank := t.first(remote, raddr, dst, f)
-	if rank == noRank {
+// cluster judges a flow by the ClusterNetworkPolicies of one tier selecting pod and reports
+// whether the tier decided; a Pass rule is recorded in the judgement. It looks up the
+// table of each group of the pod (few: policies with one subject share one) and keeps the
+// matching rule of highest precedence.
+func (s *Snapshot) cluster(j *Judgement, tier Tier, pod *podEntry, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
+	var best *rankedRule
+	for _, id := range pod.groups {
+		g := s.groups[id]
+		t := g.tables[dir]
+		if g.tier != tier || t == nil {
+			continue
+		}
+		if best != nil && !before(t.rules[0].cp, t.rules[0].index, best.cp, best.index) {
+			continue // its first rule comes after the one found
+		}
+		if rank := t.first(remote, raddr, dst, f); rank != noRank {
+			if r := &t.rules[rank]; best == nil || before(r.cp, r.index, best.cp, best.index) {
+				best = r
+			}
+		}
+	}
+	if best == nil {
 		return false
 	}
-	r := &t.rules[rank]
-	ci := r.cp.cluster
-	switch ci.action(dir, r.index) {
+	ci := best.cp.cluster
+	switch ci.action(dir, best.index) {
 	case ActionAccept:
 		j.Code = ClusterAccepted
 	case ActionDeny:
 		j.Verdict, j.Code = Deny, ClusterDenied
 	default:
-		*pass = &ci.steps[dir][r.index]
+		if tier == AdminTier {
+			j.AdminPass = &ci.steps[dir][best.index]
+		} else {
+			j.BaselinePass = &ci.steps[dir][best.index]
+		}
 		return false
 	}
-	j.Policy, j.Rule = &r.cp.ref, r.index
+	j.Policy, j.Rule = &best.cp.ref, best.index
 	return true
 }
