@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy"
 )
@@ -31,8 +32,9 @@ import (
 // are skipped (editor swap files, .git, the ..data directories of a mounted ConfigMap, whose
 // visible files are symlinks and are read); symlinked directories are not followed. A file
 // holds YAML documents separated by "---" lines, or JSON values; each is a v1 Namespace, Pod,
-// Node or List, or a networking.k8s.io/v1 NetworkPolicy, or a NamespaceList, PodList,
-// NodeList or NetworkPolicyList. The objects appear in the State in the order read.
+// Node or List, a networking.k8s.io/v1 NetworkPolicy, a policy.networking.k8s.io/v1alpha2
+// ClusterNetworkPolicy, or a NamespaceList, PodList, NodeList, NetworkPolicyList or
+// ClusterNetworkPolicyList. The objects appear in the State in the order read.
 //
 // An empty directory is an empty State. On error the State is empty and the error joins
 // every problem found, one per line, each naming file:line, the object and the field.
@@ -52,9 +54,12 @@ var apiVersions = map[string]string{
 	"PodList":           "v1",
 	"NodeList":          "v1",
 	"NetworkPolicyList": "networking.k8s.io/v1",
+
+	"ClusterNetworkPolicy":     "policy.networking.k8s.io/v1alpha2",
+	"ClusterNetworkPolicyList": "policy.networking.k8s.io/v1alpha2",
 }
 
-const kindsWanted = "want a v1 Namespace, Pod, Node or List, or a networking.k8s.io/v1 NetworkPolicy"
+const kindsWanted = "want a v1 Namespace, Pod, Node or List, a networking.k8s.io/v1 NetworkPolicy or a policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy"
 
 // decoder decodes the kinds Load reads into their API types, strictly: unknown and duplicate
 // fields are errors. It neither defaults nor converts.
@@ -62,6 +67,7 @@ var decoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
 	utilruntime.Must(corev1.AddToScheme(s))
 	utilruntime.Must(networkingv1.AddToScheme(s))
+	utilruntime.Must(cnpv1alpha2.Install(s))
 	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
 }()
 
@@ -399,6 +405,14 @@ func (l *loader) decode(o *object, data []byte) {
 		l.report(o, policy.Validate(obj))
 		if l.unique(o) {
 			l.state.Policies = append(l.state.Policies, obj)
+		}
+	case *cnpv1alpha2.ClusterNetworkPolicy:
+		// Validated as the CRD would; fields the API documents as fail-closed (an empty
+		// peer, domainNames) are not errors: the compiler enforces them fail-closed and
+		// reports them (policy.Snapshot.ClusterProblems).
+		l.report(o, policy.ValidateClusterPolicy(obj))
+		if l.unique(o) {
+			l.state.ClusterPolicies = append(l.state.ClusterPolicies, obj)
 		}
 	default:
 		l.errorf(o, "decoded as %T: %s", obj, kindsWanted) // unreachable: apiVersions and the scheme agree
