@@ -81,6 +81,9 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	for _, p := range snap.ClusterProblems() { // enforced fail-closed, or a priority tie
+		fmt.Fprintln(errOut, "podwall explain: warning:", p)
+	}
 	switch {
 	case o.batch:
 		bad, err := explain.Batch(snap, in, out, func(msg string) { fmt.Fprintln(errOut, "podwall explain:", msg) })

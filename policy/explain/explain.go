@@ -148,18 +148,22 @@ func Judge(s *policy.Snapshot, q Query) Answer {
 	return a
 }
 
-// ParseFlow resolves q's endpoints in s and checks its port and protocol.
+// ParseFlow resolves q's endpoints in s and checks its port and protocol. A pod endpoint
+// is the pod's primary address (status.podIP), except that when the other endpoint is an
+// address, or a pod without an address of that family, the pod's address of the other
+// endpoint's family is used (SPEC §4): an error only when the two have no family in common.
 func ParseFlow(s *policy.Snapshot, q Query) (flow.Flow, error) {
 	var f flow.Flow
-	var err error
-	if f.Src, err = Endpoint(s, q.From); err != nil {
+	from, err := resolve(s, q.From)
+	if err != nil {
 		return f, fmt.Errorf("from: %w", err)
 	}
-	if f.Dst, err = Endpoint(s, q.To); err != nil {
+	to, err := resolve(s, q.To)
+	if err != nil {
 		return f, fmt.Errorf("to: %w", err)
 	}
-	if f.Src.Is4() != f.Dst.Is4() {
-		return f, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", f.Src, f.Dst)
+	if f.Src, f.Dst, err = pair(from, to); err != nil {
+		return f, err
 	}
 	proto := q.Protocol
 	if proto == "" {
@@ -182,6 +186,70 @@ func ParseFlow(s *policy.Snapshot, q Query) (flow.Flow, error) {
 		f.Port = 0
 	}
 	return f, nil
+}
+
+// endpoint is a resolved query endpoint: an address, or a pod with its addresses (primary
+// first).
+type endpoint struct {
+	name  string
+	addrs []netip.Addr
+	pod   bool
+}
+
+func resolve(s *policy.Snapshot, ep string) (endpoint, error) {
+	if a, err := netip.ParseAddr(ep); err == nil {
+		return endpoint{name: ep, addrs: []netip.Addr{a.Unmap()}}, nil
+	}
+	if _, err := Endpoint(s, ep); err != nil {
+		return endpoint{}, err
+	}
+	ns, name, _ := strings.Cut(ep, "/")
+	return endpoint{name: ep, addrs: s.Pod(ns, name).IPs, pod: true}, nil
+}
+
+// pair picks the source and destination addresses of one family: the first endpoint's first
+// address whose family the other endpoint has.
+func pair(from, to endpoint) (src, dst netip.Addr, err error) {
+	if !from.pod && !to.pod {
+		if from.addrs[0].Is4() != to.addrs[0].Is4() {
+			return src, dst, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", from.addrs[0], to.addrs[0])
+		}
+		return from.addrs[0], to.addrs[0], nil
+	}
+	// An address decides the family; two pods try the source's primary family first.
+	order := from.addrs
+	if !to.pod {
+		order = to.addrs
+	}
+	for _, a := range append(slices.Clip(order), to.addrs...) {
+		s, okS := ofFamily(from.addrs, a.Is4())
+		d, okD := ofFamily(to.addrs, a.Is4())
+		if okS && okD {
+			return s, d, nil
+		}
+	}
+	return src, dst, fmt.Errorf("from %s (%s) and to %s (%s) have no IP family in common", from.name, families(from.addrs), to.name, families(to.addrs))
+}
+
+func ofFamily(addrs []netip.Addr, v4 bool) (netip.Addr, bool) {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func families(addrs []netip.Addr) string {
+	var out []string
+	for _, a := range addrs {
+		if a.Is4() {
+			out = append(out, "IPv4 "+a.String())
+		} else {
+			out = append(out, "IPv6 "+a.String())
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // Endpoint resolves ns/pod to the pod's primary address, or parses an address.
