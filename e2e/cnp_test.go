@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -14,14 +15,13 @@ import (
 )
 
 // The houses of the upstream conformance fixtures (conformance/base/manifests.yaml), two pods
-// each, NAME-0 on node-1 and NAME-1 on node-2, labelled conformance-house=<house>. The lab
-// names namespaces by the house alone (network namespaces and interfaces have short names);
-// the policies select by label, as upstream's do.
-var houses = map[string]string{"gryffindor": "harry-potter", "slytherin": "draco-malfoy", "hufflepuff": "cedric-diggory"}
+// each, NAME-0 on node-1 and NAME-1 on node-2, in namespace network-policy-conformance-<house>
+// labelled conformance-house=<house>; tests name them <house>/NAME-i.
+var houses = map[string]string{"gryffindor": "harry-potter", "slytherin": "draco-malfoy", "hufflepuff": "cedric-diggory",
+	"ravenclaw": "luna-lovegood"}
 
-// conformanceObjects reads the policies of one upstream fixture, ClusterNetworkPolicies as
-// v1alpha2 (upstream writes v1beta1, the same schema) and NetworkPolicies moved from
-// network-policy-conformance-<house> to <house>.
+// conformanceObjects reads the policies of one upstream fixture: ClusterNetworkPolicies as
+// v1alpha2 (upstream writes v1beta1, the same schema) and NetworkPolicies.
 func conformanceObjects(t *testing.T, path string) (cnps []*cnpv1alpha2.ClusterNetworkPolicy, nps []*networkingv1.NetworkPolicy) {
 	raw, err := conformance.Manifests.ReadFile(path)
 	if err != nil {
@@ -41,11 +41,41 @@ func conformanceObjects(t *testing.T, path string) (cnps []*cnpv1alpha2.ClusterN
 			if err := yaml.Unmarshal([]byte(doc), np); err != nil {
 				t.Fatal(err)
 			}
-			np.Namespace = strings.TrimPrefix(np.Namespace, "network-policy-conformance-")
 			nps = append(nps, np)
 		}
 	}
 	return cnps, nps
+}
+
+// newHouses builds the lab of the conformance fixtures on two nodes, its pods serving TCP and
+// UDP on 80, 8080, 53 and 5353 and SCTP on 9003 and 9005, and returns the objects of its
+// namespaces and pods.
+func newHouses(t *testing.T) (*env, []any) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	var objs []any
+	for house, sts := range houses {
+		ns := "network-policy-conformance-" + house
+		e.AddPods("node-1", ns+"/"+sts+"-0")
+		e.AddPods("node-2", ns+"/"+sts+"-1")
+		objs = append(objs, policytest.Namespace(ns, map[string]string{"conformance-house": house}))
+		for _, i := range []string{"-0", "-1"} {
+			objs = append(objs, e.podObject(ns+"/"+sts+i, map[string]string{"conformance-house": house}))
+		}
+	}
+	e.Serve(80, 8080, 53, 5353)
+	for _, p := range e.Pods {
+		for _, port := range []uint16{9003, 9005} {
+			if _, err := p.ServeSCTP(port); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for key, p := range maps.Clone(e.Pods) { // the tests' short names
+		e.Pods[strings.TrimPrefix(key, "network-policy-conformance-")] = p
+	}
+	return e, objs
 }
 
 // CNPAdminTierIntegration of the upstream suite on real packets, TCP and UDP, IPv4 and IPv6,
@@ -54,18 +84,7 @@ func conformanceObjects(t *testing.T, path string) (cnps []*cnpv1alpha2.ClusterN
 // NetworkPolicy deleted the Baseline Deny decides. Hufflepuff, which no ClusterNetworkPolicy
 // names, is judged by the NetworkPolicy alone.
 func TestClusterNetworkPolicyIntegration(t *testing.T) {
-	e := newEnv(t)
-	e.AddNode("node-1", 1)
-	e.AddNode("node-2", 2)
-	var objs []any
-	for house, sts := range houses {
-		e.AddPods("node-1", house+"/"+sts+"-0")
-		e.AddPods("node-2", house+"/"+sts+"-1")
-		objs = append(objs, policytest.Namespace(house, map[string]string{"conformance-house": house}))
-		for _, i := range []string{"-0", "-1"} {
-			objs = append(objs, e.podObject(house+"/"+sts+i, map[string]string{"conformance-house": house}))
-		}
-	}
+	e, objs := newHouses(t)
 	cnps, nps := conformanceObjects(t, "base/api_integration/standard-anp-np-banp.yaml")
 	if len(cnps) != 2 || len(nps) != 1 {
 		t.Fatalf("fixture: %d ClusterNetworkPolicies, %d NetworkPolicies; want 2 and 1", len(cnps), len(nps))
@@ -80,7 +99,6 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 		}
 		return out
 	}
-	e.Serve(80, 8080, 53)
 	e.write(state()...)
 	e.start()
 
@@ -127,4 +145,192 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 		edit(func() { nps = nil })
 		e.sub(t).check(probes(false, false)...)
 	})
+}
+
+// cnpE2EStep is one t.Run of an upstream test: the rule swaps it makes first (the suite's
+// PATCHes, applied live), then its probes.
+type cnpE2EStep struct {
+	name   string
+	edit   func([]*cnpv1alpha2.ClusterNetworkPolicy)
+	probes []probe
+}
+
+// swap exchanges two rules of a direction of the named policy.
+type swap struct {
+	policy  string
+	ingress bool
+	i, j    int
+}
+
+func swaps(ss ...swap) func([]*cnpv1alpha2.ClusterNetworkPolicy) {
+	return func(cnps []*cnpv1alpha2.ClusterNetworkPolicy) {
+		for _, s := range ss {
+			for _, c := range cnps {
+				if c.Name != s.policy {
+					continue
+				}
+				if s.ingress {
+					c.Spec.Ingress[s.i], c.Spec.Ingress[s.j] = c.Spec.Ingress[s.j], c.Spec.Ingress[s.i]
+				} else {
+					c.Spec.Egress[s.i], c.Spec.Egress[s.j] = c.Spec.Egress[s.j], c.Spec.Egress[s.i]
+				}
+			}
+		}
+	}
+}
+
+// CNPAdminTierGress and CNPBaselineTierGress of the upstream suite on real packets: every
+// probe of theirs (TCP, UDP, and SCTP by crafted INITs), over IPv4 and IPv6, on two nodes,
+// each rule swap applied live.
+func TestClusterNetworkPolicyGress(t *testing.T) {
+	for _, tc := range []struct {
+		name, fixture string
+		steps         []cnpE2EStep
+	}{
+		{"CNPAdminTierGress", "base/admin_tier/standard-gress-rules-combined.yaml", adminGressSteps},
+		{"CNPBaselineTierGress", "base/baseline_tier/standard-gress-rules-combined.yaml", baselineGressSteps},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, objs := newHouses(t)
+			cnps, _ := conformanceObjects(t, tc.fixture)
+			state := func() []any {
+				out := append([]any(nil), objs...)
+				for _, c := range cnps {
+					out = append(out, c)
+				}
+				return out
+			}
+			e.write(state()...)
+			e.start()
+			for _, st := range tc.steps {
+				t.Run(st.name, func(t *testing.T) {
+					if st.edit != nil {
+						for i := range cnps {
+							cnps[i] = cnps[i].DeepCopy()
+						}
+						st.edit(cnps)
+						e.rewrite(state()...)
+					}
+					e.sub(t).check(st.probes...)
+				})
+			}
+		})
+	}
+}
+
+// The probes of the upstream tests, transcribed like policy/cnpconformance_test.go.
+var adminGressSteps = []cnpE2EStep{
+	{name: "Should support an 'allow-gress' policy across different protocols", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'allow-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 9005, proto: "SCTP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 80, allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 8080, allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 5353, proto: "UDP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 9005, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support an 'deny-gress' policy across different protocols", edit: swaps(swap{"gress-rules", false, 0, 1}, swap{"gress-rules", true, 0, 1}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 9003, proto: "SCTP", allow: false},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-1", port: 80, allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support a 'deny-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'pass-gress' policy across different protocols", edit: swaps(swap{"gress-rules", false, 0, 2}, swap{"gress-rules", true, 0, 2}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support a 'pass-gress' policy across different protocols at the specified ports", edit: swaps(swap{"gress-rules", false, 3, 4}, swap{"gress-rules", true, 3, 4}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
+}
+
+var baselineGressSteps = []cnpE2EStep{
+	{name: "Should support an 'allow-gress' policy across different protocols", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'allow-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 9005, proto: "SCTP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 80, allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 8080, allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 5353, proto: "UDP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 9005, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support an 'deny-gress' policy across different protocols", edit: swaps(swap{"default", false, 0, 1}, swap{"default", true, 0, 1}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 9003, proto: "SCTP", allow: false},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-1", port: 80, allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support a 'deny-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
 }
