@@ -674,3 +674,25 @@ func (t *ruleTable) mayMatchAddrs() bool {
 	}
 	return false
 }
+
+// LocalClusterPolicies returns the ClusterNetworkPolicies that select a live pod of the
+// snapshot's node, sorted by name: the policies whose verdicts this node gives. It allocates:
+// it is meant for indexes built once per snapshot.
+func (s *Snapshot) LocalClusterPolicies() []PolicyRef {
+	seen := map[PolicyRef]bool{}
+	for _, e := range s.byKey {
+		if !e.local {
+			continue
+		}
+		for _, id := range e.groups {
+			for _, t := range s.groups[id].tables {
+				for _, cp := range t.policies() {
+					seen[cp.ref] = true
+				}
+			}
+		}
+	}
+	out := slices.Collect(maps.Keys(seen))
+	slices.SortFunc(out, func(a, b PolicyRef) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
