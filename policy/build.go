@@ -20,8 +20,9 @@ type podEntry struct {
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable
 	// groups are the ids of the ClusterNetworkPolicy groups whose subject holds the pod
-	// (Snapshot.groups; see clusterPolicies), ascending.
+	// (Snapshot.groups; see clusterPolicies), the Admin tier's first: groups[:admin].
 	groups []uint32
+	admin  int
 	ports  []portID // named ports, interned
 }
 
@@ -52,7 +53,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 	if c.nodesDirty {
 		c.nodesChanged() // before the groups' tables are built
 	}
-	var lastGroups []*groupTables
+	var lastGroups []groupTables
 	if c.last != nil {
 		lastGroups = c.last.groups
 	}
@@ -153,7 +154,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
-		e.groups = c.podGroups(p)
+		e.groups, e.admin = c.podGroups(p)
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {

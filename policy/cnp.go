@@ -104,7 +104,7 @@ type cnpGroup struct {
 	tier           Tier
 	subNS, subPods labels.Selector
 	pols           map[*compiledPolicy]struct{}
-	tables         *groupTables    // built by Compiler.Snapshot
+	tables         groupTables     // built by Compiler.Snapshot
 	head           *compiledPolicy // the policy judged first, set with tables
 }
 
@@ -270,13 +270,13 @@ func (c *Compiler) markSubjects(g *cnpGroup) {
 	}
 }
 
-// podGroups returns the ids of the groups whose subject holds a pod, by the precedence of
-// their first policy: Decide skips a group whose first rule comes after the rule it found,
+// podGroups returns the ids of the groups whose subject holds a pod, the Admin tier's first
+// (how many: admin), each tier's by the precedence of their first policy: Decide skips a group whose first rule comes after the rule it found,
 // so that it seldom looks at late groups. (A later change of priority leaves the order as it
 // was until the pod is rebuilt: that costs time, never correctness.)
-func (c *Compiler) podGroups(p *Pod) []uint32 {
+func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 	if len(c.cnps.groups) == 0 || !livePod(p) {
-		return nil
+		return nil, 0
 	}
 	var gs []*cnpGroup
 	nsl := c.nsLabels(p.Namespace)
@@ -285,30 +285,43 @@ func (c *Compiler) podGroups(p *Pod) []uint32 {
 			gs = append(gs, g)
 		}
 	}
-	slices.SortFunc(gs, func(a, b *cnpGroup) int { return cmp.Or(byPrecedence(a.head, b.head), cmp.Compare(a.id, b.id)) })
-	ids := make([]uint32, len(gs))
+	slices.SortFunc(gs, func(a, b *cnpGroup) int {
+		return cmp.Or(cmp.Compare(a.tier, b.tier), byPrecedence(a.head, b.head), cmp.Compare(a.id, b.id))
+	})
+	ids = make([]uint32, len(gs))
 	for i, g := range gs {
 		ids[i] = g.id
+		if g.tier == AdminTier {
+			admin++
+		}
 	}
-	return ids
+	return ids, admin
+}
+
+// tierGroups returns the ids of the pod's groups of one tier.
+func (e *podEntry) tierGroups(tier Tier) []uint32 {
+	if tier == AdminTier {
+		return e.groups[:e.admin]
+	}
+	return e.groups[e.admin:]
 }
 
 // snapshotGroups rebuilds the tables of the groups changed since the last Snapshot and
 // returns the groups' tables by id.
-func (c *Compiler) snapshotGroups(last []*groupTables) []*groupTables {
+func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 	if len(c.cnps.dirty) == 0 {
 		return last
 	}
-	out := make([]*groupTables, len(c.cnps.byID))
+	out := make([]groupTables, len(c.cnps.byID))
 	copy(out, last)
 	for g := range c.cnps.dirty {
 		if c.cnps.byID[g.id] != g { // forgotten; its id may be another group's now
 			if int(g.id) < len(out) && c.cnps.byID[g.id] == nil {
-				out[g.id] = nil
+				out[g.id] = groupTables{}
 			}
 			continue
 		}
-		gt := &groupTables{tier: g.tier}
+		gt := groupTables{tier: g.tier}
 		for _, dir := range [...]Direction{Egress, Ingress} {
 			var pols []*compiledPolicy
 			for cp := range g.pols {
@@ -629,7 +642,7 @@ func passes(steps []ClusterStep) string {
 // with rules of the direction.
 func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool {
 	for _, id := range e.groups {
-		if g := s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
+		if g := &s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
 			return true
 		}
 	}
@@ -640,7 +653,7 @@ func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool
 // of the direction that can match a node address.
 func (s *Snapshot) nodeJudges(e *podEntry, dir Direction, tier Tier) bool {
 	for _, id := range e.groups {
-		if g := s.groups[id]; g.tier == tier && g.tables[dir].mayMatchAddrs() {
+		if g := &s.groups[id]; g.tier == tier && g.tables[dir].mayMatchAddrs() {
 			return true
 		}
 	}
@@ -652,7 +665,7 @@ func (s *Snapshot) nodeJudges(e *podEntry, dir Direction, tier Tier) bool {
 func (s *Snapshot) clusterPolicies(e *podEntry, dir Direction, tier Tier) []*compiledPolicy {
 	var out []*compiledPolicy
 	for _, id := range e.groups {
-		if g := s.groups[id]; g.tier == tier {
+		if g := &s.groups[id]; g.tier == tier {
 			out = append(out, g.tables[dir].policies()...)
 		}
 	}

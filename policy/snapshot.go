@@ -18,7 +18,7 @@ type Snapshot struct {
 	byIP    map[netip.Addr]*podEntry // live, non-hostNetwork pods by each address
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
-	groups  []*groupTables           // ClusterNetworkPolicy groups by id (podEntry.groups)
+	groups  []groupTables            // ClusterNetworkPolicy groups by id (podEntry.groups)
 
 	sortedOnce sync.Once
 	sorted     []*podEntry
@@ -209,10 +209,9 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 // matching rule of highest precedence.
 func (s *Snapshot) cluster(j *Judgement, tier Tier, pod *podEntry, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
 	var best *rankedRule
-	for _, id := range pod.groups {
-		g := s.groups[id]
-		t := g.tables[dir]
-		if g.tier != tier || t == nil {
+	for _, id := range pod.tierGroups(tier) {
+		t := s.groups[id].tables[dir]
+		if t == nil {
 			continue
 		}
 		if best != nil && !before(t.rules[0].cp, t.rules[0].index, best.cp, best.index) {
