@@ -141,6 +141,31 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 		edit(func() { cnps[0].Spec.Egress[0].Action = cnpv1alpha2.ClusterNetworkPolicyRuleActionPass })
 		e.sub(t).check(probes(true, true)...)
 	})
+	// The Pass → Deny edit back, live: the connections it now denies are cut, whichever node
+	// their client is on; the one it still allows keeps working.
+	t.Run("a Pass edited back to Deny revokes the connections it denies", func(t *testing.T) {
+		e := e.sub(t)
+		ct := e.conntrackOf("node-1") // harry-potter-0's node judges its ingress
+		var hs []*held
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			hs = append(hs,
+				e.hold("cut", fam, s0, g0, "tcp", 80),
+				e.hold("cut", fam, s1, g0, "udp", 53),
+				e.hold("kept", fam, g0, s0, "tcp", 8080))
+		}
+		cnps = []*cnpv1alpha2.ClusterNetworkPolicy{cnps[0].DeepCopy(), cnps[1].DeepCopy()}
+		cnps[0].Spec.Ingress[0].Action = cnpv1alpha2.ClusterNetworkPolicyRuleActionDeny
+		edited := time.Now()
+		e.write(state()...)
+		cuts := ct.waitGone(e, edited, hs)
+		var lat []time.Duration
+		for _, d := range cuts {
+			lat = append(lat, d)
+		}
+		t.Logf("edit -> conntrack entry deleted, %d connections: %s", len(lat), quantiles(lat))
+		e.checkHeld(hs)
+		e.check(probes(false, true)...)
+	})
 	t.Run("Should support a 'pass-ingress' policy for admin CNP and respect the match for baseline cluster network policy", func(t *testing.T) {
 		edit(func() { nps = nil })
 		e.sub(t).check(probes(false, false)...)
