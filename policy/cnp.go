@@ -95,6 +95,9 @@ type clusterPolicies struct {
 	groups map[string]*cnpGroup // tier and subject →
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
+	// hostIPs are the addresses of the live host-network pods by node, for nodes peers;
+	// nil until needed and after nodes or host-network pods change (nodesChanged).
+	hostIPs map[string][]netip.Addr
 }
 
 // cnpGroup is the ClusterNetworkPolicies of one tier with one subject.
@@ -248,6 +251,7 @@ func (c *Compiler) replaceClusterPolicies(cnps []*cnpv1alpha2.ClusterNetworkPoli
 // nodesChanged recompiles the ClusterNetworkPolicies naming nodes, whose addresses they
 // hold.
 func (c *Compiler) nodesChanged() {
+	c.cnps.hostIPs = nil
 	for _, cs := range c.cnps.byName {
 		if cs.cp.cluster.nodes {
 			c.setClusterPolicy(cs.obj, true)
@@ -517,10 +521,16 @@ func (c *Compiler) nodeAddrs(sel labels.Selector) []netip.Addr {
 			out = append(out, n.IPs...)
 		}
 	}
-	for _, ps := range c.pods {
-		if ps.pod.HostNetwork && !ps.pod.Terminated() && matched[ps.pod.Node] {
-			out = append(out, ps.pod.IPs...)
+	if c.cnps.hostIPs == nil {
+		c.cnps.hostIPs = map[string][]netip.Addr{}
+		for _, ps := range c.pods {
+			if ps.pod.HostNetwork && !ps.pod.Terminated() {
+				c.cnps.hostIPs[ps.pod.Node] = append(c.cnps.hostIPs[ps.pod.Node], ps.pod.IPs...)
+			}
 		}
+	}
+	for node := range matched {
+		out = append(out, c.cnps.hostIPs[node]...)
 	}
 	return out
 }

@@ -674,7 +674,7 @@ func TestClusterNetworkPolicyIncremental(t *testing.T) {
 	}
 	var flows []flowCase
 	for _, from := range []string{"prod/web", "foo-1/app", "prod/db", "172.18.0.3", "192.0.2.9"} {
-		for _, to := range []string{"prod/db", "foo-1/app", "172.18.0.3", "192.0.2.9", "kube-system/agent"} {
+		for _, to := range []string{"prod/db", "foo-1/app", "172.18.0.3", "192.0.2.9", "kube-system/agent", "172.18.0.50"} {
 			flows = append(flows, flowCase{from: from, to: to, port: "3306/TCP"})
 		}
 	}
@@ -714,10 +714,17 @@ func TestClusterNetworkPolicyIncremental(t *testing.T) {
 		s.ClusterPolicies = append(s.ClusterPolicies, p)
 		check("set " + p.Name)
 	}
-	// A node's labels change: nodes peers follow.
+	// A node's labels change, a host-network pod comes: nodes peers follow.
 	s.Nodes[0].Labels = map[string]string{"zone": "b"}
 	c.SetNode(s.Nodes[0])
 	check("relabel node-1")
+	hostPod := tweak(pod("kube-system", "agent-2", nil, "172.18.0.50"), onNode("node-2"), inHostNetwork())
+	s.Pods = append(s.Pods, hostPod)
+	c.SetPod(hostPod)
+	check("host-network pod on node-2")
+	if d := c.Snapshot().Decide(flow.Flow{Src: mustAddr("10.244.1.2"), Dst: mustAddr("172.18.0.50"), Proto: flow.TCP, Port: 3306}); d.Egress.Code != ClusterDenied {
+		t.Errorf("prod/web to a host-network pod of node-2 (zone b): %v, want cnp/y's Deny", d.Egress.Code)
+	}
 	c.DeleteClusterPolicy("x")
 	s.ClusterPolicies = slices.DeleteFunc(s.ClusterPolicies, func(q *cnpv1alpha2.ClusterNetworkPolicy) bool { return q.Name == "x" })
 	check("delete x")
