@@ -136,17 +136,14 @@ func (g *cnpGroup) selects(nsLabels labels.Set, p *Pod) bool {
 	return livePod(p) && g.subNS.Matches(nsLabels) && g.subPods.Matches(labels.Set(p.Labels))
 }
 
-// SetClusterPolicy records a ClusterNetworkPolicy. Unless the compiler holds it unchanged,
-// it is validated first (ValidateClusterPolicy): an invalid one changes nothing.
+// SetClusterPolicy records a ClusterNetworkPolicy. An invalid one (ValidateClusterPolicy) is
+// rejected alone, enforced fail-closed (compileInvalidCluster), and its error returned with
+// the policy named.
 func (c *Compiler) SetClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy) error {
-	if c.holdsCluster(cnp) {
-		return nil
+	if !c.holdsCluster(cnp) {
+		c.setClusterPolicy(cnp, false)
 	}
-	if err := validateClusterPolicy(cnp); err != nil {
-		return err
-	}
-	c.setClusterPolicy(cnp, false)
-	return nil
+	return validateClusterPolicy(cnp)
 }
 
 // DeleteClusterPolicy forgets a ClusterNetworkPolicy.
@@ -222,19 +219,16 @@ func (c *Compiler) leave(g *cnpGroup, cp *compiledPolicy) {
 	}
 }
 
-// replaceClusterPolicies validates the ClusterNetworkPolicies of a state the compiler does
-// not already hold unchanged; apply (called once the whole state is valid) records them and
-// forgets the others.
-func (c *Compiler) replaceClusterPolicies(cnps []*cnpv1alpha2.ClusterNetworkPolicy) (errs []error, apply func()) {
+// replaceClusterPolicies returns apply, which records the ClusterNetworkPolicies of a state
+// (invalid ones fail-closed, each alone: compileInvalidCluster) and forgets the others.
+func (c *Compiler) replaceClusterPolicies(cnps []*cnpv1alpha2.ClusterNetworkPolicy) (apply func()) {
 	last := make(map[string]int, len(cnps))
 	held := make([]bool, len(cnps))
 	for i, cnp := range cnps {
 		last[cnp.Name] = i
-		if held[i] = c.holdsCluster(cnp); !held[i] {
-			errs = append(errs, validateClusterPolicy(cnp))
-		}
+		held[i] = c.holdsCluster(cnp)
 	}
-	return errs, func() {
+	return func() {
 		for i, cnp := range cnps {
 			if !held[i] && last[cnp.Name] == i {
 				c.setClusterPolicy(cnp, false)
@@ -374,6 +368,9 @@ func before(a *compiledPolicy, i int, b *compiledPolicy, j int) bool {
 // cannot read, a Deny or Pass rule becomes "Deny all". Each such case is one of the
 // policy's problems (ClusterProblems).
 func (c *Compiler) compileClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy) *compiledPolicy {
+	if err := ValidateClusterPolicy(cnp); err != nil {
+		return c.compileInvalidCluster(cnp, err)
+	}
 	c.nextSerial++
 	ref := ClusterRef(cnp)
 	ci := &clusterInfo{tier: ref.Tier, priority: cnp.Spec.Priority}
@@ -718,4 +715,54 @@ func (s *Snapshot) LocalClusterPolicies() []PolicyRef {
 	out := slices.Collect(maps.Keys(seen))
 	slices.SortFunc(out, func(a, b PolicyRef) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// compileInvalidCluster compiles a ClusterNetworkPolicy that failed validation fail-closed,
+// so that it never widens access: it denies all traffic of its subject in each direction it
+// has rules for (a ClusterNetworkPolicy without rules of a direction does not affect it).
+// What cannot be read is read the strict way: a tier other than Baseline is the Admin tier,
+// a priority out of 0–1000 is 0 (judged first), and an unreadable subject (no field, both,
+// or a selector that does not parse) is every pod. The policy's problems say so.
+func (c *Compiler) compileInvalidCluster(cnp *cnpv1alpha2.ClusterNetworkPolicy, err error) *compiledPolicy {
+	c.nextSerial++
+	ref := ClusterRef(cnp)
+	ci := &clusterInfo{tier: ref.Tier, priority: cnp.Spec.Priority}
+	if ci.priority < 0 || ci.priority > 1000 {
+		ci.priority = 0
+	}
+	cp := &compiledPolicy{ref: ref, serial: c.nextSerial, cluster: ci}
+	ci.subNS, ci.subPods = labels.Everything(), labels.Everything()
+	switch sub := cnp.Spec.Subject; {
+	case sub.Namespaces != nil && sub.Pods == nil:
+		if sel, err := metav1.LabelSelectorAsSelector(sub.Namespaces); err == nil {
+			ci.subNS = sel
+		}
+	case sub.Pods != nil && sub.Namespaces == nil:
+		ns, err1 := metav1.LabelSelectorAsSelector(&sub.Pods.NamespaceSelector)
+		pods, err2 := metav1.LabelSelectorAsSelector(&sub.Pods.PodSelector)
+		if err1 == nil && err2 == nil {
+			ci.subNS, ci.subPods = ns, pods
+		}
+	}
+	const name = "invalid: enforced fail-closed"
+	for _, dir := range [...]Direction{Egress, Ingress} {
+		n := len(cnp.Spec.Egress)
+		if dir == Ingress {
+			n = len(cnp.Spec.Ingress)
+		}
+		if n == 0 {
+			continue
+		}
+		if dir == Ingress {
+			cp.ingressRules = []rule{{any: true}}
+		} else {
+			cp.egressRules = []rule{{any: true}}
+		}
+		ci.actions[dir] = []Action{ActionDeny}
+		ci.names[dir] = []string{name}
+		ci.steps[dir] = []RuleRef{{ref, 0}}
+	}
+	ci.problems = append(ci.problems, "invalid ("+strings.ReplaceAll(err.Error(), "\n", "; ")+
+		"): enforced fail-closed, denying all of its subject's traffic in the directions it has rules for")
+	return cp
 }

@@ -597,29 +597,34 @@ func addrs[T interface{ String() string }](as []T) string {
 	return "[" + strings.Join(s, " ") + "]"
 }
 
-// Invalid ClusterNetworkPolicies are refused whole, each problem named by its field; the
-// compiler keeps what it had.
+// An invalid ClusterNetworkPolicy: each problem named by its field; the policy is rejected
+// alone and enforced fail-closed — it denies all traffic of its subject (every pod when the
+// subject cannot be read) in the directions it has rules for — and reported.
 func TestClusterNetworkPolicyInvalid(t *testing.T) {
 	cases := []struct {
 		name, spec string
 		want       []string
+		denies     string // the direction it denies all of for prod/web: "", "egress", "ingress"
 	}{
-		{"bad-tier", `{tier: Platform, priority: 1, subject: {namespaces: {}}}`, []string{`spec.tier: Unsupported value: "Platform"`}},
-		{"bad-priority", `{tier: Admin, priority: 1001, subject: {namespaces: {}}}`, []string{"spec.priority: Invalid value: 1001"}},
-		{"no-subject", `{tier: Admin, priority: 1, subject: {}}`, []string{"spec.subject: Required value"}},
-		{"two-subjects", `{tier: Admin, priority: 1, subject: {namespaces: {}, pods: {podSelector: {}}}}`, []string{"spec.subject: Invalid value"}},
-		{"bad-selector", `{tier: Admin, priority: 1, subject: {namespaces: {matchLabels: {"a b": c}}}}`, []string{"spec.subject.namespaces.matchLabels"}},
-		{"no-peers", `{tier: Admin, priority: 1, subject: {namespaces: {}}, ingress: [{action: Deny, from: []}]}`, []string{"spec.ingress[0].from: Required value"}},
+		{"bad-tier", `{tier: Platform, priority: 1, subject: {namespaces: {}}, ingress: [{action: Accept, from: [{namespaces: {}}]}]}`,
+			[]string{`spec.tier: Unsupported value: "Platform"`}, "ingress"},
+		{"bad-priority", `{tier: Admin, priority: 1001, subject: {namespaces: {}}}`, []string{"spec.priority: Invalid value: 1001"}, ""},
+		{"no-subject", `{tier: Admin, priority: 1, subject: {}, egress: [{action: Accept, to: [{namespaces: {}}]}]}`,
+			[]string{"spec.subject: Required value"}, "egress"},
+		{"two-subjects", `{tier: Admin, priority: 1, subject: {namespaces: {}, pods: {podSelector: {}}}}`, []string{"spec.subject: Invalid value"}, ""},
+		{"bad-selector", `{tier: Admin, priority: 1, subject: {namespaces: {matchLabels: {"a b": c}}}, ingress: [{action: Pass, from: [{namespaces: {}}]}]}`,
+			[]string{"spec.subject.namespaces.matchLabels"}, "ingress"},
+		{"no-peers", `{tier: Admin, priority: 1, subject: {namespaces: {}}, ingress: [{action: Deny, from: []}]}`, []string{"spec.ingress[0].from: Required value"}, "ingress"},
 		{"bad-cidr", `{tier: Admin, priority: 1, subject: {namespaces: {}}, egress: [{action: Deny, to: [{networks: ["10.0.0.1/8", "10.0.0.0/33"]}]}]}`,
-			[]string{"spec.egress[0].to[0].networks[0]: Invalid value: \"10.0.0.1/8\"", "spec.egress[0].to[0].networks[1]"}},
+			[]string{"spec.egress[0].to[0].networks[0]: Invalid value: \"10.0.0.1/8\"", "spec.egress[0].to[0].networks[1]"}, "egress"},
 		{"bad-range", `{tier: Admin, priority: 1, subject: {namespaces: {}}, egress: [{action: Deny, to: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {range: {start: 90, end: 80}}}}]}]}`,
-			[]string{"spec.egress[0].protocols[0].tcp.destinationPort.range"}},
+			[]string{"spec.egress[0].protocols[0].tcp.destinationPort.range"}, "egress"},
 		{"bad-port", `{tier: Admin, priority: 1, subject: {namespaces: {}}, egress: [{action: Deny, to: [{namespaces: {}}], protocols: [{udp: {destinationPort: {number: 70000}}}]}]}`,
-			[]string{"spec.egress[0].protocols[0].udp.destinationPort.number"}},
-		{"named-port-to-networks", `{tier: Admin, priority: 1, subject: {namespaces: {}}, egress: [{action: Accept, to: [{networks: ["10.0.0.0/8"]}], protocols: [{destinationNamedPort: web}]}]}`,
-			[]string{"spec.egress[0].protocols[0].destinationNamedPort"}},
-		{"two-peer-types", `{tier: Admin, priority: 1, subject: {namespaces: {}}, egress: [{action: Deny, to: [{namespaces: {}, networks: ["10.0.0.0/8"]}]}]}`,
-			[]string{"spec.egress[0].to[0]: Invalid value"}},
+			[]string{"spec.egress[0].protocols[0].udp.destinationPort.number"}, "egress"},
+		{"named-port-to-networks", `{tier: Admin, priority: 1, subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: prod}}}, egress: [{action: Accept, to: [{networks: ["10.0.0.0/8"]}], protocols: [{destinationNamedPort: web}]}]}`,
+			[]string{"spec.egress[0].protocols[0].destinationNamedPort"}, "egress"},
+		{"two-peer-types", `{tier: Baseline, priority: 1, subject: {namespaces: {}}, egress: [{action: Deny, to: [{namespaces: {}, networks: ["10.0.0.0/8"]}]}]}`,
+			[]string{"spec.egress[0].to[0]: Invalid value"}, "egress"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -633,27 +638,40 @@ func TestClusterNetworkPolicyInvalid(t *testing.T) {
 					t.Errorf("error %q does not say %q", err, w)
 				}
 			}
-			// The compiler refuses it and keeps enforcing the last good state.
+			// Rejected alone: the other policies apply, it is enforced fail-closed.
+			other := cnp("accept-web", `{tier: Admin, priority: 500, subject: {namespaces: {}}, ingress: [{action: Accept, from: [{namespaces: {}}]}]}`)
 			c := NewCompiler("")
-			good := cnpCluster(nil, cnp("deny-web", `{tier: Admin, priority: 1, subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}, ingress: [{action: Deny, from: [{namespaces: {}}]}]}`))
-			if err := c.Replace(good); err != nil {
+			if err := c.Replace(cnpCluster(nil, other)); err != nil {
 				t.Fatal(err)
 			}
-			before := c.Snapshot()
-			next := good
-			next.ClusterPolicies = []*cnpv1alpha2.ClusterNetworkPolicy{bad}
-			err = c.Replace(next)
-			if err == nil || !strings.Contains(err.Error(), "ClusterNetworkPolicy "+tc.name+": ") {
-				t.Fatalf("Replace: %v, want the policy named", err)
+			s := cnpCluster(nil, other, bad)
+			if err := c.Replace(s); err != nil {
+				t.Fatalf("Replace: %v, want the invalid policy rejected alone", err)
 			}
-			if c.SetClusterPolicy(bad) == nil {
-				t.Error("SetClusterPolicy accepted it")
+			if err := c.SetClusterPolicy(bad); err == nil || !strings.Contains(err.Error(), "ClusterNetworkPolicy "+tc.name+": ") {
+				t.Errorf("SetClusterPolicy: %v, want the policy named", err)
 			}
-			if c.Snapshot() != before {
-				t.Error("a refused policy changed the snapshot")
+			w := &world{State: s, snap: c.Snapshot()}
+			egress, ingress := Allow, Allow
+			switch tc.denies {
+			case "egress":
+				egress = Deny
+			case "ingress":
+				ingress = Deny
 			}
-			w := &world{State: good, snap: c.Snapshot()}
-			w.check(t, []flowCase{{"foo-1/app", "prod/web", "80/TCP", Deny}})
+			w.check(t, []flowCase{
+				{"prod/web", "192.0.2.1", "80/TCP", egress},
+				{"192.0.2.1", "prod/web", "80/TCP", ingress},
+			})
+			probs := w.snap.ClusterProblems()
+			if tc.denies != "" && !slices.ContainsFunc(probs, func(p string) bool {
+				return strings.HasPrefix(p, "cnp/"+tc.name+": invalid (") && strings.Contains(p, tc.want[0])
+			}) {
+				t.Errorf("ClusterProblems %q: want cnp/%s reported invalid", probs, tc.name)
+			}
+			if whole := compileWorld(t, s); whole.snap.Decide(w.flowOf("prod/web", "192.0.2.1", "80/TCP")).Verdict != egress {
+				t.Error("a compile from nothing decides otherwise")
+			}
 		})
 	}
 }

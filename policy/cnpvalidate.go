@@ -20,6 +20,9 @@ import (
 // numbers 1–65535 and ranges with start < end, valid port names, no named port beside
 // networks or nodes peers.
 //
+// The compiler enforces a policy that fails these checks fail-closed, alone
+// (compileInvalidCluster); a file source refuses it, naming it.
+//
 // Not errors, on purpose: what the API documents as "fail closed" — a peer or protocol with
 // no field podwall knows (the object may come from a newer CRD), an unknown action, and the
 // unsupported domainNames. The compiler enforces those rules fail-closed and

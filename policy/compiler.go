@@ -104,8 +104,7 @@ func (c *Compiler) Replace(s State) error {
 			errs = append(errs, validatePolicy(np))
 		}
 	}
-	cnpErrs, applyCNPs := c.replaceClusterPolicies(s.ClusterPolicies)
-	errs = append(errs, cnpErrs...)
+	applyCNPs := c.replaceClusterPolicies(s.ClusterPolicies)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

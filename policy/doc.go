@@ -36,9 +36,11 @@
 // says to fail closed on (an unknown peer, protocol or action; domainNames, unsupported) make
 // an Accept rule match nothing of them and a Deny or Pass rule deny all; ClusterProblems
 // reports them and equal-priority pairs. nodes peers match node and host-network pod
-// addresses, recompiled when nodes change.
+// addresses, recompiled when nodes change. An invalid ClusterNetworkPolicy
+// (ValidateClusterPolicy) is rejected alone and enforced fail-closed (compileInvalidCluster):
+// it denies all of its subject's traffic in the directions it has rules for.
 //
 // Invalid input never widens access. The Compiler validates each policy once, as it comes in
-// new or changed (Validate, ValidateClusterPolicy), and refuses a state containing an invalid
-// one, so its caller keeps enforcing the last good snapshot.
+// new or changed (Validate), and refuses a state containing an invalid one, so its caller
+// keeps enforcing the last good snapshot.
 package policy
