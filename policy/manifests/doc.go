@@ -8,8 +8,9 @@
 // thing. Load decodes strictly (unknown fields, unknown kinds and apiVersions are errors,
 // never silently dropped), validates each NetworkPolicy with policy.Validate, each
 // ClusterNetworkPolicy with policy.ValidateClusterPolicy (the CRD's rules: an invalid one
-// refuses the files, like an invalid NetworkPolicy, so it never widens access) and each Pod with policy.FromPod, and rejects states a cluster could not hold: the same object twice, or one
-// address held by two running pods. Every problem is reported, not just the first, each
+// refuses the files, like an invalid NetworkPolicy, so it never widens access) and each Pod
+// with policy.FromPod, and rejects states a cluster could not hold: the same object twice, or
+// one address held by two running pods. Every problem is reported, not just the first, each
 // naming the file and line, the object and the field, e.g.
 //
 //	manifests/db.yaml:12: NetworkPolicy prod/db: spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33": ...
