@@ -273,6 +273,9 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		return false
 	}
 	snap := a.compiler.Snapshot()
+	for _, p := range snap.ClusterProblems() { // fail-closed rules, invalid policies, priority ties
+		a.log.Warn("ClusterNetworkPolicy enforced otherwise than written", "problem", p)
+	}
 	if a.ruleset != nil {
 		in, eg := snap.LocalIsolated()
 		if err := a.ruleset.Sync(snap.Generation(), in, eg); err != nil {

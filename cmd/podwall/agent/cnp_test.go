@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
@@ -46,5 +49,27 @@ spec:
 	a.setState(t, s)
 	if got := a.metricValue(t, "podwall_policy_verdicts_total", "direction=ingress,policy=cnp/guard-db,verdict=allow"); got != -1 {
 		t.Errorf("series of a deleted ClusterNetworkPolicy still there: %v", got)
+	}
+}
+
+// What the agent enforces of a ClusterNetworkPolicy otherwise than written is logged.
+func TestApplyLogsClusterProblems(t *testing.T) {
+	var logs bytes.Buffer
+	a, s := testAgent(t, func(c *Config) { c.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	var c cnpv1alpha2.ClusterNetworkPolicy
+	if err := yaml.Unmarshal([]byte(`
+metadata: {name: no-domains}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {}}
+  egress: [{action: Accept, to: [{domainNames: ["*.example.com"]}]}]
+`), &c); err != nil {
+		t.Fatal(err)
+	}
+	s.ClusterPolicies = []*cnpv1alpha2.ClusterNetworkPolicy{&c}
+	a.setState(t, s)
+	if !strings.Contains(logs.String(), "cnp/no-domains: spec.egress[0].to[0].domainNames: not supported") {
+		t.Errorf("logs lack the unsupported domainNames rule:\n%s", logs.String())
 	}
 }
