@@ -24,6 +24,10 @@ type podEntry struct {
 	// claimants is set on the entry of an address several live pods claim (conflict.go):
 	// their entries, sorted by namespace/name. Nil otherwise.
 	claimants []*podEntry
+	// groups are the ids of the ClusterNetworkPolicy groups whose subject holds the pod
+	// (Snapshot.groups; see clusterPolicies), the Admin tier's first: groups[:admin].
+	groups []uint32
+	admin  int
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -36,7 +40,8 @@ type portID struct {
 // Snapshot applies the changes recorded since the last call and returns a new Snapshot that
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
-	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty {
+	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty &&
+		len(c.cnps.dirty) == 0 {
 		return c.last
 	}
 	c.gen++
@@ -55,6 +60,14 @@ func (c *Compiler) Snapshot() *Snapshot {
 		s.problems = c.problems()
 		c.problemsDirty = false
 	}
+	if c.nodesDirty {
+		c.nodesChanged() // before the groups' tables are built
+	}
+	var lastGroups []groupTables
+	if c.last != nil {
+		lastGroups = c.last.groups
+	}
+	s.groups = c.snapshotGroups(lastGroups)
 	for _, e := range c.removed {
 		if s.byKey[e.pod.Key()] == e {
 			delete(s.byKey, e.pod.Key())
@@ -157,6 +170,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
+		e.groups, e.admin = c.podGroups(p)
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -180,7 +194,14 @@ func (c *Compiler) table(dir Direction, pols []*compiledPolicy) *ruleTable {
 		return nil
 	}
 	slices.SortFunc(pols, func(a, b *compiledPolicy) int { return strings.Compare(a.ref.Name, b.ref.Name) })
-	k := append(c.tableKey[:0], byte(dir))
+	return c.cachedTable(dir, pols)
+}
+
+// cachedTable returns the table of pols in their order, for a kind of table (a Direction,
+// plus 2 for a ClusterNetworkPolicy tier), counting one more user of it.
+func (c *Compiler) cachedTable(kind Direction, pols []*compiledPolicy) *ruleTable {
+	dir := kind & 1
+	k := append(c.tableKey[:0], byte(kind))
 	for _, cp := range pols {
 		k = binary.LittleEndian.AppendUint64(k, cp.serial)
 	}

@@ -23,6 +23,9 @@ type compiledPolicy struct {
 	peerIDs         []uint32 // every peer reference of all rules, for reference counting
 	// invalid is why the policy is enforced fail-closed (invalid.go), nil when it is valid.
 	invalid error
+	// cluster is set for a ClusterNetworkPolicy: its tier, priority and rule actions. Its
+	// podSel is nil: its group (cnpGroup) picks its subjects.
+	cluster *clusterInfo
 }
 
 // rules returns the policy's rules of one direction, in order.
@@ -55,7 +58,7 @@ type portRule struct {
 func (c *Compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
 	c.nextSerial++
 	cp := &compiledPolicy{
-		ref:    PolicyRef{np.Namespace, np.Name},
+		ref:    PolicyRef{Namespace: np.Namespace, Name: np.Name},
 		serial: c.nextSerial,
 		podSel: validated(metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)),
 	}

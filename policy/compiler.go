@@ -27,6 +27,7 @@ type Compiler struct {
 	podsByNS   map[string]map[*podState]struct{}
 	policies   map[string]*policyState // ns/name →
 	policiesNS map[string]map[*compiledPolicy]struct{}
+	cnps       clusterPolicies     // ClusterNetworkPolicies (cnp.go)
 	peers      map[string]*peerDef // canonical key →
 	peerByID   map[uint32]*peerDef
 	nextPeer   uint32
@@ -116,6 +117,7 @@ func (c *Compiler) Replace(s State) error {
 		last[np.Namespace+"/"+np.Name] = i
 		held[i] = c.holds(np)
 	}
+	applyCNPs := c.replaceClusterPolicies(s.ClusterPolicies)
 
 	seen := map[string]bool{}
 	for _, n := range s.Namespaces {
@@ -159,6 +161,7 @@ func (c *Compiler) Replace(s State) error {
 			c.DeletePolicy(ps.cp.ref.Namespace, ps.cp.ref.Name)
 		}
 	}
+	applyCNPs()
 	return nil
 }
 
@@ -185,10 +188,10 @@ func (c *Compiler) DeleteNamespace(name string) {
 
 // SetNode records a node's addresses.
 func (c *Compiler) SetNode(n Node) {
-	if old, ok := c.nodes[n.Name]; ok && slices.Equal(old.IPs, n.IPs) {
+	if old, ok := c.nodes[n.Name]; ok && slices.Equal(old.IPs, n.IPs) && maps.Equal(old.Labels, n.Labels) {
 		return
 	}
-	c.nodes[n.Name] = &Node{Name: n.Name, IPs: slices.Clone(n.IPs)}
+	c.nodes[n.Name] = &Node{Name: n.Name, IPs: slices.Clone(n.IPs), Labels: maps.Clone(n.Labels)}
 	c.nodesDirty = true
 }
 

@@ -137,12 +137,12 @@ func FromNamespace(n *corev1.Namespace) Namespace {
 	return Namespace{Name: n.Name, Labels: labels}
 }
 
-// FromNode trims a Kubernetes Node to its name, the InternalIP and ExternalIP addresses of
+// FromNode trims a Kubernetes Node to its name, its labels, the InternalIP and ExternalIP addresses of
 // status.addresses that parse (other types are host names), each once, in their order, and
 // the pod ranges of spec.podCIDRs (spec.podCIDR when podCIDRs is empty) that parse, masked,
 // each once.
 func FromNode(n *corev1.Node) Node {
-	node := Node{Name: n.Name}
+	node := Node{Name: n.Name, Labels: maps.Clone(n.Labels)}
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue

@@ -1,8 +1,10 @@
-// Package policy owns podwall's meaning of Kubernetes NetworkPolicy (networking.k8s.io/v1).
+// Package policy owns podwall's meaning of Kubernetes NetworkPolicy (networking.k8s.io/v1) and
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2).
 //
-// It compiles Namespaces, Pods and NetworkPolicies into an immutable Snapshot and answers,
-// for one flow, what the policies say about it: a Decision with, for each direction, the
-// verdict and why — the policy and rule that allowed it, or the isolation that denied it.
+// It compiles Namespaces, Nodes, Pods, NetworkPolicies and ClusterNetworkPolicies into an
+// immutable Snapshot and answers, for one flow, what the policies say about it: a Decision
+// with, for each direction, the verdict and why — the tier, policy and rule that decided
+// (with the Pass rules on the way), or the isolation that denied it.
 //
 // Compile, then evaluate. The Compiler evaluates every label selector when objects change;
 // Snapshot.Decide never looks at a selector. Pods isolated by the same policies share a
@@ -18,11 +20,27 @@
 //     only when both allow;
 //   - named ports resolve on the pod that receives the traffic, which for both directions is
 //     the flow's destination pod (the selected pod for ingress, the peer for egress);
-//   - a pod may always talk to itself and to its own node (node addresses come from Node
-//     objects and from hostNetwork pods, which are node traffic, never selected pods);
+//   - a pod may always talk to itself and, as far as NetworkPolicy goes, to its own node
+//     (node addresses come from Node objects and from hostNetwork pods, which are node
+//     traffic, never selected pods); ClusterNetworkPolicy tiers judge own-node traffic;
 //   - pods in phase Succeeded or Failed hold no address: their IPs may be reused;
 //   - an address several live pods claim is judged with every claimant, deny unless all
 //     allow (conflict.go; Snapshot.Conflicts).
+//
+// ClusterNetworkPolicy (cnp*.go; SPEC §2b, the API documentation of
+// sigs.k8s.io/network-policy-api v0.3.0 and its conformance suite): per direction, a pod to
+// itself is allowed; then the Admin tier (priority ascending, equal priorities by name, rules
+// in order; Accept and Deny decide, Pass goes on); then NetworkPolicy for a pod it isolates
+// (which may always reach its own node); then the Baseline tier; then allow. Policies of one
+// tier and subject form a group sharing one rule table per direction (clusterPolicies); a pod
+// entry names its groups and Decide keeps the matching rule of highest precedence among
+// them, so that editing a policy rebuilds its group's tables, not the pods. Fields the API
+// says to fail closed on (an unknown peer, protocol or action; domainNames, unsupported) make
+// an Accept rule match nothing of them and a Deny or Pass rule deny all; ClusterProblems
+// reports them and equal-priority pairs. nodes peers match node and host-network pod
+// addresses, recompiled when nodes change. An invalid ClusterNetworkPolicy
+// (ValidateClusterPolicy) is rejected alone and enforced fail-closed (compileInvalidCluster):
+// it denies all of its subject's traffic in the directions it has rules for.
 //
 // Invalid input never widens access, and one bad object never freezes enforcement: the
 // Compiler takes every state and rejects an object it cannot use alone (Problem,

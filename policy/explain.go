@@ -38,7 +38,11 @@ type DirExplanation struct {
 	Isolating []PolicyRef
 	// Allowing lists every rule that allows the flow (Judgement names the first).
 	Allowing []RuleRef
-	Reason   string
+	// Cluster lists the ClusterNetworkPolicy rules that judged this direction, in order:
+	// the Pass rules that sent it on, then the rule that decided when one did (Code
+	// ClusterAccepted or ClusterDenied).
+	Cluster []ClusterStep
+	Reason  string
 }
 
 // Explain decides a flow and spells the decision out.
@@ -76,6 +80,9 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, addrEntry, remote *pod
 	}
 	var pols []*compiledPolicy
 	if pod != nil {
+		x.Cluster = s.clusterSteps(pod, dir, &j)
+	}
+	if pod != nil && (j.Code == Allowed || j.Code == NoRuleAllows) {
 		// Every rule of every isolating policy, tried in turn: Decide's table finds the
 		// first of them (TestDecideEqualsPolicyByPolicy).
 		pols = pod.egress.policies()
@@ -92,7 +99,7 @@ func (s *Snapshot) explainDir(dir Direction, j Judgement, addrEntry, remote *pod
 			}
 		}
 	}
-	x.Reason = s.reason(dir, &x, remote, raddr, f) + claimNote(dir, addrEntry, remote, jaddr, raddr)
+	x.Reason = passes(x.Cluster) + s.reason(dir, &x, remote, raddr, f) + claimNote(dir, addrEntry, remote, jaddr, raddr)
 	if x.Code == NoRuleAllows {
 		x.Reason += invalidNote(pols)
 	}
@@ -132,6 +139,13 @@ func (s *Snapshot) reason(dir Direction, x *DirExplanation, remote *podEntry, ra
 		return dir.String() + " " + towards + "its own node is always allowed for " + who
 	case NotIsolated:
 		return who + " is not isolated for " + dir.String()
+	case ClusterAccepted, ClusterDenied:
+		st := x.Cluster[len(x.Cluster)-1]
+		verb := " accepted by "
+		if x.Code == ClusterDenied {
+			verb = " denied by "
+		}
+		return dir.String() + " of " + who + " " + flowPort(f) + " " + towards + s.endpoint(remote, raddr) + verb + st.String()
 	case Allowed:
 		parts := make([]string, len(x.Allowing))
 		for i, r := range x.Allowing {

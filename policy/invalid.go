@@ -25,7 +25,7 @@ import (
 func (c *Compiler) compileInvalid(np *networkingv1.NetworkPolicy, err error) *compiledPolicy {
 	c.nextSerial++
 	cp := &compiledPolicy{
-		ref:     PolicyRef{np.Namespace, np.Name},
+		ref:     PolicyRef{Namespace: np.Namespace, Name: np.Name},
 		serial:  c.nextSerial,
 		podSel:  labels.Everything(),
 		ingress: true,

@@ -69,7 +69,7 @@ func TestInvalidPolicyFailsClosedAlone(t *testing.T) {
 			t.Errorf("reason %q does not contain %q", x.Reason, want)
 		}
 	}
-	if len(x.Ingress.Isolating) != 1 || x.Ingress.Isolating[0] != (PolicyRef{"prod", "bad"}) {
+	if len(x.Ingress.Isolating) != 1 || x.Ingress.Isolating[0] != (PolicyRef{Namespace: "prod", Name: "bad"}) {
 		t.Errorf("isolating: %v, want prod/bad", x.Ingress.Isolating)
 	}
 

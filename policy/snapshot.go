@@ -18,6 +18,7 @@ type Snapshot struct {
 	byIP    map[netip.Addr]*podEntry // live, non-hostNetwork pods by each address
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
+	groups  []groupTables            // ClusterNetworkPolicy groups by id (podEntry.groups)
 
 	problems  []Problem  // objects rejected alone (invalid.go)
 	conflicts []Conflict // addresses several live pods claim (conflict.go)
@@ -81,17 +82,42 @@ func (s *Snapshot) entries() []*podEntry {
 	return s.sorted
 }
 
-// LocalIsolated returns the addresses of the local pods isolated for ingress and for egress:
-// what the datapath must send to userspace. Sorted.
+// LocalIsolated returns the addresses of the local pods judged for ingress and for egress
+// by some policy — a NetworkPolicy isolating them or a ClusterNetworkPolicy of either tier
+// selecting them with rules of that direction: what the datapath must send to userspace.
+// Traffic of the other pods is allowed whatever it is. Sorted.
 func (s *Snapshot) LocalIsolated() (ingress, egress []netip.Addr) {
 	for a, e := range s.byIP {
 		if !e.local {
 			continue
 		}
-		if e.ingress != nil {
+		if e.ingress != nil || s.clusterJudges(e, Ingress, AdminTier, BaselineTier) {
 			ingress = append(ingress, a)
 		}
-		if e.egress != nil {
+		if e.egress != nil || s.clusterJudges(e, Egress, AdminTier, BaselineTier) {
+			egress = append(egress, a)
+		}
+	}
+	slices.SortFunc(ingress, netip.Addr.Compare)
+	slices.SortFunc(egress, netip.Addr.Compare)
+	return ingress, egress
+}
+
+// LocalNodeJudged returns the addresses of the local pods whose traffic with their own node
+// a policy can deny, for ingress (traffic from the node: the node's output hook) and for
+// egress (traffic to the node: its input hook): those whose Admin tier, or — when no
+// NetworkPolicy isolates them for that direction, which would allow it — Baseline tier has
+// a rule that can match a node address. Traffic between a pod and its own node never
+// crosses the forward hook. Sorted.
+func (s *Snapshot) LocalNodeJudged() (ingress, egress []netip.Addr) {
+	for a, e := range s.byIP {
+		if !e.local {
+			continue
+		}
+		if s.nodeJudges(e, Ingress, AdminTier) || (e.ingress == nil && s.nodeJudges(e, Ingress, BaselineTier)) {
+			ingress = append(ingress, a)
+		}
+		if s.nodeJudges(e, Egress, AdminTier) || (e.egress == nil && s.nodeJudges(e, Egress, BaselineTier)) {
 			egress = append(egress, a)
 		}
 	}
@@ -137,33 +163,89 @@ func (s *Snapshot) Decide(f flow.Flow) Decision {
 }
 
 // judge decides one direction for pod (nil when that end is not a pod) whose remote end is
-// remote at address raddr; dst is the destination pod, which resolves named ports.
+// remote at address raddr; dst is the destination pod, which resolves named ports. The
+// tiers, in order: a pod to itself is allowed; the Admin tier's rules (priority, then
+// name, then rule order) decide by Accept or Deny, or Pass on; NetworkPolicy decides for a
+// pod it isolates, and always allows such a pod its own node; the Baseline tier decides by
+// Accept or Deny — the traffic of a pod with its own node included, as the upstream
+// conformance suite expects (CNPBaselineTierEgressNodePeers); what is left is allowed.
 func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) Judgement {
 	if pod == nil {
 		return Judgement{Verdict: Allow, Code: NoPod}
 	}
 	j := Judgement{Verdict: Allow, Pod: pod.pod, Local: pod.local}
-	switch {
-	case pod == remote:
+	if pod == remote {
 		j.Code = Self
 		return j
-	case pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node:
-		j.Code = OwnNode
+	}
+	if len(pod.groups) > 0 && s.cluster(&j, AdminTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
+	ownNode := pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
 	t := pod.egress
 	if dir == Ingress {
 		t = pod.ingress
 	}
-	if t == nil {
-		j.Code = NotIsolated
+	if t != nil {
+		if ownNode {
+			j.Code = OwnNode
+			return j
+		}
+		if rank := t.first(remote, raddr, dst, f); rank != noRank {
+			r := &t.rules[rank]
+			j.Code, j.Policy, j.Rule = Allowed, &r.cp.ref, r.index
+			return j
+		}
+		j.Verdict, j.Code = Deny, NoRuleAllows
 		return j
 	}
-	if rank := t.first(remote, raddr, dst, f); rank != noRank {
-		r := &t.rules[rank]
-		j.Code, j.Policy, j.Rule = Allowed, &r.cp.ref, r.index
+	if len(pod.groups) > 0 && s.cluster(&j, BaselineTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
-	j.Verdict, j.Code = Deny, NoRuleAllows
+	j.Code = NotIsolated
+	if ownNode {
+		j.Code = OwnNode
+	}
 	return j
+}
+
+// cluster judges a flow by the ClusterNetworkPolicies of one tier selecting pod and reports
+// whether the tier decided; a Pass rule is recorded in the judgement. It looks up the
+// table of each group of the pod (few: policies with one subject share one) and keeps the
+// matching rule of highest precedence.
+func (s *Snapshot) cluster(j *Judgement, tier Tier, pod *podEntry, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
+	var best *rankedRule
+	for _, id := range pod.tierGroups(tier) {
+		t := s.groups[id].tables[dir]
+		if t == nil {
+			continue
+		}
+		if best != nil && !before(t.rules[0].cp, t.rules[0].index, best.cp, best.index) {
+			continue // its first rule comes after the one found
+		}
+		if rank := t.first(remote, raddr, dst, f); rank != noRank {
+			if r := &t.rules[rank]; best == nil || before(r.cp, r.index, best.cp, best.index) {
+				best = r
+			}
+		}
+	}
+	if best == nil {
+		return false
+	}
+	ci := best.cp.cluster
+	switch ci.action(dir, best.index) {
+	case ActionAccept:
+		j.Code = ClusterAccepted
+	case ActionDeny:
+		j.Verdict, j.Code = Deny, ClusterDenied
+	default:
+		if tier == AdminTier {
+			j.AdminPass = &ci.steps[dir][best.index]
+		} else {
+			j.BaselinePass = &ci.steps[dir][best.index]
+		}
+		return false
+	}
+	j.Policy, j.Rule = &best.cp.ref, best.index
+	return true
 }

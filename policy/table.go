@@ -51,6 +51,7 @@ import (
 // rules, for port ranges that overlap in many different ways.
 type ruleTable struct {
 	key   string            // the Compiler's cache key
+	dir   Direction         // the direction of the rules
 	pols  []*compiledPolicy // the isolating policies, sorted by name
 	rules []rankedRule      // indexed by rank
 

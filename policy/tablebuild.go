@@ -21,6 +21,11 @@ type tableBuilder struct {
 
 	shared map[string]uint32 // a set's ranks, little endian → its index in sets
 	key    []byte
+	// addrSegs: the ranks of the rules whose ipBlocks a set merged, little endian → the
+	// segments made of them, as offsets into v4 and v6 (from, to, from, to). Port classes
+	// differ mostly in rules without ipBlocks, so that their sets share one copy.
+	addrSegs map[string][4]int
+	addrKey  []byte
 
 	// The sets built, with their slices as offsets into the arrays below.
 	sets   []builtSet
@@ -77,7 +82,7 @@ type builtSet struct {
 
 // build merges the rules of one direction of pols, which are sorted by name.
 func (b *tableBuilder) build(key string, dir Direction, pols []*compiledPolicy) *ruleTable {
-	t := &ruleTable{key: key, pols: pols}
+	t := &ruleTable{key: key, dir: dir, pols: pols}
 	n := 0
 	for _, cp := range pols {
 		n += len(cp.rules(dir))
@@ -112,6 +117,10 @@ func (b *tableBuilder) build(key string, dir Direction, pols []*compiledPolicy) 
 		b.shared = map[string]uint32{}
 	}
 	clear(b.shared)
+	if b.addrSegs == nil {
+		b.addrSegs = map[string][4]int{}
+	}
+	clear(b.addrSegs)
 	b.sets, b.u32, b.v4, b.v6 = b.sets[:0], b.u32[:0], b.v4[:0], b.v6[:0]
 	t.noPorts = b.setOf(b.noPorts)
 	b.portClasses()
@@ -219,6 +228,7 @@ func (b *tableBuilder) newSet(ranks []uint32) builtSet {
 	}
 	s.min = ranks[0]
 	b.peers, b.blocks[0], b.blocks[1] = b.peers[:0], b.blocks[0][:0], b.blocks[1][:0]
+	b.addrKey = b.addrKey[:0]
 	for _, rank := range ranks {
 		r := b.rules[rank]
 		if r.any {
@@ -228,6 +238,16 @@ func (b *tableBuilder) newSet(ranks []uint32) builtSet {
 		}
 		for _, id := range r.peers {
 			b.peers = append(b.peers, taggedPeer{id, rank})
+		}
+		if len(r.addrs.v4)+len(r.addrs.v6) > 0 {
+			b.addrKey = binary.LittleEndian.AppendUint32(b.addrKey, rank)
+		}
+	}
+	seg, cached := b.addrSegs[string(b.addrKey)]
+	for _, rank := range ranks {
+		r := b.rules[rank]
+		if r.any || cached || len(b.addrKey) == 0 {
+			break
 		}
 		for _, a := range r.addrs.v4 {
 			b.blocks[0] = append(b.blocks[0], taggedSpan{u128{0, uint64(a.lo)}, u128{0, uint64(a.hi)}, rank})
@@ -254,6 +274,10 @@ func (b *tableBuilder) newSet(ranks []uint32) builtSet {
 		b.u32[s.peers+2*s.n+i] = rest
 	}
 
+	if cached { // the ipBlocks of the same rules as a set before
+		s.v4, s.v4n, s.v6, s.v6n = seg[0], seg[1], seg[2], seg[3]
+		return s
+	}
 	for _, g := range b.segments(b.blocks[0]) {
 		b.v4 = append(b.v4, segment4{uint32(g.lo.lo), uint32(g.hi.lo), g.rank})
 	}
@@ -266,6 +290,9 @@ func (b *tableBuilder) newSet(ranks []uint32) builtSet {
 	b.v6 = b.v6[:s.v6+len(mergeAdjacent(b.v6[s.v6:], func(a, b segment6) bool { return a.rank == b.rank && a.hi.inc() == b.lo },
 		func(a *segment6, b segment6) { a.hi = b.hi }))]
 	s.v6n = len(b.v6)
+	if len(b.addrKey) > 0 {
+		b.addrSegs[string(b.addrKey)] = [4]int{s.v4, s.v4n, s.v6, s.v6n}
+	}
 	return s
 }
 

@@ -68,11 +68,12 @@ type Namespace struct {
 	Labels map[string]string
 }
 
-// Node is what policy needs of a Kubernetes Node: its name and addresses, and the address
-// ranges of its pods.
+// Node is what policy needs of a Kubernetes Node: its name, addresses and labels (which
+// ClusterNetworkPolicy nodes peers select), and the address ranges of its pods.
 type Node struct {
-	Name string
-	IPs  []netip.Addr
+	Name   string
+	IPs    []netip.Addr
+	Labels map[string]string
 	// PodCIDRs are spec.podCIDRs (or spec.podCIDR): the ranges the node's pods take their
 	// addresses from. The agent holds a new connection to or from an address of its own
 	// node's ranges that no pod has yet (datapath/doc.go, "The new-pod window").

@@ -93,6 +93,9 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	for _, c := range snap.Conflicts() {
 		fmt.Fprintln(errOut, "podwall explain: warning: address", c.String()+": judged with every claimant (deny unless all allow)")
 	}
+	for _, p := range snap.ClusterProblems() { // enforced fail-closed, or a priority tie
+		fmt.Fprintln(errOut, "podwall explain: warning:", p)
+	}
 	switch {
 	case o.batch:
 		bad, err := explain.Batch(snap, in, out, func(msg string) { fmt.Fprintln(errOut, "podwall explain:", msg) })

@@ -43,7 +43,7 @@ type Answer struct {
 type Judgement struct {
 	Verdict string `json:"verdict"` // "allow" or "deny"
 	// Code is policy.Code spelled out: no-pod, self, own-node, not-isolated, allowed,
-	// no-rule-allows.
+	// no-rule-allows, cluster-accepted, cluster-denied.
 	Code string `json:"code"`
 	// Pod is the pod judged (namespace/name): the source for egress, the destination for
 	// ingress; empty when that end is not a pod.
@@ -53,13 +53,36 @@ type Judgement struct {
 	// explain, which has no node.
 	Local bool `json:"local"`
 	// Policies are the policies that made this direction's verdict: the allowing ones when
-	// Code is "allowed", the isolating ones when it is "no-rule-allows".
+	// Code is "allowed", the isolating ones when it is "no-rule-allows", the deciding
+	// ClusterNetworkPolicy (cnp/NAME) when it is "cluster-accepted" or "cluster-denied".
 	Policies []string `json:"policies,omitempty"`
 	// AllowedBy lists every rule that allows the flow; IsolatedBy every policy isolating Pod
 	// for this direction.
 	AllowedBy  []Rule   `json:"allowedBy,omitempty"`
 	IsolatedBy []string `json:"isolatedBy,omitempty"`
 	Reason     string   `json:"reason"`
+	// Tier is the tier that decided: "Admin" or "Baseline" (codes cluster-accepted and
+	// cluster-denied), "NetworkPolicy" when a ClusterNetworkPolicy Pass rule sent the flow
+	// there (allowed, no-rule-allows, own-node); empty otherwise — so a cluster without
+	// ClusterNetworkPolicies writes what it always did.
+	Tier string `json:"tier,omitempty"`
+	// Cluster lists the ClusterNetworkPolicy rules that judged this direction, in order:
+	// the Pass rules that sent it on to the next tier, then the rule that decided, if one
+	// did.
+	Cluster []ClusterRule `json:"cluster,omitempty"`
+}
+
+// ClusterRule names one ClusterNetworkPolicy rule and what it did.
+type ClusterRule struct {
+	Policy   string `json:"policy"` // cnp/NAME
+	Rule     int    `json:"rule"`   // index into spec.ingress or spec.egress
+	Name     string `json:"name,omitempty"`
+	Tier     string `json:"tier"` // "Admin" or "Baseline"
+	Priority int32  `json:"priority"`
+	Action   string `json:"action"` // "Accept", "Deny" or "Pass"
+	// Tie names a policy of the same tier and priority that selects the pod too: their
+	// order is podwall's (by name), the API leaves it open.
+	Tie string `json:"tie,omitempty"`
 }
 
 // Rule names one rule: an index into spec.ingress or spec.egress of Policy (namespace/name).
@@ -79,6 +102,23 @@ func JudgementOf(d *policy.DirExplanation) *Judgement {
 	}
 	for _, a := range d.Allowing {
 		j.AllowedBy = append(j.AllowedBy, Rule{a.Policy.String(), a.Rule})
+	}
+	for _, c := range d.Cluster {
+		r := ClusterRule{Policy: c.Rule.Policy.String(), Rule: c.Rule.Rule, Name: c.Name, Tier: c.Rule.Policy.Tier.String(),
+			Priority: c.Priority, Action: c.Action.String()}
+		if c.Tie != nil {
+			r.Tie = c.Tie.String()
+		}
+		j.Cluster = append(j.Cluster, r)
+	}
+	switch d.Code {
+	case policy.Allowed, policy.NoRuleAllows, policy.OwnNode:
+		if len(d.Cluster) > 0 { // passed on by the Admin tier
+			j.Tier = policy.NetworkPolicyTier.String()
+		}
+	case policy.ClusterAccepted, policy.ClusterDenied:
+		j.Tier = d.Policy.Tier.String()
+		j.Policies = []string{d.Policy.String()}
 	}
 	switch d.Code {
 	case policy.Allowed:
@@ -108,18 +148,22 @@ func Judge(s *policy.Snapshot, q Query) Answer {
 	return a
 }
 
-// ParseFlow resolves q's endpoints in s and checks its port and protocol.
+// ParseFlow resolves q's endpoints in s and checks its port and protocol. A pod endpoint
+// is the pod's primary address (status.podIP), except that when the other endpoint is an
+// address, or a pod without an address of that family, the pod's address of the other
+// endpoint's family is used (SPEC §4): an error only when the two have no family in common.
 func ParseFlow(s *policy.Snapshot, q Query) (flow.Flow, error) {
 	var f flow.Flow
-	var err error
-	if f.Src, err = Endpoint(s, q.From); err != nil {
+	from, err := resolve(s, q.From)
+	if err != nil {
 		return f, fmt.Errorf("from: %w", err)
 	}
-	if f.Dst, err = Endpoint(s, q.To); err != nil {
+	to, err := resolve(s, q.To)
+	if err != nil {
 		return f, fmt.Errorf("to: %w", err)
 	}
-	if f.Src.Is4() != f.Dst.Is4() {
-		return f, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", f.Src, f.Dst)
+	if f.Src, f.Dst, err = pair(from, to); err != nil {
+		return f, err
 	}
 	proto := q.Protocol
 	if proto == "" {
@@ -142,6 +186,70 @@ func ParseFlow(s *policy.Snapshot, q Query) (flow.Flow, error) {
 		f.Port = 0
 	}
 	return f, nil
+}
+
+// endpoint is a resolved query endpoint: an address, or a pod with its addresses (primary
+// first).
+type endpoint struct {
+	name  string
+	addrs []netip.Addr
+	pod   bool
+}
+
+func resolve(s *policy.Snapshot, ep string) (endpoint, error) {
+	if a, err := netip.ParseAddr(ep); err == nil {
+		return endpoint{name: ep, addrs: []netip.Addr{a.Unmap()}}, nil
+	}
+	if _, err := Endpoint(s, ep); err != nil {
+		return endpoint{}, err
+	}
+	ns, name, _ := strings.Cut(ep, "/")
+	return endpoint{name: ep, addrs: s.Pod(ns, name).IPs, pod: true}, nil
+}
+
+// pair picks the source and destination addresses of one family: the first endpoint's first
+// address whose family the other endpoint has.
+func pair(from, to endpoint) (src, dst netip.Addr, err error) {
+	if !from.pod && !to.pod {
+		if from.addrs[0].Is4() != to.addrs[0].Is4() {
+			return src, dst, fmt.Errorf("from %s and to %s are of different IP families; pass an address to pick the family", from.addrs[0], to.addrs[0])
+		}
+		return from.addrs[0], to.addrs[0], nil
+	}
+	// An address decides the family; two pods try the source's primary family first.
+	order := from.addrs
+	if !to.pod {
+		order = to.addrs
+	}
+	for _, a := range append(slices.Clip(order), to.addrs...) {
+		s, okS := ofFamily(from.addrs, a.Is4())
+		d, okD := ofFamily(to.addrs, a.Is4())
+		if okS && okD {
+			return s, d, nil
+		}
+	}
+	return src, dst, fmt.Errorf("from %s (%s) and to %s (%s) have no IP family in common", from.name, families(from.addrs), to.name, families(to.addrs))
+}
+
+func ofFamily(addrs []netip.Addr, v4 bool) (netip.Addr, bool) {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func families(addrs []netip.Addr) string {
+	var out []string
+	for _, a := range addrs {
+		if a.Is4() {
+			out = append(out, "IPv4 "+a.String())
+		} else {
+			out = append(out, "IPv6 "+a.String())
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // Endpoint resolves ns/pod to the pod's primary address, or parses an address.

@@ -42,7 +42,7 @@ func TestJudge(t *testing.T) {
 		{q: Query{From: "prod/web", To: "prod/db", Port: "80", Protocol: "GRE"}, err: "protocol: unknown protocol"},
 		{q: Query{From: "web", To: "prod/db", Port: "80"}, err: `from: endpoint "web": want ns/pod`},
 		{q: Query{From: "prod/web", To: "prod/nope", Port: "80"}, err: `to: endpoint "prod/nope": no such pod`},
-		{q: Query{From: "prod/web", To: "fd00::1", Port: "80"}, err: "different IP families"},
+		{q: Query{From: "10.244.1.10", To: "fd00::1", Port: "80"}, err: "different IP families"},
 	} {
 		a := Judge(snap, tc.q)
 		if tc.err != "" {

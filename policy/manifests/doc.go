@@ -1,12 +1,16 @@
 // Package manifests is podwall's file source of policy state: `podwall run --manifests PATH`,
-// `podwall explain --manifests PATH` and the demo read Namespaces, Pods, Nodes and
-// NetworkPolicies from Kubernetes YAML or JSON files instead of a cluster.
+// `podwall explain --manifests PATH` and the demo read Namespaces, Pods, Nodes,
+// NetworkPolicies and ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) from
+// Kubernetes YAML or JSON files instead of a cluster. Nodes give their addresses and labels
+// to ClusterNetworkPolicy nodes peers (and to own-node traffic).
 //
 // It owns turning files into a policy.State, and refusing files that do not say exactly one
 // thing. Load decodes strictly (unknown fields, unknown kinds and apiVersions are errors,
-// never silently dropped), validates each NetworkPolicy with policy.Validate and each Pod with
-// policy.FromPod. Every problem is reported, not just the first, each naming the file and
-// line, the object and the field, e.g.
+// never silently dropped), validates each NetworkPolicy with policy.Validate, each
+// ClusterNetworkPolicy with policy.ValidateClusterPolicy (the CRD's rules: an invalid one
+// still refuses the files, so the last good state stays — it never widens access) and each
+// Pod with policy.FromPod. Every problem is reported, not just the first, each naming the
+// file and line, the object and the field, e.g.
 //
 //	manifests/db.yaml:12: NetworkPolicy prod/db: spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "010.0.0.0/8": ...
 //

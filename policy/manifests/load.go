@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy"
 )
@@ -31,8 +32,9 @@ import (
 // are skipped (editor swap files, .git, the ..data directories of a mounted ConfigMap, whose
 // visible files are symlinks and are read); symlinked directories are not followed. A file
 // holds YAML documents separated by "---" lines, or JSON values; each is a v1 Namespace, Pod,
-// Node or List, or a networking.k8s.io/v1 NetworkPolicy, or a NamespaceList, PodList,
-// NodeList or NetworkPolicyList. The objects appear in the State in the order read.
+// Node or List, a networking.k8s.io/v1 NetworkPolicy, a policy.networking.k8s.io/v1alpha2
+// ClusterNetworkPolicy, or a NamespaceList, PodList, NodeList, NetworkPolicyList or
+// ClusterNetworkPolicyList. The objects appear in the State in the order read.
 //
 // An object of a kind Load reads, with a name, that is invalid (a field podwall refuses, an
 // unknown field, a value of the wrong type) is rejected alone: it is named in
@@ -61,9 +63,12 @@ var apiVersions = map[string]string{
 	"PodList":           "v1",
 	"NodeList":          "v1",
 	"NetworkPolicyList": "networking.k8s.io/v1",
+
+	"ClusterNetworkPolicy":     "policy.networking.k8s.io/v1alpha2",
+	"ClusterNetworkPolicyList": "policy.networking.k8s.io/v1alpha2",
 }
 
-const kindsWanted = "want a v1 Namespace, Pod, Node or List, or a networking.k8s.io/v1 NetworkPolicy"
+const kindsWanted = "want a v1 Namespace, Pod, Node or List, a networking.k8s.io/v1 NetworkPolicy or a policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy"
 
 // decoder decodes the kinds Load reads into their API types, strictly: unknown and duplicate
 // fields are errors. It neither defaults nor converts.
@@ -71,6 +76,7 @@ var decoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
 	utilruntime.Must(corev1.AddToScheme(s))
 	utilruntime.Must(networkingv1.AddToScheme(s))
+	utilruntime.Must(cnpv1alpha2.Install(s))
 	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
 }()
 
@@ -392,6 +398,9 @@ func (l *loader) decode(o *object, data []byte) {
 		l.state.Policies = append(l.state.Policies, obj) // the compiler enforces it fail-closed
 	case nil: // did not decode
 		switch o.kind {
+		case "ClusterNetworkPolicy":
+			l.refuse(o, errs)
+			return
 		case policy.KindPod:
 			l.state.Pods = append(l.state.Pods, policy.Pod{Namespace: o.namespace, Name: o.name})
 		case policy.KindNetworkPolicy:
@@ -402,6 +411,22 @@ func (l *loader) decode(o *object, data []byte) {
 					networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
 			})
 		}
+	case *cnpv1alpha2.ClusterNetworkPolicy:
+		// Validated as the CRD would; fields the API documents as fail-closed (an empty
+		// peer, domainNames) are not errors: the compiler enforces them fail-closed and
+		// reports them (policy.Snapshot.ClusterProblems).
+		//
+		// A problem refuses the files (the last good state stays) rather than rejecting the
+		// object alone: a ClusterNetworkPolicy's Deny rules protect pods no namespace owner
+		// controls, and one read without a misspelt field could allow what it denies.
+		if err := policy.ValidateClusterPolicy(obj); err != nil {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			l.refuse(o, errs)
+			return
+		}
+		l.state.ClusterPolicies = append(l.state.ClusterPolicies, obj)
 	default:
 		errs = append(errs, fmt.Errorf("decoded as %T: %s", obj, kindsWanted)) // unreachable: apiVersions and the scheme agree
 	}
@@ -424,13 +449,24 @@ func (l *loader) reject(o *object, errs []error) {
 		return
 	}
 	if o.name == "" {
-		for _, e := range all {
-			l.errors = append(l.errors, fmt.Errorf("%s: %w", o, e))
-		}
+		l.refuse(o, all)
 		return
 	}
 	l.state.Problems = append(l.state.Problems, policy.Problem{Kind: o.kind, Namespace: o.namespace, Name: o.name,
 		Where: o.where(), Err: errors.Join(all...)})
+}
+
+// refuse records errors of o that fail the whole load, each a problem of its own.
+func (l *loader) refuse(o *object, errs []error) {
+	for _, err := range errs {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				l.errors = append(l.errors, fmt.Errorf("%s: %w", o, e))
+			}
+		} else {
+			l.errors = append(l.errors, fmt.Errorf("%s: %w", o, err))
+		}
+	}
 }
 
 // unique reports whether o is the first object of its kind and name, and reports a

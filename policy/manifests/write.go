@@ -10,11 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/yaml"
 )
 
-// Write writes objects — *corev1.Namespace, *corev1.Pod, *corev1.Node and
-// *networkingv1.NetworkPolicy — to path as one YAML document each, atomically (a temporary
+// Write writes objects — *corev1.Namespace, *corev1.Pod, *corev1.Node,
+// *networkingv1.NetworkPolicy and *cnpv1alpha2.ClusterNetworkPolicy — to path as one YAML document each, atomically (a temporary
 // file beside path renamed over it) so that a watching agent never reads half a file. An
 // object without apiVersion and kind gets those of its type; the objects are not changed.
 // `podwall demo`, the e2e tests and the bench harness write what the agent reads with it.
@@ -81,8 +82,11 @@ func typed(o any) (any, error) {
 	case *networkingv1.NetworkPolicy:
 		c := *o
 		obj, tm, apiVersion, kind = &c, &c.TypeMeta, "networking.k8s.io/v1", "NetworkPolicy"
+	case *cnpv1alpha2.ClusterNetworkPolicy:
+		c := *o
+		obj, tm, apiVersion, kind = &c, &c.TypeMeta, cnpv1alpha2.GroupVersion.String(), "ClusterNetworkPolicy"
 	default:
-		return nil, fmt.Errorf("manifests: cannot write %T: want a *Namespace, *Pod or *Node of core/v1 or a *NetworkPolicy of networking/v1", o)
+		return nil, fmt.Errorf("manifests: cannot write %T: want a *Namespace, *Pod or *Node of core/v1, a *NetworkPolicy of networking/v1 or a *ClusterNetworkPolicy of policy.networking.k8s.io/v1alpha2", o)
 	}
 	if tm.APIVersion == "" && tm.Kind == "" {
 		*tm = metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}

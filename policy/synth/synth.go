@@ -1,5 +1,5 @@
-// Package synth generates synthetic but realistic clusters — namespaces, pods and
-// NetworkPolicies — for benchmarks, scale tests and property tests of the policy engine.
+// Package synth generates synthetic but realistic clusters — namespaces, pods,
+// NetworkPolicies and ClusterNetworkPolicies — for benchmarks, scale tests and property tests of the policy engine.
 // A generated State is deterministic for a given Config.
 package synth
 
@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
@@ -20,6 +21,9 @@ import (
 // Config sizes a synthetic cluster.
 type Config struct {
 	Pods, Policies int
+	// ClusterPolicies is the number of ClusterNetworkPolicies (ClusterPolicy); with some,
+	// the state also holds its Nodes, labelled by zone, with addresses 172.18.i.i.
+	ClusterPolicies int
 	// Namespaces defaults to max(2, Pods/100).
 	Namespaces int
 	// Nodes defaults to max(1, Pods/100).
@@ -32,6 +36,7 @@ var (
 	tiers   = []string{"frontend", "backend", "data"}
 	teams   = []string{"red", "blue", "green", "gold"}
 	envs    = []string{"prod", "staging", "dev"}
+	zones   = []string{"a", "b", "c"}
 	svcPort = map[string]uint16{"web": 8080, "api": 5000, "db": 3306, "cache": 6379, "queue": 5672,
 		"auth": 9000, "search": 9200, "billing": 7000, "mail": 2525, "report": 8443}
 )
@@ -77,6 +82,17 @@ func Generate(c Config) policy.State {
 	}
 	for i := range c.Policies {
 		s.Policies = append(s.Policies, Policy(r, nsName(r.IntN(c.Namespaces)), fmt.Sprintf("np-%d", i)))
+	}
+	// After the rest, so that adding ClusterPolicies leaves the others as they were.
+	for i := range c.ClusterPolicies {
+		s.ClusterPolicies = append(s.ClusterPolicies, ClusterPolicy(r, fmt.Sprintf("cnp-%d", i)))
+	}
+	if c.ClusterPolicies > 0 {
+		for i := range c.Nodes {
+			s.Nodes = append(s.Nodes, policy.Node{Name: fmt.Sprintf("node-%d", i),
+				IPs:    []netip.Addr{netip.AddrFrom4([4]byte{172, 18, byte(i >> 8), byte(i)})},
+				Labels: map[string]string{"zone": zones[i%len(zones)], "kubernetes.io/os": "linux"}})
+		}
 	}
 	return s
 }
@@ -199,6 +215,97 @@ func ports(r *rand.Rand) []networkingv1.NetworkPolicyPort {
 		default:
 			v := intstr.FromInt32(53)
 			p.Port, p.Protocol = &v, &udp
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// ClusterPolicy generates one random ClusterNetworkPolicy: mostly Admin tier, a random
+// priority (ties happen), a subject by namespace labels or by app, and a few rules per
+// direction of every action, with namespaces, pods, networks and nodes peers and TCP, UDP,
+// range and named-port protocols.
+func ClusterPolicy(r *rand.Rand, name string) *cnpv1alpha2.ClusterNetworkPolicy {
+	c := &cnpv1alpha2.ClusterNetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "policy.networking.k8s.io/v1alpha2", Kind: "ClusterNetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       cnpv1alpha2.ClusterNetworkPolicySpec{Tier: cnpv1alpha2.AdminTier, Priority: int32(r.IntN(1001))},
+	}
+	if r.IntN(4) == 0 {
+		c.Spec.Tier = cnpv1alpha2.BaselineTier
+	}
+	switch r.IntN(3) {
+	case 0:
+		c.Spec.Subject.Namespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"team": teams[r.IntN(len(teams))]}}
+	case 1:
+		c.Spec.Subject.Namespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"env": envs[r.IntN(len(envs))]}}
+	default:
+		c.Spec.Subject.Pods = &cnpv1alpha2.NamespacedPod{PodSelector: podSelector(r)}
+	}
+	actions := []cnpv1alpha2.ClusterNetworkPolicyRuleAction{"Accept", "Deny", "Pass"}
+	for range r.IntN(4) {
+		var peers []cnpv1alpha2.ClusterNetworkPolicyIngressPeer
+		for _, p := range clusterPeers(r, false) {
+			peers = append(peers, cnpv1alpha2.ClusterNetworkPolicyIngressPeer{Namespaces: p.Namespaces, Pods: p.Pods})
+		}
+		c.Spec.Ingress = append(c.Spec.Ingress, cnpv1alpha2.ClusterNetworkPolicyIngressRule{
+			Action: actions[r.IntN(3)], From: peers, Protocols: clusterProtocols(r, true)})
+	}
+	for range r.IntN(4) {
+		to := clusterPeers(r, true)
+		named := true
+		for _, p := range to {
+			named = named && p.Networks == nil && p.Nodes == nil
+		}
+		c.Spec.Egress = append(c.Spec.Egress, cnpv1alpha2.ClusterNetworkPolicyEgressRule{
+			Action: actions[r.IntN(3)], To: to, Protocols: clusterProtocols(r, named)})
+	}
+	return c
+}
+
+func clusterPeers(r *rand.Rand, egress bool) []cnpv1alpha2.ClusterNetworkPolicyEgressPeer {
+	kinds := 2
+	if egress {
+		kinds = 4
+	}
+	var out []cnpv1alpha2.ClusterNetworkPolicyEgressPeer
+	for range r.IntN(2) + 1 {
+		var p cnpv1alpha2.ClusterNetworkPolicyEgressPeer
+		switch r.IntN(kinds) {
+		case 0:
+			p.Namespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"team": teams[r.IntN(len(teams))]}}
+		case 1:
+			p.Pods = &cnpv1alpha2.NamespacedPod{PodSelector: podSelector(r)}
+		case 2:
+			p.Networks = []cnpv1alpha2.CIDR{cnpv1alpha2.CIDR(fmt.Sprintf("10.244.%d.0/24", r.IntN(256))), "192.0.2.0/24"}
+			if r.IntN(4) == 0 {
+				p.Networks = append(p.Networks, "0.0.0.0/0", "::/0")
+			}
+		default:
+			p.Nodes = &metav1.LabelSelector{MatchLabels: map[string]string{"zone": zones[r.IntN(len(zones))]}}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func clusterProtocols(r *rand.Rand, named bool) []cnpv1alpha2.ClusterNetworkPolicyProtocol {
+	var out []cnpv1alpha2.ClusterNetworkPolicyProtocol
+	for range r.IntN(3) {
+		var p cnpv1alpha2.ClusterNetworkPolicyProtocol
+		switch r.IntN(4) {
+		case 0:
+			p.TCP = &cnpv1alpha2.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1alpha2.Port{Number: int32(svcPort[apps[r.IntN(len(apps))]])}}
+		case 1:
+			p.UDP = &cnpv1alpha2.ClusterNetworkPolicyProtocolUDP{DestinationPort: &cnpv1alpha2.Port{Number: 53}}
+		case 2:
+			p.TCP = &cnpv1alpha2.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1alpha2.Port{Range: &cnpv1alpha2.PortRange{Start: 8000, End: int32(8100 + r.IntN(500))}}}
+		default:
+			if !named {
+				p.TCP = &cnpv1alpha2.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1alpha2.Port{Number: 9090}}
+				break
+			}
+			p.DestinationNamedPort = []string{"http", "metrics"}[r.IntN(2)]
 		}
 		out = append(out, p)
 	}

@@ -33,7 +33,7 @@ type verdictMetrics struct {
 	sourceErrors   prometheus.Counter
 }
 
-const numCodes = int(policy.NoRuleAllows) + 1
+const numCodes = int(policy.ClusterDenied) + 1
 
 var (
 	directionNames = [2]string{policy.Egress: "egress", policy.Ingress: "ingress"}
@@ -49,7 +49,7 @@ func newVerdictMetrics() *verdictMetrics {
 			Name: "direction_verdicts_total", Help: "Directions of queued packets judged on this node (egress of a local source pod, ingress of a local destination pod), by direction, verdict and code (why)."},
 			[]string{"direction", "verdict", "code"}),
 		policyVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "policy",
-			Name: "verdicts_total", Help: "Directions judged on this node by a NetworkPolicy: allow counts the policy of the first allowing rule, deny every policy isolating the pod. Series exist while the policy selects a local pod."},
+			Name: "verdicts_total", Help: "Directions judged on this node by a NetworkPolicy (allow counts the policy of the first allowing rule, deny every policy isolating the pod) or a ClusterNetworkPolicy (cnp/NAME: the policy whose Accept or Deny rule decided). Series exist while the policy selects a local pod."},
 			[]string{"policy", "direction", "verdict"}),
 		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "podwall", Subsystem: "datapath",
 			Name: "decide_seconds", Help: "Time from receiving a queued packet to its verdict.",
@@ -76,6 +76,8 @@ func newVerdictMetrics() *verdictMetrics {
 			m.byDirection[d][policy.Allow][c] = m.directions.WithLabelValues(dn, "allow", c.String())
 		}
 		m.byDirection[d][policy.Deny][policy.NoRuleAllows] = m.directions.WithLabelValues(dn, "deny", policy.NoRuleAllows.String())
+		m.byDirection[d][policy.Allow][policy.ClusterAccepted] = m.directions.WithLabelValues(dn, "allow", policy.ClusterAccepted.String())
+		m.byDirection[d][policy.Deny][policy.ClusterDenied] = m.directions.WithLabelValues(dn, "deny", policy.ClusterDenied.String())
 	}
 	m.index.Store(&policyIndex{})
 	return m
@@ -118,6 +120,10 @@ func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *polic
 		for _, c := range idx.isolating[podKey{j.Pod.Namespace, j.Pod.Name}][dir] {
 			c[dir][policy.Deny].Inc()
 		}
+	case policy.ClusterAccepted, policy.ClusterDenied:
+		if c := idx.byPolicy[*j.Policy]; c != nil {
+			c[dir][j.Verdict].Inc()
+		}
 	}
 }
 
@@ -152,6 +158,9 @@ func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
 		}
 		idx.byPolicy[ref] = ps
 		return ps
+	}
+	for _, ref := range s.LocalClusterPolicies() {
+		series(ref)
 	}
 	s.LocalIsolation(func(p *policy.Pod, egress, ingress []policy.PolicyRef) {
 		var iso [2][]*policySeries

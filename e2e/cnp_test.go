@@ -1,0 +1,361 @@
+package e2e
+
+import (
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	"sigs.k8s.io/network-policy-api/conformance"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podwall/podwall/policy/policytest"
+)
+
+// The houses of the upstream conformance fixtures (conformance/base/manifests.yaml), two pods
+// each, NAME-0 on node-1 and NAME-1 on node-2, in namespace network-policy-conformance-<house>
+// labelled conformance-house=<house>; tests name them <house>/NAME-i.
+var houses = map[string]string{"gryffindor": "harry-potter", "slytherin": "draco-malfoy", "hufflepuff": "cedric-diggory",
+	"ravenclaw": "luna-lovegood"}
+
+// conformanceObjects reads the policies of one upstream fixture: ClusterNetworkPolicies as
+// v1alpha2 (upstream writes v1beta1, the same schema) and NetworkPolicies.
+func conformanceObjects(t *testing.T, path string) (cnps []*cnpv1alpha2.ClusterNetworkPolicy, nps []*networkingv1.NetworkPolicy) {
+	raw, err := conformance.Manifests.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		switch {
+		case strings.Contains(doc, "kind: ClusterNetworkPolicy"):
+			c := &cnpv1alpha2.ClusterNetworkPolicy{}
+			if err := yaml.Unmarshal([]byte(doc), c); err != nil {
+				t.Fatal(err)
+			}
+			c.APIVersion = cnpv1alpha2.GroupVersion.String()
+			cnps = append(cnps, c)
+		case strings.Contains(doc, "kind: NetworkPolicy"):
+			np := &networkingv1.NetworkPolicy{}
+			if err := yaml.Unmarshal([]byte(doc), np); err != nil {
+				t.Fatal(err)
+			}
+			nps = append(nps, np)
+		}
+	}
+	return cnps, nps
+}
+
+// newHouses builds the lab of the conformance fixtures on two nodes, its pods serving TCP and
+// UDP on 80, 8080, 53 and 5353 and SCTP on 9003 and 9005, and returns the objects of its
+// namespaces and pods.
+func newHouses(t *testing.T) (*env, []any) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddNode("node-2", 2)
+	var objs []any
+	for house, sts := range houses {
+		ns := "network-policy-conformance-" + house
+		e.AddPods("node-1", ns+"/"+sts+"-0")
+		e.AddPods("node-2", ns+"/"+sts+"-1")
+		objs = append(objs, policytest.Namespace(ns, map[string]string{"conformance-house": house}))
+		for _, i := range []string{"-0", "-1"} {
+			objs = append(objs, e.podObject(ns+"/"+sts+i, map[string]string{"conformance-house": house}))
+		}
+	}
+	e.Serve(80, 8080, 53, 5353)
+	for _, p := range e.Pods {
+		for _, port := range []uint16{9003, 9005} {
+			if _, err := p.ServeSCTP(port); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for key, p := range maps.Clone(e.Pods) { // the tests' short names
+		e.Pods[strings.TrimPrefix(key, "network-policy-conformance-")] = p
+	}
+	return e, objs
+}
+
+// CNPAdminTierIntegration of the upstream suite on real packets, TCP and UDP, IPv4 and IPv6,
+// on two nodes: an Admin Deny overrides the NetworkPolicy that allows gryffindor ↔ slytherin;
+// each Pass edit, applied live, hands a direction to the NetworkPolicy; with the
+// NetworkPolicy deleted the Baseline Deny decides. Hufflepuff, which no ClusterNetworkPolicy
+// names, is judged by the NetworkPolicy alone.
+func TestClusterNetworkPolicyIntegration(t *testing.T) {
+	e, objs := newHouses(t)
+	cnps, nps := conformanceObjects(t, "base/api_integration/standard-anp-np-banp.yaml")
+	if len(cnps) != 2 || len(nps) != 1 {
+		t.Fatalf("fixture: %d ClusterNetworkPolicies, %d NetworkPolicies; want 2 and 1", len(cnps), len(nps))
+	}
+	state := func() []any {
+		out := append([]any(nil), objs...)
+		for _, c := range cnps {
+			out = append(out, c)
+		}
+		for _, np := range nps {
+			out = append(out, np)
+		}
+		return out
+	}
+	e.write(state()...)
+	e.start()
+
+	const (
+		g0, g1 = "gryffindor/harry-potter-0", "gryffindor/harry-potter-1"
+		s0, s1 = "slytherin/draco-malfoy-0", "slytherin/draco-malfoy-1"
+		h0, h1 = "hufflepuff/cedric-diggory-0", "hufflepuff/cedric-diggory-1"
+	)
+	// into lists the probes slytherin → gryffindor, out gryffindor → slytherin, and control
+	// hufflepuff ↔ gryffindor, on TCP 80 and 8080 and UDP 53, same node and across nodes.
+	probes := func(into, out bool) []probe {
+		var ps []probe
+		for _, pair := range [][2]string{{s0, g0}, {s1, g0}, {s0, g1}} {
+			for _, pp := range []probe{{port: 80}, {port: 8080}, {port: 53, proto: "UDP"}} {
+				ps = append(ps, probe{from: pair[0], to: pair[1], port: pp.port, proto: pp.proto, allow: into},
+					probe{from: pair[1], to: pair[0], port: pp.port, proto: pp.proto, allow: out})
+			}
+		}
+		// The NetworkPolicy isolates gryffindor: hufflepuff only while it is gone.
+		noNP := len(nps) == 0
+		return append(ps, probe{from: h0, to: g0, port: 80, allow: noNP}, probe{from: g1, to: h1, port: 53, proto: "UDP", allow: noNP},
+			probe{from: h1, to: g0, port: 8080, allow: noNP}, probe{from: h0, to: s1, port: 80, allow: true})
+	}
+	edit := func(f func()) {
+		t.Helper()
+		cnps = []*cnpv1alpha2.ClusterNetworkPolicy{cnps[0].DeepCopy(), cnps[1].DeepCopy()}
+		f()
+		start := time.Now()
+		e.rewrite(state()...)
+		t.Logf("applied in %v", time.Since(start).Round(time.Millisecond))
+	}
+	t.Run("Should Deny traffic from slytherin to gryffindor respecting admin CNP", func(t *testing.T) {
+		e.sub(t).check(probes(false, false)...)
+	})
+	t.Run("Should support a 'pass-ingress' policy for admin CNP and respect the match for network policy", func(t *testing.T) {
+		edit(func() { cnps[0].Spec.Ingress[0].Action = cnpv1alpha2.ClusterNetworkPolicyRuleActionPass })
+		e.sub(t).check(probes(true, false)...)
+	})
+	t.Run("Should support a 'pass-egress' policy for admin CNP and respect the match for network policy", func(t *testing.T) {
+		edit(func() { cnps[0].Spec.Egress[0].Action = cnpv1alpha2.ClusterNetworkPolicyRuleActionPass })
+		e.sub(t).check(probes(true, true)...)
+	})
+	// The Pass → Deny edit back, live: the connections it now denies are cut, whichever node
+	// their client is on; the one it still allows keeps working.
+	t.Run("a Pass edited back to Deny revokes the connections it denies", func(t *testing.T) {
+		e := e.sub(t)
+		ct := e.conntrackOf("node-1") // harry-potter-0's node judges its ingress
+		var hs []*held
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			hs = append(hs,
+				e.hold("cut", fam, s0, g0, "tcp", 80),
+				e.hold("cut", fam, s1, g0, "udp", 53),
+				e.hold("kept", fam, g0, s0, "tcp", 8080))
+		}
+		cnps = []*cnpv1alpha2.ClusterNetworkPolicy{cnps[0].DeepCopy(), cnps[1].DeepCopy()}
+		cnps[0].Spec.Ingress[0].Action = cnpv1alpha2.ClusterNetworkPolicyRuleActionDeny
+		edited := time.Now()
+		e.write(state()...)
+		cuts := ct.waitGone(e, edited, hs)
+		var lat []time.Duration
+		for _, d := range cuts {
+			lat = append(lat, d)
+		}
+		t.Logf("edit -> conntrack entry deleted, %d connections: %s", len(lat), quantiles(lat))
+		e.checkHeld(hs)
+		e.check(probes(false, true)...)
+	})
+	t.Run("Should support a 'pass-ingress' policy for admin CNP and respect the match for baseline cluster network policy", func(t *testing.T) {
+		edit(func() { nps = nil })
+		e.sub(t).check(probes(false, false)...)
+	})
+}
+
+// cnpE2EStep is one t.Run of an upstream test: the rule swaps it makes first (the suite's
+// PATCHes, applied live), then its probes.
+type cnpE2EStep struct {
+	name   string
+	edit   func([]*cnpv1alpha2.ClusterNetworkPolicy)
+	probes []probe
+}
+
+// swap exchanges two rules of a direction of the named policy.
+type swap struct {
+	policy  string
+	ingress bool
+	i, j    int
+}
+
+func swaps(ss ...swap) func([]*cnpv1alpha2.ClusterNetworkPolicy) {
+	return func(cnps []*cnpv1alpha2.ClusterNetworkPolicy) {
+		for _, s := range ss {
+			for _, c := range cnps {
+				if c.Name != s.policy {
+					continue
+				}
+				if s.ingress {
+					c.Spec.Ingress[s.i], c.Spec.Ingress[s.j] = c.Spec.Ingress[s.j], c.Spec.Ingress[s.i]
+				} else {
+					c.Spec.Egress[s.i], c.Spec.Egress[s.j] = c.Spec.Egress[s.j], c.Spec.Egress[s.i]
+				}
+			}
+		}
+	}
+}
+
+// CNPAdminTierGress and CNPBaselineTierGress of the upstream suite on real packets: every
+// probe of theirs (TCP, UDP, and SCTP by crafted INITs), over IPv4 and IPv6, on two nodes,
+// each rule swap applied live.
+func TestClusterNetworkPolicyGress(t *testing.T) {
+	for _, tc := range []struct {
+		name, fixture string
+		steps         []cnpE2EStep
+	}{
+		{"CNPAdminTierGress", "base/admin_tier/standard-gress-rules-combined.yaml", adminGressSteps},
+		{"CNPBaselineTierGress", "base/baseline_tier/standard-gress-rules-combined.yaml", baselineGressSteps},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, objs := newHouses(t)
+			cnps, _ := conformanceObjects(t, tc.fixture)
+			state := func() []any {
+				out := append([]any(nil), objs...)
+				for _, c := range cnps {
+					out = append(out, c)
+				}
+				return out
+			}
+			e.write(state()...)
+			e.start()
+			for _, st := range tc.steps {
+				t.Run(st.name, func(t *testing.T) {
+					if st.edit != nil {
+						for i := range cnps {
+							cnps[i] = cnps[i].DeepCopy()
+						}
+						st.edit(cnps)
+						e.rewrite(state()...)
+					}
+					e.sub(t).check(st.probes...)
+				})
+			}
+		})
+	}
+}
+
+// The probes of the upstream tests, transcribed like policy/cnpconformance_test.go.
+var adminGressSteps = []cnpE2EStep{
+	{name: "Should support an 'allow-gress' policy across different protocols", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'allow-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 9005, proto: "SCTP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 80, allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 8080, allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 5353, proto: "UDP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 9005, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support an 'deny-gress' policy across different protocols", edit: swaps(swap{"gress-rules", false, 0, 1}, swap{"gress-rules", true, 0, 1}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 9003, proto: "SCTP", allow: false},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-1", port: 80, allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support a 'deny-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'pass-gress' policy across different protocols", edit: swaps(swap{"gress-rules", false, 0, 2}, swap{"gress-rules", true, 0, 2}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support a 'pass-gress' policy across different protocols at the specified ports", edit: swaps(swap{"gress-rules", false, 3, 4}, swap{"gress-rules", true, 3, 4}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
+}
+
+var baselineGressSteps = []cnpE2EStep{
+	{name: "Should support an 'allow-gress' policy across different protocols", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 80, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-0", port: 53, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-0", port: 9003, proto: "SCTP", allow: true},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-0", port: 80, allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: true},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: true},
+	}},
+	{name: "Should support an 'allow-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "hufflepuff/cedric-diggory-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "gryffindor/harry-potter-1", to: "hufflepuff/cedric-diggory-1", port: 9005, proto: "SCTP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 80, allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 8080, allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 5353, proto: "UDP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "hufflepuff/cedric-diggory-0", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: true},
+		{from: "hufflepuff/cedric-diggory-1", to: "gryffindor/harry-potter-1", port: 9005, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support an 'deny-gress' policy across different protocols", edit: swaps(swap{"default", false, 0, 1}, swap{"default", true, 0, 1}), probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "ravenclaw/luna-lovegood-1", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-0", to: "ravenclaw/luna-lovegood-1", port: 9003, proto: "SCTP", allow: false},
+		{from: "ravenclaw/luna-lovegood-0", to: "gryffindor/harry-potter-1", port: 80, allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 53, proto: "UDP", allow: false},
+		{from: "ravenclaw/luna-lovegood-1", to: "gryffindor/harry-potter-1", port: 9003, proto: "SCTP", allow: false},
+	}},
+	{name: "Should support a 'deny-gress' policy across different protocols at the specified ports", probes: []probe{
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 80, allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 8080, allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 53, proto: "UDP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 5353, proto: "UDP", allow: true},
+		{from: "gryffindor/harry-potter-0", to: "slytherin/draco-malfoy-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "gryffindor/harry-potter-1", to: "slytherin/draco-malfoy-0", port: 9005, proto: "SCTP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 80, allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 8080, allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 53, proto: "UDP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 5353, proto: "UDP", allow: true},
+		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
+		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
+	}},
+}
