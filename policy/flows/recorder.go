@@ -1,0 +1,314 @@
+package flows
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// Defaults of Config.
+const (
+	// DefaultSize is the number of flows the history keeps.
+	DefaultSize = 100_000
+	// DefaultInterval is the flow log's interval.
+	DefaultInterval = 10 * time.Second
+	// queueLen is how many verdicts wait for the recorder's goroutine; beyond it Offer loses
+	// them (counted). 8192 verdicts are 640 KiB, a few milliseconds of the agent's peak rate.
+	queueLen = 8192
+	// errorLogEvery rate-limits the log of failed flow log writes; the counter counts each.
+	errorLogEvery = time.Minute
+)
+
+// Config configures a Recorder.
+type Config struct {
+	// Node is the agent's node, written in every Line.
+	Node string
+	// Size is the number of flows the history keeps; 0 means DefaultSize.
+	Size int
+	// Snapshot returns the policy snapshot of generation gen, or the one in force when that
+	// generation is gone. Required.
+	Snapshot func(gen uint64) *policy.Snapshot
+	// Log receives the flow log, one whole line per Write call (File); nil: no flow log.
+	Log io.Writer
+	// Interval is the flow log's interval; 0 means DefaultInterval.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Recorder records the flows the datapath judges: the history and the flow log (see the
+// package doc). Offer is safe for concurrent use and never blocks; Run does the work.
+type Recorder struct {
+	cfg  Config
+	ch   chan Seen
+	lost atomic.Uint64
+
+	mu      sync.Mutex // guards hist and evicted
+	hist    *simplelru.LRU[flow.Flow, *entry]
+	evicted uint64
+
+	// The flow log: cur is the interval being counted (Run's goroutine only), batches hands
+	// cut intervals to the writer goroutine.
+	cur                          map[flow.Flow]entry
+	batches                      chan map[flow.Flow]entry
+	logLines, logLost, logErrors atomic.Uint64
+	lastErrLog                   time.Time // writer goroutine only
+}
+
+// NewRecorder returns a Recorder for cfg.
+func NewRecorder(cfg Config) *Recorder {
+	if cfg.Size <= 0 {
+		cfg.Size = DefaultSize
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Recorder{cfg: cfg, ch: make(chan Seen, queueLen)}
+	r.hist, _ = simplelru.NewLRU(cfg.Size, func(flow.Flow, *entry) { r.evicted++ }) // Size > 0: no error
+	if cfg.Log != nil {
+		r.cur = map[flow.Flow]entry{}
+		r.batches = make(chan map[flow.Flow]entry, 1)
+	}
+	return r
+}
+
+// Offer hands one verdict over without waiting; when the recorder is behind, the verdict is
+// lost and counted. It allocates nothing.
+func (r *Recorder) Offer(s Seen) {
+	select {
+	case r.ch <- s:
+	default:
+		r.lost.Add(1)
+	}
+}
+
+// Run records what Offer hands over until ctx ends; with a flow log it cuts an interval
+// every Config.Interval, and the last one when ctx ends, and writes them.
+func (r *Recorder) Run(ctx context.Context) {
+	var tick <-chan time.Time
+	done := make(chan struct{})
+	if r.batches != nil {
+		t := time.NewTicker(r.cfg.Interval)
+		defer t.Stop()
+		tick = t.C
+		go func() {
+			defer close(done)
+			r.writeLog()
+		}()
+	} else {
+		close(done)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			r.drain()
+			if r.batches != nil {
+				if len(r.cur) > 0 {
+					r.batches <- r.cur // the last interval waits for the writer
+				}
+				close(r.batches)
+			}
+			<-done
+			return
+		case s := <-r.ch:
+			r.take(s)
+			r.drain()
+		case <-tick:
+			r.cut()
+		}
+	}
+}
+
+// drain takes what waits in the channel, without waiting for more.
+func (r *Recorder) drain() {
+	for {
+		select {
+		case s := <-r.ch:
+			r.take(s)
+		default:
+			return
+		}
+	}
+}
+
+// take records one verdict.
+func (r *Recorder) take(s Seen) {
+	r.mu.Lock()
+	e, ok := r.hist.Get(s.Flow)
+	if !ok {
+		e = &entry{first: s.Time, last: s.Time}
+		r.hist.Add(s.Flow, e)
+	}
+	if !ok || e.gen != s.Gen || e.allow != s.Allow {
+		e.judged = spell(r.cfg.Snapshot(s.Gen), s.Flow, s.Gen, s.Allow)
+	}
+	e.first, e.last = min(e.first, s.Time), max(e.last, s.Time)
+	e.count++
+	j := e.judged
+	r.mu.Unlock()
+	if r.cur == nil {
+		return
+	}
+	c, ok := r.cur[s.Flow]
+	if !ok {
+		c.first, c.last = s.Time, s.Time
+	}
+	c.first, c.last = min(c.first, s.Time), max(c.last, s.Time)
+	c.count++
+	c.judged = j
+	r.cur[s.Flow] = c
+}
+
+// cut ends the flow log's interval: its flows go to the writer, or are lost (counted) when
+// the writer still has the previous interval waiting.
+func (r *Recorder) cut() {
+	if len(r.cur) == 0 {
+		return
+	}
+	select {
+	case r.batches <- r.cur:
+	default:
+		r.logLost.Add(uint64(len(r.cur)))
+	}
+	r.cur = make(map[flow.Flow]entry, len(r.cur))
+}
+
+// writeLog writes the intervals Run cuts until batches is closed.
+func (r *Recorder) writeLog() {
+	var w logWriter
+	for b := range r.batches {
+		r.writeBatch(&w, b)
+	}
+}
+
+// logWriter is the writer goroutine's scratch space.
+type logWriter struct {
+	buf   []byte
+	items []item
+}
+
+type item struct {
+	f flow.Flow
+	e entry
+}
+
+// writeBatch writes one interval, one Line per flow in the order first seen, each with one
+// Write call.
+func (r *Recorder) writeBatch(w *logWriter, b map[flow.Flow]entry) {
+	w.items = w.items[:0]
+	for f, e := range b {
+		w.items = append(w.items, item{f, e})
+	}
+	slices.SortFunc(w.items, func(a, b item) int { return cmp.Compare(a.e.first, b.e.first) })
+	for i := range w.items {
+		it := &w.items[i]
+		l := r.line(it.f, &it.e, r.cfg.Snapshot(it.e.gen))
+		w.buf = AppendJSON(w.buf[:0], &l)
+		if _, err := r.cfg.Log.Write(w.buf); err != nil {
+			r.logErrors.Add(1)
+			r.logLost.Add(1)
+			if now := time.Now(); now.Sub(r.lastErrLog) >= errorLogEvery {
+				r.lastErrLog = now
+				r.cfg.Logger.Error("flow log: write failed; lines are lost until it works again", "err", err)
+			}
+			continue
+		}
+		r.logLines.Add(1)
+	}
+}
+
+// WriteTo writes the history as NDJSON, one Line per flow, least recently seen first. The
+// history is copied under its lock; the lines are made outside it.
+func (r *Recorder) WriteTo(w io.Writer) (int64, error) {
+	r.mu.Lock()
+	keys := r.hist.Keys()
+	entries := make([]entry, len(keys))
+	for i, k := range keys {
+		e, _ := r.hist.Peek(k)
+		entries[i] = *e
+	}
+	r.mu.Unlock()
+	bw := bufio.NewWriterSize(w, 64<<10)
+	var n int64
+	var buf []byte
+	var snap *policy.Snapshot
+	for i, f := range keys {
+		if snap == nil || snap.Generation() != entries[i].gen {
+			snap = r.cfg.Snapshot(entries[i].gen)
+		}
+		l := r.line(f, &entries[i], snap)
+		buf = AppendJSON(buf[:0], &l)
+		m, err := bw.Write(buf)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, bw.Flush()
+}
+
+// Len returns the number of flows in the history.
+func (r *Recorder) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hist.Len()
+}
+
+var (
+	lostDesc = prometheus.NewDesc("podwall_flows_lost_total",
+		"Verdicts not recorded in the flow history and log: the recorder was behind and its hand-off queue full.", nil, nil)
+	trackedDesc = prometheus.NewDesc("podwall_flows_tracked",
+		"Distinct flows (source, destination, protocol, destination port) in the flow history.", nil, nil)
+	evictedDesc = prometheus.NewDesc("podwall_flows_evicted_total",
+		"Flows evicted from the full flow history, least recently seen first.", nil, nil)
+	logLinesDesc = prometheus.NewDesc("podwall_flows_log_lines_total",
+		"Lines written to the flow log (--flow-log).", nil, nil)
+	logLostDesc = prometheus.NewDesc("podwall_flows_log_lost_total",
+		"Flow log lines lost: the writer was still writing the previous interval (a slow disk), or the write failed.", nil, nil)
+	logErrorsDesc = prometheus.NewDesc("podwall_flows_log_errors_total",
+		"Failed writes and rotations of the flow log.", nil, nil)
+	logRotationsDesc = prometheus.NewDesc("podwall_flows_log_rotations_total",
+		"Rotations of the flow log file (--flow-log-max-size).", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *Recorder) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{lostDesc, trackedDesc, evictedDesc, logLinesDesc, logLostDesc, logErrorsDesc, logRotationsDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the series of the package doc.
+func (r *Recorder) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	tracked, evicted := r.hist.Len(), r.evicted
+	r.mu.Unlock()
+	var rotations uint64
+	if f, ok := r.cfg.Log.(*File); ok {
+		rotations = f.Rotations()
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	counter(lostDesc, r.lost.Load())
+	ch <- prometheus.MustNewConstMetric(trackedDesc, prometheus.GaugeValue, float64(tracked))
+	counter(evictedDesc, evicted)
+	counter(logLinesDesc, r.logLines.Load())
+	counter(logLostDesc, r.logLost.Load())
+	counter(logErrorsDesc, r.logErrors.Load())
+	counter(logRotationsDesc, rotations)
+}
