@@ -261,6 +261,9 @@ func (r *Recorder) WriteTo(w io.Writer) (int64, error) {
 	return n, bw.Flush()
 }
 
+// Lost returns the number of verdicts Offer lost (podwall_flows_lost_total).
+func (r *Recorder) Lost() uint64 { return r.lost.Load() }
+
 // Len returns the number of flows in the history.
 func (r *Recorder) Len() int {
 	r.mu.Lock()

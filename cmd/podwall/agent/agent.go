@@ -19,6 +19,7 @@ import (
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 // Config is what an Agent enforces, where from, and how. The command line fills it
@@ -47,7 +48,16 @@ type Config struct {
 	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
 	DenyCacheTTL time.Duration
-	Log          *slog.Logger
+	// FlowHistory is the number of distinct flows /debug/flows keeps (0: flows.DefaultSize).
+	FlowHistory int
+	// FlowLog, when set, is the flow log (flows.File, opened by New): every FlowLogInterval
+	// (0: flows.DefaultInterval) one line per flow judged, rotated past FlowLogMaxSize bytes
+	// keeping FlowLogMaxFiles rotated files.
+	FlowLog         string
+	FlowLogInterval time.Duration
+	FlowLogMaxSize  int64
+	FlowLogMaxFiles int
+	Log             *slog.Logger
 }
 
 // Agent is one running podwall.
@@ -71,6 +81,9 @@ type Agent struct {
 	datapath *datapath.Collector
 	stream   decisions.Hub // the live decision stream (observe.go)
 	deny     *denyCache    // fills the kernel's deny cache (denycache.go)
+	flows    *flows.Recorder
+	flowLog  *flows.File                  // nil without Config.FlowLog
+	state    atomic.Pointer[policy.State] // the state in force (/debug/state)
 }
 
 // New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
@@ -88,6 +101,13 @@ func New(cfg Config) (*Agent, error) {
 	if ttl := cfg.DenyCacheTTL; ttl < 0 || ttl > nft.MaxDenyCacheTTL || ttl%time.Millisecond != 0 {
 		errs = append(errs, fmt.Errorf("agent: deny cache TTL %v: want 0 (off) to %v in whole milliseconds", ttl, nft.MaxDenyCacheTTL))
 	}
+	if cfg.FlowHistory < 0 {
+		errs = append(errs, fmt.Errorf("agent: flow history %d: want ≥ 0", cfg.FlowHistory))
+	}
+	if cfg.FlowLog != "" && (cfg.FlowLogMaxSize <= 0 || cfg.FlowLogMaxFiles < 0 || cfg.FlowLogInterval < 0) {
+		errs = append(errs, fmt.Errorf("agent: flow log: maximum size %d (want > 0), files %d (want ≥ 0), interval %v (want ≥ 0)",
+			cfg.FlowLogMaxSize, cfg.FlowLogMaxFiles, cfg.FlowLogInterval))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -100,7 +120,10 @@ func New(cfg Config) (*Agent, error) {
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny,
+	if err := a.newFlows(); err != nil {
+		return nil, err
+	}
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, a.flows,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -152,6 +175,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer a.runFlows(ctx)()
 	defer func() {
 		for _, s := range servers {
 			s.Close()
@@ -281,6 +305,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		}
 	}
 	a.inForce.swap(snap)
+	a.state.Store(&s)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)

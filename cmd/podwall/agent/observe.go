@@ -6,6 +6,7 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 // observe is called by the datapath for every verdict, on a queue reader's goroutine. It
@@ -14,11 +15,15 @@ import (
 // It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// denycache.go), and — only when the decision stream has a subscriber — hands a Record with
+// denycache.go), hands the verdict to the flow history and log (flows.Recorder.Offer: a
+// non-blocking send of a small value; flows.go), and — only when the decision stream has a subscriber — hands a Record with
 // the snapshot of the deciding generation to the stream's hub, which copies it into each
 // subscriber's buffer without blocking. With no subscriber the stream costs one atomic load.
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
+	if r.Malformed == nil {
+		a.flows.Offer(flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow})
+	}
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
