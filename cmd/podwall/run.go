@@ -12,7 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/podwall/podwall/cmd/podwall/agent"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 type runOpts struct {
@@ -30,6 +33,12 @@ type runOpts struct {
 
 	keepEstablished bool
 	denyCacheTTL    time.Duration
+
+	flowHistory     int
+	flowLog         string
+	flowLogInterval time.Duration
+	flowLogMaxSize  string
+	flowLogMaxFiles int
 }
 
 func newRunCmd() *cobra.Command {
@@ -51,7 +60,13 @@ deleted, so their next packet is judged again (--keep-established keeps them).
 
 A flow just denied (source, destination, protocol, destination port) is dropped by the kernel
 for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
-cost no round trip to userspace; every policy change empties that cache first.`,
+cost no round trip to userspace; every policy change empties that cache first.
+
+The agent keeps the --flow-history most recently judged distinct flows (source, destination,
+protocol, destination port) at /debug/flows, the input of podwall what-if. --flow-log PATH
+writes them as NDJSON, one line per flow per --flow-log-interval, for log shippers, rotated
+past --flow-log-max-size keeping --flow-log-max-files files (PATH.1 is the newest); a slow
+disk loses lines (podwall_flows_log_lost_total), never slows the datapath.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -71,6 +86,11 @@ cost no round trip to userspace; every policy change empties that cache first.`,
 		"keep established connections that a policy change denies (default: revoke them by deleting their conntrack entries)")
 	f.DurationVar(&o.denyCacheTTL, "deny-cache-ttl", 2*time.Second,
 		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
+	f.IntVar(&o.flowHistory, "flow-history", flows.DefaultSize, "distinct flows /debug/flows keeps (least recently seen evicted)")
+	f.StringVar(&o.flowLog, "flow-log", "", "write the flow log (NDJSON) to this file (empty: off)")
+	f.DurationVar(&o.flowLogInterval, "flow-log-interval", flows.DefaultInterval, "flow log interval: one line per flow judged in it")
+	f.StringVar(&o.flowLogMaxSize, "flow-log-max-size", "100Mi", "rotate the flow log past this size (a quantity: 100Mi, 1G)")
+	f.IntVar(&o.flowLogMaxFiles, "flow-log-max-files", 5, "rotated flow log files kept")
 	return cmd
 }
 
@@ -90,10 +110,30 @@ func (o *runOpts) validate() error {
 	if o.cacheSize < 1 {
 		errs = append(errs, fmt.Errorf("--cache-size: want at least 1, got %d", o.cacheSize))
 	}
+	if o.flowHistory < 1 {
+		errs = append(errs, fmt.Errorf("--flow-history: want at least 1, got %d", o.flowHistory))
+	}
+	if _, err := o.maxFlowLogSize(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.flowLogInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--flow-log-interval: want > 0, got %v", o.flowLogInterval))
+	}
+	if o.flowLogMaxFiles < 0 {
+		errs = append(errs, fmt.Errorf("--flow-log-max-files: want ≥ 0, got %d", o.flowLogMaxFiles))
+	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format: want text or json, got %q", o.logFormat))
 	}
 	return errors.Join(errs...)
+}
+
+func (o *runOpts) maxFlowLogSize() (int64, error) {
+	q, err := resource.ParseQuantity(o.flowLogMaxSize)
+	if err != nil || q.Value() < 4096 {
+		return 0, fmt.Errorf("--flow-log-max-size: want a size of at least 4Ki (100Mi, 1G), got %q", o.flowLogMaxSize)
+	}
+	return q.Value(), nil
 }
 
 func nodeName(flag string) (string, error) {
@@ -123,11 +163,14 @@ func (o *runOpts) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	maxSize, _ := o.maxFlowLogSize() // validated
 	a, err := agent.New(agent.Config{
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
 		DenyCacheTTL: o.denyCacheTTL, Log: log,
+		FlowHistory: o.flowHistory, FlowLog: o.flowLog, FlowLogInterval: o.flowLogInterval,
+		FlowLogMaxSize: maxSize, FlowLogMaxFiles: o.flowLogMaxFiles,
 	})
 	if err != nil {
 		return err
