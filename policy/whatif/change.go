@@ -113,3 +113,45 @@ func remove[T any](list []T, match func(T) bool) ([]T, int) {
 	list = slices.DeleteFunc(list, match)
 	return list, n - len(list)
 }
+
+// Union returns the objects of several states (of several agents): an object of the same
+// kind and name in more than one is taken from the first.
+func Union(states ...policy.State) policy.State {
+	var u policy.State
+	seen := map[string]bool{}
+	first := func(key string) bool {
+		if seen[key] {
+			return false
+		}
+		seen[key] = true
+		return true
+	}
+	for _, s := range states {
+		for _, n := range s.Namespaces {
+			if first("Namespace/" + n.Name) {
+				u.Namespaces = append(u.Namespaces, n)
+			}
+		}
+		for _, n := range s.Nodes {
+			if first("Node/" + n.Name) {
+				u.Nodes = append(u.Nodes, n)
+			}
+		}
+		for _, p := range s.Pods {
+			if first("Pod/" + p.Key()) {
+				u.Pods = append(u.Pods, p)
+			}
+		}
+		for _, np := range s.Policies {
+			if first("NetworkPolicy/" + np.Namespace + "/" + np.Name) {
+				u.Policies = append(u.Policies, np)
+			}
+		}
+		for _, cnp := range s.ClusterPolicies {
+			if first("ClusterNetworkPolicy/" + cnp.Name) {
+				u.ClusterPolicies = append(u.ClusterPolicies, cnp)
+			}
+		}
+	}
+	return u
+}
