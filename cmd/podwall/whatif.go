@@ -62,11 +62,15 @@ flow log, /debug/flows output or podwall tail -o json output; - for stdin).
 The policy in force: --manifests PATH; else the agents' /debug/state (--addr), or the
 cluster's objects (--kubeconfig). --flows needs --manifests.
 
+The agents judge, and so record, only the connections of isolated pods (NetworkPolicy does
+not apply to the others). A change that isolates a pod nothing isolated before may deny
+connections of it that no agent recorded: what-if names such pods after the changes.
+
 Exit status: 0 when no recorded flow would be newly denied, 3 when some would (a pipeline can
 gate a change on it), 1 for bad input or an unreachable source.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
@@ -114,7 +118,7 @@ func (o *whatifOpts) validate() ([]whatif.Ref, error) {
 	return refs, errors.Join(errs...)
 }
 
-func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out io.Writer) error {
+func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out, errOut io.Writer) error {
 	deletes, err := o.validate()
 	if err != nil {
 		return err
@@ -159,10 +163,15 @@ func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out io.Writer) er
 	}
 	recorded := fs.List()
 	changes := whatif.Judge(before, after, recorded)
+	isolated := whatif.NewlyIsolated(before, after)
 	if o.output == "json" {
 		err = whatif.WriteJSON(out, changes)
+		for _, iso := range isolated {
+			fmt.Fprintf(errOut, "podwall what-if: %s becomes isolated for %s (by %s): its connections were recorded only where the other end was isolated; the change may deny others\n",
+				iso.Pod, iso.Direction, strings.Join(iso.Policies, ", "))
+		}
 	} else {
-		err = whatif.WriteText(out, changes, len(recorded))
+		err = whatif.WriteText(out, changes, len(recorded), isolated)
 	}
 	if err != nil {
 		return err

@@ -333,8 +333,9 @@ func WriteJSON(w io.Writer, changes []Change) error {
 }
 
 // WriteText writes the changes for people: a summary, then each group (kind and policies)
-// with its flows, their counts and the new reason. judged is the number of flows re-judged.
-func WriteText(w io.Writer, changes []Change, judged int) error {
+// with its flows, their counts and the new reason, then the newly isolated pods (see
+// Isolation). judged is the number of flows re-judged.
+func WriteText(w io.Writer, changes []Change, judged int, isolated []Isolation) error {
 	bw := bufio.NewWriter(w)
 	denied := 0
 	for _, c := range changes {
@@ -344,6 +345,7 @@ func WriteText(w io.Writer, changes []Change, judged int) error {
 	}
 	if len(changes) == 0 {
 		fmt.Fprintf(bw, "No verdict would change: %d recorded %s re-judged.\n", judged, plural(judged, "flow", "flows"))
+		writeIsolated(bw, isolated)
 		return bw.Flush()
 	}
 	fmt.Fprintf(bw, "%d of %d recorded %s would change: %d newly denied, %d newly allowed.\n",
@@ -369,7 +371,20 @@ func WriteText(w io.Writer, changes []Change, judged int) error {
 		}
 		i = j
 	}
+	writeIsolated(bw, isolated)
 	return bw.Flush()
+}
+
+// writeIsolated notes the pods the change newly isolates.
+func writeIsolated(w io.Writer, isolated []Isolation) {
+	if len(isolated) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nNewly isolated: the agents recorded connections of these pods only where the other end was\n"+
+		"isolated; the change may deny others, not listed above:\n")
+	for _, iso := range isolated {
+		fmt.Fprintf(w, "  %s for %s by %s\n", iso.Pod, iso.Direction, strings.Join(iso.Policies, ", "))
+	}
 }
 
 func end(pod string, a netip.Addr) string {

@@ -163,9 +163,10 @@ func TestJudgeNewlyDenied(t *testing.T) {
 		t.Errorf("change %+v", c)
 	}
 	var text bytes.Buffer
-	WriteText(&text, changes, 3)
+	WriteText(&text, changes, 3, []Isolation{{"prod/api", "egress", []string{"prod/api-egress"}}})
 	for _, want := range []string{"1 of 3 recorded flows would change: 1 newly denied, 0 newly allowed",
-		"Newly denied by prod/api-egress: 1 flow, 3 connections", "prod/api (10.244.1.11) -> prod/db (10.244.1.12) TCP/3306  3 connections"} {
+		"Newly denied by prod/api-egress: 1 flow, 3 connections", "prod/api (10.244.1.11) -> prod/db (10.244.1.12) TCP/3306  3 connections",
+		"Newly isolated: ", "  prod/api for egress by prod/api-egress\n"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}
@@ -194,7 +195,7 @@ func TestJudgeNoChange(t *testing.T) {
 		t.Errorf("changes %+v", changes)
 	}
 	var text bytes.Buffer
-	WriteText(&text, nil, 3)
+	WriteText(&text, nil, 3, nil)
 	if !strings.Contains(text.String(), "No verdict would change: 3 recorded flows re-judged") {
 		t.Errorf("text %q", text.String())
 	}
@@ -209,5 +210,23 @@ func TestJudgeOrder(t *testing.T) {
 	}
 	if want := "[newly-denied prod/api>prod/db newly-allowed prod/web>prod/db]"; fmt.Sprint(got) != want {
 		t.Errorf("order %v, want %s", got, want)
+	}
+}
+
+// A proposal isolating a pod nothing isolated before names it: the agents recorded its
+// connections only where the other end was isolated.
+func TestNewlyIsolated(t *testing.T) {
+	cur := load(t, example)
+	next, err := Apply(cur, load(t, "testdata/api-egress.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := NewlyIsolated(compile(t, cur), compile(t, next))
+	if want := "[{prod/api egress [prod/api-egress]}]"; fmt.Sprint(got) != want {
+		t.Errorf("newly isolated %v, want %s", got, want)
+	}
+	// db is isolated for ingress before and after: not named.
+	if got := NewlyIsolated(compile(t, cur), compile(t, cur)); len(got) != 0 {
+		t.Errorf("no change: newly isolated %v", got)
 	}
 }
