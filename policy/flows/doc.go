@@ -7,8 +7,8 @@
 // The datapath's observer calls Recorder.Offer for every verdict, on a queue reader's
 // goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict) into a buffered
 // channel with a non-blocking send and returns; a full channel loses the verdict and counts it
-// (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the channel and does the
-// rest: it finds the flow in the history, spells out a flow seen for the first time or under
+// (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the channel every 5 ms —
+// polling, so that Offer never pays for waking it — and does the rest: it finds the flow in the history, spells out a flow seen for the first time or under
 // a new policy generation (source and destination pods, verdict, reason, deciding policies:
 // policy/decisions' Event, made with the snapshot of the deciding generation), and adds the
 // verdict to the current interval of the flow log.
@@ -56,9 +56,10 @@
 // the datapath never waits. File writes each line with one write call to a file opened with
 // O_APPEND and rotates by renaming (path → path.1 → … → path.N) when the next line would make
 // the file larger than its maximum size. It never calls fsync: after a crash the last lines
-// may be lost, never half written — a process killed mid-write can leave at most one partial
-// last line (only when the line crosses a page of the file), and OpenFile cuts such a tail off
-// before writing again.
+// may be lost, never half written. One write per line is not quite enough for that — the
+// kernel cuts a write short at a page boundary when the writer is being killed — so File
+// widens lines with trailing spaces so that none crosses a 4 KiB boundary (File's doc says
+// the limits), and OpenFile cuts off a partial last line before writing again.
 //
 // # Metrics
 //

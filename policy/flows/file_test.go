@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,8 +79,12 @@ func TestFileRotationUnderLoad(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
-			for n := range perWriter {
-				if _, err := f.Write(makeLine(w, n)); err != nil {
+			for n := 0; n < perWriter; n += 10 {
+				var batch []byte
+				for k := n; k < n+10; k++ {
+					batch = append(batch, makeLine(w, k)...)
+				}
+				if _, err := f.Write(batch); err != nil {
 					t.Error(err)
 					return
 				}
@@ -148,10 +154,58 @@ func TestOpenFileCutsPartialLine(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.Close()
-			if got, _ := os.ReadFile(path); string(got) != tc.after {
+			if got, _ := os.ReadFile(path); string(trailingSpaces.ReplaceAll(got, []byte("\n"))) != tc.after {
 				t.Errorf("log %q, want %q", got, tc.after)
 			}
 		})
+	}
+}
+
+var trailingSpaces = regexp.MustCompile(` +\n`)
+
+// No line of 4 KiB or less crosses a page boundary of the file, so that a killed writer
+// cannot leave half of one (see File); the padding is trailing spaces, and each line is still
+// the JSON written.
+func TestFileLinesNeverCrossPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flows.log")
+	f, err := OpenFile(path, 1<<30, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for b := range 200 {
+		var batch []byte
+		for k := range b%13 + 1 {
+			l := makeLine(b, k)
+			want = append(want, string(l))
+			batch = append(batch, l...)
+		}
+		if n, err := f.Write(batch); err != nil || n != len(batch) {
+			t.Fatalf("batch %d: wrote %d of %d: %v", b, n, len(batch), err)
+		}
+	}
+	f.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	off := 0
+	for l := range bytes.Lines(data) {
+		if off/page != (off+len(l)-1)/page {
+			t.Errorf("line at %d-%d crosses a page boundary", off, off+len(l))
+		}
+		off += len(l)
+		if !json.Valid(l) {
+			t.Errorf("line at %d is not JSON", off)
+		}
+		got = append(got, string(trailingSpaces.ReplaceAll(l, []byte("\n"))))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("%d lines read, %d written, or they differ", len(got), len(want))
+	}
+	if padding := float64(len(data)-len(strings.Join(want, ""))) / float64(len(data)); padding > 0.5 {
+		t.Errorf("padding is %.0f%% of the file", 100*padding)
 	}
 }
 
@@ -173,13 +227,13 @@ func writeForever(path string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	lines := make([][]byte, 1000) // made beforehand: the writer spends its time writing
-	for n := range lines {
-		lines[n] = makeLine(0, n)
+	batches := make([][]byte, 100) // made beforehand: the writer spends its time writing
+	for n := range 1000 {
+		batches[n/10] = append(batches[n/10], makeLine(0, n)...)
 	}
 	for n := 0; ; n++ {
 		r := f.Rotations()
-		if _, err := f.Write(lines[n%len(lines)]); err != nil {
+		if _, err := f.Write(batches[n%len(batches)]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -196,7 +250,7 @@ func TestNoTornLinesAfterSIGKILL(t *testing.T) {
 		t.Skip("starts writer processes")
 	}
 	path := filepath.Join(t.TempDir(), "flows.log")
-	for round := range 20 {
+	for round := range 30 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), childWriterEnv+"="+path)
 		var stderr bytes.Buffer

@@ -379,3 +379,26 @@ func BenchmarkMemory(b *testing.B) {
 		runtime.KeepAlive(r)
 	}
 }
+
+// BenchmarkOffer is what the datapath pays per verdict to record it: one non-blocking send
+// to the recorder, whose goroutine runs (what it cannot take in time is lost, and counted:
+// lost/op). The goroutine's work per verdict is BenchmarkInsert.
+func BenchmarkOffer(b *testing.B) {
+	snap := example(b)
+	r := newRecorder(snap)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	s := seen(snap, apiToDB, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Offer(s)
+	}
+	b.StopTimer()
+	cancel()
+	<-done
+	b.ReportMetric(float64(r.Lost())/float64(b.N), "lost/op")
+}

@@ -2,6 +2,7 @@ package flows
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"io"
@@ -25,8 +26,13 @@ const (
 	// DefaultInterval is the flow log's interval.
 	DefaultInterval = 10 * time.Second
 	// queueLen is how many verdicts wait for the recorder's goroutine; beyond it Offer loses
-	// them (counted). 8192 verdicts are 640 KiB, a few milliseconds of the agent's peak rate.
-	queueLen = 8192
+	// them (counted). 16384 verdicts are 1.25 MiB.
+	queueLen = 16384
+	// drainEvery is how often the recorder's goroutine takes what waits. It polls rather than
+	// waits on the channel so that Offer never pays for waking it: a send to a channel with
+	// a waiting receiver hands over and readies the receiver's goroutine, about ten times
+	// the cost of an enqueue. Every 5 ms, 16384 verdicts: up to 3.2 million a second.
+	drainEvery = 5 * time.Millisecond
 	// errorLogEvery rate-limits the log of failed flow log writes; the counter counts each.
 	errorLogEvery = time.Minute
 )
@@ -40,7 +46,8 @@ type Config struct {
 	// Snapshot returns the policy snapshot of generation gen, or the one in force when that
 	// generation is gone. Required.
 	Snapshot func(gen uint64) *policy.Snapshot
-	// Log receives the flow log, one whole line per Write call (File); nil: no flow log.
+	// Log receives the flow log: each Write is a chunk of whole lines (File); nil: no flow
+	// log.
 	Log io.Writer
 	// Interval is the flow log's interval; 0 means DefaultInterval.
 	Interval time.Duration
@@ -100,6 +107,8 @@ func (r *Recorder) Offer(s Seen) {
 // every Config.Interval, and the last one when ctx ends, and writes them.
 func (r *Recorder) Run(ctx context.Context) {
 	var tick <-chan time.Time
+	drain := time.NewTicker(drainEvery)
+	defer drain.Stop()
 	done := make(chan struct{})
 	if r.batches != nil {
 		t := time.NewTicker(r.cfg.Interval)
@@ -124,10 +133,10 @@ func (r *Recorder) Run(ctx context.Context) {
 			}
 			<-done
 			return
-		case s := <-r.ch:
-			r.take(s)
+		case <-drain.C:
 			r.drain()
 		case <-tick:
+			r.drain()
 			r.cut()
 		}
 	}
@@ -206,28 +215,46 @@ type item struct {
 	e entry
 }
 
-// writeBatch writes one interval, one Line per flow in the order first seen, each with one
-// Write call.
+// maxWrite bounds the bytes of one Write to the flow log: an interval is written in chunks
+// of whole lines of about this size.
+const maxWrite = 256 << 10
+
+// writeBatch writes one interval, one Line per flow in the order first seen, in chunks of
+// whole lines (File writes each line with one write call).
 func (r *Recorder) writeBatch(w *logWriter, b map[flow.Flow]entry) {
 	w.items = w.items[:0]
 	for f, e := range b {
 		w.items = append(w.items, item{f, e})
 	}
 	slices.SortFunc(w.items, func(a, b item) int { return cmp.Compare(a.e.first, b.e.first) })
+	w.buf = w.buf[:0]
+	lines := 0
 	for i := range w.items {
 		it := &w.items[i]
 		l := r.line(it.f, &it.e, r.cfg.Snapshot(it.e.gen))
-		w.buf = AppendJSON(w.buf[:0], &l)
-		if _, err := r.cfg.Log.Write(w.buf); err != nil {
-			r.logErrors.Add(1)
-			r.logLost.Add(1)
-			if now := time.Now(); now.Sub(r.lastErrLog) >= errorLogEvery {
-				r.lastErrLog = now
-				r.cfg.Logger.Error("flow log: write failed; lines are lost until it works again", "err", err)
-			}
-			continue
+		w.buf = AppendJSON(w.buf, &l)
+		lines++
+		if len(w.buf) >= maxWrite || i == len(w.items)-1 {
+			r.write(w.buf, lines)
+			w.buf, lines = w.buf[:0], 0
 		}
-		r.logLines.Add(1)
+	}
+}
+
+// write hands whole lines to the log and counts them, written or lost.
+func (r *Recorder) write(p []byte, lines int) {
+	n, err := r.cfg.Log.Write(p)
+	if err == nil {
+		r.logLines.Add(uint64(lines))
+		return
+	}
+	done := bytes.Count(p[:min(n, len(p))], []byte{'\n'})
+	r.logLines.Add(uint64(done))
+	r.logLost.Add(uint64(lines - done))
+	r.logErrors.Add(1)
+	if now := time.Now(); now.Sub(r.lastErrLog) >= errorLogEvery {
+		r.lastErrLog = now
+		r.cfg.Logger.Error("flow log: write failed; lines are lost until it works again", "err", err)
 	}
 }
 
