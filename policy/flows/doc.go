@@ -8,10 +8,9 @@
 // goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict) into a buffered
 // channel with a non-blocking send and returns; a full channel loses the verdict and counts it
 // (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the channel every 5 ms —
-// polling, so that Offer never pays for waking it — and does the rest: it finds the flow in the history, spells out a flow seen for the first time or under
-// a new policy generation (source and destination pods, verdict, reason, deciding policies:
-// policy/decisions' Event, made with the snapshot of the deciding generation), and adds the
-// verdict to the current interval of the flow log.
+// polling, so that Offer never pays for waking it — and records each verdict in the history
+// and in the current interval of the flow log: a map lookup and a few numbers, nothing
+// allocated.
 //
 // # History
 //
@@ -20,9 +19,14 @@
 // connections from one client to one service are one flow. An entry holds the first and last
 // time seen, the number of judged packets (one per new connection: conntrack carries the
 // rest; a retransmitted first packet counts again, and packets the kernel's deny cache drops
-// are not counted), and the last verdict with its pods, reason and policies. Texts are
-// interned (unique.Make): the pods, reasons and policy lists that many flows share are kept
-// once. BenchmarkInsert and BenchmarkMemory measure the cost (bench/README.md).
+// are not counted), and the last verdict with the policy generation that gave it: no text
+// and no pointer, so 100 000 flows take 16 MiB (170 bytes a flow: a 96-byte node and its map
+// slot, under a packed 36-byte key; BenchmarkMemory) and nothing for the garbage collector to
+// scan. The pods, reason and policies are spelled out when a line is made, with the snapshot
+// of that generation (policy/decisions' Event): the agent keeps the one in force and the one
+// before; for a flow decided by an older one, the line keeps the recorded verdict and its
+// reason says what the policy in force would do instead. Making a line costs an explanation
+// (a few µs): /debug/flows and each flow log interval pay it per flow, off the datapath.
 //
 // # Lines
 //
@@ -42,8 +46,8 @@
 //	verdict      "allow" or "deny": this node's last verdict
 //	reason       why, in one line (as /debug/decisions)
 //	policies     the policies that made the verdict (namespace/name)
-//	egress, ingress  the judged directions (explain.Judgement, as /debug/decisions), present
-//	             while the policy generation that decided is in force or the one before
+//	egress, ingress  the judged directions (explain.Judgement, as /debug/decisions); with
+//	             policies, left out when the generation that decided is no longer held
 //	staged       reserved: the verdict of staged policies, omitted when there are none
 //	generation   the policy generation that gave the verdict
 //

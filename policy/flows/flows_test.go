@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -401,4 +404,61 @@ func BenchmarkOffer(b *testing.B) {
 	cancel()
 	<-done
 	b.ReportMetric(float64(r.Lost())/float64(b.N), "lost/op")
+}
+
+// A flow whose deciding generation is gone keeps its recorded verdict; the reason says so and
+// what the policy in force would do.
+func TestHistoryGenerationGone(t *testing.T) {
+	s, err := manifests.Load("../../deploy/examples/3tier/cluster.yaml") // no db-policy
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := policy.NewCompiler("node-1")
+	if err := c.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	open := c.Snapshot()
+	closed := example(t) // another compiler: generation 1 too, so make it look newer
+	inForce := closed
+	r := newRecorder(nil, func(c *Config) { c.Snapshot = func(uint64) *policy.Snapshot { return inForce } })
+	v := seen(open, webToDB, 1)
+	v.Gen = closed.Generation() + 7 // a generation no longer held
+	r.take(v)
+	l := history(t, r)["prod/web>prod/db"]
+	want := fmt.Sprintf("decided by policy generation %d, no longer held; generation %d would deny: ", v.Gen, closed.Generation())
+	if l.Verdict != "allow" || !strings.HasPrefix(l.Reason, want) || l.Egress != nil || l.Policies != nil {
+		t.Errorf("line %+v, want verdict allow and reason %q…", l, want)
+	}
+}
+
+// The history's LRU agrees with golang-lru's on a random sequence of flows.
+func TestLRUAgreesWithReference(t *testing.T) {
+	const size = 64
+	mine := newLRU(size)
+	ref, _ := simplelru.NewLRU[key, int](size, nil)
+	rng := rand.New(rand.NewPCG(1, 2))
+	flows := manyFlows(200)
+	for i := range 20000 {
+		f := flows[rng.IntN(len(flows))]
+		k := keyOf(f)
+		if k.flow() != f {
+			t.Fatalf("key of %v gives back %v", f, k.flow())
+		}
+		e, _ := mine.touch(k)
+		e.count++
+		n, _ := ref.Get(k)
+		ref.Add(k, n+1)
+		if i%1000 == 0 || i == 19999 {
+			var got []key
+			mine.each(func(k key, e *entry) {
+				if n, _ := ref.Peek(k); uint64(n) != e.count {
+					t.Fatalf("%v: count %d, want %d", k.flow(), e.count, n)
+				}
+				got = append(got, k)
+			})
+			if !slices.Equal(got, ref.Keys()) {
+				t.Fatalf("after %d: order differs", i)
+			}
+		}
+	}
 }

@@ -3,9 +3,8 @@ package flows
 import (
 	"encoding/json"
 	"net/netip"
-	"strings"
+	"strconv"
 	"time"
-	"unique"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
@@ -60,71 +59,34 @@ type Seen struct {
 	Allow bool
 }
 
-// text is an interned string: one pointer, shared by every holder of an equal string.
-type text = unique.Handle[string]
-
-var noText text
-
-func intern(s string) text {
-	if s == "" {
-		return noText
-	}
-	return unique.Make(s)
-}
-
-func (r *Recorder) value(t text) string {
-	if t == noText {
-		return ""
-	}
-	return t.Value()
-}
-
-// judged is what a flow's verdict says, spelled out once per flow and generation.
-type judged struct {
-	gen            uint64
-	allow          bool
-	srcPod, dstPod text
-	reason         text
-	policies       text // joined by ","; names never hold a comma
-}
-
-// entry is one flow: in the history, and in an interval of the flow log.
+// entry is one flow: in the history, and in an interval of the flow log. It holds no text
+// and no pointer: the pods, reason and policies are spelled out when a line is made, from
+// the policy snapshot of the generation that decided (line).
 type entry struct {
 	first, last int64 // Unix nanoseconds
 	count       uint64
-	judged
+	gen         uint64 // the policy generation of the last verdict
+	allow       bool   // the last verdict
 }
 
-// spell spells out the verdict on f of generation gen with snapshot s (the one of that
-// generation, or the one in force when it is gone).
-func spell(s *policy.Snapshot, f flow.Flow, gen uint64, allow bool) judged {
-	rec := decisions.Record{Flow: f, Allow: allow, Snapshot: s}
-	e := rec.Event()
-	return judged{gen: gen, allow: allow, srcPod: intern(e.SrcPod), dstPod: intern(e.DstPod),
-		reason: intern(e.Reason), policies: intern(strings.Join(e.Policies, ","))}
-}
-
-// line makes the Line of flow f. snap, when it is of the entry's generation, adds the
-// judged directions.
+// line makes the Line of flow f. snap is the snapshot of the entry's generation, or the one
+// in force when that one is gone: the verdict is then the recorded one, and the reason says
+// what the policy in force would do instead of why the old one did.
 func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
+	rec := decisions.Record{Flow: f, Allow: e.allow, Snapshot: snap}
+	ev := rec.Event()
 	l := Line{
-		Type: TypeFlow, Node: r.cfg.Node, Protocol: f.Proto.String(), Src: addr(f.Src), Dst: addr(f.Dst), DstPort: f.Port,
-		SrcPod: r.value(e.srcPod), DstPod: r.value(e.dstPod),
+		Type: TypeFlow, Node: r.cfg.Node, Family: ev.Family, Protocol: ev.Protocol, Src: ev.Src, Dst: ev.Dst, DstPort: f.Port,
+		SrcPod: ev.SrcPod, DstPod: ev.DstPod,
 		First: time.Unix(0, e.first).UTC(), Last: time.Unix(0, e.last).UTC(), Connections: e.count,
-		Verdict: verdict(e.allow), Reason: r.value(e.reason), Generation: e.gen,
+		Verdict: verdict(e.allow), Reason: ev.Reason, Policies: ev.Policies, Egress: ev.Egress, Ingress: ev.Ingress,
+		Generation: e.gen,
 	}
-	switch {
-	case f.Src.Is4():
-		l.Family = "IPv4"
-	case f.Src.Is6():
-		l.Family = "IPv6"
-	}
-	if p := r.value(e.policies); p != "" {
-		l.Policies = strings.Split(p, ",")
-	}
-	if snap != nil && snap.Generation() == e.gen {
-		x := snap.Explain(f)
-		l.Egress, l.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
+	if snap.Generation() != e.gen {
+		d := snap.Decide(f)
+		l.Reason = "decided by policy generation " + strconv.FormatUint(e.gen, 10) + ", no longer held; generation " +
+			strconv.FormatUint(snap.Generation(), 10) + " would " + d.LocalVerdict().String() + ": " + ev.Reason
+		l.Policies, l.Egress, l.Ingress = nil, nil, nil
 	}
 	return l
 }

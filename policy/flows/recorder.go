@@ -12,11 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podwall/podwall/policy"
-	"github.com/podwall/podwall/policy/flow"
 )
 
 // Defaults of Config.
@@ -61,14 +59,13 @@ type Recorder struct {
 	ch   chan Seen
 	lost atomic.Uint64
 
-	mu      sync.Mutex // guards hist and evicted
-	hist    *simplelru.LRU[flow.Flow, *entry]
-	evicted uint64
+	mu   sync.Mutex // guards hist
+	hist *lru
 
 	// The flow log: cur is the interval being counted (Run's goroutine only), batches hands
 	// cut intervals to the writer goroutine.
-	cur                          map[flow.Flow]entry
-	batches                      chan map[flow.Flow]entry
+	cur                          map[key]entry
+	batches                      chan map[key]entry
 	logLines, logLost, logErrors atomic.Uint64
 	lastErrLog                   time.Time // writer goroutine only
 }
@@ -85,10 +82,10 @@ func NewRecorder(cfg Config) *Recorder {
 		cfg.Logger = slog.Default()
 	}
 	r := &Recorder{cfg: cfg, ch: make(chan Seen, queueLen)}
-	r.hist, _ = simplelru.NewLRU(cfg.Size, func(flow.Flow, *entry) { r.evicted++ }) // Size > 0: no error
+	r.hist = newLRU(cfg.Size)
 	if cfg.Log != nil {
-		r.cur = map[flow.Flow]entry{}
-		r.batches = make(chan map[flow.Flow]entry, 1)
+		r.cur = map[key]entry{}
+		r.batches = make(chan map[key]entry, 1)
 	}
 	return r
 }
@@ -156,30 +153,27 @@ func (r *Recorder) drain() {
 
 // take records one verdict.
 func (r *Recorder) take(s Seen) {
+	k := keyOf(s.Flow)
 	r.mu.Lock()
-	e, ok := r.hist.Get(s.Flow)
+	e, ok := r.hist.touch(k)
 	if !ok {
-		e = &entry{first: s.Time, last: s.Time}
-		r.hist.Add(s.Flow, e)
-	}
-	if !ok || e.gen != s.Gen || e.allow != s.Allow {
-		e.judged = spell(r.cfg.Snapshot(s.Gen), s.Flow, s.Gen, s.Allow)
+		e.first, e.last = s.Time, s.Time
 	}
 	e.first, e.last = min(e.first, s.Time), max(e.last, s.Time)
 	e.count++
-	j := e.judged
+	e.gen, e.allow = s.Gen, s.Allow
 	r.mu.Unlock()
 	if r.cur == nil {
 		return
 	}
-	c, ok := r.cur[s.Flow]
+	c, ok := r.cur[k]
 	if !ok {
 		c.first, c.last = s.Time, s.Time
 	}
 	c.first, c.last = min(c.first, s.Time), max(c.last, s.Time)
 	c.count++
-	c.judged = j
-	r.cur[s.Flow] = c
+	c.gen, c.allow = s.Gen, s.Allow
+	r.cur[k] = c
 }
 
 // cut ends the flow log's interval: its flows go to the writer, or are lost (counted) when
@@ -193,7 +187,7 @@ func (r *Recorder) cut() {
 	default:
 		r.logLost.Add(uint64(len(r.cur)))
 	}
-	r.cur = make(map[flow.Flow]entry, len(r.cur))
+	r.cur = make(map[key]entry, len(r.cur))
 }
 
 // writeLog writes the intervals Run cuts until batches is closed.
@@ -211,7 +205,7 @@ type logWriter struct {
 }
 
 type item struct {
-	f flow.Flow
+	k key
 	e entry
 }
 
@@ -221,17 +215,17 @@ const maxWrite = 256 << 10
 
 // writeBatch writes one interval, one Line per flow in the order first seen, in chunks of
 // whole lines (File writes each line with one write call).
-func (r *Recorder) writeBatch(w *logWriter, b map[flow.Flow]entry) {
+func (r *Recorder) writeBatch(w *logWriter, b map[key]entry) {
 	w.items = w.items[:0]
-	for f, e := range b {
-		w.items = append(w.items, item{f, e})
+	for k, e := range b {
+		w.items = append(w.items, item{k, e})
 	}
 	slices.SortFunc(w.items, func(a, b item) int { return cmp.Compare(a.e.first, b.e.first) })
 	w.buf = w.buf[:0]
 	lines := 0
 	for i := range w.items {
 		it := &w.items[i]
-		l := r.line(it.f, &it.e, r.cfg.Snapshot(it.e.gen))
+		l := r.line(it.k.flow(), &it.e, r.cfg.Snapshot(it.e.gen))
 		w.buf = AppendJSON(w.buf, &l)
 		lines++
 		if len(w.buf) >= maxWrite || i == len(w.items)-1 {
@@ -262,22 +256,18 @@ func (r *Recorder) write(p []byte, lines int) {
 // history is copied under its lock; the lines are made outside it.
 func (r *Recorder) WriteTo(w io.Writer) (int64, error) {
 	r.mu.Lock()
-	keys := r.hist.Keys()
-	entries := make([]entry, len(keys))
-	for i, k := range keys {
-		e, _ := r.hist.Peek(k)
-		entries[i] = *e
-	}
+	items := make([]item, 0, r.hist.len())
+	r.hist.each(func(k key, e *entry) { items = append(items, item{k, *e}) })
 	r.mu.Unlock()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var n int64
 	var buf []byte
 	var snap *policy.Snapshot
-	for i, f := range keys {
-		if snap == nil || snap.Generation() != entries[i].gen {
-			snap = r.cfg.Snapshot(entries[i].gen)
+	for i := range items {
+		if snap == nil || snap.Generation() != items[i].e.gen {
+			snap = r.cfg.Snapshot(items[i].e.gen)
 		}
-		l := r.line(f, &entries[i], snap)
+		l := r.line(items[i].k.flow(), &items[i].e, snap)
 		buf = AppendJSON(buf[:0], &l)
 		m, err := bw.Write(buf)
 		n += int64(m)
@@ -295,7 +285,7 @@ func (r *Recorder) Lost() uint64 { return r.lost.Load() }
 func (r *Recorder) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.hist.Len()
+	return r.hist.len()
 }
 
 var (
@@ -325,7 +315,7 @@ func (r *Recorder) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector: the series of the package doc.
 func (r *Recorder) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Lock()
-	tracked, evicted := r.hist.Len(), r.evicted
+	tracked, evicted := r.hist.len(), r.hist.evicted
 	r.mu.Unlock()
 	var rotations uint64
 	if f, ok := r.cfg.Log.(*File); ok {
