@@ -32,7 +32,7 @@ type whatifOpts struct {
 	deletes    []string
 	addrs      []string
 	kubeconfig string
-	flows      string
+	flows      []string
 	manifests  string
 	output     string
 
@@ -55,9 +55,10 @@ object of the same kind and name as one in force replaces it, others are added) 
 
 The flows, from exactly one of: --addr HOST:PORT (an agent's debug listener, its
 /debug/flows; repeat for several agents), --kubeconfig FILE (every agent pod of the
-DaemonSet, through the API server's pod proxy: needs "get" on pods and pods/proxy in
---agent-namespace, and the agents' debug listener on their pod address), or --flows FILE (a
-flow log, /debug/flows output or podwall tail -o json output; - for stdin).
+DaemonSet, through the API server's pod proxy: needs "list" on pods and "get" on
+pods/proxy in --agent-namespace, and the agents' debug listener on their pod address; see
+deploy/examples/whatif), or --flows FILE (a flow log, /debug/flows output or podwall tail -o
+json output; - for stdin; repeat for the rotated files of a flow log).
 
 The policy in force: --manifests PATH; else the agents' /debug/state (--addr), or the
 cluster's objects (--kubeconfig). --flows needs --manifests.
@@ -78,7 +79,7 @@ gate a change on it), 1 for bad input or an unreachable source.`,
 	f.StringArrayVar(&o.deletes, "delete", nil, "an object the change deletes: KIND/NS/NAME or KIND/NAME (repeatable)")
 	f.StringArrayVar(&o.addrs, "addr", nil, "an agent's debug listener, HOST:PORT or URL (repeatable)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file: flows of every agent pod through the API server, and the cluster's objects")
-	f.StringVar(&o.flows, "flows", "", "flow log, /debug/flows or podwall tail -o json output (- for stdin)")
+	f.StringArrayVar(&o.flows, "flows", nil, "flow log, /debug/flows or podwall tail -o json output (- for stdin; repeatable)")
 	f.StringVar(&o.manifests, "manifests", "", "the policy in force from files instead of the agents or the cluster")
 	f.StringVarP(&o.output, "output", "o", "text", "text or json (one line per changed flow)")
 	f.StringVar(&o.agentNamespace, "agent-namespace", "podwall-system", "with --kubeconfig: the agents' namespace")
@@ -96,7 +97,7 @@ func (o *whatifOpts) validate() ([]whatif.Ref, error) {
 		errs = append(errs, errors.New("no change: give --proposed PATH and/or --delete KIND/NS/NAME"))
 	}
 	sources := 0
-	for _, set := range []bool{len(o.addrs) > 0, o.kubeconfig != "", o.flows != ""} {
+	for _, set := range []bool{len(o.addrs) > 0, o.kubeconfig != "", len(o.flows) > 0} {
 		if set {
 			sources++
 		}
@@ -104,7 +105,7 @@ func (o *whatifOpts) validate() ([]whatif.Ref, error) {
 	switch {
 	case sources != 1:
 		errs = append(errs, errors.New("give exactly one flow source: --addr, --kubeconfig or --flows"))
-	case o.flows != "" && o.manifests == "":
+	case len(o.flows) > 0 && o.manifests == "":
 		errs = append(errs, errors.New("--flows needs --manifests: the policy in force"))
 	}
 	var refs []whatif.Ref
@@ -139,8 +140,8 @@ func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out, errOut io.Wr
 		}
 	}
 	switch {
-	case o.flows != "":
-		err = o.readFlowsFile(stdin, &fs)
+	case len(o.flows) > 0:
+		err = o.readFlowsFiles(stdin, &fs)
 	case len(o.addrs) > 0:
 		err = o.fromAgents(ctx, &fs, &cur)
 	default:
@@ -184,16 +185,25 @@ func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out, errOut io.Wr
 	return nil
 }
 
-func (o *whatifOpts) readFlowsFile(stdin io.Reader, fs *whatif.Flows) error {
-	if o.flows == "-" {
-		return fs.Read(stdin, "stdin")
+func (o *whatifOpts) readFlowsFiles(stdin io.Reader, fs *whatif.Flows) error {
+	for _, name := range o.flows {
+		if name == "-" {
+			if err := fs.Read(stdin, "stdin"); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("--flows: %w", err)
+		}
+		err = fs.Read(f, name)
+		f.Close()
+		if err != nil {
+			return err
+		}
 	}
-	f, err := os.Open(o.flows)
-	if err != nil {
-		return fmt.Errorf("--flows: %w", err)
-	}
-	defer f.Close()
-	return fs.Read(f, o.flows)
+	return nil
 }
 
 // fromAgents reads each agent's /debug/flows and, without --manifests, its /debug/state: the

@@ -83,6 +83,20 @@ func TestWhatifFlowsNewlyDenied(t *testing.T) {
 	}
 }
 
+// The rotated files of a flow log are read together: their connections add up.
+func TestWhatifFlowsRotated(t *testing.T) {
+	lines := strings.SplitAfter(recordedFlows, "\n")
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "flows.log.1"), []byte(lines[0]+lines[1]), 0o644) // api → db: 2
+	os.WriteFile(filepath.Join(dir, "flows.log"), []byte(lines[2]+lines[3]), 0o644)   // api → db: 1
+	out, err := runWhatif(t, "--proposed", closesAPIToDB, "--flows", filepath.Join(dir, "flows.log.1"),
+		"--flows", filepath.Join(dir, "flows.log"), "--manifests", example)
+	wantStatus(t, err, exitNewlyDenied)
+	if !strings.Contains(out, "Newly denied by prod/api-egress: 1 flow, 3 connections") {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
 // A proposal that changes no verdict exits 0; so does one that only allows more.
 func TestWhatifNothingNewlyDenied(t *testing.T) {
 	out, err := runWhatif(t, "--proposed", changesNone, "--flows", flowsFile(t), "--manifests", example)
