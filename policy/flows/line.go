@@ -2,7 +2,6 @@ package flows
 
 import (
 	"encoding/json"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -106,11 +105,4 @@ func verdict(allow bool) string {
 		return "allow"
 	}
 	return "deny"
-}
-
-func addr(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }
