@@ -5,12 +5,13 @@
 // # Hand-off
 //
 // The datapath's observer calls Recorder.Offer for every verdict, on a queue reader's
-// goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict) into a buffered
-// channel with a non-blocking send and returns; a full channel loses the verdict and counts it
-// (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the channel every 5 ms —
-// polling, so that Offer never pays for waking it — and records each verdict in the history
-// and in the current interval of the flow log: a map lookup and a few numbers, nothing
-// allocated.
+// goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict) into that
+// reader's own ring — single producer, single consumer, two atomic counters: no lock, no
+// wake-up, nothing another reader touches — and returns; a full ring loses the verdict and
+// counts it (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the rings every
+// 5 ms — polling, so that Offer never pays for waking it — and records each verdict in the
+// history and in the current interval of the flow log: a map lookup and a few numbers,
+// nothing allocated.
 //
 // # History
 //

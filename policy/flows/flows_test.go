@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,10 +178,14 @@ func TestOfferLosesWhenBehind(t *testing.T) {
 	snap := example(t)
 	r := newRecorder(snap) // not running: nothing drains the queue
 	for i := range queueLen + 7 {
-		r.Offer(seen(snap, apiToDB, int64(i)))
+		s := seen(snap, apiToDB, int64(i))
+		r.Offer(0, &s)
 	}
-	if got := counter(t, r, "podwall_flows_lost_total"); got != 7 {
-		t.Errorf("lost %v, want 7", got)
+	s := seen(snap, apiToDB, 1)
+	r.Offer(1, &s) // not a producer
+	r.Offer(-1, &s)
+	if got := counter(t, r, "podwall_flows_lost_total"); got != 9 {
+		t.Errorf("lost %v, want 9", got)
 	}
 }
 
@@ -227,8 +232,9 @@ func TestRunWritesLastInterval(t *testing.T) {
 	snap := example(t)
 	var log bytes.Buffer
 	r := newRecorder(snap, func(c *Config) { c.Log = &log; c.Interval = time.Hour })
-	r.Offer(seen(snap, apiToDB, 1))
-	r.Offer(seen(snap, webToDB, 2))
+	s1, s2 := seen(snap, apiToDB, 1), seen(snap, webToDB, 2)
+	r.Offer(0, &s1)
+	r.Offer(0, &s2)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r.Run(ctx)
@@ -383,8 +389,8 @@ func BenchmarkMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkOffer is what the datapath pays per verdict to record it: one non-blocking send
-// to the recorder. enqueue: the queue has room (the common case: the recorder's goroutine
+// BenchmarkOffer is what the datapath pays per verdict to record it: a copy into the
+// reader's ring. enqueue: the ring has room (the common case: the recorder's goroutine
 // drains it every 5 ms); full: the recorder is behind and the verdict is lost (counted). The
 // goroutine's work per verdict is BenchmarkInsert.
 func BenchmarkOffer(b *testing.B) {
@@ -395,14 +401,12 @@ func BenchmarkOffer(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if i++; i%queueLen == 0 {
+			if i++; i%minRing == 0 {
 				b.StopTimer()
-				for len(r.ch) > 0 {
-					<-r.ch
-				}
+				r.rings[0].drain(func(*Seen) {})
 				b.StartTimer()
 			}
-			r.Offer(s)
+			r.Offer(0, &s)
 		}
 		if r.Lost() != 0 {
 			b.Fatalf("lost %d", r.Lost())
@@ -411,13 +415,47 @@ func BenchmarkOffer(b *testing.B) {
 	b.Run("full", func(b *testing.B) {
 		r := newRecorder(snap)
 		for range queueLen {
-			r.Offer(s)
+			r.Offer(0, &s)
 		}
 		b.ReportAllocs()
 		for b.Loop() {
-			r.Offer(s)
+			r.Offer(0, &s)
 		}
 	})
+}
+
+// Producers offering at once, each into its own ring, while the recorder drains: every
+// verdict is either recorded or counted as lost, none twice (run with -race).
+func TestRingsConcurrent(t *testing.T) {
+	snap := example(t)
+	const producers, each = 4, 20000
+	r := newRecorder(snap, func(c *Config) { c.Producers = producers })
+	flows := manyFlows(producers)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			s := seen(snap, flows[p], 1)
+			for range each {
+				r.Offer(p, &s)
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	<-done
+	var recorded uint64
+	r.mu.Lock()
+	r.hist.each(func(_ key, e *entry) { recorded += e.count })
+	r.mu.Unlock()
+	if recorded+r.Lost() != producers*each {
+		t.Errorf("recorded %d + lost %d != offered %d", recorded, r.Lost(), producers*each)
+	}
 }
 
 // A flow whose deciding generation is gone keeps its recorded verdict; the reason says so and

@@ -16,13 +16,13 @@ import (
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
 // denycache.go), hands the verdict to the flow history and log (flows.Recorder.Offer: a
-// non-blocking send of a small value; flows.go), and — only when the decision stream has a subscriber — hands a Record with
+// copy of a small value into the reader's own ring; flows.go), and — only when the decision stream has a subscriber — hands a Record with
 // the snapshot of the deciding generation to the stream's hub, which copies it into each
 // subscriber's buffer without blocking. With no subscriber the stream costs one atomic load.
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
 	if r.Malformed == nil {
-		a.flows.Offer(flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow})
+		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow})
 	}
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
