@@ -24,7 +24,7 @@
 // and no pointer, so 100 000 flows take 16 MiB (170 bytes a flow: a 96-byte node and its map
 // slot, under a packed 36-byte key; BenchmarkMemory) and nothing for the garbage collector to
 // scan. The pods, reason and policies are spelled out when a line is made, with the snapshot
-// of that generation (policy/decisions' Event): the agent keeps the one in force and the one
+// of that generation, as /debug/decisions spells a decision out: the agent keeps the one in force and the one
 // before; for a flow decided by an older one, the line keeps the recorded verdict and its
 // reason says what the policy in force would do instead. Making a line costs an explanation
 // (a few µs): /debug/flows and each flow log interval pay it per flow, off the datapath.

@@ -2,11 +2,12 @@ package flows
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/podwall/podwall/policy"
-	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
 )
@@ -72,19 +73,47 @@ type entry struct {
 // in force when that one is gone: the verdict is then the recorded one, and the reason says
 // what the policy in force would do instead of why the old one did.
 func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
-	rec := decisions.Record{Flow: f, Allow: e.allow, Snapshot: snap}
-	ev := rec.Event()
 	l := Line{
-		Type: TypeFlow, Node: r.cfg.Node, Family: ev.Family, Protocol: ev.Protocol, Src: ev.Src, Dst: ev.Dst, DstPort: f.Port,
-		SrcPod: ev.SrcPod, DstPod: ev.DstPod,
+		Type: TypeFlow, Node: r.cfg.Node, Protocol: f.Proto.String(), Src: f.Src.String(), Dst: f.Dst.String(), DstPort: f.Port,
 		First: time.Unix(0, e.first).UTC(), Last: time.Unix(0, e.last).UTC(), Connections: e.count,
-		Verdict: verdict(e.allow), Reason: ev.Reason, Policies: ev.Policies, Egress: ev.Egress, Ingress: ev.Ingress,
-		Generation: e.gen,
+		Verdict: verdict(e.allow), Generation: e.gen,
+	}
+	switch {
+	case f.Src.Is4():
+		l.Family = "IPv4"
+	case f.Src.Is6():
+		l.Family = "IPv6"
+	}
+	x := snap.Explain(f)
+	if x.Src != nil {
+		l.SrcPod = x.Src.Key()
+	}
+	if x.Dst != nil {
+		l.DstPod = x.Dst.Key()
+	}
+	l.Egress, l.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
+	// As /debug/decisions: the reason and policies of the local directions that gave the
+	// verdict (all of them when allowed, the denying ones when denied).
+	var reasons []string
+	for _, j := range []*explain.Judgement{l.Egress, l.Ingress} {
+		if !j.Local || (!e.allow && j.Verdict != "deny") {
+			continue
+		}
+		reasons = append(reasons, j.Reason)
+		for _, p := range j.Policies {
+			if !slices.Contains(l.Policies, p) {
+				l.Policies = append(l.Policies, p)
+			}
+		}
+	}
+	l.Reason = strings.Join(reasons, "; ")
+	if l.Reason == "" { // no direction judged here, or the policy changed under the verdict
+		l.Reason = x.Reason
 	}
 	if snap.Generation() != e.gen {
 		d := snap.Decide(f)
 		l.Reason = "decided by policy generation " + strconv.FormatUint(e.gen, 10) + ", no longer held; generation " +
-			strconv.FormatUint(snap.Generation(), 10) + " would " + d.LocalVerdict().String() + ": " + ev.Reason
+			strconv.FormatUint(snap.Generation(), 10) + " would " + d.LocalVerdict().String() + ": " + l.Reason
 		l.Policies, l.Egress, l.Ingress = nil, nil, nil
 	}
 	return l
