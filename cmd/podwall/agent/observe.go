@@ -15,10 +15,11 @@ import (
 // It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// denycache.go), hands the verdict to the flow history and log (flows.Recorder.Offer: a
-// copy of a small value into the reader's own ring; flows.go), and — only when the decision stream has a subscriber — hands a Record with
+// denycache.go), and — only when the decision stream has a subscriber — hands a Record with
 // the snapshot of the deciding generation to the stream's hub, which copies it into each
 // subscriber's buffer without blocking. With no subscriber the stream costs one atomic load.
+// Every verdict also goes to the flow history and log (flows.Recorder.Offer: a copy of a
+// small value into the queue reader's own ring; flows.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
 	if r.Malformed == nil {
