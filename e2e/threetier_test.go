@@ -8,8 +8,9 @@ import (
 )
 
 // threeTierEnv is the seeds' 3-tier application on one node, enforced: user → web:80 →
-// api:5000 → db:3306, db-policy admitting only api on TCP 3306.
-func threeTierEnv(t *testing.T) *env {
+// api:5000 → db:3306, db-policy admitting only api on TCP 3306. args are extra flags of the
+// agent.
+func threeTierEnv(t *testing.T, args ...string) *env {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
 	e.AddPods("node-1", "prod/web", "prod/api", "prod/db")
@@ -22,7 +23,7 @@ func threeTierEnv(t *testing.T) *env {
 		lab.DBPolicy("prod"),
 	)
 	e.Serve(80, 5000, 3306)
-	e.start()
+	e.start(args...)
 	return e
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,11 +18,21 @@ func main() { os.Exit(run()) }
 // errBadInput marks a failure already reported to the user: exit non-zero, print nothing more.
 var errBadInput = errors.New("bad input")
 
+// exitStatus is a documented exit status other than 1, for an outcome that is not a failure
+// and has been reported already (what-if: 3, a flow would be newly denied).
+type exitStatus int
+
+func (s exitStatus) Error() string { return "exit status " + strconv.Itoa(int(s)) }
+
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot()
 	if err := root.ExecuteContext(ctx); err != nil {
+		var st exitStatus
+		if errors.As(err, &st) {
+			return int(st)
+		}
 		if !errors.Is(err, errBadInput) {
 			fmt.Fprintln(os.Stderr, "podwall:", err)
 		}
@@ -37,6 +48,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd(), newDemoCmd(), newTailCmd(), newCleanupCmd())
+	root.AddCommand(newVersionCmd(), newExplainCmd(), newRunCmd(), newDemoCmd(), newTailCmd(), newCleanupCmd(), newWhatifCmd())
 	return root
 }

@@ -13,8 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/podwall/podwall/cmd/podwall/agent"
 	"github.com/podwall/podwall/datapath"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 type runOpts struct {
@@ -35,6 +38,11 @@ type runOpts struct {
 	memoryLimit     string
 	podCIDRs        []string
 	holdTimeout     time.Duration
+	flowHistory     int
+	flowLog         string
+	flowLogInterval time.Duration
+	flowLogMaxSize  string
+	flowLogMaxFiles int
 }
 
 // defaultPodInterfaces are the name prefixes of the pod interfaces of the common CNI
@@ -73,7 +81,13 @@ has — a pod whose address the agent has not learnt yet, or an address no pod w
 held until the agent knows the pod, then judged; after --hold-timeout the failure policy
 decides. Anti-spoofing covers the interfaces named by --pod-interfaces; the agent warns
 (podwall_datapath_pod_interfaces_uncovered) about any interface a local pod routes through
-that it does not cover.`,
+that it does not cover.
+
+The agent keeps the --flow-history most recently judged distinct flows (source, destination,
+protocol, destination port) at /debug/flows, the input of podwall what-if. --flow-log PATH
+writes them as NDJSON, one line per flow per --flow-log-interval, for log shippers, rotated
+past --flow-log-max-size keeping --flow-log-max-files files (PATH.1 is the newest); a slow
+disk loses lines (podwall_flows_log_lost_total), never slows the datapath.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -99,6 +113,11 @@ that it does not cover.`,
 		"this node's pod range (repeatable, or comma-separated), added to its Node's spec.podCIDRs; needed in --manifests mode without a Node object")
 	f.DurationVar(&o.holdTimeout, "hold-timeout", datapath.DefaultHoldTimeout,
 		"how long a new connection of a pod the agent does not know yet waits for it before the failure policy decides (at most 1m)")
+	f.IntVar(&o.flowHistory, "flow-history", flows.DefaultSize, "distinct flows /debug/flows keeps (least recently seen evicted)")
+	f.StringVar(&o.flowLog, "flow-log", "", "write the flow log (NDJSON) to this file (empty: off)")
+	f.DurationVar(&o.flowLogInterval, "flow-log-interval", flows.DefaultInterval, "flow log interval: one line per flow judged in it")
+	f.StringVar(&o.flowLogMaxSize, "flow-log-max-size", "100Mi", "rotate the flow log past this size (a quantity: 100Mi, 1G)")
+	f.IntVar(&o.flowLogMaxFiles, "flow-log-max-files", 5, "rotated flow log files kept")
 	return cmd
 }
 
@@ -124,6 +143,18 @@ func (o *runOpts) validate() error {
 	if o.holdTimeout < 0 || o.holdTimeout > agent.MaxHoldTimeout {
 		errs = append(errs, fmt.Errorf("--hold-timeout: want at most %v (0: the default), got %v", agent.MaxHoldTimeout, o.holdTimeout))
 	}
+	if o.flowHistory < 1 {
+		errs = append(errs, fmt.Errorf("--flow-history: want at least 1, got %d", o.flowHistory))
+	}
+	if _, err := o.maxFlowLogSize(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.flowLogInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--flow-log-interval: want > 0, got %v", o.flowLogInterval))
+	}
+	if o.flowLogMaxFiles < 0 {
+		errs = append(errs, fmt.Errorf("--flow-log-max-files: want ≥ 0, got %d", o.flowLogMaxFiles))
+	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format: want text or json, got %q", o.logFormat))
 	}
@@ -143,6 +174,14 @@ func (o *runOpts) parsePodCIDRs() ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, errors.Join(errs...)
+}
+
+func (o *runOpts) maxFlowLogSize() (int64, error) {
+	q, err := resource.ParseQuantity(o.flowLogMaxSize)
+	if err != nil || q.Value() < 4096 {
+		return 0, fmt.Errorf("--flow-log-max-size: want a size of at least 4Ki (100Mi, 1G), got %q", o.flowLogMaxSize)
+	}
+	return q.Value(), nil
 }
 
 func nodeName(flag string) (string, error) {
@@ -178,11 +217,14 @@ func (o *runOpts) run(ctx context.Context) error {
 		return err
 	}
 	podCIDRs, _ := o.parsePodCIDRs() // validated
+	maxSize, _ := o.maxFlowLogSize() // validated
 	a, err := agent.New(agent.Config{
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
 		DenyCacheTTL: o.denyCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout, Log: log,
+		FlowHistory: o.flowHistory, FlowLog: o.flowLog, FlowLogInterval: o.flowLogInterval,
+		FlowLogMaxSize: maxSize, FlowLogMaxFiles: o.flowLogMaxFiles,
 	})
 	if err != nil {
 		return err

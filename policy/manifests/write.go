@@ -35,11 +35,20 @@ func Write(path string, objs ...any) error {
 // WriteList writes objects (as Write) to path as one v1 List, atomically. A large cluster
 // loads faster this way than as one document per object.
 func WriteList(path string, objs ...any) error {
+	b, err := list(objs)
+	if err != nil {
+		return err
+	}
+	return writeFile(path, b)
+}
+
+// list marshals objects as one v1 List.
+func list(objs []any) ([]byte, error) {
 	items := make([]any, len(objs))
 	for i, o := range objs {
 		var err error
 		if items[i], err = typed(o); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	b, err := yaml.Marshal(struct {
@@ -47,9 +56,9 @@ func WriteList(path string, objs ...any) error {
 		Items           []any `json:"items"`
 	}{metav1.TypeMeta{APIVersion: "v1", Kind: "List"}, items})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return writeFile(path, dropNullCreationTimestamps(b))
+	return dropNullCreationTimestamps(b), nil
 }
 
 func marshal(o any) ([]byte, error) {

@@ -1,8 +1,11 @@
 package manifests
 
 import (
+	"bytes"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podwall/podwall/policy"
 )
 
 // What Write and WriteList write, Load reads back: objects without apiVersion and kind get
@@ -53,5 +58,26 @@ func TestWriteLoads(t *testing.T) {
 				t.Error("wrote a string")
 			}
 		})
+	}
+}
+
+// A State written out with Objects and EncodeList and parsed again is the same State: what
+// an agent's /debug/state serves is what it enforces.
+func TestObjectsRoundTrip(t *testing.T) {
+	want, err := Load("../../deploy/examples/3tier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Nodes = append(want.Nodes, policy.Node{Name: "node-1", IPs: []netip.Addr{netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("fd00:172:18::1")}})
+	var b bytes.Buffer
+	if err := EncodeList(&b, Objects(want)...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse("state.yaml", b.Bytes())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}
 }

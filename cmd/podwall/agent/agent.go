@@ -20,6 +20,7 @@ import (
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/flow"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 // Config is what an Agent enforces, where from, and how. The command line fills it
@@ -55,7 +56,16 @@ type Config struct {
 	// HoldTimeout bounds that hold; then the failure policy decides. 0 means
 	// datapath.DefaultHoldTimeout; at most MaxHoldTimeout.
 	HoldTimeout time.Duration
-	Log         *slog.Logger
+	// FlowHistory is the number of distinct flows /debug/flows keeps (0: flows.DefaultSize).
+	FlowHistory int
+	// FlowLog, when set, is the flow log (flows.File, opened by New): every FlowLogInterval
+	// (0: flows.DefaultInterval) one line per flow judged, rotated past FlowLogMaxSize bytes
+	// keeping FlowLogMaxFiles rotated files.
+	FlowLog         string
+	FlowLogInterval time.Duration
+	FlowLogMaxSize  int64
+	FlowLogMaxFiles int
+	Log             *slog.Logger
 }
 
 // MaxHoldTimeout bounds Config.HoldTimeout: a held packet occupies a slot of the kernel's
@@ -85,6 +95,9 @@ type Agent struct {
 	deny     *denyCache      // fills the kernel's deny cache (denycache.go)
 	reported map[string]bool // problems and conflicts logged (problems.go); under mu
 	cover    *coverage       // warns about pod interfaces anti-spoofing misses (window.go)
+	flows    *flows.Recorder
+	flowLog  *flows.File                  // nil without Config.FlowLog
+	state    atomic.Pointer[policy.State] // the state in force (/debug/state)
 }
 
 // New returns an Agent for cfg. It touches neither the kernel nor the network: Run does.
@@ -110,6 +123,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HoldTimeout < 0 || cfg.HoldTimeout > MaxHoldTimeout {
 		errs = append(errs, fmt.Errorf("agent: hold timeout %v: want 0 (default %v) to %v", cfg.HoldTimeout, datapath.DefaultHoldTimeout, MaxHoldTimeout))
 	}
+	if cfg.FlowHistory < 0 {
+		errs = append(errs, fmt.Errorf("agent: flow history %d: want ≥ 0", cfg.FlowHistory))
+	}
+	if cfg.FlowLog != "" && (cfg.FlowLogMaxSize <= 0 || cfg.FlowLogMaxFiles < 0 || cfg.FlowLogInterval < 0) {
+		errs = append(errs, fmt.Errorf("agent: flow log: maximum size %d (want > 0), files %d (want ≥ 0), interval %v (want ≥ 0)",
+			cfg.FlowLogMaxSize, cfg.FlowLogMaxFiles, cfg.FlowLogInterval))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -123,7 +143,10 @@ func New(cfg Config) (*Agent, error) {
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover,
+	if err := a.newFlows(); err != nil {
+		return nil, err
+	}
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -177,6 +200,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer a.runFlows(ctx)()
 	defer func() {
 		for _, s := range servers {
 			s.Close()
@@ -319,6 +343,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	a.inForce.swap(snap)
 	a.reportProblems(snap)
 	a.cover.update(snap)
+	a.state.Store(&s)
 	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)

@@ -274,7 +274,8 @@ func TestDebugRoutes(t *testing.T) {
 }
 
 // BenchmarkObserve is the per-verdict cost of the agent past the kernel: the engine's Decide
-// (what the datapath calls on a cache miss) plus observe (metrics, and the stream), with no
+// (what the datapath calls on a cache miss) plus observe (metrics, the flow history's
+// hand-off with its goroutine running, and the stream), with no
 // subscriber and with one subscriber that keeps up. Its own goroutine's work counts in
 // allocs/op too, which is why it only drains: what a subscriber spends to format a record is
 // decisions.BenchmarkEvent.
@@ -282,6 +283,7 @@ func BenchmarkObserve(b *testing.B) {
 	for _, subs := range []int{0, 1} {
 		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
 			a, _ := testAgent(b)
+			defer a.runFlows(b.Context())() // as in Run: the flow history's goroutine drains its queue
 			done := make(chan struct{})
 			defer close(done)
 			for range subs {
@@ -311,6 +313,7 @@ func BenchmarkObserve(b *testing.B) {
 				a.observe(rec)
 				i++
 			}
+			b.ReportMetric(float64(a.flows.Lost())/float64(b.N), "flowsLost/op")
 			if subs > 0 {
 				sent, dropped := a.stream.Totals()
 				b.ReportMetric(float64(dropped)/float64(sent+dropped), "dropped/op")

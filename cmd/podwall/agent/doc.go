@@ -9,7 +9,8 @@
 //
 // It is wiring of the subsystems, each of which owns its own work and metrics: policy
 // (compile and decide), datapath (queues and their readers), datapath/nft (the table),
-// conntrack (revocation), policy/decisions (the stream), policy/kube and policy/manifests
+// conntrack (revocation), policy/decisions (the stream), policy/flows (the flow history and
+// log), policy/kube and policy/manifests
 // (the sources). The command in cmd/podwall turns flags into a Config; New builds an Agent
 // without touching the kernel; Run does the rest until its context ends.
 //

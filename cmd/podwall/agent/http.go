@@ -194,6 +194,8 @@ func (a *Agent) sourceReadyz() string {
 //	/debug/            the live page (decisions.Page)
 //	/debug/decisions   the decision stream, NDJSON or SSE (decisions.Handler)
 //	/debug/explain     ?from=&to=&port=&protocol=: `podwall explain -o json` on the live snapshot
+//	/debug/flows       the flow history, NDJSON (flows.go)
+//	/debug/state       the objects of the policy state in force, a YAML v1 List (flows.go)
 //	/debug/pprof/      Go's profiles (seconds at most 30)
 func (a *Agent) debugMux() *http.ServeMux {
 	mux := http.NewServeMux()
@@ -205,6 +207,8 @@ func (a *Agent) debugMux() *http.ServeMux {
 	mux.Handle("GET /debug", http.RedirectHandler("/debug/", http.StatusMovedPermanently))
 	mux.Handle("GET /debug/decisions", decisions.Handler(&a.stream))
 	mux.HandleFunc("GET /debug/explain", a.serveExplain)
+	mux.HandleFunc("GET /debug/flows", a.serveFlows)
+	mux.HandleFunc("GET /debug/state", a.serveState)
 	return mux
 }
 

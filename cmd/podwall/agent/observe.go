@@ -6,6 +6,7 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 // observe is called by the datapath for every verdict, on a queue reader's goroutine. It
@@ -18,8 +19,13 @@ import (
 // a weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
+// Every verdict also goes to the flow history and log (flows.Recorder.Offer: a copy of a
+// small value into the queue reader's own ring; flows.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
+	if r.Malformed == nil {
+		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow})
+	}
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl

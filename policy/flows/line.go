@@ -1,0 +1,137 @@
+package flows
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
+	"github.com/podwall/podwall/policy/flow"
+)
+
+// TypeFlow is the "type" of every Line.
+const TypeFlow = "flow"
+
+// Line is one flow as /debug/flows and the flow log write it (the package doc lists its
+// fields). Its fields are a contract: add fields, never change or remove one.
+type Line struct {
+	Type        string             `json:"type"`
+	Node        string             `json:"node,omitempty"`
+	Family      string             `json:"family"`
+	Protocol    string             `json:"protocol"`
+	Src         string             `json:"src"`
+	Dst         string             `json:"dst"`
+	DstPort     uint16             `json:"dstPort"`
+	SrcPod      string             `json:"srcPod,omitempty"`
+	DstPod      string             `json:"dstPod,omitempty"`
+	First       time.Time          `json:"first"`
+	Last        time.Time          `json:"last"`
+	Connections uint64             `json:"connections"`
+	Verdict     string             `json:"verdict"`
+	Reason      string             `json:"reason"`
+	Policies    []string           `json:"policies,omitempty"`
+	Egress      *explain.Judgement `json:"egress,omitempty"`
+	Ingress     *explain.Judgement `json:"ingress,omitempty"`
+	// Staged is reserved for the verdict staged policies would give (issue 13, part 1);
+	// nil, and left out, until they exist.
+	Staged     *Staged `json:"staged,omitempty"`
+	Generation uint64  `json:"generation"`
+}
+
+// Staged is what staged policies would make of a flow.
+type Staged struct {
+	Verdict  string   `json:"verdict"`
+	Reason   string   `json:"reason"`
+	Policies []string `json:"policies,omitempty"`
+}
+
+// Seen is one verdict as the datapath's observer hands it to a Recorder: a small value
+// (80 bytes), copied through a channel.
+type Seen struct {
+	Flow flow.Flow
+	// Time is when the packet was received, in Unix nanoseconds.
+	Time int64
+	// Gen is the policy generation that decided.
+	Gen   uint64
+	Allow bool
+}
+
+// entry is one flow: in the history, and in an interval of the flow log. It holds no text
+// and no pointer: the pods, reason and policies are spelled out when a line is made, from
+// the policy snapshot of the generation that decided (line).
+type entry struct {
+	first, last int64 // Unix nanoseconds
+	count       uint64
+	gen         uint64 // the policy generation of the last verdict
+	allow       bool   // the last verdict
+}
+
+// line makes the Line of flow f. snap is the snapshot of the entry's generation, or the one
+// in force when that one is gone: the verdict is then the recorded one, and the reason says
+// what the policy in force would do instead of why the old one did.
+func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
+	l := Line{
+		Type: TypeFlow, Node: r.cfg.Node, Protocol: f.Proto.String(), Src: f.Src.String(), Dst: f.Dst.String(), DstPort: f.Port,
+		First: time.Unix(0, e.first).UTC(), Last: time.Unix(0, e.last).UTC(), Connections: e.count,
+		Verdict: verdict(e.allow), Generation: e.gen,
+	}
+	switch {
+	case f.Src.Is4():
+		l.Family = "IPv4"
+	case f.Src.Is6():
+		l.Family = "IPv6"
+	}
+	x := snap.Explain(f)
+	if x.Src != nil {
+		l.SrcPod = x.Src.Key()
+	}
+	if x.Dst != nil {
+		l.DstPod = x.Dst.Key()
+	}
+	l.Egress, l.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
+	// As /debug/decisions: the reason and policies of the local directions that gave the
+	// verdict (all of them when allowed, the denying ones when denied).
+	var reasons []string
+	for _, j := range []*explain.Judgement{l.Egress, l.Ingress} {
+		if !j.Local || (!e.allow && j.Verdict != "deny") {
+			continue
+		}
+		reasons = append(reasons, j.Reason)
+		for _, p := range j.Policies {
+			if !slices.Contains(l.Policies, p) {
+				l.Policies = append(l.Policies, p)
+			}
+		}
+	}
+	l.Reason = strings.Join(reasons, "; ")
+	if l.Reason == "" { // no direction judged here, or the policy changed under the verdict
+		l.Reason = x.Reason
+	}
+	if snap.Generation() != e.gen {
+		d := snap.Decide(f)
+		l.Reason = "decided by policy generation " + strconv.FormatUint(e.gen, 10) + ", no longer held; generation " +
+			strconv.FormatUint(snap.Generation(), 10) + " would " + d.LocalVerdict().String() + ": " + l.Reason
+		l.Policies, l.Egress, l.Ingress = nil, nil, nil
+	}
+	return l
+}
+
+// AppendJSON appends l as one line of JSON, newline included.
+func AppendJSON(b []byte, l *Line) []byte {
+	j, err := json.Marshal(l)
+	if err != nil { // a Line holds only strings, numbers, times and slices of them
+		panic(err)
+	}
+	b = append(b, j...)
+	return append(b, '\n')
+}
+
+func verdict(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
