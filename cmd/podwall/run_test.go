@@ -35,7 +35,8 @@ func TestPodCIDRAndHoldFlags(t *testing.T) {
 	if err := cmd.Flags().Parse([]string{"--pod-cidr", "10.244.1.7/24,fd00:10:244:1::/64", "--pod-cidr", "10.245.0.0/16"}); err != nil {
 		t.Fatal(err)
 	}
-	o := runOpts{manifests: "dir", queues: 1, cacheSize: 1, logFormat: "text"}
+	o := runOpts{manifests: "dir", queues: 1, cacheSize: 1, logFormat: "text",
+		flowHistory: 1, flowLogInterval: time.Second, flowLogMaxSize: "100Mi"}
 	o.podCIDRs, _ = cmd.Flags().GetStringSlice("pod-cidr")
 	got, err := o.parsePodCIDRs()
 	if err != nil || fmt.Sprint(got) != "[10.244.1.0/24 fd00:10:244:1::/64 10.245.0.0/16]" {
