@@ -75,7 +75,7 @@ gate a change on it), 1 for bad input or an unreachable source.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.proposed, "proposed", "", "file or directory of proposed objects (NetworkPolicies, Pods, Namespaces, Nodes)")
+	f.StringVar(&o.proposed, "proposed", "", "file or directory of proposed objects (NetworkPolicies, ClusterNetworkPolicies, Pods, Namespaces, Nodes)")
 	f.StringArrayVar(&o.deletes, "delete", nil, "an object the change deletes: KIND/NS/NAME or KIND/NAME (repeatable)")
 	f.StringArrayVar(&o.addrs, "addr", nil, "an agent's debug listener, HOST:PORT or URL (repeatable)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file: flows of every agent pod through the API server, and the cluster's objects")
@@ -127,6 +127,15 @@ func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out, errOut io.Wr
 	var proposed policy.State
 	if o.proposed != "" {
 		if proposed, err = manifests.Load(o.proposed); err != nil {
+			return fmt.Errorf("--proposed: %w", err)
+		}
+		// An object the agent would reject alone is refused here: the answer would describe
+		// a change nobody can apply as written.
+		var errs []error
+		for _, p := range proposed.Problems {
+			errs = append(errs, errors.New(p.String()))
+		}
+		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("--proposed: %w", err)
 		}
 	}

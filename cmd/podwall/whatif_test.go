@@ -83,6 +83,40 @@ func TestWhatifFlowsNewlyDenied(t *testing.T) {
 	}
 }
 
+// A proposed ClusterNetworkPolicy is judged with the tiers: an Admin Deny closes api → db,
+// which the namespace's own policy allows, and is named as responsible; deleting it again
+// (cnp/NAME, as decisions name it) reopens the flow.
+func TestWhatifClusterNetworkPolicy(t *testing.T) {
+	out, err := runWhatif(t, "--proposed", "../../policy/whatif/testdata/cnp-protect-db.yaml", "--flows", flowsFile(t), "--manifests", example)
+	wantStatus(t, err, exitNewlyDenied)
+	if !strings.Contains(out, "Newly denied by cnp/protect-db: 1 flow, 3 connections") {
+		t.Errorf("output:\n%s", out)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{example + "/cluster.yaml", example + "/db-policy.yaml", "../../policy/whatif/testdata/cnp-protect-db.yaml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
+	}
+	out, err = runWhatif(t, "--delete", "cnp/protect-db", "--flows", flowsFile(t), "--manifests", dir)
+	wantStatus(t, err, 0)
+	if !strings.Contains(out, "1 of 3 recorded flows would change: 0 newly denied, 1 newly allowed") ||
+		!strings.Contains(out, "prod/api (10.244.1.11) -> prod/db (10.244.1.12) TCP/3306  3 connections") {
+		t.Errorf("deleting the ClusterNetworkPolicy:\n%s", out)
+	}
+}
+
+// A proposal holding an object the agent would reject alone is refused, naming it.
+func TestWhatifRefusesInvalidProposal(t *testing.T) {
+	_, err := runWhatif(t, "--proposed", "../../policy/whatif/testdata/invalid-policy.yaml", "--flows", flowsFile(t), "--manifests", example)
+	var st exitStatus
+	if err == nil || errors.As(err, &st) || !strings.Contains(err.Error(), "prod/bad") || !strings.Contains(err.Error(), "010.0.0.0/8") {
+		t.Errorf("%v, want an error naming prod/bad and its CIDR", err)
+	}
+}
+
 // The rotated files of a flow log are read together: their connections add up.
 func TestWhatifFlowsRotated(t *testing.T) {
 	lines := strings.SplitAfter(recordedFlows, "\n")

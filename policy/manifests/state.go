@@ -12,15 +12,19 @@ import (
 
 // Objects turns a State back into API objects, for Write, WriteList and EncodeList: what
 // the State holds of each (a Pod's labels, node, hostNetwork, phase, addresses and named
-// ports — these in one container —; a Node's addresses as InternalIPs), so that loading
-// them gives the same State. ClusterNetworkPolicies are not written yet.
+// ports — these in one container —; a Node's labels, pod ranges and addresses as
+// InternalIPs; policies and ClusterNetworkPolicies as they are), so that loading them gives
+// the same State.
 func Objects(s policy.State) []any {
-	objs := make([]any, 0, len(s.Namespaces)+len(s.Nodes)+len(s.Pods)+len(s.Policies))
+	objs := make([]any, 0, len(s.Namespaces)+len(s.Nodes)+len(s.Pods)+len(s.Policies)+len(s.ClusterPolicies))
 	for _, n := range s.Namespaces {
 		objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: n.Labels}})
 	}
 	for _, n := range s.Nodes {
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: n.Labels}}
+		for _, c := range n.PodCIDRs {
+			node.Spec.PodCIDRs = append(node.Spec.PodCIDRs, c.String())
+		}
 		for _, ip := range n.IPs {
 			node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})
 		}
@@ -50,6 +54,9 @@ func Objects(s policy.State) []any {
 	}
 	for _, np := range s.Policies {
 		objs = append(objs, np)
+	}
+	for _, cnp := range s.ClusterPolicies {
+		objs = append(objs, cnp)
 	}
 	return objs
 }

@@ -68,7 +68,16 @@ func TestObjectsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want.Nodes = append(want.Nodes, policy.Node{Name: "node-1", IPs: []netip.Addr{netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("fd00:172:18::1")}})
+	want.Nodes = append(want.Nodes, policy.Node{Name: "node-1", IPs: []netip.Addr{netip.MustParseAddr("172.18.0.1"), netip.MustParseAddr("fd00:172:18::1")},
+		Labels: map[string]string{"zone": "a"}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}})
+	cnps, err := Load("../../deploy/examples/clusternetworkpolicy/protect-namespace.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cnps.ClusterPolicies) == 0 {
+		t.Fatal("the example holds no ClusterNetworkPolicy")
+	}
+	want.ClusterPolicies = cnps.ClusterPolicies
 	var b bytes.Buffer
 	if err := EncodeList(&b, Objects(want)...); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy"
 )
@@ -33,10 +34,13 @@ var kinds = map[string]struct {
 	"pod": {"Pod", true}, "pods": {"Pod", true},
 	"namespace": {"Namespace", false}, "namespaces": {"Namespace", false}, "ns": {"Namespace", false},
 	"node": {"Node", false}, "nodes": {"Node", false},
+	"clusternetworkpolicy": {"ClusterNetworkPolicy", false}, "clusternetworkpolicies": {"ClusterNetworkPolicy", false},
+	"cnp": {"ClusterNetworkPolicy", false},
 }
 
-// ParseRef parses KIND/NS/NAME or, for Namespaces and Nodes, KIND/NAME. Kinds are
-// case-insensitive and may be plural or kubectl's short names (netpol, ns).
+// ParseRef parses KIND/NS/NAME or, for Namespaces, Nodes and ClusterNetworkPolicies,
+// KIND/NAME. Kinds are
+// case-insensitive and may be plural or kubectl's short names (netpol, ns, cnp).
 func ParseRef(s string) (Ref, error) {
 	parts := strings.Split(s, "/")
 	k, ok := kinds[strings.ToLower(parts[0])]
@@ -65,6 +69,7 @@ func Apply(cur, proposed policy.State, deletes []Ref) (policy.State, error) {
 		Pods:            slices.Clone(cur.Pods),
 		Policies:        slices.Clone(cur.Policies),
 		ClusterPolicies: slices.Clone(cur.ClusterPolicies),
+		Problems:        slices.Clone(cur.Problems),
 	}
 	for _, n := range proposed.Namespaces {
 		s.Namespaces = upsert(s.Namespaces, n, func(o policy.Namespace) bool { return o.Name == n.Name })
@@ -80,6 +85,9 @@ func Apply(cur, proposed policy.State, deletes []Ref) (policy.State, error) {
 			return o.Namespace == np.Namespace && o.Name == np.Name
 		})
 	}
+	for _, cnp := range proposed.ClusterPolicies {
+		s.ClusterPolicies = upsert(s.ClusterPolicies, cnp, func(o *cnpv1alpha2.ClusterNetworkPolicy) bool { return o.Name == cnp.Name })
+	}
 	var errs []error
 	for _, r := range deletes {
 		n := 0
@@ -92,6 +100,8 @@ func Apply(cur, proposed policy.State, deletes []Ref) (policy.State, error) {
 			s.Namespaces, n = remove(s.Namespaces, func(o policy.Namespace) bool { return o.Name == r.Name })
 		case "Node":
 			s.Nodes, n = remove(s.Nodes, func(o policy.Node) bool { return o.Name == r.Name })
+		case "ClusterNetworkPolicy":
+			s.ClusterPolicies, n = remove(s.ClusterPolicies, func(o *cnpv1alpha2.ClusterNetworkPolicy) bool { return o.Name == r.Name })
 		}
 		if n == 0 {
 			errs = append(errs, fmt.Errorf("--delete %s: no such object in the policy in force or the proposal", r))
