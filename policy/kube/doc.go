@@ -34,11 +34,12 @@
 //     the last request to the API server got an answer, since when, the last error and how
 //     many requests failed, for the agent's /readyz and metrics.
 //
-// The agent's own Node (Options.Node; node.go), when set, is listed and watched too — that
-// one Node only, by a field selector on its name — for its pod ranges (spec.podCIDRs),
-// which the agent needs for the new-pod window (datapath/doc.go). It is optional: the
-// first state does not wait for it, and credentials that may not read Nodes make the
-// Source warn once and go on without it.
+// With Options.Node set (the agent's node), Nodes are listed and watched too (node.go): the
+// agent's own Node for its pod ranges (spec.podCIDRs), which the agent needs for the
+// new-pod window (datapath/doc.go), and every Node for the labels and addresses that
+// ClusterNetworkPolicy `nodes` peers select. They are optional: the first state does not
+// wait for them, and credentials that may not read Nodes make the Source warn once and go
+// on without them.
 //
 // Pods without an address yet are part of the state (they can be selected, they isolate
 // nothing until they have an address) and enforced as soon as their status carries one.

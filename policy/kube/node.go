@@ -2,26 +2,25 @@ package kube
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
-// The agent's own Node (Options.Node) brings the node's pod ranges, spec.podCIDRs, into
-// the State: the agent holds new connections of pods it does not know yet within them
-// (datapath/doc.go, "The new-pod window"). Only that Node is listed and watched (a field
-// selector on its name). It is optional: the first state does not wait for it, and when
-// the credentials may not read Nodes (403) the Source says so once and goes on without it
-// — the agent then has only --pod-cidr.
+// Nodes, when Options.Node names the agent's node, are listed and watched too (trimmed to
+// name, labels, addresses and pod ranges). The agent's own Node brings the node's pod
+// ranges, spec.podCIDRs, into the State: the agent holds new connections of pods it does not
+// know yet within them (datapath/doc.go, "The new-pod window"). Every Node brings its labels
+// and addresses, which ClusterNetworkPolicy `nodes` peers select and match. Nodes are
+// optional: the first state does not wait for them, and when the credentials may not read
+// Nodes (403) the Source says so once and goes on without them — the agent then has only
+// --pod-cidr, and `nodes` peers match no address.
 
-// nodeWatch is the informer of the agent's own Node.
+// nodeWatch is the informer of the Nodes.
 type nodeWatch struct {
 	inf  cache.SharedIndexInformer
 	name string
@@ -34,7 +33,7 @@ func (s *Source) watchNode(ctx context.Context, name string, mark func(), runnin
 	if name == "" || s.res.nodes == nil {
 		return nil, nil
 	}
-	inf := cache.NewSharedIndexInformer(s.res.listerWatcher(oneNode(s.res.nodes, name)), &corev1.Node{}, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(s.res.listerWatcher(s.res.nodes), &corev1.Node{}, 0, cache.Indexers{})
 	if err := inf.SetTransform(trim); err != nil {
 		return nil, err
 	}
@@ -72,32 +71,16 @@ func (s *Source) watchNode(ctx context.Context, name string, mark func(), runnin
 	return &nodeWatch{inf: inf, name: name, stop: stop}, nil
 }
 
-// nodes returns the watched Node, if known: none for a nil nodeWatch.
+// nodes returns the watched Nodes known so far: none for a nil nodeWatch.
 func (w *nodeWatch) nodes() []*corev1.Node {
 	if w == nil {
 		return nil
 	}
-	ns := items[*corev1.Node](w.inf)
-	return slices.DeleteFunc(ns, func(n *corev1.Node) bool { return n.Name != w.name })
-}
-
-// oneNode narrows the Node list/watch lw to the Node called name.
-func oneNode(lw *cache.ListWatch, name string) *cache.ListWatch {
-	sel := fields.OneTermEqualSelector("metadata.name", name).String()
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return lw.ListWithContext(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return lw.WatchWithContext(ctx, o)
-		},
-	}
+	return items[*corev1.Node](w.inf)
 }
 
 // nodeChanged reports whether an update of a trimmed Node changes what policy reads.
 func nodeChanged(a, b *corev1.Node) bool {
-	return a.UID != b.UID || a.Spec.PodCIDR != b.Spec.PodCIDR || !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) ||
+	return a.UID != b.UID || !maps.Equal(a.Labels, b.Labels) || a.Spec.PodCIDR != b.Spec.PodCIDR || !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) ||
 		!slices.Equal(a.Status.Addresses, b.Status.Addresses)
 }

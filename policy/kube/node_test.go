@@ -52,27 +52,30 @@ func node(name string, cidrs ...string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
 }
 
-// With Options.Node the Source's states carry that Node, and only it, with its pod ranges;
-// a change of the Node makes a new state. (The first state does not wait for the Node.)
+// With Options.Node the Source's states carry every Node, with labels and pod ranges; a
+// change of a Node makes a new state. (The first state does not wait for the Nodes.)
 func TestSourceWatchesItsNode(t *testing.T) {
-	c := fake.NewClientset(node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64"), node("node-2", "10.244.2.0/24"))
+	other := node("node-2", "10.244.2.0/24")
+	other.Labels = map[string]string{"zone": "b"}
+	c := fake.NewClientset(node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64"), other)
 	var once sync.Once
 	states := runUntil(t, c, Options{Node: "node-1"}, func(st policy.State) bool {
-		if len(st.Nodes) == 0 {
+		if len(st.Nodes) < 2 {
 			return false
 		}
 		once.Do(func() {
-			if len(st.Nodes) != 1 || st.Nodes[0].Name != "node-1" ||
-				!equalPrefixes(st.Nodes[0].PodCIDRs, "10.244.1.0/24", "fd00:10:244:1::/64") {
-				t.Errorf("nodes %+v, want node-1 with its pod ranges", st.Nodes)
+			if len(st.Nodes) != 2 || st.Nodes[0].Name != "node-1" ||
+				!equalPrefixes(st.Nodes[0].PodCIDRs, "10.244.1.0/24", "fd00:10:244:1::/64") ||
+				st.Nodes[1].Name != "node-2" || st.Nodes[1].Labels["zone"] != "b" {
+				t.Errorf("nodes %+v, want node-1 with its pod ranges and node-2 with its labels", st.Nodes)
 			}
 			n := node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64")
 			n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.18.0.2"}}
 			go c.CoreV1().Nodes().Update(context.Background(), n, metav1.UpdateOptions{})
 		})
-		return len(st.Nodes) == 1 && len(st.Nodes[0].IPs) == 1
+		return len(st.Nodes) == 2 && len(st.Nodes[0].IPs) == 1
 	})
-	if last := states[len(states)-1]; len(last.Nodes) != 1 || len(last.Nodes[0].IPs) != 1 {
+	if last := states[len(states)-1]; len(last.Nodes) != 2 || len(last.Nodes[0].IPs) != 1 {
 		t.Errorf("after the Node's update: nodes %+v", last.Nodes)
 	}
 
