@@ -162,6 +162,21 @@ func TestTableKernel(t *testing.T) {
 		if deleted, gone, err := tab.Delete(del); err != nil || deleted != 0 || gone != len(del) {
 			t.Errorf("Delete again: %d deleted, %d gone, %v; want 0, %d, nil", deleted, gone, err, len(del))
 		}
+		// Mark sets its bits and keeps the others; the deleted entries are gone.
+		var kept []*Entry
+		for _, e := range left {
+			kept = append(kept, e)
+		}
+		for _, m := range []uint32{0x1, 0x10000000} {
+			if marked, gone, err := tab.Mark(slices.Concat(kept, del), m); err != nil || marked != len(kept) || gone != len(del) {
+				t.Fatalf("Mark %#x: %d marked, %d gone, %v; want %d, %d, nil", m, marked, gone, err, len(kept), len(del))
+			}
+		}
+		for k, e := range dump() {
+			if e.Mark != 0x10000001 {
+				t.Errorf("after Mark: %s has mark %#x, want 0x10000001", k, e.Mark)
+			}
+		}
 		// An entry re-created with the same tuple has a new id: a stale delete spares it.
 		stale := left[key(made[1])]
 		if _, _, err := tab.Delete([]*Entry{stale}); err != nil {

@@ -614,6 +614,9 @@ type Counters struct {
 	// Window counts packets sent to userspace by the new-pod window's rules: from or to
 	// an address of the node's pod ranges that no local pod known to the policy has.
 	Window uint64
+	// Revoked counts packets dropped because their connection is marked revoked
+	// (Config.RevokedMark), in either direction.
+	Revoked uint64
 }
 
 // Counters reads the rule counters from the kernel.
@@ -631,7 +634,7 @@ func (r *Ruleset) Counters() (Counters, error) {
 	var out Counters
 	for _, ru := range rules {
 		var set string
-		var fib bool
+		var fib, mark bool
 		var packets uint64
 		for _, e := range ru.Exprs {
 			switch e := e.(type) {
@@ -639,6 +642,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 				set = e.SetName
 			case *expr.Fib:
 				fib = true
+			case *expr.Ct:
+				mark = mark || e.Key == expr.CtKeyMARK
 			case *expr.Counter:
 				packets = e.Packets
 			}
@@ -646,6 +651,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 		switch {
 		case fib:
 			out.Spoofed += packets
+		case mark:
+			out.Revoked += packets
 		case set == SetEgress4:
 			out.Egress4 += packets
 		case set == SetEgress6:

@@ -45,6 +45,9 @@ type Config struct {
 	PodInterfaces []string
 	// KeepEstablished turns revocation of established connections off.
 	KeepEstablished bool
+	// RevokeMark is the connection mark bit that flags a revoked connection (revoke.go);
+	// 0 means conntrack.DefaultMark.
+	RevokeMark uint32
 	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
 	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
@@ -140,7 +143,7 @@ func New(cfg Config) (*Agent, error) {
 	a.inForce.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.metrics = newVerdictMetrics()
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
-	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
+	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
 	if err := a.newFlows(); err != nil {
@@ -249,6 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	rs, err := nft.New(nft.Config{
 		QueueNum: a.cfg.QueueNum, QueueCount: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
 		PodInterfacePrefixes: a.cfg.PodInterfaces, DenyCacheTTL: a.cfg.DenyCacheTTL,
+		RevokedMark: a.revoker.Mark(),
 	})
 	if err != nil {
 		return err
