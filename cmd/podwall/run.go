@@ -194,8 +194,12 @@ func (o *runOpts) maxFlowLogSize() (int64, error) {
 	return q.Value(), nil
 }
 
-// mark returns --revoke-mark: one bit, in any base strconv reads (0x10000000).
+// mark returns --revoke-mark: one bit, in any base strconv reads (0x10000000); empty is
+// conntrack.DefaultMark.
 func (o *runOpts) mark() (uint32, error) {
+	if o.revokeMark == "" {
+		return conntrack.DefaultMark, nil
+	}
 	m, err := strconv.ParseUint(o.revokeMark, 0, 32)
 	if err != nil || bits.OnesCount64(m) != 1 {
 		return 0, fmt.Errorf("--revoke-mark: want one bit of the 32-bit connection mark (e.g. 0x10000000), got %q", o.revokeMark)

@@ -53,6 +53,8 @@ type Ruleset struct {
 	// ranges are the pod ranges the window's interval sets hold, valid when rangesSynced.
 	ranges       []netip.Prefix
 	rangesSynced bool
+	// want is the ruleset Program installs, built by the first Damage.
+	want *ruleset
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the

@@ -90,6 +90,9 @@ type Agent struct {
 	mu      sync.Mutex // serialises applying states
 	ready   atomic.Bool
 	lastErr atomic.Pointer[string]
+	// damage says what is wrong with the kernel table while it is being restored (heal.go).
+	damage   atomic.Pointer[string]
+	restores prometheus.Counter
 
 	reg      *prometheus.Registry
 	metrics  *verdictMetrics
@@ -145,11 +148,12 @@ func New(cfg Config) (*Agent, error) {
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
+	a.restores = newRestores()
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
 	if err := a.newFlows(); err != nil {
 		return nil, err
 	}
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows,
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -300,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("ready", "node", a.cfg.Node, "queues", a.cfg.Queues, "queue_mode", a.ruleset.Mode().String(),
 		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen, "deny_cache_ttl", a.cfg.DenyCacheTTL)
-	<-ctx.Done()
+	a.guardTable(ctx) // until ctx ends
 	a.ready.Store(false)
 	return nil
 }

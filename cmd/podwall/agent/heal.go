@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// This file keeps the kernel table in place while the agent runs. Someone else can take it
+// away — `nft flush ruleset` (what a restart of nftables.service does), `nft delete table
+// inet podwall`, a script emptying the chain or making the table dormant — and then no pod
+// is isolated while everything else looks fine. The agent checks the table every
+// tableCheckInterval (nft.Ruleset.Damage); when it is damaged it reports not ready,
+// programs the table and the sets of the snapshot in force again in one transaction
+// (ProgramSync, under the apply lock, so no policy change interleaves), sweeps conntrack
+// for the connections admitted unjudged meanwhile, counts the restore and reports ready
+// again.
+//
+// Why a poll, not netlink events (NFNLGRP_NFTABLES, google/nftables' Monitor): the events
+// carry every change of every table of the namespace — kube-proxy's in nftables mode,
+// element by element — and the library decodes each one; a burst that overflows the
+// socket (ENOBUFS) ends the monitor, and a missed deletion would go unnoticed for good.
+// The poll reads two small things (the table, the chain's rules) and costs about 0.1 ms
+// per check (bench/README.md, "table check").
+
+// tableCheckInterval is how often the agent checks its table: a damaged table is restored
+// within this interval plus one transaction.
+const tableCheckInterval = 200 * time.Millisecond
+
+var restoresHelp = "Times the agent found its table (inet podwall) removed or damaged by someone else and programmed it again from the snapshot in force."
+
+func newRestores() prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
+		Name: "table_restores_total", Help: restoresHelp})
+}
+
+// guardTable checks the table every tableCheckInterval until ctx ends, and restores it
+// when it is damaged.
+func (a *Agent) guardTable(ctx context.Context) {
+	t := time.NewTicker(tableCheckInterval)
+	defer t.Stop()
+	failing := false // the last check failed: log the next failure at debug level only
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		damage, err := a.ruleset.Damage()
+		if err != nil {
+			if !failing {
+				a.log.Warn("checking the table", "err", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+		if damage != "" {
+			a.restoreTable(damage)
+		}
+	}
+}
+
+// restoreTable programs the table and the sets of the snapshot in force again; until that
+// succeeds, /readyz reports the damage.
+func (a *Agent) restoreTable(damage string) {
+	msg := "datapath: " + damage
+	a.damage.Store(&msg)
+	a.ready.Store(false)
+	a.log.Warn("table damaged by someone else: restoring it", "damage", damage)
+	a.mu.Lock()
+	snap := a.inForce.Load()
+	in, eg := snap.LocalIsolated()
+	err := a.ruleset.ProgramSync(snap.Generation(), in, eg)
+	if err == nil {
+		a.afterApply(snap) // cut what was admitted unjudged meanwhile
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Error("restoring the table", "err", err)
+		return // not ready; the next check tries again
+	}
+	a.restores.Inc()
+	a.damage.Store(nil)
+	a.ready.Store(true)
+	a.log.Info("table restored", "generation", snap.Generation())
+}
