@@ -121,7 +121,7 @@ func inNS(h netns.NsHandle, fn func() error) error {
 }
 
 // run runs a command, failing the test with its output on error.
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
