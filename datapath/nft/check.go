@@ -18,7 +18,7 @@ import (
 // Damage reads two small things: the table (one get) and the rules of the chain (one
 // dump of about ten rules); it does not read set elements (an element deleted by hand is
 // not noticed here; the next Sync, which diffs against the kernel, puts it back). The
-// agent calls it every 200 ms; its cost is in bench/README.md ("table check").
+// agent calls it every 200 ms; its cost is in bench/README.md ("Table check").
 func (r *Ruleset) Damage() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -193,8 +193,8 @@
 // the kernel's table with what Program installs (the table, its flags, its
 // chain's rule count) and describes the difference; the agent calls it every
 // 200 ms and, on damage, reports not ready, runs ProgramSync with the snapshot
-// in force and counts a restore. Damage costs two small netlink reads (about
-// 0.1 ms, BenchmarkDamage). It does not read set elements: an element deleted
+// in force and counts a restore. Damage costs two small netlink reads (0.1 to
+// 0.7 ms under load, BenchmarkDamage). It does not read set elements: an element deleted
 // by hand is put back by the next Sync of a policy change, not by the check.
 //
 // # Not covered

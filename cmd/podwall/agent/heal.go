@@ -21,8 +21,8 @@ import (
 // carry every change of every table of the namespace — kube-proxy's in nftables mode,
 // element by element — and the library decodes each one; a burst that overflows the
 // socket (ENOBUFS) ends the monitor, and a missed deletion would go unnoticed for good.
-// The poll reads two small things (the table, the chain's rules) and costs about 0.1 ms
-// per check (bench/README.md, "table check").
+// The poll reads two small things (the table, the chain's rules) and costs about 0.1–0.7 ms
+// per check (bench/README.md, "Table check").
 
 // tableCheckInterval is how often the agent checks its table: a damaged table is restored
 // within this interval plus one transaction.
