@@ -272,7 +272,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 // pod's own address whether or not it belongs to a known connection, or a pod could
 // inject packets into another pod's established connections (same tuple, forged source).
 // The price is a fib lookup for every forwarded packet from a pod interface, not only for
-// the first of each connection (bench/README.md, "anti-spoofing before the established
+// the first of each connection (bench/README.md, "Anti-spoofing before the established
 // accept").
 func antiSpoofRules(cfg Config) []rule {
 	var out []rule
@@ -316,7 +316,7 @@ func revokedRules(cfg Config) []rule {
 	m := binary.NativeEndian.AppendUint32(nil, cfg.RevokedMark)
 	// ct mark & <mark> == <mark> counter drop
 	return []rule{{
-		text: fmt.Sprintf("ct mark & %#08x == %#08x counter drop", cfg.RevokedMark, cfg.RevokedMark),
+		text: fmt.Sprintf("ct mark & 0x%08x == 0x%08x counter drop", cfg.RevokedMark, cfg.RevokedMark),
 		exprs: []expr.Any{
 			&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: []byte{0, 0, 0, 0}},
