@@ -117,6 +117,9 @@ func TestTableRestored(t *testing.T) {
 			if after == 0 {
 				t.Error("no probe ran after the restore")
 			}
+			if logs := e.Agents["node-1"].Logs(); !strings.Contains(logs, "table damaged by someone else") || !strings.Contains(logs, "table restored") {
+				t.Errorf("the agent did not log the damage and the restore:\n%s", logs)
+			}
 			if code, body := e.readyz("node-1"); code != 200 || !strings.Contains(body, fmt.Sprintf("generation=%d", gen)) {
 				t.Errorf("/readyz after the restore: %d %q, want 200 at generation %d", code, body, gen)
 			}

@@ -28,11 +28,11 @@ import (
 // within this interval plus one transaction.
 const tableCheckInterval = 200 * time.Millisecond
 
-var restoresHelp = "Times the agent found its table (inet podwall) removed or damaged by someone else and programmed it again from the snapshot in force."
-
+// newRestores returns podwall_datapath_table_restores_total (cmd/podwall/README.md).
 func newRestores() prometheus.Counter {
 	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath",
-		Name: "table_restores_total", Help: restoresHelp})
+		Name: "table_restores_total",
+		Help: "Times the agent found its table (inet podwall) removed or damaged by someone else and programmed it again from the snapshot in force."})
 }
 
 // guardTable checks the table every tableCheckInterval until ctx ends, and restores it
