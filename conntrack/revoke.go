@@ -89,8 +89,9 @@ type Stats struct {
 	Sweeps, Errors, Scanned, Revoked, Released uint64
 }
 
-// Revoker deletes the conntrack entries of connections that the policy in force denies,
-// so that their next packet is judged again. See the package doc.
+// Revoker marks the conntrack entries of connections that the policy in force denies as
+// revoked, so that the datapath drops their packets in both directions, and releases them
+// when a later policy allows them again. See the package doc.
 type Revoker struct {
 	cfg Config
 
