@@ -16,7 +16,8 @@ import (
 // agent's table (`nft flush ruleset`, what restarting nftables.service does, or `nft delete
 // table inet podwall`): isolation is gone, and within a second the agent notices, puts the
 // table and its sets back from the policy in force, counts the restore and is ready again;
-// from then on every probe is denied again, and an allowed connection still works.
+// from then on every probe is denied again, and an allowed connection still works. Emptied
+// sets come back too, within two seconds (their elements are compared once a second).
 func TestTableRestored(t *testing.T) {
 	e := newEnv(t)
 	e.AddNode("node-1", 1)
@@ -37,10 +38,17 @@ func TestTableRestored(t *testing.T) {
 	}
 	e.check(probes...)
 
-	for i, op := range [][]string{
-		{"flush", "ruleset"},
-		{"delete", "table", "inet", "podwall"},
+	db4 := e.Pods["prod/db"].IPv4.String()
+	for i, tc := range []struct {
+		op     []string
+		within time.Duration
+	}{
+		{[]string{"flush", "ruleset"}, time.Second},
+		{[]string{"delete", "table", "inet", "podwall"}, time.Second},
+		// The sets' elements are compared once a second.
+		{[]string{"flush set inet podwall ingress4; flush set inet podwall ingress6"}, 2 * time.Second},
 	} {
+		op := tc.op
 		t.Run(strings.Join(op, " "), func(t *testing.T) {
 			e := e.sub(t)
 			gen := e.Generation("node-1")
@@ -77,14 +85,21 @@ func TestTableRestored(t *testing.T) {
 				t.Fatalf("nft %v: %v\n%s", op, err, out)
 			}
 			removed := time.Now()
-			ctx, cancel := context.WithDeadline(context.Background(), removed.Add(time.Second))
+			ctx, cancel := context.WithDeadline(context.Background(), removed.Add(tc.within))
 			defer cancel()
 			err := lab.Poll(ctx, 5*time.Millisecond, func() error {
-				return e.Nodes["node-1"].Exec(ctx, "nft", "list", "table", "inet", "podwall").Run()
+				out, err := e.Nodes["node-1"].Exec(ctx, "nft", "list", "set", "inet", "podwall", "ingress4").Output()
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(string(out), db4) {
+					return fmt.Errorf("set ingress4 lacks %s", db4)
+				}
+				return nil
 			})
-			restored := time.Now() // or a second later, when it failed
+			restored := time.Now() // or at the deadline, when it failed
 			if err != nil {
-				t.Errorf("1 s after nft %v, table inet podwall is not back: %v", op, err)
+				t.Errorf("%v after nft %v, table inet podwall is not back: %v", tc.within, op, err)
 			}
 			// Probe on for a while after the restore.
 			time.AfterFunc(time.Second, func() { close(stop) })
@@ -102,7 +117,7 @@ func TestTableRestored(t *testing.T) {
 					after++
 					if a.err == nil {
 						if leaked++; leaked <= 5 {
-							t.Errorf("%s probe started %v after the restore (or the 1 s deadline) connected", a.fam, a.start.Sub(restored))
+							t.Errorf("%s probe started %v after the restore (or the deadline) connected", a.fam, a.start.Sub(restored))
 						}
 					}
 				case a.err == nil:

@@ -12,14 +12,17 @@ import (
 // Damage compares the table in the kernel with the one Program installs and describes
 // what is wrong with it: "" when nothing is. Someone else may have removed it (`nft flush
 // ruleset`, a restart of nftables.service, `nft delete table inet podwall`), emptied its
-// chain (`nft flush chain`) or a rule, or made it dormant; then isolation is gone until
-// Program (or ProgramSync) restores it. An error means the kernel could not be asked.
+// chain (`nft flush chain`) or a rule, or made it dormant; with elements, also emptied an
+// address set or changed its elements by hand (`nft flush set`, `nft delete element`).
+// Then isolation is gone until ProgramSync restores it. An error means the kernel could
+// not be asked.
 //
-// Damage reads two small things: the table (one get) and the rules of the chain (one
-// dump of about ten rules); it does not read set elements (an element deleted by hand is
-// not noticed here; the next Sync, which diffs against the kernel, puts it back). The
-// agent calls it every 200 ms; its cost is in bench/README.md ("Table check").
-func (r *Ruleset) Damage() (string, error) {
+// Damage reads two small things: the table (one get) and the rules of the chain (one dump
+// of about ten rules); with elements, also the four address sets (local pods only: a few
+// hundred elements at most), compared with what the last Sync or ProgramSync put in them.
+// The agent calls it every 200 ms, with elements once a second; its cost is in
+// bench/README.md ("Table check").
+func (r *Ruleset) Damage(elements bool) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -51,6 +54,18 @@ func (r *Ruleset) Damage() (string, error) {
 	}
 	if len(rules) != len(r.want.rules) {
 		return fmt.Sprintf("chain %s has %d rules, want %d", ChainName, len(rules), len(r.want.rules)), nil
+	}
+	if !elements || !r.synced {
+		return "", nil
+	}
+	for _, s := range r.want.sets {
+		df, err := r.diff(s, r.elems[s.Name], true)
+		if err != nil {
+			return "", err
+		}
+		if len(df.add) > 0 || len(df.del) > 0 {
+			return fmt.Sprintf("set %s lacks %d addresses and holds %d others", s.Name, len(df.add), len(df.del)), nil
+		}
 	}
 	return "", nil
 }

@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"fmt"
+	"net/netip"
 	"regexp"
 	"testing"
 )
@@ -30,9 +32,12 @@ func TestLiveDamage(t *testing.T) {
 		{"flush chain", []string{"flush", "chain", "inet", TableName, ChainName}},
 		{"delete a rule", []string{"-a", "list", "chain", "inet", TableName, ChainName}}, // handle filled in below
 		{"dormant", []string{"add", "table", "inet", TableName, "{", "flags", "dormant", ";", "}"}},
+		{"flush set", []string{"flush", "set", "inet", TableName, SetIngress6}},
+		{"delete element", []string{"delete", "element", "inet", TableName, SetEgress4, "{", "10.244.1.9", "}"}},
+		{"add element", []string{"add", "element", "inet", TableName, SetEgress4, "{", "10.244.1.10", "}"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if d, err := r.Damage(); err != nil || d != "" {
+			if d, err := r.Damage(true); err != nil || d != "" {
 				t.Fatalf("before: damage %q, %v", d, err)
 			}
 			args := tc.nft
@@ -42,7 +47,7 @@ func TestLiveDamage(t *testing.T) {
 			if _, err := nftIn(ns, args...); err != nil {
 				t.Fatal(err)
 			}
-			d, err := r.Damage()
+			d, err := r.Damage(true)
 			if err != nil || d == "" {
 				t.Fatalf("after nft %v: damage %q, %v; want a description", args, d, err)
 			}
@@ -71,16 +76,28 @@ func lastHandle(t *testing.T, ns string) string {
 	return m[len(m)-1][1]
 }
 
-// BenchmarkDamage is what the agent's table check costs each time (every 200 ms).
+// BenchmarkDamage is what the agent's table check costs each time (every 200 ms, with the
+// elements of the sets every other time), with 110 local pods isolated both ways.
 func BenchmarkDamage(b *testing.B) {
 	requireRoot(b)
 	r, _, _ := newLab(b, goldenConfig(false))
-	if err := r.ProgramSync(1, addrs("10.244.1.3"), addrs("10.244.1.9")); err != nil {
+	var pods []netip.Addr
+	for i := range 110 {
+		pods = append(pods, netip.AddrFrom4([4]byte{10, 244, 1, byte(i + 2)}),
+			netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, byte(i + 2)}))
+	}
+	if err := r.ProgramSync(1, pods, pods); err != nil {
 		b.Fatal(err)
 	}
+	for _, elements := range []bool{false, true} {
+		b.Run(fmt.Sprintf("elements=%v", elements), func(b *testing.B) { benchDamage(b, r, elements) })
+	}
+}
+
+func benchDamage(b *testing.B, r *Ruleset, elements bool) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if d, err := r.Damage(); err != nil || d != "" {
+		if d, err := r.Damage(elements); err != nil || d != "" {
 			b.Fatal(d, err)
 		}
 	}

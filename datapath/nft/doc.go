@@ -189,13 +189,14 @@
 //
 // Someone else can take the table away while the agent runs: `nft flush
 // ruleset` (what restarting nftables.service does), `nft delete table inet
-// podwall`, an emptied chain, a deleted rule, a dormant table. Damage compares
-// the kernel's table with what Program installs (the table, its flags, its
-// chain's rule count) and describes the difference; the agent calls it every
-// 200 ms and, on damage, reports not ready, runs ProgramSync with the snapshot
-// in force and counts a restore. Damage costs two small netlink reads (0.1 to
-// 0.7 ms under load, BenchmarkDamage). It does not read set elements: an element deleted
-// by hand is put back by the next Sync of a policy change, not by the check.
+// podwall`, an emptied chain, a deleted rule, a dormant table, an emptied set.
+// Damage compares the kernel's table with what Program installs (the table,
+// its flags, its chain's rule count) and, when asked, the address sets with
+// what the last Sync put in them, and describes the difference; the agent
+// calls it every 200 ms (with the sets once a second) and, on damage, reports
+// not ready, runs ProgramSync with the snapshot in force and counts a restore.
+// Without the sets Damage costs two small netlink reads (0.1 to 0.7 ms under
+// load), with them 1 to 3 ms for 110 pods isolated both ways (BenchmarkDamage).
 //
 // # Not covered
 //

@@ -55,6 +55,9 @@ type Ruleset struct {
 	rangesSynced bool
 	// want is the ruleset Program installs, built by the first Damage.
 	want *ruleset
+	// elems is what the last Sync or ProgramSync put in the address sets (set name →
+	// addresses), valid when synced: what Damage compares the kernel's sets with.
+	elems map[string]map[netip.Addr]bool
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the
@@ -254,7 +257,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
 	}
-	r.gen, r.synced = gen, elems != nil
+	r.gen, r.synced, r.elems = gen, elems != nil, elems
 	if w != nil {
 		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
 	}
@@ -373,7 +376,7 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 			return fmt.Errorf("nft: sync sets: %w", err)
 		}
 	}
-	r.gen, r.synced = gen, true
+	r.gen, r.synced, r.elems = gen, true, want
 	if rangesChanged {
 		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
 	}
