@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -59,7 +60,11 @@ func (r *Ruleset) Damage(elements bool) (string, error) {
 		return "", nil
 	}
 	for _, s := range r.want.sets {
-		df, err := r.diff(s, r.elems[s.Name], true)
+		want, ok := r.elems[s.Name]
+		if !ok || !slices.Contains(isolationSets, s.Name) {
+			continue // filled by someone else than Sync
+		}
+		df, err := r.diff(s, want, true)
 		if err != nil {
 			return "", err
 		}
@@ -69,6 +74,9 @@ func (r *Ruleset) Damage(elements bool) (string, error) {
 	}
 	return "", nil
 }
+
+// isolationSets are the sets Damage compares with what Sync put in them: the isolated pods.
+var isolationSets = []string{SetIngress4, SetIngress6, SetEgress4, SetEgress6}
 
 // bigEndian returns the big-endian value of a uint32 the library decoded in host order.
 func bigEndian(v uint32) uint32 {
