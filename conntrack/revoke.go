@@ -293,25 +293,3 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	}
 	return out, nil
 }
-
-// ReleaseAll deletes every entry of k whose mark has the bits of mark (0: DefaultMark): the
-// connections a Revoker revoked, for an uninstall (`podwall cleanup`). Without the agent's
-// table nothing drops their packets any more; deleting the entries makes their next packets
-// new connections again, and leaves no mark behind for whatever uses the bit next. It returns
-// how many it deleted.
-func ReleaseAll(k Kernel, mark uint32) (int, error) {
-	if mark == 0 {
-		mark = DefaultMark
-	}
-	var marked []*Entry
-	dumpErr := k.Dump(func(e *Entry) {
-		if e.Mark&mark == mark {
-			marked = append(marked, e.Clone())
-		}
-	})
-	if len(marked) == 0 {
-		return 0, dumpErr
-	}
-	deleted, _, err := k.Delete(marked)
-	return deleted, errors.Join(dumpErr, err)
-}

@@ -294,15 +294,3 @@ func TestRunCoalesces(t *testing.T) {
 		t.Errorf("entries marked: %v", k.marked)
 	}
 }
-
-// ReleaseAll deletes exactly the entries carrying the mark, for an uninstall.
-func TestReleaseAll(t *testing.T) {
-	a := entry(tcp("10.244.1.5", "10.244.1.3", 1, 80))
-	b := entry(tcp("10.244.1.5", "10.244.1.3", 2, 80))
-	c := entry(udp("10.244.1.5", "10.244.1.3", 3, 53))
-	a.Mark, b.Mark, c.Mark = DefaultMark|0x1, 0x1, DefaultMark
-	k := &fakeKernel{entries: []*Entry{a, b, c}}
-	if n, err := ReleaseAll(k, 0); err != nil || n != 2 || !slices.Equal(k.entries, []*Entry{b}) {
-		t.Errorf("ReleaseAll: %d, %v; left %v, want only the unmarked one", n, err, k.entries)
-	}
-}
