@@ -114,8 +114,8 @@
 //
 // Table.DeleteMarked deletes the entries carrying a connection mark under a mask, for
 // `podwall cleanup --conntrack`; it refuses a zero mark or mask (every unmarked connection).
-// This version of the agent marks no connection, so cleanup has nothing to clear unless told
-// a mark.
+// By default cleanup clears DefaultMark: the connections the Revoker revoked, whose packets
+// nothing drops once the agent's table is gone.
 //
 // # Metrics
 //
