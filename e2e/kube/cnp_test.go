@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	cnpclient "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
@@ -275,7 +277,8 @@ func TestClusterNetworkPolicyExamples(t *testing.T) {
 
 // An agent started before the CRD exists becomes ready without it and says so in /readyz;
 // once the CRD is installed it watches ClusterNetworkPolicies (within its recheck period,
-// 15 s) with only the shipped RBAC, and counts them.
+// 15 s) with only the shipped RBAC, counts them and enforces them on real packets as they are
+// created, patched and deleted through the API.
 func TestAgentPicksUpClusterNetworkPolicyCRD(t *testing.T) {
 	needRoot(t)
 	c := cluster.Shared(t)
@@ -286,10 +289,15 @@ func TestAgentPicksUpClusterNetworkPolicyCRD(t *testing.T) {
 	token := installRBAC(t, c)
 	e := newEnv(t, c)
 	e.AddNode("node-1", 1)
-	e.AddPods("node-1", "prod/web")
+	e.AddPods("node-1", "prod/web", "other/client")
+	e.Serve(80)
 	e.createNamespace("prod", nil)
+	e.createNamespace("other", nil)
 	e.createPod("prod/web", map[string]string{"app": "web"}, true)
+	e.createPod("other/client", map[string]string{"app": "client"}, true)
 	e.start(token)
+	clientToWeb := func(allow bool) probe { return probe{"other/client", "prod/web", 80, allow} }
+	e.check(clientToWeb(true))
 
 	_, body, err := e.Agents["node-1"].Get(ctx, "/readyz")
 	if err != nil || !strings.Contains(body, "ClusterNetworkPolicy CRD not installed") {
@@ -317,7 +325,7 @@ func TestAgentPicksUpClusterNetworkPolicyCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := cnps.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		if err := cnps.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			t.Error(err)
 		}
 	})
@@ -329,4 +337,24 @@ func TestAgentPicksUpClusterNetworkPolicyCRD(t *testing.T) {
 	if _, body, err := e.Agents["node-1"].Get(ctx, "/readyz"); err != nil || strings.Contains(body, "ClusterNetworkPolicy") {
 		t.Errorf("/readyz with the CRD: %q, %v", body, err)
 	}
+
+	// Enforced as written, and as it changes through the API: the Admin Deny cuts every
+	// other namespace off prod; patched to Pass, the namespace's policies decide (none
+	// isolates web: allowed); back to Deny, denied; deleted, allowed.
+	const enforce = 10 * time.Second
+	e.await("Admin Deny created", enforce, clientToWeb(false))
+	action := func(a cnpv1alpha2.ClusterNetworkPolicyRuleAction) {
+		patch := fmt.Appendf(nil, `[{"op":"replace","path":"/spec/ingress/0/action","value":%q}]`, a)
+		if _, err := cnps.Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	action(cnpv1alpha2.ClusterNetworkPolicyRuleActionPass)
+	e.await("Deny patched to Pass", enforce, clientToWeb(true))
+	action(cnpv1alpha2.ClusterNetworkPolicyRuleActionDeny)
+	e.await("Pass patched back to Deny", enforce, clientToWeb(false))
+	if err := cnps.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.await("ClusterNetworkPolicy deleted", enforce, clientToWeb(true))
 }
