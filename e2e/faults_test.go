@@ -3,10 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
-	byteorder "encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -326,7 +324,7 @@ func TestFlood(t *testing.T) {
 				oneFlow bool
 				send    func() (int, error)
 			}{
-				{"SYN flood, random ports", false, func() (int, error) { return synFlood(e.Pods["app/attacker"], victim, packets) }},
+				{"SYN flood, random ports", false, func() (int, error) { return synFloodTo(e.Pods["app/attacker"], victim, 0, packets) }},
 				{"UDP flood, one port", true, func() (int, error) { return udpFlood(e.Pods["app/attacker"], victim, 81, packets) }},
 			} {
 				t.Run(flood.name, func(t *testing.T) { e.sub(t).flood(pid, kept, flood.oneFlow, cache.args == nil, flood.send) })
@@ -545,46 +543,6 @@ func (e *env) drained(node string, before uint64) time.Time {
 	}
 	e.T.Fatalf("%s: the agent was still reading packets after 30 s", node)
 	return time.Time{}
-}
-
-// synFlood sends n TCP SYNs from p's IPv4 address, from random ports to random ports of
-// dst, on a raw socket, as fast as it can, and returns how many the kernel took.
-func synFlood(p *lab.Pod, dst netip.Addr, n int) (sent int, err error) {
-	src := p.IPv4
-	err = p.Do(func() error {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.IPPROTO_RAW)
-		if err != nil {
-			return err
-		}
-		defer syscall.Close(fd)
-		// IPv4 (the kernel fills in the length, id and checksum) and TCP, 40 bytes.
-		pkt := make([]byte, 40)
-		pkt[0], pkt[8], pkt[9] = 0x45, 64, syscall.IPPROTO_TCP
-		s4, d4 := src.As4(), dst.As4()
-		copy(pkt[12:16], s4[:])
-		copy(pkt[16:20], d4[:])
-		tcp := pkt[20:]
-		tcp[12], tcp[13] = 5<<4, 0x02 // data offset 5 words; SYN
-		byteorder.BigEndian.PutUint16(tcp[14:], 64240)
-		sa := &syscall.SockaddrInet4{Addr: d4}
-		rng := rand.New(rand.NewPCG(1, 2))
-		for range n {
-			byteorder.BigEndian.PutUint16(tcp[0:], uint16(1024+rng.IntN(64000)))
-			byteorder.BigEndian.PutUint16(tcp[2:], uint16(1+rng.IntN(65535)))
-			byteorder.BigEndian.PutUint32(tcp[4:], rng.Uint32())
-			byteorder.BigEndian.PutUint16(tcp[16:], 0)
-			byteorder.BigEndian.PutUint16(tcp[16:], tcpChecksum(s4, d4, tcp))
-			if err := syscall.Sendto(fd, pkt, 0, sa); err != nil {
-				if err == syscall.ENOBUFS || err == syscall.EAGAIN {
-					continue
-				}
-				return err
-			}
-			sent++
-		}
-		return nil
-	})
-	return sent, err
 }
 
 // tcpChecksum is the TCP checksum over the IPv4 pseudo-header and seg.

@@ -167,31 +167,8 @@ func (r *Record) Event() Event {
 		return e
 	}
 	x := s.Explain(r.Flow)
-	if x.Src != nil {
-		e.SrcPod = x.Src.Key()
-	}
-	if x.Dst != nil {
-		e.DstPod = x.Dst.Key()
-	}
-	e.Egress, e.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
-	// The reason and policies of the verdict: the local directions that gave it (all local
-	// directions when allowed, the denying ones when denied).
-	var reasons []string
-	for _, j := range []*explain.Judgement{e.Egress, e.Ingress} {
-		if !j.Local || (!r.Allow && j.Verdict != "deny") {
-			continue
-		}
-		reasons = append(reasons, j.Reason)
-		for _, p := range j.Policies {
-			if !slices.Contains(e.Policies, p) {
-				e.Policies = append(e.Policies, p)
-			}
-		}
-	}
-	e.Reason = strings.Join(reasons, "; ")
-	if e.Reason == "" { // no direction judged here, or the policy changed under the verdict
-		e.Reason = x.Reason
-	}
+	v := explain.VerdictOf(&x, r.Allow)
+	e.SrcPod, e.DstPod, e.Egress, e.Ingress, e.Reason, e.Policies = v.SrcPod, v.DstPod, v.Egress, v.Ingress, v.Reason, v.Policies
 	return e
 }
 

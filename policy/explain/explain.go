@@ -270,3 +270,44 @@ func Endpoint(s *policy.Snapshot, ep string) (netip.Addr, error) {
 	}
 	return p.IPs[0], nil
 }
+
+// Verdict is how one verdict of a node reads: the pods and the two directions of x, and the
+// reason and policies of the directions that gave the verdict — the local directions, all
+// of them when allow, the denying ones when not. Reason falls back on x's own reason when no
+// direction was judged on this node (or the policy changed under the verdict). The decision
+// stream's events and the flow history's lines both read a verdict this way.
+type Verdict struct {
+	SrcPod, DstPod  string
+	Egress, Ingress *Judgement
+	Reason          string
+	Policies        []string
+}
+
+// VerdictOf spells out a verdict (allow or not) given to the flow x explains.
+func VerdictOf(x *policy.Explanation, allow bool) Verdict {
+	var v Verdict
+	if x.Src != nil {
+		v.SrcPod = x.Src.Key()
+	}
+	if x.Dst != nil {
+		v.DstPod = x.Dst.Key()
+	}
+	v.Egress, v.Ingress = JudgementOf(&x.Egress), JudgementOf(&x.Ingress)
+	var reasons []string
+	for _, j := range []*Judgement{v.Egress, v.Ingress} {
+		if !j.Local || (!allow && j.Verdict != "deny") {
+			continue
+		}
+		reasons = append(reasons, j.Reason)
+		for _, p := range j.Policies {
+			if !slices.Contains(v.Policies, p) {
+				v.Policies = append(v.Policies, p)
+			}
+		}
+	}
+	v.Reason = strings.Join(reasons, "; ")
+	if v.Reason == "" {
+		v.Reason = x.Reason
+	}
+	return v
+}

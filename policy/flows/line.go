@@ -2,9 +2,7 @@ package flows
 
 import (
 	"encoding/json"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/podwall/podwall/policy"
@@ -85,31 +83,8 @@ func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
 		l.Family = "IPv6"
 	}
 	x := snap.Explain(f)
-	if x.Src != nil {
-		l.SrcPod = x.Src.Key()
-	}
-	if x.Dst != nil {
-		l.DstPod = x.Dst.Key()
-	}
-	l.Egress, l.Ingress = explain.JudgementOf(&x.Egress), explain.JudgementOf(&x.Ingress)
-	// As /debug/decisions: the reason and policies of the local directions that gave the
-	// verdict (all of them when allowed, the denying ones when denied).
-	var reasons []string
-	for _, j := range []*explain.Judgement{l.Egress, l.Ingress} {
-		if !j.Local || (!e.allow && j.Verdict != "deny") {
-			continue
-		}
-		reasons = append(reasons, j.Reason)
-		for _, p := range j.Policies {
-			if !slices.Contains(l.Policies, p) {
-				l.Policies = append(l.Policies, p)
-			}
-		}
-	}
-	l.Reason = strings.Join(reasons, "; ")
-	if l.Reason == "" { // no direction judged here, or the policy changed under the verdict
-		l.Reason = x.Reason
-	}
+	v := explain.VerdictOf(&x, e.allow) // as /debug/decisions
+	l.SrcPod, l.DstPod, l.Egress, l.Ingress, l.Reason, l.Policies = v.SrcPod, v.DstPod, v.Egress, v.Ingress, v.Reason, v.Policies
 	if snap.Generation() != e.gen {
 		d := snap.Decide(f)
 		l.Reason = "decided by policy generation " + strconv.FormatUint(e.gen, 10) + ", no longer held; generation " +
