@@ -180,6 +180,7 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		res.Err = fmt.Errorf("conntrack: local addresses: %w", err)
 		return res
 	}
+	node := ownNodeScope(p)
 	own := addrSet(local)
 	var denied []*Entry
 	dumpErr := r.cfg.Kernel.Dump(func(e *Entry) {
@@ -188,8 +189,8 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		if !eg[f.Src] && !in[f.Dst] {
 			return
 		}
-		if own[f.Src] || own[f.Dst] {
-			return // the node's own traffic: input and output, never forwarded
+		if (own[f.Src] || own[f.Dst]) && !node.judges(f, own) {
+			return // the node's own traffic (input and output), unless a policy can cut it
 		}
 		if e.Closed() {
 			return // nothing left to cut; a new SYN on the tuple is judged anew

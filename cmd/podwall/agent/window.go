@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
+	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
@@ -263,3 +264,7 @@ func (c *coverage) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeEgress), "egress")
 	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeIngress), "ingress")
 }
+
+// The revoker sweeps the connections between pods and their own node that a policy can cut
+// (the same pods as the own-node sets).
+var _ conntrack.NodePolicy = snapPolicy{}
