@@ -29,6 +29,7 @@ const (
 	ctaMark       = 8
 	ctaID         = 12
 	ctaZone       = 18
+	ctaMarkMask   = 21
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
@@ -59,7 +60,7 @@ const (
 var ErrInterrupted = errors.New("conntrack: dump interrupted by a concurrent change")
 
 const (
-	// deleteBatch bounds the delete requests sent in one datagram.
+	// deleteBatch bounds the delete (or mark) requests sent in one datagram.
 	deleteBatch = 128
 	// recvBuffer is the buffer a datagram is read into. The kernel sizes a dump's
 	// datagrams by the reader's buffer, up to 32 KiB: a larger buffer means fewer of them.
@@ -164,61 +165,91 @@ func firstErr(errs ...error) error {
 // kernel still holds that very entry (same tuple, zone and id). It returns how many it
 // deleted and how many were already gone.
 func (t *Table) Delete(entries []*Entry) (deleted, gone int, err error) {
+	return t.each("delete", entries, func(e *Entry, ae *netlink.AttributeEncoder) netlink.Message {
+		// The kernel deletes the entry only if the one it finds by tuple and zone has this id.
+		ae.Uint32(ctaID, e.ID)
+		return request(msgCtDelete, netlink.Acknowledge, e.Family, nil)
+	})
+}
+
+// Mark sets the bits of mark in the connection mark of the given entries (read by Dump,
+// kept with Clone), leaving the mark's other bits as they are. The entries stay in the
+// table. It returns how many it marked and how many were already gone.
+//
+// The kernel finds the entry by tuple and zone only (it ignores the id on an update): if
+// the connection was meanwhile replaced by a new one on the same tuple, the new one is
+// marked. Being the same flow, the policy that denied the old one denies it too.
+func (t *Table) Mark(entries []*Entry, mark uint32) (marked, gone int, err error) {
+	if mark == 0 {
+		return 0, 0, errors.New("conntrack: mark: no bits to set")
+	}
+	return t.each("mark", entries, func(e *Entry, ae *netlink.AttributeEncoder) netlink.Message {
+		// An update (IPCTNL_MSG_CT_NEW without NLM_F_CREATE): ENOENT when the entry is gone.
+		// The kernel sets mark = (mark & ~CTA_MARK_MASK) ^ CTA_MARK.
+		ae.Uint32(ctaMark, mark)
+		ae.Uint32(ctaMarkMask, mark)
+		return request(msgCtNew, netlink.Acknowledge, e.Family, nil)
+	})
+}
+
+// each sends one request per entry, in batches: the original tuple as the kernel wrote it,
+// the zone, and what req adds to the attributes; req returns the request without them.
+// It returns how many the kernel acknowledged and how many entries were gone.
+func (t *Table) each(verb string, entries []*Entry, req func(*Entry, *netlink.AttributeEncoder) netlink.Message) (done, gone int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var errs []error
 	for len(entries) > 0 {
 		batch := entries[:min(deleteBatch, len(entries))]
 		entries = entries[len(batch):]
-		d, g, err := t.deleteBatch(batch)
-		deleted, gone = deleted+d, gone+g
+		d, g, err := t.batch(verb, batch, req)
+		done, gone = done+d, gone+g
 		if err != nil {
 			errs = append(errs, err)
 			if len(errs) > 3 {
-				errs = append(errs, errors.New("conntrack: delete: giving up"))
+				errs = append(errs, fmt.Errorf("conntrack: %s: giving up", verb))
 				break
 			}
 		}
 	}
-	return deleted, gone, errors.Join(errs...)
+	return done, gone, errors.Join(errs...)
 }
 
-func (t *Table) deleteBatch(batch []*Entry) (deleted, gone int, err error) {
+func (t *Table) batch(verb string, batch []*Entry, req func(*Entry, *netlink.AttributeEncoder) netlink.Message) (done, gone int, err error) {
 	reqs := make([]netlink.Message, len(batch))
 	for i, e := range batch {
 		if len(e.orig) == 0 {
 			// A delete without a tuple flushes the whole table: never send one.
-			return 0, 0, errors.New("conntrack: delete: entry without its original tuple (not read by Dump?)")
+			return 0, 0, fmt.Errorf("conntrack: %s: entry without its original tuple (not read by Dump?)", verb)
 		}
-		// The original tuple as the kernel wrote it, the zone and the id: the kernel
-		// deletes the entry only if the one it finds by tuple and zone has this id.
 		ae := encoder()
 		ae.Bytes(netlink.Nested|ctaTupleOrig, e.orig)
 		if e.Zone != 0 {
 			ae.Uint16(ctaZone, e.Zone)
 		}
-		ae.Uint32(ctaID, e.ID)
+		m := req(e, ae)
 		attrs, err := ae.Encode()
 		if err != nil {
-			return 0, 0, fmt.Errorf("conntrack: delete %v: %w", e, err)
+			return 0, 0, fmt.Errorf("conntrack: %s %v: %w", verb, e, err)
 		}
-		reqs[i] = request(msgCtDelete, netlink.Acknowledge, e.Family, attrs)
+		m.Data = append(m.Data, attrs...)
+		reqs[i] = m
 	}
 	var errs []error
 	err = t.exchange(reqs, func(i int, _ netlink.Message, err error) {
 		switch {
 		case err == nil:
-			deleted++
+			done++
 		case errors.Is(err, unix.ENOENT):
 			gone++
 		default:
-			errs = append(errs, fmt.Errorf("conntrack: delete %v: %w", batch[i], err))
+			errs = append(errs, fmt.Errorf("conntrack: %s %v: %w", verb, batch[i], err))
 		}
 	})
 	if err != nil {
-		errs = append(errs, fmt.Errorf("conntrack: delete: %w", err))
+		errs = append(errs, fmt.Errorf("conntrack: %s: %w", verb, err))
 	}
-	return deleted, gone, errors.Join(errs...)
+	return done, gone, errors.Join(errs...)
 }
 
 // Get returns the entry whose original tuple is orig (zone 0), or nil when the table has

@@ -162,6 +162,21 @@ func TestTableKernel(t *testing.T) {
 		if deleted, gone, err := tab.Delete(del); err != nil || deleted != 0 || gone != len(del) {
 			t.Errorf("Delete again: %d deleted, %d gone, %v; want 0, %d, nil", deleted, gone, err, len(del))
 		}
+		// Mark sets its bits and keeps the others; the deleted entries are gone.
+		var kept []*Entry
+		for _, e := range left {
+			kept = append(kept, e)
+		}
+		for _, m := range []uint32{0x1, 0x10000000} {
+			if marked, gone, err := tab.Mark(slices.Concat(kept, del), m); err != nil || marked != len(kept) || gone != len(del) {
+				t.Fatalf("Mark %#x: %d marked, %d gone, %v; want %d, %d, nil", m, marked, gone, err, len(kept), len(del))
+			}
+		}
+		for k, e := range dump() {
+			if e.Mark != 0x10000001 {
+				t.Errorf("after Mark: %s has mark %#x, want 0x10000001", k, e.Mark)
+			}
+		}
 		// An entry re-created with the same tuple has a new id: a stale delete spares it.
 		stale := left[key(made[1])]
 		if _, _, err := tab.Delete([]*Entry{stale}); err != nil {
@@ -284,6 +299,24 @@ func (k *ctFake) process(reqs []netlink.Message) {
 				k.entries = slices.Delete(k.entries, i, i+1)
 				ack(req, 0)
 			}
+		case req.Header.Type == msgCtNew && req.Header.Flags&netlink.Create == 0:
+			// An update, as Mark sends: found by tuple and zone only.
+			zone := attrValue(req, ctaZone)
+			i := slices.IndexFunc(k.entries, func(e *Entry) bool {
+				return slices.Equal(tuplePayload(e.Orig), attrValue(req, ctaTupleOrig)) &&
+					(e.Zone == 0 && zone == nil || len(zone) == 2 && e.Zone == binary.BigEndian.Uint16(zone))
+			})
+			mark, mask := attrValue(req, ctaMark), attrValue(req, ctaMarkMask)
+			switch {
+			case i < 0:
+				ack(req, unix.ENOENT)
+			case len(mark) != 4 || len(mask) != 4:
+				ack(req, unix.EINVAL)
+			default:
+				e := k.entries[i]
+				e.Mark = e.Mark&^binary.BigEndian.Uint32(mask) ^ binary.BigEndian.Uint32(mark)
+				ack(req, 0)
+			}
 		default:
 			ack(req, unix.EOPNOTSUPP)
 		}
@@ -404,6 +437,31 @@ func TestTableFake(t *testing.T) {
 	// Deleting them again: all gone, no error.
 	if deleted, gone, err := tab.Delete(del); err != nil || deleted != 0 || gone != len(del) {
 		t.Errorf("Delete again: %d deleted, %d gone, %v; want 0, %d, nil", deleted, gone, err, len(del))
+	}
+	// Mark updates the entries left (an update: no NLM_F_CREATE), setting its bit and keeping
+	// the others; the deleted ones are gone.
+	var kept []*Entry
+	for _, e := range left {
+		kept = append(kept, e)
+	}
+	k.datagrams = nil
+	if marked, gone, err := tab.Mark(slices.Concat(kept, del), 0x10000000); err != nil || marked != len(kept) || gone != len(del) {
+		t.Fatalf("Mark: %d marked, %d gone, %v; want %d, %d, nil", marked, gone, err, len(kept), len(del))
+	}
+	for _, d := range k.datagrams {
+		for _, req := range d {
+			if req.Header.Type != msgCtNew || req.Header.Flags != netlink.Request|netlink.Acknowledge {
+				t.Fatalf("mark request type %#x flags %v", req.Header.Type, req.Header.Flags)
+			}
+		}
+	}
+	for _, e := range k.entries {
+		if want := (e.ID - 1) | 0x10000000; e.Mark != want { // fakeEntries: mark i, id 1+i
+			t.Errorf("after Mark: %v has mark %#x, want %#x", e, e.Mark, want)
+		}
+	}
+	if _, _, err := tab.Mark(kept, 0); err == nil {
+		t.Error("Mark with no bits succeeded")
 	}
 	// An entry replaced by a new one with the same tuple (a new id) is spared.
 	stale := left[key(made[1])]

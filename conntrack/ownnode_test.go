@@ -42,12 +42,12 @@ func TestSweepOwnNode(t *testing.T) {
 		t.Errorf("revoked %d, want %d: %+v", res.Revoked, len(revoke), res)
 	}
 	for _, e := range revoke {
-		if !slices.Contains(k.deleted, e) {
-			t.Errorf("%v not revoked", e)
+		if !slices.Contains(k.marked, e) || e.Mark != DefaultMark {
+			t.Errorf("%v not revoked (mark %#x)", e, e.Mark)
 		}
 	}
 	for _, e := range keep {
-		if slices.Contains(k.deleted, e) {
+		if slices.Contains(k.marked, e) {
 			t.Errorf("%v revoked", e)
 		}
 	}

@@ -33,13 +33,24 @@ type Policy interface {
 // Kernel is the conntrack table the Revoker works on; *Table implements it.
 type Kernel interface {
 	Dump(fn func(*Entry)) error
+	Mark(entries []*Entry, mark uint32) (marked, gone int, err error)
 	Delete(entries []*Entry) (deleted, gone int, err error)
 }
+
+// DefaultMark is the connection mark bit that flags a revoked connection unless
+// Config.Mark names another: bit 28. kube-proxy and the common CNIs mark packets (meta
+// mark), not connections; a CNI that uses this bit of the connection mark needs another
+// one (podwall run --revoke-mark).
+const DefaultMark uint32 = 0x10000000
 
 // Config configures a Revoker.
 type Config struct {
 	// Kernel is the conntrack table.
 	Kernel Kernel
+	// Mark is the bit (or bits) of the connection mark that flags a revoked connection:
+	// the datapath drops every packet of a connection whose mark has all of them, in
+	// either direction (datapath/nft, Config.RevokedMark). 0 means DefaultMark.
+	Mark uint32
 	// LocalAddrs returns the addresses of this network namespace. Connections from or to
 	// them are the node's own (they never pass the forward hook) and are left alone. Nil
 	// means the namespace's interface addresses.
@@ -56,9 +67,13 @@ type Result struct {
 	// Scanned counts the entries read; InScope those from an egress-isolated or to an
 	// ingress-isolated local pod, which were judged.
 	Scanned, InScope int
-	// Revoked counts the entries deleted because the policy denies them; Gone those the
-	// policy denies that disappeared before they could be deleted.
+	// Revoked counts the entries marked revoked because the policy denies them; Gone
+	// those the policy denies that disappeared before they could be marked.
 	Revoked, Gone int
+	// Held counts the entries found already marked that the policy still denies; Released
+	// those found marked that it now allows, which were deleted so that their next packet
+	// is judged anew.
+	Held, Released int
 	// Denied holds up to maxDenied of the revoked flows, for the log.
 	Denied []flow.Flow
 	// Started is when the sweep started; Took how long it ran.
@@ -71,11 +86,12 @@ const maxDenied = 8
 
 // Stats counts what a Revoker did.
 type Stats struct {
-	Sweeps, Errors, Scanned, Revoked uint64
+	Sweeps, Errors, Scanned, Revoked, Released uint64
 }
 
-// Revoker deletes the conntrack entries of connections that the policy in force denies,
-// so that their next packet is judged again. See the package doc.
+// Revoker marks the conntrack entries of connections that the policy in force denies as
+// revoked, so that the datapath drops their packets in both directions, and releases them
+// when a later policy allows them again. See the package doc.
 type Revoker struct {
 	cfg Config
 
@@ -83,8 +99,13 @@ type Revoker struct {
 	pending Policy // the latest policy requested and not yet swept
 	wake    chan struct{}
 
-	sweeps, errs, scanned, revoked atomic.Uint64
-	sweepSeconds                   prometheus.Histogram // metrics.go
+	// marks reports whether the table may hold entries this Revoker's mark flags: true
+	// until a sweep has read the whole table and left none (an earlier run may have left
+	// some). Without it, a sweep with nothing isolated need not read the table.
+	marks atomic.Bool
+
+	sweeps, errs, scanned, revoked, released atomic.Uint64
+	sweepSeconds                             prometheus.Histogram // metrics.go
 }
 
 // NewRevoker returns a Revoker. Start it with Run. A Revoker that never runs (the agent's
@@ -96,8 +117,16 @@ func NewRevoker(cfg Config) *Revoker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Revoker{cfg: cfg, wake: make(chan struct{}, 1), sweepSeconds: newSweepSeconds()}
+	if cfg.Mark == 0 {
+		cfg.Mark = DefaultMark
+	}
+	r := &Revoker{cfg: cfg, wake: make(chan struct{}, 1), sweepSeconds: newSweepSeconds()}
+	r.marks.Store(true)
+	return r
 }
+
+// Mark returns the connection mark bits that flag a revoked connection.
+func (r *Revoker) Mark() uint32 { return r.cfg.Mark }
 
 // SetKernel sets the table Run sweeps, when Config had none. Call it before Run.
 func (r *Revoker) SetKernel(k Kernel) { r.cfg.Kernel = k }
@@ -152,12 +181,14 @@ func (r *Revoker) Run(ctx context.Context) {
 
 // Stats returns the counters so far.
 func (r *Revoker) Stats() Stats {
-	return Stats{Sweeps: r.sweeps.Load(), Errors: r.errs.Load(), Scanned: r.scanned.Load(), Revoked: r.revoked.Load()}
+	return Stats{Sweeps: r.sweeps.Load(), Errors: r.errs.Load(), Scanned: r.scanned.Load(),
+		Revoked: r.revoked.Load(), Released: r.released.Load()}
 }
 
-// Sweep reads the table once, judges every entry in p's scope with p, and deletes those p
-// denies. It returns what it did; Result.Err is set when reading or deleting failed
-// (entries judged before a failure are still deleted).
+// Sweep reads the table once, judges every entry in p's scope with p, and marks those p
+// denies as revoked; entries marked by an earlier sweep that p allows are deleted (their
+// next packet is judged anew). It returns what it did; Result.Err is set when reading or
+// writing failed (entries judged before a failure are still marked).
 func (r *Revoker) Sweep(p Policy) (res Result) {
 	res = Result{Generation: p.Generation(), Started: time.Now()}
 	defer func() {
@@ -166,13 +197,14 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		r.sweeps.Add(1)
 		r.scanned.Add(uint64(res.Scanned))
 		r.revoked.Add(uint64(res.Revoked))
+		r.released.Add(uint64(res.Released))
 		if res.Err != nil && !errors.Is(res.Err, ErrInterrupted) {
 			r.errs.Add(1)
 		}
 	}()
 	ingress, egress := p.Isolated()
-	if len(ingress) == 0 && len(egress) == 0 {
-		return res // nothing can be denied
+	if len(ingress) == 0 && len(egress) == 0 && !r.marks.Load() {
+		return res // nothing can be denied, and nothing is marked
 	}
 	in, eg := addrSet(ingress), addrSet(egress)
 	local, err := r.cfg.LocalAddrs()
@@ -182,10 +214,24 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 	}
 	node := ownNodeScope(p)
 	own := addrSet(local)
-	var denied []*Entry
+	mark := r.cfg.Mark
+	var denied, released []*Entry
 	dumpErr := r.cfg.Kernel.Dump(func(e *Entry) {
 		res.Scanned++
 		f := e.Flow()
+		if e.Mark&mark == mark {
+			// Revoked earlier: it stays cut while the policy denies it, whatever the
+			// scope (the pods may have lost their isolation since).
+			if e.Closed() {
+				return // a new SYN on the tuple replaces it
+			}
+			if p.Allow(f) {
+				released = append(released, e.Clone())
+			} else {
+				res.Held++
+			}
+			return
+		}
 		if !eg[f.Src] && !in[f.Dst] {
 			return
 		}
@@ -201,15 +247,26 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		}
 		denied = append(denied, e.Clone())
 	})
+	var errs []error
 	if len(denied) > 0 {
-		var delErr error
-		res.Revoked, res.Gone, delErr = r.cfg.Kernel.Delete(denied)
-		dumpErr = errors.Join(dumpErr, delErr)
+		var err error
+		res.Revoked, res.Gone, err = r.cfg.Kernel.Mark(denied, mark)
+		errs = append(errs, err)
 		for _, e := range denied[:min(maxDenied, len(denied))] {
 			res.Denied = append(res.Denied, e.Flow())
 		}
 	}
-	res.Err = dumpErr
+	if len(released) > 0 {
+		var err error
+		res.Released, _, err = r.cfg.Kernel.Delete(released)
+		errs = append(errs, err)
+	}
+	res.Err = errors.Join(append(errs, dumpErr)...)
+	if dumpErr == nil {
+		// Left marked: what this sweep marked or held (a failed write may leave more,
+		// and a failed dump may have missed some: then keep looking).
+		r.marks.Store(len(denied)+res.Held > 0 || res.Err != nil)
+	}
 	return res
 }
 

@@ -21,6 +21,7 @@ type fakeKernel struct {
 	dumpErr error
 	delErr  error
 	deleted []*Entry
+	marked  []*Entry
 }
 
 func (k *fakeKernel) Dump(fn func(*Entry)) error {
@@ -55,6 +56,25 @@ func (k *fakeKernel) Delete(es []*Entry) (deleted, gone int, err error) {
 		deleted++
 	}
 	return deleted, gone, nil
+}
+
+func (k *fakeKernel) Mark(es []*Entry, mark uint32) (marked, gone int, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.delErr != nil {
+		return 0, 0, k.delErr
+	}
+	for _, e := range es {
+		i := slices.IndexFunc(k.entries, func(x *Entry) bool { return x.Orig == e.Orig })
+		if i < 0 {
+			gone++
+			continue
+		}
+		k.entries[i].Mark |= mark
+		k.marked = append(k.marked, k.entries[i])
+		marked++
+	}
+	return marked, gone, nil
 }
 
 // fakePolicy isolates some addresses and allows the flows allow accepts.
@@ -100,8 +120,8 @@ func labPolicy(judged *[]flow.Flow) fakePolicy {
 }
 
 // A sweep judges only the entries of isolated local pods, in the direction they are
-// isolated, as the datapath judged the first packet (after DNAT), and deletes exactly the
-// denied ones. The node's own connections are left alone.
+// isolated, as the datapath judged the first packet (after DNAT), and marks exactly the
+// denied ones revoked (deleting none). The node's own connections are left alone.
 func TestSweep(t *testing.T) {
 	keep := []*Entry{
 		entry(tcp("10.244.1.2", "10.244.1.3", 40000, 3306)),                    // api → db 3306: allowed
@@ -134,14 +154,17 @@ func TestSweep(t *testing.T) {
 		t.Errorf("judged %d entries, want %d: %v", res.InScope, 3+len(revoke), judged)
 	}
 	for _, e := range revoke {
-		if !slices.Contains(k.deleted, e) {
-			t.Errorf("%v not revoked", e)
+		if !slices.Contains(k.marked, e) || e.Mark != DefaultMark {
+			t.Errorf("%v not revoked (mark %#x)", e, e.Mark)
 		}
 	}
 	for _, e := range keep {
-		if slices.Contains(k.deleted, e) {
+		if slices.Contains(k.marked, e) {
 			t.Errorf("%v revoked", e)
 		}
+	}
+	if len(k.deleted) != 0 || len(k.entries) != len(keep)+len(revoke) {
+		t.Errorf("deleted %v: revocation marks, it does not delete", k.deleted)
 	}
 	// The Service connection was judged against db, on db's port.
 	if !slices.Contains(judged, flow.Flow{Src: api, Dst: db, Proto: flow.TCP, Port: 8080}) {
@@ -154,18 +177,60 @@ func TestSweep(t *testing.T) {
 
 func closed(e *Entry) *Entry { e.TCPState = TCPTimeWait; return e }
 
-// Without isolated pods nothing can be denied: the table is not even read.
+// Without isolated pods nothing can be denied: once a sweep has found no marked entry,
+// the table is not even read.
 func TestSweepNothingIsolated(t *testing.T) {
 	k := &fakeKernel{entries: []*Entry{entry(tcp("10.244.1.5", "10.244.1.3", 1, 2))}}
 	r := NewRevoker(Config{Kernel: k, LocalAddrs: noLocal})
-	res := r.Sweep(fakePolicy{allow: func(flow.Flow) bool { return false }})
-	if k.dumps != 0 || res.Revoked != 0 || len(k.entries) != 1 {
+	none := fakePolicy{allow: func(flow.Flow) bool { return false }}
+	res := r.Sweep(none) // the first looks for marks an earlier run left
+	if k.dumps != 1 || res.Revoked != 0 || len(k.marked) != 0 {
+		t.Errorf("first sweep: dumps %d, result %+v", k.dumps, res)
+	}
+	res = r.Sweep(none)
+	if k.dumps != 1 || res.Revoked != 0 || len(k.entries) != 1 {
 		t.Errorf("dumps %d, result %+v", k.dumps, res)
 	}
 }
 
-// A failed dump still deletes what was judged before it failed; a failed delete is
-// reported and counted.
+// A revoked connection stays revoked while the policy denies it, even once its pods are no
+// longer isolated in that direction; when a policy allows it again its entry is deleted, so
+// that its next packet is judged anew. With nothing marked left, sweeps without isolated
+// pods stop reading the table.
+func TestSweepMarkedEntries(t *testing.T) {
+	webDB := entry(tcp("10.244.1.5", "10.244.1.3", 40010, 3306))
+	jobWeb := entry(tcp("10.244.1.9", "10.244.1.5", 40013, 80))
+	k := &fakeKernel{entries: []*Entry{webDB, jobWeb}}
+	r := NewRevoker(Config{Kernel: k, LocalAddrs: noLocal, Mark: 0x4})
+	if res := r.Sweep(labPolicy(nil)); res.Revoked != 2 || webDB.Mark != 0x4 || jobWeb.Mark != 0x4 {
+		t.Fatalf("result %+v, marks %#x %#x", res, webDB.Mark, jobWeb.Mark)
+	}
+	// Again: already marked, held; nothing marked twice.
+	if res := r.Sweep(labPolicy(nil)); res.Revoked != 0 || res.Held != 2 || len(k.marked) != 2 {
+		t.Errorf("second sweep %+v, %d marks", res, len(k.marked))
+	}
+	// db loses its isolation (nothing isolated any more) but web → db is still judged:
+	// this policy still denies job → web (outside its scope now), and allows web → db.
+	lifted := fakePolicy{gen: 8, allow: func(f flow.Flow) bool { return f.Src != job }}
+	res := r.Sweep(lifted)
+	if res.Released != 1 || res.Held != 1 || !slices.Equal(k.deleted, []*Entry{webDB}) {
+		t.Errorf("lifted: %+v, deleted %v", res, k.deleted)
+	}
+	all := fakePolicy{gen: 9, allow: func(flow.Flow) bool { return true }}
+	if res := r.Sweep(all); res.Released != 1 || len(k.entries) != 0 {
+		t.Errorf("all allowed: %+v, left %v", res, k.entries)
+	}
+	dumps := k.dumps
+	if r.Sweep(all); k.dumps != dumps {
+		t.Error("a sweep read the table with nothing isolated and nothing marked")
+	}
+	if s := r.Stats(); s.Revoked != 2 || s.Released != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// A failed dump still marks what was judged before it failed; a failed mark is reported
+// and counted.
 func TestSweepErrors(t *testing.T) {
 	k := &fakeKernel{entries: []*Entry{entry(tcp("10.244.1.5", "10.244.1.3", 1, 80))}, dumpErr: errors.New("boom")}
 	r := NewRevoker(Config{Kernel: k, LocalAddrs: noLocal})
@@ -225,7 +290,7 @@ func TestRunCoalesces(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if len(k.entries) != 0 {
-		t.Errorf("entries left: %v", k.entries)
+	if len(k.marked) != 1 {
+		t.Errorf("entries marked: %v", k.marked)
 	}
 }

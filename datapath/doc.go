@@ -122,7 +122,13 @@
 // (sent by the node's own sockets) has no input interface; the reader does not need one.
 //
 // Established traffic never reaches this package in either mode: conntrack accepts it in the
-// kernel before the queue rules. Nor do the repeats of a flow denied a moment ago (a retried
+// kernel before the queue rules. Nor does any packet of a connection that a policy change
+// revoked: package conntrack marks its entry, and the kernel drops its packets in both
+// directions before the established accept (package nft, "Before the established accept").
+// A revoked connection therefore never comes back as a "new" connection started by its
+// other end (which conntrack would pick up mid-stream, and this package would judge in that
+// other direction); it stays cut until its entry times out (package conntrack, "What
+// revocation guarantees"). Nor do the repeats of a flow denied a moment ago (a retried
 // SYN, a repeated datagram) while the kernel's deny cache holds it (package nft, "The deny
 // cache"; the agent fills it from the verdicts it observes).
 package datapath

@@ -78,7 +78,7 @@ func TestRevoke(t *testing.T) {
 		hs := holdAll(e)
 		for _, h := range hs {
 			if !ct.has(e, h) {
-				t.Fatalf("%v: no conntrack entry on node-1", h)
+				t.Fatalf("%v: no live conntrack entry on node-1", h)
 			}
 		}
 		edited := time.Now()
@@ -90,7 +90,7 @@ func TestRevoke(t *testing.T) {
 				lat = append(lat, cuts[h])
 			}
 		}
-		t.Logf("edit -> conntrack entry deleted, %d connections: %s", len(lat), quantiles(lat))
+		t.Logf("edit -> conntrack entry marked revoked, %d connections: %s", len(lat), quantiles(lat))
 		e.checkHeld(hs)
 		if got := e.metric("node-1", "podwall_conntrack_revoked_total"); got != 8 {
 			t.Errorf("node-1 revoked %v entries, want 8 (4 connections x 2 families)", got)
@@ -109,7 +109,7 @@ func TestRevoke(t *testing.T) {
 	})
 
 	// Change -> cut, over 20 tightening edits: from the rename of the manifests to the
-	// deletion of the conntrack entries of a held TCP and a held UDP connection.
+	// revocation (mark) of the conntrack entries of a held TCP and a held UDP connection.
 	t.Run("latency", func(t *testing.T) {
 		e := e.sub(t)
 		staging := filepath.Join(t.TempDir(), "cluster.yaml")
@@ -144,7 +144,7 @@ func TestRevoke(t *testing.T) {
 			}
 			applied = append(applied, at.Sub(renamed))
 		}
-		t.Logf("edit -> conntrack entry deleted (%d connections, 20 edits): %s", len(cut), quantiles(cut))
+		t.Logf("edit -> conntrack entry revoked (%d connections, 20 edits): %s", len(cut), quantiles(cut))
 		t.Logf("edit -> /readyz generation (20 edits): %s", quantiles(applied))
 		e.checkHeld(all)
 	})
@@ -162,7 +162,7 @@ func TestRevoke(t *testing.T) {
 		e.rewrite(tight...)
 		for _, h := range hs {
 			if !ct.has(e, h) {
-				t.Errorf("%v: conntrack entry deleted with --keep-established", h)
+				t.Errorf("%v: conntrack entry revoked with --keep-established", h)
 			}
 			h.name = "kept"
 		}
@@ -249,7 +249,8 @@ func (e *env) conntrackOf(node string) *ctTable {
 	return &ctTable{node: node, tab: tab}
 }
 
-// has reports whether the table holds the entry of h.
+// has reports whether the table holds the entry of h, not marked revoked (the agent's
+// default --revoke-mark): a connection that can carry packets.
 func (c *ctTable) has(e *env, h *held) bool {
 	e.T.Helper()
 	p := flow.TCP
@@ -260,12 +261,12 @@ func (c *ctTable) has(e *env, h *held) bool {
 	if err != nil {
 		e.T.Fatalf("conntrack of %s: %v", c.node, err)
 	}
-	return en != nil
+	return en != nil && en.Mark&conntrack.DefaultMark == 0
 }
 
 // waitGone polls the table every millisecond until the entries of the "cut" connections
-// are gone, and returns how long after since each disappeared. It fails the test when one
-// is left after 5 s, or when a "kept" entry disappears.
+// are marked revoked (or gone), and returns how long after since each was. It fails the
+// test when one is left after 5 s, or when a "kept" entry is marked or disappears.
 func (c *ctTable) waitGone(e *env, since time.Time, hs []*held) map[*held]time.Duration {
 	e.T.Helper()
 	gone := map[*held]time.Duration{}
@@ -294,7 +295,7 @@ func (c *ctTable) waitGone(e *env, since time.Time, hs []*held) map[*held]time.D
 	}
 	for _, h := range hs {
 		if h.name == "kept" && !c.has(e, h) {
-			e.T.Errorf("%v: entry of an allowed connection deleted", h)
+			e.T.Errorf("%v: entry of an allowed connection revoked", h)
 		}
 	}
 	return gone

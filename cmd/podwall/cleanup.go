@@ -32,14 +32,16 @@ deleting the table drops the packets queued at that moment. README.md ("Uninstal
 a one-shot pod per node that does it.
 
 With --conntrack it also deletes the conntrack entries carrying podwall's connection mark
-(--conntrack-mark, MARK or MARK/MASK). This version of the agent marks no connection, so
-there is nothing to clear unless a mark is given.`,
+(--conntrack-mark, MARK or MARK/MASK; by default the agent's --revoke-mark default): the
+connections the agent revoked. Without the table nothing drops their packets any more;
+deleting their entries leaves no mark behind for whatever uses the bit next.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.OutOrStdout()) },
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.conntrack, "conntrack", false, "also delete the conntrack entries carrying podwall's mark")
-	f.StringVar(&o.mark, "conntrack-mark", "", "the connection mark podwall sets, MARK or MARK/MASK (default: none in this version)")
+	f.StringVar(&o.mark, "conntrack-mark", fmt.Sprintf("%#x", conntrack.DefaultMark),
+		"the connection mark the agent sets on revoked connections (its --revoke-mark), MARK or MARK/MASK")
 	return cmd
 }
 
@@ -64,7 +66,7 @@ func (o *cleanupOpts) run(out io.Writer) error {
 		return nil
 	}
 	if mask == 0 {
-		fmt.Fprintln(out, "conntrack: this version of podwall marks no connection: nothing to delete")
+		fmt.Fprintln(out, "conntrack: no --conntrack-mark: nothing to delete")
 		return nil
 	}
 	tab, err := conntrack.Open()

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/podwall/podwall/cmd/podwall/agent"
+	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy/flows"
 )
@@ -34,6 +37,7 @@ type runOpts struct {
 	logFormat     string
 
 	keepEstablished bool
+	revokeMark      string
 	denyCacheTTL    time.Duration
 	memoryLimit     string
 	podCIDRs        []string
@@ -68,8 +72,9 @@ whose ports cannot be read is dropped either way: the failure policy is about th
 availability, not something a packet's bytes can choose. On exit the kernel table stays in place when failing
 closed (isolated pods stay protected while the agent restarts) and is removed when failing open.
 
-Established connections that a policy change denies are revoked: their conntrack entries are
-deleted, so their next packet is judged again (--keep-established keeps them).
+Established connections that a policy change denies are revoked: their conntrack entries get
+the --revoke-mark bit of the connection mark, and the kernel drops every packet of a marked
+connection, whichever side sends it (--keep-established keeps them).
 
 A flow just denied (source, destination, protocol, destination port) is dropped by the kernel
 for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
@@ -104,7 +109,9 @@ disk loses lines (podwall_flows_log_lost_total), never slows the datapath.`,
 	f.StringVar(&o.podInterfaces, "pod-interfaces", defaultPodInterfaces, "comma-separated name prefixes of pod interfaces, for anti-spoofing")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&o.keepEstablished, "keep-established", false,
-		"keep established connections that a policy change denies (default: revoke them by deleting their conntrack entries)")
+		"keep established connections that a policy change denies (default: revoke them by marking their conntrack entries)")
+	f.StringVar(&o.revokeMark, "revoke-mark", fmt.Sprintf("%#x", conntrack.DefaultMark),
+		"bit of the conntrack connection mark that flags a revoked connection (pick another if the CNI uses it)")
 	f.DurationVar(&o.denyCacheTTL, "deny-cache-ttl", 2*time.Second,
 		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
 	f.StringVar(&o.memoryLimit, "memory-limit", os.Getenv(memoryLimitEnv),
@@ -155,6 +162,9 @@ func (o *runOpts) validate() error {
 	if o.flowLogMaxFiles < 0 {
 		errs = append(errs, fmt.Errorf("--flow-log-max-files: want ≥ 0, got %d", o.flowLogMaxFiles))
 	}
+	if _, err := o.mark(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.logFormat != "text" && o.logFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format: want text or json, got %q", o.logFormat))
 	}
@@ -182,6 +192,19 @@ func (o *runOpts) maxFlowLogSize() (int64, error) {
 		return 0, fmt.Errorf("--flow-log-max-size: want a size of at least 4Ki (100Mi, 1G), got %q", o.flowLogMaxSize)
 	}
 	return q.Value(), nil
+}
+
+// mark returns --revoke-mark: one bit, in any base strconv reads (0x10000000); empty is
+// conntrack.DefaultMark.
+func (o *runOpts) mark() (uint32, error) {
+	if o.revokeMark == "" {
+		return conntrack.DefaultMark, nil
+	}
+	m, err := strconv.ParseUint(o.revokeMark, 0, 32)
+	if err != nil || bits.OnesCount64(m) != 1 {
+		return 0, fmt.Errorf("--revoke-mark: want one bit of the 32-bit connection mark (e.g. 0x10000000), got %q", o.revokeMark)
+	}
+	return uint32(m), nil
 }
 
 func nodeName(flag string) (string, error) {
@@ -212,6 +235,7 @@ func (o *runOpts) run(ctx context.Context) error {
 	} else if soft > 0 {
 		log.Info("Go soft memory limit set", "bytes", soft, "of", o.memoryLimit)
 	}
+	mark, _ := o.mark() // validated
 	source, err := o.newSource(node, log)
 	if err != nil {
 		return err
@@ -222,7 +246,8 @@ func (o *runOpts) run(ctx context.Context) error {
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
-		DenyCacheTTL: o.denyCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout, Log: log,
+		DenyCacheTTL: o.denyCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout,
+		RevokeMark: mark, Log: log,
 		FlowHistory: o.flowHistory, FlowLog: o.flowLog, FlowLogInterval: o.flowLogInterval,
 		FlowLogMaxSize: maxSize, FlowLogMaxFiles: o.flowLogMaxFiles,
 	})

@@ -76,6 +76,12 @@ type Config struct {
 	// Mode selects the queue rendering; ModeAuto probes the kernel.
 	Mode QueueMode
 
+	// RevokedMark is the bit (or bits) of the connection mark that flags a revoked
+	// connection (package conntrack sets it when a policy change denies one): every packet
+	// of a connection whose mark has all of them is dropped, in both directions, before
+	// the established accept. 0: no such rule.
+	RevokedMark uint32
+
 	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
 	// denied, without queueing them (the deny cache: sets denied4 and denied6, filled by
 	// AddDenied, emptied by every Sync of a new generation). In whole milliseconds, at

@@ -59,7 +59,7 @@ func sweepLabNamespaces() {
 	}
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("live nftables test: needs root")
@@ -75,7 +75,7 @@ func requireNft(t *testing.T) {
 
 // labNS creates a named network namespace for this test and deletes it
 // when the test ends.
-func labNS(t *testing.T) (string, netns.NsHandle) {
+func labNS(t testing.TB) (string, netns.NsHandle) {
 	t.Helper()
 	requireRoot(t)
 	name := fmt.Sprintf("%s%d-%d", labPrefix, os.Getpid(), nsSeq.Add(1))
@@ -121,7 +121,7 @@ func inNS(h netns.NsHandle, fn func() error) error {
 }
 
 // run runs a command, failing the test with its output on error.
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -224,7 +224,7 @@ func builtExprs(cfg Config, mode QueueMode) [][]string {
 
 // newLab returns a Ruleset for cfg in a fresh lab namespace, closed (keeping
 // the table, which dies with the namespace) when the test ends.
-func newLab(t *testing.T, cfg Config) (*Ruleset, string, netns.NsHandle) {
+func newLab(t testing.TB, cfg Config) (*Ruleset, string, netns.NsHandle) {
 	t.Helper()
 	ns, h := labNS(t)
 	r, err := New(withNetNS(cfg, int(h)))

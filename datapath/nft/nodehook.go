@@ -81,6 +81,7 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //
 //	chain input {
 //		type filter hook input priority filter + 10; policy accept;
+//		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		iif "lo" accept
 //		ip saddr @nodeegress4 counter <queue>
@@ -88,6 +89,7 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
+//		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		oif "lo" accept
 //		ip daddr @nodeingress4 counter <queue>
@@ -110,6 +112,9 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1},
 	} {
 		cr := chainRules{chain: newHookChain(t, h.name, h.hook)}
+		// A connection the revoker marked (a pod's connection to its node that a policy
+		// change denies) stays cut in both directions, as in forward.
+		cr.rules = append(cr.rules, revokedRules(cfg)...)
 		cr.rules = append(cr.rules, establishedRule(),
 			// iif "lo" accept / oif "lo" accept: the node talking to itself is never a pod's
 			// traffic, whatever the addresses say.
@@ -192,4 +197,22 @@ func wantNode(want map[string]map[netip.Addr]bool, ingress, egress []netip.Addr)
 		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
 	}
 	return nil
+}
+
+// nodeDamage is Damage for the own-node chains: "" when both hold the rules Program put
+// in them. Call with r.mu held.
+func (r *Ruleset) nodeDamage() (string, error) {
+	for _, cr := range buildNode(r.want.table, r.cfg, r.mode).chains {
+		rules, err := r.conn.GetRules(r.want.table, cr.chain)
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Sprintf("chain %s is gone", cr.chain.Name), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("nft: read rules of chain %s: %w", cr.chain.Name, err)
+		}
+		if len(rules) != len(cr.rules) {
+			return fmt.Sprintf("chain %s has %d rules, want %d", cr.chain.Name, len(rules), len(cr.rules)), nil
+		}
+	}
+	return "", nil
 }

@@ -150,8 +150,11 @@ func exprString(e expr.Any) string {
 }
 
 func ctKey(k expr.CtKey) string {
-	if k == expr.CtKeySTATE {
+	switch k {
+	case expr.CtKeySTATE:
 		return "state"
+	case expr.CtKeyMARK:
+		return "mark"
 	}
 	return fmt.Sprintf("key %d", k)
 }

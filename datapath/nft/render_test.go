@@ -21,6 +21,7 @@ func goldenConfig(failOpen bool) Config {
 		FailOpen:             failOpen,
 		PodInterfacePrefixes: []string{"veth", "pw"},
 		DenyCacheTTL:         2 * time.Second,
+		RevokedMark:          0x10000000,
 	}
 }
 

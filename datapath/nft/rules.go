@@ -160,6 +160,11 @@ func build(cfg Config, mode QueueMode) ruleset {
 	}
 	rs.denied = deniedSets(t, cfg.DenyCacheTTL)
 
+	// Before the established accept: nothing the kernel lets through as part of a known
+	// connection may bypass them.
+	rs.rules = append(rs.rules, antiSpoofRules(cfg)...)
+	rs.rules = append(rs.rules, revokedRules(cfg)...)
+
 	// ct state established,related accept
 	rs.rules = append(rs.rules, rule{
 		text: "ct state established,related accept",
@@ -174,30 +179,6 @@ func build(cfg Config, mode QueueMode) ruleset {
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
 	})
-
-	for _, p := range cfg.PodInterfacePrefixes {
-		// iifname "<prefix>*" fib saddr . iif oif missing counter drop
-		//
-		// A shorter comparison on the interface name register is how nft
-		// encodes the trailing wildcard. fib looks the source address up
-		// as a destination, restricted to the input interface; with the
-		// present flag it stores a boolean "a route back through that
-		// interface exists" (the kernel zeroes the whole register, and nft
-		// compares all four bytes: this is nft's own encoding of
-		// "missing"). Missing means the pod sent with an address that is
-		// not its own.
-		rs.rules = append(rs.rules, rule{
-			text: fmt.Sprintf("iifname %q fib saddr . iif oif missing counter drop", p+"*"),
-			exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(p)},
-				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
-				&expr.Counter{},
-				&expr.Verdict{Kind: expr.VerdictDrop},
-			},
-		})
-	}
 
 	if cfg.DenyCacheTTL > 0 {
 		// ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
@@ -284,6 +265,66 @@ func build(cfg Config, mode QueueMode) ruleset {
 	rs.window = windowSets(t)
 	rs.rules = append(rs.rules, windowRules(queueText, queueExpr)...)
 	return rs
+}
+
+// antiSpoofRules returns the reverse-path rules, one per pod interface prefix. They come
+// first in the chain, before the established accept: a packet from a pod must carry the
+// pod's own address whether or not it belongs to a known connection, or a pod could
+// inject packets into another pod's established connections (same tuple, forged source).
+// The price is a fib lookup for every forwarded packet from a pod interface, not only for
+// the first of each connection (bench/README.md, "Anti-spoofing before the established
+// accept").
+func antiSpoofRules(cfg Config) []rule {
+	var out []rule
+	for _, p := range cfg.PodInterfacePrefixes {
+		// iifname "<prefix>*" fib saddr . iif oif missing counter drop
+		//
+		// A shorter comparison on the interface name register is how nft
+		// encodes the trailing wildcard. fib looks the source address up
+		// as a destination, restricted to the input interface; with the
+		// present flag it stores a boolean "a route back through that
+		// interface exists" (the kernel zeroes the whole register, and nft
+		// compares all four bytes: this is nft's own encoding of
+		// "missing"). Missing means the pod sent with an address that is
+		// not its own.
+		out = append(out, rule{
+			text: fmt.Sprintf("iifname %q fib saddr . iif oif missing counter drop", p+"*"),
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(p)},
+				&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true, FlagPRESENT: true},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+				&expr.Counter{},
+				&expr.Verdict{Kind: expr.VerdictDrop},
+			},
+		})
+	}
+	return out
+}
+
+// revokedRules returns the rule that drops the packets of revoked connections: those whose
+// connection mark has the bits of cfg.RevokedMark, set by package conntrack when a policy
+// change denies them. It comes before the established accept, and it matches packets in
+// both directions of the connection and the ICMP errors related to it: a revoked connection
+// stays cut whichever side speaks next, and conntrack never sees a reason to pick it up as
+// a new connection in the other direction (it still has the entry). None when
+// cfg.RevokedMark is 0.
+func revokedRules(cfg Config) []rule {
+	if cfg.RevokedMark == 0 {
+		return nil
+	}
+	m := binary.NativeEndian.AppendUint32(nil, cfg.RevokedMark)
+	// ct mark & <mark> == <mark> counter drop
+	return []rule{{
+		text: fmt.Sprintf("ct mark & 0x%08x == 0x%08x counter drop", cfg.RevokedMark, cfg.RevokedMark),
+		exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: m},
+			&expr.Counter{},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		},
+	}}
 }
 
 // queueAction returns the nft text of the queue verdict and a constructor

@@ -53,6 +53,11 @@ type Ruleset struct {
 	// ranges are the pod ranges the window's interval sets hold, valid when rangesSynced.
 	ranges       []netip.Prefix
 	rangesSynced bool
+	// want is the ruleset Program installs, built by the first Damage.
+	want *ruleset
+	// elems is what the last Sync or ProgramSync put in the address sets (set name →
+	// addresses), valid when synced: what Damage compares the kernel's sets with.
+	elems map[string]map[netip.Addr]bool
 }
 
 // New validates cfg, opens a lasting nftables netlink connection in the
@@ -264,7 +269,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
 	}
-	r.gen, r.synced = gen, elems != nil
+	r.gen, r.synced, r.elems = gen, elems != nil, elems
 	if w != nil {
 		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
 	}
@@ -386,7 +391,7 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 			return fmt.Errorf("nft: sync sets: %w", err)
 		}
 	}
-	r.gen, r.synced = gen, true
+	r.gen, r.synced, r.elems = gen, true, want
 	if rangesChanged {
 		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
 	}
@@ -629,6 +634,9 @@ type Counters struct {
 	// Window counts packets sent to userspace by the new-pod window's rules: from or to
 	// an address of the node's pod ranges that no local pod known to the policy has.
 	Window uint64
+	// Revoked counts packets dropped because their connection is marked revoked
+	// (Config.RevokedMark), in either direction.
+	Revoked uint64
 	// NodeEgress counts packets sent to userspace by the input chain's queue rules: from a
 	// local pod of the nodeegress sets to its own node. NodeIngress counts those of the
 	// output chain: from the node to a local pod of the nodeingress sets.
@@ -657,7 +665,7 @@ func (r *Ruleset) Counters() (Counters, error) {
 	var out Counters
 	for _, ru := range rules {
 		var set string
-		var fib bool
+		var fib, mark bool
 		var packets uint64
 		for _, e := range ru.Exprs {
 			switch e := e.(type) {
@@ -665,6 +673,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 				set = e.SetName
 			case *expr.Fib:
 				fib = true
+			case *expr.Ct:
+				mark = mark || e.Key == expr.CtKeyMARK
 			case *expr.Counter:
 				packets = e.Packets
 			}
@@ -672,6 +682,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 		switch {
 		case fib:
 			out.Spoofed += packets
+		case mark:
+			out.Revoked += packets
 		case set == SetEgress4:
 			out.Egress4 += packets
 		case set == SetEgress6:

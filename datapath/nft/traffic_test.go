@@ -20,17 +20,18 @@ import (
 // gateway). b runs a UDP echo server on port echoPort.
 type podLab struct {
 	node, a, b netns.NsHandle
+	nodeName   string
 	addrs      map[string]netip.Addr // "a4", "a6", "b4", "b6", "spoof4"
 }
 
 const echoPort = 7777
 
-func newPodLab(t *testing.T) *podLab {
+func newPodLab(t testing.TB) *podLab {
 	t.Helper()
 	nodeName, node := labNS(t)
 	aName, a := labNS(t)
 	bName, b := labNS(t)
-	l := &podLab{node: node, a: a, b: b, addrs: map[string]netip.Addr{
+	l := &podLab{node: node, a: a, b: b, nodeName: nodeName, addrs: map[string]netip.Addr{
 		"a4": netip.MustParseAddr("10.244.0.2"), "a6": netip.MustParseAddr("fd00:10:244::2"),
 		"b4": netip.MustParseAddr("10.244.0.3"), "b6": netip.MustParseAddr("fd00:10:244::3"),
 		// An address pod a gives itself but the node routes elsewhere (nowhere).

@@ -45,6 +45,9 @@ type Config struct {
 	PodInterfaces []string
 	// KeepEstablished turns revocation of established connections off.
 	KeepEstablished bool
+	// RevokeMark is the connection mark bit that flags a revoked connection (revoke.go);
+	// 0 means conntrack.DefaultMark.
+	RevokeMark uint32
 	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
 	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
@@ -87,6 +90,9 @@ type Agent struct {
 	mu      sync.Mutex // serialises applying states
 	ready   atomic.Bool
 	lastErr atomic.Pointer[string]
+	// damage says what is wrong with the kernel table while it is being restored (heal.go).
+	damage   atomic.Pointer[string]
+	restores prometheus.Counter
 
 	reg      *prometheus.Registry
 	metrics  *verdictMetrics
@@ -140,13 +146,14 @@ func New(cfg Config) (*Agent, error) {
 	a.inForce.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.metrics = newVerdictMetrics()
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
-	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept})
+	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
+	a.restores = newRestores()
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
 	if err := a.newFlows(); err != nil {
 		return nil, err
 	}
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows,
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -249,6 +256,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	rs, err := nft.New(nft.Config{
 		QueueNum: a.cfg.QueueNum, QueueCount: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
 		PodInterfacePrefixes: a.cfg.PodInterfaces, DenyCacheTTL: a.cfg.DenyCacheTTL,
+		RevokedMark: a.revoker.Mark(),
 	})
 	if err != nil {
 		return err
@@ -296,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("ready", "node", a.cfg.Node, "queues", a.cfg.Queues, "queue_mode", a.ruleset.Mode().String(),
 		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen, "deny_cache_ttl", a.cfg.DenyCacheTTL)
-	<-ctx.Done()
+	a.guardTable(ctx) // until ctx ends
 	a.ready.Store(false)
 	return nil
 }

@@ -5,7 +5,9 @@
 // decision stream, and for a deny the kernel's deny cache), the new-pod window's inputs (the
 // local pods' addresses and the node's pod ranges for the kernel, the Waiter the queue
 // readers ask, window.go) and the check that anti-spoofing covers every local pod's
-// interface, and the HTTP listeners (/metrics, /healthz, /readyz and the debug pages).
+// interface, keeping the kernel table in place while it runs (heal.go: a table someone
+// removed is programmed again from the snapshot in force), and the HTTP listeners
+// (/metrics, /healthz, /readyz and the debug pages).
 //
 // It is wiring of the subsystems, each of which owns its own work and metrics: policy
 // (compile and decide), datapath (queues and their readers), datapath/nft (the table),

@@ -147,8 +147,9 @@ func clip(s string) string {
 //	/metrics   every series (cmd/podwall/README.md lists them)
 //	/healthz   liveness: 503 once a queue reader has stopped (restart the agent)
 //	/readyz    readiness: 200 "ok generation=N" once the first good policy is enforced by
-//	           the kernel sets and the verdict engine, 503 with the reason before that and
-//	           while stopping
+//	           the kernel sets and the verdict engine, 503 with the reason before that,
+//	           while the kernel table is being restored after someone removed it
+//	           (heal.go), and while stopping
 func (a *Agent) metricsMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
@@ -162,7 +163,9 @@ func (a *Agent) metricsMux() *http.ServeMux {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() {
 			msg := "not ready: first policy not compiled or datapath not programmed"
-			if e := a.lastErr.Load(); e != nil {
+			if d := a.damage.Load(); d != nil {
+				msg = "not ready: " + *d + " (restoring)"
+			} else if e := a.lastErr.Load(); e != nil {
 				msg += ": " + *e
 			}
 			http.Error(w, msg+a.sourceReadyz(), http.StatusServiceUnavailable)

@@ -12,7 +12,8 @@ import (
 
 // This file owns what happens to flows already admitted when policy changes: unless
 // KeepEstablished, the conntrack entries of connections that the policy in force denies are
-// deleted (package conntrack), so their next packet is queued and judged again.
+// marked revoked (package conntrack; RevokeMark), and the kernel table drops every packet of
+// a marked connection, in both directions (datapath/nft).
 
 // startRevoker opens this network namespace's conntrack table and starts the revoker, unless
 // KeepEstablished (its series then stay at 0). stop ends it; a sweep in progress finishes
