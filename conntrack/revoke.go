@@ -52,7 +52,8 @@ type Config struct {
 	// either direction (datapath/nft, Config.RevokedMark). 0 means DefaultMark.
 	Mark uint32
 	// LocalAddrs returns the addresses of this network namespace. Connections from or to
-	// them are the node's own (they never pass the forward hook) and are left alone. Nil
+	// them are the node's own (they never pass the forward hook) and are left alone, but
+	// for those a NodePolicy judges (a pod and its own node). Nil
 	// means the namespace's interface addresses.
 	LocalAddrs func() ([]netip.Addr, error)
 	// OnSweep, when set, is called after every sweep run by Run, from Run's goroutine.

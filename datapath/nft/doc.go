@@ -177,6 +177,7 @@
 //
 //	chain input {
 //		type filter hook input priority filter + 10; policy accept;
+//		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		iif "lo" accept
 //		ip saddr @nodeegress4 counter queue flags fanout to 100-103
@@ -184,6 +185,7 @@
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
+//		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		oif "lo" accept
 //		ip daddr @nodeingress4 counter queue flags fanout to 100-103
@@ -200,7 +202,10 @@
 // pod. Window.NodeIngress and Window.NodeEgress carry the elements: SyncWindow and
 // ProgramSyncWindow move them by difference in the same transaction as the other sets;
 // the chains, like forward, never change while running. Counters.NodeEgress and
-// NodeIngress count the packets each chain queued. The deny cache is forward's only:
+// NodeIngress count the packets each chain queued. Like forward, both drop the packets of
+// a connection marked revoked (Config.RevokedMark): the revoker sweeps a pod's connections
+// with its node when a policy change denies them (conntrack.NodePolicy). Damage checks
+// both chains and, with elements, the own-node sets. The deny cache is forward's only:
 // repeats of a denied pod → node flow are queued and judged again.
 //
 // # Queue rendering and the capability probe
