@@ -45,7 +45,10 @@
 //     reply's source address and port (the real destination, e.g. the pod behind a
 //     Service) and the protocol; ports only for TCP, UDP and SCTP, as in the datapath.
 //     Connections of the node itself (either end an address of the namespace) never pass
-//     the forward hook and are left alone, and so are TCP connections that have ended
+//     the forward hook and are left alone — except those between a local pod and its own
+//     node that the policy can cut (a NodePolicy: the agent's, from a ClusterNetworkPolicy),
+//     which the node's input and output chains judge and drop when marked — and so are
+//     TCP connections that have ended
 //     (TIME_WAIT, CLOSE): they carry nothing, and a new SYN on their tuple is judged anew.
 //  4. Mark exactly the denied entries, in batches, each found by its original tuple and
 //     zone (an update, IPCTNL_MSG_CT_NEW without NLM_F_CREATE, with CTA_MARK and

@@ -52,7 +52,8 @@ type Config struct {
 	// either direction (datapath/nft, Config.RevokedMark). 0 means DefaultMark.
 	Mark uint32
 	// LocalAddrs returns the addresses of this network namespace. Connections from or to
-	// them are the node's own (they never pass the forward hook) and are left alone. Nil
+	// them are the node's own (they never pass the forward hook) and are left alone, but
+	// for those a NodePolicy judges (a pod and its own node). Nil
 	// means the namespace's interface addresses.
 	LocalAddrs func() ([]netip.Addr, error)
 	// OnSweep, when set, is called after every sweep run by Run, from Run's goroutine.
@@ -212,6 +213,7 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		res.Err = fmt.Errorf("conntrack: local addresses: %w", err)
 		return res
 	}
+	node := ownNodeScope(p)
 	own := addrSet(local)
 	mark := r.cfg.Mark
 	var denied, released []*Entry
@@ -234,8 +236,8 @@ func (r *Revoker) Sweep(p Policy) (res Result) {
 		if !eg[f.Src] && !in[f.Dst] {
 			return
 		}
-		if own[f.Src] || own[f.Dst] {
-			return // the node's own traffic: input and output, never forwarded
+		if (own[f.Src] || own[f.Dst]) && !node.judges(f, own) {
+			return // the node's own traffic (input and output), unless a policy can cut it
 		}
 		if e.Closed() {
 			return // nothing left to cut; a new SYN on the tuple is judged anew

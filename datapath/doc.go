@@ -111,6 +111,16 @@
 // reaches the forward hook (podwall sees it only with br_netfilter); a pod address outside
 // the configured ranges is not held (the agent needs the Node's spec.podCIDRs or --pod-cidr).
 //
+// Where the queued packets come from. Most come from the nft table's forward hook (pod to pod,
+// pod to and from other nodes and the outside). Traffic between a local pod and its own node
+// (its addresses, its host-network pods) never crosses forward: a pod's packet to its node is
+// the node's input, the node's packet to a pod its output. The table's input and output
+// chains queue those (package nft, "A pod and its own node") for the pods a
+// ClusterNetworkPolicy can cut off from their node, to the same queues: the reader judges
+// them like any other packet, and the Decider knows the node's addresses (Decide judges a
+// pod and its own node by the ClusterNetworkPolicy tiers only). A packet of the output hook
+// (sent by the node's own sockets) has no input interface; the reader does not need one.
+//
 // Established traffic never reaches this package in either mode: conntrack accepts it in the
 // kernel before the queue rules. Nor does any packet of a connection that a policy change
 // revoked: package conntrack marks its entry, and the kernel drops its packets in both

@@ -207,7 +207,7 @@ func (e *env) readyz(node string) (int, string) {
 // agent.
 type queued struct {
 	// Rules counts the packets of each queue rule, by the set it matches ("ingress4",
-	// "ingress6", "egress4", "egress6"), from `nft -j list table inet podwall` (JSON shows
+	// "ingress6", "egress4", "egress6", and the own-node chains' "nodeingress4" …), from `nft -j list table inet podwall` (JSON shows
 	// the counters even where the text form hides the xt NFQUEUE target).
 	Rules map[string]uint64
 	// Spoofed counts the packets the anti-spoofing (fib) rules dropped.
@@ -238,8 +238,14 @@ func (q queued) sub(r queued) queued {
 }
 
 func (q queued) String() string {
-	return fmt.Sprintf("rules %d (ingress4 %d ingress6 %d egress4 %d egress6 %d), kernel %d, agent %d, spoofed %d",
-		q.Queued(), q.Rules["ingress4"], q.Rules["ingress6"], q.Rules["egress4"], q.Rules["egress6"], q.Kernel, q.Agent, q.Spoofed)
+	s := fmt.Sprintf("rules %d (ingress4 %d ingress6 %d egress4 %d egress6 %d", q.Queued(),
+		q.Rules["ingress4"], q.Rules["ingress6"], q.Rules["egress4"], q.Rules["egress6"])
+	for _, set := range []string{"nodeingress4", "nodeingress6", "nodeegress4", "nodeegress6"} {
+		if n := q.Rules[set]; n > 0 { // the own-node chains', shown when they queued
+			s += fmt.Sprintf(" %s %d", set, n)
+		}
+	}
+	return s + fmt.Sprintf("), kernel %d, agent %d, spoofed %d", q.Kernel, q.Agent, q.Spoofed)
 }
 
 // queueCounts reads node's queued counters.

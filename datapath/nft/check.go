@@ -56,6 +56,9 @@ func (r *Ruleset) Damage(elements bool) (string, error) {
 	if len(rules) != len(r.want.rules) {
 		return fmt.Sprintf("chain %s has %d rules, want %d", ChainName, len(rules), len(r.want.rules)), nil
 	}
+	if d, err := r.nodeDamage(); d != "" || err != nil {
+		return d, err
+	}
 	if !elements || !r.synced {
 		return "", nil
 	}
@@ -75,8 +78,10 @@ func (r *Ruleset) Damage(elements bool) (string, error) {
 	return "", nil
 }
 
-// isolationSets are the sets Damage compares with what Sync put in them: the isolated pods.
-var isolationSets = []string{SetIngress4, SetIngress6, SetEgress4, SetEgress6}
+// isolationSets are the sets Damage compares with what Sync put in them: the isolated pods,
+// and the pods judged with their own node (when SyncWindow filled those).
+var isolationSets = []string{SetIngress4, SetIngress6, SetEgress4, SetEgress6,
+	SetNodeIngress4, SetNodeIngress6, SetNodeEgress4, SetNodeEgress6}
 
 // bigEndian returns the big-endian value of a uint32 the library decoded in host order.
 func bigEndian(v uint32) uint32 {

@@ -32,6 +32,8 @@ func TestLiveDamage(t *testing.T) {
 		{"flush chain", []string{"flush", "chain", "inet", TableName, ChainName}},
 		{"delete a rule", []string{"-a", "list", "chain", "inet", TableName, ChainName}}, // handle filled in below
 		{"dormant", []string{"add", "table", "inet", TableName, "{", "flags", "dormant", ";", "}"}},
+		{"flush input chain", []string{"flush", "chain", "inet", TableName, InputChainName}},
+		{"delete output chain", []string{"delete", "chain", "inet", TableName, OutputChainName}},
 		{"flush set", []string{"flush", "set", "inet", TableName, SetIngress6}},
 		{"delete element", []string{"delete", "element", "inet", TableName, SetEgress4, "{", "10.244.1.9", "}"}},
 		{"add element", []string{"add", "element", "inet", TableName, SetEgress4, "{", "10.244.1.10", "}"}},

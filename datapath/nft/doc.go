@@ -156,8 +156,57 @@
 // between nodes, and it runs after every prerouting chain, so Service
 // traffic is judged after kube-proxy's DNAT (iptables and nftables modes),
 // against the real destination pod. Traffic between a pod and its own node
-// never passes forward, which matches the rule that it is always allowed.
+// never passes forward: the input and output chains judge it, below.
 // The priority (filter + 10) is explained at ChainPriority.
+//
+// # A pod and its own node
+//
+// NetworkPolicy always allows a pod its own node, but a ClusterNetworkPolicy can cut it: an
+// Admin egress Deny to `nodes`, or to a `networks` CIDR holding the node's address (traffic
+// to a host-network pod is traffic to that address), and — since ingress peers are only
+// namespaces and pods — for the node → pod direction only a rule the API fails closed (a
+// Deny or Pass with no peers: it denies all). That traffic never crosses forward: a pod's
+// packet to its node is the node's input, the node's packet to a pod (kubelet probes) its
+// output. Two more base chains judge it, at the same priority and with the same queue
+// statement as forward (bypass when failing open):
+//
+//	set nodeingress4 { type ipv4_addr; }
+//	set nodeingress6 { type ipv6_addr; }
+//	set nodeegress4 { type ipv4_addr; }
+//	set nodeegress6 { type ipv6_addr; }
+//
+//	chain input {
+//		type filter hook input priority filter + 10; policy accept;
+//		ct mark & 0x10000000 == 0x10000000 counter drop
+//		ct state established,related accept
+//		iif "lo" accept
+//		ip saddr @nodeegress4 counter queue flags fanout to 100-103
+//		ip6 saddr @nodeegress6 counter queue flags fanout to 100-103
+//	}
+//	chain output {
+//		type filter hook output priority filter + 10; policy accept;
+//		ct mark & 0x10000000 == 0x10000000 counter drop
+//		ct state established,related accept
+//		oif "lo" accept
+//		ip daddr @nodeingress4 counter queue flags fanout to 100-103
+//		ip6 daddr @nodeingress6 counter queue flags fanout to 100-103
+//	}
+//
+// The sets hold only the local pods some policy can cut off from their node
+// (policy.Snapshot.LocalNodeJudged: nodeegress for pod → node, nodeingress for node → pod):
+// with no ClusterNetworkPolicy they are empty and nothing between pods and their node is
+// queued — kubelet probes never reach userspace. Only addresses local to the node reach
+// input, so a pod's packet to another node's address still goes through forward; the node
+// talking to itself (lo) is never queued, whatever its addresses. Output runs after the
+// output NAT chain (-100), so a node's connection to a Service is judged at the backend
+// pod. Window.NodeIngress and Window.NodeEgress carry the elements: SyncWindow and
+// ProgramSyncWindow move them by difference in the same transaction as the other sets;
+// the chains, like forward, never change while running. Counters.NodeEgress and
+// NodeIngress count the packets each chain queued. Like forward, both drop the packets of
+// a connection marked revoked (Config.RevokedMark): the revoker sweeps a pod's connections
+// with its node when a policy change denies them (conntrack.NodePolicy). Damage checks
+// both chains and, with elements, the own-node sets. The deny cache is forward's only:
+// repeats of a denied pod → node flow are queued and judged again.
 //
 // # Queue rendering and the capability probe
 //

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
@@ -26,6 +27,7 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 		return nil, fmt.Errorf("nft: render needs mode native or compat, got %v", mode)
 	}
 	rs := build(cfg, mode)
+	node := buildNode(rs.table, cfg, mode)
 
 	var b bytes.Buffer
 	failure := "fail-closed"
@@ -34,7 +36,7 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "# podwall ruleset: queue %s, %s\n", mode, failure)
 	fmt.Fprintf(&b, "table inet %s\n", rs.table.Name)
-	for _, s := range slices.Concat(rs.sets, rs.denied, rs.window) {
+	for _, s := range slices.Concat(rs.sets, rs.denied, rs.window, node.sets) {
 		fmt.Fprintf(&b, "set %s type %s", s.Name, s.KeyType.Name)
 		if s.Interval {
 			b.WriteString(" flags interval")
@@ -50,15 +52,33 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 		}
 		b.WriteByte('\n')
 	}
-	c := rs.chain
-	fmt.Fprintf(&b, "chain %s type %s hook forward priority %d policy accept\n", c.Name, c.Type, *c.Priority)
-	for _, r := range rs.rules {
-		fmt.Fprintf(&b, "\nrule %s: %s\n", c.Name, r.text)
-		for _, e := range r.exprs {
-			fmt.Fprintf(&b, "  [ %s ]\n", exprString(e))
+	for i, cr := range append([]chainRules{{rs.chain, rs.rules}}, node.chains...) {
+		c := cr.chain
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "chain %s type %s hook %s priority %d policy accept\n", c.Name, c.Type, hookName(*c.Hooknum), *c.Priority)
+		for _, r := range cr.rules {
+			fmt.Fprintf(&b, "\nrule %s: %s\n", c.Name, r.text)
+			for _, e := range r.exprs {
+				fmt.Fprintf(&b, "  [ %s ]\n", exprString(e))
+			}
 		}
 	}
 	return b.Bytes(), nil
+}
+
+// hookName names the hooks of podwall's base chains.
+func hookName(h nftables.ChainHook) string {
+	switch h {
+	case *nftables.ChainHookForward:
+		return "forward"
+	case *nftables.ChainHookInput:
+		return "input"
+	case *nftables.ChainHookOutput:
+		return "output"
+	}
+	return fmt.Sprintf("hook%d", h)
 }
 
 // exprString formats the expressions this package uses; anything else falls
@@ -147,6 +167,10 @@ func metaKey(k expr.MetaKey) string {
 		return "nfproto"
 	case expr.MetaKeyL4PROTO:
 		return "l4proto"
+	case expr.MetaKeyIIF:
+		return "iif"
+	case expr.MetaKeyOIF:
+		return "oif"
 	}
 	return fmt.Sprintf("key %d", k)
 }

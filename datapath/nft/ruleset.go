@@ -155,6 +155,9 @@ func (r *Ruleset) ProgramSyncWindow(gen uint64, ingress, egress []netip.Addr, w 
 	if err := wantLocal(want, w.Local); err != nil {
 		return err
 	}
+	if err := wantNode(want, w.NodeIngress, w.NodeEgress); err != nil {
+		return err
+	}
 	return r.program(want, gen, &w)
 }
 
@@ -170,6 +173,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 		return ErrClosed
 	}
 	want := build(r.cfg, r.mode)
+	node := buildNode(want.table, r.cfg, r.mode)
 	c := r.conn
 
 	// Read everything first: a failed read must not leave half a batch
@@ -199,7 +203,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 	if elems != nil {
 		addrSets := want.sets
 		if w != nil {
-			addrSets = slices.Concat(want.sets, want.window[:len(localDefs)])
+			addrSets = slices.Concat(want.sets, want.window[:len(localDefs)], node.sets)
 		}
 		for _, w := range addrSets {
 			kept := slices.ContainsFunc(sets, func(s *nftables.Set) bool { return sameSet(s, w) })
@@ -217,12 +221,16 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 	for _, ch := range chains {
 		c.FlushChain(ch)
 	}
+	wantChains := []*nftables.Chain{want.chain}
+	for _, cr := range node.chains {
+		wantChains = append(wantChains, cr.chain)
+	}
 	for _, ch := range chains {
-		if !sameChain(ch, want.chain) {
+		if !slices.ContainsFunc(wantChains, func(w *nftables.Chain) bool { return sameChain(ch, w) }) {
 			c.DelChain(ch)
 		}
 	}
-	wantSets := slices.Concat(want.sets, want.denied, want.window)
+	wantSets := slices.Concat(want.sets, want.denied, want.window, node.sets)
 	for _, s := range sets {
 		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
@@ -238,7 +246,9 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			c.FlushSet(s) // kept, with an earlier run's verdicts
 		}
 	}
-	c.AddChain(want.chain)
+	for _, ch := range wantChains {
+		c.AddChain(ch)
+	}
 	if _, err := queueDiffs(c, diffs); err != nil {
 		return err
 	}
@@ -251,8 +261,10 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			return err
 		}
 	}
-	for _, ru := range want.rules {
-		c.AddRule(&nftables.Rule{Table: want.table, Chain: want.chain, Exprs: ru.exprs})
+	for _, cr := range append([]chainRules{{want.chain, want.rules}}, node.chains...) {
+		for _, ru := range cr.rules {
+			c.AddRule(&nftables.Rule{Table: want.table, Chain: cr.chain, Exprs: ru.exprs})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nft: program table inet %s: %w", TableName, err)
@@ -331,7 +343,10 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 		if err := wantLocal(want, w.Local); err != nil {
 			return err
 		}
-		defs = slices.Concat(setDefs, localDefs)
+		if err := wantNode(want, w.NodeIngress, w.NodeEgress); err != nil {
+			return err
+		}
+		defs = slices.Concat(setDefs, localDefs, nodeDefs)
 	}
 
 	r.mu.Lock()
@@ -622,6 +637,10 @@ type Counters struct {
 	// Revoked counts packets dropped because their connection is marked revoked
 	// (Config.RevokedMark), in either direction.
 	Revoked uint64
+	// NodeEgress counts packets sent to userspace by the input chain's queue rules: from a
+	// local pod of the nodeegress sets to its own node. NodeIngress counts those of the
+	// output chain: from the node to a local pod of the nodeingress sets.
+	NodeEgress, NodeIngress uint64
 }
 
 // Counters reads the rule counters from the kernel.
@@ -635,6 +654,13 @@ func (r *Ruleset) Counters() (Counters, error) {
 	rules, err := r.conn.GetRules(t, newChain(t))
 	if err != nil {
 		return Counters{}, fmt.Errorf("nft: read rules: %w", err)
+	}
+	for _, ch := range buildNode(t, r.cfg, r.mode).chains {
+		more, err := r.conn.GetRules(t, ch.chain)
+		if err != nil {
+			return Counters{}, fmt.Errorf("nft: read rules of chain %s: %w", ch.chain.Name, err)
+		}
+		rules = append(rules, more...)
 	}
 	var out Counters
 	for _, ru := range rules {
@@ -670,6 +696,10 @@ func (r *Ruleset) Counters() (Counters, error) {
 			out.DenyCached += packets
 		case set == SetLocal4, set == SetLocal6:
 			out.Window += packets
+		case set == SetNodeEgress4, set == SetNodeEgress6:
+			out.NodeEgress += packets
+		case set == SetNodeIngress4, set == SetNodeIngress6:
+			out.NodeIngress += packets
 		}
 	}
 	return out, nil

@@ -30,6 +30,12 @@ type Window struct {
 	// spec.podCIDRs, or configured). A new connection from or to an address of these
 	// ranges that is not in Local is queued, whatever the isolation sets say.
 	PodRanges []netip.Prefix
+
+	// NodeIngress and NodeEgress fill the own-node sets (nodeingress4/6, nodeegress4/6,
+	// "A pod and its own node" in the package doc), synced with the window in the same
+	// transaction: the local pods whose traffic from (ingress, output hook) and to (egress,
+	// input hook) their own node a policy can deny. IPv4 and IPv6 mixed.
+	NodeIngress, NodeEgress []netip.Addr
 }
 
 // localDefs and rangeDefs list the window's sets, created and rendered after the deny cache's.

@@ -4,7 +4,9 @@
 // the snapshot in force, sweep conntrack), what happens to each verdict (metrics, the
 // decision stream, and for a deny the kernel's deny cache), the new-pod window's inputs (the
 // local pods' addresses and the node's pod ranges for the kernel, the Waiter the queue
-// readers ask, window.go) and the check that anti-spoofing covers every local pod's
+// readers ask, window.go), the own-node sets synced with them (the pods a
+// ClusterNetworkPolicy can cut off from their node, queued at the node's input and output
+// hooks; window.go) and the check that anti-spoofing covers every local pod's
 // interface, keeping the kernel table in place while it runs (heal.go: a table someone
 // removed is programmed again from the snapshot in force), and the HTTP listeners
 // (/metrics, /healthz, /readyz and the debug pages).

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
+	"github.com/podwall/podwall/conntrack"
 	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
@@ -86,7 +87,10 @@ func localAddrs(s *policy.Snapshot) []netip.Addr {
 
 // window returns what the window's sets hold for snapshot s with pod ranges ranges.
 func window(s *policy.Snapshot, ranges []netip.Prefix) nft.Window {
-	return nft.Window{Local: localAddrs(s), PodRanges: ranges}
+	// The own-node sets go in the same transaction: the input and output hooks queue the
+	// traffic between these pods and their own node (policy.Snapshot.LocalNodeJudged).
+	in, eg := s.LocalNodeJudged()
+	return nft.Window{Local: localAddrs(s), PodRanges: ranges, NodeIngress: in, NodeEgress: eg}
 }
 
 // coverage checks that every local pod's interface is a pod interface of Config.PodInterfaces
@@ -230,10 +234,16 @@ func (c *coverage) run1() {
 var windowQueuedDesc = prometheus.NewDesc("podwall_datapath_window_queued_total",
 	"New packets the kernel queued by the new-pod window's rules (from or to an unknown address of the node's pod ranges).", nil, nil)
 
+// nodeQueuedDesc is the own-node chains' counter, by direction, read at scrape time.
+var nodeQueuedDesc = prometheus.NewDesc("podwall_datapath_node_queued_total",
+	"New packets the kernel queued between a local pod and its own node (egress: input hook, pod to node; ingress: output hook, node to pod).",
+	[]string{"direction"}, nil)
+
 // Describe implements prometheus.Collector.
 func (c *coverage) Describe(ch chan<- *prometheus.Desc) {
 	c.gauge.Describe(ch)
 	ch <- windowQueuedDesc
+	ch <- nodeQueuedDesc
 }
 
 // Collect implements prometheus.Collector; counters reads the ruleset's counters (nil
@@ -243,13 +253,18 @@ func (c *coverage) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	set := c.set
 	c.mu.Unlock()
-	var n uint64
+	var k nft.Counters
 	if set != nil {
-		k, err := set.Counters()
-		if err != nil {
+		var err error
+		if k, err = set.Counters(); err != nil {
 			return
 		}
-		n = k.Window
 	}
-	ch <- prometheus.MustNewConstMetric(windowQueuedDesc, prometheus.CounterValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(windowQueuedDesc, prometheus.CounterValue, float64(k.Window))
+	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeEgress), "egress")
+	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeIngress), "ingress")
 }
+
+// The revoker sweeps the connections between pods and their own node that a policy can cut
+// (the same pods as the own-node sets).
+var _ conntrack.NodePolicy = snapPolicy{}

@@ -1,0 +1,218 @@
+package nft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// The own-node hooks (see "A pod and its own node" in the package doc): traffic between a
+// local pod and its own node (a node address, a host-network pod) never crosses the forward
+// hook. A pod's packet to its node is the node's input, the node's packet to a pod is its
+// output.
+const (
+	// InputChainName and OutputChainName are the base chains of the input and output hooks.
+	InputChainName  = "input"
+	OutputChainName = "output"
+
+	// SetNodeEgress4 and SetNodeEgress6 hold the local pods whose traffic to their own node
+	// a policy can deny: their new packets arriving at the node are queued (input hook).
+	SetNodeEgress4 = "nodeegress4"
+	SetNodeEgress6 = "nodeegress6"
+	// SetNodeIngress4 and SetNodeIngress6 hold the local pods whose traffic from their own
+	// node a policy can deny: the node's new packets to them are queued (output hook).
+	SetNodeIngress4 = "nodeingress4"
+	SetNodeIngress6 = "nodeingress6"
+)
+
+// nodeDefs lists the own-node sets, created and rendered after the window's.
+var nodeDefs = []setDef{
+	{SetNodeIngress4, unix.NFPROTO_IPV4},
+	{SetNodeIngress6, unix.NFPROTO_IPV6},
+	{SetNodeEgress4, unix.NFPROTO_IPV4},
+	{SetNodeEgress6, unix.NFPROTO_IPV6},
+}
+
+// loopbackIndex is the interface index of lo, the same in every network namespace.
+const loopbackIndex = 1
+
+// chainRules is a base chain and its rules.
+type chainRules struct {
+	chain *nftables.Chain
+	rules []rule
+}
+
+// nodeRuleset is the own-node part of the table: its sets and its two base chains.
+type nodeRuleset struct {
+	sets   []*nftables.Set // nodeDefs
+	chains []chainRules    // input, output
+}
+
+// nodeSets returns the own-node sets of t.
+func nodeSets(t *nftables.Table) []*nftables.Set {
+	var out []*nftables.Set
+	for _, d := range nodeDefs {
+		out = append(out, newSet(t, d))
+	}
+	return out
+}
+
+// newHookChain returns a base chain of t on hook, filter priority + ChainPriority, policy
+// accept, like the forward chain.
+func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return &nftables.Chain{
+		Name:     name,
+		Table:    t,
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  hook,
+		Priority: nftables.ChainPriorityRef(ChainPriority),
+		Policy:   &accept,
+	}
+}
+
+// buildNode returns the own-node sets and chains of t for cfg with the queue rendered in
+// mode, the same queue action as the forward chain's (fail-open bypass flag included):
+//
+//	chain input {
+//		type filter hook input priority filter + 10; policy accept;
+//		ct mark & <revoked> == <revoked> counter drop
+//		ct state established,related accept
+//		iif "lo" accept
+//		ip saddr @nodeegress4 counter <queue>
+//		ip6 saddr @nodeegress6 counter <queue>
+//	}
+//	chain output {
+//		type filter hook output priority filter + 10; policy accept;
+//		ct mark & <revoked> == <revoked> counter drop
+//		ct state established,related accept
+//		oif "lo" accept
+//		ip daddr @nodeingress4 counter <queue>
+//		ip6 daddr @nodeingress6 counter <queue>
+//	}
+func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
+	queueText, queueExpr := queueAction(cfg, mode)
+	nr := nodeRuleset{sets: nodeSets(t)}
+	for _, h := range []struct {
+		name     string
+		hook     *nftables.ChainHook
+		lo       string
+		loKey    expr.MetaKey
+		field    string
+		set4     string
+		set6     string
+		addrBase uint32 // 0 for saddr, the address length for daddr
+	}{
+		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0},
+		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1},
+	} {
+		cr := chainRules{chain: newHookChain(t, h.name, h.hook)}
+		// A connection the revoker marked (a pod's connection to its node that a policy
+		// change denies) stays cut in both directions, as in forward.
+		cr.rules = append(cr.rules, revokedRules(cfg)...)
+		cr.rules = append(cr.rules, establishedRule(),
+			// iif "lo" accept / oif "lo" accept: the node talking to itself is never a pod's
+			// traffic, whatever the addresses say.
+			rule{
+				text: fmt.Sprintf("%s \"lo\" accept", h.lo),
+				exprs: []expr.Any{
+					&expr.Meta{Key: h.loKey, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, loopbackIndex)},
+					&expr.Verdict{Kind: expr.VerdictAccept},
+				},
+			})
+		for _, m := range []struct {
+			set    string
+			family byte
+		}{{h.set4, unix.NFPROTO_IPV4}, {h.set6, unix.NFPROTO_IPV6}} {
+			proto, off, n := "ip", uint32(12), uint32(4)
+			if m.family == unix.NFPROTO_IPV6 {
+				proto, off, n = "ip6", 8, 16
+			}
+			off += h.addrBase * n // daddr follows saddr in both headers
+			cr.rules = append(cr.rules, rule{
+				text: fmt.Sprintf("%s %s @%s counter %s", proto, h.field, m.set, queueText),
+				exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+					&expr.Lookup{SourceRegister: 1, SetName: m.set},
+					&expr.Counter{},
+					queueExpr(),
+				},
+			})
+		}
+		nr.chains = append(nr.chains, cr)
+	}
+	return nr
+}
+
+// establishedRule is "ct state established,related accept".
+func establishedRule() rule {
+	return rule{
+		text: "ct state established,related accept",
+		exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{
+				SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
+				Xor:  []byte{0, 0, 0, 0},
+			},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		},
+	}
+}
+
+// wantNode adds the own-node sets' elements to want: ingress are the local pods whose
+// traffic from their node is judged, egress those whose traffic to it is.
+func wantNode(want map[string]map[netip.Addr]bool, ingress, egress []netip.Addr) error {
+	for _, d := range nodeDefs {
+		want[d.name] = map[netip.Addr]bool{}
+	}
+	var bad []error
+	for _, in := range []struct {
+		addrs  []netip.Addr
+		v4, v6 string
+	}{{ingress, SetNodeIngress4, SetNodeIngress6}, {egress, SetNodeEgress4, SetNodeEgress6}} {
+		for i, a := range in.addrs {
+			if !a.IsValid() {
+				bad = append(bad, fmt.Errorf("invalid own-node judged address at index %d", i))
+				continue
+			}
+			a = a.Unmap().WithZone("")
+			if a.Is4() {
+				want[in.v4][a] = true
+			} else {
+				want[in.v6][a] = true
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+	}
+	return nil
+}
+
+// nodeDamage is Damage for the own-node chains: "" when both hold the rules Program put
+// in them. Call with r.mu held.
+func (r *Ruleset) nodeDamage() (string, error) {
+	for _, cr := range buildNode(r.want.table, r.cfg, r.mode).chains {
+		rules, err := r.conn.GetRules(r.want.table, cr.chain)
+		if errors.Is(err, unix.ENOENT) {
+			return fmt.Sprintf("chain %s is gone", cr.chain.Name), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("nft: read rules of chain %s: %w", cr.chain.Name, err)
+		}
+		if len(rules) != len(cr.rules) {
+			return fmt.Sprintf("chain %s has %d rules, want %d", cr.chain.Name, len(rules), len(cr.rules)), nil
+		}
+	}
+	return "", nil
+}

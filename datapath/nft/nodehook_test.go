@@ -1,0 +1,153 @@
+//go:build linux
+
+package nft
+
+import (
+	"net"
+	"net/netip"
+	"os/exec"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// udpEcho serves UDP echo on port echoPort in ns until the test ends.
+func udpEcho(t *testing.T, ns netns.NsHandle) {
+	t.Helper()
+	var srv *net.UDPConn
+	if err := inNS(ns, func() (err error) {
+		srv, err = net.ListenUDP("udp", &net.UDPAddr{Port: echoPort})
+		return err
+	}); err != nil {
+		t.Fatalf("echo server: %v", err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+// dialFrom opens a new UDP flow from namespace ns to dst's echo server.
+func dialFrom(t *testing.T, ns netns.NsHandle, dst netip.Addr) echoFlow {
+	t.Helper()
+	var c *net.UDPConn
+	if err := inNS(ns, func() (err error) {
+		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, echoPort)))
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s: %v", dst, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return echoFlow{c}
+}
+
+// The own-node chains with real packets and nobody reading the queues (fail closed): a pod
+// of the nodeegress sets cannot open a connection to its node, the node cannot open one to
+// a pod of the nodeingress sets; everything else between pods and their node, and between
+// pods, stays in the kernel; established connections keep working; emptying the sets opens
+// the way again.
+func TestLiveNodeHooks(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live traffic test: no %s to build the lab with", tool)
+		}
+	}
+	l := newPodLab(t)
+	// The node's addresses: 10.244.0.1 (on the pod interfaces) and a global IPv6 one.
+	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
+	if err := inNS(l.node, func() error {
+		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.node)
+	udpEcho(t, l.a)
+
+	cfg := Config{QueueNum: 110, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}
+	r, err := New(withNetNS(cfg, int(l.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(false)
+	if err := r.ProgramSyncWindow(1, nil, nil, Window{}); err != nil {
+		t.Fatal(err)
+	}
+	sync := func(gen uint64, w Window) {
+		t.Helper()
+		if err := r.SyncWindow(gen, nil, nil, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toNode := func() [2]bool { // a → node, IPv4 and IPv6, new connections
+		return [2]bool{dialFrom(t, l.a, node4).echo(t), dialFrom(t, l.a, node6).echo(t)}
+	}
+	fromNode := func(pod string) [2]bool {
+		return [2]bool{dialFrom(t, l.node, l.addrs[pod+"4"]).echo(t), dialFrom(t, l.node, l.addrs[pod+"6"]).echo(t)}
+	}
+	both, none := [2]bool{true, true}, [2]bool{}
+
+	// Empty own-node sets: pods and their node talk freely, nothing is queued.
+	est := dialFrom(t, l.a, node4)
+	if !est.echo(t) {
+		t.Fatal("a -> node blocked with empty sets")
+	}
+	if got := toNode(); got != both {
+		t.Errorf("a -> node with empty sets: %v", got)
+	}
+	if got := fromNode("a"); got != both {
+		t.Errorf("node -> a with empty sets: %v", got)
+	}
+	if c := mustCounters(t, r); c != (Counters{}) {
+		t.Errorf("counters with empty sets: %+v, want zero", c)
+	}
+
+	// a judged for egress to its node: its new connections to the node are queued (and
+	// dropped: nobody reads); the node still reaches a, a still reaches b, and the
+	// connection a opened before keeps working.
+	sync(2, Window{NodeEgress: l.list("a4", "a6")})
+	if got := toNode(); got != none {
+		t.Errorf("a -> node, a in nodeegress: %v got through with nobody serving the queue", got)
+	}
+	if got := fromNode("a"); got != both {
+		t.Errorf("node -> a, a in nodeegress only: %v", got)
+	}
+	if !l.dial(t, "a4", "b4").echo(t) || !l.dial(t, "a6", "b6").echo(t) {
+		t.Error("a -> b (forwarded) blocked by the own-node sets")
+	}
+	if !est.echo(t) {
+		t.Error("established a -> node connection cut")
+	}
+	if c := mustCounters(t, r); c.NodeEgress < 2 || c.NodeIngress != 0 || c.Egress4+c.Egress6+c.Ingress4+c.Ingress6 != 0 {
+		t.Errorf("counters: %+v, want only NodeEgress (at least one packet per family)", c)
+	}
+
+	// b judged for ingress from its node: the node's new connections to b are queued; to
+	// a they are not.
+	sync(3, Window{NodeIngress: l.list("b4", "b6")})
+	if got := fromNode("b"); got != none {
+		t.Errorf("node -> b, b in nodeingress: %v got through with nobody serving the queue", got)
+	}
+	if got := fromNode("a"); got != both {
+		t.Errorf("node -> a: %v", got)
+	}
+	if got := toNode(); got != both {
+		t.Errorf("a -> node after a left nodeegress: %v", got)
+	}
+	if c := mustCounters(t, r); c.NodeIngress < 2 {
+		t.Errorf("counters: %+v, want NodeIngress (at least one packet per family)", c)
+	}
+
+	// The node talking to itself is never queued, even to an address in the sets.
+	sync(4, Window{NodeIngress: []netip.Addr{node4, node6}, NodeEgress: []netip.Addr{node4, node6}})
+	if !dialFrom(t, l.node, node4).echo(t) || !dialFrom(t, l.node, node6).echo(t) {
+		t.Error("node -> itself blocked (loopback)")
+	}
+}

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podwall/podwall/policy/policytest"
+)
+
+// clusterPolicy returns the ClusterNetworkPolicy name with the spec written in YAML.
+func clusterPolicy(t *testing.T, name, spec string) *cnpv1alpha2.ClusterNetworkPolicy {
+	t.Helper()
+	c := &cnpv1alpha2.ClusterNetworkPolicy{}
+	if err := yaml.Unmarshal([]byte(spec), &c.Spec); err != nil {
+		t.Fatal(err)
+	}
+	c.APIVersion, c.Kind, c.Name = cnpv1alpha2.GroupVersion.String(), "ClusterNetworkPolicy", name
+	return c
+}
+
+// A ClusterNetworkPolicy cuts a pod off from its own node — the node's address, where its
+// host-network pods (kubelet, node agents) listen — which NetworkPolicy never does: an Admin
+// egress Deny to `nodes`, or to a `networks` CIDR holding the node's address. That traffic
+// never crosses the forward hook (it is the node's input): enforced on real packets, TCP
+// and UDP, IPv4 and IPv6, for the selected pod only; its established connections to the
+// node are revoked. Without ClusterNetworkPolicy no packet between pods and their node is
+// queued, and the node's own connections to the pod (its output) are never judged by an
+// egress rule.
+//
+//	node-1 (labelled role=worker): web (app=web), api (app=api)
+func TestClusterNetworkPolicyOwnNode(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/web", "app/api")
+	nodeObj := e.Nodes["node-1"].Object("node-1")
+	nodeObj.Labels = map[string]string{"role": "worker"}
+	base := []any{nodeObj, policytest.Namespace("app", nil),
+		e.podObject("app/web", map[string]string{"app": "web"}),
+		e.podObject("app/api", map[string]string{"app": "api"})}
+	node := e.nodeEndpoint("node-1") // a listener in the node's namespace: a host-network pod
+	e.Serve(80)
+	e.write(base...)
+	e.start()
+	with := func(cnps ...any) []any { return append(append([]any(nil), base...), cnps...) }
+	allOpen := []probe{
+		{from: "app/web", to: node, port: 80, allow: true},
+		{from: "app/web", to: node, port: 80, proto: "UDP", allow: true},
+		{from: "app/api", to: node, port: 80, allow: true},
+		{from: node, to: "app/web", port: 80, allow: true},
+		{from: node, to: "app/web", port: 80, proto: "UDP", allow: true},
+	}
+
+	t.Run("no ClusterNetworkPolicy: never queued", func(t *testing.T) {
+		e := e.sub(t)
+		before := e.queueCounts("node-1")
+		e.check(allOpen...)
+		if q := e.queueCounts("node-1").sub(before); q.Queued() != 0 || q.Kernel != 0 || q.Agent != 0 {
+			t.Errorf("traffic between pods and their node queued without any ClusterNetworkPolicy: %v", q)
+		}
+	})
+
+	denyNodes := clusterPolicy(t, "deny-nodes", `
+tier: Admin
+priority: 10
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+egress: [{action: Deny, to: [{nodes: {matchLabels: {role: worker}}}]}]
+`)
+	t.Run("Admin Deny to nodes", func(t *testing.T) {
+		e := e.sub(t)
+		ct := e.conntrackOf("node-1")
+		hs := []*held{
+			e.hold("cut", "IPv4", "app/web", node, "tcp", 80),
+			e.hold("cut", "IPv6", "app/web", node, "udp", 80),
+			e.hold("kept", "IPv4", "app/api", node, "tcp", 80),
+			e.hold("kept", "IPv6", node, "app/web", "tcp", 80),
+		}
+		edited := time.Now()
+		e.rewrite(with(denyNodes)...)
+		ct.waitGone(e, edited, hs)
+		e.checkHeld(hs)
+		before := e.queueCounts("node-1")
+		e.check(
+			probe{from: "app/web", to: node, port: 80, allow: false},
+			probe{from: "app/web", to: node, port: 80, proto: "UDP", allow: false},
+			probe{from: "app/api", to: node, port: 80, allow: true},
+			probe{from: node, to: "app/web", port: 80, allow: true},
+			probe{from: node, to: "app/web", port: 80, proto: "UDP", allow: true},
+			probe{from: "app/web", to: "app/api", port: 80, allow: true},
+		)
+		q := e.queueCounts("node-1").sub(before)
+		t.Logf("queued: %v", q)
+		if q.Rules["nodeegress4"] == 0 || q.Rules["nodeegress6"] == 0 {
+			t.Errorf("web -> node not queued by the input chain: %v", q)
+		}
+		if q.Rules["nodeingress4"] != 0 || q.Rules["nodeingress6"] != 0 {
+			t.Errorf("node -> web queued by the output chain, which no rule can deny: %v", q)
+		}
+		if got := e.metric("node-1", "podwall_datapath_node_queued_total", "direction", "egress"); got == 0 {
+			t.Error("podwall_datapath_node_queued_total{direction=egress} stayed 0")
+		}
+	})
+
+	t.Run("Admin Deny to a CIDR holding the node's address", func(t *testing.T) {
+		e := e.sub(t)
+		n := e.Nodes["node-1"]
+		cidrs := []netip.Prefix{netip.PrefixFrom(n.UnderlayV4, 24).Masked(), netip.PrefixFrom(n.UnderlayV6, 64).Masked()}
+		e.rewrite(with(clusterPolicy(t, "deny-node-cidr", `
+tier: Admin
+priority: 10
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+egress: [{action: Deny, to: [{networks: ["`+cidrs[0].String()+`", "`+cidrs[1].String()+`"]}]}]
+`))...)
+		e.check(
+			probe{from: "app/web", to: node, port: 80, allow: false},
+			probe{from: "app/web", to: node, port: 80, proto: "UDP", allow: false},
+			probe{from: "app/api", to: node, port: 80, allow: true},
+			probe{from: node, to: "app/web", port: 80, allow: true},
+			probe{from: "app/web", to: "app/api", port: 80, allow: true},
+		)
+	})
+
+	t.Run("policy removed: open again, never queued", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(base...)
+		before := e.queueCounts("node-1")
+		e.check(allOpen...)
+		if q := e.queueCounts("node-1").sub(before); q.Queued() != 0 || q.Kernel != 0 {
+			t.Errorf("queued after the ClusterNetworkPolicy went: %v", q)
+		}
+	})
+}
