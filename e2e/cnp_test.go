@@ -7,6 +7,7 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/network-policy-api/conformance"
 	"sigs.k8s.io/yaml"
@@ -170,6 +171,58 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 		edit(func() { nps = nil })
 		e.sub(t).check(probes(false, false)...)
 	})
+}
+
+// A priority change, applied live, reorders the Admin tier: an Accept of slytherin → gryffindor
+// TCP 80 below the fixture's Deny (priority 20 against 10) changes nothing; moved above it
+// (priority 5), that port opens and the rest stays denied; moved back, it closes again. Each
+// flip is timed from the write of the manifests to both agents reporting the new generation
+// (what "enforced" means: snapshot in force, kernel sets synced), over 20 flips.
+func TestClusterNetworkPolicyPriority(t *testing.T) {
+	e, objs := newHouses(t)
+	cnps, _ := conformanceObjects(t, "base/api_integration/standard-anp-np-banp.yaml")
+	admin := cnps[0] // pass-example: Admin, priority 10, Deny both ways with slytherin
+	accept := &cnpv1alpha2.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "accept-slytherin-80"},
+		Spec: cnpv1alpha2.ClusterNetworkPolicySpec{
+			Tier: cnpv1alpha2.AdminTier, Priority: 20,
+			Subject: cnpv1alpha2.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"conformance-house": "gryffindor"}}},
+			Ingress: []cnpv1alpha2.ClusterNetworkPolicyIngressRule{{
+				Name:   "accept-80",
+				Action: cnpv1alpha2.ClusterNetworkPolicyRuleActionAccept,
+				From: []cnpv1alpha2.ClusterNetworkPolicyIngressPeer{{Namespaces: &metav1.LabelSelector{
+					MatchLabels: map[string]string{"conformance-house": "slytherin"}}}},
+				Protocols: []cnpv1alpha2.ClusterNetworkPolicyProtocol{{
+					TCP: &cnpv1alpha2.ClusterNetworkPolicyProtocolTCP{DestinationPort: &cnpv1alpha2.Port{Number: 80}}}},
+			}},
+		},
+	}
+	state := func() []any { return append(append([]any(nil), objs...), admin, accept) }
+	e.write(state()...)
+	e.start()
+
+	const g0, s0, s1 = "gryffindor/harry-potter-0", "slytherin/draco-malfoy-0", "slytherin/draco-malfoy-1"
+	probes := func(port80 bool) []probe {
+		return []probe{{from: s0, to: g0, port: 80, allow: port80}, {from: s1, to: g0, port: 80, allow: port80},
+			{from: s0, to: g0, port: 8080, allow: false}}
+	}
+	e.check(probes(false)...)
+	var took []time.Duration
+	for i := range 20 {
+		accept = accept.DeepCopy()
+		accept.Spec.Priority = 5
+		if i%2 == 1 {
+			accept.Spec.Priority = 20
+		}
+		start := time.Now()
+		e.rewrite(state()...)
+		took = append(took, time.Since(start))
+		if i < 2 || i >= 18 { // the probes cost seconds: the first and last flips of each way
+			e.check(probes(accept.Spec.Priority == 5)...)
+		}
+	}
+	t.Logf("priority flip -> enforced on both nodes, %d flips: %s", len(took), quantiles(took))
 }
 
 // cnpE2EStep is one t.Run of an upstream test: the rule swaps it makes first (the suite's
