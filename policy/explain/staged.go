@@ -1,0 +1,93 @@
+package explain
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/podwall/podwall/policy"
+)
+
+// Staged is the verdict the enforced policies plus the staged ones would give a flow (SPEC
+// §2c): "allow" or "deny", the reason, and the policies that made it (the staged ones
+// among them when they took part).
+type Staged struct {
+	Verdict  string   `json:"verdict"`
+	Reason   string   `json:"reason"`
+	Policies []string `json:"policies"`
+}
+
+// Proposal is what the staged policies propose: the snapshot compiled from the enforced
+// policies plus the staged ones (policy.Staged), and the names of the staged ones
+// (policy.StagedRefs).
+type Proposal struct {
+	Snap   *policy.Snapshot
+	Staged map[string]bool
+}
+
+// Compile compiles s into the snapshot podwall enforces and, when s holds staged policies,
+// the Proposal of them (nil otherwise).
+func Compile(s policy.State) (*policy.Snapshot, *Proposal, error) {
+	enforced, proposed, has := policy.Staged(s)
+	snap, err := policy.Compile(enforced)
+	if err != nil || !has {
+		return snap, nil, err
+	}
+	psnap, err := policy.Compile(proposed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("staged policies: %w", err)
+	}
+	return snap, &Proposal{Snap: psnap, Staged: policy.StagedRefs(proposed)}, nil
+}
+
+// Of reads x, an explanation from p.Snap, as a Staged verdict, and reports whether a
+// staged policy took part in it (isolated, allowed, or a ClusterNetworkPolicy rule of it
+// judged, in either direction). With all, both directions count (explain has no node);
+// otherwise only the directions this node judges, as VerdictOf reads them.
+func (p *Proposal) Of(x *policy.Explanation, all bool) (*Staged, bool) {
+	allow := x.Verdict == policy.Allow
+	st := &Staged{Verdict: x.Verdict.String(), Policies: []string{}}
+	if all {
+		for _, d := range []*policy.DirExplanation{&x.Egress, &x.Ingress} {
+			if !allow && d.Verdict != policy.Deny {
+				continue
+			}
+			for _, pol := range JudgementOf(d).Policies {
+				if !slices.Contains(st.Policies, pol) {
+					st.Policies = append(st.Policies, pol)
+				}
+			}
+		}
+		st.Reason = x.Reason
+	} else {
+		v := VerdictOf(x, allow)
+		st.Reason = v.Reason
+		if v.Policies != nil {
+			st.Policies = v.Policies
+		}
+	}
+	return st, p.tookPart(x)
+}
+
+func (p *Proposal) tookPart(x *policy.Explanation) bool {
+	for _, d := range []*policy.DirExplanation{&x.Egress, &x.Ingress} {
+		for _, r := range d.Isolating {
+			if p.Staged[r.String()] {
+				return true
+			}
+		}
+		for _, a := range d.Allowing {
+			if p.Staged[a.Policy.String()] {
+				return true
+			}
+		}
+		for _, c := range d.Cluster {
+			if p.Staged[c.Rule.Policy.String()] {
+				return true
+			}
+		}
+		if (d.Code == policy.ClusterAccepted || d.Code == policy.ClusterDenied) && p.Staged[d.Policy.String()] {
+			return true
+		}
+	}
+	return false
+}
