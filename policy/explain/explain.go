@@ -156,7 +156,7 @@ func JudgeStaged(s *policy.Snapshot, p *Proposal, q Query) Answer {
 	a.Egress, a.Ingress = JudgementOf(&x.Egress), JudgementOf(&x.Ingress)
 	if p != nil {
 		sx := p.Snap.Explain(f)
-		a.Staged, _ = p.Of(&sx, true)
+		a.Staged, _ = p.Of(&sx)
 	}
 	return a
 }

@@ -39,31 +39,35 @@ func Compile(s policy.State) (*policy.Snapshot, *Proposal, error) {
 	return snap, &Proposal{Snap: psnap, Staged: policy.StagedRefs(proposed)}, nil
 }
 
-// Of reads x, an explanation from p.Snap, as a Staged verdict, and reports whether a
-// staged policy took part in it (isolated, allowed, or a ClusterNetworkPolicy rule of it
-// judged, in either direction). With all, both directions count (explain has no node);
-// otherwise only the directions this node judges, as VerdictOf reads them.
-func (p *Proposal) Of(x *policy.Explanation, all bool) (*Staged, bool) {
+// Of reads x, an explanation from p.Snap with no node (explain), as a Staged verdict, and
+// reports whether a staged policy took part in it (isolated, allowed, or a
+// ClusterNetworkPolicy rule of it judged, in either direction). Both directions count.
+func (p *Proposal) Of(x *policy.Explanation) (*Staged, bool) {
 	allow := x.Verdict == policy.Allow
-	st := &Staged{Verdict: x.Verdict.String(), Policies: []string{}}
-	if all {
-		for _, d := range []*policy.DirExplanation{&x.Egress, &x.Ingress} {
-			if !allow && d.Verdict != policy.Deny {
-				continue
-			}
-			for _, pol := range JudgementOf(d).Policies {
-				if !slices.Contains(st.Policies, pol) {
-					st.Policies = append(st.Policies, pol)
-				}
+	st := &Staged{Verdict: x.Verdict.String(), Reason: x.Reason, Policies: []string{}}
+	for _, d := range []*policy.DirExplanation{&x.Egress, &x.Ingress} {
+		if !allow && d.Verdict != policy.Deny {
+			continue
+		}
+		for _, pol := range JudgementOf(d).Policies {
+			if !slices.Contains(st.Policies, pol) {
+				st.Policies = append(st.Policies, pol)
 			}
 		}
-		st.Reason = x.Reason
-	} else {
-		v := VerdictOf(x, allow)
-		st.Reason = v.Reason
-		if v.Policies != nil {
-			st.Policies = v.Policies
-		}
+	}
+	return st, p.tookPart(x)
+}
+
+// Local is Of for a node's verdict: allow is the verdict the node gives under p (the
+// directions it judges), read as VerdictOf reads a verdict.
+func (p *Proposal) Local(x *policy.Explanation, allow bool) (*Staged, bool) {
+	v := VerdictOf(x, allow)
+	st := &Staged{Verdict: policy.Deny.String(), Reason: v.Reason, Policies: v.Policies}
+	if allow {
+		st.Verdict = policy.Allow.String()
+	}
+	if st.Policies == nil {
+		st.Policies = []string{}
 	}
 	return st, p.tookPart(x)
 }
