@@ -155,3 +155,18 @@ func TestExplainStagedReplaces(t *testing.T) {
 		t.Errorf("api -> db: verdict %q, staged %+v", a.Verdict, a.Staged)
 	}
 }
+
+// what-if judges the policy in force without its staged policies: promoting a staged
+// deny-all (proposing it without the annotation) lists the flows it would deny.
+func TestWhatifPromotesStaged(t *testing.T) {
+	dir := threeTierWith(t, stagedDenyAll)
+	promoted := filepath.Join(t.TempDir(), "deny-all.yaml")
+	if err := os.WriteFile(promoted, []byte(strings.Replace(stagedDenyAll, `podwall.io/staged: "true"`, `podwall.io/staged: "false"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runWhatif(t, "--proposed", promoted, "--flows", flowsFile(t), "--manifests", dir)
+	wantStatus(t, err, exitNewlyDenied)
+	if !strings.Contains(out, "Newly denied by prod/deny-all") {
+		t.Errorf("output:\n%s", out)
+	}
+}
