@@ -71,4 +71,3 @@ func TestStagedSplit(t *testing.T) {
 		t.Error("has = true without staged policies")
 	}
 }
-
