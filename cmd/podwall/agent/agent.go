@@ -334,7 +334,8 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		return false
 	}
 	start := time.Now()
-	if err := a.compiler.Replace(a.staged.split(a.cfg.Node, s)); err != nil {
+	enforced := a.staged.split(a.cfg.Node, s) // s without its staged policies (staged.go)
+	if err := a.compiler.Replace(enforced); err != nil {
 		a.fail(err)
 		return false
 	}
@@ -356,7 +357,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	a.reportProblems(snap)
 	a.cover.update(snap)
 	a.state.Store(&s)
-	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
+	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(enforced.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)
 	}

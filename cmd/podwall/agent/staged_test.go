@@ -73,6 +73,9 @@ func TestStagedDenyAll(t *testing.T) {
 	if v := a.metricValue(t, "podwall_policy_staged_verdicts_total", "policy=prod/deny-all,verdict=deny"); v != 3 {
 		t.Errorf("staged deny count = %v, want 3 (one per packet)", v)
 	}
+	if v := a.metricValue(t, "podwall_policy_policies", ""); v != 1 {
+		t.Errorf("podwall_policy_policies = %v, want 1: the staged policy is not in force", v)
+	}
 
 	// Promote: the same flows are now denied, and no staged verdict is left.
 	promoted := stagedDenyAll()
