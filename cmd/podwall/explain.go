@@ -50,7 +50,8 @@ A NetworkPolicy or ClusterNetworkPolicy annotated podwall.io/staged: "true" is s
 not enforced, so the verdict ignores it; with staged policies present every answer also
 carries "staged" ({"verdict","reason","policies"}: what the enforced policies plus the
 staged ones would give, a staged object replacing the enforced one of its kind, namespace
-and name), and the text output a "staged" line. --matrix shows the enforced verdicts.
+and name), and the text output a "staged" line; --matrix prints the enforced table, then the
+table with the staged policies.
 
 The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
 		Args: cobra.NoArgs,
@@ -114,9 +115,13 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 			return fmt.Errorf("--ports %w", err)
 		}
 		if o.output == "json" {
-			return explain.MatrixJSON(out, snap, ports)
+			return explain.MatrixJSONStaged(out, snap, staged, ports)
 		}
-		return explain.Matrix(out, snap, ports)
+		if err := explain.Matrix(out, snap, ports); err != nil || staged == nil {
+			return err
+		}
+		fmt.Fprintln(out, "\nWith the staged policies (enforced plus staged):")
+		return explain.Matrix(out, staged.Snap, ports)
 	}
 	q := explain.Query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
 	if o.from == "" || o.to == "" {

@@ -170,3 +170,32 @@ func TestWhatifPromotesStaged(t *testing.T) {
 		t.Errorf("output:\n%s", out)
 	}
 }
+
+// --matrix prints the enforced table, then the one with the staged policies; -o json
+// answers carry "staged".
+func TestExplainStagedMatrix(t *testing.T) {
+	dir := threeTierWith(t, stagedDenyAll)
+	out, _, err := runExplain(t, "", "--manifests", dir, "--matrix", "--ports", "5000/TCP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enforced, staged, ok := strings.Cut(out, "With the staged policies")
+	if !ok || !strings.Contains(staged, "pairs denied") {
+		t.Fatalf("no staged table:\n%s", out)
+	}
+	// In force db-policy denies TCP/5000 to db; staged, every pair of prod but a pod to
+	// itself.
+	if !strings.Contains(enforced, "2 of 9 pairs denied") || !strings.Contains(staged, "6 of 9 pairs denied") {
+		t.Errorf("matrix:\n%s", out)
+	}
+	js, _, err := runExplain(t, "", "--manifests", dir, "--matrix", "--ports", "5000/TCP", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(js), "\n") {
+		var a explain.Answer
+		if err := json.Unmarshal([]byte(l), &a); err != nil || a.Staged == nil {
+			t.Errorf("line %s: err %v, no staged", l, err)
+		}
+	}
+}
