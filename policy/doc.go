@@ -50,4 +50,12 @@
 // and the reasons of the flows it denies name it and the field. Sources reject what they
 // cannot read the same way (State.Problems): a pod with a bad address holds none (PodOf), a
 // rejected namespace's pods match no namespaceSelector.
+//
+// Staged policies (staged.go; SPEC §2c): a NetworkPolicy or ClusterNetworkPolicy annotated
+// podwall.io/staged: "true" (StagedAnnotation) is evaluated, never enforced. Staged splits a
+// State into the enforced state (without them) and the proposed one (the enforced policies
+// plus the staged ones, a staged object replacing the enforced object of its kind,
+// namespace and name); each is compiled by its own Compiler into its own Snapshot, so the
+// enforced Snapshot never sees a staged policy. policy/explain.Proposal reads the proposed
+// Snapshot beside the enforced one.
 package policy

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/explain"
 )
 
@@ -46,6 +45,13 @@ query with the same fields plus "verdict" ("allow" or "deny") and "reason".
 An object podwall rejects (an invalid NetworkPolicy, a pod with a bad address) is judged as
 the agent judges it — an invalid policy isolates what it selects and allows nothing — and
 printed as a warning on stderr; two pods claiming one address likewise.
+
+A NetworkPolicy or ClusterNetworkPolicy annotated podwall.io/staged: "true" is staged: it is
+not enforced, so the verdict ignores it; with staged policies present every answer also
+carries "staged" ({"verdict","reason","policies"}: what the enforced policies plus the
+staged ones would give, a staged object replacing the enforced one of its kind, namespace
+and name), and the text output a "staged" line; --matrix prints the enforced table, then the
+table with the staged policies.
 
 The exit status is 0 whatever the verdicts, non-zero only for bad input.`,
 		Args: cobra.NoArgs,
@@ -81,7 +87,7 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	if err != nil {
 		return err
 	}
-	snap, err := policy.Compile(state)
+	snap, staged, err := explain.Compile(state)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -98,7 +104,7 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 	}
 	switch {
 	case o.batch:
-		bad, err := explain.Batch(snap, in, out, func(msg string) { fmt.Fprintln(errOut, "podwall explain:", msg) })
+		bad, err := explain.BatchStaged(snap, staged, in, out, func(msg string) { fmt.Fprintln(errOut, "podwall explain:", msg) })
 		if err == nil && bad > 0 {
 			err = fmt.Errorf("%d bad queries: %w", bad, errBadInput)
 		}
@@ -109,15 +115,19 @@ func (o *explainOpts) run(ctx context.Context, in io.Reader, out, errOut io.Writ
 			return fmt.Errorf("--ports %w", err)
 		}
 		if o.output == "json" {
-			return explain.MatrixJSON(out, snap, ports)
+			return explain.MatrixJSONStaged(out, snap, staged, ports)
 		}
-		return explain.Matrix(out, snap, ports)
+		if err := explain.Matrix(out, snap, ports); err != nil || staged == nil {
+			return err
+		}
+		fmt.Fprintln(out, "\nWith the staged policies (enforced plus staged):")
+		return explain.Matrix(out, staged.Snap, ports)
 	}
 	q := explain.Query{From: o.from, To: o.to, Port: json.Number(strconv.Itoa(o.port)), Protocol: o.protocol}
 	if o.from == "" || o.to == "" {
 		return errors.New("--from and --to are required (or use --batch or --matrix)")
 	}
-	res := explain.Judge(snap, q)
+	res := explain.JudgeStaged(snap, staged, q)
 	if res.Error != "" {
 		return errors.New(res.Error)
 	}
@@ -132,6 +142,13 @@ func writeText(w io.Writer, r explain.Answer) error {
 	fmt.Fprintf(tw, "%s (%s) -> %s (%s) %s: %s\n", r.From, r.Src, r.To, r.Dst, portText(r), strings.ToUpper(r.Verdict))
 	fmt.Fprintf(tw, "  egress\t%s\t%s\n", r.Egress.Verdict, r.Egress.Reason)
 	fmt.Fprintf(tw, "  ingress\t%s\t%s\n", r.Ingress.Verdict, r.Ingress.Reason)
+	if r.Staged != nil {
+		fmt.Fprintf(tw, "  staged\t%s\t%s", r.Staged.Verdict, r.Staged.Reason)
+		if len(r.Staged.Policies) > 0 {
+			fmt.Fprintf(tw, " (%s)", strings.Join(r.Staged.Policies, ", "))
+		}
+		fmt.Fprintln(tw)
+	}
 	return tw.Flush()
 }
 

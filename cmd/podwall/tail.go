@@ -23,6 +23,8 @@ type tailOpts struct {
 	filter decisions.Filter
 	output string
 	color  string
+	// stagedDiff keeps only decisions whose staged verdict differs from the verdict.
+	stagedDiff bool
 	// backoff is the first wait before reconnecting; it doubles up to maxBackoff and starts
 	// over once a connection is made.
 	backoff, maxBackoff time.Duration
@@ -47,7 +49,12 @@ Filters (repeat a flag or separate values with commas for alternatives):
   --pod NAME|NS/NAME the source or destination pod
   --verdict V        allow or deny: this node's verdict
   --direction D      egress or ingress: this node judged that direction by policy
-  --policy NAME|NS/NAME  the policy took part`,
+  --policy NAME|NS/NAME  the policy took part
+  --staged-diff      only flows whose verdict staged policies would change
+
+With staged policies (podwall.io/staged: "true") present, a decision whose verdict they
+would change, or in which one took part, ends with a marker: "staged: DENY by POLICY (why)"
+(the "staged" field of the JSON).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -62,6 +69,7 @@ Filters (repeat a flag or separate values with commas for alternatives):
 	f.StringSliceVar(&o.filter.Policy, "policy", nil, "only decisions this policy (name or namespace/name) took part in")
 	f.StringVarP(&o.output, "output", "o", "", "text or json (default: text on a terminal, json otherwise)")
 	f.StringVar(&o.color, "color", "auto", "auto (on a terminal, unless NO_COLOR is set), always or never")
+	f.BoolVar(&o.stagedDiff, "staged-diff", false, "only decisions whose verdict the staged policies would change")
 	return cmd
 }
 
@@ -85,7 +93,7 @@ func (o *tailOpts) run(ctx context.Context, out, errOut io.Writer) error {
 		return err
 	}
 	tty := isTerminal(out)
-	p := &printer{w: bufio.NewWriter(out), json: o.output == "json" || (o.output == "" && !tty),
+	p := &printer{w: bufio.NewWriter(out), json: o.output == "json" || (o.output == "" && !tty), stagedDiff: o.stagedDiff,
 		color: o.color == "always" || (o.color == "auto" && tty && os.Getenv("NO_COLOR") == "")}
 	return decisions.Follow(ctx, decisions.FollowConfig{
 		URL: u, Line: p.line, Flush: p.w.Flush, Backoff: o.backoff, MaxBackoff: o.maxBackoff,
@@ -107,6 +115,9 @@ type printer struct {
 	w     *bufio.Writer
 	json  bool
 	color bool
+	// stagedDiff: print only the decisions whose staged verdict differs from the verdict
+	// (lost-decision reports still print).
+	stagedDiff bool
 	// widths of the padded columns so far: protocol, source, destination, policies. They only
 	// grow, so columns stay aligned as long as the values are no wider than seen before.
 	widths [4]int
@@ -124,6 +135,15 @@ const (
 const maxWidth = 48
 
 func (p *printer) line(b []byte) error {
+	if p.stagedDiff {
+		var e decisions.Event
+		if err := json.Unmarshal(b, &e); err != nil {
+			return fmt.Errorf("the agent sent a line that is not JSON: %w", err)
+		}
+		if e.Type == decisions.TypeDecision && (e.Staged == nil || e.Staged.Verdict == e.Verdict) {
+			return nil
+		}
+	}
 	if p.json {
 		b = bytes.TrimRight(b, "\r\n")
 		p.w.Write(b)
@@ -171,6 +191,18 @@ func (p *printer) decision(e *decisions.Event) {
 	}
 	if e.KernelDenyTTLms > 0 {
 		p.w.WriteString(" (repeats dropped by the kernel for " + (time.Duration(e.KernelDenyTTLms) * time.Millisecond).String() + ")")
+	}
+	if st := e.Staged; st != nil {
+		marker := "  staged: " + strings.ToUpper(st.Verdict)
+		if len(st.Policies) > 0 {
+			marker += " by " + strings.Join(st.Policies, ",")
+		}
+		marker += " (" + st.Reason + ")"
+		colour := ""
+		if st.Verdict != e.Verdict {
+			colour = bold + yellow
+		}
+		p.paint(colour, marker)
 	}
 	p.w.WriteByte('\n')
 }

@@ -163,11 +163,15 @@ func (o *whatifOpts) run(ctx context.Context, stdin io.Reader, out, errOut io.Wr
 	if err != nil {
 		return err
 	}
-	before, err := policy.Compile(cur)
+	// Staged policies (podwall.io/staged) are not in force, before or after the change: a
+	// proposal that removes the annotation promotes one, and is judged as enforcing it.
+	curEnforced, _, _ := policy.Staged(cur)
+	nextEnforced, _, _ := policy.Staged(next)
+	before, err := policy.Compile(curEnforced)
 	if err != nil {
 		return fmt.Errorf("the policy in force: %w", err)
 	}
-	after, err := policy.Compile(next)
+	after, err := policy.Compile(nextEnforced)
 	if err != nil {
 		return fmt.Errorf("the policy with the change: %w", err)
 	}

@@ -85,6 +85,10 @@
 //	malformed   set when the packet could not be judged: headers that cannot be read
 //	            are denied whatever the failure policy; a later fragment or an
 //	            unreadable NFQUEUE message gets the failure policy's verdict
+//	staged      with staged policies present (podwall.io/staged, SPEC §2c), when this
+//	            node's verdict under the enforced plus staged policies differs from
+//	            verdict or a staged policy took part in it: {"verdict","reason",
+//	            "policies"} read as verdict, reason and policies above; absent otherwise
 //
 // Loss: when records were dropped for a subscriber because it read too slowly, its stream
 // says so, at the next record or within a second: {"type":"dropped","count":N}, N the records

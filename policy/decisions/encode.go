@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"weak"
 
 	"github.com/podwall/podwall/policy/explain"
 	"github.com/podwall/podwall/policy/flow"
@@ -79,6 +80,20 @@ func (f *fragment) build(e *Event) {
 	if e.Count != 0 {
 		b = append(b, `,"count":`...)
 		b = strconv.AppendUint(b, e.Count, 10)
+	}
+	if st := e.Staged; st != nil {
+		b = append(b, `,"staged":{"verdict":`...)
+		b = appendString(b, st.Verdict)
+		b = append(b, `,"reason":`...)
+		b = appendString(b, st.Reason)
+		b = append(b, `,"policies":[`...)
+		for i, p := range st.Policies {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, p)
+		}
+		b = append(b, "]}"...)
 	}
 	f.b = b
 }
@@ -238,6 +253,9 @@ type fragmentKey struct {
 	gen   uint64
 	flow  flow.Flow
 	allow bool
+	// staged: the staged verdict (0 none, 1 deny, 2 allow) and the proposal that gave it.
+	staged   uint8
+	proposal weak.Pointer[explain.Proposal]
 }
 
 const maxFragments = 1024 // about 1 MiB per subscriber
@@ -248,7 +266,13 @@ func (c *fragments) of(r *Record) *fragment {
 	if r.Malformed != nil {
 		return c.make(r)
 	}
-	k := fragmentKey{r.Generation, r.Flow, r.Allow}
+	k := fragmentKey{gen: r.Generation, flow: r.Flow, allow: r.Allow}
+	if r.Staged.Set {
+		k.staged, k.proposal = 1, r.Staged.Proposal
+		if r.Staged.Allow {
+			k.staged = 2
+		}
+	}
 	if f := c.m[k]; f != nil {
 		return f
 	}

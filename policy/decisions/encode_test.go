@@ -38,6 +38,12 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 	odd.SrcPod, odd.Policies = "ns/<pod>", []string{"x&y", ""}
 	odd.Ingress = &explain.Judgement{Verdict: "deny", Code: "c", AllowedBy: []explain.Rule{{Policy: "p\"q", Rule: -1}, {Policy: "r", Rule: 7}}, Reason: "\x7f"}
 	events = append(events, odd)
+	// A staged verdict (SPEC §2c), with and without policies.
+	st := events[1]
+	st.Staged = &explain.Staged{Verdict: "deny", Reason: "prod/db is isolated <by> deny-all", Policies: []string{"prod/deny-all", "cnp/x"}}
+	st2 := events[2]
+	st2.Staged = &explain.Staged{Verdict: "allow", Reason: "r", Policies: []string{}}
+	events = append(events, st, st2)
 	for i := range events {
 		want, err := json.Marshal(&events[i])
 		if err != nil {

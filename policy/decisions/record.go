@@ -53,6 +53,18 @@ type Record struct {
 	// destination port) are dropped by the kernel without reaching the agent, so no record
 	// shows them.
 	KernelDenyTTL time.Duration
+	// Staged is what the staged policies would make of the packet (SPEC §2c); its Set is
+	// false when no staged policy exists.
+	Staged StagedRecord
+}
+
+// StagedRecord is what a Record keeps of the staged decision: the verdict this node would
+// give were the staged policies enforced, and a weak reference to the proposal that gave
+// it (explain.Proposal), from which Event spells it out while it is alive.
+type StagedRecord struct {
+	Set      bool
+	Allow    bool
+	Proposal weak.Pointer[explain.Proposal]
 }
 
 // Judged is what a Record keeps of one direction's policy.Judgement: values and strings, no
@@ -140,6 +152,9 @@ type Event struct {
 	Malformed string `json:"malformed,omitempty"`
 	// Count is set on "dropped" lines: records this subscriber lost since the last report.
 	Count uint64 `json:"count,omitempty"`
+	// Staged is what this node's verdict would be were the staged policies enforced (SPEC
+	// §2c): set when it differs from Verdict or a staged policy took part in it.
+	Staged *explain.Staged `json:"staged,omitempty"`
 }
 
 // Event spells the record out. It allocates: call it in the subscriber's goroutine.
@@ -169,7 +184,31 @@ func (r *Record) Event() Event {
 	x := s.Explain(r.Flow)
 	v := explain.VerdictOf(&x, r.Allow)
 	e.SrcPod, e.DstPod, e.Egress, e.Ingress, e.Reason, e.Policies = v.SrcPod, v.DstPod, v.Egress, v.Ingress, v.Reason, v.Policies
+	e.Staged = r.staged()
 	return e
+}
+
+// staged spells out the staged decision when it differs from the verdict or a staged
+// policy took part in it; nil otherwise. When its proposal is no longer held, a differing
+// verdict is still reported, with a reason that says the rest is gone.
+func (r *Record) staged() *explain.Staged {
+	if !r.Staged.Set {
+		return nil
+	}
+	p := r.Staged.Proposal.Value()
+	if p == nil {
+		if r.Staged.Allow == r.Allow {
+			return nil
+		}
+		return &explain.Staged{Verdict: verdict(r.Staged.Allow), Policies: []string{},
+			Reason: "the staged policies that gave this verdict are no longer held (they changed, or the stream reader fell behind)"}
+	}
+	x := p.Snap.Explain(r.Flow)
+	st, took := p.Local(&x, r.Staged.Allow)
+	if !took && r.Staged.Allow == r.Allow {
+		return nil
+	}
+	return st
 }
 
 // reduced spells out a record whose snapshot is no longer held, from what it carries: the

@@ -15,13 +15,19 @@ import (
 // report). It flushes whenever it has consumed all input available so far, so it serves a
 // pipeline as well as a line-by-line coprocess. The error is about reading or writing.
 func Batch(s *policy.Snapshot, in io.Reader, out io.Writer, report func(msg string)) (bad int, err error) {
+	return BatchStaged(s, nil, in, out, report)
+}
+
+// BatchStaged is Batch whose answers also carry what the staged policies of p would make of
+// each query (Answer.Staged) when p is not nil.
+func BatchStaged(s *policy.Snapshot, p *Proposal, in io.Reader, out io.Writer, report func(msg string)) (bad int, err error) {
 	rd := bufio.NewReaderSize(in, 1<<16)
 	w := bufio.NewWriterSize(out, 1<<16)
 	enc := json.NewEncoder(w)
 	for lineNo := 1; ; lineNo++ {
 		line, rerr := rd.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
-			a := answerLine(s, line)
+			a := answerLine(s, p, line)
 			if a.Error != "" {
 				a.Error = fmt.Sprintf("line %d: %s", lineNo, a.Error)
 				bad++
@@ -45,12 +51,12 @@ func Batch(s *policy.Snapshot, in io.Reader, out io.Writer, report func(msg stri
 	}
 }
 
-func answerLine(s *policy.Snapshot, line []byte) Answer {
+func answerLine(s *policy.Snapshot, p *Proposal, line []byte) Answer {
 	var q Query
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.UseNumber()
 	if err := dec.Decode(&q); err != nil {
 		return Answer{Error: err.Error()}
 	}
-	return Judge(s, q)
+	return JudgeStaged(s, p, q)
 }

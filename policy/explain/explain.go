@@ -35,7 +35,10 @@ type Answer struct {
 	Dst      string      `json:"dst,omitempty"` // the destination address judged
 	Egress   *Judgement  `json:"egress,omitempty"`
 	Ingress  *Judgement  `json:"ingress,omitempty"`
-	Error    string      `json:"error,omitempty"`
+	// Staged is the verdict the enforced policies plus the staged ones would give (SPEC
+	// §2c); set on every judged answer when staged policies exist, nil otherwise.
+	Staged *Staged `json:"staged,omitempty"`
+	Error  string  `json:"error,omitempty"`
 }
 
 // Judgement is one judged direction: egress at the source pod, ingress at the destination
@@ -135,6 +138,12 @@ func JudgementOf(d *policy.DirExplanation) *Judgement {
 
 // Judge answers q from s. A query that cannot be judged gets an Answer with Error set.
 func Judge(s *policy.Snapshot, q Query) Answer {
+	return JudgeStaged(s, nil, q)
+}
+
+// JudgeStaged answers q from s, the enforced snapshot, and, when p is not nil, adds what the
+// staged policies of p would make of it (Answer.Staged). The enforced answer is Judge's.
+func JudgeStaged(s *policy.Snapshot, p *Proposal, q Query) Answer {
 	a := Answer{From: q.From, To: q.To, Port: q.Port, Protocol: q.Protocol}
 	f, err := ParseFlow(s, q)
 	if err != nil {
@@ -145,6 +154,10 @@ func Judge(s *policy.Snapshot, q Query) Answer {
 	a.Verdict, a.Reason = x.Verdict.String(), x.Reason
 	a.Src, a.Dst = f.Src.String(), f.Dst.String()
 	a.Egress, a.Ingress = JudgementOf(&x.Egress), JudgementOf(&x.Ingress)
+	if p != nil {
+		sx := p.Snap.Explain(f)
+		a.Staged, _ = p.Of(&sx)
+	}
 	return a
 }
 

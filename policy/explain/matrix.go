@@ -108,6 +108,12 @@ func Matrix(out io.Writer, s *policy.Snapshot, ports []Port) error {
 // MatrixJSON writes the Answer of every pod pair of a common family, per port, one JSON line
 // each.
 func MatrixJSON(out io.Writer, s *policy.Snapshot, ports []Port) error {
+	return MatrixJSONStaged(out, s, nil, ports)
+}
+
+// MatrixJSONStaged is MatrixJSON whose answers also carry what the staged policies of p
+// would make of each pair (Answer.Staged) when p is not nil.
+func MatrixJSONStaged(out io.Writer, s *policy.Snapshot, p *Proposal, ports []Port) error {
 	pods := matrixPods(s)
 	w := bufio.NewWriter(out)
 	enc := json.NewEncoder(w)
@@ -118,7 +124,7 @@ func MatrixJSON(out io.Writer, s *policy.Snapshot, ports []Port) error {
 					continue
 				}
 				q := Query{From: a.Key(), To: b.Key(), Port: json.Number(strconv.Itoa(pp.Num)), Protocol: pp.Proto.String()}
-				if err := enc.Encode(Judge(s, q)); err != nil {
+				if err := enc.Encode(JudgeStaged(s, p, q)); err != nil {
 					return err
 				}
 			}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
+	"github.com/podwall/podwall/policy"
 )
 
 // ClusterNetworkPolicies are a CustomResourceDefinition (sigs.k8s.io/network-policy-api),
@@ -286,12 +288,13 @@ func sortClusterPolicies(cnps []*cnpv1alpha2.ClusterNetworkPolicy) []*cnpv1alpha
 // trimClusterPolicy keeps the identity, labels and spec; the status is what implementations
 // report (conditions), which policy does not read.
 func trimClusterPolicy(p *cnpv1alpha2.ClusterNetworkPolicy) {
-	trimMeta(&p.ObjectMeta)
+	trimPolicyMeta(&p.ObjectMeta)
 	p.Status = cnpv1alpha2.ClusterNetworkPolicyStatus{}
 }
 
 func clusterPolicyChanged(a, b *cnpv1alpha2.ClusterNetworkPolicy) bool {
-	return a.UID != b.UID || !apiequality.Semantic.DeepEqual(a.Spec, b.Spec)
+	return a.UID != b.UID || policy.IsStaged(&a.ObjectMeta) != policy.IsStaged(&b.ObjectMeta) ||
+		!apiequality.Semantic.DeepEqual(a.Spec, b.Spec)
 }
 
 // listClusterPolicies lists every ClusterNetworkPolicy once, for List; none when the CRD is

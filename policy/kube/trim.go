@@ -9,6 +9,8 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
+	"github.com/podwall/podwall/policy"
 )
 
 // trim is the informers' transform: it cuts objects down to what policy reads, in place
@@ -22,7 +24,7 @@ func trim(obj any) (any, error) {
 		trimMeta(&o.ObjectMeta)
 		o.Spec, o.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
 	case *networkingv1.NetworkPolicy:
-		trimMeta(&o.ObjectMeta)
+		trimPolicyMeta(&o.ObjectMeta)
 	case *cnpv1alpha2.ClusterNetworkPolicy:
 		trimClusterPolicy(o)
 	case *corev1.Node:
@@ -48,6 +50,16 @@ func trimMeta(m *metav1.ObjectMeta) {
 		UID:             m.UID,
 		ResourceVersion: m.ResourceVersion,
 		Labels:          m.Labels,
+	}
+}
+
+// trimPolicyMeta is trimMeta for a NetworkPolicy or ClusterNetworkPolicy: it keeps, of the
+// annotations, only policy.StagedAnnotation (SPEC §2c).
+func trimPolicyMeta(m *metav1.ObjectMeta) {
+	staged, ok := m.Annotations[policy.StagedAnnotation]
+	trimMeta(m)
+	if ok {
+		m.Annotations = map[string]string{policy.StagedAnnotation: staged}
 	}
 }
 
@@ -105,5 +117,6 @@ func namespaceChanged(a, b *corev1.Namespace) bool {
 }
 
 func policyChanged(a, b *networkingv1.NetworkPolicy) bool {
-	return a.UID != b.UID || !apiequality.Semantic.DeepEqual(a.Spec, b.Spec)
+	return a.UID != b.UID || policy.IsStaged(&a.ObjectMeta) != policy.IsStaged(&b.ObjectMeta) ||
+		!apiequality.Semantic.DeepEqual(a.Spec, b.Spec)
 }

@@ -236,6 +236,9 @@ type object struct {
 	kind      string
 	namespace string
 	name      string
+	// staged: the object is a staged policy (policy.StagedAnnotation), which may share its
+	// name with an enforced one: it proposes to replace it (SPEC §2c).
+	staged bool
 }
 
 // inList returns the object that names the i-th item of List o.
@@ -282,8 +285,9 @@ type head struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Metadata   struct {
-		Namespace string `json:"namespace"`
-		Name      string `json:"name"`
+		Namespace   string            `json:"namespace"`
+		Name        string            `json:"name"`
+		Annotations map[string]string `json:"annotations"`
 	} `json:"metadata"`
 }
 
@@ -319,6 +323,7 @@ func (l *loader) identify(o *object, data []byte, list string) bool {
 		h.Kind, h.APIVersion = elem, apiVersions[elem] // typed lists may omit these in items
 	}
 	o.kind, o.namespace, o.name = h.Kind, h.Metadata.Namespace, h.Metadata.Name
+	o.staged = h.Metadata.Annotations[policy.StagedAnnotation] == "true"
 	if o.namespace == "" && (o.kind == "Pod" || o.kind == "NetworkPolicy") {
 		o.namespace = metav1.NamespaceDefault
 	}
@@ -404,9 +409,14 @@ func (l *loader) decode(o *object, data []byte) {
 		case policy.KindPod:
 			l.state.Pods = append(l.state.Pods, policy.Pod{Namespace: o.namespace, Name: o.name})
 		case policy.KindNetworkPolicy:
-			// Nothing of it can be read: it isolates its whole namespace, both ways.
+			// Nothing of it can be read: it isolates its whole namespace, both ways (a
+			// staged one in the staged verdict only).
+			meta := metav1.ObjectMeta{Namespace: o.namespace, Name: o.name}
+			if o.staged {
+				meta.Annotations = map[string]string{policy.StagedAnnotation: "true"}
+			}
 			l.state.Policies = append(l.state.Policies, &networkingv1.NetworkPolicy{
-				ObjectMeta: metav1.ObjectMeta{Namespace: o.namespace, Name: o.name},
+				ObjectMeta: meta,
 				Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{
 					networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}},
 			})
@@ -476,6 +486,9 @@ func (l *loader) unique(o *object) bool {
 		return true
 	}
 	key := o.ref()
+	if o.staged {
+		key += " (staged)"
+	}
 	if first, ok := l.seen[key]; ok {
 		l.errorf(o, "defined twice: also at %s", first.where())
 		return false

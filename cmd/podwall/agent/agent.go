@@ -81,6 +81,7 @@ type Agent struct {
 	log      *slog.Logger
 	compiler *policy.Compiler
 	inForce  inForce
+	staged   staged // staged policies (staged.go)
 
 	// Set in Run, in this order; nil before.
 	queues  *datapath.Queues[policy.Decision]
@@ -144,6 +145,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, compiler: policy.NewCompiler(cfg.Node), reg: prometheus.NewRegistry()}
 	a.inForce.Store(a.compiler.Snapshot()) // empty until the first state: allows all
+	a.staged.metrics = newStagedMetrics()
 	a.metrics = newVerdictMetrics()
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
@@ -153,6 +155,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := a.newFlows(); err != nil {
 		return nil, err
 	}
+	a.reg.MustRegister(a.staged.metrics)
 	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
@@ -268,7 +271,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// for what the first policy denies (connections made before or between runs).
 	a.mu.Lock()
 	snap := a.inForce.Load()
-	in, eg := snap.LocalIsolated()
+	in, eg := a.staged.queued(snap)
 	var ranges []netip.Prefix
 	if p := a.inForce.ranges.Load(); p != nil {
 		ranges = *p
@@ -331,7 +334,8 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		return false
 	}
 	start := time.Now()
-	if err := a.compiler.Replace(s); err != nil {
+	enforced := a.staged.split(a.cfg.Node, s) // s without its staged policies (staged.go)
+	if err := a.compiler.Replace(enforced); err != nil {
 		a.fail(err)
 		return false
 	}
@@ -341,7 +345,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 		a.log.Warn("ClusterNetworkPolicy enforced otherwise than written", "problem", p)
 	}
 	if a.ruleset != nil {
-		in, eg := snap.LocalIsolated()
+		in, eg := a.staged.queued(snap)
 		if err := a.ruleset.SyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {
 			a.fail(err)
 			return false
@@ -349,10 +353,11 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	}
 	a.inForce.ranges.Store(&ranges)
 	a.inForce.swap(snap)
+	a.staged.publish()
 	a.reportProblems(snap)
 	a.cover.update(snap)
 	a.state.Store(&s)
-	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(s.Policies))
+	a.metrics.compiled(time.Since(start), snap, len(s.Pods), len(enforced.Policies))
 	if a.ruleset != nil {
 		a.afterApply(snap)
 	}

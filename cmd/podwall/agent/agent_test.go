@@ -375,7 +375,8 @@ func TestMetricsDocumented(t *testing.T) {
 		registered = append(registered, mf.GetName())
 	}
 	ch := make(chan *prometheus.Desc, 32)
-	a.datapath.Describe(ch) // with the queue series, which exist only while queues are bound
+	a.datapath.Describe(ch)       // with the queue series, which exist only while queues are bound
+	a.staged.metrics.Describe(ch) // series exist only while staged policies do
 	close(ch)
 	for d := range ch {
 		registered = append(registered, metricName.FindString(d.String()))

@@ -9,7 +9,9 @@
 // hooks; window.go) and the check that anti-spoofing covers every local pod's
 // interface, keeping the kernel table in place while it runs (heal.go: a table someone
 // removed is programmed again from the snapshot in force), and the HTTP listeners
-// (/metrics, /healthz, /readyz and the debug pages).
+// (/metrics, /healthz, /readyz and the debug pages). Staged policies (staged.go): the
+// proposal of the staged ones compiled beside the enforced snapshot, decided for each
+// queued packet, in the stream, the metrics and /debug/explain, never enforced.
 //
 // It is wiring of the subsystems, each of which owns its own work and metrics: policy
 // (compile and decide), datapath (queues and their readers), datapath/nft (the table),

@@ -78,7 +78,7 @@ func (a *Agent) restoreTable(damage string) {
 	a.log.Warn("table damaged by someone else: restoring it", "damage", damage)
 	a.mu.Lock()
 	snap := a.inForce.Load()
-	in, eg := snap.LocalIsolated()
+	in, eg := a.staged.queued(snap)
 	var ranges []netip.Prefix
 	if p := a.inForce.ranges.Load(); p != nil {
 		ranges = *p

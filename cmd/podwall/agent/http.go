@@ -235,7 +235,7 @@ func (a *Agent) serveExplain(w http.ResponseWriter, r *http.Request) {
 		if port != "" {
 			q.Port = json.Number(port)
 		}
-		res = explain.Judge(a.inForce.Load(), q)
+		res = explain.JudgeStaged(a.inForce.Load(), a.staged.proposal(), q)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if res.Error != "" {

@@ -31,11 +31,13 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 		kernelDeny = a.deny.ttl
 	}
 	if !a.stream.Active() {
+		a.staged.observe(r, nil)
 		return
 	}
 	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
 		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
 	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
 	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
+	a.staged.observe(r, &rec)
 	a.stream.Publish(&rec)
 }

@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"weak"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podwall/podwall/datapath"
+	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/explain"
+)
+
+// Staged policies (SPEC §2c): a NetworkPolicy or ClusterNetworkPolicy annotated
+// podwall.io/staged: "true" is compiled and evaluated, never enforced. apply hands the
+// enforced state (policy.Staged) to the agent's compiler and, only while staged policies
+// exist, the proposed state (the enforced policies plus the staged ones) to a second,
+// incremental compiler; the snapshot it makes is published right after the enforced one.
+// For every queued packet, observe decides the flow under the proposal too (one more
+// Decide: Decide + staged ≤ 2× Decide, BenchmarkObserveStaged) and counts it; the
+// decision stream carries the staged verdict when it differs from the enforced one or a
+// staged policy took part (decisions.StagedRecord). The verdict given stays the enforced
+// one.
+//
+// So that staged evaluation sees them, the pods only staged policies isolate are queued
+// too (queued): their new connections reach userspace and are allowed there.
+type staged struct {
+	compiler *policy.Compiler // nil while no staged policy exists
+	pending  *proposal        // made by split, published by publish; under the apply lock
+	cur      atomic.Pointer[proposal]
+	metrics  *stagedMetrics
+}
+
+// proposal is the staged proposal in force with what the hot path needs of it.
+type proposal struct {
+	*explain.Proposal
+	ref weak.Pointer[explain.Proposal] // made once, so records take it without allocating
+	// byPolicy are the series of the staged policies; isolating the staged policies
+	// isolating each local pod, per direction.
+	byPolicy  map[policy.PolicyRef]*[2]prometheus.Counter // [verdict]
+	isolating map[*policy.Pod][2][]*[2]prometheus.Counter // by the snapshot's own pods: a pointer hash
+}
+
+// split returns the state to enforce and compiles the proposal of s's staged policies, if
+// it has any, for publish. Called under the apply lock.
+func (st *staged) split(node string, s policy.State) policy.State {
+	enforced, proposed, has := policy.Staged(s)
+	if !has {
+		st.compiler, st.pending = nil, nil
+		return s
+	}
+	if st.compiler == nil {
+		st.compiler = policy.NewCompiler(node)
+	}
+	if err := st.compiler.Replace(proposed); err != nil { // nil today (Replace's doc); never blocks enforcing
+		st.compiler, st.pending = nil, nil
+		return enforced
+	}
+	p := &proposal{Proposal: &explain.Proposal{Snap: st.compiler.Snapshot(), Staged: policy.StagedRefs(proposed)}}
+	p.ref = weak.Make(p.Proposal)
+	st.index(p)
+	st.pending = p
+	return enforced
+}
+
+// publish puts the proposal split made in force (none when the state had no staged policy).
+func (st *staged) publish() {
+	old := st.cur.Swap(st.pending)
+	if old == nil {
+		return
+	}
+	for ref := range old.byPolicy {
+		if st.pending == nil || st.pending.byPolicy[ref] == nil {
+			st.metrics.verdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
+		}
+	}
+}
+
+// proposal returns the proposal in force, nil when no staged policy exists.
+func (st *staged) proposal() *explain.Proposal {
+	if p := st.cur.Load(); p != nil {
+		return p.Proposal
+	}
+	return nil
+}
+
+// queued returns the local pod addresses the datapath must queue: those s (the snapshot to
+// enforce) isolates and those the proposal isolates, so that staged evaluation sees the
+// traffic of pods only staged policies select.
+func (st *staged) queued(s *policy.Snapshot) (ingress, egress []netip.Addr) {
+	ingress, egress = s.LocalIsolated()
+	if st.pending == nil {
+		return ingress, egress
+	}
+	pin, peg := st.pending.Snap.LocalIsolated()
+	return union(ingress, pin), union(egress, peg)
+}
+
+func union(a, b []netip.Addr) []netip.Addr {
+	out := append(slices.Clip(a), b...)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// observe decides r's flow under the proposal in force, counts the staged verdict and fills
+// rec's StagedRecord (rec nil: no stream subscriber). It allocates nothing.
+func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) {
+	p := st.cur.Load()
+	if p == nil || r.Malformed != nil {
+		return
+	}
+	d := p.Snap.Decide(r.Flow)
+	v := d.LocalVerdict()
+	st.metrics.count(p, &d, v)
+	if rec != nil {
+		rec.Staged = decisions.StagedRecord{Set: true, Allow: v == policy.Allow, Proposal: p.ref}
+	}
+}
+
+// stagedMetrics is podwall_policy_staged_verdicts_total{policy,verdict}: per queued packet
+// decided under the proposal, once for each staged policy that made this node's staged
+// verdict — the allowing policy of the first rule, every staged policy isolating the pod
+// of a denied direction, the ClusterNetworkPolicy whose rule decided.
+type stagedMetrics struct {
+	verdicts *prometheus.CounterVec
+}
+
+func newStagedMetrics() *stagedMetrics {
+	return &stagedMetrics{verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "policy",
+		Name: "staged_verdicts_total", Help: "Queued packets this node would have given the verdict were the staged policies (podwall.io/staged: \"true\") enforced, per staged policy that made that verdict (each counted once per packet)."},
+		[]string{"policy", "verdict"})}
+}
+
+// index creates the series of p's staged policies and maps local pods to the staged
+// policies isolating them.
+func (st *staged) index(p *proposal) {
+	p.byPolicy = map[policy.PolicyRef]*[2]prometheus.Counter{}
+	p.isolating = map[*policy.Pod][2][]*[2]prometheus.Counter{}
+	series := func(ref policy.PolicyRef) *[2]prometheus.Counter {
+		if !p.Staged[ref.String()] {
+			return nil
+		}
+		if p.byPolicy[ref] == nil {
+			var c [2]prometheus.Counter
+			for v, vn := range verdictNames {
+				c[v] = st.metrics.verdicts.WithLabelValues(ref.String(), vn)
+			}
+			p.byPolicy[ref] = &c
+		}
+		return p.byPolicy[ref]
+	}
+	for _, ref := range p.Snap.LocalClusterPolicies() {
+		series(ref)
+	}
+	p.Snap.LocalIsolation(func(pod *policy.Pod, egress, ingress []policy.PolicyRef) {
+		var iso [2][]*[2]prometheus.Counter
+		for dir, refs := range [2][]policy.PolicyRef{policy.Egress: egress, policy.Ingress: ingress} {
+			for _, ref := range refs {
+				if c := series(ref); c != nil {
+					iso[dir] = append(iso[dir], c)
+				}
+			}
+		}
+		if iso[0] != nil || iso[1] != nil {
+			p.isolating[pod] = iso
+		}
+	})
+}
+
+// count counts the staged verdict v of decision d once per staged policy that made it.
+func (m *stagedMetrics) count(p *proposal, d *policy.Decision, v policy.Verdict) {
+	var done [8]*[2]prometheus.Counter // series counted for this packet (the first 8)
+	n := 0
+	for dir, j := range [2]*policy.Judgement{policy.Egress: &d.Egress, policy.Ingress: &d.Ingress} {
+		if !j.Local || (v == policy.Deny && j.Verdict != policy.Deny) {
+			continue
+		}
+		var one [1]*[2]prometheus.Counter
+		var cs []*[2]prometheus.Counter
+		switch j.Code {
+		case policy.Allowed, policy.ClusterAccepted, policy.ClusterDenied:
+			if j.Policy != nil {
+				one[0] = p.byPolicy[*j.Policy]
+				cs = one[:]
+			}
+		case policy.NoRuleAllows:
+			cs = p.isolating[j.Pod][dir]
+		}
+	next:
+		for _, c := range cs {
+			if c == nil {
+				continue
+			}
+			for _, x := range done[:n] {
+				if x == c {
+					continue next
+				}
+			}
+			c[v].Inc()
+			if n < len(done) {
+				done[n], n = c, n+1
+			}
+		}
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *stagedMetrics) Describe(ch chan<- *prometheus.Desc) { m.verdicts.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (m *stagedMetrics) Collect(ch chan<- prometheus.Metric) { m.verdicts.Collect(ch) }
