@@ -341,9 +341,6 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	}
 	snap := a.compiler.Snapshot()
 	ranges := a.podRanges(s)
-	for _, p := range snap.ClusterProblems() { // fail-closed rules, invalid policies, priority ties
-		a.log.Warn("ClusterNetworkPolicy enforced otherwise than written", "problem", p)
-	}
 	if a.ruleset != nil {
 		in, eg := a.staged.queued(snap)
 		if err := a.ruleset.SyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {

@@ -72,4 +72,11 @@ spec:
 	if !strings.Contains(logs.String(), "cnp/no-domains: spec.egress[0].to[0].domainNames: not supported") {
 		t.Errorf("logs lack the unsupported domainNames rule:\n%s", logs.String())
 	}
+	// Once per change, not per apply: another state with the same policy logs nothing new.
+	before := strings.Count(logs.String(), "domainNames: not supported")
+	s.Pods = s.Pods[:len(s.Pods)-1]
+	a.setState(t, s)
+	if n := strings.Count(logs.String(), "domainNames: not supported"); n != before {
+		t.Errorf("the problem was logged %d times after a second apply, want %d:\n%s", n, before, logs.String())
+	}
 }

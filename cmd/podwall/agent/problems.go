@@ -6,8 +6,9 @@ import (
 	"github.com/podwall/podwall/policy"
 )
 
-// Objects rejected alone (policy.Problem) and addresses several pods claim
-// (policy.Conflict) are reported three ways: a log line when one appears or goes (once per
+// Objects rejected alone (policy.Problem), addresses several pods claim (policy.Conflict)
+// and ClusterNetworkPolicy rules enforced otherwise than written (Snapshot.ClusterProblems)
+// are reported three ways (the last only by the log and the reasons): a log line when one appears or goes (once per
 // change, not per resync), a series while it lasts, and the reason of every decision it
 // takes part in (the policy package writes those).
 
@@ -29,6 +30,13 @@ func (a *Agent) reportProblems(s *policy.Snapshot) {
 		if !a.reported[msg] {
 			a.log.Warn("address claimed by several live pods; judged with every claimant (deny unless all allow)",
 				"address", c.Addr, "pods", c.Pods)
+		}
+	}
+	for _, p := range s.ClusterProblems() { // fail-closed rules, invalid policies, priority ties
+		msg := "cnp " + p
+		now[msg] = true
+		if !a.reported[msg] {
+			a.log.Warn("ClusterNetworkPolicy enforced otherwise than written", "problem", p)
 		}
 	}
 	for msg := range a.reported {
