@@ -195,20 +195,8 @@ func (r *Record) staged() *explain.Staged {
 	if !r.Staged.Set {
 		return nil
 	}
-	p := r.Staged.Proposal.Value()
-	if p == nil {
-		if r.Staged.Allow == r.Allow {
-			return nil
-		}
-		return &explain.Staged{Verdict: verdict(r.Staged.Allow), Policies: []string{},
-			Reason: "the staged policies that gave this verdict are no longer held (they changed, or the stream reader fell behind)"}
-	}
-	x := p.Snap.Explain(r.Flow)
-	st, took := p.Local(&x, r.Staged.Allow)
-	if !took && r.Staged.Allow == r.Allow {
-		return nil
-	}
-	return st
+	return explain.StagedVerdict(r.Staged.Proposal.Value(), r.Flow, r.Staged.Allow, r.Allow,
+		"the staged policies that gave this verdict are no longer held (they changed, or the stream reader fell behind)")
 }
 
 // reduced spells out a record whose snapshot is no longer held, from what it carries: the

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // Staged is the verdict the enforced policies plus the staged ones would give a flow (SPEC
@@ -94,4 +95,27 @@ func (p *Proposal) tookPart(x *policy.Explanation) bool {
 		}
 	}
 	return false
+}
+
+// StagedVerdict spells out a node's staged verdict on f as the decision stream and the flow
+// history report it: staged is the verdict p gave, enforced the one given. It returns nil
+// when the two agree and no staged policy took part. p nil is a proposal no longer held:
+// a differing verdict is still reported, with gone as its reason.
+func StagedVerdict(p *Proposal, f flow.Flow, staged, enforced bool, gone string) *Staged {
+	if p == nil {
+		if staged == enforced {
+			return nil
+		}
+		v := policy.Deny
+		if staged {
+			v = policy.Allow
+		}
+		return &Staged{Verdict: v.String(), Policies: []string{}, Reason: gone}
+	}
+	x := p.Snap.Explain(f)
+	st, took := p.Local(&x, staged)
+	if !took && staged == enforced {
+		return nil
+	}
+	return st
 }

@@ -5,7 +5,8 @@
 // # Hand-off
 //
 // The datapath's observer calls Recorder.Offer for every verdict, on a queue reader's
-// goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict) into that
+// goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict, and the staged
+// verdict with the id of the staged proposal that gave it) into that
 // reader's own ring — single producer, single consumer, two atomic counters: no lock, no
 // wake-up, nothing another reader touches — and returns; a full ring loses the verdict and
 // counts it (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the rings every
@@ -21,12 +22,15 @@
 // time seen, the number of judged packets (one per new connection: conntrack carries the
 // rest; a retransmitted first packet counts again, and packets the kernel's deny cache drops
 // are not counted), and the last verdict with the policy generation that gave it: no text
-// and no pointer, so 100 000 flows take 16 MiB (170 bytes a flow: a 96-byte node and its map
+// and no pointer (the staged verdict is a bit and a proposal id), so 100 000 flows take 16 MiB (170 bytes a flow: a 96-byte node and its map
 // slot, under a packed 36-byte key; BenchmarkMemory) and nothing for the garbage collector to
 // scan. The pods, reason and policies are spelled out when a line is made, with the snapshot
 // of that generation, as /debug/decisions spells a decision out: the agent keeps the one in force and the one
 // before; for a flow decided by an older one, the line keeps the recorded verdict and its
-// reason says what the policy in force would do instead. Making a line costs an explanation
+// reason says what the policy in force would do instead. The staged verdict is spelled
+// out likewise with the staged proposal that gave it (Config.Proposal: the agent holds the
+// one in force); once that is gone, a line keeps the recorded staged verdict when it differs
+// from the verdict, with a reason saying its policies are no longer held. Making a line costs an explanation
 // (a few µs): /debug/flows and each flow log interval pay it per flow, off the datapath.
 //
 // # Lines
@@ -49,7 +53,9 @@
 //	policies     the policies that made the verdict (namespace/name)
 //	egress, ingress  the judged directions (explain.Judgement, as /debug/decisions); with
 //	             policies, left out when the generation that decided is no longer held
-//	staged       reserved: the verdict of staged policies, omitted when there are none
+//	staged       {"verdict","reason","policies"}: this node's last verdict on the flow were
+//	             the staged policies enforced (explain.Staged, as /debug/decisions); left
+//	             out unless it differs from verdict or a staged policy took part
 //	generation   the policy generation that gave the verdict
 //
 // # Flow log

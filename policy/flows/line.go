@@ -33,21 +33,15 @@ type Line struct {
 	Policies    []string           `json:"policies,omitempty"`
 	Egress      *explain.Judgement `json:"egress,omitempty"`
 	Ingress     *explain.Judgement `json:"ingress,omitempty"`
-	// Staged is reserved for the verdict staged policies would give (issue 13, part 1);
-	// nil, and left out, until they exist.
-	Staged     *Staged `json:"staged,omitempty"`
-	Generation uint64  `json:"generation"`
-}
-
-// Staged is what staged policies would make of a flow.
-type Staged struct {
-	Verdict  string   `json:"verdict"`
-	Reason   string   `json:"reason"`
-	Policies []string `json:"policies,omitempty"`
+	// Staged is the verdict this node would give were the staged policies enforced (SPEC
+	// §2c), as /debug/decisions reports it: left out unless it differs from Verdict or a
+	// staged policy took part (explain.StagedVerdict).
+	Staged     *explain.Staged `json:"staged,omitempty"`
+	Generation uint64          `json:"generation"`
 }
 
 // Seen is one verdict as the datapath's observer hands it to a Recorder: a small value
-// (80 bytes), copied through a channel.
+// (80 bytes, no pointer), copied into a ring.
 type Seen struct {
 	Flow flow.Flow
 	// Time is when the packet was received, in Unix nanoseconds.
@@ -55,6 +49,10 @@ type Seen struct {
 	// Gen is the policy generation that decided.
 	Gen   uint64
 	Allow bool
+	// StagedAllow is the staged verdict (SPEC §2c) of the staged proposal Staged names
+	// (Config.Proposal); Staged is 0 when no staged policy existed.
+	StagedAllow bool
+	Staged      uint32
 }
 
 // entry is one flow: in the history, and in an interval of the flow log. It holds no text
@@ -65,11 +63,15 @@ type entry struct {
 	count       uint64
 	gen         uint64 // the policy generation of the last verdict
 	allow       bool   // the last verdict
+	stagedAllow bool   // the last staged verdict, of proposal staged (0: none)
+	staged      uint32
 }
 
 // line makes the Line of flow f. snap is the snapshot of the entry's generation, or the one
 // in force when that one is gone: the verdict is then the recorded one, and the reason says
-// what the policy in force would do instead of why the old one did.
+// what the policy in force would do instead of why the old one did. The staged verdict is
+// spelled out with the staged proposal that gave it; when that one is gone, the recorded
+// staged verdict is kept (if it differs) with a reason saying so.
 func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
 	l := Line{
 		Type: TypeFlow, Node: r.cfg.Node, Protocol: f.Proto.String(), Src: f.Src.String(), Dst: f.Dst.String(), DstPort: f.Port,
@@ -90,6 +92,14 @@ func (r *Recorder) line(f flow.Flow, e *entry, snap *policy.Snapshot) Line {
 		l.Reason = "decided by policy generation " + strconv.FormatUint(e.gen, 10) + ", no longer held; generation " +
 			strconv.FormatUint(snap.Generation(), 10) + " would " + d.LocalVerdict().String() + ": " + l.Reason
 		l.Policies, l.Egress, l.Ingress = nil, nil, nil
+	}
+	if e.staged != 0 {
+		var p *explain.Proposal
+		if r.cfg.Proposal != nil {
+			p = r.cfg.Proposal(e.staged)
+		}
+		l.Staged = explain.StagedVerdict(p, f, e.stagedAllow, e.allow,
+			"the staged policies that gave this verdict are no longer held (they changed)")
 	}
 	return l
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/explain"
 )
 
 // Defaults of Config.
@@ -48,6 +49,9 @@ type Config struct {
 	// Snapshot returns the policy snapshot of generation gen, or the one in force when that
 	// generation is gone. Required.
 	Snapshot func(gen uint64) *policy.Snapshot
+	// Proposal returns the staged proposal Seen.Staged names, nil when it is no longer
+	// held; nil: no staged proposal is ever held.
+	Proposal func(id uint32) *explain.Proposal
 	// Log receives the flow log: each Write is a chunk of whole lines (File); nil: no flow
 	// log.
 	Log io.Writer
@@ -163,7 +167,7 @@ func (r *Recorder) take(s Seen) {
 	}
 	e.first, e.last = min(e.first, s.Time), max(e.last, s.Time)
 	e.count++
-	e.gen, e.allow = s.Gen, s.Allow
+	e.gen, e.allow, e.staged, e.stagedAllow = s.Gen, s.Allow, s.Staged, s.StagedAllow
 	r.mu.Unlock()
 	if r.cur == nil {
 		return
@@ -174,7 +178,7 @@ func (r *Recorder) take(s Seen) {
 	}
 	c.first, c.last = min(c.first, s.Time), max(c.last, s.Time)
 	c.count++
-	c.gen, c.allow = s.Gen, s.Allow
+	c.gen, c.allow, c.staged, c.stagedAllow = s.Gen, s.Allow, s.Staged, s.StagedAllow
 	r.cur[k] = c
 }
 

@@ -19,25 +19,34 @@ import (
 // a weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
-// Every verdict also goes to the flow history and log (flows.Recorder.Offer: a copy of a
-// small value into the queue reader's own ring; flows.go).
+// Every verdict also goes to the flow history and log, with the staged verdict when staged
+// policies exist (flows.Recorder.Offer: a copy of a small value into the queue reader's own
+// ring; flows.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	a.metrics.observe(r)
-	if r.Malformed == nil {
-		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow})
-	}
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
 	}
 	if !a.stream.Active() {
-		a.staged.observe(r, nil)
+		id, allow := a.staged.observe(r, nil)
+		a.offerFlow(r, id, allow)
 		return
 	}
 	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
 		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
 	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
 	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
-	a.staged.observe(r, &rec)
+	id, allow := a.staged.observe(r, &rec)
+	a.offerFlow(r, id, allow)
 	a.stream.Publish(&rec)
+}
+
+// offerFlow hands r's verdict, with the staged one (proposal id, 0: none), to the flow
+// history and log.
+func (a *Agent) offerFlow(r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
+	if r.Malformed == nil {
+		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen,
+			Allow: r.Allow, Staged: staged, StagedAllow: stagedAllow})
+	}
 }

@@ -32,12 +32,14 @@ type staged struct {
 	pending  *proposal        // made by split, published by publish; under the apply lock
 	cur      atomic.Pointer[proposal]
 	metrics  *stagedMetrics
+	ids      uint32 // the last proposal's id; under the apply lock
 }
 
 // proposal is the staged proposal in force with what the hot path needs of it.
 type proposal struct {
 	*explain.Proposal
 	ref weak.Pointer[explain.Proposal] // made once, so records take it without allocating
+	id  uint32                         // names it in the flow history (flows.Seen.Staged); never 0
 	// byPolicy are the series of the staged policies; isolating the staged policies
 	// isolating each local pod, per direction.
 	byPolicy  map[policy.PolicyRef]*[2]prometheus.Counter // [verdict]
@@ -61,6 +63,10 @@ func (st *staged) split(node string, s policy.State) policy.State {
 	}
 	p := &proposal{Proposal: &explain.Proposal{Snap: st.compiler.Snapshot(), Staged: policy.StagedRefs(proposed)}}
 	p.ref = weak.Make(p.Proposal)
+	if st.ids++; st.ids == 0 {
+		st.ids++
+	}
+	p.id = st.ids
 	st.index(p)
 	st.pending = p
 	return enforced
@@ -87,6 +93,15 @@ func (st *staged) proposal() *explain.Proposal {
 	return nil
 }
 
+// byID returns the proposal in force when its id is id, nil otherwise (flows.Config.Proposal:
+// the flow history spells out staged verdicts of the proposal in force only).
+func (st *staged) byID(id uint32) *explain.Proposal {
+	if p := st.cur.Load(); p != nil && p.id == id {
+		return p.Proposal
+	}
+	return nil
+}
+
 // queued returns the local pod addresses the datapath must queue: those s (the snapshot to
 // enforce) isolates and those the proposal isolates, so that staged evaluation sees the
 // traffic of pods only staged policies select.
@@ -106,11 +121,12 @@ func union(a, b []netip.Addr) []netip.Addr {
 }
 
 // observe decides r's flow under the proposal in force, counts the staged verdict and fills
-// rec's StagedRecord (rec nil: no stream subscriber). It allocates nothing.
-func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) {
+// rec's StagedRecord (rec nil: no stream subscriber). It returns the proposal's id (0: no
+// staged decision) and the staged verdict, for the flow history. It allocates nothing.
+func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) (id uint32, allow bool) {
 	p := st.cur.Load()
 	if p == nil || r.Malformed != nil {
-		return
+		return 0, false
 	}
 	d := p.Snap.Decide(r.Flow)
 	v := d.LocalVerdict()
@@ -118,6 +134,7 @@ func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Re
 	if rec != nil {
 		rec.Staged = decisions.StagedRecord{Set: true, Allow: v == policy.Allow, Proposal: p.ref}
 	}
+	return p.id, v == policy.Allow
 }
 
 // stagedMetrics is podwall_policy_staged_verdicts_total{policy,verdict}: per queued packet
