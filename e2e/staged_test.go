@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/flows"
 	"github.com/podwall/podwall/policy/policytest"
 )
 
@@ -31,7 +33,8 @@ func denyAllProd(staged bool) *networkingv1.NetworkPolicy {
 // TestStaged (SPEC §2c) on the seeds' 3-tier lab: a staged deny-all for prod leaves the
 // traffic flowing; every probe's decision in the stream carries the staged verdict deny
 // naming it (the pods it alone isolates are queued for that), `podwall tail --staged-diff`
-// shows exactly the flows it would deny, and podwall_policy_staged_verdicts_total agrees.
+// shows exactly the flows it would deny, podwall_policy_staged_verdicts_total agrees, and
+// the flow history (/debug/flows) carries the staged deny on every probe's flow.
 // Removing the annotation enforces it: the same probes are denied.
 func TestStaged(t *testing.T) {
 	e := newEnv(t)
@@ -101,6 +104,30 @@ func TestStaged(t *testing.T) {
 	for f, pr := range want {
 		if !seen[f] {
 			t.Errorf("%s %s -> %s %s/%d: no decision in the stream", f.fam, pr.from, pr.to, proto(pr), pr.port)
+		}
+	}
+	// The flow history carries the same staged verdict on every probe's flow.
+	var hist map[queuedFlow]flows.Line
+	e.waitFor(func() bool {
+		_, body, err := e.Agents["node-1"].Get(context.Background(), "/debug/flows")
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		hist = flowLines(e.T, body)
+		for f := range want {
+			if _, ok := hist[f]; !ok {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("/debug/flows lacks probes: %v", hist) })
+	for f, pr := range want {
+		l := hist[f]
+		verdict := map[bool]string{true: "allow", false: "deny"}[pr.allow]
+		if l.Verdict != verdict || l.Staged == nil || l.Staged.Verdict != "deny" ||
+			!slices.Contains(l.Staged.Policies, "prod/deny-all") || !strings.Contains(l.Staged.Reason, "deny-all") {
+			t.Errorf("/debug/flows %s %s -> %s %s/%d: verdict %s, staged %+v; want %s, staged deny by prod/deny-all",
+				f.fam, pr.from, pr.to, proto(pr), pr.port, l.Verdict, l.Staged, verdict)
 		}
 	}
 	// The cost: every new connection of a pod only the staged policy isolates is queued (one
