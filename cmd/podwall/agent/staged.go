@@ -40,11 +40,16 @@ type proposal struct {
 	*explain.Proposal
 	ref weak.Pointer[explain.Proposal] // made once, so records take it without allocating
 	id  uint32                         // names it in the flow history (flows.Seen.Staged); never 0
-	// byPolicy are the series of the staged policies; isolating the staged policies
-	// isolating each local pod, per direction.
-	byPolicy  map[policy.PolicyRef]*[2]prometheus.Counter // [verdict]
-	isolating map[*policy.Pod][2][]*[2]prometheus.Counter // by the snapshot's own pods: a pointer hash
+	// byPolicy are the series of the staged policies, each as a one-element list;
+	// isolating the series of the staged policies isolating each local pod, per direction
+	// (no duplicates). Both are made once per proposal (index), so count only looks up.
+	byPolicy  map[policy.PolicyRef][]*series
+	isolating map[*policy.Pod]*[2][]*series // by the snapshot's own pods: a pointer hash
 }
+
+// series are a staged policy's two series of podwall_policy_staged_verdicts_total, by
+// verdict.
+type series [2]prometheus.Counter
 
 // split returns the state to enforce and compiles the proposal of s's staged policies, if
 // it has any, for publish. Called under the apply lock.
@@ -79,7 +84,7 @@ func (st *staged) publish() {
 		return
 	}
 	for ref := range old.byPolicy {
-		if st.pending == nil || st.pending.byPolicy[ref] == nil {
+		if st.pending == nil || len(st.pending.byPolicy[ref]) == 0 {
 			st.metrics.verdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
 		}
 	}
@@ -154,74 +159,71 @@ func newStagedMetrics() *stagedMetrics {
 // index creates the series of p's staged policies and maps local pods to the staged
 // policies isolating them.
 func (st *staged) index(p *proposal) {
-	p.byPolicy = map[policy.PolicyRef]*[2]prometheus.Counter{}
-	p.isolating = map[*policy.Pod][2][]*[2]prometheus.Counter{}
-	series := func(ref policy.PolicyRef) *[2]prometheus.Counter {
+	p.byPolicy = map[policy.PolicyRef][]*series{}
+	p.isolating = map[*policy.Pod]*[2][]*series{}
+	seriesOf := func(ref policy.PolicyRef) *series {
 		if !p.Staged[ref.String()] {
 			return nil
 		}
 		if p.byPolicy[ref] == nil {
-			var c [2]prometheus.Counter
+			var c series
 			for v, vn := range verdictNames {
 				c[v] = st.metrics.verdicts.WithLabelValues(ref.String(), vn)
 			}
-			p.byPolicy[ref] = &c
+			p.byPolicy[ref] = []*series{&c}
 		}
-		return p.byPolicy[ref]
+		return p.byPolicy[ref][0]
 	}
 	for _, ref := range p.Snap.LocalClusterPolicies() {
-		series(ref)
+		seriesOf(ref)
 	}
 	p.Snap.LocalIsolation(func(pod *policy.Pod, egress, ingress []policy.PolicyRef) {
-		var iso [2][]*[2]prometheus.Counter
+		var iso [2][]*series
 		for dir, refs := range [2][]policy.PolicyRef{policy.Egress: egress, policy.Ingress: ingress} {
 			for _, ref := range refs {
-				if c := series(ref); c != nil {
+				if c := seriesOf(ref); c != nil && !slices.Contains(iso[dir], c) {
 					iso[dir] = append(iso[dir], c)
 				}
 			}
 		}
 		if iso[0] != nil || iso[1] != nil {
-			p.isolating[pod] = iso
+			p.isolating[pod] = &iso
 		}
 	})
 }
 
-// count counts the staged verdict v of decision d once per staged policy that made it.
+// count counts the staged verdict v of decision d once per staged policy that made it: the
+// series each judged direction names (made), those of the egress direction, then those of
+// the ingress one the egress did not count. The series are resolved when the proposal is
+// indexed: a packet costs one map lookup per direction and an increment per series.
 func (m *stagedMetrics) count(p *proposal, d *policy.Decision, v policy.Verdict) {
-	var done [8]*[2]prometheus.Counter // series counted for this packet (the first 8)
-	n := 0
-	for dir, j := range [2]*policy.Judgement{policy.Egress: &d.Egress, policy.Ingress: &d.Ingress} {
-		if !j.Local || (v == policy.Deny && j.Verdict != policy.Deny) {
-			continue
-		}
-		var one [1]*[2]prometheus.Counter
-		var cs []*[2]prometheus.Counter
-		switch j.Code {
-		case policy.Allowed, policy.ClusterAccepted, policy.ClusterDenied:
-			if j.Policy != nil {
-				one[0] = p.byPolicy[*j.Policy]
-				cs = one[:]
-			}
-		case policy.NoRuleAllows:
-			cs = p.isolating[j.Pod][dir]
-		}
-	next:
-		for _, c := range cs {
-			if c == nil {
-				continue
-			}
-			for _, x := range done[:n] {
-				if x == c {
-					continue next
-				}
-			}
+	eg, in := p.made(&d.Egress, policy.Egress, v), p.made(&d.Ingress, policy.Ingress, v)
+	for _, c := range eg {
+		c[v].Inc()
+	}
+	for _, c := range in {
+		if !slices.Contains(eg, c) {
 			c[v].Inc()
-			if n < len(done) {
-				done[n], n = c, n+1
-			}
 		}
 	}
+}
+
+// made returns the series of the staged policies that made verdict v in direction dir (j).
+func (p *proposal) made(j *policy.Judgement, dir policy.Direction, v policy.Verdict) []*series {
+	if !j.Local || (v == policy.Deny && j.Verdict != policy.Deny) {
+		return nil
+	}
+	switch j.Code {
+	case policy.Allowed, policy.ClusterAccepted, policy.ClusterDenied:
+		if j.Policy != nil {
+			return p.byPolicy[*j.Policy]
+		}
+	case policy.NoRuleAllows:
+		if iso := p.isolating[j.Pod]; iso != nil {
+			return iso[dir]
+		}
+	}
+	return nil
 }
 
 // Describe implements prometheus.Collector.
