@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"weak"
 
@@ -47,9 +48,12 @@ type proposal struct {
 	isolating map[*policy.Pod]*[2][]*series // by the snapshot's own pods: a pointer hash
 }
 
-// series are a staged policy's two series of podwall_policy_staged_verdicts_total, by
-// verdict.
-type series [2]prometheus.Counter
+// series are a staged policy's two series of podwall_policy_staged_verdicts_total: plain
+// atomic counters by verdict, incremented directly (no interface call), read by Collect.
+type series struct {
+	policy string
+	n      [2]atomic.Uint64 // [verdict]
+}
 
 // split returns the state to enforce and compiles the proposal of s's staged policies, if
 // it has any, for publish. Called under the apply lock.
@@ -85,7 +89,7 @@ func (st *staged) publish() {
 	}
 	for ref := range old.byPolicy {
 		if st.pending == nil || len(st.pending.byPolicy[ref]) == 0 {
-			st.metrics.verdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
+			st.metrics.remove(ref.String())
 		}
 	}
 }
@@ -147,13 +151,35 @@ func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Re
 // verdict — the allowing policy of the first rule, every staged policy isolating the pod
 // of a denied direction, the ClusterNetworkPolicy whose rule decided.
 type stagedMetrics struct {
-	verdicts *prometheus.CounterVec
+	desc     *prometheus.Desc
+	mu       sync.Mutex         // guards byPolicy: apply adds and removes series, Collect reads them
+	byPolicy map[string]*series // the series of the staged policies, kept across proposals
 }
 
 func newStagedMetrics() *stagedMetrics {
-	return &stagedMetrics{verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "policy",
-		Name: "staged_verdicts_total", Help: "Queued packets this node would have given the verdict were the staged policies (podwall.io/staged: \"true\") enforced, per staged policy that made that verdict (each counted once per packet)."},
-		[]string{"policy", "verdict"})}
+	return &stagedMetrics{byPolicy: map[string]*series{},
+		desc: prometheus.NewDesc("podwall_policy_staged_verdicts_total",
+			"Queued packets this node would have given the verdict were the staged policies (podwall.io/staged: \"true\") enforced, per staged policy that made that verdict (each counted once per packet).",
+			[]string{"policy", "verdict"}, nil)}
+}
+
+// of returns the series of the staged policy named name, made at its first use.
+func (m *stagedMetrics) of(name string) *series {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.byPolicy[name]
+	if c == nil {
+		c = &series{policy: name}
+		m.byPolicy[name] = c
+	}
+	return c
+}
+
+// remove removes the series of a policy no longer staged.
+func (m *stagedMetrics) remove(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.byPolicy, name)
 }
 
 // index creates the series of p's staged policies and maps local pods to the staged
@@ -166,11 +192,7 @@ func (st *staged) index(p *proposal) {
 			return nil
 		}
 		if p.byPolicy[ref] == nil {
-			var c series
-			for v, vn := range verdictNames {
-				c[v] = st.metrics.verdicts.WithLabelValues(ref.String(), vn)
-			}
-			p.byPolicy[ref] = []*series{&c}
+			p.byPolicy[ref] = []*series{st.metrics.of(ref.String())}
 		}
 		return p.byPolicy[ref][0]
 	}
@@ -199,11 +221,11 @@ func (st *staged) index(p *proposal) {
 func (m *stagedMetrics) count(p *proposal, d *policy.Decision, v policy.Verdict) {
 	eg, in := p.made(&d.Egress, policy.Egress, v), p.made(&d.Ingress, policy.Ingress, v)
 	for _, c := range eg {
-		c[v].Inc()
+		c.n[v].Add(1)
 	}
 	for _, c := range in {
 		if !slices.Contains(eg, c) {
-			c[v].Inc()
+			c.n[v].Add(1)
 		}
 	}
 }
@@ -227,7 +249,15 @@ func (p *proposal) made(j *policy.Judgement, dir policy.Direction, v policy.Verd
 }
 
 // Describe implements prometheus.Collector.
-func (m *stagedMetrics) Describe(ch chan<- *prometheus.Desc) { m.verdicts.Describe(ch) }
+func (m *stagedMetrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
 
 // Collect implements prometheus.Collector.
-func (m *stagedMetrics) Collect(ch chan<- prometheus.Metric) { m.verdicts.Collect(ch) }
+func (m *stagedMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.byPolicy {
+		for v, vn := range verdictNames {
+			ch <- prometheus.MustNewConstMetric(m.desc, prometheus.CounterValue, float64(c.n[v].Load()), c.policy, vn)
+		}
+	}
+}
