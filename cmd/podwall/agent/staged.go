@@ -21,10 +21,10 @@ import (
 // exist, the proposed state (the enforced policies plus the staged ones) to a second,
 // incremental compiler; the snapshot it makes is published right after the enforced one.
 // For every queued packet, observe decides the flow under the proposal too (one more
-// Decide: Decide + staged ≤ 2× Decide, BenchmarkObserveStaged) and counts it; the
+// Decide: Decide + staged ≤ 2× Decide, BenchmarkDecideStaged) and counts it; the
 // decision stream carries the staged verdict when it differs from the enforced one or a
-// staged policy took part (decisions.StagedRecord). The verdict given stays the enforced
-// one.
+// staged policy took part (decisions.StagedRecord), and so does the flow history and log
+// (flows.Seen.Staged names the proposal: byID). The verdict given stays the enforced one.
 //
 // So that staged evaluation sees them, the pods only staged policies isolate are queued
 // too (queued): their new connections reach userspace and are allowed there.
