@@ -172,31 +172,8 @@ func establishedRule() rule {
 // wantNode adds the own-node sets' elements to want: ingress are the local pods whose
 // traffic from their node is judged, egress those whose traffic to it is.
 func wantNode(want map[string]map[netip.Addr]bool, ingress, egress []netip.Addr) error {
-	for _, d := range nodeDefs {
-		want[d.name] = map[netip.Addr]bool{}
-	}
-	var bad []error
-	for _, in := range []struct {
-		addrs  []netip.Addr
-		v4, v6 string
-	}{{ingress, SetNodeIngress4, SetNodeIngress6}, {egress, SetNodeEgress4, SetNodeEgress6}} {
-		for i, a := range in.addrs {
-			if !a.IsValid() {
-				bad = append(bad, fmt.Errorf("invalid own-node judged address at index %d", i))
-				continue
-			}
-			a = a.Unmap().WithZone("")
-			if a.Is4() {
-				want[in.v4][a] = true
-			} else {
-				want[in.v6][a] = true
-			}
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
-	}
-	return nil
+	bad := addByFamily(want, ingress, SetNodeIngress4, SetNodeIngress6, "own-node judged address")
+	return syncErr(append(bad, addByFamily(want, egress, SetNodeEgress4, SetNodeEgress6, "own-node judged address")...))
 }
 
 // nodeDamage is Damage for the own-node chains: "" when both hold the rules Program put

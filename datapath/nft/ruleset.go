@@ -400,24 +400,7 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 
 // wantLocal adds the local sets' elements to want.
 func wantLocal(want map[string]map[netip.Addr]bool, local []netip.Addr) error {
-	want[SetLocal4], want[SetLocal6] = map[netip.Addr]bool{}, map[netip.Addr]bool{}
-	var bad []error
-	for i, a := range local {
-		if !a.IsValid() {
-			bad = append(bad, fmt.Errorf("invalid local pod address at index %d", i))
-			continue
-		}
-		a = a.Unmap().WithZone("")
-		if a.Is4() {
-			want[SetLocal4][a] = true
-		} else {
-			want[SetLocal6][a] = true
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
-	}
-	return nil
+	return syncErr(addByFamily(want, local, SetLocal4, SetLocal6, "local pod address"))
 }
 
 // queueRanges queues on c the emptying of the pod range sets that exist (kept) and the
@@ -439,31 +422,40 @@ func queueRanges(c *nftables.Conn, sets []*nftables.Set, kept func(*nftables.Set
 // wantElements sorts the addresses into the four sets: set name → elements.
 func wantElements(ingress, egress []netip.Addr) (map[string]map[netip.Addr]bool, error) {
 	want := map[string]map[netip.Addr]bool{}
-	for _, d := range setDefs {
-		want[d.name] = map[netip.Addr]bool{}
-	}
-	var bad []error
-	for _, in := range []struct {
-		addrs  []netip.Addr
-		v4, v6 string
-	}{{ingress, SetIngress4, SetIngress6}, {egress, SetEgress4, SetEgress6}} {
-		for i, a := range in.addrs {
-			if !a.IsValid() {
-				bad = append(bad, fmt.Errorf("invalid address at index %d", i))
-				continue
-			}
-			a = a.Unmap().WithZone("")
-			if a.Is4() {
-				want[in.v4][a] = true
-			} else {
-				want[in.v6][a] = true
-			}
-		}
-	}
-	if len(bad) > 0 {
-		return nil, fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+	bad := addByFamily(want, ingress, SetIngress4, SetIngress6, "address")
+	bad = append(bad, addByFamily(want, egress, SetEgress4, SetEgress6, "address")...)
+	if err := syncErr(bad); err != nil {
+		return nil, err
 	}
 	return want, nil
+}
+
+// addByFamily makes want[v4] and want[v6] hold addrs, IPv4 and IPv6 (unmapped, without a
+// zone) apart, and returns one error per invalid address, naming it what.
+func addByFamily(want map[string]map[netip.Addr]bool, addrs []netip.Addr, v4, v6, what string) []error {
+	want[v4], want[v6] = map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	var bad []error
+	for i, a := range addrs {
+		if !a.IsValid() {
+			bad = append(bad, fmt.Errorf("invalid %s at index %d", what, i))
+			continue
+		}
+		a = a.Unmap().WithZone("")
+		if a.Is4() {
+			want[v4][a] = true
+		} else {
+			want[v6][a] = true
+		}
+	}
+	return bad
+}
+
+// syncErr is the error of a sync that met the invalid addresses of bad; nil when none.
+func syncErr(bad []error) error {
+	if len(bad) > 0 {
+		return fmt.Errorf("nft: sync: %w", errors.Join(bad...))
+	}
+	return nil
 }
 
 // setDiff is what turns a set's elements into the wanted ones.
