@@ -105,29 +105,8 @@ func wireBridgePod(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: p.HostVeth, MasterIndex: br.Attrs().Index},
-		PeerName:      podIf,
-		PeerNamespace: netlink.NsFd(int(p.h)),
-	}
-	if err := node.nl.LinkAdd(veth); err != nil {
-		return fmt.Errorf("veth %s: %w", p.HostVeth, err)
-	}
-	host, err := node.nl.LinkByName(p.HostVeth)
+	_, eth, err := addPodVeth(p, netlink.LinkAttrs{Name: p.HostVeth, MasterIndex: br.Attrs().Index})
 	if err != nil {
-		return err
-	}
-	if err := node.nl.LinkSetUp(host); err != nil {
-		return fmt.Errorf("%s up: %w", p.HostVeth, err)
-	}
-	eth, err := p.nl.LinkByName(podIf)
-	if err != nil {
-		return err
-	}
-	if err := p.nl.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("%s up: %w", podIf, err)
-	}
-	if err := waitOperUp(node.nl, p.HostVeth, p.nl, podIf); err != nil {
 		return err
 	}
 	v4, v6 := node.BridgeSubnets()

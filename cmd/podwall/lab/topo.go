@@ -423,33 +423,8 @@ func wirePod(p *Pod) error {
 		return wireBridgePod(p)
 	}
 	node := p.Node
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: p.HostVeth, HardwareAddr: gatewayMAC},
-		PeerName:      podIf,
-		PeerNamespace: netlink.NsFd(int(p.h)),
-	}
-	if err := node.nl.LinkAdd(veth); err != nil {
-		return fmt.Errorf("veth %s: %w", p.HostVeth, err)
-	}
-	host, err := node.nl.LinkByName(p.HostVeth)
+	host, eth, err := addPodVeth(p, netlink.LinkAttrs{Name: p.HostVeth, HardwareAddr: gatewayMAC})
 	if err != nil {
-		return err
-	}
-	if err := node.nl.LinkSetUp(host); err != nil {
-		return fmt.Errorf("%s up: %w", p.HostVeth, err)
-	}
-	eth, err := p.nl.LinkByName(podIf)
-	if err != nil {
-		return err
-	}
-	if err := p.nl.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("%s up: %w", podIf, err)
-	}
-	// A fresh veth drops what it is given until the kernel's link watcher has marked it
-	// operationally up and attached its qdisc — work that is rate-limited to about once a
-	// second. Without this wait a pod's first packet is sometimes lost (seen as "TX dropped"
-	// on the node side, and as a 1 s ARP retry or a lost probe).
-	if err := waitOperUp(node.nl, p.HostVeth, p.nl, podIf); err != nil {
 		return err
 	}
 	idx := eth.Attrs().Index
@@ -549,4 +524,34 @@ func hashName(s string, n int) string {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return fmt.Sprintf("%016x", h.Sum64())[:n]
+}
+
+// addPodVeth creates the veth pair of p — the node's end with attrs, the pod's end podIf in
+// p's namespace — sets both up and waits until both are operationally up.
+func addPodVeth(p *Pod, attrs netlink.LinkAttrs) (host, eth netlink.Link, err error) {
+	node := p.Node
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: podIf, PeerNamespace: netlink.NsFd(int(p.h))}
+	if err := node.nl.LinkAdd(veth); err != nil {
+		return nil, nil, fmt.Errorf("veth %s: %w", attrs.Name, err)
+	}
+	if host, err = node.nl.LinkByName(attrs.Name); err != nil {
+		return nil, nil, err
+	}
+	if err := node.nl.LinkSetUp(host); err != nil {
+		return nil, nil, fmt.Errorf("%s up: %w", attrs.Name, err)
+	}
+	if eth, err = p.nl.LinkByName(podIf); err != nil {
+		return nil, nil, err
+	}
+	if err := p.nl.LinkSetUp(eth); err != nil {
+		return nil, nil, fmt.Errorf("%s up: %w", podIf, err)
+	}
+	// A fresh veth drops what it is given until the kernel's link watcher has marked it
+	// operationally up and attached its qdisc — work that is rate-limited to about once a
+	// second. Without this wait a pod's first packet is sometimes lost (seen as "TX dropped"
+	// on the node side, and as a 1 s ARP retry or a lost probe).
+	if err := waitOperUp(node.nl, attrs.Name, p.nl, podIf); err != nil {
+		return nil, nil, err
+	}
+	return host, eth, nil
 }
