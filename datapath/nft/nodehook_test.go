@@ -12,7 +12,7 @@ import (
 )
 
 // udpEcho serves UDP echo on port echoPort in ns until the test ends.
-func udpEcho(t *testing.T, ns netns.NsHandle) {
+func udpEcho(t testing.TB, ns netns.NsHandle) {
 	t.Helper()
 	var srv *net.UDPConn
 	if err := inNS(ns, func() (err error) {

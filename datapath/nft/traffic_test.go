@@ -70,24 +70,7 @@ func newPodLab(t testing.TB) *podLab {
 	}
 	run(t, "ip", "-n", aName, "addr", "add", "10.244.0.99/32", "dev", "eth0")
 
-	var srv *net.UDPConn
-	if err := inNS(b, func() (err error) {
-		srv, err = net.ListenUDP("udp", &net.UDPAddr{Port: echoPort})
-		return err
-	}); err != nil {
-		t.Fatalf("echo server: %v", err)
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := srv.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = srv.Close() })
+	udpEcho(t, b)
 	return l
 }
 
