@@ -165,20 +165,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 	rs.rules = append(rs.rules, antiSpoofRules(cfg)...)
 	rs.rules = append(rs.rules, revokedRules(cfg)...)
 
-	// ct state established,related accept
-	rs.rules = append(rs.rules, rule{
-		text: "ct state established,related accept",
-		exprs: []expr.Any{
-			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-			&expr.Bitwise{
-				SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
-				Xor:  []byte{0, 0, 0, 0},
-			},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		},
-	})
+	rs.rules = append(rs.rules, establishedRule())
 
 	if cfg.DenyCacheTTL > 0 {
 		// ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop

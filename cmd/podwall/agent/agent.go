@@ -270,13 +270,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// never runs with sets that differ from the engine's snapshot. Then sweep conntrack
 	// for what the first policy denies (connections made before or between runs).
 	a.mu.Lock()
-	snap := a.inForce.Load()
-	in, eg := a.staged.queued(snap)
-	var ranges []netip.Prefix
-	if p := a.inForce.ranges.Load(); p != nil {
-		ranges = *p
-	}
-	if err := rs.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, ranges)); err != nil {
+	snap, err := a.programInForce(rs)
+	if err != nil {
 		a.mu.Unlock()
 		return err
 	}

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podwall/podwall/datapath/nft"
+	"github.com/podwall/podwall/policy"
 )
 
 // This file keeps the kernel table in place while the agent runs. Someone else can take it
@@ -77,13 +80,7 @@ func (a *Agent) restoreTable(damage string) {
 	a.ready.Store(false)
 	a.log.Warn("table damaged by someone else: restoring it", "damage", damage)
 	a.mu.Lock()
-	snap := a.inForce.Load()
-	in, eg := a.staged.queued(snap)
-	var ranges []netip.Prefix
-	if p := a.inForce.ranges.Load(); p != nil {
-		ranges = *p
-	}
-	err := a.ruleset.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, ranges))
+	snap, err := a.programInForce(a.ruleset)
 	if err == nil {
 		a.afterApply(snap) // cut what was admitted unjudged meanwhile
 	}
@@ -96,4 +93,17 @@ func (a *Agent) restoreTable(damage string) {
 	a.damage.Store(nil)
 	a.ready.Store(true)
 	a.log.Info("table restored", "generation", snap.Generation())
+}
+
+// programInForce programs rs — the table, or the one found, taken over — holding the sets of
+// the snapshot in force and the window's, in one transaction, and returns that snapshot.
+// Called under mu (start-up and restoreTable).
+func (a *Agent) programInForce(rs *nft.Ruleset) (*policy.Snapshot, error) {
+	snap := a.inForce.Load()
+	in, eg := a.staged.queued(snap)
+	var ranges []netip.Prefix
+	if p := a.inForce.ranges.Load(); p != nil {
+		ranges = *p
+	}
+	return snap, rs.ProgramSyncWindow(snap.Generation(), in, eg, window(snap, ranges))
 }
