@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,16 +16,18 @@ import (
 // name, labels, addresses and pod ranges). The agent's own Node brings the node's pod
 // ranges, spec.podCIDRs, into the State: the agent holds new connections of pods it does not
 // know yet within them (datapath/doc.go, "The new-pod window"). Every Node brings its labels
-// and addresses, which ClusterNetworkPolicy `nodes` peers select and match. Nodes are
-// optional: the first state does not wait for them, and when the credentials may not read
+// and addresses, which ClusterNetworkPolicy `nodes` peers select and match. The first state
+// waits for the Nodes' initial list, as it waits for pods and policies: a state without them
+// would let an Admin Deny towards `nodes` match no address. When the credentials may not read
 // Nodes (403) the Source says so once and goes on without them — the agent then has only
 // --pod-cidr, and `nodes` peers match no address.
 
 // nodeWatch is the informer of the Nodes.
 type nodeWatch struct {
-	inf  cache.SharedIndexInformer
-	name string
-	stop context.CancelFunc
+	inf       cache.SharedIndexInformer
+	name      string
+	stop      context.CancelFunc
+	forbidden atomic.Bool // the credentials may not read Nodes: the watch stopped
 }
 
 // watchNode starts watching Node name on ctx, calling mark on each change; nil when name
@@ -38,6 +41,7 @@ func (s *Source) watchNode(ctx context.Context, name string, mark func(), runnin
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(ctx)
+	w := &nodeWatch{inf: inf, name: name, stop: stop}
 	var once sync.Once
 	if err := inf.SetWatchErrorHandlerWithContext(func(hctx context.Context, _ *cache.Reflector, err error) {
 		switch {
@@ -46,6 +50,7 @@ func (s *Source) watchNode(ctx context.Context, name string, mark func(), runnin
 			once.Do(func() {
 				s.opts.Log.Warn("may not read this node's Node object: its pod ranges (spec.podCIDRs) are unknown; "+
 					"new pods are held only within --pod-cidr (grant list and watch on nodes)", "node", name, "err", err)
+				w.forbidden.Store(true)
 				stop()
 			})
 		default:
@@ -68,7 +73,14 @@ func (s *Source) watchNode(ctx context.Context, name string, mark func(), runnin
 		return nil, err
 	}
 	running.Go(func() { inf.RunWithContext(ctx) })
-	return &nodeWatch{inf: inf, name: name, stop: stop}, nil
+	return w, nil
+}
+
+// decided reports whether a first state may be built: the Nodes' initial list arrived, or
+// the credentials may not read Nodes (the Source goes on without them). True for a nil
+// nodeWatch.
+func (w *nodeWatch) decided() bool {
+	return w == nil || w.forbidden.Load() || w.inf.HasSynced()
 }
 
 // nodes returns the watched Nodes known so far: none for a nil nodeWatch.

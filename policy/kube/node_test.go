@@ -3,10 +3,12 @@ package kube
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,12 +54,22 @@ func node(name string, cidrs ...string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
 }
 
-// With Options.Node the Source's states carry every Node, with labels and pod ranges; a
-// change of a Node makes a new state. (The first state does not wait for the Nodes.)
+// With Options.Node the Source's states carry every Node, with labels and pod ranges, from
+// the first state on (a first state without them would let an Admin Deny towards `nodes`
+// match nothing); a change of a Node makes a new state.
 func TestSourceWatchesItsNode(t *testing.T) {
 	other := node("node-2", "10.244.2.0/24")
 	other.Labels = map[string]string{"zone": "b"}
 	c := fake.NewClientset(node("node-1", "10.244.1.0/24", "fd00:10:244:1::/64"), other)
+	// The first list of Nodes fails (the reflector retries after its backoff): the first
+	// state must still carry them.
+	var failed atomic.Bool
+	c.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failed.CompareAndSwap(false, true) {
+			return true, nil, apierrors.NewInternalError(errors.New("etcd is slow today"))
+		}
+		return false, nil, nil
+	})
 	var once sync.Once
 	states := runUntil(t, c, Options{Node: "node-1"}, func(st policy.State) bool {
 		if len(st.Nodes) < 2 {
@@ -75,6 +87,9 @@ func TestSourceWatchesItsNode(t *testing.T) {
 		})
 		return len(st.Nodes) == 2 && len(st.Nodes[0].IPs) == 1
 	})
+	if len(states[0].Nodes) != 2 {
+		t.Errorf("first state: nodes %+v, want both", states[0].Nodes)
+	}
 	if last := states[len(states)-1]; len(last.Nodes) != 2 || len(last.Nodes[0].IPs) != 1 {
 		t.Errorf("after the Node's update: nodes %+v", last.Nodes)
 	}

@@ -42,8 +42,8 @@ type Options struct {
 	// ClusterPolicyRecheck is how often to ask whether the ClusterNetworkPolicy CRD has
 	// been installed while it is not; default DefaultClusterPolicyRecheck.
 	ClusterPolicyRecheck time.Duration
-	// Node, when set, is the agent's node: its Node object is watched too, for its pod
-	// ranges (node.go). The first state does not wait for it.
+	// Node, when set, is the agent's node: the Nodes are watched too, for its pod ranges
+	// and for `nodes` peers (node.go). The first state waits for their initial list.
 	Node string
 }
 
@@ -269,6 +269,7 @@ func (s *Source) Run(ctx context.Context, update func(policy.State, error)) erro
 	if err != nil {
 		return fmt.Errorf("kubernetes informers: %w", err)
 	}
+	synced = append(synced, node.decided)
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil // only ctx ends the wait
 	}
