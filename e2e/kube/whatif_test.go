@@ -53,6 +53,7 @@ func TestWhatifRBAC(t *testing.T) {
 		{"list", "namespaces", "", "", true},
 		{"list", "nodes", "", "", true},
 		{"list", "networkpolicies", "", "", true},
+		{"list", "clusternetworkpolicies", "", "", true},
 		{"get", "pods", "proxy", "default", false},
 		{"create", "pods", "proxy", "podwall-system", false},
 		{"create", "pods", "exec", "podwall-system", false},
@@ -109,10 +110,7 @@ func whatifToken(t *testing.T, c *cluster.Cluster) string {
 // may asks the API server whether the caller may verb resource/sub in ns.
 func may(t *testing.T, ctx context.Context, cs kubernetes.Interface, verb, resource, sub, ns string) bool {
 	t.Helper()
-	group := ""
-	if resource == "networkpolicies" {
-		group = "networking.k8s.io"
-	}
+	group := map[string]string{"networkpolicies": "networking.k8s.io", "clusternetworkpolicies": "policy.networking.k8s.io"}[resource]
 	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Verb: verb, Group: group, Resource: resource, Subresource: sub, Namespace: ns}}}, metav1.CreateOptions{})
