@@ -9,7 +9,11 @@
 // when missing, under a lock, so concurrent test binaries build once.
 //
 // Every server has a watchdog that kills it when the test process dies (see proc), so a
-// killed `go test` leaks no server. Share one Cluster per test binary — Shared starts it on
+// killed `go test` leaks no server. A Cluster can also run inside a network namespace
+// (Options.Netns: a lab node's, or one of its own on the lab's underlay), bound to an address
+// there (Options.BindAddress), so that lab nodes reach it and its pod proxy reaches them; the
+// test process then talks to it through a relay on 127.0.0.1 whose connections are made in
+// that namespace, and no route joins the two. Share one Cluster per test binary — Shared starts it on
 // first use, StopShared in TestMain stops it; Client makes an unthrottled clientset — and
 // isolate tests by namespace: a Cluster costs ≈ 300 MB of memory and ≈ 4 s to start.
 package cluster
