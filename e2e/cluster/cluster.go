@@ -201,12 +201,14 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 
+	start := time.Now()
 	if err := c.startEtcd(ctx, ports[0], ports[1]); err != nil {
 		return nil, err
 	}
 	if err := c.StartAPIServer(ctx); err != nil {
 		return nil, err
 	}
+	fmt.Fprintf(c.log, "cluster: ready in %v\n", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
 
