@@ -56,8 +56,9 @@ object of the same kind and name as one in force replaces it, others are added) 
 The flows, from exactly one of: --addr HOST:PORT (an agent's debug listener, its
 /debug/flows; repeat for several agents), --kubeconfig FILE (every agent pod of the
 DaemonSet, through the API server's pod proxy: needs "list" on pods and "get" on
-pods/proxy in --agent-namespace, and the agents' debug listener on their pod address; see
-deploy/examples/whatif), or --flows FILE (a flow log, /debug/flows output or podwall tail -o
+pods/proxy in --agent-namespace, and the agents' debug listener on their pod address; for
+the policy in force "list" on pods, namespaces, nodes, networkpolicies and
+clusternetworkpolicies; see deploy/examples/whatif), or --flows FILE (a flow log, /debug/flows output or podwall tail -o
 json output; - for stdin; repeat for the rotated files of a flow log).
 
 The policy in force: --manifests PATH; else the agents' /debug/state (--addr), or the

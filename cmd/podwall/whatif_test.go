@@ -177,7 +177,8 @@ func TestWhatifAddr(t *testing.T) {
 }
 
 // --kubeconfig reads every running agent pod's /debug/flows through the API server's pod
-// proxy (here a stand-in API server answering the two requests that takes).
+// proxy (here a stand-in API server answering the two requests that takes; against a real
+// one with two agents: e2e/kube TestWhatIfThroughPodProxy).
 func TestWhatifKubeconfigPodProxy(t *testing.T) {
 	var proxied []string
 	mux := http.NewServeMux()

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,7 +30,9 @@ type pki struct {
 	saPubFile               string
 }
 
-func newPKI(dir string) (*pki, error) {
+// newPKI makes the key material in dir; the serving certificate names bind besides the
+// loopback addresses.
+func newPKI(dir string, bind netip.Addr) (*pki, error) {
 	p := &pki{dir: dir}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,13 +51,18 @@ func newPKI(dir string) (*pki, error) {
 	p.caCert, p.caKey = pemCert(caDER), pemKey(caKey)
 
 	// The serving certificate names every way a client reaches the API server: 127.0.0.1
-	// (also through a relay in a lab namespace) and the in-cluster Service names.
+	// (also through a relay), its bind address (lab nodes on the underlay) and the
+	// in-cluster Service names.
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.96.0.1")}
+	if !bind.IsLoopback() {
+		ips = append(ips, bind.AsSlice())
+	}
 	p.serveCert, p.serveKey, err = leaf(caCert, caKey, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.96.0.1")},
+		IPAddresses: ips,
 	})
 	if err != nil {
 		return nil, err

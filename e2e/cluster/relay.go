@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -15,17 +16,21 @@ import (
 // adding addresses or routes there. A listener opened inside the node's namespace (lab's
 // NS.Do) on 127.0.0.1:6443, relayed here, gives the node's agent the API server at
 // https://127.0.0.1:6443 while the lab stays sealed: the relay's outgoing connections are
-// made by this process in its own namespace. Close the returned Closer to stop accepting
-// and cut every relayed connection.
+// made by this process in the API server's namespace (its own, or Options.Netns). Close the
+// returned Closer to stop accepting and cut every relayed connection.
+//
+// A Cluster started in a namespace (Options.Netns) relays the other way by itself: its Addr
+// is a relay on 127.0.0.1 of the test's namespace whose connections are made in Netns.
 func (c *Cluster) Relay(ln net.Listener) io.Closer {
-	r := &relay{ln: ln, target: c.Addr, conns: map[net.Conn]struct{}{}}
+	r := &relay{ln: ln, dial: func() (net.Conn, error) { return c.dial(context.Background(), "tcp", c.Listen) },
+		conns: map[net.Conn]struct{}{}}
 	go r.serve()
 	return r
 }
 
 type relay struct {
-	ln     net.Listener
-	target string
+	ln   net.Listener
+	dial func() (net.Conn, error) // to the API server
 
 	mu     sync.Mutex
 	closed bool
@@ -43,7 +48,7 @@ func (r *relay) serve() {
 }
 
 func (r *relay) forward(in net.Conn) {
-	out, err := net.Dial("tcp", r.target)
+	out, err := r.dial()
 	if err != nil {
 		in.Close() // the API server is down: the client sees its connection cut
 		return

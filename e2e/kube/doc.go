@@ -14,6 +14,14 @@
 // server's certificate covers. Only this test process bridges the two: no link, address or
 // route joins the lab to the root namespace.
 //
+// `podwall what-if --kubeconfig` (whatif_test.go) needs the opposite: the API server must
+// reach the agents, through its pod proxy, and it refuses to proxy to loopback addresses.
+// TestWhatIfThroughPodProxy starts a second kube-apiserver and etcd for itself inside the
+// lab, in a namespace of its own on the underlay (cluster.Options.Netns, BindAddress), which
+// the agents dial directly and which proxies to their debug listeners on the node addresses;
+// the test process reaches it through a relay on 127.0.0.1 whose connections are made in
+// that namespace (cluster.Cluster.Addr).
+//
 // The API server, built on first use (≈ 10 min on a fresh machine, then cached), is shared
 // by the tests of one run; each test works in namespaces named after its lab's run id.
 // Tests that need root (the lab) skip without it; tests that need the API server skip with

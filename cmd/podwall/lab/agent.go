@@ -24,6 +24,7 @@ import (
 type Agent struct {
 	Node        *Node
 	MetricsAddr string
+	DebugAddr   string
 	cmd         *exec.Cmd
 	client      *http.Client
 	logs        *logBuffer
@@ -36,6 +37,10 @@ type AgentConfig struct {
 	Binary    string // path to the podwall binary
 	Manifests string // file or directory; empty when Args give the source (--kubeconfig)
 	NodeName  string
+	// DebugAddr is the debug listener's address (--debug-addr); default 127.0.0.1:9091.
+	// The node's own address makes it reachable from the lab's underlay, as
+	// `podwall what-if --kubeconfig` needs (through the API server's pod proxy).
+	DebugAddr string
 	// Args are extra flags for `podwall run`.
 	Args []string
 	// Log, when set, receives the agent's stderr as well as the internal buffer.
@@ -43,15 +48,18 @@ type AgentConfig struct {
 }
 
 // StartAgent launches `podwall run` inside the node's namespace. The metrics listener is on
-// 127.0.0.1:9090 of that namespace, the debug listener on 127.0.0.1:9091.
+// 127.0.0.1:9090 of that namespace, the debug listener on c.DebugAddr (127.0.0.1:9091).
 func (n *Node) StartAgent(c AgentConfig) (*Agent, error) {
-	a := &Agent{Node: n, MetricsAddr: "127.0.0.1:9090", logs: &logBuffer{}, done: make(chan struct{})}
+	a := &Agent{Node: n, MetricsAddr: "127.0.0.1:9090", DebugAddr: c.DebugAddr, logs: &logBuffer{}, done: make(chan struct{})}
+	if a.DebugAddr == "" {
+		a.DebugAddr = "127.0.0.1:9091"
+	}
 	args := []string{"netns", "exec", n.Name(), c.Binary, "run"}
 	if c.Manifests != "" {
 		args = append(args, "--manifests", c.Manifests)
 	}
 	args = append(append(args, "--node-name", c.NodeName,
-		"--metrics-addr", a.MetricsAddr, "--debug-addr", "127.0.0.1:9091",
+		"--metrics-addr", a.MetricsAddr, "--debug-addr", a.DebugAddr,
 		"--pod-interfaces", "pw"), c.Args...)
 	a.cmd = exec.Command("ip", args...)
 	var w io.Writer = a.logs
@@ -91,7 +99,7 @@ func (a *Agent) Get(ctx context.Context, path string) (int, string, error) {
 	}
 	addr := a.MetricsAddr
 	if strings.HasPrefix(path, "/debug/") {
-		addr = "127.0.0.1:9091"
+		addr = a.DebugAddr
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {

@@ -104,8 +104,10 @@
 //
 // Node.StartAgent runs `ip netns exec <node> podwall run` with the
 // manifests (or --kubeconfig) given, the metrics listener on
-// 127.0.0.1:9090 and the debug listener on 127.0.0.1:9091 of the node's
-// namespace and --pod-interfaces naming the lab's pod veths. Agent.Get,
+// 127.0.0.1:9090 and the debug listener on 127.0.0.1:9091 (or
+// AgentConfig.DebugAddr, e.g. the node's address, for a client on the
+// underlay) of the node's namespace and --pod-interfaces naming the lab's
+// pod veths. Agent.Get,
 // Agent.Metrics (parsed with package scrape), Agent.Generation and
 // Agent.WaitGeneration talk to those listeners from inside the namespace;
 // Agent.Stop and Agent.Kill end the process (it also dies with its parent).
