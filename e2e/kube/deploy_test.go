@@ -20,11 +20,13 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -546,4 +548,107 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("no OCI label org.opencontainers.image.%s", l)
 		}
 	}
+}
+
+// daemonSetWith returns deploy/'s DaemonSet with the strategic merge patches of the
+// kustomize Component deploy/components/NAME applied, as an overlay using that component
+// would send it.
+func daemonSetWith(t *testing.T, component string) *appsv1.DaemonSet {
+	t.Helper()
+	dir := filepath.Join(repo, "deploy/components", component)
+	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Patches    []struct {
+			Path string `json:"path"`
+		} `json:"patches"`
+	}
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v (this test applies path-only patches; teach it more)", component, err)
+	}
+	if k.APIVersion != "kustomize.config.k8s.io/v1alpha1" || k.Kind != "Component" || len(k.Patches) == 0 {
+		t.Fatalf("%s/kustomization.yaml: %+v, want a Component with patches", component, k)
+	}
+	objs := deployObjects(t)
+	ds := objs[slices.IndexFunc(objs, kindOf("DaemonSet"))]
+	doc, err := ds.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range k.Patches {
+		b, err := os.ReadFile(filepath.Join(dir, p.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var target unstructured.Unstructured
+		if err := yaml.Unmarshal(b, &target.Object); err != nil {
+			t.Fatalf("%s/%s: %v", component, p.Path, err)
+		}
+		if target.GetKind() != "DaemonSet" || target.GetName() != ds.GetName() || target.GetNamespace() != ds.GetNamespace() {
+			t.Fatalf("%s/%s patches %s %s/%s, not deploy/'s DaemonSet %s/%s", component, p.Path,
+				target.GetKind(), target.GetNamespace(), target.GetName(), ds.GetNamespace(), ds.GetName())
+		}
+		patch, err := yaml.YAMLToJSON(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc, err = strategicpatch.StrategicMergePatch(doc, patch, appsv1.DaemonSet{}); err != nil {
+			t.Fatalf("%s/%s: %v", component, p.Path, err)
+		}
+	}
+	var out appsv1.DaemonSet
+	if err := json.Unmarshal(doc, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
+// The optional component deploy/components/whatif changes exactly one thing of the
+// DaemonSet: the agent's debug listener moves from 127.0.0.1 to its pod address
+// ($(POD_IP), from status.podIP), so that `podwall what-if --kubeconfig` reaches it through
+// the pod proxy. Its patch repeats the container's args: when deploy/ changes a flag, this
+// test says the component must follow.
+func TestWhatifComponent(t *testing.T) {
+	objs := deployObjects(t)
+	var plain appsv1.DaemonSet
+	if err := runtimeDefault(objs[slices.IndexFunc(objs, kindOf("DaemonSet"))].Object, &plain); err != nil {
+		t.Fatal(err)
+	}
+	patched := daemonSetWith(t, "whatif")
+	got := patched.Spec.Template.Spec.Containers[0]
+	if addr := flagValue(got.Args, "--debug-addr"); addr != "$(POD_IP):9091" {
+		t.Errorf("--debug-addr=%q, want $(POD_IP):9091", addr)
+	}
+	i := slices.IndexFunc(got.Env, func(e corev1.EnvVar) bool { return e.Name == "POD_IP" })
+	if i < 0 || got.Env[i].ValueFrom == nil || got.Env[i].ValueFrom.FieldRef == nil ||
+		got.Env[i].ValueFrom.FieldRef.FieldPath != "status.podIP" {
+		t.Fatalf("env %+v, want POD_IP from status.podIP", got.Env)
+	}
+	// Undo the two changes: what is left must be deploy/'s DaemonSet as it is.
+	got.Env = slices.Delete(got.Env, i, i+1)
+	for j, a := range got.Args {
+		if strings.HasPrefix(a, "--debug-addr=") {
+			got.Args[j] = "--debug-addr=" + flagValue(plain.Spec.Template.Spec.Containers[0].Args, "--debug-addr")
+		}
+	}
+	patched.Spec.Template.Spec.Containers[0] = got
+	if !equality.Semantic.DeepEqual(patched, &plain) {
+		a, _ := yaml.Marshal(patched)
+		b, _ := yaml.Marshal(&plain)
+		t.Errorf("the component changes more than --debug-addr and POD_IP (or deploy/ changed a flag it repeats):\npatched, both changes undone:\n%s\ndeploy/:\n%s", a, b)
+	}
+}
+
+// flagValue is the value of the first --name=value argument of args ("" when none).
+func flagValue(args []string, name string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -125,7 +124,7 @@ func may(t *testing.T, ctx context.Context, cs kubernetes.Interface, verb, resou
 // the agents: kube-apiserver and etcd run inside the lab, in a namespace of their own on the
 // underlay (control-plane, 172.18.0.4), and the two agents run as the DaemonSet's
 // hostNetwork pods do — their Pod objects in podwall-system with the DaemonSet's labels and
-// their node's address, their debug listener on it. what-if, in the test's own namespace
+// their node's address, their debug listener on it as deploy/components/whatif sets it. what-if, in the test's own namespace
 // (no route to the lab), reaches the API server through a relay and every agent's
 // /debug/flows only through the API server's pod proxy.
 //
@@ -190,7 +189,7 @@ func TestWhatIfThroughPodProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 		return lab.AgentConfig{Binary: binary, NodeName: n.Name(), Args: []string{"--kubeconfig", kubeconfig},
-			DebugAddr: agentDebugAddr(n)}
+			DebugAddr: agentDebugAddr(t, n)}
 	})
 	e.Warm()
 
@@ -301,21 +300,24 @@ func TestWhatIfThroughPodProxy(t *testing.T) {
 	})
 }
 
-// agentDebugAddr is where a hostNetwork agent serves /debug/ for the pod proxy: the node's
-// address (deploy/examples/whatif: --debug-addr=$(POD_IP):9091).
-func agentDebugAddr(n *lab.Node) string {
-	return n.UnderlayV4.String() + ":9091"
+// agentDebugAddr is where a hostNetwork agent serves /debug/ for the pod proxy: the
+// --debug-addr of the DaemonSet with deploy/components/whatif, $(POD_IP) being the node's
+// address.
+func agentDebugAddr(t *testing.T, n *lab.Node) string {
+	t.Helper()
+	addr := flagValue(daemonSetWith(t, "whatif").Spec.Template.Spec.Containers[0].Args, "--debug-addr")
+	if !strings.Contains(addr, "$(POD_IP)") {
+		t.Fatalf("deploy/components/whatif: --debug-addr=%q does not name the pod's address", addr)
+	}
+	return strings.ReplaceAll(addr, "$(POD_IP)", n.UnderlayV4.String())
 }
 
-// createAgentPod creates the Pod the DaemonSet of deploy/ would run on lab node n — its
-// template's labels and spec, hostNetwork — Running with the node's addresses.
+// createAgentPod creates the Pod the DaemonSet of deploy/ with deploy/components/whatif
+// would run on lab node n — its template's labels and spec, hostNetwork — Running with the
+// node's addresses.
 func (e *env) createAgentPod(n *lab.Node) {
 	e.T.Helper()
-	objs := deployObjects(e.T)
-	var ds appsv1.DaemonSet
-	if err := runtimeDefault(objs[slices.IndexFunc(objs, kindOf("DaemonSet"))].Object, &ds); err != nil {
-		e.T.Fatal(err)
-	}
+	ds := daemonSetWith(e.T, "whatif")
 	pod := &corev1.Pod{ObjectMeta: ds.Spec.Template.ObjectMeta, Spec: ds.Spec.Template.Spec}
 	pod.Namespace, pod.Name, pod.Spec.NodeName = ds.Namespace, ds.Name+"-"+n.Role(), n.Name()
 	ctx := context.Background()
