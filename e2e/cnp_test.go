@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"maps"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -446,4 +447,75 @@ var baselineGressSteps = []cnpE2EStep{
 		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
 		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
 	}},
+}
+
+// An agent started on manifests holding a ClusterNetworkPolicy the CRD would refuse (priority
+// 1001) becomes ready with the files' other objects: the invalid policy is enforced
+// fail-closed alone — it denies all ingress of its subject, which as written it would accept
+// — a valid ClusterNetworkPolicy and a NetworkPolicy beside it apply, and pods none selects
+// stay open. It is counted, logged with its field and named by `podwall explain`; fixed, it
+// applies as written.
+func TestStartWithInvalidClusterNetworkPolicy(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server", "app/other", "app/db")
+	e.Serve(80)
+	acceptServer := `
+tier: Admin
+priority: %d
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {name: server}}}}
+ingress: [{action: Accept, from: [{namespaces: {}}]}]
+`
+	base := []any{
+		policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"name": "client"}),
+		e.podObject("app/server", map[string]string{"name": "server"}),
+		e.podObject("app/other", map[string]string{"name": "other"}),
+		e.podObject("app/db", map[string]string{"name": "db"}),
+		clusterPolicy(t, "deny-other", `
+tier: Admin
+priority: 20
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {name: other}}}}
+ingress: [{action: Deny, from: [{namespaces: {}}]}]
+`),
+		policytest.NetworkPolicy("app", "db", policytest.Selector("name", "db"), policytest.Ingress()),
+	}
+	with := func(cnp any) []any { return append(append([]any(nil), base...), cnp) }
+	e.write(with(clusterPolicy(t, "bad", fmt.Sprintf(acceptServer, 1001)))...)
+	e.start() // fails the test unless the agent becomes ready
+
+	others := []probe{
+		{from: "app/client", to: "app/other", port: 80, allow: false}, // deny-other
+		{from: "app/client", to: "app/db", port: 80, allow: false},    // the NetworkPolicy
+		{from: "app/other", to: "app/client", port: 80, allow: true},  // nothing selects client's ingress
+		{from: "app/server", to: "app/client", port: 80, allow: true}, // bad has no egress rules
+	}
+	e.check(append(others,
+		probe{from: "app/client", to: "app/server", port: 80, allow: false},
+		probe{from: "app/client", to: "app/server", port: 80, proto: "UDP", allow: false})...)
+	if n := e.metric("node-1", "podwall_policy_invalid", "kind", "ClusterNetworkPolicy", "name", "bad"); n != 1 {
+		t.Errorf("podwall_policy_invalid{ClusterNetworkPolicy bad} = %v, want 1", n)
+	}
+	if logs := e.Agents["node-1"].Logs(); !strings.Contains(logs, "spec.priority") {
+		t.Errorf("the rejection is not logged with its field:\n%s", logs)
+	}
+	out, err := exec.Command(binary, "explain", "--manifests", e.manifests,
+		"--from", "app/client", "--to", "app/server", "--port", "80").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podwall explain: %v\n%s", err, out)
+	}
+	for _, want := range []string{"cnp/bad", "invalid", "spec.priority", "cluster.yaml:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("podwall explain does not say %q:\n%s", want, out)
+		}
+	}
+
+	t.Run("fixed, it applies as written", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(with(clusterPolicy(t, "bad", fmt.Sprintf(acceptServer, 10)))...)
+		e.check(append(others, probe{from: "app/client", to: "app/server", port: 80, allow: true})...)
+		if n := e.metric("node-1", "podwall_policy_invalid", "kind", "ClusterNetworkPolicy"); n != 0 {
+			t.Errorf("podwall_policy_invalid{ClusterNetworkPolicy} = %v after the fix, want no series", n)
+		}
+	})
 }
