@@ -180,6 +180,8 @@
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter queue flags fanout to 100-103
 //		ip6 saddr @nodeegress6 counter queue flags fanout to 100-103
 //	}
@@ -188,6 +190,8 @@
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter queue flags fanout to 100-103
 //		ip6 daddr @nodeingress6 counter queue flags fanout to 100-103
 //	}
@@ -205,8 +209,16 @@
 // NodeIngress count the packets each chain queued. Like forward, both drop the packets of
 // a connection marked revoked (Config.RevokedMark): the revoker sweeps a pod's connections
 // with its node when a policy change denies them (conntrack.NodePolicy). Damage checks
-// both chains and, with elements, the own-node sets. The deny cache is forward's only:
-// repeats of a denied pod → node flow are queued and judged again.
+// both chains and, with elements, the own-node sets.
+//
+// Both chains use forward's deny cache (the same sets denied4/denied6, emptied by every Sync
+// of a new generation as above): a pod retrying a connection to its node that the agent
+// denied (a TCP client's SYN retransmissions, a resolver repeating a query) has the repeats
+// dropped in the kernel for the TTL, before the queue rules, and counted with the cache's
+// other drops (Counters.DenyCached). A chain looks the flow up only for the pods it queues
+// (the address in its own-node set first): the node's own traffic pays one lookup in that
+// small set, not the flow key's. Without the cache (Config.DenyCacheTTL 0) the rules are
+// left out here too.
 //
 // # Queue rendering and the capability probe
 //

@@ -84,6 +84,8 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter <queue>
 //		ip6 saddr @nodeegress6 counter <queue>
 //	}
@@ -92,9 +94,13 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter <queue>
 //		ip6 daddr @nodeingress6 counter <queue>
 //	}
+//
+// (the deny-cache rules only with the cache on, Config.DenyCacheTTL).
 func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 	queueText, queueExpr := queueAction(cfg, mode)
 	nr := nodeRuleset{sets: nodeSets(t)}
@@ -126,6 +132,10 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 					&expr.Verdict{Kind: expr.VerdictAccept},
 				},
 			})
+		// The deny cache, forward's sets: a pod retrying a connection to its node that the
+		// agent denied is dropped here, not queued again. Only for the pods the chain
+		// queues: the node's own traffic pays one lookup in a small set, not the flow's.
+		cr.rules = append(cr.rules, deniedRules(cfg, cacheGate{h.set4, h.set6, h.addrBase == 1})...)
 		for _, m := range []struct {
 			set    string
 			family byte
