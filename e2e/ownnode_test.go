@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,6 +131,96 @@ egress: [{action: Deny, to: [{networks: ["`+cidrs[0].String()+`", "`+cidrs[1].St
 		e.check(allOpen...)
 		if q := e.queueCounts("node-1").sub(before); q.Queued() != 0 || q.Kernel != 0 {
 			t.Errorf("queued after the ClusterNetworkPolicy went: %v", q)
+		}
+	})
+}
+
+// The kernel's deny cache at the node's input hook: a pod retrying a connection to its own
+// node that a ClusterNetworkPolicy denies — its SYN retransmitted, new connections to the same
+// port — costs the agent one queued packet, one decision; the kernel drops the repeats
+// (counted in podwall_datapath_deny_cache_hits_total). A policy change that allows the flow,
+// while the cache still holds it (TTL 10 s here), lets the very next SYN through, judged by
+// the new policy.
+//
+//	node-1 (labelled role=worker): web (app=web)
+func TestClusterNetworkPolicyOwnNodeDenyCache(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/web")
+	nodeObj := e.Nodes["node-1"].Object("node-1")
+	nodeObj.Labels = map[string]string{"role": "worker"}
+	base := []any{nodeObj, policytest.Namespace("app", nil), e.podObject("app/web", map[string]string{"app": "web"})}
+	node := e.nodeEndpoint("node-1")
+	e.Serve(80)
+	const deny = `{action: Deny, to: [{nodes: {matchLabels: {role: worker}}}]}`
+	policy := func(egress ...string) []any {
+		return append(append([]any(nil), base...), clusterPolicy(t, "web-to-node", `
+tier: Admin
+priority: 10
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+egress: [`+strings.Join(egress, ", ")+`]
+`))
+	}
+	e.write(policy(deny)...)
+	e.start("--deny-cache-ttl", "10s")
+	denies := e.stream("node-1", "?verdict=deny")
+
+	type counts struct{ queued, hits float64 }
+	snap := func(fam string) counts {
+		q := e.queueCounts("node-1")
+		set := map[string]string{"IPv4": "nodeegress4", "IPv6": "nodeegress6"}[fam]
+		return counts{float64(q.Rules[set]), e.metric("node-1", "podwall_datapath_deny_cache_hits_total")}
+	}
+	toNode := probe{from: "app/web", to: node, port: 80}
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		t.Run(fam, func(t *testing.T) {
+			e := e.sub(t)
+			before := snap(fam)
+			// A SYN and its retransmission (initial RTO 1 s), then three new connections.
+			if err := e.probe(fam, toNode, 1500*time.Millisecond); err == nil {
+				t.Fatal("a denied connection to the node opened")
+			}
+			for range 3 {
+				if err := e.probe(fam, toNode, 100*time.Millisecond); err == nil {
+					t.Fatal("a denied connection to the node opened")
+				}
+			}
+			after := snap(fam)
+			if q, h := after.queued-before.queued, after.hits-before.hits; q != 1 || h != 4 {
+				t.Errorf("5 SYNs of web -> node: %v queued at input, %v dropped by the deny cache; want 1 and 4", q, h)
+			}
+			evs, _, err := denies.snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, ev := range evs {
+				if flowOfEvent(&ev) == e.flowOf(fam, toNode) {
+					n++
+					if ev.KernelDenyTTLms != 10000 {
+						t.Errorf("the deny does not say the kernel drops the repeats: %+v", ev)
+					}
+				}
+			}
+			if n != 1 {
+				t.Errorf("stream: %d denies of web -> node, want 1", n)
+			}
+		})
+	}
+
+	// Both flows are in the cache for 10 s; the edit accepts TCP 80 to the node before the Deny.
+	t.Run("a policy change lets the next SYN through", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(policy(`{action: Accept, to: [{nodes: {matchLabels: {role: worker}}}], protocols: [{tcp: {destinationPort: {number: 80}}}]}`, deny)...)
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			before := snap(fam)
+			if err := e.probe(fam, toNode, 900*time.Millisecond); err != nil {
+				t.Errorf("%s: the first connection after the policy allowed it: %v", fam, err)
+			}
+			after := snap(fam)
+			if q, h := after.queued-before.queued, after.hits-before.hits; q != 1 || h != 0 {
+				t.Errorf("%s: %v queued at input, %v dropped by the deny cache; want 1 and 0", fam, q, h)
+			}
 		}
 	})
 }
