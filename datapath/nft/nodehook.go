@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -28,6 +29,18 @@ const (
 	// node a policy can deny: the node's new packets to them are queued (output hook).
 	SetNodeIngress4 = "nodeingress4"
 	SetNodeIngress6 = "nodeingress6"
+
+	// SetNodeEgressWindow4 and SetNodeEgressWindow6 (interval sets) hold this node's pod
+	// ranges while a policy could deny a local pod's traffic to its node once it knows the
+	// pod: a new packet arriving at the node from an address of these ranges that no local
+	// pod known to the policy has is queued (input hook), and held (the new-pod window).
+	// Empty otherwise.
+	SetNodeEgressWindow4 = "nodeegresswindow4"
+	SetNodeEgressWindow6 = "nodeegresswindow6"
+	// SetNodeIngressWindow4 and SetNodeIngressWindow6 are the same for the node's traffic to
+	// a local pod (output hook).
+	SetNodeIngressWindow4 = "nodeingresswindow4"
+	SetNodeIngressWindow6 = "nodeingresswindow6"
 )
 
 // nodeDefs lists the own-node sets, created and rendered after the window's.
@@ -37,6 +50,13 @@ var nodeDefs = []setDef{
 	{SetNodeEgress4, unix.NFPROTO_IPV4},
 	{SetNodeEgress6, unix.NFPROTO_IPV6},
 }
+
+// nodeEgressWindowDefs and nodeIngressWindowDefs list the own-node window's interval sets,
+// created and rendered after nodeDefs.
+var (
+	nodeEgressWindowDefs  = []setDef{{SetNodeEgressWindow4, unix.NFPROTO_IPV4}, {SetNodeEgressWindow6, unix.NFPROTO_IPV6}}
+	nodeIngressWindowDefs = []setDef{{SetNodeIngressWindow4, unix.NFPROTO_IPV4}, {SetNodeIngressWindow6, unix.NFPROTO_IPV6}}
+)
 
 // loopbackIndex is the interface index of lo, the same in every network namespace.
 const loopbackIndex = 1
@@ -49,8 +69,9 @@ type chainRules struct {
 
 // nodeRuleset is the own-node part of the table: its sets and its two base chains.
 type nodeRuleset struct {
-	sets   []*nftables.Set // nodeDefs
-	chains []chainRules    // input, output
+	sets    []*nftables.Set // nodeDefs
+	windows []*nftables.Set // nodeEgressWindowDefs, nodeIngressWindowDefs
+	chains  []chainRules    // input, output
 }
 
 // nodeSets returns the own-node sets of t.
@@ -88,6 +109,8 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter <queue>
 //		ip6 saddr @nodeegress6 counter <queue>
+//		ip saddr @nodeegresswindow4 ip saddr != @local4 counter <queue>
+//		ip6 saddr @nodeegresswindow6 ip6 saddr != @local6 counter <queue>
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
@@ -98,12 +121,17 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter <queue>
 //		ip6 daddr @nodeingress6 counter <queue>
+//		ip daddr @nodeingresswindow4 ip daddr != @local4 counter <queue>
+//		ip6 daddr @nodeingresswindow6 ip6 daddr != @local6 counter <queue>
 //	}
 //
 // (the deny-cache rules only with the cache on, Config.DenyCacheTTL).
 func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 	queueText, queueExpr := queueAction(cfg, mode)
 	nr := nodeRuleset{sets: nodeSets(t)}
+	for _, d := range slices.Concat(nodeEgressWindowDefs, nodeIngressWindowDefs) {
+		nr.windows = append(nr.windows, newRangeSet(t, d))
+	}
 	for _, h := range []struct {
 		name     string
 		hook     *nftables.ChainHook
@@ -113,9 +141,13 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		set4     string
 		set6     string
 		addrBase uint32 // 0 for saddr, the address length for daddr
+		window4  string
+		window6  string
 	}{
-		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0},
-		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1},
+		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0,
+			SetNodeEgressWindow4, SetNodeEgressWindow6},
+		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1,
+			SetNodeIngressWindow4, SetNodeIngressWindow6},
 	} {
 		cr := chainRules{chain: newHookChain(t, h.name, h.hook)}
 		// A connection the revoker marked (a pod's connection to its node that a policy
@@ -157,6 +189,11 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 				},
 			})
 		}
+		// The new-pod window at this hook: a pod the policy does not know yet, while a
+		// policy could deny its traffic with its node (the window sets hold the ranges).
+		cr.rules = append(cr.rules,
+			windowRule(h.window4, SetLocal4, unix.NFPROTO_IPV4, h.field, queueText, queueExpr),
+			windowRule(h.window6, SetLocal6, unix.NFPROTO_IPV6, h.field, queueText, queueExpr))
 		nr.chains = append(nr.chains, cr)
 	}
 	return nr

@@ -244,3 +244,93 @@ func TestLiveNodeHooksDenyCache(t *testing.T) {
 			c1.DenyCached, c.DenyCached, c1.NodeEgress, c.NodeEgress, c1.NodeIngress, c.NodeIngress)
 	}
 }
+
+// The new-pod window at the own-node hooks, with real packets and nobody reading the queues
+// (fail closed): while the own-node window sets hold the pod ranges, a local pod the policy
+// does not know (a, not in local4/local6) cannot open a connection to its node, nor the
+// node one to it; a known pod (b) is not queued; with the window sets empty (no policy
+// could deny that direction) nothing is queued at all.
+func TestLiveNodeHooksWindow(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live traffic test: no %s to build the lab with", tool)
+		}
+	}
+	l := newPodLab(t)
+	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
+	if err := inNS(l.node, func() error {
+		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.node)
+	udpEcho(t, l.a)
+
+	cfg := Config{QueueNum: 112, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}
+	r, err := New(withNetNS(cfg, int(l.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(false)
+	ranges := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("fd00:10:244::/64")}
+	known := l.list("b4", "b6") // a is unknown to the policy
+	if err := r.ProgramSyncWindow(1, nil, nil, Window{Local: known}); err != nil {
+		t.Fatal(err)
+	}
+	sync := func(gen uint64, w Window) {
+		t.Helper()
+		if err := r.SyncWindow(gen, nil, nil, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pair := func(from netns.NsHandle, to4, to6 netip.Addr) [2]bool {
+		return [2]bool{dialFrom(t, from, to4).echo(t), dialFrom(t, from, to6).echo(t)}
+	}
+	both, none := [2]bool{true, true}, [2]bool{}
+
+	// No own-node window: a, unknown, talks with its node; nothing is queued.
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, no own-node window: %v", got)
+	}
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, no own-node window: %v", got)
+	}
+	if c := mustCounters(t, r); c != (Counters{}) {
+		t.Errorf("counters with empty window sets: %+v, want zero", c)
+	}
+
+	// The egress window: a's new connections to its node are queued (and dropped: nobody
+	// reads); b's are not (known); the node still reaches a (no ingress window).
+	sync(2, Window{Local: known, NodeEgressRanges: ranges})
+	if got := pair(l.a, node4, node6); got != none {
+		t.Errorf("a -> node, a unknown, egress window: %v got through with nobody serving the queue", got)
+	}
+	if got := pair(l.b, node4, node6); got != both {
+		t.Errorf("b -> node, b known: %v", got)
+	}
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, egress window only: %v", got)
+	}
+	c := mustCounters(t, r)
+	if c.Window < 2 || c.NodeEgress+c.NodeIngress != 0 {
+		t.Errorf("counters: %+v, want the window's (at least one packet per family) and no own-node set's", c)
+	}
+
+	// The ingress window: the node's new connections to a are queued; a reaches its node
+	// again (no egress window); once a is known, it is not queued either way.
+	sync(3, Window{Local: known, NodeIngressRanges: ranges})
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != none {
+		t.Errorf("node -> a, a unknown, ingress window: %v got through with nobody serving the queue", got)
+	}
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, ingress window only: %v", got)
+	}
+	sync(4, Window{Local: l.list("a4", "a6", "b4", "b6"), NodeIngressRanges: ranges, NodeEgressRanges: ranges})
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, a known: %v", got)
+	}
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, a known: %v", got)
+	}
+}
