@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/yaml"
 
+	"github.com/podwall/podwall/cmd/podwall/lab"
 	"github.com/podwall/podwall/policy/policytest"
 )
 
@@ -222,5 +227,98 @@ egress: [`+strings.Join(egress, ", ")+`]
 				t.Errorf("%s: %v queued at input, %v dropped by the deny cache; want 1 and 0", fam, q, h)
 			}
 		}
+	})
+}
+
+// The new-pod window at the node's input hook: a pod the agent does not know yet (its
+// manifest has no address) that a ClusterNetworkPolicy would cut off from its node once
+// known is not let through unjudged — its connections to its node are held until the agent
+// learns its address, then denied. Without a ClusterNetworkPolicy that could deny it, the
+// unknown pod talks to its node at once (nothing held, nothing queued at input); the node →
+// pod direction, which no rule here can deny, is never held.
+//
+//	node-1 (labelled role=worker): new (app=web, address unknown at first)
+func TestClusterNetworkPolicyOwnNodeNewPod(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/new")
+	nodeObj := e.Nodes["node-1"].Object(e.Nodes["node-1"].Name()) // the agent's node: its pod ranges
+	nodeObj.Labels = map[string]string{"role": "worker"}
+	web := map[string]string{"app": "web"}
+	pending := e.podObject("app/new", web)
+	pending.Status = corev1.PodStatus{Phase: corev1.PodPending}
+	denyNodes := clusterPolicy(t, "deny-nodes", `
+tier: Admin
+priority: 10
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+egress: [{action: Deny, to: [{nodes: {matchLabels: {role: worker}}}]}]
+`)
+	objs := func(more ...any) []any {
+		return append([]any{nodeObj, policytest.Namespace("app", nil)}, more...)
+	}
+	node := e.nodeEndpoint("node-1")
+	e.Serve(80)
+	e.write(objs(pending)...)
+	e.start("--hold-timeout", "10s")
+
+	t.Run("no ClusterNetworkPolicy: an unknown pod and its node are never held", func(t *testing.T) {
+		e := e.sub(t)
+		before := e.queueCounts("node-1")
+		e.check(probe{from: "app/new", to: node, port: 80, allow: true}, probe{from: node, to: "app/new", port: 80, allow: true})
+		if q := e.queueCounts("node-1").sub(before); q.Queued() != 0 || q.Kernel != 0 {
+			t.Errorf("queued: %v, want nothing", q)
+		}
+	})
+
+	t.Run("held until known, then denied", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(objs(pending, denyNodes)...)
+		type attempt struct {
+			fam  string
+			done time.Time
+			err  error
+		}
+		attempts := []*attempt{{fam: "IPv4"}, {fam: "IPv6"}}
+		var wg sync.WaitGroup
+		for _, a := range attempts {
+			wg.Go(func() {
+				a.err = e.probe(a.fam, probe{from: "app/new", to: node, port: 80}, 4*time.Second)
+				a.done = time.Now()
+			})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		err := lab.Poll(ctx, 10*time.Millisecond, func() error {
+			if n := e.metric("node-1", "podwall_datapath_held"); n < 2 {
+				return fmt.Errorf("%v packets held, want 2", n)
+			}
+			return nil
+		})
+		// While new is unknown, the node still reaches it: no rule can deny that direction.
+		e.check(probe{from: node, to: "app/new", port: 80, allow: true})
+		for _, a := range attempts {
+			if !a.done.IsZero() && a.err == nil {
+				t.Errorf("%s new -> node: connected while the agent did not know app/new", a.fam)
+			}
+		}
+		if err != nil {
+			wg.Wait()
+			t.Fatalf("%v\n%s", err, e.Agents["node-1"].Logs())
+		}
+		released := e.metric("node-1", "podwall_datapath_held_released_total")
+		e.rewrite(objs(e.podObject("app/new", web), denyNodes)...)
+		wg.Wait()
+		for _, a := range attempts {
+			if a.err == nil {
+				t.Errorf("%s new -> node: connected once app/new is known, want denied", a.fam)
+			}
+		}
+		if n := e.metric("node-1", "podwall_datapath_held_released_total") - released; n < 2 {
+			t.Errorf("held_released_total grew by %v, want at least 2", n)
+		}
+		if n := e.metric("node-1", "podwall_datapath_held_expired_total"); n != 0 {
+			t.Errorf("held_expired_total %v, want 0: every held packet was judged", n)
+		}
+		e.check(probe{from: "app/new", to: node, port: 80, allow: false}, probe{from: node, to: "app/new", port: 80, allow: true})
 	})
 }

@@ -174,6 +174,10 @@
 //	set nodeingress6 { type ipv6_addr; }
 //	set nodeegress4 { type ipv4_addr; }
 //	set nodeegress6 { type ipv6_addr; }
+//	set nodeegresswindow4 { type ipv4_addr; flags interval; }
+//	set nodeegresswindow6 { type ipv6_addr; flags interval; }
+//	set nodeingresswindow4 { type ipv4_addr; flags interval; }
+//	set nodeingresswindow6 { type ipv6_addr; flags interval; }
 //
 //	chain input {
 //		type filter hook input priority filter + 10; policy accept;
@@ -184,6 +188,8 @@
 //		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter queue flags fanout to 100-103
 //		ip6 saddr @nodeegress6 counter queue flags fanout to 100-103
+//		ip saddr @nodeegresswindow4 ip saddr != @local4 counter queue flags fanout to 100-103
+//		ip6 saddr @nodeegresswindow6 ip6 saddr != @local6 counter queue flags fanout to 100-103
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
@@ -194,6 +200,8 @@
 //		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter queue flags fanout to 100-103
 //		ip6 daddr @nodeingress6 counter queue flags fanout to 100-103
+//		ip daddr @nodeingresswindow4 ip daddr != @local4 counter queue flags fanout to 100-103
+//		ip6 daddr @nodeingresswindow6 ip6 daddr != @local6 counter queue flags fanout to 100-103
 //	}
 //
 // The sets hold only the local pods some policy can cut off from their node
@@ -219,6 +227,17 @@
 // (the address in its own-node set first): the node's own traffic pays one lookup in that
 // small set, not the flow key's. Without the cache (Config.DenyCacheTTL 0) the rules are
 // left out here too.
+//
+// And the new-pod window ("The new-pod window" above) at these hooks: the last two rules of
+// each chain queue a new packet between the node and an address of the own-node window's
+// interval sets that no known local pod has (local4/local6) — a pod the agent has not learnt
+// yet — and package datapath holds it until the policy knows the pod. Window.NodeEgressRanges
+// and NodeIngressRanges fill the sets (SyncWindow replaces them with the pod ranges, like
+// podranges4/6): the agent gives the node's pod ranges only for a direction in which some
+// ClusterNetworkPolicy could deny a pod's traffic with its node (policy.Snapshot.NodeWindow),
+// so with none the sets are empty and a new pod's packets to its node (a query to a
+// node-local DNS cache) or the kubelet's first probes of it are never queued. The rules'
+// counter is the window's (Counters.Window).
 //
 // # Queue rendering and the capability probe
 //
