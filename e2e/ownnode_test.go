@@ -322,3 +322,68 @@ egress: [{action: Deny, to: [{nodes: {matchLabels: {role: worker}}}]}]
 		e.check(probe{from: "app/new", to: node, port: 80, allow: false}, probe{from: node, to: "app/new", port: 80, allow: true})
 	})
 }
+
+// IPv6 neighbour discovery between a pod and its node is the link's plumbing, not a
+// connection: a pod that resolves its gateway by solicitation (as with the ptp CNI plugin;
+// the lab's pods otherwise hold a permanent entry) keeps its IPv6 traffic under a "no
+// internet" ClusterNetworkPolicy — Accept to every pod, then Deny ::/0 and 0.0.0.0/0, which
+// holds the node's addresses and ff02::/16 — whose subject the input chain queues. Its
+// solicitations are never queued nor denied; its connections to the node are.
+//
+//	node-1: web (app=web, resolves fe80::1 by solicitation), api
+func TestClusterNetworkPolicyOwnNodeNeighbourDiscovery(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/web", "app/api")
+	node := e.nodeEndpoint("node-1")
+	e.Serve(80)
+	e.write(e.Nodes["node-1"].Object(e.Nodes["node-1"].Name()), policytest.Namespace("app", nil),
+		e.podObject("app/web", map[string]string{"app": "web"}),
+		e.podObject("app/api", map[string]string{"app": "api"}),
+		clusterPolicy(t, "no-internet", `
+tier: Admin
+priority: 10
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+egress:
+- {action: Accept, to: [{namespaces: {}}]}
+- {action: Deny, to: [{networks: ["0.0.0.0/0", "::/0"]}]}
+`))
+	e.start()
+	denies := e.stream("node-1", "?verdict=deny")
+	// The node answers for web's gateway, fe80::1, on web's veth; web forgets its permanent
+	// entry and every neighbour it learnt.
+	ctx := context.Background()
+	web := e.Pods["app/web"]
+	for _, c := range []struct {
+		ns   *lab.NS
+		args []string
+	}{
+		{e.Nodes["node-1"].NS, []string{"-6", "addr", "add", "fe80::1/64", "dev", web.HostVeth, "nodad"}},
+		{web.NS, []string{"-6", "neigh", "del", "fe80::1", "dev", "eth0"}},
+		{web.NS, []string{"-6", "neigh", "flush", "dev", "eth0"}},
+	} {
+		if out, err := c.ns.Exec(ctx, "ip", c.args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", c.args, err, out)
+		}
+	}
+	before := e.queueCounts("node-1")
+	e.check(
+		probe{from: "app/web", to: "app/api", port: 80, allow: true},
+		probe{from: "app/web", to: node, port: 80, allow: false},
+	)
+	if out, _ := web.NS.Exec(ctx, "ip", "-6", "neigh", "show", "fe80::1").CombinedOutput(); !strings.Contains(string(out), "lladdr") {
+		t.Errorf("web did not resolve its gateway by solicitation: %q", out)
+	}
+	evs, _, err := denies.snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Protocol == "ICMPv6" {
+			t.Errorf("ICMPv6 denied: %s -> %s: %s", ev.Src, ev.Dst, ev.Reason)
+		}
+	}
+	if q := e.queueCounts("node-1").sub(before); q.Rules["nodeegress4"] != 1 || q.Rules["nodeegress6"] != 1 {
+		t.Errorf("queued at input: %v, want web -> node only, once per family", q)
+	}
+}

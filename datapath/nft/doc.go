@@ -184,6 +184,8 @@
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type mld2-listener-report accept
 //		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter queue flags fanout to 100-103
@@ -196,6 +198,8 @@
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type mld2-listener-report accept
 //		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter queue flags fanout to 100-103
@@ -209,7 +213,11 @@
 // with no ClusterNetworkPolicy they are empty and nothing between pods and their node is
 // queued — kubelet probes never reach userspace. Only addresses local to the node reach
 // input, so a pod's packet to another node's address still goes through forward; the node
-// talking to itself (lo) is never queued, whatever its addresses. Output runs after the
+// talking to itself (lo) is never queued, whatever its addresses. Nor is IPv6 link control
+// (neighbour and router discovery, multicast listener discovery: ICMPv6 types 130–137 and
+// 143), which conntrack never calls established: judged as a pod's traffic with its node, a
+// Deny to networks holding ff02::/16 (::/0 after an Accept of the cluster's pods) would deny
+// a pod's solicitations for its gateway, and with them all of its IPv6 traffic. Output runs after the
 // output NAT chain (-100), so a node's connection to a Service is judged at the backend
 // pod. Window.NodeIngress and Window.NodeEgress carry the elements: SyncWindow and
 // ProgramSyncWindow move them by difference in the same transaction as the other sets;

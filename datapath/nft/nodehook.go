@@ -105,6 +105,8 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type 143 accept
 //		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter <queue>
@@ -117,6 +119,8 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type 143 accept
 //		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter <queue>
@@ -164,6 +168,7 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 					&expr.Verdict{Kind: expr.VerdictAccept},
 				},
 			})
+		cr.rules = append(cr.rules, linkControlRules()...)
 		// The deny cache, forward's sets: a pod retrying a connection to its node that the
 		// agent denied is dropped here, not queued again. Only for the pods the chain
 		// queues: the node's own traffic pays one lookup in a small set, not the flow's.
@@ -197,6 +202,40 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		nr.chains = append(nr.chains, cr)
 	}
 	return nr
+}
+
+// linkControlRules return the rules that accept IPv6 link control between a pod and its node:
+// neighbour discovery (router and neighbour solicitations and advertisements, redirects:
+// ICMPv6 types 133–137) and multicast listener discovery (130–132, and 143, MLDv2 reports).
+// Conntrack does not track them (they are never established), so without these rules a pod
+// the chain queues would have them judged as connections to its node: a ClusterNetworkPolicy
+// egress Deny to networks holding ff02::/16 or fe80::/10 (::/0, say, after an Accept of the
+// cluster's pods) would deny the pod's solicitations for its gateway, and with them all of
+// its IPv6 traffic, the allowed included; a fail-closed ingress Deny would deny the node's
+// probes of the pod's address. They are the link's plumbing, not a pod's connection, and
+// forward never sees them (they do not leave the link):
+//
+//	icmpv6 type 130-137 accept
+//	icmpv6 type 143 accept
+func linkControlRules() []rule {
+	icmpv6 := func(text string, cmp expr.Any) rule {
+		return rule{
+			text: text,
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+				cmp,
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			},
+		}
+	}
+	return []rule{
+		icmpv6("icmpv6 type 130-137 accept", &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{137}}),
+		icmpv6("icmpv6 type 143 accept", &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{143}}),
+	}
 }
 
 // establishedRule is "ct state established,related accept".

@@ -91,6 +91,8 @@ func exprString(e expr.Any) string {
 		return fmt.Sprintf("bitwise reg %d = ( reg %d & %s ) ^ %s", e.DestRegister, e.SourceRegister, hexData(e.Mask), hexData(e.Xor))
 	case *expr.Cmp:
 		return fmt.Sprintf("cmp %s reg %d %s", cmpOp(e.Op), e.Register, hexData(e.Data))
+	case *expr.Range:
+		return fmt.Sprintf("range %s reg %d %s %s", cmpOp(e.Op), e.Register, hexData(e.FromData), hexData(e.ToData))
 	case *expr.Meta:
 		return fmt.Sprintf("meta load %s => reg %d", metaKey(e.Key), e.Register)
 	case *expr.Payload:
