@@ -110,15 +110,19 @@
 // Limits: traffic between two pods on one bridge is switched, not routed, and never
 // reaches the forward hook (podwall sees it only with br_netfilter); a pod address outside
 // the configured ranges is not held (the agent needs the Node's spec.podCIDRs or --pod-cidr).
+// Between a new pod and its own node (the node's input and output hooks, below) the window
+// applies only while a ClusterNetworkPolicy could deny that traffic in that direction:
+// otherwise a pod and its node are always allowed, and nothing is held.
 //
 // Where the queued packets come from. Most come from the nft table's forward hook (pod to pod,
 // pod to and from other nodes and the outside). Traffic between a local pod and its own node
 // (its addresses, its host-network pods) never crosses forward: a pod's packet to its node is
 // the node's input, the node's packet to a pod its output. The table's input and output
 // chains queue those (package nft, "A pod and its own node") for the pods a
-// ClusterNetworkPolicy can cut off from their node, to the same queues: the reader judges
-// them like any other packet, and the Decider knows the node's addresses (Decide judges a
-// pod and its own node by the ClusterNetworkPolicy tiers only). A packet of the output hook
+// ClusterNetworkPolicy can cut off from their node, and for pods the policy does not know yet
+// while one could (the new-pod window there), to the same queues: the reader judges — or
+// holds — them like any other packet, and the Decider knows the node's addresses (Decide
+// judges a pod and its own node by the ClusterNetworkPolicy tiers only). A packet of the output hook
 // (sent by the node's own sockets) has no input interface; the reader does not need one.
 //
 // Established traffic never reaches this package in either mode: conntrack accepts it in the

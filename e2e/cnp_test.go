@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"maps"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,7 @@ import (
 )
 
 // The houses of the upstream conformance fixtures (conformance/base/manifests.yaml), two pods
-// each, NAME-0 on node-1 and NAME-1 on node-2, in namespace network-policy-conformance-<house>
+// each, NAME-0 and NAME-1 (placed by a layout), in namespace network-policy-conformance-<house>
 // labelled conformance-house=<house>; tests name them <house>/NAME-i.
 var houses = map[string]string{"gryffindor": "harry-potter", "slytherin": "draco-malfoy", "hufflepuff": "cedric-diggory",
 	"ravenclaw": "luna-lovegood"}
@@ -48,18 +50,39 @@ func conformanceObjects(t *testing.T, path string) (cnps []*cnpv1alpha2.ClusterN
 	return cnps, nps
 }
 
-// newHouses builds the lab of the conformance fixtures on two nodes, its pods serving TCP and
+// layout is where the conformance pods run: on two nodes, NAME-0 on node-1 and NAME-1 on
+// node-2, so that a probe between a -0 and a -1 pod has its egress judged on one node and its
+// ingress on the other (the forward hook of each); on one node, every pod on node-1, so that
+// every probe is between local pods and both of its directions are judged by node-1's forward
+// hook and agent.
+type layout struct {
+	name  string
+	nodes int
+}
+
+var (
+	oneNode  = layout{"one node", 1}
+	twoNodes = layout{"two nodes", 2}
+	// layouts are the layouts the conformance cases run on.
+	layouts = []layout{oneNode, twoNodes}
+)
+
+// node returns the node of pod NAME-i.
+func (l layout) node(i int) string { return fmt.Sprintf("node-%d", i%l.nodes+1) }
+
+// newHouses builds the lab of the conformance fixtures in layout l, its pods serving TCP and
 // UDP on 80, 8080, 53 and 5353 and SCTP on 9003 and 9005, and returns the objects of its
 // namespaces and pods.
-func newHouses(t *testing.T) (*env, []any) {
+func newHouses(t *testing.T, l layout) (*env, []any) {
 	e := newEnv(t)
-	e.AddNode("node-1", 1)
-	e.AddNode("node-2", 2)
+	for i := range l.nodes {
+		e.AddNode(l.node(i), i+1)
+	}
 	var objs []any
 	for house, sts := range houses {
 		ns := "network-policy-conformance-" + house
-		e.AddPods("node-1", ns+"/"+sts+"-0")
-		e.AddPods("node-2", ns+"/"+sts+"-1")
+		e.AddPods(l.node(0), ns+"/"+sts+"-0")
+		e.AddPods(l.node(1), ns+"/"+sts+"-1")
 		objs = append(objs, policytest.Namespace(ns, map[string]string{"conformance-house": house}))
 		for _, i := range []string{"-0", "-1"} {
 			objs = append(objs, e.podObject(ns+"/"+sts+i, map[string]string{"conformance-house": house}))
@@ -80,12 +103,18 @@ func newHouses(t *testing.T) (*env, []any) {
 }
 
 // CNPAdminTierIntegration of the upstream suite on real packets, TCP and UDP, IPv4 and IPv6,
-// on two nodes: an Admin Deny overrides the NetworkPolicy that allows gryffindor ↔ slytherin;
-// each Pass edit, applied live, hands a direction to the NetworkPolicy; with the
+// on one node and on two: an Admin Deny overrides the NetworkPolicy that allows gryffindor ↔
+// slytherin; each Pass edit, applied live, hands a direction to the NetworkPolicy; with the
 // NetworkPolicy deleted the Baseline Deny decides. Hufflepuff, which no ClusterNetworkPolicy
 // names, is judged by the NetworkPolicy alone.
 func TestClusterNetworkPolicyIntegration(t *testing.T) {
-	e, objs := newHouses(t)
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { clusterNetworkPolicyIntegration(t, l) })
+	}
+}
+
+func clusterNetworkPolicyIntegration(t *testing.T, l layout) {
+	e, objs := newHouses(t, l)
 	cnps, nps := conformanceObjects(t, "base/api_integration/standard-anp-np-banp.yaml")
 	if len(cnps) != 2 || len(nps) != 1 {
 		t.Fatalf("fixture: %d ClusterNetworkPolicies, %d NetworkPolicies; want 2 and 1", len(cnps), len(nps))
@@ -109,7 +138,8 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 		h0, h1 = "hufflepuff/cedric-diggory-0", "hufflepuff/cedric-diggory-1"
 	)
 	// into lists the probes slytherin → gryffindor, out gryffindor → slytherin, and control
-	// hufflepuff ↔ gryffindor, on TCP 80 and 8080 and UDP 53, same node and across nodes.
+	// hufflepuff ↔ gryffindor, on TCP 80 and 8080 and UDP 53, between -0 and -1 pods and
+	// between two -0 pods (on two nodes: across nodes and on one).
 	probes := func(into, out bool) []probe {
 		var ps []probe
 		for _, pair := range [][2]string{{s0, g0}, {s1, g0}, {s0, g1}} {
@@ -146,7 +176,7 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 	// their client is on; the one it still allows keeps working.
 	t.Run("a Pass edited back to Deny revokes the connections it denies", func(t *testing.T) {
 		e := e.sub(t)
-		ct := e.conntrackOf("node-1") // harry-potter-0's node judges its ingress
+		ct := e.conntrackOf(l.node(0)) // harry-potter-0's node judges its ingress
 		var hs []*held
 		for _, fam := range []string{"IPv4", "IPv6"} {
 			hs = append(hs,
@@ -179,7 +209,7 @@ func TestClusterNetworkPolicyIntegration(t *testing.T) {
 // flip is timed from the write of the manifests to both agents reporting the new generation
 // (what "enforced" means: snapshot in force, kernel sets synced), over 20 flips.
 func TestClusterNetworkPolicyPriority(t *testing.T) {
-	e, objs := newHouses(t)
+	e, objs := newHouses(t, twoNodes)
 	cnps, _ := conformanceObjects(t, "base/api_integration/standard-anp-np-banp.yaml")
 	admin := cnps[0] // pass-example: Admin, priority 10, Deny both ways with slytherin
 	accept := &cnpv1alpha2.ClusterNetworkPolicy{
@@ -258,9 +288,15 @@ func swaps(ss ...swap) func([]*cnpv1alpha2.ClusterNetworkPolicy) {
 }
 
 // CNPAdminTierGress and CNPBaselineTierGress of the upstream suite on real packets: every
-// probe of theirs (TCP, UDP, and SCTP by crafted INITs), over IPv4 and IPv6, on two nodes,
-// each rule swap applied live.
+// probe of theirs (TCP, UDP, and SCTP by crafted INITs), over IPv4 and IPv6, on one node and
+// on two, each rule swap applied live.
 func TestClusterNetworkPolicyGress(t *testing.T) {
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { clusterNetworkPolicyGress(t, l) })
+	}
+}
+
+func clusterNetworkPolicyGress(t *testing.T, l layout) {
 	for _, tc := range []struct {
 		name, fixture string
 		steps         []cnpE2EStep
@@ -269,7 +305,7 @@ func TestClusterNetworkPolicyGress(t *testing.T) {
 		{"CNPBaselineTierGress", "base/baseline_tier/standard-gress-rules-combined.yaml", baselineGressSteps},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e, objs := newHouses(t)
+			e, objs := newHouses(t, l)
 			cnps, _ := conformanceObjects(t, tc.fixture)
 			state := func() []any {
 				out := append([]any(nil), objs...)
@@ -411,4 +447,75 @@ var baselineGressSteps = []cnpE2EStep{
 		{from: "slytherin/draco-malfoy-0", to: "gryffindor/harry-potter-0", port: 9003, proto: "SCTP", allow: false},
 		{from: "slytherin/draco-malfoy-1", to: "gryffindor/harry-potter-0", port: 9005, proto: "SCTP", allow: true},
 	}},
+}
+
+// An agent started on manifests holding a ClusterNetworkPolicy the CRD would refuse (priority
+// 1001) becomes ready with the files' other objects: the invalid policy is enforced
+// fail-closed alone — it denies all ingress of its subject, which as written it would accept
+// — a valid ClusterNetworkPolicy and a NetworkPolicy beside it apply, and pods none selects
+// stay open. It is counted, logged with its field and named by `podwall explain`; fixed, it
+// applies as written.
+func TestStartWithInvalidClusterNetworkPolicy(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server", "app/other", "app/db")
+	e.Serve(80)
+	acceptServer := `
+tier: Admin
+priority: %d
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {name: server}}}}
+ingress: [{action: Accept, from: [{namespaces: {}}]}]
+`
+	base := []any{
+		policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"name": "client"}),
+		e.podObject("app/server", map[string]string{"name": "server"}),
+		e.podObject("app/other", map[string]string{"name": "other"}),
+		e.podObject("app/db", map[string]string{"name": "db"}),
+		clusterPolicy(t, "deny-other", `
+tier: Admin
+priority: 20
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {name: other}}}}
+ingress: [{action: Deny, from: [{namespaces: {}}]}]
+`),
+		policytest.NetworkPolicy("app", "db", policytest.Selector("name", "db"), policytest.Ingress()),
+	}
+	with := func(cnp any) []any { return append(append([]any(nil), base...), cnp) }
+	e.write(with(clusterPolicy(t, "bad", fmt.Sprintf(acceptServer, 1001)))...)
+	e.start() // fails the test unless the agent becomes ready
+
+	others := []probe{
+		{from: "app/client", to: "app/other", port: 80, allow: false}, // deny-other
+		{from: "app/client", to: "app/db", port: 80, allow: false},    // the NetworkPolicy
+		{from: "app/other", to: "app/client", port: 80, allow: true},  // nothing selects client's ingress
+		{from: "app/server", to: "app/client", port: 80, allow: true}, // bad has no egress rules
+	}
+	e.check(append(others,
+		probe{from: "app/client", to: "app/server", port: 80, allow: false},
+		probe{from: "app/client", to: "app/server", port: 80, proto: "UDP", allow: false})...)
+	if n := e.metric("node-1", "podwall_policy_invalid", "kind", "ClusterNetworkPolicy", "name", "bad"); n != 1 {
+		t.Errorf("podwall_policy_invalid{ClusterNetworkPolicy bad} = %v, want 1", n)
+	}
+	if logs := e.Agents["node-1"].Logs(); !strings.Contains(logs, "spec.priority") {
+		t.Errorf("the rejection is not logged with its field:\n%s", logs)
+	}
+	out, err := exec.Command(binary, "explain", "--manifests", e.manifests,
+		"--from", "app/client", "--to", "app/server", "--port", "80").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podwall explain: %v\n%s", err, out)
+	}
+	for _, want := range []string{"cnp/bad", "invalid", "spec.priority", "cluster.yaml:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("podwall explain does not say %q:\n%s", want, out)
+		}
+	}
+
+	t.Run("fixed, it applies as written", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(with(clusterPolicy(t, "bad", fmt.Sprintf(acceptServer, 10)))...)
+		e.check(append(others, probe{from: "app/client", to: "app/server", port: 80, allow: true})...)
+		if n := e.metric("node-1", "podwall_policy_invalid", "kind", "ClusterNetworkPolicy"); n != 0 {
+			t.Errorf("podwall_policy_invalid{ClusterNetworkPolicy} = %v after the fix, want no series", n)
+		}
+	})
 }

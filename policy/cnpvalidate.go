@@ -21,7 +21,8 @@ import (
 // networks or nodes peers.
 //
 // The compiler enforces a policy that fails these checks fail-closed, alone
-// (compileInvalidCluster); a file source refuses it, naming it.
+// (compileInvalidCluster); a file source reports it as a Problem naming file, object and
+// field, and passes it on to be enforced so.
 //
 // Not errors, on purpose: what the API documents as "fail closed" — a peer or protocol with
 // no field podwall knows (the object may come from a newer CRD), an unknown action, and the

@@ -20,7 +20,10 @@ import (
 //     is not judged by address;
 //   - Namespace: its pods match no namespaceSelector (labels podwall cannot read could make
 //     a NotIn or DoesNotExist selector match);
-//   - Node: it keeps the addresses that parse (a node address only widens what a pod may do).
+//   - Node: it keeps the addresses that parse (a node address only widens what a pod may do);
+//   - ClusterNetworkPolicy (one that fails ValidateClusterPolicy, reported by a file source):
+//     enforced fail-closed (compileInvalidCluster): it denies all of its subject's traffic in
+//     the directions it has rules for.
 //
 // A Source puts the problems it found in State.Problems; Snapshot.Problems adds the
 // policies the compiler found invalid itself.
@@ -39,6 +42,8 @@ const (
 	KindPod           = "Pod"
 	KindNamespace     = "Namespace"
 	KindNode          = "Node"
+
+	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 )
 
 // Object returns "Kind namespace/name", or "Kind name" for cluster-scoped objects.
@@ -68,6 +73,8 @@ func (p Problem) Effect() string {
 		return "rejected: its pods match no namespaceSelector"
 	case KindNode:
 		return "only its valid addresses are used"
+	case KindClusterNetworkPolicy:
+		return "enforced fail-closed: denies all of its subject's traffic in the directions it has rules for"
 	}
 	return "rejected"
 }

@@ -174,22 +174,38 @@
 //	set nodeingress6 { type ipv6_addr; }
 //	set nodeegress4 { type ipv4_addr; }
 //	set nodeegress6 { type ipv6_addr; }
+//	set nodeegresswindow4 { type ipv4_addr; flags interval; }
+//	set nodeegresswindow6 { type ipv6_addr; flags interval; }
+//	set nodeingresswindow4 { type ipv4_addr; flags interval; }
+//	set nodeingresswindow6 { type ipv6_addr; flags interval; }
 //
 //	chain input {
 //		type filter hook input priority filter + 10; policy accept;
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type mld2-listener-report accept
+//		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter queue flags fanout to 100-103
 //		ip6 saddr @nodeegress6 counter queue flags fanout to 100-103
+//		ip saddr @nodeegresswindow4 ip saddr != @local4 counter queue flags fanout to 100-103
+//		ip6 saddr @nodeegresswindow6 ip6 saddr != @local6 counter queue flags fanout to 100-103
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
 //		ct mark & 0x10000000 == 0x10000000 counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type mld2-listener-report accept
+//		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter queue flags fanout to 100-103
 //		ip6 daddr @nodeingress6 counter queue flags fanout to 100-103
+//		ip daddr @nodeingresswindow4 ip daddr != @local4 counter queue flags fanout to 100-103
+//		ip6 daddr @nodeingresswindow6 ip6 daddr != @local6 counter queue flags fanout to 100-103
 //	}
 //
 // The sets hold only the local pods some policy can cut off from their node
@@ -197,7 +213,11 @@
 // with no ClusterNetworkPolicy they are empty and nothing between pods and their node is
 // queued — kubelet probes never reach userspace. Only addresses local to the node reach
 // input, so a pod's packet to another node's address still goes through forward; the node
-// talking to itself (lo) is never queued, whatever its addresses. Output runs after the
+// talking to itself (lo) is never queued, whatever its addresses. Nor is IPv6 link control
+// (neighbour and router discovery, multicast listener discovery: ICMPv6 types 130–137 and
+// 143), which conntrack never calls established: judged as a pod's traffic with its node, a
+// Deny to networks holding ff02::/16 (::/0 after an Accept of the cluster's pods) would deny
+// a pod's solicitations for its gateway, and with them all of its IPv6 traffic. Output runs after the
 // output NAT chain (-100), so a node's connection to a Service is judged at the backend
 // pod. Window.NodeIngress and Window.NodeEgress carry the elements: SyncWindow and
 // ProgramSyncWindow move them by difference in the same transaction as the other sets;
@@ -205,8 +225,27 @@
 // NodeIngress count the packets each chain queued. Like forward, both drop the packets of
 // a connection marked revoked (Config.RevokedMark): the revoker sweeps a pod's connections
 // with its node when a policy change denies them (conntrack.NodePolicy). Damage checks
-// both chains and, with elements, the own-node sets. The deny cache is forward's only:
-// repeats of a denied pod → node flow are queued and judged again.
+// both chains and, with elements, the own-node sets.
+//
+// Both chains use forward's deny cache (the same sets denied4/denied6, emptied by every Sync
+// of a new generation as above): a pod retrying a connection to its node that the agent
+// denied (a TCP client's SYN retransmissions, a resolver repeating a query) has the repeats
+// dropped in the kernel for the TTL, before the queue rules, and counted with the cache's
+// other drops (Counters.DenyCached). A chain looks the flow up only for the pods it queues
+// (the address in its own-node set first): the node's own traffic pays one lookup in that
+// small set, not the flow key's. Without the cache (Config.DenyCacheTTL 0) the rules are
+// left out here too.
+//
+// And the new-pod window ("The new-pod window" above) at these hooks: the last two rules of
+// each chain queue a new packet between the node and an address of the own-node window's
+// interval sets that no known local pod has (local4/local6) — a pod the agent has not learnt
+// yet — and package datapath holds it until the policy knows the pod. Window.NodeEgressRanges
+// and NodeIngressRanges fill the sets (SyncWindow replaces them with the pod ranges, like
+// podranges4/6): the agent gives the node's pod ranges only for a direction in which some
+// ClusterNetworkPolicy could deny a pod's traffic with its node (policy.Snapshot.NodeWindow),
+// so with none the sets are empty and a new pod's packets to its node (a query to a
+// node-local DNS cache) or the kubelet's first probes of it are never queued. The rules'
+// counter is the window's (Counters.Window).
 //
 // # Queue rendering and the capability probe
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -28,6 +29,18 @@ const (
 	// node a policy can deny: the node's new packets to them are queued (output hook).
 	SetNodeIngress4 = "nodeingress4"
 	SetNodeIngress6 = "nodeingress6"
+
+	// SetNodeEgressWindow4 and SetNodeEgressWindow6 (interval sets) hold this node's pod
+	// ranges while a policy could deny a local pod's traffic to its node once it knows the
+	// pod: a new packet arriving at the node from an address of these ranges that no local
+	// pod known to the policy has is queued (input hook), and held (the new-pod window).
+	// Empty otherwise.
+	SetNodeEgressWindow4 = "nodeegresswindow4"
+	SetNodeEgressWindow6 = "nodeegresswindow6"
+	// SetNodeIngressWindow4 and SetNodeIngressWindow6 are the same for the node's traffic to
+	// a local pod (output hook).
+	SetNodeIngressWindow4 = "nodeingresswindow4"
+	SetNodeIngressWindow6 = "nodeingresswindow6"
 )
 
 // nodeDefs lists the own-node sets, created and rendered after the window's.
@@ -37,6 +50,13 @@ var nodeDefs = []setDef{
 	{SetNodeEgress4, unix.NFPROTO_IPV4},
 	{SetNodeEgress6, unix.NFPROTO_IPV6},
 }
+
+// nodeEgressWindowDefs and nodeIngressWindowDefs list the own-node window's interval sets,
+// created and rendered after nodeDefs.
+var (
+	nodeEgressWindowDefs  = []setDef{{SetNodeEgressWindow4, unix.NFPROTO_IPV4}, {SetNodeEgressWindow6, unix.NFPROTO_IPV6}}
+	nodeIngressWindowDefs = []setDef{{SetNodeIngressWindow4, unix.NFPROTO_IPV4}, {SetNodeIngressWindow6, unix.NFPROTO_IPV6}}
+)
 
 // loopbackIndex is the interface index of lo, the same in every network namespace.
 const loopbackIndex = 1
@@ -49,8 +69,9 @@ type chainRules struct {
 
 // nodeRuleset is the own-node part of the table: its sets and its two base chains.
 type nodeRuleset struct {
-	sets   []*nftables.Set // nodeDefs
-	chains []chainRules    // input, output
+	sets    []*nftables.Set // nodeDefs
+	windows []*nftables.Set // nodeEgressWindowDefs, nodeIngressWindowDefs
+	chains  []chainRules    // input, output
 }
 
 // nodeSets returns the own-node sets of t.
@@ -84,20 +105,37 @@ func newHookChain(t *nftables.Table, name string, hook *nftables.ChainHook) *nft
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		iif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type 143 accept
+//		ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 saddr @nodeegress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip saddr @nodeegress4 counter <queue>
 //		ip6 saddr @nodeegress6 counter <queue>
+//		ip saddr @nodeegresswindow4 ip saddr != @local4 counter <queue>
+//		ip6 saddr @nodeegresswindow6 ip6 saddr != @local6 counter <queue>
 //	}
 //	chain output {
 //		type filter hook output priority filter + 10; policy accept;
 //		ct mark & <revoked> == <revoked> counter drop
 //		ct state established,related accept
 //		oif "lo" accept
+//		icmpv6 type 130-137 accept
+//		icmpv6 type 143 accept
+//		ip daddr @nodeingress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//		ip6 daddr @nodeingress6 ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
 //		ip daddr @nodeingress4 counter <queue>
 //		ip6 daddr @nodeingress6 counter <queue>
+//		ip daddr @nodeingresswindow4 ip daddr != @local4 counter <queue>
+//		ip6 daddr @nodeingresswindow6 ip6 daddr != @local6 counter <queue>
 //	}
+//
+// (the deny-cache rules only with the cache on, Config.DenyCacheTTL).
 func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 	queueText, queueExpr := queueAction(cfg, mode)
 	nr := nodeRuleset{sets: nodeSets(t)}
+	for _, d := range slices.Concat(nodeEgressWindowDefs, nodeIngressWindowDefs) {
+		nr.windows = append(nr.windows, newRangeSet(t, d))
+	}
 	for _, h := range []struct {
 		name     string
 		hook     *nftables.ChainHook
@@ -107,9 +145,13 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		set4     string
 		set6     string
 		addrBase uint32 // 0 for saddr, the address length for daddr
+		window4  string
+		window6  string
 	}{
-		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0},
-		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1},
+		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0,
+			SetNodeEgressWindow4, SetNodeEgressWindow6},
+		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1,
+			SetNodeIngressWindow4, SetNodeIngressWindow6},
 	} {
 		cr := chainRules{chain: newHookChain(t, h.name, h.hook)}
 		// A connection the revoker marked (a pod's connection to its node that a policy
@@ -126,6 +168,11 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 					&expr.Verdict{Kind: expr.VerdictAccept},
 				},
 			})
+		cr.rules = append(cr.rules, linkControlRules()...)
+		// The deny cache, forward's sets: a pod retrying a connection to its node that the
+		// agent denied is dropped here, not queued again. Only for the pods the chain
+		// queues: the node's own traffic pays one lookup in a small set, not the flow's.
+		cr.rules = append(cr.rules, deniedRules(cfg, cacheGate{h.set4, h.set6, h.addrBase == 1})...)
 		for _, m := range []struct {
 			set    string
 			family byte
@@ -147,9 +194,48 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 				},
 			})
 		}
+		// The new-pod window at this hook: a pod the policy does not know yet, while a
+		// policy could deny its traffic with its node (the window sets hold the ranges).
+		cr.rules = append(cr.rules,
+			windowRule(h.window4, SetLocal4, unix.NFPROTO_IPV4, h.field, queueText, queueExpr),
+			windowRule(h.window6, SetLocal6, unix.NFPROTO_IPV6, h.field, queueText, queueExpr))
 		nr.chains = append(nr.chains, cr)
 	}
 	return nr
+}
+
+// linkControlRules return the rules that accept IPv6 link control between a pod and its node:
+// neighbour discovery (router and neighbour solicitations and advertisements, redirects:
+// ICMPv6 types 133–137) and multicast listener discovery (130–132, and 143, MLDv2 reports).
+// Conntrack does not track them (they are never established), so without these rules a pod
+// the chain queues would have them judged as connections to its node: a ClusterNetworkPolicy
+// egress Deny to networks holding ff02::/16 or fe80::/10 (::/0, say, after an Accept of the
+// cluster's pods) would deny the pod's solicitations for its gateway, and with them all of
+// its IPv6 traffic, the allowed included; a fail-closed ingress Deny would deny the node's
+// probes of the pod's address. They are the link's plumbing, not a pod's connection, and
+// forward never sees them (they do not leave the link):
+//
+//	icmpv6 type 130-137 accept
+//	icmpv6 type 143 accept
+func linkControlRules() []rule {
+	icmpv6 := func(text string, cmp expr.Any) rule {
+		return rule{
+			text: text,
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+				cmp,
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			},
+		}
+	}
+	return []rule{
+		icmpv6("icmpv6 type 130-137 accept", &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{137}}),
+		icmpv6("icmpv6 type 143 accept", &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{143}}),
+	}
 }
 
 // establishedRule is "ct state established,related accept".

@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/podwall/podwall/policy/flow"
 )
 
 // udpEcho serves UDP echo on port echoPort in ns until the test ends.
@@ -149,5 +152,185 @@ func TestLiveNodeHooks(t *testing.T) {
 	sync(4, Window{NodeIngress: []netip.Addr{node4, node6}, NodeEgress: []netip.Addr{node4, node6}})
 	if !dialFrom(t, l.node, node4).echo(t) || !dialFrom(t, l.node, node6).echo(t) {
 		t.Error("node -> itself blocked (loopback)")
+	}
+}
+
+// The deny cache at the own-node hooks, with real packets, nobody reading the queues and
+// failing open, so that a queued packet passes (bypass) and only the cache drops: a pod
+// retrying a flow to its node that was denied is dropped at input, counted, never queued
+// again; the node retrying a denied flow to a pod is dropped at output; the other family,
+// and a cached flow of a pod the chain does not judge, pass. A Sync of a new generation
+// lets the very next attempt through, queued again.
+func TestLiveNodeHooksDenyCache(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live traffic test: no %s to build the lab with", tool)
+		}
+	}
+	l := newPodLab(t)
+	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
+	if err := inNS(l.node, func() error {
+		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.node)
+	udpEcho(t, l.a)
+
+	const ttl = 10 * time.Second // the test never waits for it
+	cfg := Config{QueueNum: 111, QueueCount: 1, FailOpen: true, PodInterfacePrefixes: []string{"pw"}, DenyCacheTTL: ttl}
+	r, err := New(withNetNS(cfg, int(l.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(false)
+	judged := Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}
+	if err := r.ProgramSyncWindow(1, nil, nil, judged); err != nil {
+		t.Fatal(err)
+	}
+	passes := func(from netns.NsHandle, dst netip.Addr) bool { return dialFrom(t, from, dst).echo(t) }
+	dropped := func(from netns.NsHandle, dst netip.Addr) bool {
+		return !dialFrom(t, from, dst).echoWithin(t, 100*time.Millisecond)
+	}
+	udp := func(src, dst netip.Addr) flow.Flow {
+		return flow.Flow{Src: src, Dst: dst, Proto: flow.UDP, Port: echoPort}
+	}
+
+	if !passes(l.a, node4) || !passes(l.node, l.addrs["b4"]) {
+		t.Fatal("fail open, nobody reading: a new connection between a pod and its node did not pass the queue")
+	}
+	c0 := mustCounters(t, r)
+	if _, err := r.AddDenied(1, []flow.Flow{
+		udp(l.addrs["a4"], node4), // a → node: input
+		udp(node4, l.addrs["b4"]), // node → b: output
+		udp(l.addrs["b4"], node4), // b → node: b is not in nodeegress
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if !dropped(l.a, node4) {
+			t.Fatalf("attempt %d of the cached a -> node flow passed", i)
+		}
+	}
+	if !dropped(l.node, l.addrs["b4"]) {
+		t.Error("the cached node -> b flow passed")
+	}
+	if !passes(l.b, node4) {
+		t.Error("b -> node, cached but not judged at input, was dropped")
+	}
+	c1 := mustCounters(t, r)
+	if d := c1.DenyCached - c0.DenyCached; d != 4 {
+		t.Errorf("deny cache counted %d drops, want 4 (3 at input, 1 at output)", d)
+	}
+	if d, e := c1.NodeEgress-c0.NodeEgress, c1.NodeIngress-c0.NodeIngress; d != 0 || e != 0 {
+		t.Errorf("input queued %d packets, output %d, of the cached flows; want 0", d, e)
+	}
+	// (IPv6 last: a's neighbour discovery towards the node is queued at input too.)
+	if !passes(l.a, node6) {
+		t.Error("a -> node over IPv6, not in the cache, was dropped")
+	}
+	c1 = mustCounters(t, r)
+
+	// A new generation empties the cache: the very next attempt is queued (and passes).
+	if err := r.SyncWindow(2, nil, nil, judged); err != nil {
+		t.Fatal(err)
+	}
+	if !passes(l.a, node4) || !passes(l.node, l.addrs["b4"]) {
+		t.Error("the first attempt after a new generation was dropped: the old policy's deny shadowed it")
+	}
+	if c := mustCounters(t, r); c.DenyCached != c1.DenyCached || c.NodeEgress <= c1.NodeEgress || c.NodeIngress <= c1.NodeIngress {
+		t.Errorf("after the new generation: deny cache %d → %d, queued at input %d → %d, at output %d → %d; want the same, more, more",
+			c1.DenyCached, c.DenyCached, c1.NodeEgress, c.NodeEgress, c1.NodeIngress, c.NodeIngress)
+	}
+}
+
+// The new-pod window at the own-node hooks, with real packets and nobody reading the queues
+// (fail closed): while the own-node window sets hold the pod ranges, a local pod the policy
+// does not know (a, not in local4/local6) cannot open a connection to its node, nor the
+// node one to it; a known pod (b) is not queued; with the window sets empty (no policy
+// could deny that direction) nothing is queued at all.
+func TestLiveNodeHooksWindow(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live traffic test: no %s to build the lab with", tool)
+		}
+	}
+	l := newPodLab(t)
+	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
+	if err := inNS(l.node, func() error {
+		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.node)
+	udpEcho(t, l.a)
+
+	cfg := Config{QueueNum: 112, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}
+	r, err := New(withNetNS(cfg, int(l.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(false)
+	ranges := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("fd00:10:244::/64")}
+	known := l.list("b4", "b6") // a is unknown to the policy
+	if err := r.ProgramSyncWindow(1, nil, nil, Window{Local: known}); err != nil {
+		t.Fatal(err)
+	}
+	sync := func(gen uint64, w Window) {
+		t.Helper()
+		if err := r.SyncWindow(gen, nil, nil, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pair := func(from netns.NsHandle, to4, to6 netip.Addr) [2]bool {
+		return [2]bool{dialFrom(t, from, to4).echo(t), dialFrom(t, from, to6).echo(t)}
+	}
+	both, none := [2]bool{true, true}, [2]bool{}
+
+	// No own-node window: a, unknown, talks with its node; nothing is queued.
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, no own-node window: %v", got)
+	}
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, no own-node window: %v", got)
+	}
+	if c := mustCounters(t, r); c != (Counters{}) {
+		t.Errorf("counters with empty window sets: %+v, want zero", c)
+	}
+
+	// The egress window: a's new connections to its node are queued (and dropped: nobody
+	// reads); b's are not (known); the node still reaches a (no ingress window).
+	sync(2, Window{Local: known, NodeEgressRanges: ranges})
+	if got := pair(l.a, node4, node6); got != none {
+		t.Errorf("a -> node, a unknown, egress window: %v got through with nobody serving the queue", got)
+	}
+	if got := pair(l.b, node4, node6); got != both {
+		t.Errorf("b -> node, b known: %v", got)
+	}
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, egress window only: %v", got)
+	}
+	c := mustCounters(t, r)
+	if c.Window < 2 || c.NodeEgress+c.NodeIngress != 0 {
+		t.Errorf("counters: %+v, want the window's (at least one packet per family) and no own-node set's", c)
+	}
+
+	// The ingress window: the node's new connections to a are queued; a reaches its node
+	// again (no egress window); once a is known, it is not queued either way.
+	sync(3, Window{Local: known, NodeIngressRanges: ranges})
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != none {
+		t.Errorf("node -> a, a unknown, ingress window: %v got through with nobody serving the queue", got)
+	}
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, ingress window only: %v", got)
+	}
+	sync(4, Window{Local: l.list("a4", "a6", "b4", "b6"), NodeIngressRanges: ranges, NodeEgressRanges: ranges})
+	if got := pair(l.node, l.addrs["a4"], l.addrs["a6"]); got != both {
+		t.Errorf("node -> a, a known: %v", got)
+	}
+	if got := pair(l.a, node4, node6); got != both {
+		t.Errorf("a -> node, a known: %v", got)
 	}
 }

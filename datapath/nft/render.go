@@ -36,7 +36,7 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "# podwall ruleset: queue %s, %s\n", mode, failure)
 	fmt.Fprintf(&b, "table inet %s\n", rs.table.Name)
-	for _, s := range slices.Concat(rs.sets, rs.denied, rs.window, node.sets) {
+	for _, s := range slices.Concat(rs.sets, rs.denied, rs.window, node.sets, node.windows) {
 		fmt.Fprintf(&b, "set %s type %s", s.Name, s.KeyType.Name)
 		if s.Interval {
 			b.WriteString(" flags interval")
@@ -91,6 +91,8 @@ func exprString(e expr.Any) string {
 		return fmt.Sprintf("bitwise reg %d = ( reg %d & %s ) ^ %s", e.DestRegister, e.SourceRegister, hexData(e.Mask), hexData(e.Xor))
 	case *expr.Cmp:
 		return fmt.Sprintf("cmp %s reg %d %s", cmpOp(e.Op), e.Register, hexData(e.Data))
+	case *expr.Range:
+		return fmt.Sprintf("range %s reg %d %s %s", cmpOp(e.Op), e.Register, hexData(e.FromData), hexData(e.ToData))
 	case *expr.Meta:
 		return fmt.Sprintf("meta load %s => reg %d", metaKey(e.Key), e.Register)
 	case *expr.Payload:

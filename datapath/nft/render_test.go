@@ -110,8 +110,8 @@ func TestRenderBypassOnlyWhenFailOpen(t *testing.T) {
 		if bytes.Contains(closed, []byte("bypass")) {
 			t.Errorf("%v fail-closed rendering mentions bypass:\n%s", mode, closed)
 		}
-		if n := bytes.Count(open, []byte("bypass")); n != 12 {
-			t.Errorf("%v fail-open rendering: bypass %d times, want once per queue rule (4 isolation, 4 new-pod window, 4 own-node)", mode, n)
+		if n := bytes.Count(open, []byte("bypass")); n != 16 {
+			t.Errorf("%v fail-open rendering: bypass %d times, want once per queue rule (4 isolation, 4 new-pod window, 4 own-node, 4 own-node window)", mode, n)
 		}
 	}
 }

@@ -167,50 +167,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 
 	rs.rules = append(rs.rules, establishedRule())
 
-	if cfg.DenyCacheTTL > 0 {
-		// ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
-		// ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
-		//
-		// The deny cache: a new packet of a flow the agent denied less than the TTL ago is
-		// dropped here, before the queue rules. The key is the flow as the verdict cache
-		// keys it (flow.Flow), built in consecutive registers as nft concatenates: each
-		// field starts at a 4-byte boundary; the kernel zeroes the padding (meta stores
-		// one byte in a zeroed register, payload zeroes the rest of the last register).
-		// A register number below 8 names a 16-byte register, 8 and above a 4-byte one;
-		// nft writes a 16-byte aligned field with the 16-byte name and the kernel lists
-		// it so, hence 1, 2, 3 and 17 for IPv6. th dport reads bytes 2-3 of the
-		// transport header: the destination port of TCP, UDP and SCTP, the only
-		// protocols AddDenied puts in; for any other protocol the key holds its number,
-		// which no element has. A non-first fragment has no transport header: th fails
-		// and the rule does not match.
-		for _, m := range []struct {
-			set                string
-			family             byte
-			proto              string
-			addrLen            uint32
-			saddrOff, daddrOff uint32
-			daddrReg, protoReg uint32
-			dportReg           uint32
-		}{
-			{SetDenied4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
-			{SetDenied6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
-		} {
-			rs.rules = append(rs.rules, rule{
-				text: fmt.Sprintf("%[1]s saddr . %[1]s daddr . meta l4proto . th dport @%s counter drop", m.proto, m.set),
-				exprs: []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: m.saddrOff, Len: m.addrLen},
-					&expr.Payload{DestRegister: m.daddrReg, Base: expr.PayloadBaseNetworkHeader, Offset: m.daddrOff, Len: m.addrLen},
-					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: m.protoReg},
-					&expr.Payload{DestRegister: m.dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-					&expr.Lookup{SourceRegister: 1, SetName: m.set},
-					&expr.Counter{},
-					&expr.Verdict{Kind: expr.VerdictDrop},
-				},
-			})
-		}
-	}
+	rs.rules = append(rs.rules, deniedRules(cfg, cacheGate{})...)
 
 	queueText, queueExpr := queueAction(cfg, mode)
 	for _, m := range []struct {
@@ -252,6 +209,84 @@ func build(cfg Config, mode QueueMode) ruleset {
 	rs.window = windowSets(t)
 	rs.rules = append(rs.rules, windowRules(queueText, queueExpr)...)
 	return rs
+}
+
+// cacheGate limits the deny-cache rules of a chain to the packets of some pods: those whose
+// source address (input: a pod's packet to its node) or destination address (output: the
+// node's packet to a pod) is in set4 or set6. The zero cacheGate (forward) looks every new
+// packet up.
+type cacheGate struct {
+	set4, set6 string
+	daddr      bool
+}
+
+// deniedRules returns the deny-cache rules, one per family, gated by g; none when the cache
+// is off (Config.DenyCacheTTL 0):
+//
+//	ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//	ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
+//
+// or, gated (input: saddr, output: daddr),
+//
+//	ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
+//
+// The deny cache: a new packet of a flow the agent denied less than the TTL ago is dropped
+// here, before the queue rules. The key is the flow as the verdict cache keys it
+// (flow.Flow), built in consecutive registers as nft concatenates: each field starts at a
+// 4-byte boundary; the kernel zeroes the padding (meta stores one byte in a zeroed
+// register, payload zeroes the rest of the last register). A register number below 8 names
+// a 16-byte register, 8 and above a 4-byte one; nft writes a 16-byte aligned field with the
+// 16-byte name and the kernel lists it so, hence 1, 2, 3 and 17 for IPv6. th dport reads
+// bytes 2-3 of the transport header: the destination port of TCP, UDP and SCTP, the only
+// protocols AddDenied puts in; for any other protocol the key holds its number, which no
+// element has. A non-first fragment has no transport header: th fails and the rule does
+// not match. The gate's lookup reads the address already loaded for the key (saddr in
+// register 1, daddr in 9 or 2), so the key's set lookup comes last: Counters tells the rule
+// by it.
+func deniedRules(cfg Config, g cacheGate) []rule {
+	if cfg.DenyCacheTTL == 0 {
+		return nil
+	}
+	var out []rule
+	for _, m := range []struct {
+		set                string
+		gate               string
+		family             byte
+		proto              string
+		addrLen            uint32
+		saddrOff, daddrOff uint32
+		daddrReg, protoReg uint32
+		dportReg           uint32
+	}{
+		{SetDenied4, g.set4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
+		{SetDenied6, g.set6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
+	} {
+		exprs := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: m.saddrOff, Len: m.addrLen},
+			&expr.Payload{DestRegister: m.daddrReg, Base: expr.PayloadBaseNetworkHeader, Offset: m.daddrOff, Len: m.addrLen},
+		}
+		text := ""
+		if m.gate != "" {
+			field, reg := "saddr", uint32(1)
+			if g.daddr {
+				field, reg = "daddr", m.daddrReg
+			}
+			text = fmt.Sprintf("%s %s @%s ", m.proto, field, m.gate)
+			exprs = append(exprs, &expr.Lookup{SourceRegister: reg, SetName: m.gate})
+		}
+		text += fmt.Sprintf("%[1]s saddr . %[1]s daddr . meta l4proto . th dport @%s counter drop", m.proto, m.set)
+		exprs = append(exprs,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: m.protoReg},
+			&expr.Payload{DestRegister: m.dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: m.set},
+			&expr.Counter{},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		)
+		out = append(out, rule{text: text, exprs: exprs})
+	}
+	return out
 }
 
 // antiSpoofRules returns the reverse-path rules, one per pod interface prefix. They come

@@ -50,8 +50,9 @@ type Ruleset struct {
 	// generation changes, and AddDenied refuses any other generation's verdicts.
 	gen    uint64
 	synced bool
-	// ranges are the pod ranges the window's interval sets hold, valid when rangesSynced.
-	ranges       []netip.Prefix
+	// ranges are what the interval sets of rangePairs hold (Window.ranges), valid when
+	// rangesSynced.
+	ranges       [3][]netip.Prefix
 	rangesSynced bool
 	// want is the ruleset Program installs, built by the first Damage.
 	want *ruleset
@@ -230,7 +231,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			c.DelChain(ch)
 		}
 	}
-	wantSets := slices.Concat(want.sets, want.denied, want.window, node.sets)
+	wantSets := slices.Concat(want.sets, want.denied, want.window, node.sets, node.windows)
 	for _, s := range sets {
 		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
@@ -253,12 +254,13 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 		return err
 	}
 	if w != nil {
-		rangeSets := want.window[len(localDefs):]
 		kept := func(s *nftables.Set) bool {
 			return slices.ContainsFunc(sets, func(have *nftables.Set) bool { return sameSet(have, s) })
 		}
-		if err := queueRanges(c, rangeSets, kept, w.PodRanges); err != nil {
-			return err
+		for i, ranges := range w.ranges() {
+			if err := queueRanges(c, rangeSetsOf(want.table, rangePairs[i]), kept, ranges); err != nil {
+				return err
+			}
 		}
 	}
 	for _, cr := range append([]chainRules{{want.chain, want.rules}}, node.chains...) {
@@ -271,9 +273,25 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 	}
 	r.gen, r.synced, r.elems = gen, elems != nil, elems
 	if w != nil {
-		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
+		r.ranges, r.rangesSynced = cloneRanges(w.ranges()), true
 	}
 	return nil
+}
+
+// rangeSetsOf returns the interval sets of defs in t.
+func rangeSetsOf(t *nftables.Table, defs []setDef) []*nftables.Set {
+	var out []*nftables.Set
+	for _, d := range defs {
+		out = append(out, newRangeSet(t, d))
+	}
+	return out
+}
+
+func cloneRanges(rs [3][]netip.Prefix) [3][]netip.Prefix {
+	for i := range rs {
+		rs[i] = slices.Clone(rs[i])
+	}
+	return rs
 }
 
 func (r *Ruleset) tableExists() (bool, error) {
@@ -327,8 +345,8 @@ func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 }
 
 // SyncWindow is Sync that also makes the new-pod window's sets hold w, in the same
-// transaction: the local sets by difference, the pod range sets emptied and refilled when
-// the ranges changed.
+// transaction: the local and own-node sets by difference, each pair of range sets (the pod
+// ranges, the own-node window's) emptied and refilled when its ranges changed.
 func (r *Ruleset) SyncWindow(gen uint64, ingress, egress []netip.Addr, w Window) error {
 	return r.sync(gen, ingress, egress, &w)
 }
@@ -369,16 +387,16 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 	if err != nil {
 		return err
 	}
-	rangesChanged := w != nil && (!r.rangesSynced || !slices.Equal(r.ranges, w.PodRanges))
-	if rangesChanged {
-		var sets []*nftables.Set
-		for _, d := range rangeDefs {
-			sets = append(sets, newRangeSet(t, d))
+	if w != nil {
+		for i, ranges := range w.ranges() {
+			if r.rangesSynced && slices.Equal(r.ranges[i], ranges) {
+				continue
+			}
+			if err := queueRanges(r.conn, rangeSetsOf(t, rangePairs[i]), func(*nftables.Set) bool { return true }, ranges); err != nil {
+				return err
+			}
+			changed = true
 		}
-		if err := queueRanges(r.conn, sets, func(*nftables.Set) bool { return true }, w.PodRanges); err != nil {
-			return err
-		}
-		changed = true
 	}
 	if !r.synced || gen != r.gen {
 		for _, s := range deniedSets(t, r.cfg.DenyCacheTTL) {
@@ -392,8 +410,8 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 		}
 	}
 	r.gen, r.synced, r.elems = gen, true, want
-	if rangesChanged {
-		r.ranges, r.rangesSynced = slices.Clone(w.PodRanges), true
+	if w != nil {
+		r.ranges, r.rangesSynced = cloneRanges(w.ranges()), true
 	}
 	return nil
 }

@@ -36,7 +36,22 @@ type Window struct {
 	// transaction: the local pods whose traffic from (ingress, output hook) and to (egress,
 	// input hook) their own node a policy can deny. IPv4 and IPv6 mixed.
 	NodeIngress, NodeEgress []netip.Addr
+	// NodeIngressRanges and NodeEgressRanges fill the own-node window's interval sets
+	// (nodeingresswindow4/6, nodeegresswindow4/6): the ranges whose addresses no known local
+	// pod has are queued at the output hook (the node's packet to one) and at the input
+	// hook (a packet from one to the node). PodRanges while a policy could deny an unknown
+	// pod's traffic with its node in that direction, none otherwise (nothing queued).
+	NodeIngressRanges, NodeEgressRanges []netip.Prefix
 }
+
+// ranges returns the ranges of w each pair of interval sets holds, in the order of
+// rangePairs.
+func (w *Window) ranges() [3][]netip.Prefix {
+	return [3][]netip.Prefix{w.PodRanges, w.NodeEgressRanges, w.NodeIngressRanges}
+}
+
+// rangePairs are the interval sets, IPv4 then IPv6, that Window.ranges fills.
+var rangePairs = [3][]setDef{rangeDefs, nodeEgressWindowDefs, nodeIngressWindowDefs}
 
 // localDefs and rangeDefs list the window's sets, created and rendered after the deny cache's.
 var (
@@ -68,42 +83,42 @@ func windowSets(t *nftables.Table) []*nftables.Set {
 // the isolation queue rules, so a packet they queue is one the isolation sets let pass
 // unjudged; the reader holds it until the policy knows the address (package datapath).
 func windowRules(queueText string, queueExpr func() expr.Any) []rule {
-	var out []rule
-	for _, m := range []struct {
-		ranges, local string
-		family        byte
-		field         string
-	}{
+	return []rule{
 		// ip saddr @podranges4 ip saddr != @local4 counter <queue>
-		{SetPodRanges4, SetLocal4, unix.NFPROTO_IPV4, "saddr"},
+		windowRule(SetPodRanges4, SetLocal4, unix.NFPROTO_IPV4, "saddr", queueText, queueExpr),
 		// ip6 saddr @podranges6 ip6 saddr != @local6 counter <queue>
-		{SetPodRanges6, SetLocal6, unix.NFPROTO_IPV6, "saddr"},
+		windowRule(SetPodRanges6, SetLocal6, unix.NFPROTO_IPV6, "saddr", queueText, queueExpr),
 		// ip daddr @podranges4 ip daddr != @local4 counter <queue>
-		{SetPodRanges4, SetLocal4, unix.NFPROTO_IPV4, "daddr"},
+		windowRule(SetPodRanges4, SetLocal4, unix.NFPROTO_IPV4, "daddr", queueText, queueExpr),
 		// ip6 daddr @podranges6 ip6 daddr != @local6 counter <queue>
-		{SetPodRanges6, SetLocal6, unix.NFPROTO_IPV6, "daddr"},
-	} {
-		proto, off, n := "ip", uint32(12), uint32(4)
-		if m.family == unix.NFPROTO_IPV6 {
-			proto, off, n = "ip6", 8, 16
-		}
-		if m.field == "daddr" {
-			off += n
-		}
-		out = append(out, rule{
-			text: fmt.Sprintf("%[1]s %[2]s @%[3]s %[1]s %[2]s != @%[4]s counter %[5]s", proto, m.field, m.ranges, m.local, queueText),
-			exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-				&expr.Lookup{SourceRegister: 1, SetName: m.ranges},
-				&expr.Lookup{SourceRegister: 1, SetName: m.local, Invert: true},
-				&expr.Counter{},
-				queueExpr(),
-			},
-		})
+		windowRule(SetPodRanges6, SetLocal6, unix.NFPROTO_IPV6, "daddr", queueText, queueExpr),
 	}
-	return out
+}
+
+// windowRule returns "<proto> <field> @<ranges> <proto> <field> != @<local> counter <queue>"
+// for one family: a new packet whose address (field: "saddr" or "daddr") lies in the
+// interval set ranges and is not in local is queued. The local set's lookup comes last:
+// Counters counts the rule as the window's by it.
+func windowRule(ranges, local string, family byte, field, queueText string, queueExpr func() expr.Any) rule {
+	proto, off, n := "ip", uint32(12), uint32(4)
+	if family == unix.NFPROTO_IPV6 {
+		proto, off, n = "ip6", 8, 16
+	}
+	if field == "daddr" {
+		off += n
+	}
+	return rule{
+		text: fmt.Sprintf("%[1]s %[2]s @%[3]s %[1]s %[2]s != @%[4]s counter %[5]s", proto, field, ranges, local, queueText),
+		exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Lookup{SourceRegister: 1, SetName: ranges},
+			&expr.Lookup{SourceRegister: 1, SetName: local, Invert: true},
+			&expr.Counter{},
+			queueExpr(),
+		},
+	}
 }
 
 // rangeElements returns the interval elements of ranges of one family (v6 or not): each

@@ -40,11 +40,15 @@ import (
 // unknown field, a value of the wrong type) is rejected alone: it is named in
 // State.Problems, each with file:line and fields, and handled as policy.Problem says (a
 // NetworkPolicy is enforced fail-closed; one that does not even decode isolates its whole
-// namespace both ways). Every other object applies.
+// namespace both ways; a ClusterNetworkPolicy that fails policy.ValidateClusterPolicy is
+// enforced fail-closed). Every other object applies.
 //
 // What cannot be pinned on one named object fails the load: a file that cannot be read, a
 // document that is not YAML or JSON or not an object, a missing or unknown kind or
-// apiVersion, an object without a name, the same object twice. An empty directory is an
+// apiVersion, an object without a name, the same object twice — and a ClusterNetworkPolicy
+// that does not decode strictly (an unknown or misspelt field, a value of the wrong type):
+// what it protects cannot be known, and read leniently it could allow what it denies, so
+// the caller keeps its last good state. An empty directory is an
 // empty State. On error the State is empty and the error joins every problem found, the
 // objects' included, one per line, each naming file:line, the object and the field.
 func Load(path string) (policy.State, error) {
@@ -422,21 +426,29 @@ func (l *loader) decode(o *object, data []byte) {
 			})
 		}
 	case *cnpv1alpha2.ClusterNetworkPolicy:
-		// Validated as the CRD would; fields the API documents as fail-closed (an empty
-		// peer, domainNames) are not errors: the compiler enforces them fail-closed and
-		// reports them (policy.Snapshot.ClusterProblems).
-		//
-		// A problem refuses the files (the last good state stays) rather than rejecting the
-		// object alone: a ClusterNetworkPolicy's Deny rules protect pods no namespace owner
-		// controls, and one read without a misspelt field could allow what it denies.
-		if err := policy.ValidateClusterPolicy(obj); err != nil {
-			errs = append(errs, err)
-		}
+		// One that does not decode strictly (an unknown or misspelt field) refuses the files:
+		// the last good state stays. Its subject cannot be known — a misspelt subject field
+		// leaves one that selects other pods, or none — and read without the field it could
+		// allow what it denies, while a ClusterNetworkPolicy's Deny rules protect pods no
+		// namespace owner controls. (One that does not decode at all, a value of the wrong
+		// type, is refused in the nil case above.)
 		if len(errs) > 0 {
 			l.refuse(o, errs)
 			return
 		}
-		l.state.ClusterPolicies = append(l.state.ClusterPolicies, obj)
+		// One that decodes but fails validation (what the CRD refuses: tier, priority,
+		// subject, selectors, CIDRs, ports, counts) is rejected alone, as the API path does:
+		// recorded as it is, the compiler enforces it fail-closed (it denies all of its
+		// subject's traffic in the directions it has rules for) and the Problem names it.
+		// Fields the API documents as fail-closed (an empty peer, domainNames) are not
+		// errors: the compiler enforces them fail-closed and reports them
+		// (policy.Snapshot.ClusterProblems).
+		if err := policy.ValidateClusterPolicy(obj); err != nil {
+			errs = append(errs, err)
+		}
+		if o.name != "" { // without a name, reject refuses the files
+			l.state.ClusterPolicies = append(l.state.ClusterPolicies, obj)
+		}
 	default:
 		errs = append(errs, fmt.Errorf("decoded as %T: %s", obj, kindsWanted)) // unreachable: apiVersions and the scheme agree
 	}

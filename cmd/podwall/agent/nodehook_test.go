@@ -22,8 +22,10 @@ func TestOwnNodeSets(t *testing.T) {
 	node := netip.MustParseAddr("172.18.0.2")
 	s.Nodes = append(s.Nodes, policy.Node{Name: "node-1", IPs: []netip.Addr{node}, Labels: map[string]string{"role": "worker"}})
 	a.setState(t, s)
-	if w := window(a.inForce.Load(), nil); len(w.NodeIngress)+len(w.NodeEgress) != 0 {
-		t.Errorf("own-node sets without ClusterNetworkPolicy: %v %v, want empty", w.NodeIngress, w.NodeEgress)
+	ranges := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}
+	if w := window(a.inForce.Load(), ranges); len(w.NodeIngress)+len(w.NodeEgress)+len(w.NodeIngressRanges)+len(w.NodeEgressRanges) != 0 {
+		t.Errorf("own-node sets without ClusterNetworkPolicy: %v %v, windows %v %v, want empty",
+			w.NodeIngress, w.NodeEgress, w.NodeIngressRanges, w.NodeEgressRanges)
 	}
 
 	webAddrs := []netip.Addr{webIP, netip.MustParseAddr("fd00:10:244:1::10")} // web's two families
@@ -46,9 +48,14 @@ subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: web}}}
 egress: [{action: Deny, to: [{nodes: {matchLabels: {role: worker}}}]}]
 `)}
 	a.setState(t, s)
-	w := window(a.inForce.Load(), nil)
+	w := window(a.inForce.Load(), ranges)
 	if !slices.Equal(w.NodeEgress, webAddrs) || len(w.NodeIngress) != 0 {
 		t.Errorf("own-node sets: ingress %v egress %v, want egress %v only", w.NodeIngress, w.NodeEgress, webAddrs)
+	}
+	// A pod the policy does not know yet could be a subject: held at the input hook, not
+	// at output (no rule can deny the node → pod direction).
+	if !slices.Equal(w.NodeEgressRanges, ranges) || len(w.NodeIngressRanges) != 0 {
+		t.Errorf("own-node windows: ingress %v egress %v, want egress %v only", w.NodeIngressRanges, w.NodeEgressRanges, ranges)
 	}
 	if v := decide(webIP, node); v != policy.Deny {
 		t.Errorf("web -> its node: %v, want deny", v)
@@ -67,9 +74,12 @@ subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: web}}}
 ingress: [{action: Deny, from: []}]
 `)}
 	a.setState(t, s)
-	w = window(a.inForce.Load(), nil)
+	w = window(a.inForce.Load(), ranges)
 	if !slices.Equal(w.NodeIngress, webAddrs) || len(w.NodeEgress) != 0 {
 		t.Errorf("own-node sets: ingress %v egress %v, want ingress %v only", w.NodeIngress, w.NodeEgress, webAddrs)
+	}
+	if !slices.Equal(w.NodeIngressRanges, ranges) || len(w.NodeEgressRanges) != 0 {
+		t.Errorf("own-node windows: ingress %v egress %v, want ingress %v only", w.NodeIngressRanges, w.NodeEgressRanges, ranges)
 	}
 	if v := decide(node, webIP); v != policy.Deny {
 		t.Errorf("node -> web under a fail-closed ingress Deny: %v, want deny", v)

@@ -21,7 +21,9 @@ import (
 
 // The new-pod window (datapath/doc.go): the kernel queues a new connection from or to an
 // address of this node's pod ranges that no local pod of the policy in force has, and the
-// datapath holds it until a policy that knows the address is in force. The agent supplies
+// datapath holds it until a policy that knows the address is in force — in the forward hook
+// always, at the node's input and output hooks (a pod and its own node) while a
+// ClusterNetworkPolicy could deny that traffic. The agent supplies
 // both halves: the window's sets (the local pods' addresses, the pod ranges) with every
 // sync, and the Waiter the readers ask. It also checks that every local pod's interface is
 // one the anti-spoofing rules cover (--pod-interfaces), and warns when one is not.
@@ -90,7 +92,19 @@ func window(s *policy.Snapshot, ranges []netip.Prefix) nft.Window {
 	// The own-node sets go in the same transaction: the input and output hooks queue the
 	// traffic between these pods and their own node (policy.Snapshot.LocalNodeJudged).
 	in, eg := s.LocalNodeJudged()
-	return nft.Window{Local: localAddrs(s), PodRanges: ranges, NodeIngress: in, NodeEgress: eg}
+	w := nft.Window{Local: localAddrs(s), PodRanges: ranges, NodeIngress: in, NodeEgress: eg}
+	// And the new-pod window at those hooks, in the directions where a policy could deny
+	// an unknown pod's traffic with its node (policy.Snapshot.NodeWindow): with none, a pod
+	// and its node always talk freely, and a new pod's packets to its node (a DNS query to
+	// a node-local cache) or the kubelet's probes of it are never held.
+	hin, heg := s.NodeWindow()
+	if hin {
+		w.NodeIngressRanges = ranges
+	}
+	if heg {
+		w.NodeEgressRanges = ranges
+	}
+	return w
 }
 
 // coverage checks that every local pod's interface is a pod interface of Config.PodInterfaces
