@@ -46,6 +46,10 @@ type Config struct {
 	Filters []string
 	// Threads is the number of load generator threads (default: one per CPU).
 	Threads int
+	// Alt, when set, is a second podwall binary measured as filter "podwall-alt" in the
+	// same rounds as Binary (every variant of podwall, throughput and latency), to compare
+	// two builds side by side; Filters need not name it.
+	Alt string
 	// Latency, when positive, adds a latency phase: after each throughput run of a variant,
 	// in the same round, Latency connections of the same variant made a few at a time from
 	// one generator thread, once for each value of LatencyInFlight (default {1}), so that
@@ -59,7 +63,8 @@ type Config struct {
 
 // Variant is one way of filtering the node plus one connection pattern.
 type Variant struct {
-	// Filter is "none", "kernel" or "podwall".
+	// Filter is "none", "kernel" or "podwall" (or "podwall-alt", Config.Alt, or one of
+	// the experiments).
 	Filter string
 	// Queues is podwall's --queues.
 	Queues int
@@ -83,8 +88,8 @@ func (v Variant) Name() string {
 	case "gonfq-nodl":
 		return fmt.Sprintf("go-nfqueue q%d no deadline", v.Queues)
 	}
-	if v.Filter == "podwall" {
-		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
+	if v.Filter == "podwall" || v.Filter == "podwall-alt" {
+		return fmt.Sprintf("%s q%d %s", v.Filter, v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
 	}
 	return fmt.Sprintf("%s, %s", map[string]string{"none": "no filter", "kernel": "kernel-only"}[v.Filter],
 		map[bool]string{true: "new ports", false: "one port"}[v.NewFlows])
@@ -161,6 +166,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 	}
 	defer env.Close()
 	env.Threads = cmp.Or(c.Threads, runtime.NumCPU())
+	env.Alt = c.Alt
 	if err := sysctl(env.Client.NS, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
 		return nil, err
 	}
@@ -187,8 +193,8 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			states = append(states, state{f, 0})
 		}
 	}
-	for _, f := range []string{"podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
-		if want(f) {
+	for _, f := range []string{"podwall", "podwall-alt", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
+		if want(f) || f == "podwall-alt" && c.Alt != "" {
 			for _, q := range c.Queues {
 				states = append(states, state{f, q})
 			}

@@ -2,7 +2,7 @@
 // memory measurement, and writes generated manifests for scale tests. It needs root for
 // load and rss. `make bench-load` runs load and rss with the defaults below.
 //
-//	podwall-bench load [--podwall bin/podwall] [--n 20000] [--concurrency 64] [--reps 5]
+//	podwall-bench load [--podwall bin/podwall] [--podwall-alt BIN] [--n 20000] [--concurrency 64] [--reps 5]
 //	                   [--threads 2] [--queues 1,2] [--stream 1GiB] [--stream-reps 3]
 //	                   [--saturation 1024] [--filters none,kernel,podwall]
 //	                   [--profile DIR] [--profile-seconds 5] [--latency 2000]
@@ -81,6 +81,7 @@ func runLoad(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	c := load.Config{Logf: logf}
 	fs.StringVar(&c.Binary, "podwall", "bin/podwall", "podwall binary")
+	fs.StringVar(&c.Alt, "podwall-alt", "", "a second podwall binary, measured as podwall-alt in the same rounds (to compare two builds)")
 	fs.IntVar(&c.Count, "n", 20000, "connections per run")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "connects in flight")
 	fs.IntVar(&c.Reps, "reps", 5, "rounds (every variant once per round)")
