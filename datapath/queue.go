@@ -608,9 +608,11 @@ func (r *reader[D]) judge(payload []byte) *Record[D] {
 
 // readRaw and writeRaw are read(2) and write(2) on the queue's socket without the Go
 // runtime's system call bookkeeping (entersyscall, exitsyscall), which matters on an idle
-// queue: when every P has been idle, sysmon sleeps, and the first system call entered
-// normally wakes it (a futex wake, and a thread woken on another CPU) before the read of
-// a new connection's packet. Both calls return at once: the socket is non-blocking (the Go
+// queue: when every P is idle the runtime's sysmon thread sleeps, and a system call entered
+// normally wakes it (a futex wake before the read of a new connection's packet), after
+// which it naps 20 µs at a time for a millisecond or more — thousands of thread wake-ups a
+// second competing for the CPUs with the connections the reader serves (bench/README.md,
+// "Connect latency"). Both calls return at once: the socket is non-blocking (the Go
 // poller's), a read of an empty socket fails with EAGAIN, and a netlink write to the
 // kernel never waits for room. The P stays with the reader during the call, which the
 // verdict's write (the kernel forwards the accepted packets inside it) can make tens of
