@@ -47,10 +47,10 @@ type Env struct {
 	Client, Server *lab.Pod
 	// Threads is the number of load generator threads Measure uses (0: 1).
 	Threads int
-
-	binary string // podwall
 	// Alt is a second podwall binary, run as filter "podwall-alt" (Config.Alt).
-	Alt       string
+	Alt string
+
+	binary    string // podwall
 	manifests string // the file agents watch
 	dir       string
 	round     int // bumped in the client pod's labels to force a new policy generation
