@@ -22,9 +22,9 @@
 // and writes with raw system calls (both return at once), so that the reader of an idle
 // agent does not wake the runtime's sysmon thread on the way to a verdict (bench/README.md,
 // "Connect latency"). Per packet it allocates nothing (TestLoopDoesNotAllocate). This
-// replaces the library's receive path, which peeked and read per receive, allocated several times per
-// message and marshalled a send per verdict; bench/README.md has the measurements. The
-// reader never uses NFQNL_MSG_VERDICT_BATCH: it accepts every queued id up to the one it
+// replaces the library's receive path, which peeked and read per receive, allocated several
+// times per message and marshalled a send per verdict; bench/README.md has the
+// measurements. The reader never uses NFQNL_MSG_VERDICT_BATCH: it accepts every queued id up to the one it
 // names, and so would accept a packet whose message could not be read.
 //
 // The readers are not pinned to CPUs (runtime.LockOSThread and sched_setaffinity to the CPUs
