@@ -16,11 +16,15 @@
 // parses the netlink messages and their attributes in place (wire.go); judges the packet;
 // and writes an NFQNL_MSG_VERDICT message into a buffer it owns. It sends the verdicts it
 // holds in one sendmsg as soon as the socket has nothing more to read, or when 16 are
-// waiting, and then hands their Records to Config.Observe. It waits for the socket in the
-// Go poller. Per packet it allocates nothing (TestLoopDoesNotAllocate). This replaces the
-// library's receive path, which peeked and read per receive, allocated several times per
-// message and marshalled a send per verdict; bench/README.md has the measurements. The
-// reader never uses NFQNL_MSG_VERDICT_BATCH: it accepts every queued id up to the one it
+// waiting, and then hands their Records to Config.Observe; the verdicts of the first read
+// after a wait go out at once, so the packet of a lone new connection never waits for a
+// read that finds the socket empty. It waits for the socket in the Go poller, and reads
+// and writes with raw system calls (both return at once), so that the reader of an idle
+// agent does not wake the runtime's sysmon thread on the way to a verdict (bench/README.md,
+// "Connect latency"). Per packet it allocates nothing (TestLoopDoesNotAllocate). This
+// replaces the library's receive path, which peeked and read per receive, allocated several
+// times per message and marshalled a send per verdict; bench/README.md has the
+// measurements. The reader never uses NFQNL_MSG_VERDICT_BATCH: it accepts every queued id up to the one it
 // names, and so would accept a packet whose message could not be read.
 //
 // The readers are not pinned to CPUs (runtime.LockOSThread and sched_setaffinity to the CPUs

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
@@ -388,19 +389,27 @@ func (r *reader[D]) serve() {
 
 // serveOn is the receive loop, run by the Go poller on the socket's descriptor: it reads
 // until the socket is empty, sends the verdicts it holds and returns false to wait for the
-// next datagram; it returns true to stop. ENOBUFS (the kernel could not deliver messages to
-// us) is counted and does not stop it.
+// next datagram; it returns true to stop. The verdicts of the first read after a wait are
+// sent at once, before the next read: a lone packet (an idle queue woken by one new
+// connection) does not wait for a read that finds the socket empty; a busy queue, which
+// seldom waits, still sends the rest in batches. ENOBUFS (the kernel could not deliver
+// messages to us) is counted and does not stop it.
 func (r *reader[D]) serveOn(fd uintptr) bool {
+	first := true
 	for !r.q.stopping.Load() {
-		n, err := unix.Read(int(fd), r.buf)
+		n, err := readRaw(int(fd), r.buf)
 		switch err {
-		case nil:
+		case 0:
 			if n == 0 { // end of file: not from netlink, but a loop on it would spin
 				r.flush(int(fd))
 				r.err = io.EOF
 				return true
 			}
 			r.handleRead(int(fd), r.buf[:n])
+			if first {
+				first = false
+				r.flush(int(fd))
+			}
 			if len(r.held) > 0 { // a busy queue may not run dry for a while
 				r.release(int(fd), false)
 			}
@@ -485,11 +494,11 @@ func (r *reader[D]) flush(fd int) {
 		return
 	}
 	for {
-		_, err := unix.Write(fd, r.out[:r.n*verdictLen])
+		err := writeRaw(fd, r.out[:r.n*verdictLen])
 		if err == unix.EINTR {
 			continue
 		}
-		if err != nil {
+		if err != 0 {
 			r.q.verdictErrs.Add(uint64(r.n))
 		}
 		break
@@ -595,6 +604,27 @@ func (r *reader[D]) judge(payload []byte) *Record[D] {
 	}
 	rec.Latency = time.Since(start)
 	return rec
+}
+
+// readRaw and writeRaw are read(2) and write(2) on the queue's socket without the Go
+// runtime's system call bookkeeping (entersyscall, exitsyscall), which matters on an idle
+// queue: when every P is idle the runtime's sysmon thread sleeps, and a system call entered
+// normally wakes it (a futex wake before the read of a new connection's packet), after
+// which it naps 20 µs at a time for a millisecond or more — thousands of thread wake-ups a
+// second competing for the CPUs with the connections the reader serves (bench/README.md,
+// "Connect latency"). Both calls return at once: the socket is non-blocking (the Go
+// poller's), a read of an empty socket fails with EAGAIN, and a netlink write to the
+// kernel never waits for room. The P stays with the reader during the call, which the
+// verdict's write (the kernel forwards the accepted packets inside it) can make tens of
+// microseconds; the other Ps run the agent's other goroutines meanwhile.
+func readRaw(fd int, b []byte) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	return int(n), e
+}
+
+func writeRaw(fd int, b []byte) unix.Errno {
+	_, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	return e
 }
 
 var errLaterFragment = errors.New("packet: non-first fragment, ports unknown")

@@ -47,6 +47,8 @@ type Env struct {
 	Client, Server *lab.Pod
 	// Threads is the number of load generator threads Measure uses (0: 1).
 	Threads int
+	// Alt is a second podwall binary, run as filter "podwall-alt" (Config.Alt).
+	Alt string
 
 	binary    string // podwall
 	manifests string // the file agents watch
@@ -182,7 +184,8 @@ func (e *Env) kernelRuleset() string {
 }
 
 // SetFilter installs one of "none", "kernel" or "podwall" on the node, removing the
-// others. podwall starts an agent with --queues queues and waits until it is ready.
+// others. podwall starts an agent with --queues queues and waits until it is ready;
+// "podwall-alt" likewise with the binary Alt.
 // "rawq", "rawq-single" and "rawq-poll" are the RawQueue experiment: podwall programs its
 // ruleset and is killed, and a RawQueue (RawBatch, RawSingle, RawPoll) serves its queues;
 // "gonfq" likewise with a GoNFQueue, "gonfq-nodl" with one without write timeout.
@@ -215,8 +218,15 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if err := nft(e.Node.NS, e.kernelRuleset()); err != nil {
 			return err
 		}
-	case "podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
-		a, err := e.Node.StartAgent(lab.AgentConfig{Binary: e.binary, Manifests: e.manifests, NodeName: NodeName,
+	case "podwall", "podwall-alt", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
+		binary := e.binary
+		if filter == "podwall-alt" {
+			if e.Alt == "" {
+				return errors.New("load: filter podwall-alt without a second binary (Config.Alt)")
+			}
+			binary = e.Alt
+		}
+		a, err := e.Node.StartAgent(lab.AgentConfig{Binary: binary, Manifests: e.manifests, NodeName: NodeName,
 			Args: []string{"--queues", strconv.Itoa(queues)}})
 		if err != nil {
 			return err
@@ -227,7 +237,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if _, err := a.WaitGeneration(ctx, 0); err != nil {
 			return err
 		}
-		if filter != "podwall" {
+		if filter != "podwall" && filter != "podwall-alt" {
 			a.Kill()
 			e.agent = nil
 			if strings.HasPrefix(filter, "gonfq") {

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -36,6 +37,73 @@ func TestObjectsRoundTrip(t *testing.T) {
 			fmt.Sprint(p.Ports) != fmt.Sprint(w.Ports) || fmt.Sprint(p.Labels) != fmt.Sprint(w.Labels) {
 			t.Fatalf("pod %d: got %+v, want %+v", i, p, w)
 		}
+	}
+}
+
+// checkLatency runs the latency phase of variant v with a few connections, one at a time:
+// every one connects and is judged once, a cold run misses the cache on each, a warm one
+// hits.
+func checkLatency(t *testing.T, env *Env, v Variant) {
+	t.Helper()
+	const n = 40
+	run, err := env.MeasureLatency(context.Background(), v, n, 1)
+	if err != nil {
+		t.Fatalf("%s latency: %v", v.Name(), err)
+	}
+	t.Logf("%s latency, 1 in flight: p50 %v, p99 %v, cache %d hits %d misses", v.Name(), run.P50, run.P99, run.Hits, run.Misses)
+	if run.OK != n || run.Failed != 0 || run.Concurrency != 1 || run.P50 <= 0 || run.P99 < run.P50 {
+		t.Errorf("%s latency: %d of %d ok, errors %v, %d in flight, p50 %v, p99 %v", v.Name(), run.OK, n, run.Errors, run.Concurrency, run.P50, run.P99)
+	}
+	if run.PerConn > 1 || run.PerConn < 1 && (v.NewFlows || run.PerConn < 0.95) {
+		t.Errorf("%s latency: %.3f packets judged per connection, want 1", v.Name(), run.PerConn)
+	}
+	if v.Filter == "podwall" && v.NewFlows && run.Misses != n {
+		t.Errorf("%s latency: %d cache misses, want %d (every connection new)", v.Name(), run.Misses, n)
+	}
+	if v.Filter == "podwall" && !v.NewFlows && run.Misses != 0 {
+		t.Errorf("%s latency: %d cache misses, want 0 (warm)", v.Name(), run.Misses)
+	}
+}
+
+// The latency table pairs each run with kernel-only's of the same round, port pattern and
+// connects in flight, and gives the median of those ratios.
+func TestLatencySummaries(t *testing.T) {
+	ms := func(x float64) time.Duration { return time.Duration(x * float64(time.Millisecond)) }
+	kernel, cold, warm := Variant{Filter: "kernel", NewFlows: true}, Variant{Filter: "podwall", Queues: 1, NewFlows: true}, Variant{Filter: "podwall", Queues: 1}
+	r := Report{Latency: []Run{
+		{Variant: kernel, Rep: 0, Concurrency: 1, P50: ms(1), P99: ms(2)},
+		{Variant: kernel, Rep: 1, Concurrency: 1, P50: ms(4), P99: ms(8)},
+		{Variant: kernel, Rep: 2, Concurrency: 1, P50: ms(2), P99: ms(4)},
+		{Variant: kernel, Rep: 0, Concurrency: 4, P50: ms(10), P99: ms(10)},
+		{Variant: cold, Rep: 0, Concurrency: 1, P50: ms(3), P99: ms(2)},  // 3.0, 1.0
+		{Variant: cold, Rep: 1, Concurrency: 1, P50: ms(4), P99: ms(4)},  // 1.0, 0.5
+		{Variant: cold, Rep: 2, Concurrency: 1, P50: ms(3), P99: ms(12)}, // 1.5, 3.0
+		{Variant: cold, Rep: 0, Concurrency: 4, P50: ms(5), P99: ms(20)}, // 0.5, 2.0
+		{Variant: warm, Rep: 0, Concurrency: 1, P50: ms(1), P99: ms(1)},  // no one-port baseline
+	}}
+	got := map[string]LatencySummary{}
+	for _, s := range r.latencySummaries() {
+		got[fmt.Sprintf("%s/%d", s.Variant.Name(), s.InFlight)] = s
+	}
+	for name, want := range map[string][3]float64{ // P50 in ms, paired p50, paired p99
+		"kernel-only, new ports/1": {2, 1, 1},
+		"podwall q1 cold/1":        {3, 1.5, 1},
+		"podwall q1 cold/4":        {5, 0.5, 2},
+	} {
+		s, ok := got[name]
+		if !ok {
+			t.Errorf("%s: no summary", name)
+			continue
+		}
+		if s.P50 != ms(want[0]) || s.PairedP50 != want[1] || s.PairedP99 != want[2] {
+			t.Errorf("%s: p50 %v, paired p50 %g, p99 %g; want %v, %g, %g", name, s.P50, s.PairedP50, s.PairedP99, ms(want[0]), want[1], want[2])
+		}
+	}
+	if s := got["podwall q1 warm/1"]; s.PairedP50 != 0 || s.PairedP99 != 0 {
+		t.Errorf("podwall q1 warm: paired %g, %g without a baseline, want 0 (JSON holds no NaN)", s.PairedP50, s.PairedP99)
+	}
+	if _, err := json.Marshal(r.latencySummaries()); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -76,6 +144,7 @@ func TestLoadSmoke(t *testing.T) {
 		}
 	}()
 	env.Threads = 2
+	env.Alt = binary
 	ctx := context.Background()
 	const n = 300
 	installed := Variant{Filter: "none"}
@@ -86,6 +155,7 @@ func TestLoadSmoke(t *testing.T) {
 		{Filter: "podwall", Queues: 2, NewFlows: true},
 		{Filter: "podwall", Queues: 2},
 		{Filter: "rawq", Queues: 1, NewFlows: true},
+		{Filter: "podwall-alt", Queues: 1, NewFlows: true}, // a second build: here the same one
 	} {
 		if v.Filter != installed.Filter || v.Queues != installed.Queues {
 			if err := env.SetFilter(ctx, v.Filter, v.Queues); err != nil {
@@ -110,11 +180,14 @@ func TestLoadSmoke(t *testing.T) {
 		if run.QueueDrops != 0 || run.ENOBUFS != 0 {
 			t.Errorf("%s: queue drops %d, ENOBUFS %d", v.Name(), run.QueueDrops, run.ENOBUFS)
 		}
-		if v.Filter == "podwall" && v.NewFlows && run.Misses != n {
+		if (v.Filter == "podwall" || v.Filter == "podwall-alt") && v.NewFlows && run.Misses != n {
 			t.Errorf("%s: %d cache misses, want %d (every connection new)", v.Name(), run.Misses, n)
 		}
 		if v.Filter == "podwall" && !v.NewFlows && (run.Hits < n*99/100 || run.Misses != 0) {
 			t.Errorf("%s: %d cache hits and %d misses, want %d hits (warm)", v.Name(), run.Hits, run.Misses, n)
+		}
+		if v.Filter == "kernel" || v.Filter == "podwall" {
+			checkLatency(t, env, v)
 		}
 		if v.Filter == "podwall" && !v.NewFlows {
 			res, err := env.sink.Stream(env.Client.NS, env.ServerAddr(StreamPort).String(), 64<<20, 30*time.Second)

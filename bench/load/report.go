@@ -88,7 +88,7 @@ func (r *Report) Summaries() []Summary {
 }
 
 func rank(v Variant) int {
-	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6, "gonfq-nodl": 7}[v.Filter]*1000 + v.Queues*2
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "podwall-alt": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6, "gonfq-nodl": 7}[v.Filter]*1000 + v.Queues*2
 	if !v.NewFlows {
 		r++
 	}
@@ -187,6 +187,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	r.printLatency(w)
 	if s := r.Saturation; s != nil {
 		fmt.Fprintf(w, "\npressure: %s with %d in flight: %.0f conn/s, p50 %s, p99 %s, pkts/conn %.3f, queue drops %d, ENOBUFS %d, failed %d %v\n",
 			s.Variant.Name(), s.Concurrency, s.Rate, us(s.P50), us(s.P99), s.PerConn, s.QueueDrops, s.ENOBUFS, s.Failed, s.Errors)
@@ -219,6 +220,22 @@ func us(d time.Duration) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0fµs", float64(d)/1e3)
+}
+
+// finite returns x, or 0 for NaN (which JSON cannot hold).
+func finite(x float64) float64 {
+	if math.IsNaN(x) {
+		return 0
+	}
+	return x
+}
+
+// usFine is us with a decimal below 100 µs.
+func usFine(d time.Duration) string {
+	if d > 0 && d < 100*time.Microsecond {
+		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
+	}
+	return us(d)
 }
 
 func ratio(x float64) string {
@@ -281,4 +298,105 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return n * mult, nil
+}
+
+// LatencySummary is the latency phase of one variant at one number of connects in flight:
+// medians over rounds, and the ratios to kernel-only with the same port pattern and in
+// flight, paired by round.
+type LatencySummary struct {
+	Variant  Variant
+	InFlight int
+	Runs     int
+	// P50 and P99 are the medians over rounds of each run's connect latency quantiles;
+	// P50Min and P50Max their range.
+	P50, P99       time.Duration
+	P50Min, P50Max time.Duration
+	// PairedP50 and PairedP99 are the medians over rounds of P50 (P99) ÷ kernel-only's in
+	// the same round (0 without kernel-only runs); P50Ratios and P99Ratios the per-round
+	// ratios they are the medians of.
+	PairedP50, PairedP99 float64
+	P50Ratios, P99Ratios []float64 `json:",omitempty"`
+	Rate                 float64   // median successful connections per second of the runs
+	PerConn              float64
+	Failed               int // over all runs
+}
+
+// latencySummaries returns one LatencySummary per variant and in-flight value of the
+// latency phase, in the order of Summaries.
+func (r *Report) latencySummaries() []LatencySummary {
+	type key struct {
+		v Variant
+		k int
+	}
+	var order []key
+	by := map[key][]Run{}
+	for _, run := range r.Latency {
+		k := key{run.Variant, run.Concurrency}
+		if _, ok := by[k]; !ok {
+			order = append(order, k)
+		}
+		by[k] = append(by[k], run)
+	}
+	slices.SortStableFunc(order, func(a, b key) int {
+		if a.k != b.k {
+			return a.k - b.k
+		}
+		return rank(a.v) - rank(b.v)
+	})
+	var out []LatencySummary
+	for _, k := range order {
+		runs := by[k]
+		col := func(f func(Run) float64) []float64 {
+			xs := make([]float64, len(runs))
+			for i, run := range runs {
+				xs[i] = f(run)
+			}
+			return xs
+		}
+		p50s := col(func(x Run) float64 { return float64(x.P50) })
+		s := LatencySummary{Variant: k.v, InFlight: k.k, Runs: len(runs),
+			P50: time.Duration(median(p50s)), P99: time.Duration(median(col(func(x Run) float64 { return float64(x.P99) }))),
+			P50Min: time.Duration(slices.Min(p50s)), P50Max: time.Duration(slices.Max(p50s)),
+			Rate: median(col(func(x Run) float64 { return x.Rate })), PerConn: median(col(func(x Run) float64 { return x.PerConn }))}
+		base := key{k.v.Baseline(), k.k}
+		for _, run := range runs {
+			s.Failed += run.Failed
+			for _, b := range by[base] {
+				if b.Rep == run.Rep && b.P50 > 0 && b.P99 > 0 {
+					s.P50Ratios = append(s.P50Ratios, float64(run.P50)/float64(b.P50))
+					s.P99Ratios = append(s.P99Ratios, float64(run.P99)/float64(b.P99))
+				}
+			}
+		}
+		s.PairedP50, s.PairedP99 = finite(median(s.P50Ratios)), finite(median(s.P99Ratios))
+		s.PerConn = finite(s.PerConn)
+		out = append(out, s)
+	}
+	return out
+}
+
+// printLatency writes the latency phase's table.
+func (r *Report) printLatency(w io.Writer) {
+	ls := r.LatencySummaries
+	if len(ls) == 0 {
+		ls = r.latencySummaries()
+	}
+	if len(ls) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nconnect latency: %d connections per run from one thread, k in flight, after each throughput run in the same round\n", r.LatencyCount)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "variant\tk\tp50\t(min–max)\tp99\tp50 paired\tp99 paired\tpaired p50 by round\tconn/s\tpkts/conn\tfailed\t")
+	for _, s := range ls {
+		rounds := make([]string, len(s.P50Ratios))
+		for i, x := range s.P50Ratios {
+			rounds[i] = fmt.Sprintf("%.2f", x)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s–%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%d\t\n",
+			s.Variant.Name(), s.InFlight, usFine(s.P50), usFine(s.P50Min), usFine(s.P50Max), usFine(s.P99),
+			ratio(s.PairedP50), ratio(s.PairedP99), strings.Join(rounds, " "), s.Rate, num(s.PerConn, "%.3f"), s.Failed)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "p50, p99: connect(2) → writable, medians over rounds of each run's quantiles; paired: the median")
+	fmt.Fprintln(w, "over rounds of the quantile ÷ kernel-only's (same port pattern, same k) in the same round.")
 }

@@ -46,13 +46,25 @@ type Config struct {
 	Filters []string
 	// Threads is the number of load generator threads (default: one per CPU).
 	Threads int
+	// Alt, when set, is a second podwall binary measured as filter "podwall-alt" in the
+	// same rounds as Binary (every variant of podwall, throughput and latency), to compare
+	// two builds side by side; Filters need not name it.
+	Alt string
+	// Latency, when positive, adds a latency phase: after each throughput run of a variant,
+	// in the same round, Latency connections of the same variant made a few at a time from
+	// one generator thread, once for each value of LatencyInFlight (default {1}), so that
+	// the connect latency is the cost of one connection and not queueing behind the others
+	// (Report.Latency, Report.LatencySummaries).
+	Latency         int
+	LatencyInFlight []int
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
 }
 
 // Variant is one way of filtering the node plus one connection pattern.
 type Variant struct {
-	// Filter is "none", "kernel" or "podwall".
+	// Filter is "none", "kernel" or "podwall" (or "podwall-alt", Config.Alt, or one of
+	// the experiments).
 	Filter string
 	// Queues is podwall's --queues.
 	Queues int
@@ -76,8 +88,8 @@ func (v Variant) Name() string {
 	case "gonfq-nodl":
 		return fmt.Sprintf("go-nfqueue q%d no deadline", v.Queues)
 	}
-	if v.Filter == "podwall" {
-		return fmt.Sprintf("podwall q%d %s", v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
+	if v.Filter == "podwall" || v.Filter == "podwall-alt" {
+		return fmt.Sprintf("%s q%d %s", v.Filter, v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
 	}
 	return fmt.Sprintf("%s, %s", map[string]string{"none": "no filter", "kernel": "kernel-only"}[v.Filter],
 		map[bool]string{true: "new ports", false: "one port"}[v.NewFlows])
@@ -130,6 +142,12 @@ type Report struct {
 	Streams    []Stream
 	Saturation *Run   `json:",omitempty"`
 	Profile    string `json:",omitempty"`
+	// Latency holds the runs of the latency phase (Config.Latency connections each, from
+	// one generator thread; Run.Concurrency is the connects in flight), LatencySummaries
+	// their medians and the ratios to kernel-only paired by round. Empty without the phase.
+	LatencyCount     int              `json:",omitempty"`
+	Latency          []Run            `json:",omitempty"`
+	LatencySummaries []LatencySummary `json:",omitempty"`
 }
 
 // Load builds the lab and measures every variant Reps times, interleaved: in each round the
@@ -148,11 +166,19 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 	}
 	defer env.Close()
 	env.Threads = cmp.Or(c.Threads, runtime.NumCPU())
+	env.Alt = c.Alt
 	if err := sysctl(env.Client.NS, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
 		return nil, err
 	}
 	rep := &Report{Machine: ReadMachine(), Config: c, Count: c.Count, Conc: c.Concurrency, Reps: c.Reps,
 		Threads: env.Threads, StreamSize: c.StreamBytes}
+	if c.Latency > 0 {
+		rep.LatencyCount = c.Latency
+		if len(c.LatencyInFlight) == 0 {
+			c.LatencyInFlight = []int{1}
+		}
+	}
+	defer func() { rep.LatencySummaries = rep.latencySummaries() }()
 
 	type state struct {
 		filter string
@@ -167,8 +193,8 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			states = append(states, state{f, 0})
 		}
 	}
-	for _, f := range []string{"podwall", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
-		if want(f) {
+	for _, f := range []string{"podwall", "podwall-alt", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
+		if want(f) || f == "podwall-alt" && c.Alt != "" {
 			for _, q := range c.Queues {
 				states = append(states, state{f, q})
 			}
@@ -201,6 +227,19 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 				rep.Runs = append(rep.Runs, run)
 				c.Logf("round %d/%d %-22s %6.0f conn/s  p50 %-6s p99 %-6s busy %3.0f%%  pkts/conn %.3f  drops %d  failed %d %v%s",
 					r+1, c.Reps, v.Name(), run.Rate, us(run.P50), us(run.P99), run.Busy*100, run.PerConn, run.QueueDrops, run.Failed, run.Errors, rawNote(run))
+				if c.Latency <= 0 {
+					continue
+				}
+				for _, k := range c.LatencyInFlight {
+					run, err := env.MeasureLatency(ctx, v, c.Latency, k)
+					if err != nil {
+						return rep, fmt.Errorf("%s, latency with %d in flight: %w", v.Name(), k, err)
+					}
+					run.Rep = r
+					rep.Latency = append(rep.Latency, run)
+					c.Logf("round %d/%d %-22s latency, %d in flight: p50 %-6s p99 %-6s (%.0f conn/s)  pkts/conn %.3f  cache %d/%d  failed %d %v",
+						r+1, c.Reps, v.Name(), k, us(run.P50), us(run.P99), run.Rate, run.PerConn, run.Hits, run.Misses, run.Failed, run.Errors)
+				}
 			}
 		}
 		// Throughput: the three filters back to back, so that they meet the same load.
@@ -257,6 +296,18 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 // Measure runs one connect load of the variant (whose filter must be installed) and reads
 // the counters around it.
 func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, error) {
+	return e.measure(ctx, v, count, conc, e.Threads)
+}
+
+// MeasureLatency is Measure with one generator thread keeping conc connects in flight
+// (conc 1: one connection at a time), for the latency of a connection rather than the
+// rate: with 64 in flight the connect latency is mostly the wait behind the other 63.
+// Each connection's latency is from connect(2) to the socket writable, as in Measure.
+func (e *Env) MeasureLatency(ctx context.Context, v Variant, count, conc int) (Run, error) {
+	return e.measure(ctx, v, count, conc, 1)
+}
+
+func (e *Env) measure(ctx context.Context, v Variant, count, conc, threads int) (Run, error) {
 	if v.Filter != e.filter {
 		return Run{}, fmt.Errorf("load: filter %q installed, variant wants %q", e.filter, v.Filter)
 	}
@@ -315,7 +366,7 @@ func (e *Env) Measure(ctx context.Context, v Variant, count, conc int) (Run, err
 	}
 	cpu0, _ := ReadCPU()
 	res, err := Connect(e.Client.NS, ConnectLoad{Dst: e.ServerAddr(ConnPort), Ports: ports, Count: count, Concurrency: conc,
-		Threads: e.Threads, Timeout: 5 * time.Second, Deadline: 2 * time.Minute})
+		Threads: threads, Timeout: 5 * time.Second, Deadline: 2 * time.Minute})
 	if err != nil {
 		return Run{}, err
 	}

@@ -2,10 +2,11 @@
 // memory measurement, and writes generated manifests for scale tests. It needs root for
 // load and rss. `make bench-load` runs load and rss with the defaults below.
 //
-//	podwall-bench load [--podwall bin/podwall] [--n 20000] [--concurrency 64] [--reps 5]
+//	podwall-bench load [--podwall bin/podwall] [--podwall-alt BIN] [--n 20000] [--concurrency 64] [--reps 5]
 //	                   [--threads 2] [--queues 1,2] [--stream 1GiB] [--stream-reps 3]
 //	                   [--saturation 1024] [--filters none,kernel,podwall]
-//	                   [--profile DIR] [--profile-seconds 5] [--json FILE]
+//	                   [--profile DIR] [--profile-seconds 5] [--latency 2000]
+//	                   [--latency-inflight 1,4] [--json FILE]
 //	podwall-bench rss [--podwall bin/podwall] [--sizes 0/0,1000/100,10000/1000]
 //	                  [--formats list,docs] [--settle 3s] [--json FILE]
 //	podwall-bench manifests --pods 1000 --policies 100 [--seed 42] -o FILE
@@ -80,6 +81,7 @@ func runLoad(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	c := load.Config{Logf: logf}
 	fs.StringVar(&c.Binary, "podwall", "bin/podwall", "podwall binary")
+	fs.StringVar(&c.Alt, "podwall-alt", "", "a second podwall binary, measured as podwall-alt in the same rounds (to compare two builds)")
 	fs.IntVar(&c.Count, "n", 20000, "connections per run")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "connects in flight")
 	fs.IntVar(&c.Reps, "reps", 5, "rounds (every variant once per round)")
@@ -90,6 +92,8 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.IntVar(&c.Saturation, "saturation", 1024, "connects in flight of the pressure run (0: none)")
 	fs.StringVar(&c.ProfileDir, "profile", "", "directory for a CPU profile of the agent under cold load")
 	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of the profile (the agent allows at most 30)")
+	fs.IntVar(&c.Latency, "latency", 2000, "connections per latency run, made a few at a time after each throughput run (0: no latency phase)")
+	inflight := fs.String("latency-inflight", "1,4", "connects in flight of the latency runs, comma-separated (one run each)")
 	jsonOut := fs.String("json", "", "also write the report as JSON here")
 	filters := fs.String("filters", "none,kernel,podwall", "filters to measure, comma-separated")
 	if err := fs.Parse(args); err != nil {
@@ -108,6 +112,17 @@ func runLoad(ctx context.Context, args []string) error {
 			continue
 		}
 		c.Queues = append(c.Queues, n)
+	}
+	for _, k := range strings.Split(*inflight, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(k))
+		if err != nil || n < 1 || n > 64 {
+			errs = append(errs, fmt.Errorf("--latency-inflight: bad value %q (want 1-64)", k))
+			continue
+		}
+		c.LatencyInFlight = append(c.LatencyInFlight, n)
+	}
+	if c.Latency < 0 || c.Latency > load.ConnPorts {
+		errs = append(errs, fmt.Errorf("--latency: want 0-%d, got %d", load.ConnPorts, c.Latency))
 	}
 	if c.Count < 1 || c.Count > load.ConnPorts {
 		errs = append(errs, fmt.Errorf("--n: want 1-%d, got %d", load.ConnPorts, c.Count))
