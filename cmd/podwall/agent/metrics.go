@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 )
 
@@ -24,7 +23,10 @@ type verdictMetrics struct {
 	// policyVerdicts counts judgements per policy; index maps policies and local pods to
 	// its series for the snapshot in force (see indexPolicies).
 	policyVerdicts *prometheus.CounterVec
-	index          atomic.Pointer[policyIndex]
+	index, prev    atomic.Pointer[policyIndex]
+	// tally holds what observe handed over and is not counted yet (tally.go); Collect
+	// counts it first. Set by newFlows.
+	tally *tally
 
 	decideSeconds  prometheus.Histogram
 	compileSeconds prometheus.Histogram
@@ -83,55 +85,63 @@ func newVerdictMetrics() *verdictMetrics {
 	return m
 }
 
-// observe counts one verdict with the decision that made it (zero for a malformed packet).
-// It runs on a queue reader: no allocation, no lock.
-func (m *verdictMetrics) observe(r *datapath.Record[policy.Decision]) {
-	d := &r.Decision
+// count counts one verdict with the decision that made it (zero for a malformed packet):
+// the tally's work (tally.go), or a queue reader's when its ring is full. No allocation, no
+// lock.
+func (m *verdictMetrics) count(o *observed) {
 	v, hit := policy.Deny, 0
-	if r.Allow {
+	if o.allow {
 		v = policy.Allow
 	}
-	if r.CacheHit {
+	if o.hit {
 		hit = 1
 	}
 	m.byVerdict[v][hit].Inc()
-	m.decideSeconds.Observe(r.Latency.Seconds())
-	if r.Malformed != nil {
+	m.decideSeconds.Observe(o.latency.Seconds())
+	if o.malformed {
 		return
 	}
 	idx := m.index.Load()
-	m.judged(idx, policy.Egress, &d.Egress)
-	m.judged(idx, policy.Ingress, &d.Ingress)
+	if idx.gen != o.gen {
+		if prev := m.prev.Load(); prev != nil && prev.gen == o.gen {
+			idx = prev // counted after the next snapshot's index was made
+		}
+	}
+	m.judged(idx, policy.Egress, &o.egress)
+	m.judged(idx, policy.Ingress, &o.ingress)
 }
 
-func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *policy.Judgement) {
-	if !j.Local || int(j.Code) >= numCodes {
+func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *judged) {
+	if !j.local || int(j.code) >= numCodes {
 		return
 	}
-	if c := m.byDirection[dir][j.Verdict][j.Code]; c != nil {
+	if c := m.byDirection[dir][j.verdict][j.code]; c != nil {
 		c.Inc()
 	}
-	switch j.Code {
+	switch j.code {
 	case policy.Allowed:
-		if c := idx.byPolicy[*j.Policy]; c != nil {
+		if c := idx.byPolicy[*j.policy]; c != nil {
 			c[dir][policy.Allow].Inc()
 		}
 	case policy.NoRuleAllows:
-		for _, c := range idx.isolating[podKey{j.Pod.Namespace, j.Pod.Name}][dir] {
+		for _, c := range idx.isolating[podKey{j.pod.Namespace, j.pod.Name}][dir] {
 			c[dir][policy.Deny].Inc()
 		}
 	case policy.ClusterAccepted, policy.ClusterDenied:
-		if c := idx.byPolicy[*j.Policy]; c != nil {
-			c[dir][j.Verdict].Inc()
+		if c := idx.byPolicy[*j.policy]; c != nil {
+			c[dir][j.verdict].Inc()
 		}
 	}
 }
 
-// policyIndex maps the snapshot in force to its per-policy series: the policies that select
-// a local pod, and for each local pod and direction the policies isolating it. A new one is
-// built for each snapshot; in the instant between the snapshot swap and the index swap,
-// verdicts are counted with the previous one (keys are names, so that still works).
+// policyIndex maps the snapshot of generation gen to its per-policy series: the policies
+// that select a local pod, and for each local pod and direction the policies isolating it.
+// A new one is built for each snapshot in force; a verdict is counted with the index of the
+// generation that decided it, this one or the one before, else with this one (keys are
+// names, so that still works): in the instant between the snapshot swap and the index
+// swap, and for a verdict counted after two newer snapshots.
 type policyIndex struct {
+	gen       uint64
 	byPolicy  map[policy.PolicyRef]*policySeries
 	isolating map[podKey][2][]*policySeries
 }
@@ -145,7 +155,7 @@ type policySeries [2][2]prometheus.Counter
 // and deletes those of the policies that no longer select a local pod. Called by compiled,
 // under the agent's apply lock.
 func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
-	idx := &policyIndex{byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{}}
+	idx := &policyIndex{gen: s.Generation(), byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{}}
 	series := func(ref policy.PolicyRef) *policySeries {
 		if ps := idx.byPolicy[ref]; ps != nil {
 			return ps
@@ -173,6 +183,7 @@ func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
 		idx.isolating[podKey{p.Namespace, p.Name}] = iso
 	})
 	old := m.index.Swap(idx)
+	m.prev.Store(old)
 	for ref := range old.byPolicy {
 		if idx.byPolicy[ref] == nil {
 			m.policyVerdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
@@ -200,8 +211,12 @@ func (m *verdictMetrics) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: it counts the verdicts waiting in the tally
+// first.
 func (m *verdictMetrics) Collect(ch chan<- prometheus.Metric) {
+	if m.tally != nil {
+		m.tally.take()
+	}
 	for _, c := range m.collectors() {
 		c.Collect(ch)
 	}
