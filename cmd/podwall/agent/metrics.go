@@ -81,14 +81,14 @@ func newVerdictMetrics() *verdictMetrics {
 		m.byDirection[d][policy.Allow][policy.ClusterAccepted] = m.directions.WithLabelValues(dn, "allow", policy.ClusterAccepted.String())
 		m.byDirection[d][policy.Deny][policy.ClusterDenied] = m.directions.WithLabelValues(dn, "deny", policy.ClusterDenied.String())
 	}
-	m.index.Store(&policyIndex{})
+	m.index.Store(&policyIndex{byRef: map[*policy.PolicyRef]*policySeries{}, byPod: map[*policy.Pod][2][]*policySeries{}})
 	return m
 }
 
 // count counts one verdict with the decision that made it (zero for a malformed packet):
-// the tally's work (tally.go), or a queue reader's when its ring is full. No allocation, no
-// lock.
-func (m *verdictMetrics) count(o *observed) {
+// the tally's work (tally.go; tallied set: under its lock), or a queue reader's when its
+// ring is full. No lock; no allocation on a reader.
+func (m *verdictMetrics) count(o *observed, tallied bool) {
 	v, hit := policy.Deny, 0
 	if o.allow {
 		v = policy.Allow
@@ -107,11 +107,11 @@ func (m *verdictMetrics) count(o *observed) {
 			idx = prev // counted after the next snapshot's index was made
 		}
 	}
-	m.judged(idx, policy.Egress, &o.egress)
-	m.judged(idx, policy.Ingress, &o.ingress)
+	m.judged(idx, policy.Egress, &o.egress, tallied)
+	m.judged(idx, policy.Ingress, &o.ingress, tallied)
 }
 
-func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *judged) {
+func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *judged, tallied bool) {
 	if !j.local || int(j.code) >= numCodes {
 		return
 	}
@@ -120,18 +120,44 @@ func (m *verdictMetrics) judged(idx *policyIndex, dir policy.Direction, j *judge
 	}
 	switch j.code {
 	case policy.Allowed:
-		if c := idx.byPolicy[*j.policy]; c != nil {
+		if c := idx.policy(j.policy, tallied); c != nil {
 			c[dir][policy.Allow].Inc()
 		}
 	case policy.NoRuleAllows:
-		for _, c := range idx.isolating[podKey{j.pod.Namespace, j.pod.Name}][dir] {
+		for _, c := range idx.isolation(j.pod, tallied)[dir] {
 			c[dir][policy.Deny].Inc()
 		}
 	case policy.ClusterAccepted, policy.ClusterDenied:
-		if c := idx.byPolicy[*j.policy]; c != nil {
+		if c := idx.policy(j.policy, tallied); c != nil {
 			c[dir][j.verdict].Inc()
 		}
 	}
+}
+
+// policy returns the series of the policy ref names, nil when it selects no local pod.
+func (idx *policyIndex) policy(ref *policy.PolicyRef, tallied bool) *policySeries {
+	if !tallied {
+		return idx.byPolicy[*ref]
+	}
+	c, ok := idx.byRef[ref]
+	if !ok {
+		c = idx.byPolicy[*ref]
+		idx.byRef[ref] = c
+	}
+	return c
+}
+
+// isolation returns the series of the policies isolating pod, per direction.
+func (idx *policyIndex) isolation(pod *policy.Pod, tallied bool) [2][]*policySeries {
+	if !tallied {
+		return idx.isolating[podKey{pod.Namespace, pod.Name}]
+	}
+	c, ok := idx.byPod[pod]
+	if !ok {
+		c = idx.isolating[podKey{pod.Namespace, pod.Name}]
+		idx.byPod[pod] = c
+	}
+	return c
 }
 
 // policyIndex maps the snapshot of generation gen to its per-policy series: the policies
@@ -144,6 +170,12 @@ type policyIndex struct {
 	gen       uint64
 	byPolicy  map[policy.PolicyRef]*policySeries
 	isolating map[podKey][2][]*policySeries
+	// byRef and byPod are what byPolicy and isolating hold, by the pointers verdicts carry
+	// (policy.Judgement's Policy and Pod): one pointer hashed instead of two strings. The
+	// tally fills them as verdicts name them, under its lock; a reader counting on its own
+	// looks up by name.
+	byRef map[*policy.PolicyRef]*policySeries
+	byPod map[*policy.Pod][2][]*policySeries
 }
 
 type podKey struct{ namespace, name string }
@@ -155,7 +187,8 @@ type policySeries [2][2]prometheus.Counter
 // and deletes those of the policies that no longer select a local pod. Called by compiled,
 // under the agent's apply lock.
 func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
-	idx := &policyIndex{gen: s.Generation(), byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{}}
+	idx := &policyIndex{gen: s.Generation(), byPolicy: map[policy.PolicyRef]*policySeries{}, isolating: map[podKey][2][]*policySeries{},
+		byRef: map[*policy.PolicyRef]*policySeries{}, byPod: map[*policy.Pod][2][]*policySeries{}}
 	series := func(ref policy.PolicyRef) *policySeries {
 		if ps := idx.byPolicy[ref]; ps != nil {
 			return ps

@@ -31,6 +31,8 @@ type tally struct {
 	metrics *verdictMetrics
 	flows   *flows.Recorder
 	mu      sync.Mutex // one taker at a time: run, a scrape, stop
+	// own counts the verdicts readers counted themselves (a full ring, not a reader).
+	own atomic.Uint64
 }
 
 const (
@@ -102,7 +104,8 @@ func (t *tally) offer(q int, r *datapath.Record[policy.Decision], staged uint32,
 		ring.publish()
 		return
 	}
-	t.metrics.count(o)
+	t.own.Add(1)
+	t.metrics.count(o, false)
 	if !o.malformed {
 		t.flows.Offer(-1, nil) // not a producer: lost, and counted as such (Offer's doc)
 	}
@@ -115,16 +118,20 @@ func (t *tally) take() {
 	for _, q := range t.rings {
 		h, end := q.head.Load(), q.tail.Load()
 		for ; h < end; h++ {
-			o := &q.buf[h&uint64(len(q.buf)-1)]
-			t.metrics.count(o)
-			if !o.malformed {
-				t.flows.Offer(0, &flows.Seen{Flow: o.flow, Time: o.time, Gen: o.gen, Allow: o.allow,
-					Staged: o.staged, StagedAllow: o.stagedAllow})
-			}
-			o.egress, o.ingress = judged{}, judged{} // pin no snapshot
+			t.count(&q.buf[h&uint64(len(q.buf)-1)])
 		}
 		q.head.Store(h)
 	}
+}
+
+// count counts one verdict a ring handed over and offers it to the flow history. Under mu.
+func (t *tally) count(o *observed) {
+	t.metrics.count(o, true)
+	if !o.malformed {
+		t.flows.Offer(0, &flows.Seen{Flow: o.flow, Time: o.time, Gen: o.gen, Allow: o.allow,
+			Staged: o.staged, StagedAllow: o.stagedAllow})
+	}
+	o.egress, o.ingress = judged{}, judged{} // pin no snapshot
 }
 
 // run takes what waits every tallyEvery until ctx ends, then once more.

@@ -144,3 +144,36 @@ func TestTallyConcurrent(t *testing.T) {
 	stop()
 	wantTally(t, a, 2*n, 0, sums[0]+sums[1])
 }
+
+// BenchmarkTally is what the tally spends per verdict off the queue reader (counting it,
+// offering it to the flow history), over the flows of BenchmarkDecide: the CPU a verdict
+// costs is BenchmarkObserve's plus this.
+func BenchmarkTally(b *testing.B) {
+	a, _ := testAgent(b)
+	defer a.runFlows(b.Context())()
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+	ring := a.metrics.tally.rings[0]
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%len(ring.buf) == 0 {
+			b.StopTimer()
+			a.metrics.tally.take()
+			for j := range len(ring.buf) {
+				a.decideInto(rec, benchFlows[j%len(benchFlows)])
+				a.metrics.tally.offer(0, rec, 0, false)
+			}
+			b.StartTimer()
+		}
+		a.metrics.tally.countOne(ring)
+	}
+}
+
+// countOne counts the next verdict waiting in q, if any.
+func (t *tally) countOne(q *tallyRing) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h := q.head.Load(); h < q.tail.Load() {
+		t.count(&q.buf[h&uint64(len(q.buf)-1)])
+		q.head.Store(h + 1)
+	}
+}
