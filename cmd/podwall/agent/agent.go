@@ -345,7 +345,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	}
 	a.inForce.ranges.Store(&ranges)
 	a.inForce.swap(snap)
-	a.staged.publish()
+	a.staged.publish(snap)
 	a.reportProblems(snap)
 	a.cover.update(snap)
 	a.state.Store(&s)
