@@ -27,7 +27,8 @@ func (a *Agent) newFlows() error {
 		a.flowLog, cfg.Log = f, f
 	}
 	a.flows = flows.NewRecorder(cfg)
-	a.metrics.tally = newTally(int(a.cfg.Queues), a.metrics, a.flows)
+	a.metrics.tally = newTally(int(a.cfg.Queues), a.metrics, a.staged.metrics, a.flows)
+	a.staged.metrics.tally = a.metrics.tally
 	return nil
 }
 

@@ -28,15 +28,15 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	}
 	q := int(r.Queue) - int(a.cfg.QueueNum)
 	if !a.stream.Active() {
-		id, allow := a.staged.observe(r, nil)
-		a.metrics.tally.offer(q, r, id, allow)
+		sv := a.staged.observe(r, nil)
+		a.metrics.tally.offer(q, r, &sv)
 		return
 	}
 	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
 		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
 	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
 	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
-	id, allow := a.staged.observe(r, &rec)
-	a.metrics.tally.offer(q, r, id, allow)
+	sv := a.staged.observe(r, &rec)
+	a.metrics.tally.offer(q, r, &sv)
 	a.stream.Publish(&rec)
 }

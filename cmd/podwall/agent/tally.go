@@ -29,6 +29,7 @@ import (
 type tally struct {
 	rings   []*tallyRing // one per queue reader: [Queue-QueueNum]
 	metrics *verdictMetrics
+	staged  *stagedMetrics
 	flows   *flows.Recorder
 	mu      sync.Mutex // one taker at a time: run, a scrape, stop
 	// own counts the verdicts readers counted themselves (a full ring, not a reader).
@@ -37,7 +38,7 @@ type tally struct {
 
 const (
 	// tallyLen is how many verdicts wait for the tally, shared among the readers' rings (at
-	// least minTallyRing each); an observed is 136 bytes: 16384 are 2.1 MiB.
+	// least minTallyRing each); an observed is 192 bytes: 16384 are 3 MiB.
 	tallyLen     = 16384
 	minTallyRing = 1024
 	// tallyEvery is how often run takes what waits: every 2 ms, 16384 verdicts: up to 8
@@ -46,17 +47,16 @@ const (
 )
 
 // observed is what the tally keeps of one verdict: the metrics' and the flow history's part
-// of a datapath.Record and of its staged verdict.
+// of a datapath.Record, and its staged verdict.
 type observed struct {
 	flow            flow.Flow
 	time            int64 // Unix nanoseconds
 	gen             uint64
 	latency         time.Duration
 	egress, ingress judged
-	staged          uint32 // the staged proposal's id (flows.Seen.Staged); 0: none
+	staged          stagedVerdict
 	allow, hit      bool
 	malformed       bool
-	stagedAllow     bool
 }
 
 // judged is what the metrics count of a policy.Judgement. pod and policy point into the
@@ -74,8 +74,8 @@ func judgedOf(j *policy.Judgement) judged {
 	return judged{verdict: j.Verdict, code: j.Code, local: j.Local, pod: j.Pod, policy: j.Policy}
 }
 
-func newTally(queues int, m *verdictMetrics, f *flows.Recorder) *tally {
-	t := &tally{metrics: m, flows: f}
+func newTally(queues int, m *verdictMetrics, st *stagedMetrics, f *flows.Recorder) *tally {
+	t := &tally{metrics: m, staged: st, flows: f}
 	for range max(queues, 1) {
 		t.rings = append(t.rings, newTallyRing(max(tallyLen/max(queues, 1), minTallyRing)))
 	}
@@ -83,9 +83,9 @@ func newTally(queues int, m *verdictMetrics, f *flows.Recorder) *tally {
 }
 
 // offer hands one verdict of queue reader q (0 to the number of queues - 1) with its staged
-// verdict (staged: the proposal's id, 0: none) to the tally, or counts it at once when the
-// reader's ring is full or q is not a reader. It allocates nothing and never blocks.
-func (t *tally) offer(q int, r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
+// verdict to the tally, or counts it at once when the reader's ring is full or q is not a
+// reader. It allocates nothing and never blocks.
+func (t *tally) offer(q int, r *datapath.Record[policy.Decision], staged *stagedVerdict) {
 	var o *observed
 	var ring *tallyRing
 	if q >= 0 && q < len(t.rings) {
@@ -98,7 +98,7 @@ func (t *tally) offer(q int, r *datapath.Record[policy.Decision], staged uint32,
 	}
 	o.flow, o.time, o.gen, o.latency = r.Flow, r.Time.UnixNano(), r.Gen, r.Latency
 	o.egress, o.ingress = judgedOf(&r.Decision.Egress), judgedOf(&r.Decision.Ingress)
-	o.staged, o.stagedAllow = staged, stagedAllow
+	o.staged = *staged
 	o.allow, o.hit, o.malformed = r.Allow, r.CacheHit, r.Malformed != nil
 	if o != &own {
 		ring.publish()
@@ -106,6 +106,9 @@ func (t *tally) offer(q int, r *datapath.Record[policy.Decision], staged uint32,
 	}
 	t.own.Add(1)
 	t.metrics.count(o, false)
+	if o.staged.decided {
+		t.staged.count(&o.staged)
+	}
 	if !o.malformed {
 		t.flows.Offer(-1, nil) // not a producer: lost, and counted as such (Offer's doc)
 	}
@@ -127,11 +130,14 @@ func (t *tally) take() {
 // count counts one verdict a ring handed over and offers it to the flow history. Under mu.
 func (t *tally) count(o *observed) {
 	t.metrics.count(o, true)
+	if o.staged.decided {
+		t.staged.count(&o.staged)
+	}
 	if !o.malformed {
 		t.flows.Offer(0, &flows.Seen{Flow: o.flow, Time: o.time, Gen: o.gen, Allow: o.allow,
-			Staged: o.staged, StagedAllow: o.stagedAllow})
+			Staged: o.staged.id(), StagedAllow: o.staged.allow})
 	}
-	o.egress, o.ingress = judged{}, judged{} // pin no snapshot
+	o.egress, o.ingress, o.staged = judged{}, judged{}, stagedVerdict{} // pin no snapshot
 }
 
 // run takes what waits every tallyEvery until ctx ends, then once more.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -160,7 +161,7 @@ func BenchmarkTally(b *testing.B) {
 			a.metrics.tally.take()
 			for j := range len(ring.buf) {
 				a.decideInto(rec, benchFlows[j%len(benchFlows)])
-				a.metrics.tally.offer(0, rec, 0, false)
+				a.metrics.tally.offer(0, rec, &stagedVerdict{})
 			}
 			b.StartTimer()
 		}
@@ -175,5 +176,21 @@ func (t *tally) countOne(q *tallyRing) {
 	if h := q.head.Load(); h < q.tail.Load() {
 		t.count(&q.buf[h&uint64(len(q.buf)-1)])
 		q.head.Store(h + 1)
+	}
+}
+
+// The staged verdicts are counted by the tally too: a scrape counts every one observed
+// before it, waiting or counted by a reader whose ring was full.
+func TestTallyStaged(t *testing.T) {
+	a, s := testAgent(t)
+	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
+	a.setState(t, s)
+	n := len(a.metrics.tally.rings[0].buf) + 30
+	for i := range n {
+		f := benchFlows[i%len(benchFlows)]
+		a.observe(a.verdict(f.Src, f.Dst, f.Port, false))
+	}
+	if v := a.metricValue(t, "podwall_policy_staged_verdicts_total", "policy=prod/deny-all,verdict=deny"); v != float64(n) {
+		t.Errorf("staged deny count = %v, want %d (one per packet)", v, n)
 	}
 }
