@@ -194,3 +194,18 @@ func TestTallyStaged(t *testing.T) {
 		t.Errorf("staged deny count = %v, want %d (one per packet)", v, n)
 	}
 }
+
+func BenchmarkObserveTakeInLoop(b *testing.B) {
+	a, _ := testAgent(b)
+	defer a.runFlows(b.Context())()
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		a.decideInto(rec, benchFlows[i%len(benchFlows)])
+		a.observe(rec)
+		if i%1024 == 1023 {
+			a.metrics.tally.take()
+		}
+	}
+	b.ReportMetric(float64(a.metrics.tally.own.Load())/float64(b.N), "counted-on-reader/op")
+}
