@@ -323,7 +323,6 @@ func BenchmarkObserve(b *testing.B) {
 				a.observe(rec)
 			}
 			b.ReportMetric(float64(a.flows.Lost())/float64(b.N), "flowsLost/op")
-			b.ReportMetric(float64(a.metrics.tally.own.Load())/float64(b.N), "counted-on-reader/op")
 			if subs > 0 {
 				sent, dropped := a.stream.Totals()
 				b.ReportMetric(float64(dropped)/float64(sent+dropped), "dropped/op")

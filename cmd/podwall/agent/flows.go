@@ -8,15 +8,13 @@ import (
 	"github.com/podwall/podwall/policy/manifests"
 )
 
-// This file wires the flow history and the flow log (policy/flows) into the agent: the tally
-// (tally.go) offers every verdict observe handed it to the Recorder; Run runs both; the
-// debug listener serves its history at /debug/flows and the state in force at /debug/state
-// (the two inputs of `podwall what-if`).
+// This file wires the flow history and the flow log (policy/flows) into the agent: observe
+// offers every verdict to the Recorder; Run runs it; the debug listener serves its history at
+// /debug/flows and the state in force at /debug/state (the two inputs of `podwall what-if`).
 
-// newFlows makes the Recorder, with the tally that feeds it (its one producer), and opens
-// the flow log when one is configured.
+// newFlows makes the Recorder, and opens the flow log when one is configured.
 func (a *Agent) newFlows() error {
-	cfg := flows.Config{Node: a.cfg.Node, Producers: 1, Size: a.cfg.FlowHistory, Snapshot: a.inForce.of,
+	cfg := flows.Config{Node: a.cfg.Node, Producers: int(a.cfg.Queues), Size: a.cfg.FlowHistory, Snapshot: a.inForce.of,
 		Proposal: a.staged.byID,
 		Interval: a.cfg.FlowLogInterval, Logger: a.log}
 	if a.cfg.FlowLog != "" {
@@ -27,30 +25,19 @@ func (a *Agent) newFlows() error {
 		a.flowLog, cfg.Log = f, f
 	}
 	a.flows = flows.NewRecorder(cfg)
-	a.metrics.tally = newTally(int(a.cfg.Queues), a.metrics, a.staged.metrics, a.flows)
-	a.staged.metrics.tally = a.metrics.tally
 	return nil
 }
 
-// runFlows runs the tally and the Recorder until the returned stop is called: stop waits for
-// the tally to count what waits and the Recorder to write its last interval, then closes
-// the flow log.
+// runFlows runs the Recorder until the returned stop is called: stop waits for it to write
+// its last interval, then closes the flow log.
 func (a *Agent) runFlows(ctx context.Context) (stop func()) {
-	tallyCtx, stopTally := context.WithCancel(ctx)
-	tallied := make(chan struct{})
-	go func() {
-		defer close(tallied)
-		a.metrics.tally.run(tallyCtx)
-	}()
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx)) // ends after the tally's last take
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		a.flows.Run(ctx)
 	}()
 	return func() {
-		stopTally()
-		<-tallied // its last take offers to the Recorder, which takes it when it stops
 		cancel()
 		<-done
 		if a.flowLog != nil {

@@ -196,47 +196,28 @@ func (p *proposal) same(r *datapath.Record[policy.Decision]) bool {
 	return true
 }
 
-// stagedVerdict is the staged decision on one verdict: what the flow history and the staged
-// metrics take of it (the tally counts it, off the queue reader).
-type stagedVerdict struct {
-	p     *proposal // nil: no staged decision (no staged policy, or a malformed packet)
-	allow bool
-	// decided reports whether the proposal decided the flow again (not proposal.same);
-	// egress and ingress are then its judgements, which the staged metrics count.
-	decided         bool
-	egress, ingress judged
-}
-
-// id returns the proposal's id (flows.Seen.Staged), 0 when there is no staged decision.
-func (sv *stagedVerdict) id() uint32 {
-	if sv.p == nil {
-		return 0
-	}
-	return sv.p.id
-}
-
-// observe decides r's flow under the proposal in force and fills rec's StagedRecord (rec
-// nil: no stream subscriber). A flow the proposal judges as r's decision does (same) has
-// r's verdict, decided again by no one and counted by no staged policy (none took part).
-// It allocates nothing.
-func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) stagedVerdict {
+// observe decides r's flow under the proposal in force, counts the staged verdict and fills
+// rec's StagedRecord (rec nil: no stream subscriber). It returns the proposal's id (0: no
+// staged decision) and the staged verdict, for the flow history. A flow the proposal judges
+// as r's decision does (same) has r's verdict, decided again by no one and counted by no
+// staged policy (none took part). It allocates nothing.
+func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) (id uint32, allow bool) {
 	p := st.cur.Load()
 	if p == nil || r.Malformed != nil {
-		return stagedVerdict{}
+		return 0, false
 	}
-	sv := stagedVerdict{p: p}
+	var v policy.Verdict
 	if p.same(r) {
-		sv.allow = r.Decision.LocalVerdict() == policy.Allow
+		v = r.Decision.LocalVerdict()
 	} else {
-		var d policy.Decision
-		p.Snap.DecideInto(r.Flow, &d)
-		sv.allow, sv.decided = d.LocalVerdict() == policy.Allow, true
-		sv.egress, sv.ingress = judgedOf(&d.Egress), judgedOf(&d.Ingress)
+		d := p.Snap.Decide(r.Flow)
+		v = d.LocalVerdict()
+		st.metrics.count(p, &d, v)
 	}
 	if rec != nil {
-		rec.Staged = decisions.StagedRecord{Set: true, Allow: sv.allow, Proposal: p.ref}
+		rec.Staged = decisions.StagedRecord{Set: true, Allow: v == policy.Allow, Proposal: p.ref}
 	}
-	return sv
+	return p.id, v == policy.Allow
 }
 
 // stagedMetrics is podwall_policy_staged_verdicts_total{policy,verdict}: per queued packet
@@ -247,7 +228,6 @@ type stagedMetrics struct {
 	desc     *prometheus.Desc
 	mu       sync.Mutex         // guards byPolicy: apply adds and removes series, Collect reads them
 	byPolicy map[string]*series // the series of the staged policies, kept across proposals
-	tally    *tally             // counts the staged verdicts (tally.go); set by newFlows
 }
 
 func newStagedMetrics() *stagedMetrics {
@@ -308,17 +288,12 @@ func (st *staged) index(p *proposal) {
 	})
 }
 
-// count counts the staged verdict of a flow the proposal decided (sv.decided) once per
-// staged policy that made it: the series each judged direction names (made), those of the
-// egress direction, then those of the ingress one the egress did not count. The series are
-// resolved when the proposal is indexed: a verdict costs one map lookup per direction and
-// an increment per series. The tally's work (tally.go), or a reader's when its ring is full.
-func (m *stagedMetrics) count(sv *stagedVerdict) {
-	v := policy.Deny
-	if sv.allow {
-		v = policy.Allow
-	}
-	eg, in := sv.p.made(&sv.egress, policy.Egress, v), sv.p.made(&sv.ingress, policy.Ingress, v)
+// count counts the staged verdict v of decision d once per staged policy that made it: the
+// series each judged direction names (made), those of the egress direction, then those of
+// the ingress one the egress did not count. The series are resolved when the proposal is
+// indexed: a packet costs one map lookup per direction and an increment per series.
+func (m *stagedMetrics) count(p *proposal, d *policy.Decision, v policy.Verdict) {
+	eg, in := p.made(&d.Egress, policy.Egress, v), p.made(&d.Ingress, policy.Ingress, v)
 	for _, c := range eg {
 		c.n[v].Add(1)
 	}
@@ -330,17 +305,17 @@ func (m *stagedMetrics) count(sv *stagedVerdict) {
 }
 
 // made returns the series of the staged policies that made verdict v in direction dir (j).
-func (p *proposal) made(j *judged, dir policy.Direction, v policy.Verdict) []*series {
-	if !j.local || (v == policy.Deny && j.verdict != policy.Deny) {
+func (p *proposal) made(j *policy.Judgement, dir policy.Direction, v policy.Verdict) []*series {
+	if !j.Local || (v == policy.Deny && j.Verdict != policy.Deny) {
 		return nil
 	}
-	switch j.code {
+	switch j.Code {
 	case policy.Allowed, policy.ClusterAccepted, policy.ClusterDenied:
-		if j.policy != nil {
-			return p.byPolicy[*j.policy]
+		if j.Policy != nil {
+			return p.byPolicy[*j.Policy]
 		}
 	case policy.NoRuleAllows:
-		if iso := p.isolating[j.pod]; iso != nil {
+		if iso := p.isolating[j.Pod]; iso != nil {
 			return iso[dir]
 		}
 	}
@@ -350,12 +325,8 @@ func (p *proposal) made(j *judged, dir policy.Direction, v policy.Verdict) []*se
 // Describe implements prometheus.Collector.
 func (m *stagedMetrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
 
-// Collect implements prometheus.Collector: it counts the verdicts waiting in the tally
-// first.
+// Collect implements prometheus.Collector.
 func (m *stagedMetrics) Collect(ch chan<- prometheus.Metric) {
-	if m.tally != nil {
-		m.tally.take()
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range m.byPolicy {

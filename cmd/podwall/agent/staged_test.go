@@ -233,9 +233,9 @@ spec:
 									}
 								}
 							}
-							sv := a.staged.observe(r, nil)
-							if sv.id() != p.id || sv.allow != (d.LocalVerdict() == policy.Allow) {
-								t.Errorf("%v: staged verdict allow=%v (proposal %d), the proposal decides %v", r.Flow, sv.allow, sv.id(), d.LocalVerdict())
+							id, allow := a.staged.observe(r, nil)
+							if id != p.id || allow != (d.LocalVerdict() == policy.Allow) {
+								t.Errorf("%v: staged verdict allow=%v (proposal %d), the proposal decides %v", r.Flow, allow, id, d.LocalVerdict())
 							}
 						}
 					}
@@ -260,13 +260,9 @@ func judgementText(j *policy.Judgement) string {
 	return s
 }
 
-// stagedSink receives the staged verdicts of the benchmarks, as the tally's ring does.
-var stagedSink stagedVerdict
-
-// BenchmarkDecideStaged is what a queue reader decides per queued packet with staged
-// policies present — the enforced Decide plus the staged one, handed to the tally (which
-// counts its metrics off the reader) — over the flows of BenchmarkDecide (compare with it:
-// at most 2×). The staged deny-all selects every pod: each flow is decided again.
+// BenchmarkDecideStaged is what the datapath and observe decide per queued packet with
+// staged policies present: the enforced Decide plus the staged one and its metrics, over
+// the flows of BenchmarkDecide (compare with it: at most 2×).
 func BenchmarkDecideStaged(b *testing.B) {
 	a, s := testAgent(b)
 	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
@@ -275,7 +271,7 @@ func BenchmarkDecideStaged(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		a.decideInto(rec, benchFlows[i%len(benchFlows)])
-		stagedSink = a.staged.observe(rec, nil)
+		a.staged.observe(rec, nil)
 	}
 }
 
@@ -290,7 +286,7 @@ func BenchmarkDecideStagedElsewhere(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		a.decideInto(rec, benchFlows[i%len(benchFlows)])
-		stagedSink = a.staged.observe(rec, nil)
+		a.staged.observe(rec, nil)
 	}
 }
 
@@ -325,16 +321,5 @@ func TestStagedDebugExplain(t *testing.T) {
 	}
 	if ans.Verdict != "allow" || ans.Staged == nil || ans.Staged.Verdict != "deny" || !slices.Contains(ans.Staged.Policies, "prod/deny-all") {
 		t.Errorf("verdict %q, staged %+v", ans.Verdict, ans.Staged)
-	}
-}
-
-func BenchmarkStagedDecideInto(b *testing.B) {
-	a, s := testAgent(b)
-	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
-	a.setState(b, s)
-	p := a.staged.cur.Load()
-	var d policy.Decision
-	for i := 0; b.Loop(); i++ {
-		p.Snap.DecideInto(benchFlows[i%len(benchFlows)], &d)
 	}
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
+	pt "github.com/podwall/podwall/policy/policytest"
 )
 
-// tallyCase is a verdict of each kind the metrics tell apart, with a latency in each
+// verdictCases are a verdict of each kind the metrics tell apart, with a latency in each
 // histogram bucket they fall in: 250 ns is the first bucket's bound, 10 ms beyond the last.
-var tallyCases = []struct {
+var verdictCases = []struct {
 	src, dst netip.Addr
 	port     uint16
 	hit      bool
@@ -29,12 +30,12 @@ var tallyCases = []struct {
 	{apiIP, webIP, 80, false, 10 * time.Millisecond},  // allow: web is not isolated
 }
 
-// observeCases observes n verdicts on queue q, cycling through tallyCases, and returns the
+// observeCases observes n verdicts on queue q, cycling through verdictCases, and returns the
 // sum of their latencies.
 func (a *Agent) observeCases(n int, q uint16) time.Duration {
 	var sum time.Duration
 	for i := range n {
-		c := tallyCases[i%len(tallyCases)]
+		c := verdictCases[i%len(verdictCases)]
 		r := a.verdict(c.src, c.dst, c.port, c.hit)
 		r.Latency, r.Queue = c.latency, q
 		a.observe(r)
@@ -43,16 +44,16 @@ func (a *Agent) observeCases(n int, q uint16) time.Duration {
 	return sum
 }
 
-// wantTally checks every series counting verdicts after n verdicts of tallyCases (n a
+// wantVerdicts checks every series counting verdicts after n verdicts of verdictCases (n a
 // multiple of their number) and malformed ones (each 1 µs, denied), whose latencies sum to
 // sum.
-func wantTally(t *testing.T, a *Agent, n, malformed int, sum time.Duration) {
+func wantVerdicts(t *testing.T, a *Agent, n, malformed int, sum time.Duration) {
 	t.Helper()
 	m, err := scrape.Gather(a.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	each := float64(n / len(tallyCases))
+	each := float64(n / len(verdictCases))
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -90,33 +91,27 @@ func wantTally(t *testing.T, a *Agent, n, malformed int, sum time.Duration) {
 	}
 }
 
-// A scrape counts every verdict observed before it, with the values observe counted when it
-// counted on the queue reader: those waiting for the tally (its goroutine is not running
-// here), and those a reader counted itself because its ring was full or it is not a reader.
-// The flow history loses the latter, counted.
-func TestTallyScrapeCountsEveryVerdict(t *testing.T) {
+// The series counting verdicts after a known set of them, spread over the queue readers
+// (each counts in its own shard) and a queue that is not the agent's: the values the
+// prometheus counters and histogram gave before the shards (the sum up to rounding).
+func TestMetricsAfterKnownVerdicts(t *testing.T) {
 	a, _ := testAgent(t) // queues 100 and 101
-	full := len(a.metrics.tally.rings[0].buf)
-	over := 4 * 25
-	sum := a.observeCases(full+over, 100)
+	sum := a.observeCases(4*30, 100)
+	sum += a.observeCases(4*20, 101)
 	sum += a.observeCases(4, 7) // not a queue of the agent's
 	for range 3 {
 		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: webIP, Dst: dbIP, Proto: 6}, Latency: time.Microsecond,
 			Queue: 101, Malformed: errors.New("packet: truncated")})
 	}
-	wantTally(t, a, full+over+4, 3, sum)
-	if lost := a.flows.Lost(); lost != uint64(over+4) {
-		t.Errorf("flow history lost %d verdicts, want %d", lost, over+4)
-	}
-	// What a scrape took is not counted again.
-	wantTally(t, a, full+over+4, 3, sum)
+	wantVerdicts(t, a, 4*51, 3, sum)
+	// Scraping counts nothing.
+	wantVerdicts(t, a, 4*51, 3, sum)
 }
 
-// Readers observing, the tally taking and scrapes at once count every verdict once (run
-// with -race: the rings hand verdicts over without a data race).
-func TestTallyConcurrent(t *testing.T) {
+// Readers observing and scrapes at once count every verdict once (run with -race: the
+// shards are written and read without a data race).
+func TestMetricsConcurrent(t *testing.T) {
 	a, _ := testAgent(t)
-	stop := a.runFlows(t.Context())
 	const n = 4 * 5000
 	var wg sync.WaitGroup
 	sums := make([]time.Duration, 2)
@@ -142,70 +137,27 @@ func TestTallyConcurrent(t *testing.T) {
 	wg.Wait()
 	close(done)
 	<-scraped
-	stop()
-	wantTally(t, a, 2*n, 0, sums[0]+sums[1])
+	wantVerdicts(t, a, 2*n, 0, sums[0]+sums[1])
 }
 
-// BenchmarkTally is what the tally spends per verdict off the queue reader (counting it,
-// offering it to the flow history), over the flows of BenchmarkDecide: the CPU a verdict
-// costs is BenchmarkObserve's plus this.
-func BenchmarkTally(b *testing.B) {
-	a, _ := testAgent(b)
-	defer a.runFlows(b.Context())()
-	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
-	ring := a.metrics.tally.rings[0]
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if i%len(ring.buf) == 0 {
-			b.StopTimer()
-			a.metrics.tally.take()
-			for j := range len(ring.buf) {
-				a.decideInto(rec, benchFlows[j%len(benchFlows)])
-				a.metrics.tally.offer(0, rec, &stagedVerdict{})
-			}
-			b.StartTimer()
-		}
-		a.metrics.tally.countOne(ring)
-	}
-}
-
-// countOne counts the next verdict waiting in q, if any.
-func (t *tally) countOne(q *tallyRing) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if h := q.head.Load(); h < q.tail.Load() {
-		t.count(&q.buf[h&uint64(len(q.buf)-1)])
-		q.head.Store(h + 1)
-	}
-}
-
-// The staged verdicts are counted by the tally too: a scrape counts every one observed
-// before it, waiting or counted by a reader whose ring was full.
-func TestTallyStaged(t *testing.T) {
+// A verdict is counted for the policies of the generation that decided it, also when it is
+// observed after the next snapshot is in force: a deny decided under db-policy alone counts
+// for db-policy, not for a policy isolating db that came after.
+func TestMetricsGenerationThatDecided(t *testing.T) {
 	a, s := testAgent(t)
-	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
+	r := a.verdict(webIP, dbIP, 3306, false)
+	s.Policies = append(slices.Clone(s.Policies), pt.NetworkPolicy("prod", "db-lockdown", pt.Selector("role", "db")))
 	a.setState(t, s)
-	n := len(a.metrics.tally.rings[0].buf) + 30
-	for i := range n {
-		f := benchFlows[i%len(benchFlows)]
-		a.observe(a.verdict(f.Src, f.Dst, f.Port, false))
-	}
-	if v := a.metricValue(t, "podwall_policy_staged_verdicts_total", "policy=prod/deny-all,verdict=deny"); v != float64(n) {
-		t.Errorf("staged deny count = %v, want %d (one per packet)", v, n)
-	}
-}
-
-func BenchmarkObserveTakeInLoop(b *testing.B) {
-	a, _ := testAgent(b)
-	defer a.runFlows(b.Context())()
-	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		a.decideInto(rec, benchFlows[i%len(benchFlows)])
-		a.observe(rec)
-		if i%1024 == 1023 {
-			a.metrics.tally.take()
+	a.observe(r)
+	for _, c := range []struct {
+		labels string
+		want   float64
+	}{
+		{"direction=ingress,policy=prod/db-policy,verdict=deny", 1},
+		{"direction=ingress,policy=prod/db-lockdown,verdict=deny", 0},
+	} {
+		if got := a.metricValue(t, "podwall_policy_verdicts_total", c.labels); got != c.want {
+			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %v", c.labels, got, c.want)
 		}
 	}
-	b.ReportMetric(float64(a.metrics.tally.own.Load())/float64(b.N), "counted-on-reader/op")
 }
