@@ -162,23 +162,6 @@ func (s *Snapshot) Decide(f flow.Flow) Decision {
 	return d
 }
 
-// DecideInto is Decide writing the decision into d, which the caller owns: the agent's
-// staged decision of each queued packet, where returning the Decision (120 bytes) by value
-// costs a copy. It never allocates and never blocks.
-func (s *Snapshot) DecideInto(f flow.Flow, d *Decision) {
-	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
-	if (src != nil && src.claimed) || (dst != nil && dst.claimed) {
-		*d = s.decideClaimed(f, src, dst)
-		return
-	}
-	d.Egress = s.judge(Egress, src, dst, f.Dst, dst, f)
-	d.Ingress = s.judge(Ingress, dst, src, f.Src, dst, f)
-	d.Verdict = Allow
-	if d.Egress.Verdict == Deny || d.Ingress.Verdict == Deny {
-		d.Verdict = Deny
-	}
-}
-
 // judge decides one direction for pod (nil when that end is not a pod) whose remote end is
 // remote at address raddr; dst is the destination pod, which resolves named ports. The
 // tiers, in order: a pod to itself is allowed; the Admin tier's rules (priority, then
