@@ -24,10 +24,12 @@ import (
 // For every queued packet, observe decides the flow under the proposal too (one more
 // Decide: Decide + staged ≤ 2× Decide, BenchmarkDecideStaged) and counts it — unless the
 // proposal cannot judge the flow otherwise than the decision that made the verdict
-// (proposal.same: no staged policy selects its pods); the
-// decision stream carries the staged verdict when it differs from the enforced one or a
-// staged policy took part (decisions.StagedRecord), and so does the flow history and log
-// (flows.Seen.Staged names the proposal: byID). The verdict given stays the enforced one.
+// (proposal.same: no staged policy, nor an enforced one a staged one replaces, selects its
+// local pods for the direction judged), whose verdict is then the staged one too
+// (BenchmarkDecideStagedElsewhere: about 1.05× Decide). The decision stream carries the
+// staged verdict when it differs from the enforced one or a staged policy took part
+// (decisions.StagedRecord), and so does the flow history and log (flows.Seen.Staged names
+// the proposal: byID). The verdict given stays the enforced one.
 //
 // So that staged evaluation sees them, the pods only staged policies isolate are queued
 // too (queued): their new connections reach userspace and are allowed there.
