@@ -146,7 +146,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Log, compiler: policy.NewCompiler(cfg.Node), reg: prometheus.NewRegistry()}
 	a.inForce.Store(a.compiler.Snapshot()) // empty until the first state: allows all
 	a.staged.metrics = newStagedMetrics()
-	a.metrics = newVerdictMetrics()
+	a.metrics = newVerdictMetrics(cfg.QueueNum, cfg.Queues)
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
@@ -345,7 +345,7 @@ func (a *Agent) apply(s policy.State, loadErr error) bool {
 	}
 	a.inForce.ranges.Store(&ranges)
 	a.inForce.swap(snap)
-	a.staged.publish()
+	a.staged.publish(snap)
 	a.reportProblems(snap)
 	a.cover.update(snap)
 	a.state.Store(&s)

@@ -273,12 +273,29 @@ func TestDebugRoutes(t *testing.T) {
 	}
 }
 
+// benchFlows are the flows BenchmarkDecide, BenchmarkObserve and BenchmarkDecideStaged
+// cycle through, so that their ratios compare the same decisions: a deny (web → db,
+// no-rule-allows), an allow by a rule (api → db, db-policy) and a flow no policy isolates
+// (api → web).
+var benchFlows = [...]flow.Flow{
+	{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306},
+	{Src: apiIP, Dst: dbIP, Proto: 6, Port: 3306},
+	{Src: apiIP, Dst: webIP, Proto: 6, Port: 80},
+}
+
+// decideInto is what a queue reader does on a cache miss: decide f on the snapshot in force
+// into its record.
+func (a *Agent) decideInto(rec *datapath.Record[policy.Decision], f flow.Flow) {
+	rec.Flow = f
+	rec.Decision, rec.Allow, rec.Gen = a.inForce.Decide(f)
+}
+
 // BenchmarkObserve is the per-verdict cost of the agent past the kernel: the engine's Decide
 // (what the datapath calls on a cache miss) plus observe (metrics, the flow history's
 // hand-off with its goroutine running, and the stream), with no
 // subscriber and with one subscriber that keeps up. Its own goroutine's work counts in
 // allocs/op too, which is why it only drains: what a subscriber spends to format a record is
-// decisions.BenchmarkEvent.
+// decisions.BenchmarkEvent. Compare with BenchmarkDecide (the same flows without observe).
 func BenchmarkObserve(b *testing.B) {
 	for _, subs := range []int{0, 1} {
 		b.Run(fmt.Sprintf("subscribers=%d", subs), func(b *testing.B) {
@@ -299,19 +316,11 @@ func BenchmarkObserve(b *testing.B) {
 					}
 				}()
 			}
-			flows := []flow.Flow{
-				{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306},
-				{Src: apiIP, Dst: dbIP, Proto: 6, Port: 3306},
-				{Src: apiIP, Dst: webIP, Proto: 6, Port: 80},
-			}
 			rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
 			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				rec.Flow = flows[i%len(flows)]
-				rec.Decision, rec.Allow, rec.Gen = a.inForce.Decide(rec.Flow)
+			for i := 0; b.Loop(); i++ {
+				a.decideInto(rec, benchFlows[i%len(benchFlows)])
 				a.observe(rec)
-				i++
 			}
 			b.ReportMetric(float64(a.flows.Lost())/float64(b.N), "flowsLost/op")
 			if subs > 0 {
@@ -322,13 +331,14 @@ func BenchmarkObserve(b *testing.B) {
 	}
 }
 
-// BenchmarkDecide is the engine's Decide alone, for comparison with BenchmarkObserve.
+// BenchmarkDecide is the engine's Decide alone, into the record as a queue reader does, for
+// comparison with BenchmarkObserve and BenchmarkDecideStaged.
 func BenchmarkDecide(b *testing.B) {
 	a, _ := testAgent(b)
-	f := flow.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
 	b.ReportAllocs()
-	for b.Loop() {
-		a.inForce.Decide(f)
+	for i := 0; b.Loop(); i++ {
+		a.decideInto(rec, benchFlows[i%len(benchFlows)])
 	}
 }
 

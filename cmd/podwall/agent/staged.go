@@ -8,6 +8,7 @@ import (
 	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
@@ -21,10 +22,14 @@ import (
 // exist, the proposed state (the enforced policies plus the staged ones) to a second,
 // incremental compiler; the snapshot it makes is published right after the enforced one.
 // For every queued packet, observe decides the flow under the proposal too (one more
-// Decide: Decide + staged ≤ 2× Decide, BenchmarkDecideStaged) and counts it; the
-// decision stream carries the staged verdict when it differs from the enforced one or a
-// staged policy took part (decisions.StagedRecord), and so does the flow history and log
-// (flows.Seen.Staged names the proposal: byID). The verdict given stays the enforced one.
+// Decide: Decide + staged ≤ 2× Decide, BenchmarkDecideStaged) and counts it — unless the
+// proposal cannot judge the flow otherwise than the decision that made the verdict
+// (proposal.same: no staged policy, nor an enforced one a staged one replaces, selects its
+// local pods for the direction judged), whose verdict is then the staged one too
+// (BenchmarkDecideStagedElsewhere: about 1.05× Decide). The decision stream carries the
+// staged verdict when it differs from the enforced one or a staged policy took part
+// (decisions.StagedRecord), and so does the flow history and log (flows.Seen.Staged names
+// the proposal: byID). The verdict given stays the enforced one.
 //
 // So that staged evaluation sees them, the pods only staged policies isolate are queued
 // too (queued): their new connections reach userspace and are allowed there.
@@ -41,6 +46,14 @@ type proposal struct {
 	*explain.Proposal
 	ref weak.Pointer[explain.Proposal] // made once, so records take it without allocating
 	id  uint32                         // names it in the flow history (flows.Seen.Staged); never 0
+	// gen is the generation of the enforced snapshot published with the proposal; touched
+	// marks, by that snapshot's pods, the directions (1<<policy.Direction) of the local pods
+	// the proposal may judge otherwise (see same); all says it may judge any flow
+	// otherwise. Set by publish.
+	gen     uint64
+	touched map[*policy.Pod]uint8
+	all     bool
+	cluster bool // a ClusterNetworkPolicy is staged
 	// byPolicy are the series of the staged policies, each as a one-element list;
 	// isolating the series of the staged policies isolating each local pod, per direction
 	// (no duplicates). Both are made once per proposal (index), so count only looks up.
@@ -72,6 +85,7 @@ func (st *staged) split(node string, s policy.State) policy.State {
 	}
 	p := &proposal{Proposal: &explain.Proposal{Snap: st.compiler.Snapshot(), Staged: policy.StagedRefs(proposed)}}
 	p.ref = weak.Make(p.Proposal)
+	p.cluster = slices.ContainsFunc(s.ClusterPolicies, func(c *cnpv1alpha2.ClusterNetworkPolicy) bool { return policy.IsStaged(&c.ObjectMeta) })
 	if st.ids++; st.ids == 0 {
 		st.ids++
 	}
@@ -81,8 +95,13 @@ func (st *staged) split(node string, s policy.State) policy.State {
 	return enforced
 }
 
-// publish puts the proposal split made in force (none when the state had no staged policy).
-func (st *staged) publish() {
+// publish puts the proposal split made in force (none when the state had no staged policy)
+// with enforced, the snapshot made of the same state and just put in force.
+func (st *staged) publish(enforced *policy.Snapshot) {
+	if p := st.pending; p != nil {
+		p.gen = enforced.Generation()
+		p.touched, p.all = touchedBy(enforced, p)
+	}
 	old := st.cur.Swap(st.pending)
 	if old == nil {
 		return
@@ -129,17 +148,74 @@ func union(a, b []netip.Addr) []netip.Addr {
 	return slices.Compact(out)
 }
 
+// touchedBy returns, by enforced's pods, the directions of the local pods that p may judge
+// otherwise than enforced does: those whose policies for that direction, in enforced or in
+// p, include a staged one (by name: a staged policy replacing an enforced one of its name
+// touches the pods of both). all is set when p may judge any flow otherwise: when a
+// ClusterNetworkPolicy is staged (its subjects are not listed per pod) or enforced has
+// addresses several pods claim (a flow is judged for every claimant).
+//
+// Why the others are judged alike: both snapshots are compiled from one state (split), with
+// the same pods, namespaces and nodes, and the same policies but the staged ones and those
+// they replace; the judgement of a pod for a direction reads only the policies selecting
+// it for that direction (its NetworkPolicies, then, were none isolating it, nothing: no
+// ClusterNetworkPolicy differs) and the remote end, which both snapshots know alike.
+// TestStagedSameAsDeciding checks it flow by flow.
+func touchedBy(enforced *policy.Snapshot, p *proposal) (touched map[*policy.Pod]uint8, all bool) {
+	if p.cluster || len(enforced.Conflicts()) > 0 {
+		return nil, true
+	}
+	touched = map[*policy.Pod]uint8{}
+	mark := func(pod *policy.Pod, egress, ingress []policy.PolicyRef) {
+		if pod == nil {
+			return
+		}
+		for dir, refs := range [2][]policy.PolicyRef{policy.Egress: egress, policy.Ingress: ingress} {
+			if slices.ContainsFunc(refs, func(r policy.PolicyRef) bool { return p.Staged[r.String()] }) {
+				touched[pod] |= 1 << dir
+			}
+		}
+	}
+	enforced.LocalIsolation(mark)
+	p.Snap.LocalIsolation(func(pod *policy.Pod, egress, ingress []policy.PolicyRef) {
+		mark(enforced.Pod(pod.Namespace, pod.Name), egress, ingress)
+	})
+	return touched, false
+}
+
+// same reports whether p judges r's flow as the decision that made r's verdict does, so
+// that its staged verdict is r's: r was decided by the enforced snapshot published with p,
+// and p touches the direction of neither of its local pods (touchedBy).
+func (p *proposal) same(r *datapath.Record[policy.Decision]) bool {
+	if p.all || r.Gen != p.gen {
+		return false
+	}
+	for dir, j := range [2]*policy.Judgement{policy.Egress: &r.Decision.Egress, policy.Ingress: &r.Decision.Ingress} {
+		if j.Local && j.Pod != nil && p.touched[j.Pod]&(1<<dir) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // observe decides r's flow under the proposal in force, counts the staged verdict and fills
 // rec's StagedRecord (rec nil: no stream subscriber). It returns the proposal's id (0: no
-// staged decision) and the staged verdict, for the flow history. It allocates nothing.
+// staged decision) and the staged verdict, for the flow history. A flow the proposal judges
+// as r's decision does (same) has r's verdict, decided again by no one and counted by no
+// staged policy (none took part). It allocates nothing.
 func (st *staged) observe(r *datapath.Record[policy.Decision], rec *decisions.Record) (id uint32, allow bool) {
 	p := st.cur.Load()
 	if p == nil || r.Malformed != nil {
 		return 0, false
 	}
-	d := p.Snap.Decide(r.Flow)
-	v := d.LocalVerdict()
-	st.metrics.count(p, &d, v)
+	var v policy.Verdict
+	if p.same(r) {
+		v = r.Decision.LocalVerdict()
+	} else {
+		d := p.Snap.Decide(r.Flow)
+		v = d.LocalVerdict()
+		st.metrics.count(p, &d, v)
+	}
 	if rec != nil {
 		rec.Staged = decisions.StagedRecord{Set: true, Allow: v == policy.Allow, Proposal: p.ref}
 	}

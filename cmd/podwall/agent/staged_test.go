@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -12,12 +13,14 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+	"sigs.k8s.io/yaml"
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/explain"
-	"github.com/podwall/podwall/policy/flow"
+	pt "github.com/podwall/podwall/policy/policytest"
 )
 
 // stagedDenyAll is a staged deny-all for namespace prod.
@@ -149,18 +152,140 @@ func TestStagedObserveAllocatesNothing(t *testing.T) {
 	}
 }
 
+// stage marks np staged.
+func stage(np *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicy {
+	np.Annotations = map[string]string{policy.StagedAnnotation: "true"}
+	return np
+}
+
+// The staged verdict of a flow the proposal leaves alone is the verdict that was given,
+// without a staged Decide (proposal.same): for every flow between the 3-tier pods and an
+// outside address, in both families, on each port a policy names, observe's staged verdict
+// is the proposal's own, and where it was not decided again no staged policy would have
+// taken part (nothing to count). Each staged state leaves some flows alone, touches others.
+func TestStagedSameAsDeciding(t *testing.T) {
+	cnp := func(name string) *cnpv1alpha2.ClusterNetworkPolicy {
+		var c cnpv1alpha2.ClusterNetworkPolicy
+		if err := yaml.Unmarshal([]byte(`
+metadata: {name: `+name+`, annotations: {podwall.io/staged: "true"}}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: db}}}}
+  ingress:
+  - {action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: web}}}}]}
+`), &c); err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	for _, c := range []struct {
+		name    string
+		staged  []*networkingv1.NetworkPolicy
+		cnp     bool
+		skipped bool // some flows of local pods are not decided again
+	}{
+		{"db ingress locked down", []*networkingv1.NetworkPolicy{stage(pt.NetworkPolicy("prod", "db-lockdown", pt.Selector("role", "db")))}, false, true},
+		{"db-policy replaced by one admitting web", []*networkingv1.NetworkPolicy{stage(pt.NetworkPolicy("prod", "db-policy", pt.Selector("role", "db"),
+			pt.Ingress(pt.From(pt.Pods(pt.Selector("role", "web"))))))}, false, true},
+		{"db-policy replaced by one selecting api", []*networkingv1.NetworkPolicy{stage(pt.NetworkPolicy("prod", "db-policy", pt.Selector("role", "api"),
+			pt.Ingress(pt.From(pt.Pods(pt.Selector("role", "web"))))))}, false, true},
+		{"web egress to db only", []*networkingv1.NetworkPolicy{stage(pt.NetworkPolicy("prod", "web-out", pt.Selector("role", "web"),
+			pt.Egress(pt.To(pt.Pods(pt.Selector("role", "db"))))))}, false, true},
+		{"a policy selecting no pod", []*networkingv1.NetworkPolicy{stage(pt.NetworkPolicy("prod", "batch", pt.Selector("role", "batch"), pt.Egress()))}, false, true},
+		{"deny-all", []*networkingv1.NetworkPolicy{stagedDenyAll()}, false, false},
+		{"a ClusterNetworkPolicy", nil, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, s := testAgent(t)
+			for _, np := range c.staged {
+				s.Policies = append(slices.Clone(s.Policies), np)
+			}
+			if c.cnp {
+				s.ClusterPolicies = append(slices.Clone(s.ClusterPolicies), cnp("no-web-to-db"))
+			}
+			a.setState(t, s)
+			p := a.staged.cur.Load()
+			skipped := 0
+			outside := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+			for _, family := range [][]netip.Addr{
+				{webIP, apiIP, dbIP, outside[0]},
+				{netip.MustParseAddr("fd00:10:244:1::10"), netip.MustParseAddr("fd00:10:244:1::11"), netip.MustParseAddr("fd00:10:244:1::12"), outside[1]},
+			} {
+				for _, src := range family {
+					for _, dst := range family {
+						for _, port := range []uint16{80, 3306, 5000, 8080} {
+							r := a.verdict(src, dst, port, false)
+							d := p.Snap.Decide(r.Flow)
+							if p.same(r) {
+								if r.Decision.Egress.Local || r.Decision.Ingress.Local {
+									skipped++
+								}
+								for dir, js := range [2][2]*policy.Judgement{policy.Egress: {&r.Decision.Egress, &d.Egress}, policy.Ingress: {&r.Decision.Ingress, &d.Ingress}} {
+									if !js[0].Local {
+										continue
+									}
+									if got, want := judgementText(js[1]), judgementText(js[0]); got != want {
+										t.Errorf("%v %v: not decided again, but the proposal judges %s, the snapshot in force %s", r.Flow, policy.Direction(dir), got, want)
+									}
+									if iso := p.isolating[js[1].Pod]; iso != nil && len(iso[dir]) > 0 {
+										t.Errorf("%v %v: not decided again, but staged policies isolate its pod", r.Flow, policy.Direction(dir))
+									}
+								}
+							}
+							id, allow := a.staged.observe(r, nil)
+							if id != p.id || allow != (d.LocalVerdict() == policy.Allow) {
+								t.Errorf("%v: staged verdict allow=%v (proposal %d), the proposal decides %v", r.Flow, allow, id, d.LocalVerdict())
+							}
+						}
+					}
+				}
+			}
+			if (skipped > 0) != c.skipped {
+				t.Errorf("%d flows of local pods not decided again, want some: %v", skipped, c.skipped)
+			}
+		})
+	}
+}
+
+// judgementText is what a judgement says, with names for pointers.
+func judgementText(j *policy.Judgement) string {
+	s := fmt.Sprintf("%v %v local=%v rule=%d", j.Verdict, j.Code, j.Local, j.Rule)
+	if j.Pod != nil {
+		s += " pod=" + j.Pod.Namespace + "/" + j.Pod.Name
+	}
+	if j.Policy != nil {
+		s += " policy=" + j.Policy.String()
+	}
+	return s
+}
+
 // BenchmarkDecideStaged is what the datapath and observe decide per queued packet with
-// staged policies present: the enforced Decide plus the staged one (compare with
-// BenchmarkDecide: at most 2×).
+// staged policies present: the enforced Decide plus the staged one and its metrics, over
+// the flows of BenchmarkDecide (compare with it: at most 2×).
 func BenchmarkDecideStaged(b *testing.B) {
 	a, s := testAgent(b)
 	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
 	a.setState(b, s)
-	f := flow.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
-	rec := &datapath.Record[policy.Decision]{Flow: f, SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
 	b.ReportAllocs()
-	for b.Loop() {
-		rec.Decision, rec.Allow, rec.Gen = a.inForce.Decide(f)
+	for i := 0; b.Loop(); i++ {
+		a.decideInto(rec, benchFlows[i%len(benchFlows)])
+		a.staged.observe(rec, nil)
+	}
+}
+
+// BenchmarkDecideStagedElsewhere is BenchmarkDecideStaged with a staged policy selecting
+// other pods than those of the flows: the staged verdict is the one given, not decided
+// again (proposal.same).
+func BenchmarkDecideStagedElsewhere(b *testing.B) {
+	a, s := testAgent(b)
+	s.Policies = append(slices.Clone(s.Policies), stage(pt.NetworkPolicy("prod", "batch", pt.Selector("role", "batch"), pt.Egress())))
+	a.setState(b, s)
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		a.decideInto(rec, benchFlows[i%len(benchFlows)])
 		a.staged.observe(rec, nil)
 	}
 }
@@ -171,10 +296,9 @@ func BenchmarkStagedDecideOnly(b *testing.B) {
 	a, s := testAgent(b)
 	s.Policies = append(slices.Clone(s.Policies), stagedDenyAll())
 	a.setState(b, s)
-	f := flow.Flow{Src: webIP, Dst: dbIP, Proto: 6, Port: 3306}
 	p := a.staged.cur.Load()
-	for b.Loop() {
-		p.Snap.Decide(f)
+	for i := 0; b.Loop(); i++ {
+		p.Snap.Decide(benchFlows[i%len(benchFlows)])
 	}
 }
 
