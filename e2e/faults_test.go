@@ -432,9 +432,12 @@ type floodMonitor struct {
 func (m *floodMonitor) wait() *floodMonitor { <-m.done; return m }
 
 // monitor scrapes node's /metrics and samples the agent's RSS every 50 ms, echoes on the
-// held connections every 100 ms, and reads the decision stream, until ctx ends.
+// held connections every 100 ms, and reads the decision stream, until ctx ends. It returns
+// once the stream's subscription is in place (or failed), so that a flood started next
+// cannot be judged before anyone listens.
 func (e *env) monitor(ctx context.Context, node string, pid int, hs []*held) *floodMonitor {
 	m := &floodMonitor{done: make(chan struct{})}
+	subscribed := make(chan struct{})
 	a := e.Agents[node]
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -470,9 +473,13 @@ func (e *env) monitor(ctx context.Context, node string, pid int, hs []*held) *fl
 	}()
 	go func() {
 		defer wg.Done()
-		m.streamed, m.streamErr = e.readStream(ctx, node)
+		m.streamed, m.streamErr = e.readStream(ctx, node, subscribed)
 	}()
 	go func() { wg.Wait(); close(m.done) }()
+	select {
+	case <-subscribed:
+	case <-m.done:
+	}
 	return m
 }
 
@@ -484,8 +491,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 // readStream follows node's /debug/decisions until ctx ends and returns how many
-// decisions arrived.
-func (e *env) readStream(ctx context.Context, node string) (int, error) {
+// decisions arrived. It closes subscribed when the agent answered 200 (it subscribes before
+// it answers), or when it returns.
+func (e *env) readStream(ctx context.Context, node string, subscribed chan<- struct{}) (int, error) {
+	var once sync.Once
+	defer once.Do(func() { close(subscribed) })
 	var c net.Conn
 	if err := e.Nodes[node].Do(func() (err error) {
 		c, err = net.Dial("tcp", "127.0.0.1:9091")
@@ -507,6 +517,7 @@ func (e *env) readStream(ctx context.Context, node string) (int, error) {
 	if !strings.Contains(status, " 200 ") {
 		return 0, fmt.Errorf("/debug/decisions: %s", strings.TrimSpace(status))
 	}
+	once.Do(func() { close(subscribed) })
 	n := 0
 	for {
 		line, err := r.ReadString('\n')
