@@ -16,11 +16,14 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
-	claimed bool       // claimants is set; beside local so that Decide reads one cache line
-	peers   []uint32   // sorted peer ids the pod belongs to
-	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
-	egress  *ruleTable
-	ports   []portID // named ports, interned
+	claimed bool     // claimants is set; beside local so that Decide reads one cache line
+	peers   []uint32 // sorted peer ids the pod belongs to
+	// clusterPeers are the cluster peer bits of the peers it belongs to that
+	// ClusterNetworkPolicies name (cnptable.go); nil when none.
+	clusterPeers []uint64
+	ingress      *ruleTable // the rules of the policies isolating it for ingress; nil when none
+	egress       *ruleTable
+	ports        []portID // named ports, interned
 	// claimants is set on the entry of an address several live pods claim (conflict.go):
 	// their entries, sorted by namespace/name. Nil otherwise.
 	claimants []*podEntry
@@ -28,6 +31,9 @@ type podEntry struct {
 	// (Snapshot.groups; see clusterPolicies), the Admin tier's first: groups[:admin].
 	groups []uint32
 	admin  int
+	// combos are the ids of the combos of its Admin and Baseline groups (Snapshot.combos;
+	// cnptable.go); 0 when it has none of that tier.
+	combos [2]uint32
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -41,7 +47,7 @@ type portID struct {
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
 	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty &&
-		len(c.cnps.dirty) == 0 {
+		len(c.cnps.dirty) == 0 && len(c.cnps.comboDirty) == 0 {
 		return c.last
 	}
 	c.gen++
@@ -86,6 +92,11 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 	}
 	clear(c.dirty)
+	var lastCombos []comboTables
+	if c.last != nil {
+		lastCombos = c.last.combos
+	}
+	s.combos = c.snapshotCombos(lastCombos)
 	for ip := range c.touched {
 		owners := c.owners[ip]
 		switch len(owners) {
@@ -154,7 +165,7 @@ func (c *Compiler) claim(ps *podState, add bool) {
 // build makes the immutable entry of a pod from its current state.
 func (c *Compiler) build(ps *podState) *podEntry {
 	p := ps.pod
-	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers}
+	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers, clusterPeers: c.clusterPeers(ps.peers)}
 	if livePod(p) {
 		var ingress, egress []*compiledPolicy
 		for cp := range c.policiesNS[p.Namespace] {
@@ -171,6 +182,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
 		e.groups, e.admin = c.podGroups(p)
+		e.combos = [2]uint32{c.combo(e.groups[:e.admin]), c.combo(e.groups[e.admin:])}
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -218,6 +230,9 @@ func (c *Compiler) cachedTable(kind Direction, pols []*compiledPolicy) *ruleTabl
 // releaseTables counts one user less of the tables of an entry built before, forgetting a
 // table no entry uses any more.
 func (c *Compiler) releaseTables(e *podEntry) {
+	for _, id := range e.combos {
+		c.releaseCombo(id)
+	}
 	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
 		if t == nil {
 			continue

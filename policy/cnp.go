@@ -84,17 +84,26 @@ type clusterState struct {
 // clusterPolicies are the ClusterNetworkPolicies a Compiler holds, grouped by tier and
 // subject.
 //
-// A group's policies select the same pods, so they share one rule table per direction
-// (their rules merged, in precedence order), and a pod's entry names the groups whose
-// subject holds it. Changing a policy rebuilds the tables of its group only, and no pod
+// A group's policies select the same pods, and a pod's entry names the groups whose subject
+// holds it, and the combo of its groups of each tier (cnptable.go): pods with the same
+// groups share one rule table per direction and tier, their policies' rules in precedence
+// order. Changing a policy rebuilds the tables of the combos holding its group, and no pod
 // entry unless a group appears or disappears (a subject no other policy of the tier has):
-// the Snapshot maps group ids to their tables of the moment. Decide looks up each group of
-// the pod in turn and keeps the rule of highest precedence.
+// the Snapshot maps group and combo ids to their policies and tables of the moment. Decide
+// looks up one combo table per tier and direction.
 type clusterPolicies struct {
 	byName map[string]*clusterState
 	groups map[string]*cnpGroup // tier and subject →
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
+	serial uint64 // of the last group made
+
+	combos     map[string]*cnpCombo // the serials of its groups →
+	comboByID  []*cnpCombo          // by id; nil where free, and at 0 (no combo)
+	comboDirty map[*cnpCombo]struct{}
+	builder    clusterTableBuilder
+	peerBit    map[uint32]uint32 // the peers the policies name → their cluster peer bit (cnptable.go)
+	bitUses    []int             // by bit: how many peer references of the policies use it; 0: free
 	// hostIPs are the addresses of the live host-network pods by node, for nodes peers;
 	// nil until needed and after nodes or host-network pods change (nodesChanged).
 	hostIPs map[string][]netip.Addr
@@ -106,16 +115,17 @@ type cnpGroup struct {
 	key            string
 	tier           Tier
 	subNS, subPods labels.Selector
+	serial         uint64 // unique: ids are reused, serials are not
 	pols           map[*compiledPolicy]struct{}
-	tables         groupTables     // built by Compiler.Snapshot
-	head           *compiledPolicy // the policy judged first, set with tables
+	tables         groupTables // set by Compiler.Snapshot
+	combos         map[*cnpCombo]struct{}
 }
 
-// groupTables are the rule tables of a group, by Direction (nil when none of its policies
-// has rules of that direction). Immutable.
+// groupTables are the policies of a group with rules of each Direction, in precedence
+// order. Immutable.
 type groupTables struct {
-	tier   Tier
-	tables [2]*ruleTable
+	tier Tier
+	pols [2][]*compiledPolicy
 }
 
 // ClusterRef returns the PolicyRef of a ClusterNetworkPolicy.
@@ -192,7 +202,8 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 		if c.cnps.groups == nil {
 			c.cnps.groups, c.cnps.dirty = map[string]*cnpGroup{}, map[*cnpGroup]struct{}{}
 		}
-		g = &cnpGroup{key: key, tier: ci.tier, subNS: ci.subNS, subPods: ci.subPods, pols: map[*compiledPolicy]struct{}{}}
+		c.cnps.serial++
+		g = &cnpGroup{key: key, tier: ci.tier, subNS: ci.subNS, subPods: ci.subPods, pols: map[*compiledPolicy]struct{}{}, serial: c.cnps.serial}
 		g.id = uint32(slices.Index(c.cnps.byID, nil))
 		if g.id == ^uint32(0) {
 			g.id = uint32(len(c.cnps.byID))
@@ -204,6 +215,7 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 	}
 	g.pols[cp] = struct{}{}
 	c.cnps.dirty[g] = struct{}{}
+	c.usePeerBits(cp)
 	return g
 }
 
@@ -212,6 +224,7 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 func (c *Compiler) leave(g *cnpGroup, cp *compiledPolicy) {
 	delete(g.pols, cp)
 	c.cnps.dirty[g] = struct{}{}
+	c.dropPeerBits(cp)
 	if len(g.pols) == 0 {
 		delete(c.cnps.groups, g.key)
 		c.cnps.byID[g.id] = nil
@@ -269,9 +282,7 @@ func (c *Compiler) markSubjects(g *cnpGroup) {
 }
 
 // podGroups returns the ids of the groups whose subject holds a pod, the Admin tier's first
-// (how many: admin), each tier's by the precedence of their first policy: Decide skips a group whose first rule comes after the rule it found,
-// so that it seldom looks at late groups. (A later change of priority leaves the order as it
-// was until the pod is rebuilt: that costs time, never correctness.)
+// (how many: admin), each tier's by id.
 func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 	if len(c.cnps.groups) == 0 || !livePod(p) {
 		return nil, 0
@@ -283,9 +294,7 @@ func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 			gs = append(gs, g)
 		}
 	}
-	slices.SortFunc(gs, func(a, b *cnpGroup) int {
-		return cmp.Or(cmp.Compare(a.tier, b.tier), byPrecedence(a.head, b.head), cmp.Compare(a.id, b.id))
-	})
+	slices.SortStableFunc(gs, func(a, b *cnpGroup) int { return cmp.Compare(a.tier, b.tier) })
 	ids = make([]uint32, len(gs))
 	for i, g := range gs {
 		ids[i] = g.id
@@ -304,8 +313,8 @@ func (e *podEntry) tierGroups(tier Tier) []uint32 {
 	return e.groups[e.admin:]
 }
 
-// snapshotGroups rebuilds the tables of the groups changed since the last Snapshot and
-// returns the groups' tables by id.
+// snapshotGroups sorts the policies of the groups changed since the last Snapshot, marks
+// the combos holding them for rebuilding, and returns the groups' policies by id.
 func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 	if len(c.cnps.dirty) == 0 {
 		return last
@@ -313,10 +322,14 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 	out := make([]groupTables, len(c.cnps.byID))
 	copy(out, last)
 	for g := range c.cnps.dirty {
+		for cb := range g.combos {
+			c.cnps.comboDirty[cb] = struct{}{}
+		}
 		if c.cnps.byID[g.id] != g { // forgotten; its id may be another group's now
 			if int(g.id) < len(out) && c.cnps.byID[g.id] == nil {
 				out[g.id] = groupTables{}
 			}
+			g.tables = groupTables{}
 			continue
 		}
 		gt := groupTables{tier: g.tier}
@@ -327,18 +340,11 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 					pols = append(pols, cp)
 				}
 			}
-			if len(pols) > 0 {
-				slices.SortFunc(pols, byPrecedence)
-				gt.tables[dir] = c.builder.build("", dir, pols)
-			}
+			slices.SortFunc(pols, byPrecedence)
+			gt.pols[dir] = pols
 		}
 		out[g.id] = gt
-		g.tables, g.head = gt, nil
-		for cp := range g.pols {
-			if g.head == nil || byPrecedence(cp, g.head) < 0 {
-				g.head = cp
-			}
-		}
+		g.tables = gt
 	}
 	clear(c.cnps.dirty)
 	return out
@@ -539,8 +545,8 @@ func (c *Compiler) nodeAddrs(sel labels.Selector) []netip.Addr {
 func (s *Snapshot) ClusterProblems() []string {
 	seen := map[string]bool{}
 	for _, g := range s.groups {
-		for _, t := range g.tables {
-			for _, cp := range t.policies() {
+		for _, pols := range g.pols {
+			for _, cp := range pols {
 				for _, p := range cp.cluster.problems {
 					seen[cp.ref.String()+": "+p] = true
 				}
@@ -649,7 +655,7 @@ func passes(steps []ClusterStep) string {
 // with rules of the direction.
 func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool {
 	for _, id := range e.groups {
-		if g := &s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
+		if g := &s.groups[id]; len(g.pols[dir]) > 0 && slices.Contains(tiers, g.tier) {
 			return true
 		}
 	}
@@ -660,7 +666,7 @@ func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool
 // of the direction that can match a node address.
 func (s *Snapshot) nodeJudges(e *podEntry, dir Direction, tier Tier) bool {
 	for _, id := range e.groups {
-		if g := &s.groups[id]; g.tier == tier && g.tables[dir].mayMatchAddrs() {
+		if g := &s.groups[id]; g.tier == tier && mayMatchAddrs(dir, g.pols[dir]) {
 			return true
 		}
 	}
@@ -673,23 +679,21 @@ func (s *Snapshot) clusterPolicies(e *podEntry, dir Direction, tier Tier) []*com
 	var out []*compiledPolicy
 	for _, id := range e.groups {
 		if g := &s.groups[id]; g.tier == tier {
-			out = append(out, g.tables[dir].policies()...)
+			out = append(out, g.pols[dir]...)
 		}
 	}
 	slices.SortFunc(out, byPrecedence)
 	return out
 }
 
-// mayMatchAddrs reports whether some rule of t can match a remote end that is not a pod (a
-// node address): a rule without peers or with networks or nodes.
-func (t *ruleTable) mayMatchAddrs() bool {
-	if t == nil {
-		return false
-	}
-	for _, rr := range t.rules {
-		r := &rr.cp.rules(t.dir)[rr.index]
-		if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
-			return true
+// mayMatchAddrs reports whether some rule of a direction of pols can match a remote end
+// that is not a pod (a node address): a rule without peers or with networks or nodes.
+func mayMatchAddrs(dir Direction, pols []*compiledPolicy) bool {
+	for _, cp := range pols {
+		for _, r := range cp.rules(dir) {
+			if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
+				return true
+			}
 		}
 	}
 	return false
@@ -705,8 +709,8 @@ func (s *Snapshot) LocalClusterPolicies() []PolicyRef {
 			continue
 		}
 		for _, id := range e.groups {
-			for _, t := range s.groups[id].tables {
-				for _, cp := range t.policies() {
+			for _, pols := range s.groups[id].pols {
+				for _, cp := range pols {
 					seen[cp.ref] = true
 				}
 			}
