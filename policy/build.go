@@ -16,14 +16,17 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
-	claimed bool     // claimants is set; beside local so that Decide reads one cache line
+	claimed bool // claimants is set; beside local so that Decide reads one cache line
+	// combos are the ids of the combos of its Admin and Baseline groups (Snapshot.combos;
+	// cnptable.go); 0 when it has none of that tier.
+	combos  [2]uint32
+	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
+	egress  *ruleTable
 	peers   []uint32 // sorted peer ids the pod belongs to
+	ports   []portID // named ports, interned
 	// clusterPeers are the cluster peer bits of the peers it belongs to that
-	// ClusterNetworkPolicies name (cnptable.go); nil when none.
-	clusterPeers []uint64
-	ingress      *ruleTable // the rules of the policies isolating it for ingress; nil when none
-	egress       *ruleTable
-	ports        []portID // named ports, interned
+	// ClusterNetworkPolicies name (cnptable.go).
+	clusterPeers peerBits
 	// claimants is set on the entry of an address several live pods claim (conflict.go):
 	// their entries, sorted by namespace/name. Nil otherwise.
 	claimants []*podEntry
@@ -31,9 +34,6 @@ type podEntry struct {
 	// (Snapshot.groups; see clusterPolicies), the Admin tier's first: groups[:admin].
 	groups []uint32
 	admin  int
-	// combos are the ids of the combos of its Admin and Baseline groups (Snapshot.combos;
-	// cnptable.go); 0 when it has none of that tier.
-	combos [2]uint32
 }
 
 // portID is a named port of a pod with its name interned (Compiler.portName).
@@ -136,6 +136,12 @@ func (c *Compiler) Snapshot() *Snapshot {
 			}
 		}
 		c.nodesDirty = false
+	}
+	for a := range s.nodeIPs {
+		if s.byIP[a] != nil {
+			s.podNodeAddrs = true
+			break
+		}
 	}
 	c.last = s
 	return s

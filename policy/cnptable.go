@@ -23,48 +23,99 @@ import (
 // position, and the rule that decides is the matching rule of lowest rank. Immutable.
 //
 // Every set of rules is a bit mask over ranks (words uint64s, rank r at bit r%64 of word
-// r/64), stored in masks at an offset: the rules allowing a port class, naming a port, with
-// an address block, without peers, naming each peer. A lookup ANDs the mask of the flow's
-// port with that of the rules matching the remote end, a word at a time, and takes the
-// lowest bit: a binary search for the port class, then — only for the rules of lower rank
-// than the best found so far — the address blocks of the rules that have some, and the
-// peers the remote pod and the table have in common.
+// r/64): the rules allowing a port class, naming a port, with an address block, without
+// peers, naming each peer. A lookup ANDs the mask of the flow's port with that of the rules
+// matching the remote end, a word at a time, and takes the lowest bit: a binary search for
+// the port class, then — only for the rules of lower rank than the best found so far — the
+// address blocks of the rules that have some, and the peers the remote pod and the table
+// have in common (cluster peer bits, ANDed).
+//
+// So that a lookup touches few cache lines, everything but the rules is one array, data:
+//
+//	[0, 4·words)           the masks of the rules without ports, without peers, with
+//	                       address blocks and naming some peer (the fixed masks, fixed*)
+//	[portsAt, +nports)     port classes sorted by protocol and first port, disjoint, each
+//	                       packed: protocol<<56 | last port<<40 | first port<<24 | mask offset
+//	[namedAt, +nnamed)     named classes sorted by protocol and name, each packed:
+//	                       protocol<<56 | name<<24 | mask offset
+//	[peerBitsAt, +npeerw)  the cluster peer bits of the peers the rules name; then as many
+//	                       counts: the bits set in the words before
+//	[peersAt, …)           the masks of those peers, in bit order: peer i's at peersAt+i·words
+//	the masks the classes point to.
 type clusterTable struct {
-	dir   Direction
-	rules []rankedRule // by rank
-	ptrs  []*rule      // the rule of each rank
-	words int          // uint64s per mask
-
-	ports   []portClass  // sorted by protocol and first port, disjoint; set: the offset of its mask
-	named   []namedClass // sorted by protocol and name; set: the offset of its mask
-	noPorts uint32       // the mask of the rules without ports (every port)
-	any     uint32       // the mask of the rules without peers (every remote end)
-	addrs   uint32       // the mask of the rules with address blocks
-	peered  uint32       // the mask of the rules naming some peer
-	// peerBits are the cluster peer bits (Compiler.peerBit) of the peers the rules name; the
-	// mask of the peer of the i-th bit set is at peers+i*words, and peerBase[k] is the number
-	// of bits set in peerBits[:k].
-	peerBits []uint64
-	peerBase []uint32
-	peers    uint32
-	masks    []uint64
+	rules  []clusterRule // by rank
+	v4     []span4       // the address blocks of the rules, each rule's together
+	v6     []span6
+	words  uint32
+	nports uint32
+	nnamed uint32
+	npeerw uint32
+	data   []uint64
 }
+
+// The fixed masks of a clusterTable, in units of words.
+const (
+	fixedNoPorts = iota // the rules without ports (every port)
+	fixedAny            // the rules without peers (every remote end)
+	fixedAddrs          // the rules with address blocks
+	fixedPeered         // the rules naming some peer
+	fixedMasks
+)
+
+// clusterRule is the rule of a given rank of a clusterTable, with what a judgement needs of
+// it at hand.
+type clusterRule struct {
+	cp     *compiledPolicy
+	index  int
+	action Action
+	step   *RuleRef  // the rule named, for a Pass step
+	v4, v6 [2]uint32 // its address blocks: clusterTable.v4[v4[0]:v4[1]], v6 likewise
+}
+
+// addrs returns the address blocks of the rule of a rank.
+func (t *clusterTable) addrs(rank int) addrSet {
+	r := &t.rules[rank]
+	return addrSet{v4: t.v4[r.v4[0]:r.v4[1]], v6: t.v6[r.v6[0]:r.v6[1]]}
+}
+
+func (t *clusterTable) portsAt() uint32    { return fixedMasks * t.words }
+func (t *clusterTable) namedAt() uint32    { return t.portsAt() + t.nports }
+func (t *clusterTable) peerBitsAt() uint32 { return t.namedAt() + t.nnamed }
 
 // first returns the rank of the first rule matching a flow whose remote end is remote (nil
 // when not a pod) at raddr, towards the destination pod dst (nil when not a pod); noRank when
 // none does. It never allocates.
 func (t *clusterTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) uint32 {
-	pc := t.noPorts
-	if c := findPortClass(t.ports, f.Proto, f.Port); c != nil {
-		pc = c.set
+	d, ws := t.data, t.words
+	pc := uint32(fixedNoPorts) * ws
+	if at, ok := t.portClass(f.Proto, f.Port); ok {
+		pc = at
 	}
-	for w := range uint32(t.words) {
-		pm := t.masks[pc+w]
-		if len(t.named) > 0 && dst != nil {
+	var named [4]uint32 // the mask offsets of the named classes of the flow's port
+	nn := 0             // how many; more than 4: looked up again for each word
+	if t.nnamed > 0 && dst != nil {
+		for _, np := range dst.ports {
+			if np.proto == f.Proto && np.port == f.Port {
+				if at, ok := t.namedClass(f.Proto, np.name); ok {
+					if nn < len(named) {
+						named[nn] = at
+					}
+					nn++
+				}
+			}
+		}
+	}
+	for w := range ws {
+		pm := d[pc+w]
+		if nn <= len(named) {
+			for _, at := range named[:nn] {
+				pm |= d[at+w]
+			}
+		} else {
 			for _, np := range dst.ports {
 				if np.proto == f.Proto && np.port == f.Port {
-					if c := findNamedClass(t.named, f.Proto, np.name); c != nil {
-						pm |= t.masks[c.set+w]
+					if at, ok := t.namedClass(f.Proto, np.name); ok {
+						pm |= d[at+w]
 					}
 				}
 			}
@@ -72,16 +123,16 @@ func (t *clusterTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, 
 		if pm == 0 {
 			continue
 		}
-		m := pm & t.masks[t.any+w]
-		for a := pm & below(m) & t.masks[t.addrs+w]; a != 0; a &= a - 1 {
+		m := pm & d[fixedAny*ws+w]
+		if p := pm & below(m) & d[fixedPeered*ws+w]; p != 0 && remote != nil {
+			m |= t.peerMatch(remote, w, p)
+		}
+		for a := pm & below(m) & d[fixedAddrs*ws+w]; a != 0; a &= a - 1 {
 			b := bits.TrailingZeros64(a)
-			if t.ptrs[int(w)*64+b].addrs.contains(raddr) {
+			if as := t.addrs(int(w)*64 + b); as.contains(raddr) {
 				m |= 1 << b // the lowest of the address rules; below any earlier match
 				break
 			}
-		}
-		if p := pm & below(m) & t.masks[t.peered+w]; p != 0 && remote != nil {
-			m |= t.peerMatch(remote.clusterPeers, w, p)
 		}
 		if m != 0 {
 			return w*64 + uint32(bits.TrailingZeros64(m))
@@ -93,18 +144,57 @@ func (t *clusterTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, 
 // below returns the bits lower than the lowest set bit of m; all of them when m is 0.
 func below(m uint64) uint64 { return (m & -m) - 1 }
 
+// portClass returns the offset of the mask of the port class holding a protocol and port.
+func (t *clusterTable) portClass(proto flow.Proto, port uint16) (uint32, bool) {
+	s := t.data[t.portsAt() : t.portsAt()+t.nports]
+	want := uint64(proto)<<16 | uint64(port)
+	i, j := 0, len(s)
+	for i < j { // first class at or after (proto, port)
+		h := int(uint(i+j) >> 1)
+		if s[h]>>40 < want {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	if i < len(s) && s[i]>>56 == uint64(proto) && uint16(s[i]>>24) <= port {
+		return uint32(s[i] & (1<<24 - 1)), true
+	}
+	return 0, false
+}
+
+// namedClass returns the offset of the mask of the named class of a protocol and name.
+func (t *clusterTable) namedClass(proto flow.Proto, name uint32) (uint32, bool) {
+	s := t.data[t.namedAt() : t.namedAt()+t.nnamed]
+	want := uint64(proto)<<32 | uint64(name)
+	i, j := 0, len(s)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		if s[h]>>24 < want {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	if i < len(s) && s[i]>>24 == want {
+		return uint32(s[i] & (1<<24 - 1)), true
+	}
+	return 0, false
+}
+
 // peerMatch returns the bits of want (word w) of the rules naming a peer the remote pod
-// belongs to, whose cluster peer bits are given. It stops once the lowest bit of want is
-// found.
-func (t *clusterTable) peerMatch(remote []uint64, w uint32, want uint64) uint64 {
+// belongs to. It stops once the lowest bit of want is found.
+func (t *clusterTable) peerMatch(remote *podEntry, w uint32, want uint64) uint64 {
 	var got uint64
 	lowest := want & -want
-	for k := range min(len(remote), len(t.peerBits)) {
-		common := remote[k] & t.peerBits[k]
-		for ; common != 0; common &= common - 1 {
+	at := t.peerBitsAt()
+	peers := at + 2*t.npeerw // peersAt
+	for k := range t.npeerw {
+		mine := t.data[at+k]
+		for common := remote.clusterPeers.word(k) & mine; common != 0; common &= common - 1 {
 			low := common & -common
-			i := t.peerBase[k] + uint32(bits.OnesCount64(t.peerBits[k]&(low-1)))
-			if got |= t.masks[t.peers+i*uint32(t.words)+w] & want; got&lowest != 0 {
+			i := uint32(t.data[at+t.npeerw+k]) + uint32(bits.OnesCount64(mine&(low-1)))
+			if got |= t.data[peers+i*t.words+w] & want; got&lowest != 0 {
 				return got
 			}
 		}
@@ -126,106 +216,82 @@ func (t *clusterTable) policies() []*compiledPolicy {
 	return out
 }
 
-// findPortClass returns the class of s (sorted, disjoint) holding a protocol and port, or nil.
-func findPortClass(s []portClass, proto flow.Proto, port uint16) *portClass {
-	i, j := 0, len(s)
-	for i < j { // first class at or after (proto, port)
-		h := int(uint(i+j) >> 1)
-		if s[h].proto < proto || (s[h].proto == proto && s[h].hi < port) {
-			i = h + 1
-		} else {
-			j = h
-		}
-	}
-	if i < len(s) && s[i].proto == proto && s[i].lo <= port {
-		return &s[i]
-	}
-	return nil
-}
-
-// findNamedClass returns the class of s (sorted) of a protocol and port name, or nil.
-func findNamedClass(s []namedClass, proto flow.Proto, name uint32) *namedClass {
-	i, j := 0, len(s)
-	for i < j {
-		h := int(uint(i+j) >> 1)
-		if s[h].proto < proto || (s[h].proto == proto && s[h].name < name) {
-			i = h + 1
-		} else {
-			j = h
-		}
-	}
-	if i < len(s) && s[i].proto == proto && s[i].name == name {
-		return &s[i]
-	}
-	return nil
-}
-
 // clusterTableBuilder builds clusterTables, keeping its scratch space from one to the next.
 type clusterTableBuilder struct {
-	spans []taggedPorts
-	named []taggedName
-	peers []taggedPeer
-	cuts  []uint32
-	mask  []uint64
+	spans   []taggedPorts
+	named   []taggedName
+	peers   []taggedPeer
+	cuts    []uint32
+	ports   []uint64 // packed port classes
+	classes []uint64 // their masks, end to end
+	mask    []uint64
+	v4      []span4
+	v6      []span6
 }
 
 // build merges the rules of one direction of pols, which are in precedence order; bit gives
 // the cluster peer bit of each peer they name.
 func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit map[uint32]uint32) *clusterTable {
-	t := &clusterTable{dir: dir}
+	t := &clusterTable{}
+	n := 0
+	for _, cp := range pols {
+		n += len(cp.rules(dir))
+	}
+	t.rules = make([]clusterRule, 0, n)
+	t.words = uint32(n+63) / 64
+	ws := t.words
+	fixed := make([]uint64, fixedMasks*ws)
+	set := func(m []uint64, rank uint32) { m[rank/64] |= 1 << (rank % 64) }
+	b.spans, b.named, b.peers, b.v4, b.v6 = b.spans[:0], b.named[:0], b.peers[:0], b.v4[:0], b.v6[:0]
 	for _, cp := range pols {
 		rs := cp.rules(dir)
 		for i := range rs {
-			t.rules = append(t.rules, rankedRule{cp, i})
-			t.ptrs = append(t.ptrs, &rs[i])
-		}
-	}
-	t.words = (len(t.rules) + 63) / 64
-	newMask := func() uint32 {
-		at := uint32(len(t.masks))
-		t.masks = append(t.masks, make([]uint64, t.words)...)
-		return at
-	}
-	set := func(at uint32, rank uint32) { t.masks[at+rank/64] |= 1 << (rank % 64) }
-	t.noPorts, t.any, t.addrs, t.peered = newMask(), newMask(), newMask(), newMask()
-	b.spans, b.named, b.peers = b.spans[:0], b.named[:0], b.peers[:0]
-	for rank, r := range t.ptrs {
-		rank := uint32(rank)
-		if len(r.ports) == 0 {
-			set(t.noPorts, rank)
-		}
-		if r.any {
-			set(t.any, rank)
-		}
-		if len(r.addrs.v4)+len(r.addrs.v6) > 0 {
-			set(t.addrs, rank)
-		}
-		if len(r.peers) > 0 {
-			set(t.peered, rank)
-		}
-		for _, id := range r.peers {
-			b.peers = append(b.peers, taggedPeer{bit[id], rank})
-		}
-		for _, p := range r.ports {
-			switch {
-			case p.name != 0:
-				b.named = append(b.named, taggedName{p.proto, p.name, rank})
-			case p.all:
-				b.spans = append(b.spans, taggedPorts{p.proto, 0, ^uint16(0), rank})
-			default:
-				b.spans = append(b.spans, taggedPorts{p.proto, p.lo, p.hi, rank})
+			r := &rs[i]
+			rank := uint32(len(t.rules))
+			cr := clusterRule{cp: cp, index: i, action: cp.cluster.action(dir, i), step: &cp.cluster.steps[dir][i]}
+			if len(r.ports) == 0 {
+				set(fixed[fixedNoPorts*ws:], rank)
+			}
+			if r.any {
+				set(fixed[fixedAny*ws:], rank)
+			}
+			if len(r.addrs.v4)+len(r.addrs.v6) > 0 {
+				set(fixed[fixedAddrs*ws:], rank)
+				cr.v4 = [2]uint32{uint32(len(b.v4)), uint32(len(b.v4) + len(r.addrs.v4))}
+				cr.v6 = [2]uint32{uint32(len(b.v6)), uint32(len(b.v6) + len(r.addrs.v6))}
+				b.v4, b.v6 = append(b.v4, r.addrs.v4...), append(b.v6, r.addrs.v6...)
+			}
+			if len(r.peers) > 0 {
+				set(fixed[fixedPeered*ws:], rank)
+			}
+			t.rules = append(t.rules, cr)
+			for _, id := range r.peers {
+				b.peers = append(b.peers, taggedPeer{bit[id], rank})
+			}
+			for _, p := range r.ports {
+				switch {
+				case p.name != 0:
+					b.named = append(b.named, taggedName{p.proto, p.name, rank})
+				case p.all:
+					b.spans = append(b.spans, taggedPorts{p.proto, 0, ^uint16(0), rank})
+				default:
+					b.spans = append(b.spans, taggedPorts{p.proto, p.lo, p.hi, rank})
+				}
 			}
 		}
 	}
 
 	// Port classes: each protocol's ranges cut where one starts or ends; a piece no range
-	// covers is left to noPorts. Adjacent pieces of the same rules are one class.
+	// covers is left to the rules without ports. Adjacent pieces of the same rules are one
+	// class. Their masks are numbered for now (class k's at k·words of b.classes).
+	b.ports, b.classes = b.ports[:0], b.classes[:0]
 	slices.SortFunc(b.spans, func(x, y taggedPorts) int { return cmp.Or(cmp.Compare(x.proto, y.proto), cmp.Compare(x.lo, y.lo)) })
 	for spans := b.spans; len(spans) > 0; {
 		n := 1
 		for n < len(spans) && spans[n].proto == spans[0].proto {
 			n++
 		}
+		proto := uint64(spans[0].proto)
 		b.cuts = b.cuts[:0]
 		for _, s := range spans[:n] {
 			b.cuts = append(b.cuts, uint32(s.lo), uint32(s.hi)+1)
@@ -233,59 +299,78 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 		slices.Sort(b.cuts)
 		b.cuts = slices.Compact(b.cuts)
 		for k := 0; k+1 < len(b.cuts); k++ {
-			lo, hi := uint16(b.cuts[k]), uint16(b.cuts[k+1]-1)
-			b.mask = append(b.mask[:0], t.masks[t.noPorts:t.noPorts+uint32(t.words)]...)
+			lo, hi := uint64(b.cuts[k]), uint64(b.cuts[k+1]-1)
+			b.mask = append(b.mask[:0], fixed[fixedNoPorts*ws:(fixedNoPorts+1)*ws]...)
 			covered := false
 			for _, s := range spans[:n] {
-				if s.lo <= lo && hi <= s.hi {
-					b.mask[s.rank/64] |= 1 << (s.rank % 64)
+				if uint64(s.lo) <= lo && hi <= uint64(s.hi) {
+					set(b.mask, s.rank)
 					covered = true
 				}
 			}
 			if !covered {
 				continue
 			}
-			if last := len(t.ports) - 1; last >= 0 && t.ports[last].proto == spans[0].proto && t.ports[last].hi+1 == lo &&
-				slices.Equal(t.masks[t.ports[last].set:t.ports[last].set+uint32(t.words)], b.mask) {
-				t.ports[last].hi = hi
+			if last := len(b.ports) - 1; last >= 0 && b.ports[last]>>56 == proto && (b.ports[last]>>40)&0xffff+1 == lo &&
+				slices.Equal(b.classes[len(b.classes)-int(ws):], b.mask) {
+				b.ports[last] = b.ports[last]&^(0xffff<<40) | hi<<40
 				continue
 			}
-			at := uint32(len(t.masks))
-			t.masks = append(t.masks, b.mask...)
-			t.ports = append(t.ports, portClass{spans[0].proto, lo, hi, at})
+			b.ports = append(b.ports, proto<<56|hi<<40|lo<<24|uint64(len(b.ports)))
+			b.classes = append(b.classes, b.mask...)
 		}
 		spans = spans[n:]
 	}
-
 	slices.SortFunc(b.named, func(x, y taggedName) int {
 		return cmp.Or(cmp.Compare(x.proto, y.proto), cmp.Compare(x.name, y.name))
 	})
-	for i, n := range b.named {
-		if i == 0 || n.proto != b.named[i-1].proto || n.name != b.named[i-1].name {
-			t.named = append(t.named, namedClass{n.proto, n.name, newMask()})
-		}
-		set(t.named[len(t.named)-1].set, n.rank)
-	}
-
 	slices.SortFunc(b.peers, func(x, y taggedPeer) int { return cmp.Compare(x.id, y.id) }) // by bit
-	t.peers = uint32(len(t.masks))
-	n := 0
-	for i, p := range b.peers {
-		if i == 0 || p.id != b.peers[i-1].id {
-			for int(p.id/64) >= len(t.peerBits) {
-				t.peerBits = append(t.peerBits, 0)
-			}
-			t.peerBits[p.id/64] |= 1 << (p.id % 64)
-			newMask()
-			n++
+	nnamed, npeers := 0, 0
+	for i, x := range b.named {
+		if i == 0 || x.proto != b.named[i-1].proto || x.name != b.named[i-1].name {
+			nnamed++
 		}
-		set(t.peers+uint32(n-1)*uint32(t.words), p.rank)
 	}
-	t.peerBase = make([]uint32, len(t.peerBits))
-	for k := 1; k < len(t.peerBits); k++ {
-		t.peerBase[k] = t.peerBase[k-1] + uint32(bits.OnesCount64(t.peerBits[k-1]))
+	for i, x := range b.peers {
+		if i == 0 || x.id != b.peers[i-1].id {
+			npeers++
+		}
+		t.npeerw = max(t.npeerw, x.id/64+1)
 	}
-	t.masks = slices.Clip(t.masks)
+	t.nports, t.nnamed = uint32(len(b.ports)), uint32(nnamed)
+
+	// The one array.
+	peersAt := t.peerBitsAt() + 2*t.npeerw
+	classesAt := peersAt + uint32(npeers)*ws
+	namedMasksAt := classesAt + uint32(len(b.classes))
+	d := make([]uint64, namedMasksAt+uint32(nnamed)*ws)
+	copy(d, fixed)
+	for k, c := range b.ports {
+		d[t.portsAt()+uint32(k)] = c&^(1<<24-1) | uint64(classesAt+uint32(c&(1<<24-1))*ws)
+	}
+	copy(d[classesAt:], b.classes)
+	k := -1
+	for i, x := range b.named {
+		if i == 0 || x.proto != b.named[i-1].proto || x.name != b.named[i-1].name {
+			k++
+			d[t.namedAt()+uint32(k)] = uint64(x.proto)<<56 | uint64(x.name)<<24 | uint64(namedMasksAt+uint32(k)*ws)
+		}
+		set(d[namedMasksAt+uint32(k)*ws:], x.rank)
+	}
+	bitsAt := t.peerBitsAt()
+	k = -1
+	for i, x := range b.peers {
+		if i == 0 || x.id != b.peers[i-1].id {
+			k++
+			d[bitsAt+x.id/64] |= 1 << (x.id % 64)
+		}
+		set(d[peersAt+uint32(k)*ws:], x.rank)
+	}
+	for w := uint32(1); w < t.npeerw; w++ {
+		d[bitsAt+t.npeerw+w] = d[bitsAt+t.npeerw+w-1] + uint64(bits.OnesCount64(d[bitsAt+w-1]))
+	}
+	t.data = d
+	t.v4, t.v6 = slices.Clone(b.v4), slices.Clone(b.v6)
 	return t
 }
 
@@ -448,19 +533,56 @@ func (c *Compiler) markMembers(id uint32) {
 	})
 }
 
-// clusterPeers returns the cluster peer bits of the given peers (nil when none has one).
-func (c *Compiler) clusterPeers(ids []uint32) []uint64 {
+// clusterPeers returns the cluster peer bits of the given peers.
+func (c *Compiler) clusterPeers(ids []uint32) peerBits {
+	var out peerBits
 	if len(c.cnps.peerBit) == 0 {
-		return nil
+		return out
 	}
-	var out []uint64
 	for _, id := range ids {
 		if b, ok := c.cnps.peerBit[id]; ok {
-			for int(b/64) >= len(out) {
-				out = append(out, 0)
-			}
-			out[b/64] |= 1 << (b % 64)
+			out.set(b)
 		}
+	}
+	return out
+}
+
+// peerBits is a set of cluster peer bits; the first 128 in the entry itself, which Decide
+// reads anyway.
+type peerBits struct {
+	low  [2]uint64
+	high []uint64 // bits from 128 on
+}
+
+// word returns the k-th word of the set.
+func (p *peerBits) word(k uint32) uint64 {
+	if k < uint32(len(p.low)) {
+		return p.low[k]
+	}
+	if k -= uint32(len(p.low)); k < uint32(len(p.high)) {
+		return p.high[k]
+	}
+	return 0
+}
+
+func (p *peerBits) set(b uint32) {
+	k := b / 64
+	if k < uint32(len(p.low)) {
+		p.low[k] |= 1 << (b % 64)
+		return
+	}
+	k -= uint32(len(p.low))
+	for k >= uint32(len(p.high)) {
+		p.high = append(p.high, 0)
+	}
+	p.high[k] |= 1 << (b % 64)
+}
+
+// and returns the bits both sets hold.
+func (p peerBits) and(q peerBits) peerBits {
+	out := peerBits{low: [2]uint64{p.low[0] & q.low[0], p.low[1] & q.low[1]}}
+	for k := range min(len(p.high), len(q.high)) {
+		out.high = append(out.high, p.high[k]&q.high[k])
 	}
 	return out
 }

@@ -64,14 +64,7 @@ func claimed(owners []*podState) *podEntry {
 			return !ok
 		})
 		e.ports = slices.DeleteFunc(slices.Clone(e.ports), func(p portID) bool { return !slices.Contains(c.ports, p) })
-		e.clusterPeers = slices.Clone(e.clusterPeers)
-		for k := range e.clusterPeers {
-			if k < len(c.clusterPeers) {
-				e.clusterPeers[k] &= c.clusterPeers[k]
-			} else {
-				e.clusterPeers[k] = 0
-			}
-		}
+		e.clusterPeers = e.clusterPeers.and(c.clusterPeers)
 	}
 	return e
 }

@@ -19,7 +19,10 @@ type Snapshot struct {
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
 	groups  []groupTables            // ClusterNetworkPolicy groups by id (podEntry.groups)
-	combos  []comboTables            // ClusterNetworkPolicy combos by id (podEntry.combos)
+	// podNodeAddrs says whether a pod's address (byIP) is a node address too (nodeIPs):
+	// without, a flow between two pods is never a pod's own-node traffic.
+	podNodeAddrs bool
+	combos       []comboTables // ClusterNetworkPolicy combos by id (podEntry.combos)
 
 	problems  []Problem  // objects rejected alone (invalid.go)
 	conflicts []Conflict // addresses several live pods claim (conflict.go)
@@ -182,7 +185,7 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 	if pod.combos[0] != 0 && s.cluster(&j, AdminTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
-	ownNode := pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
+	ownNode := (remote == nil || s.podNodeAddrs) && pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
 	t := pod.egress
 	if dir == Ingress {
 		t = pod.ingress
@@ -223,17 +226,16 @@ func (s *Snapshot) cluster(j *Judgement, tier Tier, pod *podEntry, dir Direction
 		return false
 	}
 	best := &t.rules[rank]
-	ci := best.cp.cluster
-	switch ci.action(dir, best.index) {
+	switch best.action {
 	case ActionAccept:
 		j.Code = ClusterAccepted
 	case ActionDeny:
 		j.Verdict, j.Code = Deny, ClusterDenied
 	default:
 		if tier == AdminTier {
-			j.AdminPass = &ci.steps[dir][best.index]
+			j.AdminPass = best.step
 		} else {
-			j.BaselinePass = &ci.steps[dir][best.index]
+			j.BaselinePass = best.step
 		}
 		return false
 	}
