@@ -72,10 +72,14 @@ type clusterRule struct {
 	v4, v6 [2]uint32 // its address blocks: clusterTable.v4[v4[0]:v4[1]], v6 likewise
 }
 
-// addrs returns the address blocks of the rule of a rank.
-func (t *clusterTable) addrs(rank int) addrSet {
+// holds reports whether the address blocks of the rule of a rank hold an address, given as
+// x4 when is4, else as x6.
+func (t *clusterTable) holds(rank int, is4 bool, x4 uint32, x6 u128) bool {
 	r := &t.rules[rank]
-	return addrSet{v4: t.v4[r.v4[0]:r.v4[1]], v6: t.v6[r.v6[0]:r.v6[1]]}
+	if is4 {
+		return contains4(t.v4[r.v4[0]:r.v4[1]], x4)
+	}
+	return contains6(t.v6[r.v6[0]:r.v6[1]], x6)
 }
 
 func (t *clusterTable) portsAt() uint32    { return fixedMasks * t.words }
@@ -105,6 +109,9 @@ func (t *clusterTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, 
 			}
 		}
 	}
+	var keyed, is4 bool // raddr as a number, computed once needed
+	var x4 uint32
+	var x6 u128
 	for w := range ws {
 		pm := d[pc+w]
 		if nn <= len(named) {
@@ -128,8 +135,16 @@ func (t *clusterTable) first(remote *podEntry, raddr netip.Addr, dst *podEntry, 
 			m |= t.peerMatch(remote, w, p)
 		}
 		for a := pm & below(m) & d[fixedAddrs*ws+w]; a != 0; a &= a - 1 {
+			if !keyed {
+				keyed, is4 = true, raddr.Is4()
+				if is4 {
+					x4 = v4(raddr)
+				} else {
+					x6 = v6(raddr)
+				}
+			}
 			b := bits.TrailingZeros64(a)
-			if as := t.addrs(int(w)*64 + b); as.contains(raddr) {
+			if t.holds(int(w)*64+b, is4, x4, x6) {
 				m |= 1 << b // the lowest of the address rules; below any earlier match
 				break
 			}
