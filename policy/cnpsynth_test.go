@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -80,5 +81,151 @@ func TestClusterIncrementalEqualsFullCompile(t *testing.T) {
 		if err := c.CheckTables(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
+	}
+}
+
+// Decide with ClusterNetworkPolicies — one table per combo of a pod's groups and direction,
+// rebuilt as policies change — judges every flow as the straightforward reference does
+// (Compiler.DecideReference: each policy whose subject selects the pod, by priority and
+// name, each rule in order), with the same tier, policy, rule and Pass steps, on random
+// clusters changed one step at a time: policies replaced, edited, added and deleted,
+// priorities tied, pods, namespaces and nodes relabelled, NetworkPolicies replaced.
+func TestClusterDecideEqualsReference(t *testing.T) {
+	var seen [policy.ClusterDenied + 1]int
+	passes := [2]int{}
+	for seed := range uint64(4) {
+		s := synth.Generate(synth.Config{Pods: 400, Policies: 50, ClusterPolicies: 30, Nodes: 4, Seed: 20 + seed})
+		s.Pods = append(s.Pods, policy.Pod{Namespace: "ns-0", Name: "node-agent", Node: "node-1", HostNetwork: true,
+			IPs: []netip.Addr{netip.MustParseAddr("172.18.0.201")}, Labels: map[string]string{"app": "web"}, Phase: "Running"})
+		r := rand.New(rand.NewPCG(seed, 12))
+		c := policy.NewCompiler("node-0")
+		if err := c.Replace(s); err != nil {
+			t.Fatal(err)
+		}
+		flows := flowsOf(s, r, 1200)
+		for i := range 4 { // pod ↔ node, the host-network pod included
+			node := netip.AddrFrom4([4]byte{172, 18, 0, byte(i)})
+			flows = append(flows, flow.Flow{Src: synth.PodIPv4(i), Dst: node, Proto: flow.TCP, Port: 10250},
+				flow.Flow{Src: node, Dst: synth.PodIPv4(i + 4), Proto: flow.TCP, Port: 8080},
+				flow.Flow{Src: synth.PodIPv4(i + 1), Dst: netip.MustParseAddr("172.18.0.201"), Proto: flow.UDP, Port: 53})
+		}
+		for step := range 30 {
+			what := "compile"
+			if step > 0 {
+				what = clusterChange(r, &s, step)
+				if err := c.Replace(s); err != nil {
+					t.Fatalf("seed %d step %d (%s): %v", seed, step, what, err)
+				}
+			}
+			inc := c.Snapshot()
+			if err := c.CheckCombos(); err != nil {
+				t.Fatalf("seed %d step %d (%s): %v", seed, step, what, err)
+			}
+			ref := policy.NewCompiler("node-0")
+			if err := ref.Replace(s); err != nil {
+				t.Fatal(err)
+			}
+			full := ref.Snapshot()
+			bad := 0
+			for _, f := range flows {
+				got, want := inc.Decide(f), ref.DecideReference(full, f)
+				for _, d := range []struct {
+					dir       policy.Direction
+					got, want policy.Judgement
+				}{{policy.Egress, got.Egress, want.Egress}, {policy.Ingress, got.Ingress, want.Ingress}} {
+					seen[d.got.Code]++
+					if d.got.AdminPass != nil {
+						passes[0]++
+					}
+					if d.got.BaselinePass != nil {
+						passes[1]++
+					}
+					if !sameJudgement(d.got, d.want) || !sameStep(d.got.AdminPass, d.want.AdminPass) || !sameStep(d.got.BaselinePass, d.want.BaselinePass) {
+						if bad++; bad <= 3 {
+							t.Errorf("seed %d step %d (%s): %v %v: Decide says %s, the reference %s", seed, step, what, f, d.dir,
+								clusterJudgementString(d.got), clusterJudgementString(d.want))
+						}
+					}
+				}
+			}
+			if bad > 0 {
+				t.Fatalf("seed %d step %d (%s): %d judgements differ", seed, step, what, bad)
+			}
+		}
+	}
+	t.Logf("judgements by code %v; Admin Pass steps %d, Baseline %d", seen, passes[0], passes[1])
+	for _, c := range []policy.Code{policy.ClusterAccepted, policy.ClusterDenied, policy.Allowed, policy.NoRuleAllows, policy.NotIsolated, policy.OwnNode} {
+		if seen[c] < 20 {
+			t.Errorf("only %d judgements %v: the sample misses a path", seen[c], c)
+		}
+	}
+	if passes[0] < 20 || passes[1] < 20 {
+		t.Errorf("Pass steps: %d Admin, %d Baseline: the sample misses a path", passes[0], passes[1])
+	}
+}
+
+func sameStep(a, b *policy.RuleRef) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
+
+func clusterJudgementString(j policy.Judgement) string {
+	s := judgementString(j)
+	if j.AdminPass != nil {
+		s += fmt.Sprintf(" after Admin Pass %v", *j.AdminPass)
+	}
+	if j.BaselinePass != nil {
+		s += fmt.Sprintf(" after Baseline Pass %v", *j.BaselinePass)
+	}
+	return s
+}
+
+// clusterChange changes s at random, one object, and says how.
+func clusterChange(r *rand.Rand, s *policy.State, step int) string {
+	cnps := s.ClusterPolicies
+	switch k := r.IntN(10); {
+	case k <= 1: // a new policy under an old name: new tier, subject, rules
+		i := r.IntN(len(cnps))
+		cnps[i] = synth.ClusterPolicy(r, cnps[i].Name)
+		return "replace " + cnps[i].Name
+	case k == 2: // an edit: new rules and priority, same tier and subject
+		i := r.IntN(len(cnps))
+		p := synth.ClusterPolicy(r, cnps[i].Name)
+		p.Spec.Tier, p.Spec.Subject = cnps[i].Spec.Tier, cnps[i].Spec.Subject
+		cnps[i] = p
+		return "edit " + p.Name
+	case k == 3:
+		p := synth.ClusterPolicy(r, fmt.Sprintf("added-%d", step))
+		s.ClusterPolicies = append(cnps, p)
+		return "add " + p.Name
+	case k == 4 && len(cnps) > 2:
+		i := r.IntN(len(cnps))
+		s.ClusterPolicies = append(cnps[:i:i], cnps[i+1:]...)
+		return "delete " + cnps[i].Name
+	case k == 5: // a priority tie
+		i, j := r.IntN(len(cnps)), r.IntN(len(cnps))
+		p := cnps[i].DeepCopy()
+		p.Spec.Priority = cnps[j].Spec.Priority
+		cnps[i] = p
+		return fmt.Sprintf("tie %s with %s", p.Name, cnps[j].Name)
+	case k == 6: // a pod relabelled: its groups and peers change
+		i := r.IntN(len(s.Pods))
+		l := maps.Clone(s.Pods[i].Labels)
+		l["app"] = []string{"web", "api", "db", "cache"}[r.IntN(4)]
+		l["tier"] = []string{"frontend", "backend", "data"}[r.IntN(3)]
+		s.Pods[i].Labels = l
+		return "relabel pod " + s.Pods[i].Name
+	case k == 7: // a namespace relabelled: subjects by namespace change
+		i := r.IntN(len(s.Namespaces))
+		l := maps.Clone(s.Namespaces[i].Labels)
+		l["team"] = []string{"red", "blue", "green", "gold"}[r.IntN(4)]
+		l["env"] = []string{"prod", "staging", "dev"}[r.IntN(3)]
+		s.Namespaces[i].Labels = l
+		return "relabel namespace " + s.Namespaces[i].Name
+	case k == 8:
+		i := r.IntN(len(s.Nodes))
+		s.Nodes[i].Labels = map[string]string{"zone": []string{"a", "b", "c"}[r.IntN(3)]}
+		return "relabel " + s.Nodes[i].Name
+	default:
+		i := r.IntN(len(s.Policies))
+		s.Policies[i] = synth.Policy(r, s.Policies[i].Namespace, s.Policies[i].Name)
+		return "replace NetworkPolicy " + s.Policies[i].Name
 	}
 }
