@@ -5,7 +5,10 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
+
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
@@ -89,7 +92,8 @@ func TestClusterIncrementalEqualsFullCompile(t *testing.T) {
 // (Compiler.DecideReference: each policy whose subject selects the pod, by priority and
 // name, each rule in order), with the same tier, policy, rule and Pass steps, on random
 // clusters changed one step at a time: policies replaced, edited, added and deleted,
-// priorities tied, pods, namespaces and nodes relabelled, NetworkPolicies replaced.
+// priorities tied, rules enforced fail-closed (domainNames) inserted, pods, namespaces and
+// nodes relabelled, NetworkPolicies replaced. Some pods have two names for one port.
 func TestClusterDecideEqualsReference(t *testing.T) {
 	var seen [policy.ClusterDenied + 1]int
 	passes := [2]int{}
@@ -97,6 +101,13 @@ func TestClusterDecideEqualsReference(t *testing.T) {
 		s := synth.Generate(synth.Config{Pods: 400, Policies: 50, ClusterPolicies: 30, Nodes: 4, Seed: 20 + seed})
 		s.Pods = append(s.Pods, policy.Pod{Namespace: "ns-0", Name: "node-agent", Node: "node-1", HostNetwork: true,
 			IPs: []netip.Addr{netip.MustParseAddr("172.18.0.201")}, Labels: map[string]string{"app": "web"}, Phase: "Running"})
+		for i := 0; i < len(s.Pods); i += 5 { // a second name on the http port: two named classes for one flow
+			p := &s.Pods[i]
+			if len(p.Ports) == 0 {
+				continue
+			}
+			p.Ports = append(slices.Clone(p.Ports), policy.NamedPort{Name: "metrics", Proto: flow.TCP, Port: p.Ports[0].Port})
+		}
 		r := rand.New(rand.NewPCG(seed, 12))
 		c := policy.NewCompiler("node-0")
 		if err := c.Replace(s); err != nil {
@@ -219,6 +230,16 @@ func clusterChange(r *rand.Rand, s *policy.State, step int) string {
 		l["env"] = []string{"prod", "staging", "dev"}[r.IntN(3)]
 		s.Namespaces[i].Labels = l
 		return "relabel namespace " + s.Namespaces[i].Name
+	case k == 8 && r.IntN(2) == 0: // a rule enforced fail-closed: Deny or Pass all, or an Accept of nothing
+		i := r.IntN(len(cnps))
+		p := cnps[i].DeepCopy()
+		rule := cnpv1alpha2.ClusterNetworkPolicyEgressRule{
+			Action: []cnpv1alpha2.ClusterNetworkPolicyRuleAction{"Accept", "Deny", "Pass"}[r.IntN(3)],
+			To:     []cnpv1alpha2.ClusterNetworkPolicyEgressPeer{{DomainNames: []cnpv1alpha2.DomainName{"example.com"}}}}
+		at := r.IntN(len(p.Spec.Egress) + 1)
+		p.Spec.Egress = slices.Insert(p.Spec.Egress, at, rule)
+		cnps[i] = p
+		return fmt.Sprintf("%s egress rule %d: %s domainNames", p.Name, at, rule.Action)
 	case k == 8:
 		i := r.IntN(len(s.Nodes))
 		s.Nodes[i].Labels = map[string]string{"zone": []string{"a", "b", "c"}[r.IntN(3)]}

@@ -1,0 +1,48 @@
+package policy
+
+import (
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
+
+	"github.com/podwall/podwall/policy/policytest"
+)
+
+// A peer a NetworkPolicy names that a ClusterNetworkPolicy comes to name gets a cluster peer
+// bit, which its pods must hold; when no ClusterNetworkPolicy names it any more, it gives the
+// bit back, and the next peer they name may get the same bit: the pods of the first (the
+// NetworkPolicy still names it, so that it lives on) must not belong to the second.
+func TestClusterPeerBitReused(t *testing.T) {
+	np := policytest.NetworkPolicy("prod", "from-web", policytest.Selector("app", "db"),
+		policytest.Ingress(policytest.From(policytest.PodsIn(policytest.Selector(), policytest.Selector("app", "web")))))
+	webOnly := cnp("web-only", `{tier: Admin, priority: 1, subject: {namespaces: {matchLabels: {tenant: foo}}}, egress: [{action: Deny, to: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}]}]}`)
+	apiOnly := cnp("api-only", `{tier: Admin, priority: 1, subject: {namespaces: {matchLabels: {tenant: foo}}}, egress: [{action: Deny, to: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: api}}}}]}]}`)
+	s := cnpCluster([]*networkingv1.NetworkPolicy{np})
+	c := NewCompiler("node-1")
+	if err := c.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	c.Snapshot()
+	if err := c.SetClusterPolicy(webOnly); err != nil { // a bit for a peer that was there
+		t.Fatal(err)
+	}
+	s.ClusterPolicies = []*cnpv1alpha2.ClusterNetworkPolicy{webOnly}
+	w := &world{State: s, snap: c.Snapshot()}
+	if d := w.decide("foo-1/app", "prod/web", "80/TCP"); d.Egress.Code != ClusterDenied {
+		t.Fatalf("foo-1/app → prod/web: %v, want cnp/web-only's Deny", d.Egress.Code)
+	}
+	c.DeleteClusterPolicy("web-only")
+	c.Snapshot()
+	if err := c.SetClusterPolicy(apiOnly); err != nil {
+		t.Fatal(err)
+	}
+	s.ClusterPolicies = []*cnpv1alpha2.ClusterNetworkPolicy{apiOnly}
+	w.snap = c.Snapshot()
+	if d := w.decide("foo-1/app", "prod/web", "80/TCP"); d.Egress.Code != NotIsolated {
+		t.Errorf("foo-1/app → prod/web after web-only gave way to api-only: %v, want not isolated", d.Egress.Code)
+	}
+	if d := w.decide("foo-1/app", "prod/api", "80/TCP"); d.Egress.Code != ClusterDenied {
+		t.Errorf("foo-1/app → prod/api: %v, want cnp/api-only's Deny", d.Egress.Code)
+	}
+}
