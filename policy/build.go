@@ -47,7 +47,7 @@ type portID struct {
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
 	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty &&
-		len(c.cnps.dirty) == 0 && len(c.cnps.comboDirty) == 0 {
+		len(c.cnps.dirty) == 0 && len(c.cnps.comboDirty) == 0 && len(c.refresh) == 0 {
 		return c.last
 	}
 	c.gen++
@@ -80,6 +80,23 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 	}
 	c.removed = c.removed[:0]
+	for ps, what := range c.refresh {
+		if _, ok := c.dirty[ps]; ok || ps.entry == nil {
+			continue
+		}
+		old := ps.entry
+		ps.entry = c.refreshed(ps, what)
+		if what&refreshGroups != 0 {
+			for _, id := range old.combos {
+				c.releaseCombo(id) // after refreshed, which may share them
+			}
+		}
+		s.byKey[ps.pod.Key()] = ps.entry
+		for _, ip := range ps.pod.IPs {
+			c.touched[ip] = struct{}{}
+		}
+	}
+	clear(c.refresh)
 	for ps := range c.dirty {
 		old := ps.entry
 		ps.entry = c.build(ps)
@@ -196,6 +213,35 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 	}
 	return e
+}
+
+// refresh says what of a pod's entry changed when the pod itself did not: its peers (a peer
+// came, went, or got or gave back its cluster peer bit) or its ClusterNetworkPolicy groups
+// (a group came or went). Such an entry is copied with the new ones, not built again.
+type refresh uint8
+
+const (
+	refreshPeers refresh = 1 << iota
+	refreshGroups
+)
+
+// refreshPod marks a pod's entry for copying with new peers or groups at the next Snapshot.
+func (c *Compiler) refreshPod(ps *podState, what refresh) {
+	c.refresh[ps] |= what
+}
+
+// refreshed returns a copy of the entry of a pod with new peers or groups (refresh); it
+// counts one more user of its combos when its groups are new.
+func (c *Compiler) refreshed(ps *podState, what refresh) *podEntry {
+	e := *ps.entry
+	if what&refreshPeers != 0 {
+		e.peers, e.clusterPeers = ps.peers, c.clusterPeers(ps.peers)
+	}
+	if what&refreshGroups != 0 {
+		e.groups, e.admin = c.podGroups(ps.pod)
+		e.combos = [2]uint32{c.combo(e.groups[:e.admin]), c.combo(e.groups[e.admin:])}
+	}
+	return &e
 }
 
 // tableUse is a cached table and the number of built entries that use it.

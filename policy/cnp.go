@@ -266,7 +266,7 @@ func (c *Compiler) nodesChanged() {
 	}
 }
 
-// markSubjects marks dirty the pods a group selects.
+// markSubjects marks the pods a group selects for new groups.
 func (c *Compiler) markSubjects(g *cnpGroup) {
 	for ns, pods := range c.podsByNS {
 		nsl := c.nsLabels(ns)
@@ -275,7 +275,7 @@ func (c *Compiler) markSubjects(g *cnpGroup) {
 		}
 		for ps := range pods {
 			if g.selects(nsl, ps.pod) {
-				c.dirty[ps] = struct{}{}
+				c.refreshPod(ps, refreshGroups)
 			}
 		}
 	}

@@ -543,7 +543,7 @@ func (c *Compiler) markMembers(id uint32) {
 	}
 	c.peerCandidates(p, func(ps *podState) {
 		if _, ok := slices.BinarySearch(ps.peers, id); ok {
-			c.dirty[ps] = struct{}{}
+			c.refreshPod(ps, refreshPeers)
 		}
 	})
 }

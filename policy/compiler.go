@@ -39,6 +39,7 @@ type Compiler struct {
 	builder    tableBuilder
 
 	dirty      map[*podState]struct{} // entries to rebuild
+	refresh    map[*podState]refresh  // entries to copy with new peers or groups (build.go)
 	touched    map[netip.Addr]struct{}
 	removed    []*podEntry // entries of deleted pods
 	nodesDirty bool
@@ -87,6 +88,7 @@ func NewCompiler(node string) *Compiler {
 		owners:     map[netip.Addr][]*podState{},
 		tables:     map[string]*tableUse{},
 		dirty:      map[*podState]struct{}{},
+		refresh:    map[*podState]refresh{},
 		touched:    map[netip.Addr]struct{}{},
 
 		sourcePolicies: map[string]error{},
@@ -253,6 +255,7 @@ func (c *Compiler) DeletePod(namespace, name string) {
 		delete(c.podsByNS, namespace)
 	}
 	delete(c.dirty, ps)
+	delete(c.refresh, ps)
 	if ps.entry != nil {
 		c.removed = append(c.removed, ps.entry)
 		c.releaseTables(ps.entry)
