@@ -97,6 +97,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 	}
 	clear(c.refresh)
+	clear(c.cnps.born)
 	for ps := range c.dirty {
 		old := ps.entry
 		ps.entry = c.build(ps)
@@ -238,7 +239,7 @@ func (c *Compiler) refreshed(ps *podState, what refresh) *podEntry {
 		e.peers, e.clusterPeers = ps.peers, c.clusterPeers(ps.peers)
 	}
 	if what&refreshGroups != 0 {
-		e.groups, e.admin = c.podGroups(ps.pod)
+		e.groups, e.admin = c.regroup(ps.pod, e.groups)
 		e.combos = [2]uint32{c.combo(e.groups[:e.admin]), c.combo(e.groups[e.admin:])}
 	}
 	return &e

@@ -97,6 +97,7 @@ type clusterPolicies struct {
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
 	serial uint64 // of the last group made
+	born   map[*cnpGroup]struct{} // the groups made since the last Snapshot
 
 	combos     map[string]*cnpCombo // the serials of its groups →
 	comboByID  []*cnpCombo          // by id; nil where free, and at 0 (no combo)
@@ -211,6 +212,10 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 		}
 		c.cnps.byID[g.id] = g
 		c.cnps.groups[key] = g
+		if c.cnps.born == nil {
+			c.cnps.born = map[*cnpGroup]struct{}{}
+		}
+		c.cnps.born[g] = struct{}{}
 		c.markSubjects(g)
 	}
 	g.pols[cp] = struct{}{}
@@ -293,6 +298,38 @@ func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 		if g != nil && g.selects(nsl, p) {
 			gs = append(gs, g)
 		}
+	}
+	return groupIDs(gs)
+}
+
+// regroup returns podGroups for a pod whose groups were ids, given that the pod did not
+// change since: the groups of ids that live on, and those made since the last Snapshot
+// (born) whose subject holds it.
+func (c *Compiler) regroup(p *Pod, ids []uint32) ([]uint32, int) {
+	var gs []*cnpGroup
+	for _, id := range ids {
+		if g := c.cnps.byID[id]; g != nil {
+			if _, new := c.cnps.born[g]; !new { // else the id's group was forgotten and the id reused
+				gs = append(gs, g)
+			}
+		}
+	}
+	if len(c.cnps.born) > 0 && livePod(p) {
+		nsl := c.nsLabels(p.Namespace)
+		for g := range c.cnps.born {
+			if c.cnps.byID[g.id] == g && g.selects(nsl, p) {
+				gs = append(gs, g)
+			}
+		}
+	}
+	slices.SortFunc(gs, func(a, b *cnpGroup) int { return cmp.Compare(a.id, b.id) })
+	return groupIDs(gs)
+}
+
+// groupIDs returns the ids of groups sorted by id, the Admin tier's first (how many: admin).
+func groupIDs(gs []*cnpGroup) (ids []uint32, admin int) {
+	if len(gs) == 0 {
+		return nil, 0
 	}
 	slices.SortStableFunc(gs, func(a, b *cnpGroup) int { return cmp.Compare(a.tier, b.tier) })
 	ids = make([]uint32, len(gs))

@@ -233,9 +233,12 @@ func (t *clusterTable) policies() []*compiledPolicy {
 
 // clusterTableBuilder builds clusterTables, keeping its scratch space from one to the next.
 type clusterTableBuilder struct {
-	spans   []taggedPorts
-	named   []taggedName
-	peers   []taggedPeer
+	// The rules' port ranges, port names and peers, packed so that sorting them sorts numbers:
+	// protocol<<56 | first port<<40 | last port<<24 | rank; protocol<<56 | name<<24 | rank;
+	// cluster peer bit<<32 | rank. (A table holds fewer than 1<<24 rules.)
+	spans   []uint64
+	named   []uint64
+	peers   []uint64
 	cuts    []uint32
 	ports   []uint64 // packed port classes
 	classes []uint64 // their masks, end to end
@@ -281,16 +284,16 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 			}
 			t.rules = append(t.rules, cr)
 			for _, id := range r.peers {
-				b.peers = append(b.peers, taggedPeer{bit[id], rank})
+				b.peers = append(b.peers, uint64(bit[id])<<32|uint64(rank))
 			}
 			for _, p := range r.ports {
 				switch {
 				case p.name != 0:
-					b.named = append(b.named, taggedName{p.proto, p.name, rank})
+					b.named = append(b.named, uint64(p.proto)<<56|uint64(p.name)<<24|uint64(rank))
 				case p.all:
-					b.spans = append(b.spans, taggedPorts{p.proto, 0, ^uint16(0), rank})
+					b.spans = append(b.spans, uint64(p.proto)<<56|0xffff<<24|uint64(rank))
 				default:
-					b.spans = append(b.spans, taggedPorts{p.proto, p.lo, p.hi, rank})
+					b.spans = append(b.spans, uint64(p.proto)<<56|uint64(p.lo)<<40|uint64(p.hi)<<24|uint64(rank))
 				}
 			}
 		}
@@ -300,16 +303,18 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 	// covers is left to the rules without ports. Adjacent pieces of the same rules are one
 	// class. Their masks are numbered for now (class k's at k·words of b.classes).
 	b.ports, b.classes = b.ports[:0], b.classes[:0]
-	slices.SortFunc(b.spans, func(x, y taggedPorts) int { return cmp.Or(cmp.Compare(x.proto, y.proto), cmp.Compare(x.lo, y.lo)) })
+	slices.Sort(b.spans)
+	lo16 := func(x uint64) uint64 { return x >> 40 & 0xffff }
+	hi16 := func(x uint64) uint64 { return x >> 24 & 0xffff }
 	for spans := b.spans; len(spans) > 0; {
+		proto := spans[0] >> 56
 		n := 1
-		for n < len(spans) && spans[n].proto == spans[0].proto {
+		for n < len(spans) && spans[n]>>56 == proto {
 			n++
 		}
-		proto := uint64(spans[0].proto)
 		b.cuts = b.cuts[:0]
-		for _, s := range spans[:n] {
-			b.cuts = append(b.cuts, uint32(s.lo), uint32(s.hi)+1)
+		for _, x := range spans[:n] {
+			b.cuts = append(b.cuts, uint32(lo16(x)), uint32(hi16(x))+1)
 		}
 		slices.Sort(b.cuts)
 		b.cuts = slices.Compact(b.cuts)
@@ -317,9 +322,9 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 			lo, hi := uint64(b.cuts[k]), uint64(b.cuts[k+1]-1)
 			b.mask = append(b.mask[:0], fixed[fixedNoPorts*ws:(fixedNoPorts+1)*ws]...)
 			covered := false
-			for _, s := range spans[:n] {
-				if uint64(s.lo) <= lo && hi <= uint64(s.hi) {
-					set(b.mask, s.rank)
+			for _, x := range spans[:n] {
+				if lo16(x) <= lo && hi <= hi16(x) {
+					set(b.mask, uint32(x&(1<<24-1)))
 					covered = true
 				}
 			}
@@ -336,21 +341,19 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 		}
 		spans = spans[n:]
 	}
-	slices.SortFunc(b.named, func(x, y taggedName) int {
-		return cmp.Or(cmp.Compare(x.proto, y.proto), cmp.Compare(x.name, y.name))
-	})
-	slices.SortFunc(b.peers, func(x, y taggedPeer) int { return cmp.Compare(x.id, y.id) }) // by bit
+	slices.Sort(b.named)
+	slices.Sort(b.peers) // by bit
 	nnamed, npeers := 0, 0
 	for i, x := range b.named {
-		if i == 0 || x.proto != b.named[i-1].proto || x.name != b.named[i-1].name {
+		if i == 0 || x>>24 != b.named[i-1]>>24 {
 			nnamed++
 		}
 	}
 	for i, x := range b.peers {
-		if i == 0 || x.id != b.peers[i-1].id {
+		if i == 0 || x>>32 != b.peers[i-1]>>32 {
 			npeers++
 		}
-		t.npeerw = max(t.npeerw, x.id/64+1)
+		t.npeerw = max(t.npeerw, uint32(x>>32)/64+1)
 	}
 	t.nports, t.nnamed = uint32(len(b.ports)), uint32(nnamed)
 
@@ -366,20 +369,20 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 	copy(d[classesAt:], b.classes)
 	k := -1
 	for i, x := range b.named {
-		if i == 0 || x.proto != b.named[i-1].proto || x.name != b.named[i-1].name {
+		if i == 0 || x>>24 != b.named[i-1]>>24 {
 			k++
-			d[t.namedAt()+uint32(k)] = uint64(x.proto)<<56 | uint64(x.name)<<24 | uint64(namedMasksAt+uint32(k)*ws)
+			d[t.namedAt()+uint32(k)] = x&^(1<<24-1) | uint64(namedMasksAt+uint32(k)*ws)
 		}
-		set(d[namedMasksAt+uint32(k)*ws:], x.rank)
+		set(d[namedMasksAt+uint32(k)*ws:], uint32(x&(1<<24-1)))
 	}
 	bitsAt := t.peerBitsAt()
 	k = -1
 	for i, x := range b.peers {
-		if i == 0 || x.id != b.peers[i-1].id {
+		if bit := uint32(x >> 32); i == 0 || x>>32 != b.peers[i-1]>>32 {
 			k++
-			d[bitsAt+x.id/64] |= 1 << (x.id % 64)
+			d[bitsAt+bit/64] |= 1 << (bit % 64)
 		}
-		set(d[peersAt+uint32(k)*ws:], x.rank)
+		set(d[peersAt+uint32(k)*ws:], uint32(x))
 	}
 	for w := uint32(1); w < t.npeerw; w++ {
 		d[bitsAt+t.npeerw+w] = d[bitsAt+t.npeerw+w-1] + uint64(bits.OnesCount64(d[bitsAt+w-1]))
