@@ -123,8 +123,9 @@ func TestClusterDecideEqualsReference(t *testing.T) {
 		for step := range 30 {
 			what := "compile"
 			if step > 0 {
-				what = clusterChange(r, &s, step)
-				if err := c.Replace(s); err != nil {
+				var apply func(*policy.Compiler) error
+				what, apply = clusterChange(r, &s, step)
+				if err := apply(c); err != nil {
 					t.Fatalf("seed %d step %d (%s): %v", seed, step, what, err)
 				}
 			}
@@ -188,10 +189,28 @@ func clusterJudgementString(j policy.Judgement) string {
 	return s
 }
 
-// clusterChange changes s at random, one object, and says how.
-func clusterChange(r *rand.Rand, s *policy.State, step int) string {
+// clusterChange changes s at random, one object or two, and says how and how to tell a
+// compiler (Replace, unless said otherwise).
+func clusterChange(r *rand.Rand, s *policy.State, step int) (string, func(*policy.Compiler) error) {
+	what := clusterChange1(r, s, step)
+	if what != "" {
+		return what, func(c *policy.Compiler) error { return c.Replace(*s) }
+	}
+	// One policy deleted, then another made: the group of the first may go and the second's
+	// take its id.
 	cnps := s.ClusterPolicies
-	switch k := r.IntN(10); {
+	i := r.IntN(len(cnps))
+	gone, p := cnps[i].Name, synth.ClusterPolicy(r, fmt.Sprintf("swapped-%d", step))
+	s.ClusterPolicies = append(append(cnps[:i:i], cnps[i+1:]...), p)
+	return "delete " + gone + " then add " + p.Name, func(c *policy.Compiler) error {
+		c.DeleteClusterPolicy(gone)
+		return c.SetClusterPolicy(p)
+	}
+}
+
+func clusterChange1(r *rand.Rand, s *policy.State, step int) string {
+	cnps := s.ClusterPolicies
+	switch k := r.IntN(12); {
 	case k <= 1: // a new policy under an old name: new tier, subject, rules
 		i := r.IntN(len(cnps))
 		cnps[i] = synth.ClusterPolicy(r, cnps[i].Name)
@@ -244,9 +263,10 @@ func clusterChange(r *rand.Rand, s *policy.State, step int) string {
 		i := r.IntN(len(s.Nodes))
 		s.Nodes[i].Labels = map[string]string{"zone": []string{"a", "b", "c"}[r.IntN(3)]}
 		return "relabel " + s.Nodes[i].Name
-	default:
+	case k == 9:
 		i := r.IntN(len(s.Policies))
 		s.Policies[i] = synth.Policy(r, s.Policies[i].Namespace, s.Policies[i].Name)
 		return "replace NetworkPolicy " + s.Policies[i].Name
 	}
+	return ""
 }

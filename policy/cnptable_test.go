@@ -46,3 +46,37 @@ func TestClusterPeerBitReused(t *testing.T) {
 		t.Errorf("foo-1/app → prod/api: %v, want cnp/api-only's Deny", d.Egress.Code)
 	}
 }
+
+// A group whose last policy goes gives back its id, and a group made in the same step may
+// take it: the pods of the first must not be judged by the second.
+func TestClusterGroupIDReused(t *testing.T) {
+	web := cnp("web", `{tier: Admin, priority: 1, subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}, egress: [{action: Deny, to: [{namespaces: {}}]}]}`)
+	db := cnp("db", `{tier: Admin, priority: 1, subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}, egress: [{action: Deny, to: [{namespaces: {}}]}]}`)
+	s := cnpCluster(nil, web)
+	c := NewCompiler("node-1")
+	if err := c.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{State: s, snap: c.Snapshot()}
+	if d := w.decide("prod/web", "prod/api", "80/TCP"); d.Egress.Code != ClusterDenied {
+		t.Fatalf("prod/web → prod/api: %v, want cnp/web's Deny", d.Egress.Code)
+	}
+	c.DeleteClusterPolicy("web")
+	if err := c.SetClusterPolicy(db); err != nil {
+		t.Fatal(err)
+	}
+	if c.cnps.byID[0] == nil || c.cnps.byID[0].key != c.cnps.byName["db"].group.key {
+		t.Fatal("the group of db did not take the id of web's: the test tests nothing")
+	}
+	s.ClusterPolicies = []*cnpv1alpha2.ClusterNetworkPolicy{db}
+	w.snap = c.Snapshot()
+	if d := w.decide("prod/web", "prod/api", "80/TCP"); d.Egress.Code != NotIsolated {
+		t.Errorf("prod/web → prod/api after web gave way to db: %v, want not isolated", d.Egress.Code)
+	}
+	if d := w.decide("prod/db", "prod/api", "80/TCP"); d.Egress.Code != ClusterDenied {
+		t.Errorf("prod/db → prod/api: %v, want cnp/db's Deny", d.Egress.Code)
+	}
+	if err := c.CheckCombos(); err != nil {
+		t.Error(err)
+	}
+}
