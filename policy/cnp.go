@@ -96,15 +96,16 @@ type clusterPolicies struct {
 	groups map[string]*cnpGroup // tier and subject →
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
-	serial uint64 // of the last group made
+	serial uint64                 // of the last group made
 	born   map[*cnpGroup]struct{} // the groups made since the last Snapshot
 
 	combos     map[string]*cnpCombo // the serials of its groups →
 	comboByID  []*cnpCombo          // by id; nil where free, and at 0 (no combo)
 	comboDirty map[*cnpCombo]struct{}
 	builder    clusterTableBuilder
-	peerBit    map[uint32]uint32 // the peers the policies name → their cluster peer bit (cnptable.go)
-	bitUses    []int             // by bit: how many peer references of the policies use it; 0: free
+	tables     map[string]*clusterTableUse // Direction and the policies' serials → (cnptable.go)
+	peerBit    map[uint32]uint32           // the peers the policies name → their cluster peer bit (cnptable.go)
+	bitUses    []int                       // by bit: how many peer references of the policies use it; 0: free
 	// hostIPs are the addresses of the live host-network pods by node, for nodes peers;
 	// nil until needed and after nodes or host-network pods change (nodesChanged).
 	hostIPs map[string][]netip.Addr

@@ -398,7 +398,15 @@ type cnpCombo struct {
 	id     uint32
 	key    string
 	groups []*cnpGroup
-	users  int // built pod entries naming it
+	users  int       // built pod entries naming it
+	tables [2]string // the keys of its tables by Direction in clusterPolicies.tables; "" for none
+}
+
+// clusterTableUse is a table and the number of combos that use it: combos whose policies of
+// a direction are the same share its table.
+type clusterTableUse struct {
+	t     *clusterTable
+	users int
 }
 
 // comboTables are the tables of a combo by Direction (nil when none of its policies has
@@ -461,13 +469,17 @@ func (c *Compiler) releaseCombo(id uint32) {
 	for _, g := range cb.groups {
 		delete(g.combos, cb)
 	}
+	for _, k := range cb.tables {
+		c.dropClusterTable(k)
+	}
 	c.cnps.comboByID[id] = nil
 	c.cnps.comboDirty[cb] = struct{}{} // its slot is emptied
 }
 
-// snapshotCombos builds the tables of the combos made or changed since the last Snapshot
-// (a group of theirs changed: snapshotGroups marks them) and returns the combos' tables by
-// id.
+// snapshotCombos gives the combos made or changed since the last Snapshot (a group of
+// theirs changed: snapshotGroups marks them) the tables of their policies — the table they
+// had when these are the same, else one another combo has or a new one — and returns the
+// combos' tables by id.
 func (c *Compiler) snapshotCombos(last []comboTables) []comboTables {
 	if len(c.cnps.comboDirty) == 0 {
 		return last
@@ -488,9 +500,23 @@ func (c *Compiler) snapshotCombos(last []comboTables) []comboTables {
 			for _, g := range cb.groups {
 				pols = append(pols, g.tables.pols[dir]...)
 			}
+			k := ""
 			if len(pols) > 0 {
 				slices.SortFunc(pols, byPrecedence)
-				ct[dir] = c.cnps.builder.build(dir, pols, c.cnps.peerBit)
+				key := append(c.tableKey[:0], byte(dir))
+				for _, cp := range pols {
+					key = binary.LittleEndian.AppendUint64(key, cp.serial)
+				}
+				c.tableKey = key
+				k = string(key)
+			}
+			if k != cb.tables[dir] {
+				c.useClusterTable(k, dir, pols)
+				c.dropClusterTable(cb.tables[dir])
+				cb.tables[dir] = k
+			}
+			if k != "" {
+				ct[dir] = c.cnps.tables[k].t
 			}
 		}
 		out[cb.id] = ct
@@ -603,4 +629,30 @@ func (p peerBits) and(q peerBits) peerBits {
 		out.high = append(out.high, p.high[k]&q.high[k])
 	}
 	return out
+}
+
+// useClusterTable counts one more combo using the table of a key ("": none), building it
+// from pols (one direction's, in precedence order) when no combo has it.
+func (c *Compiler) useClusterTable(k string, dir Direction, pols []*compiledPolicy) {
+	if k == "" {
+		return
+	}
+	if u := c.cnps.tables[k]; u != nil {
+		u.users++
+		return
+	}
+	if c.cnps.tables == nil {
+		c.cnps.tables = map[string]*clusterTableUse{}
+	}
+	c.cnps.tables[k] = &clusterTableUse{t: c.cnps.builder.build(dir, pols, c.cnps.peerBit), users: 1}
+}
+
+// dropClusterTable counts one combo less using the table of a key, forgetting it when none
+// does.
+func (c *Compiler) dropClusterTable(k string) {
+	if u := c.cnps.tables[k]; u != nil {
+		if u.users--; u.users == 0 {
+			delete(c.cnps.tables, k)
+		}
+	}
 }

@@ -197,9 +197,9 @@ func (c *Compiler) clusterReference(j *Judgement, tier Tier, pod *podEntry, dir 
 	return false
 }
 
-// CheckCombos reports whether the compiler's ClusterNetworkPolicy combos are exactly those
-// the entries last built name, each with its number of users, and each entry's combos hold
-// its groups.
+// CheckCombos reports whether the compiler's ClusterNetworkPolicy combos, and the tables
+// they share, are exactly those the entries last built name, each with its number of users,
+// and each entry's combos hold its groups.
 func (c *Compiler) CheckCombos() error {
 	users := map[uint32]int{}
 	for _, ps := range c.pods {
@@ -233,18 +233,31 @@ func (c *Compiler) CheckCombos() error {
 			}
 		}
 	}
-	live := 0
+	live, tableUsers := 0, map[string]int{}
 	for id, cb := range c.cnps.comboByID {
 		if cb == nil {
 			continue
 		}
 		live++
+		for _, k := range cb.tables {
+			if k != "" {
+				tableUsers[k]++
+			}
+		}
 		if cb.users != users[uint32(id)] {
 			return fmt.Errorf("combo %d: %d users counted, %d entries", id, cb.users, users[uint32(id)])
 		}
 	}
 	if live != len(c.cnps.combos) || live != len(users) {
 		return fmt.Errorf("%d combos by id, %d by key, %d in use", live, len(c.cnps.combos), len(users))
+	}
+	if len(tableUsers) != len(c.cnps.tables) {
+		return fmt.Errorf("%d combo tables cached, %d in use", len(c.cnps.tables), len(tableUsers))
+	}
+	for k, n := range tableUsers {
+		if u := c.cnps.tables[k]; u == nil || u.users != n {
+			return fmt.Errorf("a combo table in use is not cached, or with another count than %d", n)
+		}
 	}
 	return nil
 }
