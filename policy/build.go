@@ -91,7 +91,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 				c.releaseCombo(id) // after refreshed, which may share them
 			}
 		}
-		s.byKey[ps.pod.Key()] = ps.entry
+		s.byKey[ps.key] = ps.entry
 		for _, ip := range ps.pod.IPs {
 			c.touched[ip] = struct{}{}
 		}
@@ -104,7 +104,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		if old != nil {
 			c.releaseTables(old) // after build, which may share its tables
 		}
-		s.byKey[ps.pod.Key()] = ps.entry
+		s.byKey[ps.key] = ps.entry
 		for _, ip := range ps.pod.IPs {
 			c.touched[ip] = struct{}{}
 		}

@@ -44,8 +44,6 @@ import (
 //	the masks the classes point to.
 type clusterTable struct {
 	rules  []clusterRule // by rank
-	v4     []span4       // the address blocks of the rules, each rule's together
-	v6     []span6
 	words  uint32
 	nports uint32
 	nnamed uint32
@@ -68,8 +66,9 @@ type clusterRule struct {
 	cp     *compiledPolicy
 	index  int
 	action Action
-	step   *RuleRef  // the rule named, for a Pass step
-	v4, v6 [2]uint32 // its address blocks: clusterTable.v4[v4[0]:v4[1]], v6 likewise
+	step   *RuleRef // the rule named, for a Pass step
+	v4     []span4  // its address blocks (the rule's own)
+	v6     []span6
 }
 
 // holds reports whether the address blocks of the rule of a rank hold an address, given as
@@ -77,9 +76,9 @@ type clusterRule struct {
 func (t *clusterTable) holds(rank int, is4 bool, x4 uint32, x6 u128) bool {
 	r := &t.rules[rank]
 	if is4 {
-		return contains4(t.v4[r.v4[0]:r.v4[1]], x4)
+		return contains4(r.v4, x4)
 	}
-	return contains6(t.v6[r.v6[0]:r.v6[1]], x6)
+	return contains6(r.v6, x6)
 }
 
 func (t *clusterTable) portsAt() uint32    { return fixedMasks * t.words }
@@ -243,8 +242,6 @@ type clusterTableBuilder struct {
 	ports   []uint64 // packed port classes
 	classes []uint64 // their masks, end to end
 	mask    []uint64
-	v4      []span4
-	v6      []span6
 }
 
 // build merges the rules of one direction of pols, which are in precedence order; bit gives
@@ -260,7 +257,7 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 	ws := t.words
 	fixed := make([]uint64, fixedMasks*ws)
 	set := func(m []uint64, rank uint32) { m[rank/64] |= 1 << (rank % 64) }
-	b.spans, b.named, b.peers, b.v4, b.v6 = b.spans[:0], b.named[:0], b.peers[:0], b.v4[:0], b.v6[:0]
+	b.spans, b.named, b.peers = b.spans[:0], b.named[:0], b.peers[:0]
 	for _, cp := range pols {
 		rs := cp.rules(dir)
 		for i := range rs {
@@ -275,9 +272,7 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 			}
 			if len(r.addrs.v4)+len(r.addrs.v6) > 0 {
 				set(fixed[fixedAddrs*ws:], rank)
-				cr.v4 = [2]uint32{uint32(len(b.v4)), uint32(len(b.v4) + len(r.addrs.v4))}
-				cr.v6 = [2]uint32{uint32(len(b.v6)), uint32(len(b.v6) + len(r.addrs.v6))}
-				b.v4, b.v6 = append(b.v4, r.addrs.v4...), append(b.v6, r.addrs.v6...)
+				cr.v4, cr.v6 = r.addrs.v4, r.addrs.v6
 			}
 			if len(r.peers) > 0 {
 				set(fixed[fixedPeered*ws:], rank)
@@ -388,7 +383,6 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 		d[bitsAt+t.npeerw+w] = d[bitsAt+t.npeerw+w-1] + uint64(bits.OnesCount64(d[bitsAt+w-1]))
 	}
 	t.data = d
-	t.v4, t.v6 = slices.Clone(b.v4), slices.Clone(b.v6)
 	return t
 }
 

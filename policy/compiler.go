@@ -56,6 +56,7 @@ type Compiler struct {
 
 // podState is the compiler's mutable record of one pod.
 type podState struct {
+	key   string // namespace/name
 	pod   *Pod
 	peers []uint32  // sorted ids of the peers whose selectors match the pod; copy on write
 	entry *podEntry // the entry published last, nil before the first Snapshot
@@ -214,7 +215,7 @@ func (c *Compiler) SetPod(p Pod) {
 	}
 	np := clonePod(&p)
 	if ps == nil {
-		ps = &podState{pod: np}
+		ps = &podState{pod: np, key: key}
 		c.pods[key] = ps
 		byNS := c.podsByNS[p.Namespace]
 		if byNS == nil {
