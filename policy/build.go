@@ -97,7 +97,10 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 	}
 	clear(c.refresh)
-	clear(c.cnps.born)
+	for _, g := range c.cnps.born {
+		g.born = false
+	}
+	c.cnps.born = c.cnps.born[:0]
 	for ps := range c.dirty {
 		old := ps.entry
 		ps.entry = c.build(ps)

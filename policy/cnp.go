@@ -96,8 +96,8 @@ type clusterPolicies struct {
 	groups map[string]*cnpGroup // tier and subject →
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
-	serial uint64                 // of the last group made
-	born   map[*cnpGroup]struct{} // the groups made since the last Snapshot
+	serial uint64      // of the last group made
+	born   []*cnpGroup // the groups made since the last Snapshot (cnpGroup.born)
 
 	combos     map[string]*cnpCombo // the serials of its groups →
 	comboByID  []*cnpCombo          // by id; nil where free, and at 0 (no combo)
@@ -118,6 +118,7 @@ type cnpGroup struct {
 	tier           Tier
 	subNS, subPods labels.Selector
 	serial         uint64 // unique: ids are reused, serials are not
+	born           bool   // made since the last Snapshot
 	pols           map[*compiledPolicy]struct{}
 	tables         groupTables // set by Compiler.Snapshot
 	combos         map[*cnpCombo]struct{}
@@ -213,10 +214,8 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 		}
 		c.cnps.byID[g.id] = g
 		c.cnps.groups[key] = g
-		if c.cnps.born == nil {
-			c.cnps.born = map[*cnpGroup]struct{}{}
-		}
-		c.cnps.born[g] = struct{}{}
+		g.born = true
+		c.cnps.born = append(c.cnps.born, g)
 		c.markSubjects(g)
 	}
 	g.pols[cp] = struct{}{}
@@ -310,14 +309,14 @@ func (c *Compiler) regroup(p *Pod, ids []uint32) ([]uint32, int) {
 	var gs []*cnpGroup
 	for _, id := range ids {
 		if g := c.cnps.byID[id]; g != nil {
-			if _, new := c.cnps.born[g]; !new { // else the id's group was forgotten and the id reused
+			if !g.born { // else the id's group was forgotten and the id reused
 				gs = append(gs, g)
 			}
 		}
 	}
 	if len(c.cnps.born) > 0 && livePod(p) {
 		nsl := c.nsLabels(p.Namespace)
-		for g := range c.cnps.born {
+		for _, g := range c.cnps.born {
 			if c.cnps.byID[g.id] == g && g.selects(nsl, p) {
 				gs = append(gs, g)
 			}
@@ -392,7 +391,10 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 // priority, then — for policies of the same priority, which the API leaves to the
 // implementation — by name.
 func byPrecedence(a, b *compiledPolicy) int {
-	return cmp.Or(cmp.Compare(a.cluster.priority, b.cluster.priority), strings.Compare(a.ref.Name, b.ref.Name))
+	if a.cluster.priority != b.cluster.priority {
+		return cmp.Compare(a.cluster.priority, b.cluster.priority)
+	}
+	return strings.Compare(a.ref.Name, b.ref.Name)
 }
 
 // before reports whether rule i of a judges before rule j of b (policies of one tier).
