@@ -58,6 +58,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		s.nodeIPs = map[netip.Addr]string{}
 	} else {
 		s.byIP = maps.Clone(c.last.byIP)
+		s.addrs = c.last.addrs
 		s.byKey = maps.Clone(c.last.byKey)
 		s.nodeIPs = c.last.nodeIPs
 		s.problems, s.conflicts = c.last.problems, c.last.conflicts
@@ -118,6 +119,9 @@ func (c *Compiler) Snapshot() *Snapshot {
 		lastCombos = c.last.combos
 	}
 	s.combos = c.snapshotCombos(lastCombos)
+	if len(c.touched) > 0 && c.last != nil {
+		s.addrs = c.last.addrs.clone()
+	}
 	for ip := range c.touched {
 		owners := c.owners[ip]
 		switch len(owners) {
@@ -128,6 +132,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		default:
 			s.byIP[ip] = claimed(owners) // judged with every claimant (conflict.go)
 		}
+		s.addrs.set(ip, s.byIP[ip])
 		if was, is := c.conflicts[ip], len(owners) > 1; was || is {
 			c.conflictsDirty = true
 			if is {
