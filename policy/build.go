@@ -52,13 +52,20 @@ func (c *Compiler) Snapshot() *Snapshot {
 	}
 	c.gen++
 	s := &Snapshot{gen: c.gen, node: c.node}
+	sharedAddrs := false // s.addrs is the last snapshot's: copied before the first change
+	setAddr := func(ip netip.Addr, e *podEntry) {
+		if sharedAddrs {
+			s.addrs, sharedAddrs = s.addrs.clone(), false
+		}
+		s.addrs.set(ip, e)
+	}
 	if c.last == nil {
 		s.byIP = make(map[netip.Addr]*podEntry, len(c.owners))
 		s.byKey = make(map[string]*podEntry, len(c.pods))
 		s.nodeIPs = map[netip.Addr]string{}
 	} else {
 		s.byIP = maps.Clone(c.last.byIP)
-		s.addrs = c.last.addrs
+		s.addrs, sharedAddrs = c.last.addrs, true
 		s.byKey = maps.Clone(c.last.byKey)
 		s.nodeIPs = c.last.nodeIPs
 		s.problems, s.conflicts = c.last.problems, c.last.conflicts
@@ -94,7 +101,12 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 		s.byKey[ps.key] = ps.entry
 		for _, ip := range ps.pod.IPs {
-			c.touched[ip] = struct{}{}
+			if s.byIP[ip] == old { // its own address, no other pod claims it: the pod is its owner still
+				s.byIP[ip] = ps.entry
+				setAddr(ip, ps.entry)
+			} else {
+				c.touched[ip] = struct{}{}
+			}
 		}
 	}
 	clear(c.refresh)
@@ -119,9 +131,6 @@ func (c *Compiler) Snapshot() *Snapshot {
 		lastCombos = c.last.combos
 	}
 	s.combos = c.snapshotCombos(lastCombos)
-	if len(c.touched) > 0 && c.last != nil {
-		s.addrs = c.last.addrs.clone()
-	}
 	for ip := range c.touched {
 		owners := c.owners[ip]
 		switch len(owners) {
@@ -132,7 +141,7 @@ func (c *Compiler) Snapshot() *Snapshot {
 		default:
 			s.byIP[ip] = claimed(owners) // judged with every claimant (conflict.go)
 		}
-		s.addrs.set(ip, s.byIP[ip])
+		setAddr(ip, s.byIP[ip])
 		if was, is := c.conflicts[ip], len(owners) > 1; was || is {
 			c.conflictsDirty = true
 			if is {
