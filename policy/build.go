@@ -52,20 +52,12 @@ func (c *Compiler) Snapshot() *Snapshot {
 	}
 	c.gen++
 	s := &Snapshot{gen: c.gen, node: c.node}
-	sharedAddrs := false // s.addrs is the last snapshot's: copied before the first change
-	setAddr := func(ip netip.Addr, e *podEntry) {
-		if sharedAddrs {
-			s.addrs, sharedAddrs = s.addrs.clone(), false
-		}
-		s.addrs.set(ip, e)
-	}
 	if c.last == nil {
 		s.byIP = make(map[netip.Addr]*podEntry, len(c.owners))
 		s.byKey = make(map[string]*podEntry, len(c.pods))
 		s.nodeIPs = map[netip.Addr]string{}
 	} else {
 		s.byIP = maps.Clone(c.last.byIP)
-		s.addrs, sharedAddrs = c.last.addrs, true
 		s.byKey = maps.Clone(c.last.byKey)
 		s.nodeIPs = c.last.nodeIPs
 		s.problems, s.conflicts = c.last.problems, c.last.conflicts
@@ -103,7 +95,6 @@ func (c *Compiler) Snapshot() *Snapshot {
 		for _, ip := range ps.pod.IPs {
 			if s.byIP[ip] == old { // its own address, no other pod claims it: the pod is its owner still
 				s.byIP[ip] = ps.entry
-				setAddr(ip, ps.entry)
 			} else {
 				c.touched[ip] = struct{}{}
 			}
@@ -141,7 +132,6 @@ func (c *Compiler) Snapshot() *Snapshot {
 		default:
 			s.byIP[ip] = claimed(owners) // judged with every claimant (conflict.go)
 		}
-		setAddr(ip, s.byIP[ip])
 		if was, is := c.conflicts[ip], len(owners) > 1; was || is {
 			c.conflictsDirty = true
 			if is {

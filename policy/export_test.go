@@ -261,22 +261,3 @@ func (c *Compiler) CheckCombos() error {
 	}
 	return nil
 }
-
-// CheckAddrIndex reports whether the snapshot's address index holds exactly the map's
-// addresses it should (addrindex.go), each with the map's entry.
-func (s *Snapshot) CheckAddrIndex() error {
-	n := 0
-	for a, e := range s.byIP {
-		if !indexed(a) {
-			continue
-		}
-		n++
-		if got := s.addrs.get(addrKey(a)); got != e {
-			return fmt.Errorf("%v: the index holds another entry than the map", a)
-		}
-	}
-	if n != s.addrs.n {
-		return fmt.Errorf("the index holds %d addresses, the map %d", s.addrs.n, n)
-	}
-	return nil
-}

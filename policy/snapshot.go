@@ -16,7 +16,6 @@ type Snapshot struct {
 	gen     uint64
 	node    string
 	byIP    map[netip.Addr]*podEntry // live, non-hostNetwork pods by each address
-	addrs   addrIndex                // byIP again, for Decide (addrindex.go)
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
 	groups  []groupTables            // ClusterNetworkPolicy groups by id (podEntry.groups)
@@ -153,7 +152,7 @@ func refs(cps []*compiledPolicy) []PolicyRef {
 
 // Decide judges a flow (see Decision). It never allocates and never blocks.
 func (s *Snapshot) Decide(f flow.Flow) Decision {
-	src, dst := s.entryOf(f.Src), s.entryOf(f.Dst)
+	src, dst := s.byIP[f.Src], s.byIP[f.Dst]
 	if (src != nil && src.claimed) || (dst != nil && dst.claimed) {
 		return s.decideClaimed(f, src, dst)
 	}
