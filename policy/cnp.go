@@ -342,14 +342,6 @@ func groupIDs(gs []*cnpGroup) (ids []uint32, admin int) {
 	return ids, admin
 }
 
-// tierGroups returns the ids of the pod's groups of one tier.
-func (e *podEntry) tierGroups(tier Tier) []uint32 {
-	if tier == AdminTier {
-		return e.groups[:e.admin]
-	}
-	return e.groups[e.admin:]
-}
-
 // snapshotGroups sorts the policies of the groups changed since the last Snapshot, marks
 // the combos holding them for rebuilding, and returns the groups' policies by id.
 func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
@@ -395,17 +387,6 @@ func byPrecedence(a, b *compiledPolicy) int {
 		return cmp.Compare(a.cluster.priority, b.cluster.priority)
 	}
 	return strings.Compare(a.ref.Name, b.ref.Name)
-}
-
-// before reports whether rule i of a judges before rule j of b (policies of one tier).
-func before(a *compiledPolicy, i int, b *compiledPolicy, j int) bool {
-	if a == b {
-		return i < j
-	}
-	if a.cluster.priority != b.cluster.priority {
-		return a.cluster.priority < b.cluster.priority
-	}
-	return a.ref.Name < b.ref.Name
 }
 
 // compileClusterPolicy compiles a ClusterNetworkPolicy that passed validation, registering its

@@ -216,20 +216,6 @@ func (t *clusterTable) peerMatch(remote *podEntry, w uint32, want uint64) uint64
 	return got
 }
 
-// policies returns the policies whose rules t holds, in precedence order; none when t is nil.
-func (t *clusterTable) policies() []*compiledPolicy {
-	if t == nil {
-		return nil
-	}
-	var out []*compiledPolicy
-	for _, r := range t.rules {
-		if len(out) == 0 || out[len(out)-1] != r.cp {
-			out = append(out, r.cp)
-		}
-	}
-	return out
-}
-
 // clusterTableBuilder builds clusterTables, keeping its scratch space from one to the next.
 type clusterTableBuilder struct {
 	// The rules' port ranges, port names and peers, packed so that sorting them sorts numbers:
