@@ -14,9 +14,17 @@ import (
 // subject) whose subject holds it; pods with the same groups share a combo, and a combo has
 // one clusterTable per direction: the rules of all its policies in precedence order. So
 // Decide looks up one table per tier and direction, however many policies and groups select
-// the pod. A change to a policy rebuilds the tables of the combos holding its group — a
-// clusterTable is cheap to build, it merges nothing but bit masks — and no pod entry: an
-// entry names its combos by id, and the Snapshot maps ids to the tables of the moment.
+// the pod. A change to a policy rebuilds the tables of the combos holding its group, in the
+// directions its rules changed — a clusterTable is cheap to build, it merges nothing but bit
+// masks, and combos with the same policies of a direction share one (clusterTableUse) — and
+// no pod entry: an entry names its combos by id, and the Snapshot maps ids to the tables of
+// the moment. A group that comes or goes changes the combos of the pods it selects: their
+// entries are copied with the new ids (Compiler.refreshed), not built again.
+//
+// Peers are matched by cluster peer bits: the peers ClusterNetworkPolicy rules name get
+// small numbers of their own (usePeerBits), a pod entry holds those of the peers it belongs
+// to as a bitmap (podEntry.clusterPeers), and a table ANDs it with the bitmap of the peers
+// its rules name, however many NetworkPolicy peers the pod belongs to.
 
 // clusterTable is the rules of one direction of the ClusterNetworkPolicies of a combo, in
 // the order they are judged (priority, then name, then rule index): a rule's rank is its
