@@ -261,3 +261,16 @@ func (c *Compiler) CheckCombos() error {
 	}
 	return nil
 }
+
+// ClusterTableShape returns the most words of rules a combo table of the last snapshot has,
+// and how many cluster peer bits the compiler gave out.
+func (c *Compiler) ClusterTableShape() (words, peerBits int) {
+	for _, ct := range c.last.combos {
+		for _, t := range ct {
+			if t != nil {
+				words = max(words, int(t.words))
+			}
+		}
+	}
+	return words, len(c.cnps.bitUses)
+}
