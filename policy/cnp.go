@@ -675,12 +675,30 @@ func passes(steps []ClusterStep) string {
 // clusterJudges reports whether a ClusterNetworkPolicy of one of the tiers selects the pod
 // with rules of the direction.
 func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool {
+	if e.claimants != nil { // an address several pods claim: judged with each
+		return slices.ContainsFunc(e.claimants, func(c *podEntry) bool { return s.clusterJudges(c, dir, tiers...) })
+	}
 	for _, id := range e.groups {
 		if g := &s.groups[id]; len(g.pols[dir]) > 0 && slices.Contains(tiers, g.tier) {
 			return true
 		}
 	}
 	return false
+}
+
+// nodeJudged reports whether a policy can deny the pod's traffic with its own node in a
+// direction (LocalNodeJudged): its Admin tier, or — when no NetworkPolicy isolates it for
+// that direction, which would allow it — its Baseline tier has a rule that can match a node
+// address. An address several pods claim is judged with each.
+func (s *Snapshot) nodeJudged(e *podEntry, dir Direction) bool {
+	if e.claimants != nil {
+		return slices.ContainsFunc(e.claimants, func(c *podEntry) bool { return s.nodeJudged(c, dir) })
+	}
+	t := e.egress
+	if dir == Ingress {
+		t = e.ingress
+	}
+	return s.nodeJudges(e, dir, AdminTier) || (t == nil && s.nodeJudges(e, dir, BaselineTier))
 }
 
 // nodeJudges reports whether a ClusterNetworkPolicy of the tier selecting the pod has a rule

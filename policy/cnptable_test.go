@@ -6,6 +6,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
+	"github.com/podwall/podwall/policy/flow"
 	"github.com/podwall/podwall/policy/policytest"
 )
 
@@ -78,5 +79,35 @@ func TestClusterGroupIDReused(t *testing.T) {
 	}
 	if err := c.CheckCombos(); err != nil {
 		t.Error(err)
+	}
+}
+
+// An address two live pods claim is judged with each (conflict.go); the datapath must queue
+// it when a ClusterNetworkPolicy selects either claimant, not only when one is isolated by a
+// NetworkPolicy.
+func TestClusterPolicyJudgesClaimedAddress(t *testing.T) {
+	s := cnpCluster(nil, cnp("twin-in", `
+tier: Admin
+priority: 1
+subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: twin}}}}
+ingress: [{action: Deny, from: [{namespaces: {matchLabels: {tenant: bar}}}]}]
+egress: [{action: Deny, to: [{nodes: {}}]}]
+`))
+	s.Pods = append(s.Pods, tweak(pod("prod", "web-twin", policytest.Labels("app", "twin"), "10.244.1.2"), onNode("node-1")))
+	c := NewCompiler("node-1")
+	if err := c.Replace(s); err != nil {
+		t.Fatal(err)
+	}
+	snap := c.Snapshot()
+	if d := snap.Decide(flow.Flow{Src: mustAddr("10.244.2.11"), Dst: mustAddr("10.244.1.2"), Proto: flow.TCP, Port: 80}); d.Ingress.Code != ClusterDenied {
+		t.Fatalf("bar/app → the claimed 10.244.1.2: %v, want cnp/twin-in's Deny", d.Ingress.Code)
+	}
+	in, eg := snap.LocalIsolated()
+	if got, want := addrs(in)+addrs(eg), "[10.244.1.2][10.244.1.2]"; got != want {
+		t.Errorf("judged (ingress, egress): %s, want %s: the claimed address", got, want)
+	}
+	in, eg = snap.LocalNodeJudged()
+	if got, want := addrs(in)+addrs(eg), "[][10.244.1.2]"; got != want {
+		t.Errorf("own-node judged: %s, want %s (web-twin's egress to nodes)", got, want)
 	}
 }

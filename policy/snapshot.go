@@ -118,10 +118,10 @@ func (s *Snapshot) LocalNodeJudged() (ingress, egress []netip.Addr) {
 		if !e.local {
 			continue
 		}
-		if s.nodeJudges(e, Ingress, AdminTier) || (e.ingress == nil && s.nodeJudges(e, Ingress, BaselineTier)) {
+		if s.nodeJudged(e, Ingress) {
 			ingress = append(ingress, a)
 		}
-		if s.nodeJudges(e, Egress, AdminTier) || (e.egress == nil && s.nodeJudges(e, Egress, BaselineTier)) {
+		if s.nodeJudged(e, Egress) {
 			egress = append(egress, a)
 		}
 	}
