@@ -236,6 +236,32 @@ type clusterTableBuilder struct {
 	ports   []uint64 // packed port classes
 	classes []uint64 // their masks, end to end
 	mask    []uint64
+	protos  []uint64 // scratch of groupByProto
+	spans2  []uint64
+}
+
+// groupByProto reorders b.spans by protocol, ascending — all the port classes need of their
+// order, cheaper than sorting for the few protocols there are.
+func (b *clusterTableBuilder) groupByProto() {
+	b.protos = b.protos[:0]
+	for _, x := range b.spans {
+		if !slices.Contains(b.protos, x>>56) {
+			b.protos = append(b.protos, x>>56)
+		}
+	}
+	if len(b.protos) < 2 {
+		return
+	}
+	slices.Sort(b.protos)
+	b.spans2 = b.spans2[:0]
+	for _, p := range b.protos {
+		for _, x := range b.spans {
+			if x>>56 == p {
+				b.spans2 = append(b.spans2, x)
+			}
+		}
+	}
+	b.spans, b.spans2 = b.spans2, b.spans
 }
 
 // build merges the rules of one direction of pols, which are in precedence order; bit gives
@@ -292,7 +318,7 @@ func (b *clusterTableBuilder) build(dir Direction, pols []*compiledPolicy, bit m
 	// covers is left to the rules without ports. Adjacent pieces of the same rules are one
 	// class. Their masks are numbered for now (class k's at k·words of b.classes).
 	b.ports, b.classes = b.ports[:0], b.classes[:0]
-	slices.Sort(b.spans)
+	b.groupByProto()
 	lo16 := func(x uint64) uint64 { return x >> 40 & 0xffff }
 	hi16 := func(x uint64) uint64 { return x >> 24 & 0xffff }
 	for spans := b.spans; len(spans) > 0; {
