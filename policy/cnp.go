@@ -124,11 +124,39 @@ type cnpGroup struct {
 	combos         map[*cnpCombo]struct{}
 }
 
-// groupTables are the policies of a group with rules of each Direction, in precedence
-// order. Immutable.
+// groupTables are the rules of a group by Direction (nil when none of its policies has rules
+// of that direction). Immutable.
 type groupTables struct {
-	tier Tier
-	pols [2][]*compiledPolicy
+	tier   Tier
+	tables [2]*groupRules
+}
+
+// groupRules are the policies of a group with rules of one direction, in precedence order
+// (the combos' tables merge them: cnptable.go).
+type groupRules struct {
+	dir  Direction
+	pols []*compiledPolicy
+}
+
+// policies returns the policies, in precedence order; none when r is nil.
+func (r *groupRules) policies() []*compiledPolicy {
+	if r == nil {
+		return nil
+	}
+	return r.pols
+}
+
+// mayMatchAddrs reports whether some rule can match a remote end that is not a pod (a node
+// address): a rule without peers or with networks or nodes.
+func (r *groupRules) mayMatchAddrs() bool {
+	for _, cp := range r.policies() {
+		for _, rl := range cp.rules(r.dir) {
+			if rl.any || len(rl.addrs.v4) > 0 || len(rl.addrs.v6) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ClusterRef returns the PolicyRef of a ClusterNetworkPolicy.
@@ -369,8 +397,10 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 					pols = append(pols, cp)
 				}
 			}
-			slices.SortFunc(pols, byPrecedence)
-			gt.pols[dir] = pols
+			if len(pols) > 0 {
+				slices.SortFunc(pols, byPrecedence)
+				gt.tables[dir] = &groupRules{dir, pols}
+			}
 		}
 		out[g.id] = gt
 		g.tables = gt
@@ -566,8 +596,8 @@ func (c *Compiler) nodeAddrs(sel labels.Selector) []netip.Addr {
 func (s *Snapshot) ClusterProblems() []string {
 	seen := map[string]bool{}
 	for _, g := range s.groups {
-		for _, pols := range g.pols {
-			for _, cp := range pols {
+		for _, t := range g.tables {
+			for _, cp := range t.policies() {
 				for _, p := range cp.cluster.problems {
 					seen[cp.ref.String()+": "+p] = true
 				}
@@ -679,7 +709,7 @@ func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool
 		return slices.ContainsFunc(e.claimants, func(c *podEntry) bool { return s.clusterJudges(c, dir, tiers...) })
 	}
 	for _, id := range e.groups {
-		if g := &s.groups[id]; len(g.pols[dir]) > 0 && slices.Contains(tiers, g.tier) {
+		if g := &s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
 			return true
 		}
 	}
@@ -705,7 +735,7 @@ func (s *Snapshot) nodeJudged(e *podEntry, dir Direction) bool {
 // of the direction that can match a node address.
 func (s *Snapshot) nodeJudges(e *podEntry, dir Direction, tier Tier) bool {
 	for _, id := range e.groups {
-		if g := &s.groups[id]; g.tier == tier && mayMatchAddrs(dir, g.pols[dir]) {
+		if g := &s.groups[id]; g.tier == tier && g.tables[dir].mayMatchAddrs() {
 			return true
 		}
 	}
@@ -718,24 +748,11 @@ func (s *Snapshot) clusterPolicies(e *podEntry, dir Direction, tier Tier) []*com
 	var out []*compiledPolicy
 	for _, id := range e.groups {
 		if g := &s.groups[id]; g.tier == tier {
-			out = append(out, g.pols[dir]...)
+			out = append(out, g.tables[dir].policies()...)
 		}
 	}
 	slices.SortFunc(out, byPrecedence)
 	return out
-}
-
-// mayMatchAddrs reports whether some rule of a direction of pols can match a remote end
-// that is not a pod (a node address): a rule without peers or with networks or nodes.
-func mayMatchAddrs(dir Direction, pols []*compiledPolicy) bool {
-	for _, cp := range pols {
-		for _, r := range cp.rules(dir) {
-			if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // LocalClusterPolicies returns the ClusterNetworkPolicies that select a live pod of the
@@ -748,8 +765,8 @@ func (s *Snapshot) LocalClusterPolicies() []PolicyRef {
 			continue
 		}
 		for _, id := range e.groups {
-			for _, pols := range s.groups[id].pols {
-				for _, cp := range pols {
+			for _, t := range s.groups[id].tables {
+				for _, cp := range t.policies() {
 					seen[cp.ref] = true
 				}
 			}

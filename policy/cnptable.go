@@ -512,7 +512,7 @@ func (c *Compiler) snapshotCombos(last []comboTables) []comboTables {
 		for _, dir := range [...]Direction{Egress, Ingress} {
 			pols = pols[:0]
 			for _, g := range cb.groups {
-				pols = append(pols, g.tables.pols[dir]...)
+				pols = append(pols, g.tables.tables[dir].policies()...)
 			}
 			k := ""
 			if len(pols) > 0 {
