@@ -167,49 +167,51 @@ const linearMax = 8
 // contains reports whether a is in the set.
 func (s *addrSet) contains(a netip.Addr) bool {
 	if a.Is4() {
-		if len(s.v4) == 0 {
-			return false
-		}
-		x := v4(a)
-		if len(s.v4) <= linearMax {
-			for _, r := range s.v4 {
-				if x >= r.lo && x <= r.hi {
-					return true
-				}
-			}
-			return false
-		}
-		i, j := 0, len(s.v4)
-		for i < j { // first range with hi >= x
-			h := int(uint(i+j) >> 1)
-			if s.v4[h].hi < x {
-				i = h + 1
-			} else {
-				j = h
-			}
-		}
-		return i < len(s.v4) && s.v4[i].lo <= x
+		return contains4(s.v4, v4(a))
 	}
-	if len(s.v6) == 0 {
+	return contains6(s.v6, v6(a))
+}
+
+// contains4 reports whether x is in one of the ranges, which are sorted and disjoint.
+func contains4(s []span4, x uint32) bool {
+	if len(s) <= linearMax {
+		for _, r := range s {
+			if x >= r.lo && x <= r.hi {
+				return true
+			}
+		}
 		return false
 	}
-	x := v6(a)
-	if len(s.v6) <= linearMax {
-		for _, r := range s.v6 {
+	i, j := 0, len(s)
+	for i < j { // first range with hi >= x
+		h := int(uint(i+j) >> 1)
+		if s[h].hi < x {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	return i < len(s) && s[i].lo <= x
+}
+
+// contains6 reports whether x is in one of the ranges, which are sorted and disjoint.
+func contains6(s []span6, x u128) bool {
+	if len(s) <= linearMax {
+		for _, r := range s {
 			if !x.less(r.lo) && !r.hi.less(x) {
 				return true
 			}
 		}
 		return false
 	}
-	i, j := 0, len(s.v6)
+	i, j := 0, len(s)
 	for i < j {
 		h := int(uint(i+j) >> 1)
-		if s.v6[h].hi.less(x) {
+		if s[h].hi.less(x) {
 			i = h + 1
 		} else {
 			j = h
 		}
 	}
-	return i < len(s.v6) && !x.less(s.v6[i].lo)
+	return i < len(s) && !x.less(s[i].lo)
 }

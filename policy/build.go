@@ -16,11 +16,17 @@ import (
 type podEntry struct {
 	pod     *Pod
 	local   bool
-	claimed bool       // claimants is set; beside local so that Decide reads one cache line
-	peers   []uint32   // sorted peer ids the pod belongs to
+	claimed bool // claimants is set; beside local so that Decide reads one cache line
+	// combos are the ids of the combos of its Admin and Baseline groups (Snapshot.combos;
+	// cnptable.go); 0 when it has none of that tier.
+	combos  [2]uint32
 	ingress *ruleTable // the rules of the policies isolating it for ingress; nil when none
 	egress  *ruleTable
+	peers   []uint32 // sorted peer ids the pod belongs to
 	ports   []portID // named ports, interned
+	// clusterPeers are the cluster peer bits of the peers it belongs to that
+	// ClusterNetworkPolicies name (cnptable.go).
+	clusterPeers peerBits
 	// claimants is set on the entry of an address several live pods claim (conflict.go):
 	// their entries, sorted by namespace/name. Nil otherwise.
 	claimants []*podEntry
@@ -41,7 +47,7 @@ type portID struct {
 // shares everything unchanged with the previous one; with no change, the previous one.
 func (c *Compiler) Snapshot() *Snapshot {
 	if c.last != nil && len(c.dirty) == 0 && len(c.removed) == 0 && len(c.touched) == 0 && !c.nodesDirty && !c.problemsDirty &&
-		len(c.cnps.dirty) == 0 {
+		len(c.cnps.dirty) == 0 && len(c.cnps.comboDirty) == 0 && len(c.refresh) == 0 {
 		return c.last
 	}
 	c.gen++
@@ -74,18 +80,48 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 	}
 	c.removed = c.removed[:0]
+	for ps, what := range c.refresh {
+		if _, ok := c.dirty[ps]; ok || ps.entry == nil {
+			continue
+		}
+		old := ps.entry
+		ps.entry = c.refreshed(ps, what)
+		if what&refreshGroups != 0 {
+			for _, id := range old.combos {
+				c.releaseCombo(id) // after refreshed, which may share them
+			}
+		}
+		s.byKey[ps.key] = ps.entry
+		for _, ip := range ps.pod.IPs {
+			if s.byIP[ip] == old { // its own address, no other pod claims it: the pod is its owner still
+				s.byIP[ip] = ps.entry
+			} else {
+				c.touched[ip] = struct{}{}
+			}
+		}
+	}
+	clear(c.refresh)
+	for _, g := range c.cnps.born {
+		g.born = false
+	}
+	c.cnps.born = c.cnps.born[:0]
 	for ps := range c.dirty {
 		old := ps.entry
 		ps.entry = c.build(ps)
 		if old != nil {
 			c.releaseTables(old) // after build, which may share its tables
 		}
-		s.byKey[ps.pod.Key()] = ps.entry
+		s.byKey[ps.key] = ps.entry
 		for _, ip := range ps.pod.IPs {
 			c.touched[ip] = struct{}{}
 		}
 	}
 	clear(c.dirty)
+	var lastCombos []comboTables
+	if c.last != nil {
+		lastCombos = c.last.combos
+	}
+	s.combos = c.snapshotCombos(lastCombos)
 	for ip := range c.touched {
 		owners := c.owners[ip]
 		switch len(owners) {
@@ -126,6 +162,12 @@ func (c *Compiler) Snapshot() *Snapshot {
 		}
 		c.nodesDirty = false
 	}
+	for a := range s.nodeIPs {
+		if s.byIP[a] != nil {
+			s.podNodeAddrs = true
+			break
+		}
+	}
 	c.last = s
 	return s
 }
@@ -154,7 +196,7 @@ func (c *Compiler) claim(ps *podState, add bool) {
 // build makes the immutable entry of a pod from its current state.
 func (c *Compiler) build(ps *podState) *podEntry {
 	p := ps.pod
-	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers}
+	e := &podEntry{pod: p, local: c.node != "" && p.Node == c.node, peers: ps.peers, clusterPeers: c.clusterPeers(ps.peers)}
 	if livePod(p) {
 		var ingress, egress []*compiledPolicy
 		for cp := range c.policiesNS[p.Namespace] {
@@ -171,6 +213,7 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		e.ingress = c.table(Ingress, ingress)
 		e.egress = c.table(Egress, egress)
 		e.groups, e.admin = c.podGroups(p)
+		e.combos = [2]uint32{c.combo(e.groups[:e.admin]), c.combo(e.groups[e.admin:])}
 	}
 	for _, np := range p.Ports {
 		if np.Name != "" {
@@ -178,6 +221,35 @@ func (c *Compiler) build(ps *podState) *podEntry {
 		}
 	}
 	return e
+}
+
+// refresh says what of a pod's entry changed when the pod itself did not: its peers (a peer
+// came, went, or got or gave back its cluster peer bit) or its ClusterNetworkPolicy groups
+// (a group came or went). Such an entry is copied with the new ones, not built again.
+type refresh uint8
+
+const (
+	refreshPeers refresh = 1 << iota
+	refreshGroups
+)
+
+// refreshPod marks a pod's entry for copying with new peers or groups at the next Snapshot.
+func (c *Compiler) refreshPod(ps *podState, what refresh) {
+	c.refresh[ps] |= what
+}
+
+// refreshed returns a copy of the entry of a pod with new peers or groups (refresh); it
+// counts one more user of its combos when its groups are new.
+func (c *Compiler) refreshed(ps *podState, what refresh) *podEntry {
+	e := *ps.entry
+	if what&refreshPeers != 0 {
+		e.peers, e.clusterPeers = ps.peers, c.clusterPeers(ps.peers)
+	}
+	if what&refreshGroups != 0 {
+		e.groups, e.admin = c.regroup(ps.pod, e.groups)
+		e.combos = [2]uint32{c.combo(e.groups[:e.admin]), c.combo(e.groups[e.admin:])}
+	}
+	return &e
 }
 
 // tableUse is a cached table and the number of built entries that use it.
@@ -218,6 +290,9 @@ func (c *Compiler) cachedTable(kind Direction, pols []*compiledPolicy) *ruleTabl
 // releaseTables counts one user less of the tables of an entry built before, forgetting a
 // table no entry uses any more.
 func (c *Compiler) releaseTables(e *podEntry) {
+	for _, id := range e.combos {
+		c.releaseCombo(id)
+	}
 	for _, t := range [...]*ruleTable{e.ingress, e.egress} {
 		if t == nil {
 			continue

@@ -84,17 +84,28 @@ type clusterState struct {
 // clusterPolicies are the ClusterNetworkPolicies a Compiler holds, grouped by tier and
 // subject.
 //
-// A group's policies select the same pods, so they share one rule table per direction
-// (their rules merged, in precedence order), and a pod's entry names the groups whose
-// subject holds it. Changing a policy rebuilds the tables of its group only, and no pod
+// A group's policies select the same pods, and a pod's entry names the groups whose subject
+// holds it, and the combo of its groups of each tier (cnptable.go): pods with the same
+// groups share one rule table per direction and tier, their policies' rules in precedence
+// order. Changing a policy rebuilds the tables of the combos holding its group, and no pod
 // entry unless a group appears or disappears (a subject no other policy of the tier has):
-// the Snapshot maps group ids to their tables of the moment. Decide looks up each group of
-// the pod in turn and keeps the rule of highest precedence.
+// the Snapshot maps group and combo ids to their policies and tables of the moment. Decide
+// looks up one combo table per tier and direction.
 type clusterPolicies struct {
 	byName map[string]*clusterState
 	groups map[string]*cnpGroup // tier and subject →
 	byID   []*cnpGroup          // by id; nil where free
 	dirty  map[*cnpGroup]struct{}
+	serial uint64      // of the last group made
+	born   []*cnpGroup // the groups made since the last Snapshot (cnpGroup.born)
+
+	combos     map[string]*cnpCombo // the serials of its groups →
+	comboByID  []*cnpCombo          // by id; nil where free, and at 0 (no combo)
+	comboDirty map[*cnpCombo]struct{}
+	builder    clusterTableBuilder
+	tables     map[string]*clusterTableUse // Direction and the policies' serials → (cnptable.go)
+	peerBit    map[uint32]uint32           // the peers the policies name → their cluster peer bit (cnptable.go)
+	bitUses    []int                       // by bit: how many peer references of the policies use it; 0: free
 	// hostIPs are the addresses of the live host-network pods by node, for nodes peers;
 	// nil until needed and after nodes or host-network pods change (nodesChanged).
 	hostIPs map[string][]netip.Addr
@@ -106,16 +117,46 @@ type cnpGroup struct {
 	key            string
 	tier           Tier
 	subNS, subPods labels.Selector
+	serial         uint64 // unique: ids are reused, serials are not
+	born           bool   // made since the last Snapshot
 	pols           map[*compiledPolicy]struct{}
-	tables         groupTables     // built by Compiler.Snapshot
-	head           *compiledPolicy // the policy judged first, set with tables
+	tables         groupTables // set by Compiler.Snapshot
+	combos         map[*cnpCombo]struct{}
 }
 
-// groupTables are the rule tables of a group, by Direction (nil when none of its policies
-// has rules of that direction). Immutable.
+// groupTables are the rules of a group by Direction (nil when none of its policies has rules
+// of that direction). Immutable.
 type groupTables struct {
 	tier   Tier
-	tables [2]*ruleTable
+	tables [2]*groupRules
+}
+
+// groupRules are the policies of a group with rules of one direction, in precedence order
+// (the combos' tables merge them: cnptable.go).
+type groupRules struct {
+	dir  Direction
+	pols []*compiledPolicy
+}
+
+// policies returns the policies, in precedence order; none when r is nil.
+func (r *groupRules) policies() []*compiledPolicy {
+	if r == nil {
+		return nil
+	}
+	return r.pols
+}
+
+// mayMatchAddrs reports whether some rule can match a remote end that is not a pod (a node
+// address): a rule without peers or with networks or nodes.
+func (r *groupRules) mayMatchAddrs() bool {
+	for _, cp := range r.policies() {
+		for _, rl := range cp.rules(r.dir) {
+			if rl.any || len(rl.addrs.v4) > 0 || len(rl.addrs.v6) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ClusterRef returns the PolicyRef of a ClusterNetworkPolicy.
@@ -192,7 +233,8 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 		if c.cnps.groups == nil {
 			c.cnps.groups, c.cnps.dirty = map[string]*cnpGroup{}, map[*cnpGroup]struct{}{}
 		}
-		g = &cnpGroup{key: key, tier: ci.tier, subNS: ci.subNS, subPods: ci.subPods, pols: map[*compiledPolicy]struct{}{}}
+		c.cnps.serial++
+		g = &cnpGroup{key: key, tier: ci.tier, subNS: ci.subNS, subPods: ci.subPods, pols: map[*compiledPolicy]struct{}{}, serial: c.cnps.serial}
 		g.id = uint32(slices.Index(c.cnps.byID, nil))
 		if g.id == ^uint32(0) {
 			g.id = uint32(len(c.cnps.byID))
@@ -200,10 +242,13 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 		}
 		c.cnps.byID[g.id] = g
 		c.cnps.groups[key] = g
+		g.born = true
+		c.cnps.born = append(c.cnps.born, g)
 		c.markSubjects(g)
 	}
 	g.pols[cp] = struct{}{}
 	c.cnps.dirty[g] = struct{}{}
+	c.usePeerBits(cp)
 	return g
 }
 
@@ -212,6 +257,7 @@ func (c *Compiler) join(cp *compiledPolicy) *cnpGroup {
 func (c *Compiler) leave(g *cnpGroup, cp *compiledPolicy) {
 	delete(g.pols, cp)
 	c.cnps.dirty[g] = struct{}{}
+	c.dropPeerBits(cp)
 	if len(g.pols) == 0 {
 		delete(c.cnps.groups, g.key)
 		c.cnps.byID[g.id] = nil
@@ -253,7 +299,7 @@ func (c *Compiler) nodesChanged() {
 	}
 }
 
-// markSubjects marks dirty the pods a group selects.
+// markSubjects marks the pods a group selects for new groups.
 func (c *Compiler) markSubjects(g *cnpGroup) {
 	for ns, pods := range c.podsByNS {
 		nsl := c.nsLabels(ns)
@@ -262,16 +308,14 @@ func (c *Compiler) markSubjects(g *cnpGroup) {
 		}
 		for ps := range pods {
 			if g.selects(nsl, ps.pod) {
-				c.dirty[ps] = struct{}{}
+				c.refreshPod(ps, refreshGroups)
 			}
 		}
 	}
 }
 
 // podGroups returns the ids of the groups whose subject holds a pod, the Admin tier's first
-// (how many: admin), each tier's by the precedence of their first policy: Decide skips a group whose first rule comes after the rule it found,
-// so that it seldom looks at late groups. (A later change of priority leaves the order as it
-// was until the pod is rebuilt: that costs time, never correctness.)
+// (how many: admin), each tier's by id.
 func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 	if len(c.cnps.groups) == 0 || !livePod(p) {
 		return nil, 0
@@ -283,9 +327,39 @@ func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 			gs = append(gs, g)
 		}
 	}
-	slices.SortFunc(gs, func(a, b *cnpGroup) int {
-		return cmp.Or(cmp.Compare(a.tier, b.tier), byPrecedence(a.head, b.head), cmp.Compare(a.id, b.id))
-	})
+	return groupIDs(gs)
+}
+
+// regroup returns podGroups for a pod whose groups were ids, given that the pod did not
+// change since: the groups of ids that live on, and those made since the last Snapshot
+// (born) whose subject holds it.
+func (c *Compiler) regroup(p *Pod, ids []uint32) ([]uint32, int) {
+	var gs []*cnpGroup
+	for _, id := range ids {
+		if g := c.cnps.byID[id]; g != nil {
+			if !g.born { // else the id's group was forgotten and the id reused
+				gs = append(gs, g)
+			}
+		}
+	}
+	if len(c.cnps.born) > 0 && livePod(p) {
+		nsl := c.nsLabels(p.Namespace)
+		for _, g := range c.cnps.born {
+			if c.cnps.byID[g.id] == g && g.selects(nsl, p) {
+				gs = append(gs, g)
+			}
+		}
+	}
+	slices.SortFunc(gs, func(a, b *cnpGroup) int { return cmp.Compare(a.id, b.id) })
+	return groupIDs(gs)
+}
+
+// groupIDs returns the ids of groups sorted by id, the Admin tier's first (how many: admin).
+func groupIDs(gs []*cnpGroup) (ids []uint32, admin int) {
+	if len(gs) == 0 {
+		return nil, 0
+	}
+	slices.SortStableFunc(gs, func(a, b *cnpGroup) int { return cmp.Compare(a.tier, b.tier) })
 	ids = make([]uint32, len(gs))
 	for i, g := range gs {
 		ids[i] = g.id
@@ -296,16 +370,8 @@ func (c *Compiler) podGroups(p *Pod) (ids []uint32, admin int) {
 	return ids, admin
 }
 
-// tierGroups returns the ids of the pod's groups of one tier.
-func (e *podEntry) tierGroups(tier Tier) []uint32 {
-	if tier == AdminTier {
-		return e.groups[:e.admin]
-	}
-	return e.groups[e.admin:]
-}
-
-// snapshotGroups rebuilds the tables of the groups changed since the last Snapshot and
-// returns the groups' tables by id.
+// snapshotGroups sorts the policies of the groups changed since the last Snapshot, marks
+// the combos holding them for rebuilding, and returns the groups' policies by id.
 func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 	if len(c.cnps.dirty) == 0 {
 		return last
@@ -313,10 +379,14 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 	out := make([]groupTables, len(c.cnps.byID))
 	copy(out, last)
 	for g := range c.cnps.dirty {
+		for cb := range g.combos {
+			c.cnps.comboDirty[cb] = struct{}{}
+		}
 		if c.cnps.byID[g.id] != g { // forgotten; its id may be another group's now
 			if int(g.id) < len(out) && c.cnps.byID[g.id] == nil {
 				out[g.id] = groupTables{}
 			}
+			g.tables = groupTables{}
 			continue
 		}
 		gt := groupTables{tier: g.tier}
@@ -329,16 +399,11 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 			}
 			if len(pols) > 0 {
 				slices.SortFunc(pols, byPrecedence)
-				gt.tables[dir] = c.builder.build("", dir, pols)
+				gt.tables[dir] = &groupRules{dir, pols}
 			}
 		}
 		out[g.id] = gt
-		g.tables, g.head = gt, nil
-		for cp := range g.pols {
-			if g.head == nil || byPrecedence(cp, g.head) < 0 {
-				g.head = cp
-			}
-		}
+		g.tables = gt
 	}
 	clear(c.cnps.dirty)
 	return out
@@ -348,18 +413,10 @@ func (c *Compiler) snapshotGroups(last []groupTables) []groupTables {
 // priority, then — for policies of the same priority, which the API leaves to the
 // implementation — by name.
 func byPrecedence(a, b *compiledPolicy) int {
-	return cmp.Or(cmp.Compare(a.cluster.priority, b.cluster.priority), strings.Compare(a.ref.Name, b.ref.Name))
-}
-
-// before reports whether rule i of a judges before rule j of b (policies of one tier).
-func before(a *compiledPolicy, i int, b *compiledPolicy, j int) bool {
-	if a == b {
-		return i < j
-	}
 	if a.cluster.priority != b.cluster.priority {
-		return a.cluster.priority < b.cluster.priority
+		return cmp.Compare(a.cluster.priority, b.cluster.priority)
 	}
-	return a.ref.Name < b.ref.Name
+	return strings.Compare(a.ref.Name, b.ref.Name)
 }
 
 // compileClusterPolicy compiles a ClusterNetworkPolicy that passed validation, registering its
@@ -648,12 +705,30 @@ func passes(steps []ClusterStep) string {
 // clusterJudges reports whether a ClusterNetworkPolicy of one of the tiers selects the pod
 // with rules of the direction.
 func (s *Snapshot) clusterJudges(e *podEntry, dir Direction, tiers ...Tier) bool {
+	if e.claimants != nil { // an address several pods claim: judged with each
+		return slices.ContainsFunc(e.claimants, func(c *podEntry) bool { return s.clusterJudges(c, dir, tiers...) })
+	}
 	for _, id := range e.groups {
 		if g := &s.groups[id]; g.tables[dir] != nil && slices.Contains(tiers, g.tier) {
 			return true
 		}
 	}
 	return false
+}
+
+// nodeJudged reports whether a policy can deny the pod's traffic with its own node in a
+// direction (LocalNodeJudged): its Admin tier, or — when no NetworkPolicy isolates it for
+// that direction, which would allow it — its Baseline tier has a rule that can match a node
+// address. An address several pods claim is judged with each.
+func (s *Snapshot) nodeJudged(e *podEntry, dir Direction) bool {
+	if e.claimants != nil {
+		return slices.ContainsFunc(e.claimants, func(c *podEntry) bool { return s.nodeJudged(c, dir) })
+	}
+	t := e.egress
+	if dir == Ingress {
+		t = e.ingress
+	}
+	return s.nodeJudges(e, dir, AdminTier) || (t == nil && s.nodeJudges(e, dir, BaselineTier))
 }
 
 // nodeJudges reports whether a ClusterNetworkPolicy of the tier selecting the pod has a rule
@@ -678,21 +753,6 @@ func (s *Snapshot) clusterPolicies(e *podEntry, dir Direction, tier Tier) []*com
 	}
 	slices.SortFunc(out, byPrecedence)
 	return out
-}
-
-// mayMatchAddrs reports whether some rule of t can match a remote end that is not a pod (a
-// node address): a rule without peers or with networks or nodes.
-func (t *ruleTable) mayMatchAddrs() bool {
-	if t == nil {
-		return false
-	}
-	for _, rr := range t.rules {
-		r := &rr.cp.rules(t.dir)[rr.index]
-		if r.any || len(r.addrs.v4) > 0 || len(r.addrs.v6) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // LocalClusterPolicies returns the ClusterNetworkPolicies that select a live pod of the

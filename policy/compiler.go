@@ -39,6 +39,7 @@ type Compiler struct {
 	builder    tableBuilder
 
 	dirty      map[*podState]struct{} // entries to rebuild
+	refresh    map[*podState]refresh  // entries to copy with new peers or groups (build.go)
 	touched    map[netip.Addr]struct{}
 	removed    []*podEntry // entries of deleted pods
 	nodesDirty bool
@@ -55,6 +56,7 @@ type Compiler struct {
 
 // podState is the compiler's mutable record of one pod.
 type podState struct {
+	key   string // namespace/name
 	pod   *Pod
 	peers []uint32  // sorted ids of the peers whose selectors match the pod; copy on write
 	entry *podEntry // the entry published last, nil before the first Snapshot
@@ -87,6 +89,7 @@ func NewCompiler(node string) *Compiler {
 		owners:     map[netip.Addr][]*podState{},
 		tables:     map[string]*tableUse{},
 		dirty:      map[*podState]struct{}{},
+		refresh:    map[*podState]refresh{},
 		touched:    map[netip.Addr]struct{}{},
 
 		sourcePolicies: map[string]error{},
@@ -212,7 +215,7 @@ func (c *Compiler) SetPod(p Pod) {
 	}
 	np := clonePod(&p)
 	if ps == nil {
-		ps = &podState{pod: np}
+		ps = &podState{pod: np, key: key}
 		c.pods[key] = ps
 		byNS := c.podsByNS[p.Namespace]
 		if byNS == nil {
@@ -253,6 +256,7 @@ func (c *Compiler) DeletePod(namespace, name string) {
 		delete(c.podsByNS, namespace)
 	}
 	delete(c.dirty, ps)
+	delete(c.refresh, ps)
 	if ps.entry != nil {
 		c.removed = append(c.removed, ps.entry)
 		c.releaseTables(ps.entry)

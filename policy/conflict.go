@@ -49,7 +49,7 @@ func claimed(owners []*podState) *podEntry {
 		cs[i] = o.entry
 	}
 	slices.SortFunc(cs, func(a, b *podEntry) int { return strings.Compare(a.pod.Key(), b.pod.Key()) })
-	e := &podEntry{pod: cs[0].pod, claimed: true, claimants: cs, peers: cs[0].peers, ports: cs[0].ports}
+	e := &podEntry{pod: cs[0].pod, claimed: true, claimants: cs, peers: cs[0].peers, ports: cs[0].ports, clusterPeers: cs[0].clusterPeers}
 	for _, c := range cs {
 		e.local = e.local || c.local
 		// Any claimant's table marks the address isolated for the datapath; Decide judges
@@ -64,6 +64,7 @@ func claimed(owners []*podState) *podEntry {
 			return !ok
 		})
 		e.ports = slices.DeleteFunc(slices.Clone(e.ports), func(p portID) bool { return !slices.Contains(c.ports, p) })
+		e.clusterPeers = e.clusterPeers.and(c.clusterPeers)
 	}
 	return e
 }

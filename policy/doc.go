@@ -32,9 +32,10 @@
 // itself is allowed; then the Admin tier (priority ascending, equal priorities by name, rules
 // in order; Accept and Deny decide, Pass goes on); then NetworkPolicy for a pod it isolates
 // (which may always reach its own node); then the Baseline tier; then allow. Policies of one
-// tier and subject form a group sharing one rule table per direction (clusterPolicies); a pod
-// entry names its groups and Decide keeps the matching rule of highest precedence among
-// them, so that editing a policy rebuilds its group's tables, not the pods. Fields the API
+// tier and subject form a group (clusterPolicies); pods with the same groups of a tier share
+// a combo, whose table per direction holds its policies' rules in precedence order as bit
+// masks (cnptable.go), so that Decide looks up one table per tier and direction and editing
+// a policy rebuilds the tables of the combos holding its group, not the pods. Fields the API
 // says to fail closed on (an unknown peer, protocol or action; domainNames, unsupported) make
 // an Accept rule match nothing of them and a Deny or Pass rule deny all; ClusterProblems
 // reports them and equal-priority pairs. nodes peers match node and host-network pod

@@ -49,7 +49,7 @@ func (c *Compiler) peer(ns string, nsSel, podSel *metav1.LabelSelector) uint32 {
 		if c.peerMatches(q, ps.pod) {
 			// ids grow monotonically, so a new id goes last.
 			ps.peers = append(slices.Clip(ps.peers), q.id)
-			c.dirty[ps] = struct{}{}
+			c.refreshPod(ps, refreshPeers)
 		}
 	})
 	return q.id
@@ -70,7 +70,7 @@ func (c *Compiler) release(cp *compiledPolicy) {
 		c.peerCandidates(p, func(ps *podState) {
 			if i, ok := slices.BinarySearch(ps.peers, id); ok {
 				ps.peers = slices.Delete(slices.Clone(ps.peers), i, i+1)
-				c.dirty[ps] = struct{}{}
+				c.refreshPod(ps, refreshPeers)
 			}
 		})
 	}

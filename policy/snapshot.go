@@ -19,6 +19,10 @@ type Snapshot struct {
 	byKey   map[string]*podEntry     // every pod by namespace/name
 	nodeIPs map[netip.Addr]string    // node addresses (Node objects, hostNetwork pods) → node
 	groups  []groupTables            // ClusterNetworkPolicy groups by id (podEntry.groups)
+	// podNodeAddrs says whether a pod's address (byIP) is a node address too (nodeIPs):
+	// without, a flow between two pods is never a pod's own-node traffic.
+	podNodeAddrs bool
+	combos       []comboTables // ClusterNetworkPolicy combos by id (podEntry.combos)
 
 	problems  []Problem  // objects rejected alone (invalid.go)
 	conflicts []Conflict // addresses several live pods claim (conflict.go)
@@ -114,10 +118,10 @@ func (s *Snapshot) LocalNodeJudged() (ingress, egress []netip.Addr) {
 		if !e.local {
 			continue
 		}
-		if s.nodeJudges(e, Ingress, AdminTier) || (e.ingress == nil && s.nodeJudges(e, Ingress, BaselineTier)) {
+		if s.nodeJudged(e, Ingress) {
 			ingress = append(ingress, a)
 		}
-		if s.nodeJudges(e, Egress, AdminTier) || (e.egress == nil && s.nodeJudges(e, Egress, BaselineTier)) {
+		if s.nodeJudged(e, Egress) {
 			egress = append(egress, a)
 		}
 	}
@@ -178,10 +182,10 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 		j.Code = Self
 		return j
 	}
-	if len(pod.groups) > 0 && s.cluster(&j, AdminTier, pod, dir, remote, raddr, dst, f) {
+	if pod.combos[0] != 0 && s.cluster(&j, AdminTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
-	ownNode := pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
+	ownNode := (remote == nil || s.podNodeAddrs) && pod.pod.Node != "" && s.nodeIPs[raddr] == pod.pod.Node
 	t := pod.egress
 	if dir == Ingress {
 		t = pod.ingress
@@ -199,7 +203,7 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 		j.Verdict, j.Code = Deny, NoRuleAllows
 		return j
 	}
-	if len(pod.groups) > 0 && s.cluster(&j, BaselineTier, pod, dir, remote, raddr, dst, f) {
+	if pod.combos[1] != 0 && s.cluster(&j, BaselineTier, pod, dir, remote, raddr, dst, f) {
 		return j
 	}
 	j.Code = NotIsolated
@@ -210,39 +214,28 @@ func (s *Snapshot) judge(dir Direction, pod, remote *podEntry, raddr netip.Addr,
 }
 
 // cluster judges a flow by the ClusterNetworkPolicies of one tier selecting pod and reports
-// whether the tier decided; a Pass rule is recorded in the judgement. It looks up the
-// table of each group of the pod (few: policies with one subject share one) and keeps the
-// matching rule of highest precedence.
+// whether the tier decided; a Pass rule is recorded in the judgement. It looks up the table
+// of the pod's combo of that tier (cnptable.go): its policies' rules in precedence order.
 func (s *Snapshot) cluster(j *Judgement, tier Tier, pod *podEntry, dir Direction, remote *podEntry, raddr netip.Addr, dst *podEntry, f flow.Flow) bool {
-	var best *rankedRule
-	for _, id := range pod.tierGroups(tier) {
-		t := s.groups[id].tables[dir]
-		if t == nil {
-			continue
-		}
-		if best != nil && !before(t.rules[0].cp, t.rules[0].index, best.cp, best.index) {
-			continue // its first rule comes after the one found
-		}
-		if rank := t.first(remote, raddr, dst, f); rank != noRank {
-			if r := &t.rules[rank]; best == nil || before(r.cp, r.index, best.cp, best.index) {
-				best = r
-			}
-		}
-	}
-	if best == nil {
+	t := s.combos[pod.combos[tier-AdminTier]][dir]
+	if t == nil {
 		return false
 	}
-	ci := best.cp.cluster
-	switch ci.action(dir, best.index) {
+	rank := t.first(remote, raddr, dst, f)
+	if rank == noRank {
+		return false
+	}
+	best := &t.rules[rank]
+	switch best.action {
 	case ActionAccept:
 		j.Code = ClusterAccepted
 	case ActionDeny:
 		j.Verdict, j.Code = Deny, ClusterDenied
 	default:
 		if tier == AdminTier {
-			j.AdminPass = &ci.steps[dir][best.index]
+			j.AdminPass = best.step
 		} else {
-			j.BaselinePass = &ci.steps[dir][best.index]
+			j.BaselinePass = best.step
 		}
 		return false
 	}
