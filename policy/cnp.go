@@ -70,6 +70,7 @@ type clusterInfo struct {
 	names    [2][]string  // spec rule names, by Direction, by rule index
 	nodes    bool         // some rule names nodes: recompiled when nodes change
 	problems []string     // what it holds that podwall enforces fail-closed
+	invalid  error        // why it failed validation (compileInvalidCluster); nil when valid
 	subNS    labels.Selector
 	subPods  labels.Selector
 }
@@ -194,6 +195,9 @@ func (c *Compiler) DeleteClusterPolicy(name string) {
 		return
 	}
 	delete(c.cnps.byName, name)
+	if cs.cp.cluster.invalid != nil {
+		c.problemsDirty = true
+	}
 	c.leave(cs.group, cs.cp)
 	c.release(cs.cp)
 }
@@ -215,6 +219,9 @@ func (c *Compiler) setClusterPolicy(cnp *cnpv1alpha2.ClusterNetworkPolicy, force
 		return
 	}
 	cp := c.compileClusterPolicy(cnp)
+	if cp.cluster.invalid != nil || (old != nil && old.cp.cluster.invalid != nil) {
+		c.problemsDirty = true // Snapshot.Problems lists the invalid ones
+	}
 	g := c.join(cp)
 	c.cnps.byName[cnp.Name] = &clusterState{obj: cnp.DeepCopy(), cp: cp, group: g}
 	if old != nil {
@@ -786,7 +793,7 @@ func (s *Snapshot) LocalClusterPolicies() []PolicyRef {
 func (c *Compiler) compileInvalidCluster(cnp *cnpv1alpha2.ClusterNetworkPolicy, err error) *compiledPolicy {
 	c.nextSerial++
 	ref := ClusterRef(cnp)
-	ci := &clusterInfo{tier: ref.Tier, priority: cnp.Spec.Priority}
+	ci := &clusterInfo{tier: ref.Tier, priority: cnp.Spec.Priority, invalid: err}
 	if ci.priority < 0 || ci.priority > 1000 {
 		ci.priority = 0
 	}

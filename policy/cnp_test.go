@@ -672,6 +672,15 @@ func TestClusterNetworkPolicyInvalid(t *testing.T) {
 			if whole := compileWorld(t, s); whole.snap.Decide(w.flowOf("prod/web", "192.0.2.1", "80/TCP")).Verdict != egress {
 				t.Error("a compile from nothing decides otherwise")
 			}
+			// Listed among the objects rejected alone (podwall_policy_invalid), until it goes.
+			if ps := w.snap.Problems(); len(ps) != 1 || ps[0].Kind != KindClusterNetworkPolicy || ps[0].Name != tc.name ||
+				ps[0].Where != "" || !strings.Contains(ps[0].Err.Error(), tc.want[0]) {
+				t.Errorf("Problems %+v, want ClusterNetworkPolicy %s alone, saying %q", ps, tc.name, tc.want[0])
+			}
+			c.DeleteClusterPolicy(tc.name)
+			if ps := c.Snapshot().Problems(); len(ps) != 0 {
+				t.Errorf("Problems after the policy went: %+v", ps)
+			}
 		})
 	}
 }

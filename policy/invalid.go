@@ -97,13 +97,20 @@ func sameProblem(a, b Problem) bool {
 		(a.Err == nil) == (b.Err == nil) && (a.Err == nil || a.Err.Error() == b.Err.Error())
 }
 
-// problems returns the source's problems and the invalid policies the source did not
-// report, sorted.
+// problems returns the source's problems and the invalid policies (NetworkPolicies and
+// ClusterNetworkPolicies) the source did not report, sorted.
 func (c *Compiler) problems() []Problem {
 	out := slices.Clone(c.sourceProblems)
 	for _, ps := range c.policies {
 		if cp := ps.cp; cp.invalid != nil && c.sourcePolicies[cp.ref.String()] == nil {
 			out = append(out, Problem{Kind: KindNetworkPolicy, Namespace: cp.ref.Namespace, Name: cp.ref.Name, Err: cp.invalid})
+		}
+	}
+	for name, cs := range c.cnps.byName { // invalid ClusterNetworkPolicies from the API
+		if err := cs.cp.cluster.invalid; err != nil && !slices.ContainsFunc(c.sourceProblems, func(p Problem) bool {
+			return p.Kind == KindClusterNetworkPolicy && p.Name == name
+		}) {
+			out = append(out, Problem{Kind: KindClusterNetworkPolicy, Name: name, Err: err})
 		}
 	}
 	slices.SortFunc(out, compareProblems)

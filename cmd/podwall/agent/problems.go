@@ -52,7 +52,7 @@ type problemCollector struct{ in *inForce }
 
 var (
 	invalidDesc = prometheus.NewDesc("podwall_policy_invalid",
-		"1 for each object rejected alone in the snapshot in force: a NetworkPolicy enforced fail-closed, a Pod holding no address, a Namespace matching no namespaceSelector, a Node with an unusable address, a ClusterNetworkPolicy of the manifests enforced fail-closed.",
+		"1 for each object rejected alone in the snapshot in force: a NetworkPolicy enforced fail-closed, a Pod holding no address, a Namespace matching no namespaceSelector, a Node with an unusable address, a ClusterNetworkPolicy enforced fail-closed.",
 		[]string{"kind", "namespace", "name"}, nil)
 	conflictsDesc = prometheus.NewDesc("podwall_policy_address_conflicts",
 		"Addresses that several live pods claim in the snapshot in force, each judged with every claimant.", nil, nil)
