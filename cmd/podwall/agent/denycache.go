@@ -87,7 +87,8 @@ func newDenyCache(ttl time.Duration, log *slog.Logger) *denyCache {
 // offer hands f, denied by generation gen, to the adder without waiting, and reports
 // whether it did: false when the cache is off, for a protocol without ports (the kernel
 // cache only keys flows with ports), and when the queue is full (counted). It runs on a
-// queue reader for every deny: no allocation, no lock.
+// queue reader for every deny: no allocation and no wait (a non-blocking channel send, whose
+// short internal lock the adder shares).
 func (c *denyCache) offer(f flow.Flow, gen uint64) bool {
 	if c.ch == nil || !f.Proto.HasPorts() {
 		return false
