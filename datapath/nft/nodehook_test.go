@@ -51,21 +51,20 @@ func dialFrom(t *testing.T, ns netns.NsHandle, dst netip.Addr) echoFlow {
 	return echoFlow{c}
 }
 
-// The own-node chains with real packets and nobody reading the queues (fail closed): a pod
-// of the nodeegress sets cannot open a connection to its node, the node cannot open one to
-// a pod of the nodeingress sets; everything else between pods and their node, and between
-// pods, stays in the kernel; established connections keep working; emptying the sets opens
-// the way again.
-func TestLiveNodeHooks(t *testing.T) {
+// newNodeHookLab builds the pod lab for the own-node hook tests — the node's addresses
+// node4 (10.244.0.1, on the pod interfaces) and node6 (a global IPv6 one on lo), echo servers
+// in the node and in pod a — and programs a Ruleset with cfg in the node, closed (failing as
+// cfg says) when the test ends. It skips without root or the lab's tools.
+func newNodeHookLab(t *testing.T, cfg Config) (l *podLab, r *Ruleset, node4, node6 netip.Addr) {
+	t.Helper()
 	requireRoot(t)
 	for _, tool := range []string{"ip", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("live traffic test: no %s to build the lab with", tool)
 		}
 	}
-	l := newPodLab(t)
-	// The node's addresses: 10.244.0.1 (on the pod interfaces) and a global IPv6 one.
-	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
+	l = newPodLab(t)
+	node4, node6 = netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
 	if err := inNS(l.node, func() error {
 		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
 	}); err != nil {
@@ -73,13 +72,22 @@ func TestLiveNodeHooks(t *testing.T) {
 	}
 	udpEcho(t, l.node)
 	udpEcho(t, l.a)
-
-	cfg := Config{QueueNum: 110, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}
-	r, err := New(withNetNS(cfg, int(l.node)))
+	var err error
+	r, err = New(withNetNS(cfg, int(l.node)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close(false)
+	t.Cleanup(func() { r.Close(false) })
+	return l, r, node4, node6
+}
+
+// The own-node chains with real packets and nobody reading the queues (fail closed): a pod
+// of the nodeegress sets cannot open a connection to its node, the node cannot open one to
+// a pod of the nodeingress sets; everything else between pods and their node, and between
+// pods, stays in the kernel; established connections keep working; emptying the sets opens
+// the way again.
+func TestLiveNodeHooks(t *testing.T) {
+	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 110, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}})
 	if err := r.ProgramSyncWindow(1, nil, nil, Window{}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,29 +170,9 @@ func TestLiveNodeHooks(t *testing.T) {
 // and a cached flow of a pod the chain does not judge, pass. A Sync of a new generation
 // lets the very next attempt through, queued again.
 func TestLiveNodeHooksDenyCache(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"ip", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("live traffic test: no %s to build the lab with", tool)
-		}
-	}
-	l := newPodLab(t)
-	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
-	if err := inNS(l.node, func() error {
-		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	udpEcho(t, l.node)
-	udpEcho(t, l.a)
-
 	const ttl = 10 * time.Second // the test never waits for it
-	cfg := Config{QueueNum: 111, QueueCount: 1, FailOpen: true, PodInterfacePrefixes: []string{"pw"}, DenyCacheTTL: ttl}
-	r, err := New(withNetNS(cfg, int(l.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(false)
+	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 111, QueueCount: 1, FailOpen: true,
+		PodInterfacePrefixes: []string{"pw"}, DenyCacheTTL: ttl})
 	judged := Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}
 	if err := r.ProgramSyncWindow(1, nil, nil, judged); err != nil {
 		t.Fatal(err)
@@ -251,28 +239,7 @@ func TestLiveNodeHooksDenyCache(t *testing.T) {
 // node one to it; a known pod (b) is not queued; with the window sets empty (no policy
 // could deny that direction) nothing is queued at all.
 func TestLiveNodeHooksWindow(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"ip", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("live traffic test: no %s to build the lab with", tool)
-		}
-	}
-	l := newPodLab(t)
-	node4, node6 := netip.MustParseAddr("10.244.0.1"), netip.MustParseAddr("fd00:99::1")
-	if err := inNS(l.node, func() error {
-		return exec.Command("ip", "addr", "add", node6.String()+"/128", "dev", "lo", "nodad").Run()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	udpEcho(t, l.node)
-	udpEcho(t, l.a)
-
-	cfg := Config{QueueNum: 112, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}}
-	r, err := New(withNetNS(cfg, int(l.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(false)
+	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 112, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}})
 	ranges := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("fd00:10:244::/64")}
 	known := l.list("b4", "b6") // a is unknown to the policy
 	if err := r.ProgramSyncWindow(1, nil, nil, Window{Local: known}); err != nil {
