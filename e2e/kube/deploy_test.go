@@ -58,27 +58,33 @@ func deployObjects(t *testing.T) []*unstructured.Unstructured {
 	}
 	var objs []*unstructured.Unstructured
 	for _, r := range k["resources"].([]any) {
-		f, err := os.Open(filepath.Join(dir, r.(string)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-		for {
-			var u unstructured.Unstructured
-			err := dec.Decode(&u.Object)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", r, err)
-			}
-			if len(u.Object) > 0 {
-				objs = append(objs, &u)
-			}
-		}
-		f.Close()
+		objs = append(objs, decodeObjects(t, filepath.Join(dir, r.(string)))...)
 	}
 	return objs
+}
+
+// decodeObjects decodes the YAML or JSON documents of the file at path (empty documents
+// left out), failing the test with the file named.
+func decodeObjects(t *testing.T, path string) []*unstructured.Unstructured {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, &u)
+		}
+	}
 }
 
 // apply server-side-applies objects as the admin (dryRun: nothing is stored).

@@ -3,16 +3,11 @@ package kube
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -79,22 +74,7 @@ func createWithStatus(t *testing.T, c *cluster.Cluster, path string) {
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(c.Admin)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cluster.Client(t, c.Admin).Discovery()))
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
+	for _, u := range decodeObjects(t, path) {
 		gvk := u.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
@@ -104,7 +84,7 @@ func createWithStatus(t *testing.T, c *cluster.Cluster, path string) {
 		if m.Scope.Name() == "namespace" {
 			r = dyn.Resource(m.Resource).Namespace(u.GetNamespace())
 		}
-		created, err := r.Create(ctx, &u, metav1.CreateOptions{})
+		created, err := r.Create(ctx, u, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("%s: create %s %s: %v", path, gvk.Kind, u.GetName(), err)
 		}

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -20,8 +18,6 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podwall/podwall/cmd/podwall/lab"
@@ -71,23 +67,7 @@ func TestWhatifRBAC(t *testing.T) {
 // pod proxy.
 func whatifToken(t *testing.T, c *cluster.Cluster) string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(repo, "deploy/examples/whatif/rbac.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	for {
-		var u unstructured.Unstructured
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, &u)
-	}
-	apply(t, c, false, objs...)
+	apply(t, c, false, decodeObjects(t, filepath.Join(repo, "deploy/examples/whatif/rbac.yaml"))...)
 	ctx := context.Background()
 	tr, err := cluster.Client(t, c.Admin).CoreV1().ServiceAccounts("podwall-system").CreateToken(ctx, "podwall-whatif",
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}},
