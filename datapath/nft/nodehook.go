@@ -137,20 +137,19 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		nr.windows = append(nr.windows, newRangeSet(t, d))
 	}
 	for _, h := range []struct {
-		name     string
-		hook     *nftables.ChainHook
-		lo       string
-		loKey    expr.MetaKey
-		field    string
-		set4     string
-		set6     string
-		addrBase uint32 // 0 for saddr, the address length for daddr
-		window4  string
-		window6  string
+		name    string
+		hook    *nftables.ChainHook
+		lo      string
+		loKey   expr.MetaKey
+		field   string
+		set4    string
+		set6    string
+		window4 string
+		window6 string
 	}{
-		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6, 0,
+		{InputChainName, nftables.ChainHookInput, "iif", expr.MetaKeyIIF, "saddr", SetNodeEgress4, SetNodeEgress6,
 			SetNodeEgressWindow4, SetNodeEgressWindow6},
-		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6, 1,
+		{OutputChainName, nftables.ChainHookOutput, "oif", expr.MetaKeyOIF, "daddr", SetNodeIngress4, SetNodeIngress6,
 			SetNodeIngressWindow4, SetNodeIngressWindow6},
 	} {
 		cr := chainRules{chain: newHookChain(t, h.name, h.hook)}
@@ -172,28 +171,10 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		// The deny cache, forward's sets: a pod retrying a connection to its node that the
 		// agent denied is dropped here, not queued again. Only for the pods the chain
 		// queues: the node's own traffic pays one lookup in a small set, not the flow's.
-		cr.rules = append(cr.rules, deniedRules(cfg, cacheGate{h.set4, h.set6, h.addrBase == 1})...)
-		for _, m := range []struct {
-			set    string
-			family byte
-		}{{h.set4, unix.NFPROTO_IPV4}, {h.set6, unix.NFPROTO_IPV6}} {
-			proto, off, n := "ip", uint32(12), uint32(4)
-			if m.family == unix.NFPROTO_IPV6 {
-				proto, off, n = "ip6", 8, 16
-			}
-			off += h.addrBase * n // daddr follows saddr in both headers
-			cr.rules = append(cr.rules, rule{
-				text: fmt.Sprintf("%s %s @%s counter %s", proto, h.field, m.set, queueText),
-				exprs: []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-					&expr.Lookup{SourceRegister: 1, SetName: m.set},
-					&expr.Counter{},
-					queueExpr(),
-				},
-			})
-		}
+		cr.rules = append(cr.rules, deniedRules(cfg, cacheGate{h.set4, h.set6, h.field == "daddr"})...)
+		cr.rules = append(cr.rules,
+			addrQueueRule(h.set4, unix.NFPROTO_IPV4, h.field, queueText, queueExpr),
+			addrQueueRule(h.set6, unix.NFPROTO_IPV6, h.field, queueText, queueExpr))
 		// The new-pod window at this hook: a pod the policy does not know yet, while a
 		// policy could deny its traffic with its node (the window sets hold the ranges).
 		cr.rules = append(cr.rules,

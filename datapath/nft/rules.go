@@ -184,27 +184,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 		// ip6 daddr @ingress6 counter <queue>
 		{SetIngress6, unix.NFPROTO_IPV6, "daddr"},
 	} {
-		proto, off, n := "ip", uint32(12), uint32(4) // IPv4 saddr
-		if m.family == unix.NFPROTO_IPV6 {
-			proto, off, n = "ip6", 8, 16 // IPv6 saddr
-		}
-		if m.field == "daddr" {
-			off += n // daddr follows saddr in both headers
-		}
-		rs.rules = append(rs.rules, rule{
-			text: fmt.Sprintf("%s %s @%s counter %s", proto, m.field, m.set, queueText),
-			exprs: []expr.Any{
-				// meta nfproto ipv4|ipv6: implicit in "ip"/"ip6" in an inet table.
-				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-				// SetID 0: the kernel resolves the set by name; in Program's
-				// batch the set is created (or kept) before the rules.
-				&expr.Lookup{SourceRegister: 1, SetName: m.set},
-				&expr.Counter{},
-				queueExpr(),
-			},
-		})
+		rs.rules = append(rs.rules, addrQueueRule(m.set, m.family, m.field, queueText, queueExpr))
 	}
 	rs.window = windowSets(t)
 	rs.rules = append(rs.rules, windowRules(queueText, queueExpr)...)
@@ -347,6 +327,32 @@ func revokedRules(cfg Config) []rule {
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		},
 	}}
+}
+
+// addrQueueRule queues what has its source (field "saddr") or destination ("daddr") address
+// of family in set: `ip saddr @egress4 counter <queue>`.
+func addrQueueRule(set string, family byte, field, queueText string, queueExpr func() expr.Any) rule {
+	proto, off, n := "ip", uint32(12), uint32(4) // IPv4 saddr
+	if family == unix.NFPROTO_IPV6 {
+		proto, off, n = "ip6", 8, 16 // IPv6 saddr
+	}
+	if field == "daddr" {
+		off += n // daddr follows saddr in both headers
+	}
+	return rule{
+		text: fmt.Sprintf("%s %s @%s counter %s", proto, field, set, queueText),
+		exprs: []expr.Any{
+			// meta nfproto ipv4|ipv6: implicit in "ip"/"ip6" in an inet table.
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			// SetID 0: the kernel resolves the set by name; in Program's batch the set is
+			// created (or kept) before the rules.
+			&expr.Lookup{SourceRegister: 1, SetName: set},
+			&expr.Counter{},
+			queueExpr(),
+		},
+	}
 }
 
 // queueAction returns the nft text of the queue verdict and a constructor
