@@ -88,6 +88,14 @@ type Config struct {
 	// most MaxDenyCacheTTL; 0 turns the cache off: no sets, no rules.
 	DenyCacheTTL time.Duration
 
+	// AllowCacheTTL is how long the kernel accepts new packets of a flow the agent has
+	// just allowed, without queueing them (the allow cache: sets allowed4 and allowed6,
+	// filled by AddAllowed, emptied by every Sync of a new generation); an element may cover
+	// a range of destination ports over which the policy cannot change its verdict. In
+	// whole milliseconds, at most MaxAllowCacheTTL; 0 (the default) turns it off: every new
+	// connection of a judged pod is queued, and so seen by the stream and counted.
+	AllowCacheTTL time.Duration
+
 	// NetNS, when above 0, is an open file descriptor of a network namespace
 	// (/proc/PID/ns/net, /run/netns/NAME, a netns.NsHandle) that New programs
 	// instead of the calling thread's. It is used only while New runs; the
@@ -100,6 +108,11 @@ type Config struct {
 // counters and decision stream while it holds them: beyond a minute that hides more than
 // it saves.
 const MaxDenyCacheTTL = time.Minute
+
+// MaxAllowCacheTTL bounds Config.AllowCacheTTL, for the same reason: the connections the
+// cache accepts are invisible to the agent's verdict counters, the decision stream and the
+// flow history while it holds them.
+const MaxAllowCacheTTL = time.Minute
 
 // ifNameMax is IFNAMSIZ-1: the longest interface name the kernel accepts.
 const ifNameMax = 15
@@ -126,11 +139,16 @@ func (c Config) Validate() error {
 		}
 		seen[p] = true
 	}
-	switch ttl := c.DenyCacheTTL; {
-	case ttl < 0, ttl > MaxDenyCacheTTL:
-		errs = append(errs, fmt.Errorf("deny cache TTL %v outside 0 (off) to %v", ttl, MaxDenyCacheTTL))
-	case ttl%time.Millisecond != 0:
-		errs = append(errs, fmt.Errorf("deny cache TTL %v not in whole milliseconds (the kernel's unit)", ttl))
+	for _, k := range []struct {
+		name     string
+		ttl, max time.Duration
+	}{{"deny", c.DenyCacheTTL, MaxDenyCacheTTL}, {"allow", c.AllowCacheTTL, MaxAllowCacheTTL}} {
+		switch {
+		case k.ttl < 0, k.ttl > k.max:
+			errs = append(errs, fmt.Errorf("%s cache TTL %v outside 0 (off) to %v", k.name, k.ttl, k.max))
+		case k.ttl%time.Millisecond != 0:
+			errs = append(errs, fmt.Errorf("%s cache TTL %v not in whole milliseconds (the kernel's unit)", k.name, k.ttl))
+		}
 	}
 	switch c.Mode {
 	case ModeAuto, ModeNative, ModeCompat:

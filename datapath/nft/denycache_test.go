@@ -30,7 +30,7 @@ func deniedElems(t *testing.T, h netns.NsHandle) []string {
 	}
 	out := []string{}
 	for _, d := range deniedDefs {
-		elems, err := c.GetSetElements(newDeniedSet(newTable(), d, time.Second))
+		elems, err := c.GetSetElements(denyCache.newSet(newTable(), d, time.Second))
 		if err != nil {
 			t.Fatalf("read set %s: %v", d.name, err)
 		}

@@ -8,7 +8,7 @@
 // established and related traffic, pods no policy selects — stays in the
 // kernel. The chain never changes while the agent runs: policy changes only
 // move pod addresses in and out of four sets, by element batches (Sync),
-// and the deny cache's elements come and go. If someone else removes or
+// and the verdict caches' elements come and go. If someone else removes or
 // damages the table, Damage says so and the agent programs it again
 // (below, "Lifecycle").
 //
@@ -151,6 +151,33 @@
 // verdict of the replaced policy is in the cache and none can enter. Program
 // empties it too: after a restart the verdicts came from another process's
 // policy. Config.DenyCacheTTL 0 leaves the sets and the rules out.
+//
+// # The allow cache
+//
+// Opt-in (Config.AllowCacheTTL, 0 by default): the mirror of the deny
+// cache for allowed flows, so that a client opening connection after
+// connection to the same pod costs one queue round trip per TTL, not one
+// per connection. The agent hands each allowed flow to AddAllowed with the
+// span of destination ports over which the policy of that generation cannot
+// change its verdict (policy.Snapshot.PortSpan: between two neighbouring
+// port boundaries of the whole policy); allowed4 and allowed6 are interval
+// sets of source . destination . protocol . port range with per-element
+// timeouts, and a rule after each deny-cache rule accepts a new packet found
+// in them:
+//
+//	ip saddr . ip daddr . meta l4proto . th dport @allowed4 counter accept
+//	ip6 saddr . ip6 daddr . meta l4proto . th dport @allowed6 counter accept
+//
+// (in the input and output chains gated like the deny cache's). Emptied
+// with the deny cache by every Sync of a new generation and by Program,
+// refused for any other generation (ErrStale) under the same lock: a new
+// policy is never shadowed, and a tightening one has the connections it
+// denies cut by the revoker as always. The price is visibility, which is
+// why it is off by default: a connection the kernel accepts from the cache
+// reaches neither the decision stream, nor the verdict counters, nor the
+// flow history (what-if); Counters.AllowCached counts them. Spans of one
+// generation never overlap unless equal, which the kernel's interval sets
+// require (it refuses an overlapping element).
 //
 // Hook: forward, because it sees pod-to-pod traffic on one node and traffic
 // between nodes, and it runs after every prerouting chain, so Service

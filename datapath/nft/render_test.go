@@ -50,7 +50,9 @@ func compareGolden(t *testing.T, name string, got []byte) {
 
 // The renderings that Program can install: both queue renderings, both
 // failure policies, and a single queue (no fanout) without anti-spoofing
-// and without the deny cache (no sets denied4 and denied6, no rules).
+// and without the deny cache (no sets denied4 and denied6, no rules), and
+// one with the allow cache too (sets allowed4 and allowed6, a rule after each
+// deny-cache rule).
 func TestRenderGolden(t *testing.T) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		t.Skip("golden files hold host-endian values of a little-endian host")
@@ -59,6 +61,8 @@ func TestRenderGolden(t *testing.T) {
 	single.QueueCount = 1
 	single.PodInterfacePrefixes = nil
 	single.DenyCacheTTL = 0
+	allow := goldenConfig(false)
+	allow.AllowCacheTTL = 3 * time.Second
 	for _, tc := range []struct {
 		golden string
 		cfg    Config
@@ -69,6 +73,7 @@ func TestRenderGolden(t *testing.T) {
 		{"render-compat-failclosed.golden", goldenConfig(false), ModeCompat},
 		{"render-compat-failopen.golden", goldenConfig(true), ModeCompat},
 		{"render-compat-single-queue.golden", single, ModeCompat},
+		{"render-compat-allow-cache.golden", allow, ModeCompat},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			got, err := Render(tc.cfg, tc.mode)
@@ -128,6 +133,10 @@ func TestConfigValidate(t *testing.T) {
 		{"deny cache past a minute", Config{QueueCount: 1, DenyCacheTTL: time.Minute + time.Millisecond}, []string{"deny cache TTL"}},
 		{"negative deny cache", Config{QueueCount: 1, DenyCacheTTL: -time.Second}, []string{"deny cache TTL"}},
 		{"deny cache below a millisecond", Config{QueueCount: 1, DenyCacheTTL: 1500 * time.Microsecond}, []string{"whole milliseconds"}},
+		{"allow cache at most a minute", Config{QueueCount: 1, AllowCacheTTL: time.Minute}, nil},
+		{"allow cache past a minute", Config{QueueCount: 1, AllowCacheTTL: time.Minute + time.Millisecond}, []string{"allow cache TTL"}},
+		{"negative allow cache", Config{QueueCount: 1, AllowCacheTTL: -time.Second}, []string{"allow cache TTL"}},
+		{"allow cache below a millisecond", Config{QueueCount: 1, AllowCacheTTL: 1500 * time.Microsecond}, []string{"whole milliseconds"}},
 		{"no queues", Config{}, []string{"queue count"}},
 		{"queues past 65535", Config{QueueNum: 65533, QueueCount: 4}, []string{"exceed 65535"}},
 		{"all problems at once", Config{

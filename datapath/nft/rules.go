@@ -23,6 +23,9 @@ const (
 
 	SetDenied4 = "denied4"
 	SetDenied6 = "denied6"
+
+	SetAllowed4 = "allowed4"
+	SetAllowed6 = "allowed6"
 )
 
 // DenyCacheSize is the most flows each deny-cache set (denied4, denied6) holds. Beyond it
@@ -30,6 +33,10 @@ const (
 // the flows left out reach the queue, as they would without a cache. 65,536 elements of
 // at most 40 bytes of key cost a few MiB of kernel memory at worst.
 const DenyCacheSize = 65536
+
+// AllowCacheSize is the most elements each allow-cache set (allowed4, allowed6) holds; as
+// with the deny cache, additions beyond it fail and the flows left out go on being queued.
+const AllowCacheSize = 65536
 
 // ChainPriority is the priority of the forward base chain: filter + 10.
 //
@@ -77,6 +84,33 @@ var deniedDefs = []setDef{
 	{SetDenied6, unix.NFPROTO_IPV6},
 }
 
+// allowedDefs lists the allow-cache sets, created and rendered after deniedDefs.
+var allowedDefs = []setDef{
+	{SetAllowed4, unix.NFPROTO_IPV4},
+	{SetAllowed6, unix.NFPROTO_IPV6},
+}
+
+// cacheKind is one of the kernel's two verdict caches (doc.go, "The deny cache" and "The
+// allow cache"): its sets, what its elements key, and the verdict its rules give.
+type cacheKind struct {
+	name string // "deny" or "allow", for errors
+	defs []setDef
+	// ports: an element covers a range of destination ports (an interval set), not one.
+	ports bool
+	size  uint32
+	// verdict is what a hit gets, word its nft spelling.
+	verdict expr.VerdictKind
+	word    string
+	ttl     func(Config) time.Duration
+}
+
+var (
+	denyCache = cacheKind{name: "deny", defs: deniedDefs, size: DenyCacheSize,
+		verdict: expr.VerdictDrop, word: "drop", ttl: func(c Config) time.Duration { return c.DenyCacheTTL }}
+	allowCache = cacheKind{name: "allow", defs: allowedDefs, ports: true, size: AllowCacheSize,
+		verdict: expr.VerdictAccept, word: "accept", ttl: func(c Config) time.Duration { return c.AllowCacheTTL }}
+)
+
 // rule is one rule of the forward chain: its nft text and the expressions
 // that build it.
 type rule struct {
@@ -89,8 +123,9 @@ type rule struct {
 type ruleset struct {
 	table *nftables.Table
 	sets  []*nftables.Set // the address sets, setDefs
-	// denied are the deny-cache sets, deniedDefs; none when the cache is off.
-	denied []*nftables.Set
+	// denied are the deny-cache sets, deniedDefs; none when the cache is off. allowed are
+	// the allow cache's, allowedDefs, likewise.
+	denied, allowed []*nftables.Set
 	// window are the new-pod window's sets: local4, local6, podranges4, podranges6.
 	window []*nftables.Set
 	chain  *nftables.Chain
@@ -109,10 +144,11 @@ func newSet(t *nftables.Table, d setDef) *nftables.Set {
 	return &nftables.Set{Table: t, Name: d.name, KeyType: key}
 }
 
-// newDeniedSet returns a deny-cache set: a flow key (source address . destination address
+// newCacheSet returns a set of cache k: a flow key (source address . destination address
 // . protocol . destination port, each field padded to 4 bytes as in the registers) whose
-// elements time out after ttl.
-func newDeniedSet(t *nftables.Table, d setDef, ttl time.Duration) *nftables.Set {
+// elements time out after ttl; for the allow cache an interval set, whose elements cover a
+// range of destination ports.
+func (k cacheKind) newSet(t *nftables.Table, d setDef, ttl time.Duration) *nftables.Set {
 	addr := nftables.TypeIPAddr
 	if d.family == unix.NFPROTO_IPV6 {
 		addr = nftables.TypeIP6Addr
@@ -121,19 +157,21 @@ func newDeniedSet(t *nftables.Table, d setDef, ttl time.Duration) *nftables.Set 
 		Table: t, Name: d.name,
 		KeyType:       nftables.MustConcatSetType(addr, addr, nftables.TypeInetProto, nftables.TypeInetService),
 		Concatenation: true,
+		Interval:      k.ports,
 		HasTimeout:    true, Timeout: ttl,
-		Size: DenyCacheSize,
+		Size: k.size,
 	}
 }
 
-// deniedSets returns the deny-cache sets of a ruleset with this TTL: none when 0 (off).
-func deniedSets(t *nftables.Table, ttl time.Duration) []*nftables.Set {
+// sets returns the sets of cache k in a ruleset with cfg: none when its TTL is 0 (off).
+func (k cacheKind) sets(t *nftables.Table, cfg Config) []*nftables.Set {
+	ttl := k.ttl(cfg)
 	if ttl == 0 {
 		return nil
 	}
 	var out []*nftables.Set
-	for _, d := range deniedDefs {
-		out = append(out, newDeniedSet(t, d, ttl))
+	for _, d := range k.defs {
+		out = append(out, k.newSet(t, d, ttl))
 	}
 	return out
 }
@@ -158,7 +196,8 @@ func build(cfg Config, mode QueueMode) ruleset {
 	for _, d := range setDefs {
 		rs.sets = append(rs.sets, newSet(t, d))
 	}
-	rs.denied = deniedSets(t, cfg.DenyCacheTTL)
+	rs.denied = denyCache.sets(t, cfg)
+	rs.allowed = allowCache.sets(t, cfg)
 
 	// Before the established accept: nothing the kernel lets through as part of a known
 	// connection may bypass them.
@@ -167,7 +206,8 @@ func build(cfg Config, mode QueueMode) ruleset {
 
 	rs.rules = append(rs.rules, establishedRule())
 
-	rs.rules = append(rs.rules, deniedRules(cfg, cacheGate{})...)
+	rs.rules = append(rs.rules, denyCache.rules(cfg, cacheGate{})...)
+	rs.rules = append(rs.rules, allowCache.rules(cfg, cacheGate{})...)
 
 	queueText, queueExpr := queueAction(cfg, mode)
 	for _, m := range []struct {
@@ -191,7 +231,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 	return rs
 }
 
-// cacheGate limits the deny-cache rules of a chain to the packets of some pods: those whose
+// cacheGate limits the cache rules of a chain to the packets of some pods: those whose
 // source address (input: a pod's packet to its node) or destination address (output: the
 // node's packet to a pod) is in set4 or set6. The zero cacheGate (forward) looks every new
 // packet up.
@@ -200,8 +240,8 @@ type cacheGate struct {
 	daddr      bool
 }
 
-// deniedRules returns the deny-cache rules, one per family, gated by g; none when the cache
-// is off (Config.DenyCacheTTL 0):
+// rules returns the rules of cache k, one per family, gated by g; none when the cache is
+// off (its TTL 0). The deny cache's:
 //
 //	ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //	ip6 saddr . ip6 daddr . meta l4proto . th dport @denied6 counter drop
@@ -210,26 +250,29 @@ type cacheGate struct {
 //
 //	ip saddr @nodeegress4 ip saddr . ip daddr . meta l4proto . th dport @denied4 counter drop
 //
+// and the allow cache's the same with @allowed4, @allowed6 and accept.
+//
 // The deny cache: a new packet of a flow the agent denied less than the TTL ago is dropped
-// here, before the queue rules. The key is the flow as the verdict cache keys it
-// (flow.Flow), built in consecutive registers as nft concatenates: each field starts at a
-// 4-byte boundary; the kernel zeroes the padding (meta stores one byte in a zeroed
+// here, before the queue rules; the allow cache accepts one of a flow it allowed, after the
+// deny cache's rules and before the queue rules. The key is the flow as the verdict cache
+// keys it (flow.Flow), built in consecutive registers as nft concatenates: each field starts
+// at a 4-byte boundary; the kernel zeroes the padding (meta stores one byte in a zeroed
 // register, payload zeroes the rest of the last register). A register number below 8 names
 // a 16-byte register, 8 and above a 4-byte one; nft writes a 16-byte aligned field with the
 // 16-byte name and the kernel lists it so, hence 1, 2, 3 and 17 for IPv6. th dport reads
 // bytes 2-3 of the transport header: the destination port of TCP, UDP and SCTP, the only
-// protocols AddDenied puts in; for any other protocol the key holds its number, which no
-// element has. A non-first fragment has no transport header: th fails and the rule does
-// not match. The gate's lookup reads the address already loaded for the key (saddr in
-// register 1, daddr in 9 or 2), so the key's set lookup comes last: Counters tells the rule
-// by it.
-func deniedRules(cfg Config, g cacheGate) []rule {
-	if cfg.DenyCacheTTL == 0 {
+// protocols AddDenied and AddAllowed put in; for any other protocol the key holds its
+// number, which no element has. A non-first fragment has no transport header: th fails and
+// the rule does not match. The lookup is the same whether the set holds single keys or
+// port ranges (the allow cache's interval set). The gate's lookup reads the address already
+// loaded for the key (saddr in register 1, daddr in 9 or 2), so the key's set lookup comes
+// last: Counters tells the rule by it.
+func (k cacheKind) rules(cfg Config, g cacheGate) []rule {
+	if k.ttl(cfg) == 0 {
 		return nil
 	}
 	var out []rule
-	for _, m := range []struct {
-		set                string
+	for i, m := range []struct {
 		gate               string
 		family             byte
 		proto              string
@@ -238,9 +281,10 @@ func deniedRules(cfg Config, g cacheGate) []rule {
 		daddrReg, protoReg uint32
 		dportReg           uint32
 	}{
-		{SetDenied4, g.set4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
-		{SetDenied6, g.set6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
+		{g.set4, unix.NFPROTO_IPV4, "ip", 4, 12, 16, 9, 10, 11},
+		{g.set6, unix.NFPROTO_IPV6, "ip6", 16, 8, 24, 2, 3, 17},
 	} {
+		set := k.defs[i].name
 		exprs := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.family}},
@@ -256,13 +300,13 @@ func deniedRules(cfg Config, g cacheGate) []rule {
 			text = fmt.Sprintf("%s %s @%s ", m.proto, field, m.gate)
 			exprs = append(exprs, &expr.Lookup{SourceRegister: reg, SetName: m.gate})
 		}
-		text += fmt.Sprintf("%[1]s saddr . %[1]s daddr . meta l4proto . th dport @%s counter drop", m.proto, m.set)
+		text += fmt.Sprintf("%[1]s saddr . %[1]s daddr . meta l4proto . th dport @%s counter %s", m.proto, set, k.word)
 		exprs = append(exprs,
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: m.protoReg},
 			&expr.Payload{DestRegister: m.dportReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Lookup{SourceRegister: 1, SetName: m.set},
+			&expr.Lookup{SourceRegister: 1, SetName: set},
 			&expr.Counter{},
-			&expr.Verdict{Kind: expr.VerdictDrop},
+			&expr.Verdict{Kind: k.verdict},
 		)
 		out = append(out, rule{text: text, exprs: exprs})
 	}

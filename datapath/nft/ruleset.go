@@ -18,10 +18,10 @@ import (
 // ErrClosed is returned by the methods of a closed Ruleset.
 var ErrClosed = errors.New("nft: ruleset closed")
 
-// ErrStale is returned by AddDenied for verdicts of a policy generation other than the one
+// ErrStale is returned by AddDenied and AddAllowed for verdicts of a policy generation other than the one
 // the last Sync (or ProgramSync) installed: the policy they came from is no longer the one
 // the kernel sets enforce, so they must not enter the deny cache.
-var ErrStale = errors.New("nft: deny cache: verdicts of a policy generation no longer in force")
+var ErrStale = errors.New("nft: verdict cache: verdicts of a policy generation no longer in force")
 
 // maxElemsPerMsg bounds the elements in one netlink message of a set
 // update, so that a large Sync stays well inside the socket's send buffer.
@@ -231,7 +231,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			c.DelChain(ch)
 		}
 	}
-	wantSets := slices.Concat(want.sets, want.denied, want.window, node.sets, node.windows)
+	wantSets := slices.Concat(want.sets, want.denied, want.allowed, want.window, node.sets, node.windows)
 	for _, s := range sets {
 		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
@@ -242,7 +242,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			return fmt.Errorf("nft: add set %s: %w", s.Name, err)
 		}
 	}
-	for _, s := range want.denied {
+	for _, s := range slices.Concat(want.denied, want.allowed) {
 		if slices.ContainsFunc(sets, func(have *nftables.Set) bool { return sameSet(have, s) }) {
 			c.FlushSet(s) // kept, with an earlier run's verdicts
 		}
@@ -332,14 +332,15 @@ func sameSet(have, want *nftables.Set) bool {
 // policy they come from. It reads the sets' current elements from the
 // kernel and sends only the difference, as element deletions and additions
 // in one transaction; when gen differs from the last Sync's, the same
-// transaction empties the deny cache. When nothing differs it sends nothing.
+// transaction empties the deny cache and the allow cache. When nothing differs it sends
+// nothing.
 // IPv4-mapped IPv6 addresses count as IPv4; zones are dropped. An invalid
 // (zero) address is an error and nothing is changed.
 //
 // Call Sync before the policy of gen takes effect anywhere else (the agent
-// swaps its snapshot after): from the moment Sync returns, AddDenied takes
-// verdicts of gen only, and no verdict of an earlier generation is left in
-// the deny cache.
+// swaps its snapshot after): from the moment Sync returns, AddDenied and
+// AddAllowed take verdicts of gen only, and no verdict of an earlier
+// generation is left in either cache.
 func (r *Ruleset) Sync(gen uint64, ingress, egress []netip.Addr) error {
 	return r.sync(gen, ingress, egress, nil)
 }
@@ -399,7 +400,7 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 		}
 	}
 	if !r.synced || gen != r.gen {
-		for _, s := range deniedSets(t, r.cfg.DenyCacheTTL) {
+		for _, s := range slices.Concat(denyCache.sets(t, r.cfg), allowCache.sets(t, r.cfg)) {
 			r.conn.FlushSet(s)
 			changed = true
 		}
@@ -557,24 +558,65 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 // the lock that Sync holds while it empties the cache, so no verdict of a
 // replaced policy can enter the cache after Sync has emptied it.
 func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
-	if r.cfg.DenyCacheTTL == 0 {
-		return 0, errors.New("nft: deny cache off (Config.DenyCacheTTL 0)")
-	}
 	var elems [2][]nftables.SetElement // IPv4, IPv6
 	seen := make(map[string]bool, len(flows))
 	for _, f := range flows {
-		key, v6, ok := deniedKey(f)
+		key, v6, ok := cacheKey(f, f.Port)
 		if !ok || seen[string(key)] {
 			continue
 		}
 		seen[string(key)] = true
-		i := 0
-		if v6 {
-			i = 1
-		}
-		elems[i] = append(elems[i], nftables.SetElement{Key: key})
+		elems[b2i(v6)] = append(elems[b2i(v6)], nftables.SetElement{Key: key})
 	}
+	return r.addCached(denyCache, gen, elems)
+}
 
+// Allowed is a flow the agent allowed and the destination ports its verdict covers, First
+// to Last (policy.Snapshot.PortSpan); Flow.Port is not read.
+type Allowed struct {
+	Flow        flow.Flow
+	First, Last uint16
+}
+
+// AddAllowed puts flows that the agent allowed under policy generation gen into the allow
+// cache: for Config.AllowCacheTTL the kernel accepts new packets from the flow's source to
+// its destination with its protocol and a destination port from First to Last, before they
+// reach the queue. As AddDenied otherwise: no protocol without ports, no duplicates,
+// ErrStale for another generation's verdicts, checked under Sync's lock. The spans of one
+// generation must not overlap unless equal (PortSpan's never do): the kernel refuses an
+// element that overlaps another, and with it its whole transaction.
+func (r *Ruleset) AddAllowed(gen uint64, flows []Allowed) (int, error) {
+	var elems [2][]nftables.SetElement // IPv4, IPv6
+	seen := make(map[string]bool, len(flows))
+	for _, a := range flows {
+		if a.Last < a.First {
+			a.Last = a.First
+		}
+		key, v6, ok := cacheKey(a.Flow, a.First)
+		if !ok || seen[string(key)] {
+			continue
+		}
+		end, _, _ := cacheKey(a.Flow, a.Last)
+		seen[string(key)] = true
+		elems[b2i(v6)] = append(elems[b2i(v6)], nftables.SetElement{Key: key, KeyEnd: end})
+	}
+	return r.addCached(allowCache, gen, elems)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// addCached adds the IPv4 (elems[0]) and IPv6 (elems[1]) elements to the sets of cache k,
+// if gen is the generation in force, in transactions of at most maxDeniedPerBatch elements.
+func (r *Ruleset) addCached(k cacheKind, gen uint64, elems [2][]nftables.SetElement) (int, error) {
+	ttl := k.ttl(r.cfg)
+	if ttl == 0 {
+		return 0, fmt.Errorf("nft: %s cache off (its TTL is 0)", k.name)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -589,8 +631,8 @@ func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
 	}
 	t := newTable()
 	added := 0
-	for i, d := range deniedDefs {
-		s := newDeniedSet(t, d, r.cfg.DenyCacheTTL)
+	for i, d := range k.defs {
+		s := k.newSet(t, d, ttl)
 		for batch := range slices.Chunk(elems[i], maxDeniedPerBatch) {
 			for chunk := range slices.Chunk(batch, maxElemsPerMsg) {
 				if err := r.conn.SetAddElements(s, chunk); err != nil {
@@ -598,9 +640,9 @@ func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
 				}
 			}
 			if err := r.conn.Flush(); errors.Is(err, unix.ENFILE) {
-				return added, fmt.Errorf("nft: deny cache full (set %s holds at most %d flows): %w", s.Name, DenyCacheSize, err)
+				return added, fmt.Errorf("nft: %s cache full (set %s holds at most %d flows): %w", k.name, s.Name, k.size, err)
 			} else if err != nil {
-				return added, fmt.Errorf("nft: add to the deny cache: %w", err)
+				return added, fmt.Errorf("nft: add to the %s cache: %w", k.name, err)
 			}
 			added += len(batch)
 		}
@@ -608,12 +650,12 @@ func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
 	return added, nil
 }
 
-// deniedKey returns the deny-cache key of f, as the rule builds it from a
-// packet: source address, destination address, protocol in a 4-byte field,
-// destination port (big endian) in a 4-byte field. It reports whether the key
+// cacheKey returns the cache key of f with destination port port, as the rule
+// builds it from a packet: source address, destination address, protocol in a
+// 4-byte field, destination port (big endian) in a 4-byte field. It reports whether the key
 // is IPv6, and not ok for flows the cache does not take (no ports, invalid or
 // mixed-family addresses).
-func deniedKey(f flow.Flow) (key []byte, v6, ok bool) {
+func cacheKey(f flow.Flow, port uint16) (key []byte, v6, ok bool) {
 	src, dst := f.Src.Unmap(), f.Dst.Unmap()
 	if !f.Proto.HasPorts() || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
 		return nil, false, false
@@ -622,7 +664,7 @@ func deniedKey(f flow.Flow) (key []byte, v6, ok bool) {
 	key = append(key, src.AsSlice()...)
 	key = append(key, dst.AsSlice()...)
 	key = append(key, byte(f.Proto), 0, 0, 0)
-	key = binary.BigEndian.AppendUint16(key, f.Port)
+	key = binary.BigEndian.AppendUint16(key, port)
 	key = append(key, 0, 0)
 	return key, src.Is6(), true
 }
@@ -641,6 +683,9 @@ type Counters struct {
 	// of flows denied less than Config.DenyCacheTTL ago, which never reached
 	// the queue.
 	DenyCached uint64
+	// AllowCached counts packets accepted by the allow-cache rules: new packets of
+	// flows allowed less than Config.AllowCacheTTL ago, which never reached the queue.
+	AllowCached uint64
 	// Window counts packets sent to userspace by the new-pod window's rules: from or to
 	// an address of the node's pod ranges that no local pod known to the policy has.
 	Window uint64
@@ -704,6 +749,8 @@ func (r *Ruleset) Counters() (Counters, error) {
 			out.Ingress6 += packets
 		case set == SetDenied4, set == SetDenied6:
 			out.DenyCached += packets
+		case set == SetAllowed4, set == SetAllowed6:
+			out.AllowCached += packets
 		case set == SetLocal4, set == SetLocal6:
 			out.Window += packets
 		case set == SetNodeEgress4, set == SetNodeEgress6:
