@@ -50,7 +50,9 @@ func allowedElems(t *testing.T, h netns.NsHandle) []string {
 	return out
 }
 
-func allowed(f flow.Flow, first, last uint16) Allowed { return Allowed{Flow: f, First: first, Last: last} }
+func allowed(f flow.Flow, first, last uint16) Allowed {
+	return Allowed{Flow: f, First: first, Last: last}
+}
 
 // AddAllowed takes port spans of the generation the last Sync installed and no other; a
 // Sync of a new generation empties the cache, Program too; only flows with ports enter,
@@ -83,7 +85,7 @@ func TestLiveAllowCacheGenerations(t *testing.T) {
 		allowed(tcpFlow("10.244.0.2", "10.244.0.3", 0), 20000, 59999), // a duplicate
 		allowed(tcpFlow("10.244.0.2", "10.244.0.3", 0), 5001, 5001),
 		allowed(flow.Flow{Src: netip.MustParseAddr("fd00:10:244::2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.UDP}, 53, 0), // backwards
-		allowed(flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.ICMP}, 0, 0),          // no ports
+		allowed(flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.ICMP}, 0, 0),         // no ports
 		allowed(flow.Flow{Src: netip.MustParseAddr("10.244.0.7"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.SCTP}, 0, 65535),
 	)
 	gen1 := []string{"10.244.0.2 10.244.0.3 TCP 20000-59999", "10.244.0.2 10.244.0.3 TCP 5001-5001",
