@@ -39,6 +39,7 @@ type runOpts struct {
 	keepEstablished bool
 	revokeMark      string
 	denyCacheTTL    time.Duration
+	allowCacheTTL   time.Duration
 	memoryLimit     string
 	podCIDRs        []string
 	holdTimeout     time.Duration
@@ -80,6 +81,14 @@ A flow just denied (source, destination, protocol, destination port) is dropped 
 for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
 cost no round trip to userspace; every policy change empties that cache first.
 
+--allow-cache-ttl (off by default) does the same for allowed flows: for that long the kernel
+accepts new connections from the same source to the same destination and protocol, on any
+destination port over which the policy in force gives the same verdict, without asking the
+agent; every policy change empties it first. New connections then cost the kernel alone, but
+those it accepts are not in the decision stream, the verdict metrics or the flow history
+(podwall_datapath_allow_cache_hits_total counts their packets; the decision that filled the
+cache says so).
+
 A pod is judged from its first packet: a new connection from or to an address of this node's
 pod ranges (the Node's spec.podCIDRs, plus --pod-cidr) that no local pod known to the agent
 has — a pod whose address the agent has not learnt yet, or an address no pod was given — is
@@ -114,6 +123,8 @@ disk loses lines (podwall_flows_log_lost_total), never slows the datapath.`,
 		"bit of the conntrack connection mark that flags a revoked connection (pick another if the CNI uses it)")
 	f.DurationVar(&o.denyCacheTTL, "deny-cache-ttl", 2*time.Second,
 		"how long the kernel drops new packets of a flow just denied, without queueing them (0: off; at most 1m)")
+	f.DurationVar(&o.allowCacheTTL, "allow-cache-ttl", 0,
+		"how long the kernel accepts new connections of a flow just allowed, without queueing them (0: off, the default; at most 1m; see above)")
 	f.StringVar(&o.memoryLimit, "memory-limit", os.Getenv(memoryLimitEnv),
 		"the container's memory limit (bytes or a quantity such as 512Mi; default $"+memoryLimitEnv+"): Go's soft memory limit becomes 90 % of it, unless GOMEMLIMIT is set")
 	f.StringSliceVar(&o.podCIDRs, "pod-cidr", nil,
@@ -246,7 +257,7 @@ func (o *runOpts) run(ctx context.Context) error {
 		Node: node, Source: source, QueueNum: uint16(o.queueNum), Queues: uint16(o.queues),
 		FailOpen: o.failOpen, CacheSize: o.cacheSize, MetricsAddr: o.metricsAddr, DebugAddr: o.debugAddr,
 		PodInterfaces: splitList(o.podInterfaces), KeepEstablished: o.keepEstablished,
-		DenyCacheTTL: o.denyCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout,
+		DenyCacheTTL: o.denyCacheTTL, AllowCacheTTL: o.allowCacheTTL, PodCIDRs: podCIDRs, HoldTimeout: o.holdTimeout,
 		RevokeMark: mark, Log: log,
 		FlowHistory: o.flowHistory, FlowLog: o.flowLog, FlowLogInterval: o.flowLogInterval,
 		FlowLogMaxSize: maxSize, FlowLogMaxFiles: o.flowLogMaxFiles,

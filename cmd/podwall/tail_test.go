@@ -119,10 +119,16 @@ func (s *testStream) verdict(src, dst netip.Addr, port uint16, hit bool) {
 
 // publish is verdict with the deny cache's TTL (set by the agent on denies it cached).
 func (s *testStream) publish(src, dst netip.Addr, port uint16, hit bool, kernelDeny time.Duration) {
+	s.publishWith(src, dst, port, func(r *decisions.Record) { r.CacheHit, r.KernelDenyTTL = hit, kernelDeny })
+}
+
+// publishWith publishes the decision on a TCP flow, its record set up by with.
+func (s *testStream) publishWith(src, dst netip.Addr, port uint16, with func(*decisions.Record)) {
 	f := flow.Flow{Src: src, Dst: dst, Proto: flow.TCP, Port: port}
 	d := s.snap.Decide(f)
 	r := decisions.Record{Time: time.Now(), Flow: f, SrcPort: 40000, Allow: d.LocalVerdict() == policy.Allow,
-		CacheHit: hit, Latency: 2 * time.Microsecond, Queue: 100, KernelDenyTTL: kernelDeny}
+		Latency: 2 * time.Microsecond, Queue: 100}
+	with(&r)
 	s.hub.SetDecision(&r, &d, s.snap)
 	s.hub.Publish(&r)
 }
@@ -163,7 +169,10 @@ func TestTailText(t *testing.T) {
 	a.verdict(apiIP, dbIP, 3306, false)
 	a.verdict(webIP, dbIP, 3306, true)
 	a.publish(webIP, dbIP, 3306, false, 2*time.Second)
-	waitFor(t, "four lines", func() bool { return strings.Count(tr.out.String(), "\n") == 4 })
+	a.publishWith(apiIP, dbIP, 3306, func(r *decisions.Record) {
+		r.KernelAllowTTL, r.KernelAllowPorts = 1500*time.Millisecond, [2]uint16{3306, 3310}
+	})
+	waitFor(t, "five lines", func() bool { return strings.Count(tr.out.String(), "\n") == 5 })
 	tr.stop(t)
 	ls := lines(tr.out.String())
 	for i, want := range []struct{ verdict, colour, src string }{
@@ -178,7 +187,8 @@ func TestTailText(t *testing.T) {
 		}
 	}
 	if !strings.Contains(ls[0], "no rule allows TCP/3306 from prod/web") || !strings.HasSuffix(ls[2], "(cached)") ||
-		!strings.HasSuffix(ls[3], "prod/web (repeats dropped by the kernel for 2s)") {
+		!strings.HasSuffix(ls[3], "prod/web (repeats dropped by the kernel for 2s)") ||
+		!strings.HasSuffix(ls[4], "(new connections to ports 3306-3310 accepted by the kernel for 1.5s)") {
 		t.Errorf("reasons: %q", ls)
 	}
 	// Aligned: the reason starts in the same column on every line.

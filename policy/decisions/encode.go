@@ -2,6 +2,7 @@ package decisions
 
 import (
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 	"weak"
@@ -23,11 +24,35 @@ func AppendJSON(b []byte, e *Event) []byte {
 	b = appendTime(b, e.Time)
 	var f fragment
 	f.build(e)
-	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue, e.KernelDenyTTLms)
+	k := kernelCached{denyTTLms: e.KernelDenyTTLms, allowTTLms: e.KernelAllowTTLms}
+	if e.KernelAllowPorts != "" {
+		first, last, _ := strings.Cut(e.KernelAllowPorts, "-")
+		a, _ := strconv.ParseUint(first, 10, 16)
+		z, _ := strconv.ParseUint(last, 10, 16)
+		k.allowPorts = [2]uint16{uint16(a), uint16(z)}
+	}
+	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue, k)
+}
+
+// kernelCached is what a record says about the kernel's verdict caches.
+type kernelCached struct {
+	denyTTLms, allowTTLms int64
+	allowPorts            [2]uint16
+}
+
+func (r *Record) kernel() kernelCached {
+	return kernelCached{denyTTLms: r.KernelDenyTTL.Milliseconds(), allowTTLms: r.KernelAllowTTL.Milliseconds(), allowPorts: r.KernelAllowPorts}
+}
+
+// appendPorts appends the allow cache's port span as "first-last".
+func (k kernelCached) appendPorts(b []byte) []byte {
+	b = strconv.AppendUint(b, uint64(k.allowPorts[0]), 10)
+	b = append(b, '-')
+	return strconv.AppendUint(b, uint64(k.allowPorts[1]), 10)
 }
 
 // fragment is an encoded event less its per-packet fields (type, time, srcPort, cacheHit,
-// latencyNs, queue, kernelDenyTTLms): what the flow, the verdict and the snapshot decide.
+// latencyNs, queue, kernelDenyTTLms, kernelAllowTTLms, kernelAllowPorts): what the flow, the verdict and the snapshot decide.
 // srcPort goes at cut[0], the others at cut[1].
 type fragment struct {
 	b     []byte
@@ -100,7 +125,7 @@ func (f *fragment) build(e *Event) {
 
 // append appends the fragment with the per-packet fields to b, which holds `{"type":…,"time":…`.
 // kernelDenyTTLms is left out when 0 (omitempty).
-func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int64, queue uint16, kernelDenyTTLms int64) []byte {
+func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int64, queue uint16, k kernelCached) []byte {
 	b = append(b, f.b[:f.cut[0]]...)
 	b = append(b, `,"srcPort":`...)
 	b = strconv.AppendUint(b, uint64(srcPort), 10)
@@ -111,9 +136,15 @@ func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int
 	b = strconv.AppendInt(b, latencyNs, 10)
 	b = append(b, `,"queue":`...)
 	b = strconv.AppendUint(b, uint64(queue), 10)
-	if kernelDenyTTLms != 0 {
+	if k.denyTTLms != 0 {
 		b = append(b, `,"kernelDenyTTLms":`...)
-		b = strconv.AppendInt(b, kernelDenyTTLms, 10)
+		b = strconv.AppendInt(b, k.denyTTLms, 10)
+	}
+	if k.allowTTLms != 0 {
+		b = append(b, `,"kernelAllowTTLms":`...)
+		b = strconv.AppendInt(b, k.allowTTLms, 10)
+		b = append(b, `,"kernelAllowPorts":"`...)
+		b = append(k.appendPorts(b), '"')
 	}
 	b = append(b, f.b[f.cut[1]:]...)
 	return append(b, '}')

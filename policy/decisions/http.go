@@ -179,7 +179,7 @@ func (e *encoder) record(r *Record) {
 	}
 	b = append(b, `{"type":"`+TypeDecision+`","time":`...)
 	b = appendTime(b, r.Time)
-	b = f.append(b, r.SrcPort, r.CacheHit, r.Latency.Nanoseconds(), r.Queue, r.KernelDenyTTL.Milliseconds())
+	b = f.append(b, r.SrcPort, r.CacheHit, r.Latency.Nanoseconds(), r.Queue, r.kernel())
 	e.buf = e.end(b)
 	e.w.Write(e.buf)
 }

@@ -49,9 +49,15 @@ type Config struct {
 	// 0 means conntrack.DefaultMark.
 	RevokeMark uint32
 	// DenyCacheTTL is how long the kernel drops new packets of a flow the agent has just
-	// denied, without queueing them (denycache.go); 0 turns the deny cache off. Whole
+	// denied, without queueing them (kernelcache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
 	DenyCacheTTL time.Duration
+	// AllowCacheTTL is how long the kernel accepts new connections of a flow the agent has
+	// just allowed (to any destination port of the flow's port span under the deciding
+	// policy), without queueing them (kernelcache.go); 0, the default, turns the allow
+	// cache off. Whole milliseconds, at most nft.MaxAllowCacheTTL. The connections it
+	// accepts are not seen by the decision stream, the verdict counters or the flow history.
+	AllowCacheTTL time.Duration
 	// PodCIDRs are this node's pod ranges, added to those of its Node object
 	// (spec.podCIDRs): a new connection from or to an address of them that no local pod
 	// of the policy in force has is held until the policy knows it (window.go).
@@ -99,7 +105,8 @@ type Agent struct {
 	metrics  *verdictMetrics
 	datapath *datapath.Collector
 	stream   decisions.Hub   // the live decision stream (observe.go)
-	deny     *denyCache      // fills the kernel's deny cache (denycache.go)
+	deny     *denyCache      // fills the kernel's deny cache (kernelcache.go)
+	allow    *allowCache     // fills the kernel's allow cache (kernelcache.go)
 	reported map[string]bool // problems and conflicts logged (problems.go); under mu
 	cover    *coverage       // warns about pod interfaces anti-spoofing misses (window.go)
 	flows    *flows.Recorder
@@ -121,6 +128,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if ttl := cfg.DenyCacheTTL; ttl < 0 || ttl > nft.MaxDenyCacheTTL || ttl%time.Millisecond != 0 {
 		errs = append(errs, fmt.Errorf("agent: deny cache TTL %v: want 0 (off) to %v in whole milliseconds", ttl, nft.MaxDenyCacheTTL))
+	}
+	if ttl := cfg.AllowCacheTTL; ttl < 0 || ttl > nft.MaxAllowCacheTTL || ttl%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("agent: allow cache TTL %v: want 0 (off) to %v in whole milliseconds", ttl, nft.MaxAllowCacheTTL))
 	}
 	for _, p := range cfg.PodCIDRs {
 		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
@@ -150,13 +160,14 @@ func New(cfg Config) (*Agent, error) {
 	a.datapath = datapath.NewCollector(cfg.QueueNum, cfg.Queues)
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
+	a.allow = newAllowCache(cfg.AllowCacheTTL, a.log)
 	a.restores = newRestores()
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
 	if err := a.newFlows(); err != nil {
 		return nil, err
 	}
 	a.reg.MustRegister(a.staged.metrics)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, a.allow, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -258,7 +269,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.datapath.Attach(a.queues)
 	rs, err := nft.New(nft.Config{
 		QueueNum: a.cfg.QueueNum, QueueCount: a.cfg.Queues, FailOpen: a.cfg.FailOpen,
-		PodInterfacePrefixes: a.cfg.PodInterfaces, DenyCacheTTL: a.cfg.DenyCacheTTL,
+		PodInterfacePrefixes: a.cfg.PodInterfaces, DenyCacheTTL: a.cfg.DenyCacheTTL, AllowCacheTTL: a.cfg.AllowCacheTTL,
 		RevokedMark: a.revoker.Mark(),
 	})
 	if err != nil {
@@ -280,19 +291,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.cover.attach(rs)
 	go a.cover.run(ctx)
-	// The deny cache's adder: denied flows that observe handed over meanwhile wait in its
-	// queue and go in now, if their generation is still the one the sets enforce.
-	denyCtx, stopDeny := context.WithCancel(ctx)
-	denyDone := make(chan struct{})
-	go func() {
-		defer close(denyDone)
-		if a.cfg.DenyCacheTTL > 0 {
-			a.deny.run(denyCtx, rs)
-		}
-	}()
+	// The verdict caches' adders: flows that observe handed over meanwhile wait in their
+	// queues and go in now, if their generation is still the one the sets enforce.
+	cacheCtx, stopCaches := context.WithCancel(ctx)
+	var caches sync.WaitGroup
+	if a.deny.on() {
+		caches.Go(func() { a.deny.run(cacheCtx, rs) })
+	}
+	if a.allow.on() {
+		caches.Go(func() { a.allow.run(cacheCtx, rs) })
+	}
 	defer func() {
-		stopDeny()
-		<-denyDone
+		stopCaches()
+		caches.Wait()
 		keep := !a.cfg.FailOpen
 		if err := a.ruleset.Close(keep); err != nil {
 			a.log.Error("closing ruleset", "err", err)
@@ -301,7 +312,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	a.log.Info("ready", "node", a.cfg.Node, "queues", a.cfg.Queues, "queue_mode", a.ruleset.Mode().String(),
-		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen, "deny_cache_ttl", a.cfg.DenyCacheTTL)
+		"generation", a.inForce.Generation(), "fail_open", a.cfg.FailOpen, "deny_cache_ttl", a.cfg.DenyCacheTTL, "allow_cache_ttl", a.cfg.AllowCacheTTL)
 	a.guardTable(ctx) // until ctx ends
 	a.ready.Store(false)
 	return nil

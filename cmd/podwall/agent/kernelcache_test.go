@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -19,19 +20,30 @@ import (
 	"github.com/podwall/podwall/policy/flow"
 )
 
-// fakeDenySet is the kernel's deny cache as nft.Ruleset keeps it (datapath/nft's live
-// tests hold the real one to the same rules): a sync of a new generation empties it, and
-// AddDenied refuses the verdicts of any generation but the last one synced.
+// fakeDenySet is the kernel's verdict caches as nft.Ruleset keeps them (datapath/nft's live
+// tests hold the real ones to the same rules): a sync of a new generation empties them, and
+// AddDenied and AddAllowed refuse the verdicts of any generation but the last one synced.
 type fakeDenySet struct {
-	mu    sync.Mutex
-	gen   uint64
-	elems map[flow.Flow]uint64 // → the generation that added it
-	err   error                // returned by AddDenied when set
-	hits  uint64
+	mu      sync.Mutex
+	gen     uint64
+	elems   map[flow.Flow]uint64 // → the generation that added it
+	allowed []nft.Allowed
+	err     error // returned by AddDenied when set
+	hits    uint64
 }
 
 func newFakeDenySet(gen uint64) *fakeDenySet {
 	return &fakeDenySet{gen: gen, elems: map[flow.Flow]uint64{}}
+}
+
+func (f *fakeDenySet) AddAllowed(gen uint64, as []nft.Allowed) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if gen != f.gen {
+		return 0, nft.ErrStale
+	}
+	f.allowed = append(f.allowed, as...)
+	return len(as), nil
 }
 
 // sync is what apply does to the kernel before a new generation takes effect.
@@ -40,6 +52,7 @@ func (f *fakeDenySet) sync(gen uint64) {
 	defer f.mu.Unlock()
 	if gen != f.gen {
 		clear(f.elems)
+		f.allowed = nil
 	}
 	f.gen = gen
 }
@@ -87,7 +100,7 @@ func value(c prometheus.Counter) float64 {
 }
 
 // runDenyCache runs c's adder on set until the test ends.
-func runDenyCache(t *testing.T, c *denyCache, set denySet) {
+func runDenyCache[T any](t *testing.T, c *kernelCache[T], set cacheSet) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.run(ctx, set) }()
@@ -95,7 +108,7 @@ func runDenyCache(t *testing.T, c *denyCache, set denySet) {
 }
 
 // settle waits until the adder has dealt with n flows (added, stale or failed).
-func settle(t *testing.T, c *denyCache, n float64) {
+func settle[T any](t *testing.T, c *kernelCache[T], n float64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for value(c.adds)+value(c.stale) < n && value(c.errs) == 0 {
@@ -122,7 +135,7 @@ func TestDenyCacheOffer(t *testing.T) {
 	if c.offer(flow.Flow{Src: webIP, Dst: dbIP, Proto: flow.ICMP}, 1) {
 		t.Error("offer took an ICMP flow (no ports: the kernel cache cannot key it)")
 	}
-	for i := range denyQueueLen {
+	for i := range cacheQueueLen {
 		if !c.offer(webToDB, 1) {
 			t.Fatalf("offer %d refused with room in the queue", i)
 		}
@@ -222,8 +235,8 @@ func TestObserveDenyCache(t *testing.T) {
 		if len(a.deny.ch) != 1 {
 			t.Fatalf("ttl %v: %d flows handed to the deny cache, want 1", ttl, len(a.deny.ch))
 		}
-		if d := <-a.deny.ch; d.flow != deny.Flow || d.gen != deny.Gen {
-			t.Errorf("handed over %v of generation %d, want %v of %d", d.flow, d.gen, deny.Flow, deny.Gen)
+		if d := <-a.deny.ch; d.entry != deny.Flow || d.gen != deny.Gen {
+			t.Errorf("handed over %v of generation %d, want %v of %d", d.entry, d.gen, deny.Flow, deny.Gen)
 		}
 	}
 }
@@ -260,6 +273,79 @@ func TestNewDenyCacheTTL(t *testing.T) {
 		_, err := New(Config{Node: "n", Source: idleSource, Queues: 1, DenyCacheTTL: ttl})
 		if err == nil {
 			t.Errorf("New with deny cache TTL %v: no error", ttl)
+		}
+	}
+}
+
+// observe hands an allow to the allow cache (when on) with the generation that decided it
+// and the deciding snapshot's port span, and the stream's record says so; a deny, a
+// malformed packet, and an allow of a generation no longer in force are not handed over.
+func TestObserveAllowCache(t *testing.T) {
+	for _, ttl := range []time.Duration{0, 2500 * time.Millisecond} {
+		a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = ttl })
+		sub, _ := a.stream.Subscribe(decisions.Filter{}, 16)
+		defer sub.Close()
+		allow := a.verdict(apiIP, dbIP, 3306, false)
+		a.observe(allow)
+		a.observe(a.verdict(webIP, dbIP, 3306, false))
+		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: apiIP, Dst: dbIP, Proto: flow.TCP}, Allow: true, Gen: allow.Gen, Malformed: errors.New("packet: truncated")})
+		old := *allow
+		old.Gen += 7 // decided by a generation the agent does not hold
+		a.observe(&old)
+
+		var got []string
+		for range 4 {
+			r := <-sub.C()
+			e := r.Event()
+			got = append(got, fmt.Sprintf("%d %s", e.KernelAllowTTLms, e.KernelAllowPorts))
+		}
+		first, last := a.inForce.Load().PortSpan(allow.Flow)
+		want := []string{"0 ", "0 ", "0 ", "0 "}
+		if ttl > 0 {
+			want[0] = fmt.Sprintf("%d %d-%d", ttl.Milliseconds(), first, last)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("ttl %v: kernelAllow of allow, deny, malformed, old allow = %q, want %q", ttl, got, want)
+		}
+		if ttl == 0 {
+			if a.allow.ch != nil {
+				t.Error("allow cache off: it has a queue")
+			}
+			continue
+		}
+		if len(a.allow.ch) != 1 {
+			t.Fatalf("%d flows handed to the allow cache, want 1", len(a.allow.ch))
+		}
+		want1 := nft.Allowed{Flow: allow.Flow, First: first, Last: last}
+		if d := <-a.allow.ch; d.entry != want1 || d.gen != allow.Gen {
+			t.Errorf("handed over %+v of generation %d, want %+v of %d", d.entry, d.gen, want1, allow.Gen)
+		}
+	}
+}
+
+// The allow cache's adder writes what it was handed with its generation, through
+// AddAllowed, and its series count it; the hits come from the kernel's counters.
+func TestAllowCacheAddsAndMetrics(t *testing.T) {
+	a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = 2 * time.Second })
+	set := newFakeDenySet(a.inForce.Generation())
+	runDenyCache(t, a.allow, set)
+	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	settle(t, a.allow, 1)
+	set.mu.Lock()
+	set.hits = 5 // the deny cache's: the allow cache reads its own
+	got := slices.Clone(set.allowed)
+	set.mu.Unlock()
+	if len(got) != 1 || got[0].Flow.Src != apiIP || got[0].First > 3306 || got[0].Last < 3306 {
+		t.Errorf("allow cache holds %+v, want api → db with a span over 3306", got)
+	}
+	for name, want := range map[string]float64{
+		"podwall_datapath_allow_cache_hits_total":  0,
+		"podwall_datapath_allow_cache_adds_total":  1,
+		"podwall_datapath_allow_cache_stale_total": 0,
+		"podwall_datapath_deny_cache_adds_total":   0,
+	} {
+		if got := a.metricValue(t, name, ""); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
 }

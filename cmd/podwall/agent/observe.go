@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/podwall/podwall/datapath"
+	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/flows"
@@ -15,7 +16,8 @@ import (
 // It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// denycache.go), and — only when the decision stream has a subscriber — hands a Record with
+// kernelcache.go) — and, with the allow cache on, an allowed flow with its port span to the
+// allow cache —, and — only when the decision stream has a subscriber — hands a Record with
 // a weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
@@ -28,6 +30,10 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
 	}
+	var kernelAllow nft.Allowed
+	if r.Allow && a.allow.on() && r.Malformed == nil {
+		kernelAllow = a.offerAllowed(r)
+	}
 	if !a.stream.Active() {
 		id, allow := a.staged.observe(r, nil)
 		a.offerFlow(r, id, allow)
@@ -35,6 +41,9 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	}
 	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
 		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
+	if kernelAllow.Last != 0 {
+		rec.KernelAllowTTL, rec.KernelAllowPorts = a.allow.ttl, [2]uint16{kernelAllow.First, kernelAllow.Last}
+	}
 	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
 	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
 	id, allow := a.staged.observe(r, &rec)
