@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/podwall/podwall/policy/decisions"
+	"github.com/podwall/podwall/policy/policytest"
+)
+
+// The kernel's allow cache (--allow-cache-ttl, datapath/nft doc.go "The allow cache"), with
+// the real agent: a client's first connection to a port range the policy allows is queued
+// and allowed, and the decision in the stream says the kernel now accepts the flow's new
+// connections to the whole range (kernelAllowPorts) for the TTL; its next connections, to
+// that port and another of the range, open without reaching the agent (0 queued, counted in
+// podwall_datapath_allow_cache_hits_total). A port outside the range is still queued. A
+// policy change that denies the cached flow denies the very next connection: the cache
+// never shadows a new policy.
+//
+//	node-1: client, server (ingress: client on 8080-8090/TCP and 80/TCP; later 80/TCP only)
+func TestAllowCache(t *testing.T) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server")
+	base := []any{policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"app": "client"}),
+		e.podObject("app/server", map[string]string{"app": "server"})}
+	serverPolicy := func(ports ...string) *networkingv1.NetworkPolicy {
+		peers := []policytest.Elem{policytest.Pods(policytest.Selector("app", "client"))}
+		for _, p := range ports {
+			peers = append(peers, policytest.Port(p))
+		}
+		return policytest.NetworkPolicy("app", "server", policytest.Selector("app", "server"),
+			policytest.Ingress(policytest.From(peers...)))
+	}
+	e.write(append(base, serverPolicy("8080-8090/TCP", "80/TCP"))...)
+	e.Serve(80, 8080, 8085)
+	e.start("--allow-cache-ttl", "10s")
+	allows := e.stream("node-1", "?verdict=allow")
+
+	type counts struct{ queued, hits, adds float64 }
+	snap := func(fam string) counts {
+		q := e.queueCounts("node-1")
+		set := map[string]string{"IPv4": "ingress4", "IPv6": "ingress6"}[fam]
+		return counts{float64(q.Rules[set]), e.metric("node-1", "podwall_datapath_allow_cache_hits_total"),
+			e.metric("node-1", "podwall_datapath_allow_cache_adds_total")}
+	}
+	decided := func(fam string, port uint16) []decisions.Event {
+		evs, _, err := allows.snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []decisions.Event
+		for _, ev := range evs {
+			if ev.Family == fam && ev.DstPort == port && ev.Src == e.Addr("app/client", fam).String() {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	connect := func(fam string, port uint16) error {
+		return e.probe(fam, probe{from: "app/client", to: "app/server", port: port}, time.Second)
+	}
+
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		t.Run(fam, func(t *testing.T) {
+			e := e.sub(t)
+			before := snap(fam)
+			if err := connect(fam, 8080); err != nil {
+				t.Fatalf("the first connection to 8080: %v", err)
+			}
+			e.waitFor(func() bool { return snap(fam).adds > before.adds },
+				func() string { return "the allowed flow never went into the allow cache" })
+			mid := snap(fam)
+			if q := mid.queued - before.queued; q != 1 {
+				t.Errorf("the first connection: %v packets queued, want 1", q)
+			}
+			for _, port := range []uint16{8080, 8085, 8080, 8085} {
+				if err := connect(fam, port); err != nil {
+					t.Errorf("a connection to %d with the flow cached: %v", port, err)
+				}
+			}
+			after := snap(fam)
+			if q, h := after.queued-mid.queued, after.hits-mid.hits; q != 0 || h != 4 {
+				t.Errorf("4 connections to 8080 and 8085 with the flow cached: %v queued, %v accepted by the allow cache; want 0 and 4", q, h)
+			}
+			evs := decided(fam, 8080)
+			if len(evs) != 1 || evs[0].KernelAllowTTLms != 10000 || evs[0].KernelAllowPorts != "8080-8090" {
+				t.Errorf("stream: %d decisions on the flow, want one with kernelAllowTTLms 10000 and kernelAllowPorts 8080-8090: %+v", len(evs), evs)
+			}
+			if evs := decided(fam, 8085); len(evs) != 0 {
+				t.Errorf("stream: %d decisions on port 8085, want none (the kernel accepted them)", len(evs))
+			}
+			// Port 80 is allowed by the same rule but lies outside the cached span.
+			if err := connect(fam, 80); err != nil {
+				t.Errorf("a connection to 80: %v", err)
+			}
+			if q := snap(fam).queued - after.queued; q != 1 {
+				t.Errorf("a connection to 80, outside the cached span: %v queued, want 1", q)
+			}
+		})
+	}
+
+	// Both families' flows to 8080-8090 are in the cache for 10 s; the policy now allows
+	// port 80 only: the very next connection to 8080 is queued and denied.
+	t.Run("never shadows a new policy", func(t *testing.T) {
+		e := e.sub(t)
+		e.rewrite(append(base, serverPolicy("80/TCP"))...)
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			before := snap(fam)
+			if err := e.probe(fam, probe{from: "app/client", to: "app/server", port: 8080}, 300*time.Millisecond); err == nil {
+				t.Errorf("%s: a connection the new policy denies opened (the old allow shadowed it)", fam)
+			}
+			after := snap(fam)
+			if q, h := after.queued-before.queued, after.hits-before.hits; q < 1 || h != 0 {
+				t.Errorf("%s: %v queued, %v accepted by the allow cache; want ≥ 1 and 0", fam, q, h)
+			}
+		}
+		e.check(probe{from: "app/client", to: "app/server", port: 80, allow: true})
+	})
+
+	t.Run("off by default", func(t *testing.T) {
+		e := e.sub(t)
+		if err := e.Agents["node-1"].Stop(syscall.SIGTERM, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		e.startOn("node-1")
+		if table, _ := e.ruleset("node-1"); strings.Contains(table, "allowed") {
+			t.Errorf("allow cache off by default, the table has it:\n%s", table)
+		}
+		before := snap("IPv4")
+		for range 3 {
+			if err := connect("IPv4", 80); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if q := snap("IPv4").queued - before.queued; q != 3 {
+			t.Errorf("allow cache off: %v of 3 connections queued", q)
+		}
+		if h := snap("IPv4").hits; h != 0 {
+			t.Errorf("allow cache off: %v packets accepted by it", h)
+		}
+	})
+}
