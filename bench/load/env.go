@@ -185,7 +185,8 @@ func (e *Env) kernelRuleset() string {
 
 // SetFilter installs one of "none", "kernel" or "podwall" on the node, removing the
 // others. podwall starts an agent with --queues queues and waits until it is ready;
-// "podwall-alt" likewise with the binary Alt.
+// "podwall-alt" likewise with the binary Alt; "podwall-ac" is podwall with its kernel allow
+// cache on (--allow-cache-ttl AllowCacheTTL).
 // "rawq", "rawq-single" and "rawq-poll" are the RawQueue experiment: podwall programs its
 // ruleset and is killed, and a RawQueue (RawBatch, RawSingle, RawPoll) serves its queues;
 // "gonfq" likewise with a GoNFQueue, "gonfq-nodl" with one without write timeout.
@@ -218,7 +219,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if err := nft(e.Node.NS, e.kernelRuleset()); err != nil {
 			return err
 		}
-	case "podwall", "podwall-alt", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
+	case "podwall", "podwall-alt", "podwall-ac", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl":
 		binary := e.binary
 		if filter == "podwall-alt" {
 			if e.Alt == "" {
@@ -226,8 +227,11 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 			}
 			binary = e.Alt
 		}
-		a, err := e.Node.StartAgent(lab.AgentConfig{Binary: binary, Manifests: e.manifests, NodeName: NodeName,
-			Args: []string{"--queues", strconv.Itoa(queues)}})
+		args := []string{"--queues", strconv.Itoa(queues)}
+		if filter == "podwall-ac" {
+			args = append(args, "--allow-cache-ttl", AllowCacheTTL.String())
+		}
+		a, err := e.Node.StartAgent(lab.AgentConfig{Binary: binary, Manifests: e.manifests, NodeName: NodeName, Args: args})
 		if err != nil {
 			return err
 		}
@@ -237,7 +241,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 		if _, err := a.WaitGeneration(ctx, 0); err != nil {
 			return err
 		}
-		if filter != "podwall" && filter != "podwall-alt" {
+		if !isPodwall(filter) {
 			a.Kill()
 			e.agent = nil
 			if strings.HasPrefix(filter, "gonfq") {
@@ -260,6 +264,15 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 	}
 	e.filter = filter
 	return nil
+}
+
+// AllowCacheTTL is the allow cache's TTL of filter "podwall-ac": longer than a run, so that
+// a flow's span stays cached through it (a new policy generation empties the cache).
+const AllowCacheTTL = 30 * time.Second
+
+// isPodwall reports whether filter runs the podwall agent through the measurement.
+func isPodwall(filter string) bool {
+	return filter == "podwall" || filter == "podwall-alt" || filter == "podwall-ac"
 }
 
 // Agent returns the running podwall, or nil.

@@ -88,7 +88,7 @@ func (r *Report) Summaries() []Summary {
 }
 
 func rank(v Variant) int {
-	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "podwall-alt": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6, "gonfq-nodl": 7}[v.Filter]*1000 + v.Queues*2
+	r := map[string]int{"none": 0, "kernel": 1, "podwall": 2, "podwall-alt": 2, "podwall-ac": 2, "rawq": 3, "rawq-single": 4, "rawq-poll": 5, "gonfq": 6, "gonfq-nodl": 7}[v.Filter]*1000 + v.Queues*2
 	if !v.NewFlows {
 		r++
 	}

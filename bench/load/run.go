@@ -63,8 +63,8 @@ type Config struct {
 
 // Variant is one way of filtering the node plus one connection pattern.
 type Variant struct {
-	// Filter is "none", "kernel" or "podwall" (or "podwall-alt", Config.Alt, or one of
-	// the experiments).
+	// Filter is "none", "kernel" or "podwall" (or "podwall-alt", Config.Alt, "podwall-ac",
+	// podwall with its allow cache, or one of the experiments).
 	Filter string
 	// Queues is podwall's --queues.
 	Queues int
@@ -88,7 +88,7 @@ func (v Variant) Name() string {
 	case "gonfq-nodl":
 		return fmt.Sprintf("go-nfqueue q%d no deadline", v.Queues)
 	}
-	if v.Filter == "podwall" || v.Filter == "podwall-alt" {
+	if isPodwall(v.Filter) {
 		return fmt.Sprintf("%s q%d %s", v.Filter, v.Queues, map[bool]string{true: "cold", false: "warm"}[v.NewFlows])
 	}
 	return fmt.Sprintf("%s, %s", map[string]string{"none": "no filter", "kernel": "kernel-only"}[v.Filter],
@@ -193,7 +193,7 @@ func Load(ctx context.Context, c Config) (*Report, error) {
 			states = append(states, state{f, 0})
 		}
 	}
-	for _, f := range []string{"podwall", "podwall-alt", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
+	for _, f := range []string{"podwall", "podwall-alt", "podwall-ac", "rawq", "rawq-single", "rawq-poll", "gonfq", "gonfq-nodl"} {
 		if want(f) || f == "podwall-alt" && c.Alt != "" {
 			for _, q := range c.Queues {
 				states = append(states, state{f, q})
