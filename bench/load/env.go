@@ -267,7 +267,7 @@ func (e *Env) SetFilter(ctx context.Context, filter string, queues int) error {
 }
 
 // AllowCacheTTL is the allow cache's TTL of filter "podwall-ac": longer than a run, so that
-// a flow's span stays cached through it (a new policy generation empties the cache).
+// a flow stays cached through it (a new policy generation empties the cache).
 const AllowCacheTTL = 30 * time.Second
 
 // isPodwall reports whether filter runs the podwall agent through the measurement.

@@ -156,7 +156,7 @@ func TestLoadSmoke(t *testing.T) {
 		{Filter: "podwall", Queues: 2},
 		{Filter: "rawq", Queues: 1, NewFlows: true},
 		{Filter: "podwall-alt", Queues: 1, NewFlows: true}, // a second build: here the same one
-		{Filter: "podwall-ac", Queues: 1, NewFlows: true},  // the allow cache: the kernel takes over
+		{Filter: "podwall-ac", Queues: 1},                  // the allow cache: the kernel takes over
 	} {
 		if v.Filter != installed.Filter || v.Queues != installed.Queues {
 			if err := env.SetFilter(ctx, v.Filter, v.Queues); err != nil {
@@ -175,10 +175,10 @@ func TestLoadSmoke(t *testing.T) {
 		// With one destination port a new connection may reuse the 4-tuple of one just
 		// reset, and its SYN overtake that RST on the other CPU: conntrack then still calls
 		// it established and nothing judges it (rare; any conntrack firewall does the same).
-		// With the allow cache, the first connections are judged and the span they put in
-		// the kernel's cache (20000-59999: the policy's one range) accepts the others there.
-		if v.Filter == "podwall-ac" && (run.PerConn == 0 || run.PerConn > 0.5) {
-			t.Errorf("%s: %.3f packets judged per connection, want a few of %d connections", v.Name(), run.PerConn, n)
+		// With the allow cache, one port: the flow is judged once (in the warm-up or the
+		// first connections) and the kernel accepts the others from its cache.
+		if v.Filter == "podwall-ac" && run.PerConn > 0.1 {
+			t.Errorf("%s: %.3f packets judged per connection, want the first few of %d connections", v.Name(), run.PerConn, n)
 		}
 		if v.Filter != "none" && v.Filter != "podwall-ac" && (run.PerConn > 1 || run.PerConn < 1 && (v.NewFlows || run.PerConn < 0.99)) {
 			t.Errorf("%s: %.3f packets judged per connection, want 1", v.Name(), run.PerConn)

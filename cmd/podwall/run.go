@@ -82,9 +82,8 @@ for --deny-cache-ttl without asking the agent again, so retried SYNs and repeate
 cost no round trip to userspace; every policy change empties that cache first.
 
 --allow-cache-ttl (off by default) does the same for allowed flows: for that long the kernel
-accepts new connections from the same source to the same destination and protocol, on any
-destination port over which the policy in force gives the same verdict, without asking the
-agent; every policy change empties it first. New connections then cost the kernel alone, but
+accepts new connections of a flow just allowed (source, destination, protocol, destination
+port) without asking the agent; every policy change empties it first. New connections then cost the kernel alone, but
 those it accepts are not in the decision stream, the verdict metrics or the flow history
 (podwall_datapath_allow_cache_hits_total counts their packets; the decision that filled the
 cache says so).

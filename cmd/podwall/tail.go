@@ -193,8 +193,7 @@ func (p *printer) decision(e *decisions.Event) {
 		p.w.WriteString(" (repeats dropped by the kernel for " + (time.Duration(e.KernelDenyTTLms) * time.Millisecond).String() + ")")
 	}
 	if e.KernelAllowTTLms > 0 {
-		p.w.WriteString(" (new connections to ports " + e.KernelAllowPorts + " accepted by the kernel for " +
-			(time.Duration(e.KernelAllowTTLms) * time.Millisecond).String() + ")")
+		p.w.WriteString(" (new connections accepted by the kernel for " + (time.Duration(e.KernelAllowTTLms) * time.Millisecond).String() + ")")
 	}
 	if st := e.Staged; st != nil {
 		marker := "  staged: " + strings.ToUpper(st.Verdict)

@@ -24,13 +24,21 @@ import (
 // "src dst proto port" string per element, sorted, both families.
 func deniedElems(t *testing.T, h netns.NsHandle) []string {
 	t.Helper()
+	return cacheElems(t, h, denyCache)
+}
+
+// cacheElems reads the sets of cache k in the table in h back from the kernel: one
+// "src dst proto port" string per element, sorted, both families; the key's padding must be
+// zero.
+func cacheElems(t *testing.T, h netns.NsHandle, k cacheKind) []string {
+	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := []string{}
-	for _, d := range deniedDefs {
-		elems, err := c.GetSetElements(denyCache.newSet(newTable(), d, time.Second))
+	for _, d := range k.defs {
+		elems, err := c.GetSetElements(k.newSet(newTable(), d, time.Second))
 		if err != nil {
 			t.Fatalf("read set %s: %v", d.name, err)
 		}

@@ -173,8 +173,9 @@ func buildNode(t *nftables.Table, cfg Config, mode QueueMode) nodeRuleset {
 		// queues: the node's own traffic pays one lookup in a small set, not the flow's.
 		// The allow cache likewise: a pod's connection to its node like one just allowed.
 		gate := cacheGate{h.set4, h.set6, h.field == "daddr"}
-		cr.rules = append(cr.rules, denyCache.rules(cfg, gate)...)
-		cr.rules = append(cr.rules, allowCache.rules(cfg, gate)...)
+		for _, k := range cacheKinds {
+			cr.rules = append(cr.rules, k.rules(cfg, gate)...)
+		}
 		cr.rules = append(cr.rules,
 			addrQueueRule(h.set4, unix.NFPROTO_IPV4, h.field, queueText, queueExpr),
 			addrQueueRule(h.set6, unix.NFPROTO_IPV6, h.field, queueText, queueExpr))

@@ -36,7 +36,7 @@ func Render(cfg Config, mode QueueMode) ([]byte, error) {
 	}
 	fmt.Fprintf(&b, "# podwall ruleset: queue %s, %s\n", mode, failure)
 	fmt.Fprintf(&b, "table inet %s\n", rs.table.Name)
-	for _, s := range slices.Concat(rs.sets, rs.denied, rs.allowed, rs.window, node.sets, node.windows) {
+	for _, s := range slices.Concat(rs.sets, rs.caches, rs.window, node.sets, node.windows) {
 		fmt.Fprintf(&b, "set %s type %s", s.Name, s.KeyType.Name)
 		if s.Interval {
 			b.WriteString(" flags interval")

@@ -34,8 +34,8 @@ const (
 // at most 40 bytes of key cost a few MiB of kernel memory at worst.
 const DenyCacheSize = 65536
 
-// AllowCacheSize is the most elements each allow-cache set (allowed4, allowed6) holds; as
-// with the deny cache, additions beyond it fail and the flows left out go on being queued.
+// AllowCacheSize is the most flows each allow-cache set (allowed4, allowed6) holds; as with
+// the deny cache, additions beyond it fail and the flows left out go on being queued.
 const AllowCacheSize = 65536
 
 // ChainPriority is the priority of the forward base chain: filter + 10.
@@ -85,19 +85,14 @@ var deniedDefs = []setDef{
 }
 
 // allowedDefs lists the allow-cache sets, created and rendered after deniedDefs.
-var allowedDefs = []setDef{
-	{SetAllowed4, unix.NFPROTO_IPV4},
-	{SetAllowed6, unix.NFPROTO_IPV6},
-}
+var allowedDefs = []setDef{{SetAllowed4, unix.NFPROTO_IPV4}, {SetAllowed6, unix.NFPROTO_IPV6}}
 
 // cacheKind is one of the kernel's two verdict caches (doc.go, "The deny cache" and "The
-// allow cache"): its sets, what its elements key, and the verdict its rules give.
+// allow cache"): its sets, and the verdict its rules give.
 type cacheKind struct {
 	name string // "deny" or "allow", for errors
 	defs []setDef
-	// ports: an element covers a range of destination ports (an interval set), not one.
-	ports bool
-	size  uint32
+	size uint32
 	// verdict is what a hit gets, word its nft spelling.
 	verdict expr.VerdictKind
 	word    string
@@ -107,9 +102,22 @@ type cacheKind struct {
 var (
 	denyCache = cacheKind{name: "deny", defs: deniedDefs, size: DenyCacheSize,
 		verdict: expr.VerdictDrop, word: "drop", ttl: func(c Config) time.Duration { return c.DenyCacheTTL }}
-	allowCache = cacheKind{name: "allow", defs: allowedDefs, ports: true, size: AllowCacheSize,
+	allowCache = cacheKind{name: "allow", defs: allowedDefs, size: AllowCacheSize,
 		verdict: expr.VerdictAccept, word: "accept", ttl: func(c Config) time.Duration { return c.AllowCacheTTL }}
 )
+
+// cacheKinds are the verdict caches, in the order of their rules: what a new generation
+// empties.
+var cacheKinds = []cacheKind{denyCache, allowCache}
+
+// cacheSets returns the sets of every cache kind that cfg turns on.
+func cacheSets(t *nftables.Table, cfg Config) []*nftables.Set {
+	var out []*nftables.Set
+	for _, k := range cacheKinds {
+		out = append(out, k.sets(t, cfg)...)
+	}
+	return out
+}
 
 // rule is one rule of the forward chain: its nft text and the expressions
 // that build it.
@@ -123,9 +131,8 @@ type rule struct {
 type ruleset struct {
 	table *nftables.Table
 	sets  []*nftables.Set // the address sets, setDefs
-	// denied are the deny-cache sets, deniedDefs; none when the cache is off. allowed are
-	// the allow cache's, allowedDefs, likewise.
-	denied, allowed []*nftables.Set
+	// caches are the verdict caches' sets (cacheSets): none when the caches are off.
+	caches []*nftables.Set
 	// window are the new-pod window's sets: local4, local6, podranges4, podranges6.
 	window []*nftables.Set
 	chain  *nftables.Chain
@@ -144,10 +151,9 @@ func newSet(t *nftables.Table, d setDef) *nftables.Set {
 	return &nftables.Set{Table: t, Name: d.name, KeyType: key}
 }
 
-// newCacheSet returns a set of cache k: a flow key (source address . destination address
+// newSet returns a set of cache k: a flow key (source address . destination address
 // . protocol . destination port, each field padded to 4 bytes as in the registers) whose
-// elements time out after ttl; for the allow cache an interval set, whose elements cover a
-// range of destination ports.
+// elements time out after ttl.
 func (k cacheKind) newSet(t *nftables.Table, d setDef, ttl time.Duration) *nftables.Set {
 	addr := nftables.TypeIPAddr
 	if d.family == unix.NFPROTO_IPV6 {
@@ -157,7 +163,6 @@ func (k cacheKind) newSet(t *nftables.Table, d setDef, ttl time.Duration) *nftab
 		Table: t, Name: d.name,
 		KeyType:       nftables.MustConcatSetType(addr, addr, nftables.TypeInetProto, nftables.TypeInetService),
 		Concatenation: true,
-		Interval:      k.ports,
 		HasTimeout:    true, Timeout: ttl,
 		Size: k.size,
 	}
@@ -196,8 +201,7 @@ func build(cfg Config, mode QueueMode) ruleset {
 	for _, d := range setDefs {
 		rs.sets = append(rs.sets, newSet(t, d))
 	}
-	rs.denied = denyCache.sets(t, cfg)
-	rs.allowed = allowCache.sets(t, cfg)
+	rs.caches = cacheSets(t, cfg)
 
 	// Before the established accept: nothing the kernel lets through as part of a known
 	// connection may bypass them.
@@ -206,8 +210,9 @@ func build(cfg Config, mode QueueMode) ruleset {
 
 	rs.rules = append(rs.rules, establishedRule())
 
-	rs.rules = append(rs.rules, denyCache.rules(cfg, cacheGate{})...)
-	rs.rules = append(rs.rules, allowCache.rules(cfg, cacheGate{})...)
+	for _, k := range cacheKinds {
+		rs.rules = append(rs.rules, k.rules(cfg, cacheGate{})...)
+	}
 
 	queueText, queueExpr := queueAction(cfg, mode)
 	for _, m := range []struct {

@@ -231,7 +231,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			c.DelChain(ch)
 		}
 	}
-	wantSets := slices.Concat(want.sets, want.denied, want.allowed, want.window, node.sets, node.windows)
+	wantSets := slices.Concat(want.sets, want.caches, want.window, node.sets, node.windows)
 	for _, s := range sets {
 		if !slices.ContainsFunc(wantSets, func(w *nftables.Set) bool { return sameSet(s, w) }) {
 			c.DelSet(s)
@@ -242,7 +242,7 @@ func (r *Ruleset) program(elems map[string]map[netip.Addr]bool, gen uint64, w *W
 			return fmt.Errorf("nft: add set %s: %w", s.Name, err)
 		}
 	}
-	for _, s := range slices.Concat(want.denied, want.allowed) {
+	for _, s := range want.caches {
 		if slices.ContainsFunc(sets, func(have *nftables.Set) bool { return sameSet(have, s) }) {
 			c.FlushSet(s) // kept, with an earlier run's verdicts
 		}
@@ -400,7 +400,7 @@ func (r *Ruleset) sync(gen uint64, ingress, egress []netip.Addr, w *Window) erro
 		}
 	}
 	if !r.synced || gen != r.gen {
-		for _, s := range slices.Concat(denyCache.sets(t, r.cfg), allowCache.sets(t, r.cfg)) {
+		for _, s := range cacheSets(t, r.cfg) {
 			r.conn.FlushSet(s)
 			changed = true
 		}
@@ -558,49 +558,32 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 // the lock that Sync holds while it empties the cache, so no verdict of a
 // replaced policy can enter the cache after Sync has emptied it.
 func (r *Ruleset) AddDenied(gen uint64, flows []flow.Flow) (int, error) {
-	var elems [2][]nftables.SetElement // IPv4, IPv6
+	return r.addCached(denyCache, gen, cacheElements(flows))
+}
+
+// cacheElements returns the cache elements of flows, IPv4 ([0]) and IPv6 ([1]), without
+// duplicates and without the flows a cache does not take (cacheKey).
+func cacheElements(flows []flow.Flow) [2][]nftables.SetElement {
+	var elems [2][]nftables.SetElement
 	seen := make(map[string]bool, len(flows))
 	for _, f := range flows {
-		key, v6, ok := cacheKey(f, f.Port)
+		key, v6, ok := cacheKey(f)
 		if !ok || seen[string(key)] {
 			continue
 		}
 		seen[string(key)] = true
 		elems[b2i(v6)] = append(elems[b2i(v6)], nftables.SetElement{Key: key})
 	}
-	return r.addCached(denyCache, gen, elems)
-}
-
-// Allowed is a flow the agent allowed and the destination ports its verdict covers, First
-// to Last (policy.Snapshot.PortSpan); Flow.Port is not read.
-type Allowed struct {
-	Flow        flow.Flow
-	First, Last uint16
+	return elems
 }
 
 // AddAllowed puts flows that the agent allowed under policy generation gen into the allow
-// cache: for Config.AllowCacheTTL the kernel accepts new packets from the flow's source to
-// its destination with its protocol and a destination port from First to Last, before they
-// reach the queue. As AddDenied otherwise: no protocol without ports, no duplicates,
-// ErrStale for another generation's verdicts, checked under Sync's lock. The spans of one
-// generation must not overlap unless equal (PortSpan's never do): the kernel refuses an
-// element that overlaps another, and with it its whole transaction.
-func (r *Ruleset) AddAllowed(gen uint64, flows []Allowed) (int, error) {
-	var elems [2][]nftables.SetElement // IPv4, IPv6
-	seen := make(map[string]bool, len(flows))
-	for _, a := range flows {
-		if a.Last < a.First {
-			a.Last = a.First
-		}
-		key, v6, ok := cacheKey(a.Flow, a.First)
-		if !ok || seen[string(key)] {
-			continue
-		}
-		end, _, _ := cacheKey(a.Flow, a.Last)
-		seen[string(key)] = true
-		elems[b2i(v6)] = append(elems[b2i(v6)], nftables.SetElement{Key: key, KeyEnd: end})
-	}
-	return r.addCached(allowCache, gen, elems)
+// cache: for Config.AllowCacheTTL the kernel accepts new packets of each flow (same source,
+// destination, protocol and destination port) before they reach the queue. As AddDenied
+// otherwise: no protocol without ports, no duplicates, ErrStale for another generation's
+// verdicts, checked under Sync's lock.
+func (r *Ruleset) AddAllowed(gen uint64, flows []flow.Flow) (int, error) {
+	return r.addCached(allowCache, gen, cacheElements(flows))
 }
 
 func b2i(b bool) int {
@@ -650,12 +633,11 @@ func (r *Ruleset) addCached(k cacheKind, gen uint64, elems [2][]nftables.SetElem
 	return added, nil
 }
 
-// cacheKey returns the cache key of f with destination port port, as the rule
-// builds it from a packet: source address, destination address, protocol in a
+// cacheKey returns the cache key of f, as the rule builds it from a packet: source address, destination address, protocol in a
 // 4-byte field, destination port (big endian) in a 4-byte field. It reports whether the key
 // is IPv6, and not ok for flows the cache does not take (no ports, invalid or
 // mixed-family addresses).
-func cacheKey(f flow.Flow, port uint16) (key []byte, v6, ok bool) {
+func cacheKey(f flow.Flow) (key []byte, v6, ok bool) {
 	src, dst := f.Src.Unmap(), f.Dst.Unmap()
 	if !f.Proto.HasPorts() || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
 		return nil, false, false
@@ -664,7 +646,7 @@ func cacheKey(f flow.Flow, port uint16) (key []byte, v6, ok bool) {
 	key = append(key, src.AsSlice()...)
 	key = append(key, dst.AsSlice()...)
 	key = append(key, byte(f.Proto), 0, 0, 0)
-	key = binary.BigEndian.AppendUint16(key, port)
+	key = binary.BigEndian.AppendUint16(key, f.Port)
 	key = append(key, 0, 0)
 	return key, src.Is6(), true
 }

@@ -2,7 +2,6 @@ package decisions
 
 import (
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 	"weak"
@@ -24,35 +23,19 @@ func AppendJSON(b []byte, e *Event) []byte {
 	b = appendTime(b, e.Time)
 	var f fragment
 	f.build(e)
-	k := kernelCached{denyTTLms: e.KernelDenyTTLms, allowTTLms: e.KernelAllowTTLms}
-	if e.KernelAllowPorts != "" {
-		first, last, _ := strings.Cut(e.KernelAllowPorts, "-")
-		a, _ := strconv.ParseUint(first, 10, 16)
-		z, _ := strconv.ParseUint(last, 10, 16)
-		k.allowPorts = [2]uint16{uint16(a), uint16(z)}
-	}
-	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue, k)
+	return f.append(b, e.SrcPort, e.CacheHit, e.LatencyNs, e.Queue, kernelCached{e.KernelDenyTTLms, e.KernelAllowTTLms})
 }
 
-// kernelCached is what a record says about the kernel's verdict caches.
-type kernelCached struct {
-	denyTTLms, allowTTLms int64
-	allowPorts            [2]uint16
-}
+// kernelCached is what a record says about the kernel's verdict caches: the TTLs in
+// milliseconds of the deny and the allow cache when its flow went into one.
+type kernelCached struct{ denyTTLms, allowTTLms int64 }
 
 func (r *Record) kernel() kernelCached {
-	return kernelCached{denyTTLms: r.KernelDenyTTL.Milliseconds(), allowTTLms: r.KernelAllowTTL.Milliseconds(), allowPorts: r.KernelAllowPorts}
-}
-
-// appendPorts appends the allow cache's port span as "first-last".
-func (k kernelCached) appendPorts(b []byte) []byte {
-	b = strconv.AppendUint(b, uint64(k.allowPorts[0]), 10)
-	b = append(b, '-')
-	return strconv.AppendUint(b, uint64(k.allowPorts[1]), 10)
+	return kernelCached{r.KernelDenyTTL.Milliseconds(), r.KernelAllowTTL.Milliseconds()}
 }
 
 // fragment is an encoded event less its per-packet fields (type, time, srcPort, cacheHit,
-// latencyNs, queue, kernelDenyTTLms, kernelAllowTTLms, kernelAllowPorts): what the flow, the verdict and the snapshot decide.
+// latencyNs, queue, kernelDenyTTLms, kernelAllowTTLms): what the flow, the verdict and the snapshot decide.
 // srcPort goes at cut[0], the others at cut[1].
 type fragment struct {
 	b     []byte
@@ -143,8 +126,6 @@ func (f *fragment) append(b []byte, srcPort uint16, cacheHit bool, latencyNs int
 	if k.allowTTLms != 0 {
 		b = append(b, `,"kernelAllowTTLms":`...)
 		b = strconv.AppendInt(b, k.allowTTLms, 10)
-		b = append(b, `,"kernelAllowPorts":"`...)
-		b = append(k.appendPorts(b), '"')
 	}
 	b = append(b, f.b[f.cut[1]:]...)
 	return append(b, '}')

@@ -25,15 +25,15 @@ func TestAppendJSONIsMarshal(t *testing.T) {
 		if !r.Allow {
 			r.KernelDenyTTL = 2 * time.Second // a deny put in the kernel's deny cache
 		} else if r.Flow.Proto == flow.TCP {
-			r.KernelAllowTTL, r.KernelAllowPorts = 3*time.Second, [2]uint16{3000, 3399} // an allow put in the allow cache
+			r.KernelAllowTTL = 3 * time.Second // an allow put in the allow cache
 		}
 		events = append(events, r.Event())
 	}
 	if events[0].KernelDenyTTLms != 2000 || events[1].KernelDenyTTLms != 0 {
 		t.Fatalf("kernelDenyTTLms of a cached deny %d, of an allow %d", events[0].KernelDenyTTLms, events[1].KernelDenyTTLms)
 	}
-	if e := events[1]; e.KernelAllowTTLms != 3000 || e.KernelAllowPorts != "3000-3399" || events[0].KernelAllowPorts != "" {
-		t.Fatalf("an allow in the allow cache: kernelAllowTTLms %d, kernelAllowPorts %q; a deny's %q", e.KernelAllowTTLms, e.KernelAllowPorts, events[0].KernelAllowPorts)
+	if events[1].KernelAllowTTLms != 3000 || events[0].KernelAllowTTLms != 0 {
+		t.Fatalf("kernelAllowTTLms of a cached allow %d, of a deny %d", events[1].KernelAllowTTLms, events[0].KernelAllowTTLms)
 	}
 	bad := malformed(s)
 	events = append(events, bad.Event(), Event{Type: TypeDropped, Count: 7})
@@ -83,7 +83,7 @@ func TestEncoderRecords(t *testing.T) {
 				r.KernelDenyTTL = 1500 * time.Millisecond
 			}
 			if i == 3 {
-				r.KernelAllowTTL, r.KernelAllowPorts = time.Second, [2]uint16{3306, 3306}
+				r.KernelAllowTTL = time.Second
 			}
 			enc.record(r)
 			if i != 2 {

@@ -54,12 +54,10 @@ type Record struct {
 	// shows them.
 	KernelDenyTTL time.Duration
 	// KernelAllowTTL is set on an allow whose flow was handed to the kernel's allow cache
-	// (opt-in): for this long, new connections from the same source to the same
-	// destination with the same protocol and a destination port from KernelAllowPorts[0]
-	// to KernelAllowPorts[1] are accepted by the kernel without reaching the agent, so no
-	// record shows them.
-	KernelAllowTTL   time.Duration
-	KernelAllowPorts [2]uint16
+	// (opt-in): for this long, new connections of the flow (same source, destination,
+	// protocol and destination port) are accepted by the kernel without reaching the agent,
+	// so no record shows them.
+	KernelAllowTTL time.Duration
 	// Staged is what the staged policies would make of the packet (SPEC §2c); its Set is
 	// false when no staged policy exists.
 	Staged StagedRecord
@@ -154,13 +152,11 @@ type Event struct {
 	// neither the agent nor the stream (podwall_datapath_deny_cache_hits_total counts
 	// them).
 	KernelDenyTTLms int64 `json:"kernelDenyTTLms,omitempty"`
-	// KernelAllowTTLms and KernelAllowPorts are set on an allow whose flow went to the
-	// kernel's allow cache (podwall run --allow-cache-ttl): for this many milliseconds the
-	// kernel accepts new connections of the flow to a destination port in KernelAllowPorts
-	// ("first-last") itself, so they reach neither the agent nor the stream
+	// KernelAllowTTLms is set on an allow whose flow went to the kernel's allow cache
+	// (podwall run --allow-cache-ttl): for this many milliseconds the kernel accepts the
+	// flow's new connections itself, so they reach neither the agent nor the stream
 	// (podwall_datapath_allow_cache_hits_total counts their packets).
 	KernelAllowTTLms int64  `json:"kernelAllowTTLms,omitempty"`
-	KernelAllowPorts string `json:"kernelAllowPorts,omitempty"`
 	Generation       uint64 `json:"generation"`
 	// Malformed is set when the packet could not be judged (see Record.Malformed).
 	Malformed string `json:"malformed,omitempty"`
@@ -177,11 +173,7 @@ func (r *Record) Event() Event {
 		Type: TypeDecision, Time: r.Time, Node: r.Node,
 		Protocol: r.Flow.Proto.String(), Src: addr(r.Flow.Src), SrcPort: r.SrcPort, Dst: addr(r.Flow.Dst), DstPort: r.Flow.Port,
 		Verdict: verdict(r.Allow), CacheHit: r.CacheHit, LatencyNs: r.Latency.Nanoseconds(), Queue: r.Queue,
-		KernelDenyTTLms: r.KernelDenyTTL.Milliseconds(), Generation: r.Generation,
-	}
-	if r.KernelAllowTTL > 0 {
-		e.KernelAllowTTLms = r.KernelAllowTTL.Milliseconds()
-		e.KernelAllowPorts = string(r.kernel().appendPorts(nil))
+		KernelDenyTTLms: r.KernelDenyTTL.Milliseconds(), KernelAllowTTLms: r.KernelAllowTTL.Milliseconds(), Generation: r.Generation,
 	}
 	switch {
 	case r.Flow.Src.Is4():

@@ -52,11 +52,11 @@ type Config struct {
 	// denied, without queueing them (kernelcache.go); 0 turns the deny cache off. Whole
 	// milliseconds, at most nft.MaxDenyCacheTTL.
 	DenyCacheTTL time.Duration
-	// AllowCacheTTL is how long the kernel accepts new connections of a flow the agent has
-	// just allowed (to any destination port of the flow's port span under the deciding
-	// policy), without queueing them (kernelcache.go); 0, the default, turns the allow
-	// cache off. Whole milliseconds, at most nft.MaxAllowCacheTTL. The connections it
-	// accepts are not seen by the decision stream, the verdict counters or the flow history.
+	// AllowCacheTTL is how long the kernel accepts new connections of a flow (source,
+	// destination, protocol, destination port) the agent has just allowed, without queueing
+	// them (kernelcache.go); 0, the default, turns the allow cache off. Whole milliseconds,
+	// at most nft.MaxAllowCacheTTL. The connections it accepts are not seen by the decision
+	// stream, the verdict counters or the flow history.
 	AllowCacheTTL time.Duration
 	// PodCIDRs are this node's pod ranges, added to those of its Node object
 	// (spec.podCIDRs): a new connection from or to an address of them that no local pod
@@ -105,8 +105,8 @@ type Agent struct {
 	metrics  *verdictMetrics
 	datapath *datapath.Collector
 	stream   decisions.Hub   // the live decision stream (observe.go)
-	deny     *denyCache      // fills the kernel's deny cache (kernelcache.go)
-	allow    *allowCache     // fills the kernel's allow cache (kernelcache.go)
+	deny     *kernelCache    // fills the kernel's deny cache (kernelcache.go)
+	allow    *kernelCache    // fills the kernel's allow cache (kernelcache.go)
 	reported map[string]bool // problems and conflicts logged (problems.go); under mu
 	cover    *coverage       // warns about pod interfaces anti-spoofing misses (window.go)
 	flows    *flows.Recorder

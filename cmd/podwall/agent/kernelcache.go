@@ -9,16 +9,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/datapath/nft"
-	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/flow"
 )
 
 // This file owns the userspace half of the kernel's verdict caches (datapath/nft doc.go,
 // "The deny cache" and "The allow cache"): observe hands every denied flow, and with the
-// allow cache on every allowed flow with its port span, to offer, on the queue reader's
-// goroutine, without waiting; one goroutine per cache (run) writes what it was handed to
+// allow cache on every allowed flow, to offer, on the queue reader's goroutine, without
+// waiting; one goroutine per cache (run) writes what it was handed to
 // the kernel in batches, each in one transaction; the series say how that went. A flow in
 // a cache has its new packets dropped (accepted) by the kernel for the TTL, so they reach
 // neither the agent's verdict counters nor the decision stream: the stream marks the
@@ -32,15 +30,15 @@ type cacheSet interface {
 	// AddDenied adds flows denied by policy generation gen, AddAllowed flows allowed by
 	// it, or they return nft.ErrStale when the kernel sets enforce another generation.
 	AddDenied(gen uint64, flows []flow.Flow) (int, error)
-	AddAllowed(gen uint64, flows []nft.Allowed) (int, error)
+	AddAllowed(gen uint64, flows []flow.Flow) (int, error)
 	// Counters reads the rule counters; DenyCached and AllowCached are the caches' hits.
 	Counters() (nft.Counters, error)
 }
 
-// cachedVerdict is an entry for a cache and the policy generation that decided it.
-type cachedVerdict[T any] struct {
-	entry T
-	gen   uint64
+// cachedVerdict is a flow and the policy generation that decided it.
+type cachedVerdict struct {
+	flow flow.Flow
+	gen  uint64
 }
 
 const (
@@ -56,20 +54,17 @@ const (
 	cacheErrorLogEvery = time.Minute
 )
 
-// kernelCache fills one of the kernel's verdict caches from the verdict path: T is
-// flow.Flow for the deny cache, nft.Allowed (a flow and its port span) for the allow cache.
-type kernelCache[T any] struct {
+// kernelCache fills one of the kernel's verdict caches from the verdict path.
+type kernelCache struct {
 	// kind is "deny" or "allow": the metric names' and the log's word.
 	kind string
 	// ttl is Config.DenyCacheTTL (AllowCacheTTL): how long the kernel answers a cached
 	// flow. 0: off.
 	ttl time.Duration
-	ch  chan cachedVerdict[T]
+	ch  chan cachedVerdict
 	log *slog.Logger
-	// flowOf is an entry's flow; write hands one batch to the kernel; hits reads the
-	// cache's hits from the counters.
-	flowOf   func(T) flow.Flow
-	write    func(s cacheSet, gen uint64, entries []T) (int, error)
+	// write hands one batch to the kernel; hits reads the cache's hits from the counters.
+	write    func(s cacheSet, gen uint64, flows []flow.Flow) (int, error)
 	hits     func(nft.Counters) uint64
 	hitsDesc *prometheus.Desc
 
@@ -80,32 +75,25 @@ type kernelCache[T any] struct {
 	adds, drops, stale, errs prometheus.Counter
 }
 
-type (
-	denyCache  = kernelCache[flow.Flow]
-	allowCache = kernelCache[nft.Allowed]
-)
-
-func newDenyCache(ttl time.Duration, log *slog.Logger) *denyCache {
-	return newKernelCache(ttl, log, "deny", "denied", "dropped", func(f flow.Flow) flow.Flow { return f },
-		func(s cacheSet, gen uint64, fs []flow.Flow) (int, error) { return s.AddDenied(gen, fs) },
+func newDenyCache(ttl time.Duration, log *slog.Logger) *kernelCache {
+	return newKernelCache(ttl, log, "deny", "denied", "dropped", cacheSet.AddDenied,
 		func(c nft.Counters) uint64 { return c.DenyCached })
 }
 
-func newAllowCache(ttl time.Duration, log *slog.Logger) *allowCache {
-	return newKernelCache(ttl, log, "allow", "allowed", "accepted", func(a nft.Allowed) flow.Flow { return a.Flow },
-		func(s cacheSet, gen uint64, as []nft.Allowed) (int, error) { return s.AddAllowed(gen, as) },
+func newAllowCache(ttl time.Duration, log *slog.Logger) *kernelCache {
+	return newKernelCache(ttl, log, "allow", "allowed", "accepted", cacheSet.AddAllowed,
 		func(c nft.Counters) uint64 { return c.AllowCached })
 }
 
 // newKernelCache returns the adder of cache kind; verdict ("denied") and answer ("dropped")
 // are the words of its metrics' help.
-func newKernelCache[T any](ttl time.Duration, log *slog.Logger, kind, verdict, answer string, flowOf func(T) flow.Flow,
-	write func(cacheSet, uint64, []T) (int, error), hits func(nft.Counters) uint64) *kernelCache[T] {
+func newKernelCache(ttl time.Duration, log *slog.Logger, kind, verdict, answer string,
+	write func(cacheSet, uint64, []flow.Flow) (int, error), hits func(nft.Counters) uint64) *kernelCache {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "podwall", Subsystem: "datapath", Name: kind + "_cache_" + name, Help: help})
 	}
-	c := &kernelCache[T]{
-		kind: kind, ttl: ttl, log: log, flowOf: flowOf, write: write, hits: hits,
+	c := &kernelCache{
+		kind: kind, ttl: ttl, log: log, write: write, hits: hits,
 		hitsDesc: prometheus.NewDesc("podwall_datapath_"+kind+"_cache_hits_total",
 			"New packets of recently "+verdict+" flows that the kernel "+answer+" from the "+kind+" cache, without queueing them (the cache rules' counters).", nil, nil),
 		adds:  counter("adds_total", "Flows "+verdict+" by the agent written to the kernel's "+kind+" cache."),
@@ -114,25 +102,25 @@ func newKernelCache[T any](ttl time.Duration, log *slog.Logger, kind, verdict, a
 		errs:  counter("add_errors_total", "Transactions of the "+kind+" cache the kernel refused (a full set, a netlink error); their flows are not cached."),
 	}
 	if ttl > 0 {
-		c.ch = make(chan cachedVerdict[T], cacheQueueLen)
+		c.ch = make(chan cachedVerdict, cacheQueueLen)
 	}
 	return c
 }
 
 // on reports whether the cache is on.
-func (c *kernelCache[T]) on() bool { return c.ch != nil }
+func (c *kernelCache) on() bool { return c.ch != nil }
 
-// offer hands e, decided by generation gen, to the adder without waiting, and
-// reports whether it did: false when the cache is off, for a protocol without ports (the
-// kernel caches only key flows with ports), and when the queue is full (counted). It runs
-// on a queue reader for every verdict the cache takes: no allocation and no wait (a
-// non-blocking channel send, whose short internal lock the adder shares).
-func (c *kernelCache[T]) offer(e T, gen uint64) bool {
-	if c.ch == nil || !c.flowOf(e).Proto.HasPorts() {
+// offer hands f, decided by generation gen, to the adder without waiting, and reports
+// whether it did: false when the cache is off, for a protocol without ports (the kernel
+// caches only key flows with ports), and when the queue is full (counted). It runs on a
+// queue reader for every verdict the cache takes: no allocation and no wait (a non-blocking
+// channel send, whose short internal lock the adder shares).
+func (c *kernelCache) offer(f flow.Flow, gen uint64) bool {
+	if c.ch == nil || !f.Proto.HasPorts() {
 		return false
 	}
 	select {
-	case c.ch <- cachedVerdict[T]{e, gen}:
+	case c.ch <- cachedVerdict{f, gen}:
 		return true
 	default:
 		c.drops.Inc()
@@ -143,12 +131,12 @@ func (c *kernelCache[T]) offer(e T, gen uint64) bool {
 // run writes offered flows to set until ctx ends: each time one arrives, it and whatever
 // else is waiting go in one transaction, so batches grow with the rate of verdicts and a
 // lone one is in the kernel within one netlink round trip.
-func (c *kernelCache[T]) run(ctx context.Context, set cacheSet) {
+func (c *kernelCache) run(ctx context.Context, set cacheSet) {
 	c.mu.Lock()
 	c.set = set
 	c.mu.Unlock()
-	batch := make([]cachedVerdict[T], 0, maxCacheBatch)
-	entries := make([]T, 0, maxCacheBatch)
+	batch := make([]cachedVerdict, 0, maxCacheBatch)
+	flows := make([]flow.Flow, 0, maxCacheBatch)
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,31 +153,31 @@ func (c *kernelCache[T]) run(ctx context.Context, set cacheSet) {
 				break more
 			}
 		}
-		c.add(set, batch, entries[:0])
+		c.add(set, batch, flows[:0])
 	}
 }
 
-// add writes one batch: the entries decided by its newest generation, with that
-// generation, in one write; set checks that the generation is still the one it enforces.
-// Entries of older generations are stale without asking: a verdict of generation g exists
-// only once g is in force, which the agent makes it only after syncing the kernel to g
-// (apply), so the kernel has moved past every older one. entries is scratch space.
-func (c *kernelCache[T]) add(set cacheSet, batch []cachedVerdict[T], entries []T) {
+// add writes one batch: the flows decided by its newest generation, with that generation,
+// in one write; set checks that the generation is still the one it enforces. Flows of
+// older generations are stale without asking: a verdict of generation g exists only once g
+// is in force, which the agent makes it only after syncing the kernel to g (apply), so the
+// kernel has moved past every older one. flows is scratch space.
+func (c *kernelCache) add(set cacheSet, batch []cachedVerdict, flows []flow.Flow) {
 	var newest uint64
 	for _, d := range batch {
 		newest = max(newest, d.gen)
 	}
 	for _, d := range batch {
 		if d.gen == newest {
-			entries = append(entries, d.entry)
+			flows = append(flows, d.flow)
 		}
 	}
-	c.stale.Add(float64(len(batch) - len(entries)))
-	n, err := c.write(set, newest, entries)
+	c.stale.Add(float64(len(batch) - len(flows)))
+	n, err := c.write(set, newest, flows)
 	c.adds.Add(float64(n)) // a large batch may fail part way
 	switch {
 	case errors.Is(err, nft.ErrStale):
-		c.stale.Add(float64(len(entries)))
+		c.stale.Add(float64(len(flows)))
 	case err != nil:
 		c.errs.Inc()
 		c.mu.Lock()
@@ -200,17 +188,17 @@ func (c *kernelCache[T]) add(set cacheSet, batch []cachedVerdict[T], entries []T
 		c.mu.Unlock()
 		if !quiet {
 			c.log.Warn(c.kind+" cache: flows not cached (further failures counted, logged once a minute)",
-				"flows", len(entries)-n, "err", err)
+				"flows", len(flows)-n, "err", err)
 		}
 	}
 }
 
-func (c *kernelCache[T]) counters() []prometheus.Counter {
+func (c *kernelCache) counters() []prometheus.Counter {
 	return []prometheus.Counter{c.adds, c.drops, c.stale, c.errs}
 }
 
 // Describe implements prometheus.Collector.
-func (c *kernelCache[T]) Describe(ch chan<- *prometheus.Desc) {
+func (c *kernelCache) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.hitsDesc
 	for _, m := range c.counters() {
 		m.Describe(ch)
@@ -218,7 +206,7 @@ func (c *kernelCache[T]) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector. The hits are read from the kernel now.
-func (c *kernelCache[T]) Collect(ch chan<- prometheus.Metric) {
+func (c *kernelCache) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.counters() {
 		m.Collect(ch)
 	}
@@ -234,24 +222,4 @@ func (c *kernelCache[T]) Collect(ch chan<- prometheus.Metric) {
 		hits = c.hits(k)
 	}
 	ch <- prometheus.MustNewConstMetric(c.hitsDesc, prometheus.CounterValue, float64(hits))
-}
-
-// offerAllowed hands r's allowed flow to the allow cache with the destination ports over
-// which the deciding generation's verdict cannot change (policy.Snapshot.PortSpan), and
-// returns what it handed over; Last is 0 when it handed nothing: a flow without ports, a
-// full queue, or a generation no longer held (its verdict could not enter the kernel
-// anyway: the kernel enforces a newer one). The span comes from the deciding snapshot
-// only, so that the spans of one generation never overlap unless equal, as the kernel's
-// interval sets require.
-func (a *Agent) offerAllowed(r *datapath.Record[policy.Decision]) nft.Allowed {
-	s := a.inForce.of(r.Gen)
-	if s == nil || s.Generation() != r.Gen || !r.Flow.Proto.HasPorts() {
-		return nft.Allowed{}
-	}
-	first, last := s.PortSpan(r.Flow)
-	e := nft.Allowed{Flow: r.Flow, First: first, Last: last}
-	if last == 0 || !a.allow.offer(e, r.Gen) {
-		return nft.Allowed{}
-	}
-	return e
 }

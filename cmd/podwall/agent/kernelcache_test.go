@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -27,7 +26,7 @@ type fakeDenySet struct {
 	mu      sync.Mutex
 	gen     uint64
 	elems   map[flow.Flow]uint64 // → the generation that added it
-	allowed []nft.Allowed
+	allowed []flow.Flow
 	err     error // returned by AddDenied when set
 	hits    uint64
 }
@@ -36,7 +35,7 @@ func newFakeDenySet(gen uint64) *fakeDenySet {
 	return &fakeDenySet{gen: gen, elems: map[flow.Flow]uint64{}}
 }
 
-func (f *fakeDenySet) AddAllowed(gen uint64, as []nft.Allowed) (int, error) {
+func (f *fakeDenySet) AddAllowed(gen uint64, as []flow.Flow) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if gen != f.gen {
@@ -100,7 +99,7 @@ func value(c prometheus.Counter) float64 {
 }
 
 // runDenyCache runs c's adder on set until the test ends.
-func runDenyCache[T any](t *testing.T, c *kernelCache[T], set cacheSet) {
+func runDenyCache(t *testing.T, c *kernelCache, set cacheSet) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.run(ctx, set) }()
@@ -108,7 +107,7 @@ func runDenyCache[T any](t *testing.T, c *kernelCache[T], set cacheSet) {
 }
 
 // settle waits until the adder has dealt with n flows (added, stale or failed).
-func settle[T any](t *testing.T, c *kernelCache[T], n float64) {
+func settle(t *testing.T, c *kernelCache, n float64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for value(c.adds)+value(c.stale) < n && value(c.errs) == 0 {
@@ -235,8 +234,8 @@ func TestObserveDenyCache(t *testing.T) {
 		if len(a.deny.ch) != 1 {
 			t.Fatalf("ttl %v: %d flows handed to the deny cache, want 1", ttl, len(a.deny.ch))
 		}
-		if d := <-a.deny.ch; d.entry != deny.Flow || d.gen != deny.Gen {
-			t.Errorf("handed over %v of generation %d, want %v of %d", d.entry, d.gen, deny.Flow, deny.Gen)
+		if d := <-a.deny.ch; d.flow != deny.Flow || d.gen != deny.Gen {
+			t.Errorf("handed over %v of generation %d, want %v of %d", d.flow, d.gen, deny.Flow, deny.Gen)
 		}
 	}
 }
@@ -277,9 +276,9 @@ func TestNewDenyCacheTTL(t *testing.T) {
 	}
 }
 
-// observe hands an allow to the allow cache (when on) with the generation that decided it
-// and the deciding snapshot's port span, and the stream's record says so; a deny, a
-// malformed packet, and an allow of a generation no longer in force are not handed over.
+// observe hands an allow to the allow cache (when on) with the generation that decided it,
+// and the stream's record says the kernel now accepts the flow's new connections; a deny
+// and a malformed packet are not handed over.
 func TestObserveAllowCache(t *testing.T) {
 	for _, ttl := range []time.Duration{0, 2500 * time.Millisecond} {
 		a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = ttl })
@@ -289,23 +288,15 @@ func TestObserveAllowCache(t *testing.T) {
 		a.observe(allow)
 		a.observe(a.verdict(webIP, dbIP, 3306, false))
 		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: apiIP, Dst: dbIP, Proto: flow.TCP}, Allow: true, Gen: allow.Gen, Malformed: errors.New("packet: truncated")})
-		old := *allow
-		old.Gen += 7 // decided by a generation the agent does not hold
-		a.observe(&old)
 
-		var got []string
-		for range 4 {
+		var got []int64
+		for range 3 {
 			r := <-sub.C()
 			e := r.Event()
-			got = append(got, fmt.Sprintf("%d %s", e.KernelAllowTTLms, e.KernelAllowPorts))
+			got = append(got, e.KernelAllowTTLms)
 		}
-		first, last := a.inForce.Load().PortSpan(allow.Flow)
-		want := []string{"0 ", "0 ", "0 ", "0 "}
-		if ttl > 0 {
-			want[0] = fmt.Sprintf("%d %d-%d", ttl.Milliseconds(), first, last)
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("ttl %v: kernelAllow of allow, deny, malformed, old allow = %q, want %q", ttl, got, want)
+		if want := []int64{ttl.Milliseconds(), 0, 0}; !slices.Equal(got, want) {
+			t.Errorf("ttl %v: kernelAllowTTLms of allow, deny, malformed = %v, want %v", ttl, got, want)
 		}
 		if ttl == 0 {
 			if a.allow.ch != nil {
@@ -316,27 +307,28 @@ func TestObserveAllowCache(t *testing.T) {
 		if len(a.allow.ch) != 1 {
 			t.Fatalf("%d flows handed to the allow cache, want 1", len(a.allow.ch))
 		}
-		want1 := nft.Allowed{Flow: allow.Flow, First: first, Last: last}
-		if d := <-a.allow.ch; d.entry != want1 || d.gen != allow.Gen {
-			t.Errorf("handed over %+v of generation %d, want %+v of %d", d.entry, d.gen, want1, allow.Gen)
+		if d := <-a.allow.ch; d.flow != allow.Flow || d.gen != allow.Gen {
+			t.Errorf("handed over %v of generation %d, want %v of %d", d.flow, d.gen, allow.Flow, allow.Gen)
 		}
 	}
 }
 
 // The allow cache's adder writes what it was handed with its generation, through
-// AddAllowed, and its series count it; the hits come from the kernel's counters.
+// AddAllowed (not AddDenied), and its series count it; its hits come from the kernel's
+// counters of the allow cache's rules, not the deny cache's.
 func TestAllowCacheAddsAndMetrics(t *testing.T) {
 	a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = 2 * time.Second })
 	set := newFakeDenySet(a.inForce.Generation())
 	runDenyCache(t, a.allow, set)
-	a.observe(a.verdict(apiIP, dbIP, 3306, false))
+	allow := a.verdict(apiIP, dbIP, 3306, false)
+	a.observe(allow)
 	settle(t, a.allow, 1)
 	set.mu.Lock()
-	set.hits = 5 // the deny cache's: the allow cache reads its own
-	got := slices.Clone(set.allowed)
+	set.hits = 5 // the deny cache's
+	got, denied := slices.Clone(set.allowed), len(set.elems)
 	set.mu.Unlock()
-	if len(got) != 1 || got[0].Flow.Src != apiIP || got[0].First > 3306 || got[0].Last < 3306 {
-		t.Errorf("allow cache holds %+v, want api → db with a span over 3306", got)
+	if !slices.Equal(got, []flow.Flow{allow.Flow}) || denied != 0 {
+		t.Errorf("allow cache holds %v, deny cache %d flows; want %v and none", got, denied, allow.Flow)
 	}
 	for name, want := range map[string]float64{
 		"podwall_datapath_allow_cache_hits_total":  0,

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/podwall/podwall/datapath"
-	"github.com/podwall/podwall/datapath/nft"
 	"github.com/podwall/podwall/policy"
 	"github.com/podwall/podwall/policy/decisions"
 	"github.com/podwall/podwall/policy/flows"
@@ -16,8 +15,7 @@ import (
 // It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// kernelcache.go) — and, with the allow cache on, an allowed flow with its port span to the
-// allow cache —, and — only when the decision stream has a subscriber — hands a Record with
+// kernelcache.go) — and, with the allow cache on, an allowed flow to the allow cache —, and — only when the decision stream has a subscriber — hands a Record with
 // a weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
@@ -30,9 +28,9 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
 	}
-	var kernelAllow nft.Allowed
-	if r.Allow && a.allow.on() && r.Malformed == nil {
-		kernelAllow = a.offerAllowed(r)
+	var kernelAllow time.Duration
+	if r.Allow && r.Malformed == nil && a.allow.offer(r.Flow, r.Gen) {
+		kernelAllow = a.allow.ttl
 	}
 	if !a.stream.Active() {
 		id, allow := a.staged.observe(r, nil)
@@ -40,10 +38,7 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 		return
 	}
 	rec := decisions.Record{Time: r.Time, Flow: r.Flow, SrcPort: r.SrcPort, Allow: r.Allow, CacheHit: r.CacheHit,
-		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny}
-	if kernelAllow.Last != 0 {
-		rec.KernelAllowTTL, rec.KernelAllowPorts = a.allow.ttl, [2]uint16{kernelAllow.First, kernelAllow.Last}
-	}
+		Latency: r.Latency, Queue: r.Queue, Malformed: r.Malformed, KernelDenyTTL: kernelDeny, KernelAllowTTL: kernelAllow}
 	a.stream.SetDecision(&rec, &r.Decision, a.inForce.of(r.Gen))
 	rec.Generation = r.Gen // the generation that decided, even when its snapshot is no longer held
 	id, allow := a.staged.observe(r, &rec)
