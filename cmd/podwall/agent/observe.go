@@ -29,7 +29,7 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 		kernelDeny = a.deny.ttl
 	}
 	var kernelAllow time.Duration
-	if r.Allow && r.Malformed == nil && a.allow.offer(r.Flow, r.Gen) {
+	if r.Allow && a.allow.on() && r.Malformed == nil && a.allow.offer(r.Flow, r.Gen) {
 		kernelAllow = a.allow.ttl
 	}
 	if !a.stream.Active() {
