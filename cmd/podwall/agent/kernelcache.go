@@ -16,11 +16,11 @@ import (
 // This file owns the userspace half of the kernel's verdict caches (datapath/nft doc.go,
 // "The deny cache" and "The allow cache"): observe hands every denied flow, and with the
 // allow cache on every allowed flow, to offer, on the queue reader's goroutine, without
-// waiting; one goroutine per cache (run) writes what it was handed to
-// the kernel in batches, each in one transaction; the series say how that went. A flow in
-// a cache has its new packets dropped (accepted) by the kernel for the TTL, so they reach
-// neither the agent's verdict counters nor the decision stream: the stream marks the
-// decision that put it there (decisions.Record.KernelDenyTTL, KernelAllowTTL) and
+// waiting; one goroutine per cache (run) writes what it was handed to the kernel in
+// batches, each in one transaction; the series say how that went. A flow in a cache has its
+// new packets dropped (accepted) by the kernel for the TTL, so they reach neither the
+// agent's verdict counters nor the decision stream: the stream marks the decision that put
+// it there (decisions.Record.KernelDenyTTL, KernelAllowTTL) and
 // podwall_datapath_deny_cache_hits_total (allow_cache_hits_total) counts the packets the
 // kernel answered.
 

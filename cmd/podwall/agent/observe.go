@@ -15,7 +15,8 @@ import (
 // It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// kernelcache.go) — and, with the allow cache on, an allowed flow to the allow cache —, and — only when the decision stream has a subscriber — hands a Record with
+// kernelcache.go), with the allow cache on an allowed flow to the allow cache likewise,
+// and — only when the decision stream has a subscriber — hands a Record with
 // a weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
