@@ -9,6 +9,7 @@ import (
 
 	"github.com/podwall/podwall/datapath"
 	"github.com/podwall/podwall/policy"
+	"github.com/podwall/podwall/policy/flows"
 )
 
 // verdictMetrics are the agent's own series (namespace podwall): what it counts of each
@@ -24,8 +25,13 @@ import (
 // 1.71× with prometheus counters and histogram and the index by names, 1.46× so; observe
 // without any metric is 1.20×.
 type verdictMetrics struct {
-	shards   []shard // [Queue-queueNum]; the last is for any other queue
+	// shards are [Queue-queueNum]; then one for any other queue; the last is the flow
+	// recorder's (take).
+	shards   []shard
 	queueNum uint16
+	// flush is the flow recorder's Flush: it counts (take) what the queue readers handed
+	// over and not yet counted, then calls its argument. Set once the recorder exists.
+	flush func(then func())
 
 	verdicts, directions, decideSeconds *prometheus.Desc
 
@@ -93,7 +99,7 @@ type shard struct {
 
 func newVerdictMetrics(queueNum, queues uint16) *verdictMetrics {
 	m := &verdictMetrics{
-		shards:   make([]shard, int(queues)+1),
+		shards:   make([]shard, int(queues)+2),
 		queueNum: queueNum,
 		verdicts: prometheus.NewDesc("podwall_datapath_verdicts_total",
 			"Verdicts given to queued packets, by verdict and whether the flow cache answered.",
@@ -122,52 +128,75 @@ func newVerdictMetrics(queueNum, queues uint16) *verdictMetrics {
 	return m
 }
 
-// observe counts one verdict with the decision that made it (zero for a malformed packet).
-// It runs on a queue reader: no allocation, no lock.
-func (m *verdictMetrics) observe(r *datapath.Record[policy.Decision]) {
-	sh := &m.shards[len(m.shards)-1]
-	if q := int(r.Queue) - int(m.queueNum); q >= 0 && q < len(m.shards)-1 {
-		sh = &m.shards[q]
+// shard returns the shard of the reader of queue q.
+func (m *verdictMetrics) shard(q uint16) *shard {
+	if i := int(q) - int(m.queueNum); i >= 0 && i < len(m.shards)-2 {
+		return &m.shards[i]
 	}
-	v, hit := policy.Deny, 0
-	if r.Allow {
-		v = policy.Allow
-	}
-	if r.CacheHit {
-		hit = 1
-	}
-	b := 0
-	if r.Latency > 0 {
-		b = min(bits.Len64(uint64(r.Latency-1)/firstBucketNanos), numBuckets)
-	}
-	sh.buckets[b].Add(1)
-	sh.sum.Add(int64(r.Latency))
-	if r.Malformed != nil {
-		sh.outcomes[v][hit][0][0].Add(1)
-		return
-	}
-	d := &r.Decision
-	eg, in := judgedOutcome(&d.Egress), judgedOutcome(&d.Ingress)
+	return &m.shards[len(m.shards)-2]
+}
+
+// take counts a verdict the flow recorder took from a queue reader (flows.Config.Count),
+// on the recorder's goroutine, in the recorder's own shard.
+func (m *verdictMetrics) take(s *flows.Seen) { m.count(&m.shards[len(m.shards)-1], s) }
+
+// malformed counts the verdict on a packet that could not be judged, on its queue
+// reader.
+func (m *verdictMetrics) malformed(r *datapath.Record[policy.Decision]) {
+	sh := m.shard(r.Queue)
+	v, hit := outcomeKey(r.Allow, r.CacheHit)
+	sh.latency(r.Latency)
+	sh.outcomes[v][hit][0][0].Add(1)
+}
+
+// count counts one verdict with the decision that made it in sh: on the flow recorder's
+// goroutine (take) or, when the recorder could not take it, on its queue reader (observe).
+// No allocation, no lock.
+func (m *verdictMetrics) count(sh *shard, s *flows.Seen) {
+	v, hit := outcomeKey(s.Allow, s.CacheHit)
+	sh.latency(s.Latency)
+	eg, in := judgedOutcome(&s.Judged[policy.Egress]), judgedOutcome(&s.Judged[policy.Ingress])
 	sh.outcomes[v][hit][eg][in].Add(1)
-	if !d.Egress.Local && !d.Ingress.Local {
+	if eg == 0 && in == 0 {
 		return
 	}
 	idx := m.index.Load()
-	if idx.gen != r.Gen {
-		if prev := m.prev.Load(); prev != nil && prev.gen == r.Gen {
-			idx = prev // decided just before the index of the snapshot in force was made
+	if idx.gen != s.Gen {
+		if prev := m.prev.Load(); prev != nil && prev.gen == s.Gen {
+			idx = prev // decided before the index of the snapshot in force was made
 		}
 	}
 	if eg != 0 {
-		idx.count(policy.Egress, &d.Egress, idx.gen == r.Gen)
+		idx.count(policy.Egress, &s.Judged[policy.Egress], idx.gen == s.Gen)
 	}
 	if in != 0 {
-		idx.count(policy.Ingress, &d.Ingress, idx.gen == r.Gen)
+		idx.count(policy.Ingress, &s.Judged[policy.Ingress], idx.gen == s.Gen)
 	}
 }
 
+// outcomeKey returns the indexes of shard.outcomes for a verdict and a cache hit.
+func outcomeKey(allow, cacheHit bool) (v policy.Verdict, hit int) {
+	if allow {
+		v = policy.Allow
+	}
+	if cacheHit {
+		hit = 1
+	}
+	return v, hit
+}
+
+// latency counts a verdict's latency in the decide_seconds histogram.
+func (sh *shard) latency(l time.Duration) {
+	b := 0
+	if l > 0 {
+		b = min(bits.Len64(uint64(l-1)/firstBucketNanos), numBuckets)
+	}
+	sh.buckets[b].Add(1)
+	sh.sum.Add(int64(l))
+}
+
 // judgedOutcome returns the outcome j counts, 0 when none.
-func judgedOutcome(j *policy.Judgement) uint8 {
+func judgedOutcome(j *flows.Judged) uint8 {
 	if !j.Local || int(j.Code) >= numCodes {
 		return 0
 	}
@@ -177,7 +206,7 @@ func judgedOutcome(j *policy.Judgement) uint8 {
 // count counts judgement j of direction dir in the series of the policies that made it.
 // ours reports whether j comes from idx's own snapshot, whose pods idx is keyed by;
 // otherwise j is looked up by names (a verdict decided by another generation).
-func (idx *policyIndex) count(dir policy.Direction, j *policy.Judgement, ours bool) {
+func (idx *policyIndex) count(dir policy.Direction, j *flows.Judged, ours bool) {
 	switch j.Code {
 	case policy.Allowed:
 		if c := idx.policy(j, dir, ours); c != nil {
@@ -205,7 +234,7 @@ func (idx *policyIndex) count(dir policy.Direction, j *policy.Judgement, ours bo
 // policy returns the series of the NetworkPolicy whose rule allowed j, nil when there are
 // none: from the policies isolating j's pod for dir when j is idx's own (the string
 // headers of the refs are the snapshot's, so comparing them compares pointers first).
-func (idx *policyIndex) policy(j *policy.Judgement, dir policy.Direction, ours bool) *policySeries {
+func (idx *policyIndex) policy(j *flows.Judged, dir policy.Direction, ours bool) *policySeries {
 	if ours {
 		if p := idx.byPod[j.Pod]; p != nil {
 			for i, ref := range p.refs[dir] {
@@ -275,8 +304,13 @@ func (m *verdictMetrics) indexPolicies(s *policy.Snapshot) {
 		idx.isolating[podKey{p.Namespace, p.Name}] = ps.series
 		idx.byPod[p] = ps
 	})
-	old := m.index.Swap(idx)
-	m.prev.Store(old)
+	// The verdicts waiting for the flow recorder are counted with the indexes they were
+	// decided under before these move on.
+	var old *policyIndex
+	m.flushThen(func() {
+		old = m.index.Swap(idx)
+		m.prev.Store(old)
+	})
 	for ref := range old.byPolicy {
 		if idx.byPolicy[ref] == nil {
 			m.policyVerdicts.DeletePartialMatch(prometheus.Labels{"policy": ref.String()})
@@ -306,8 +340,21 @@ func (m *verdictMetrics) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector: the shards' sums, and the other series.
+// flushThen counts what waits for the flow recorder, then calls then before anything more
+// is counted.
+func (m *verdictMetrics) flushThen(then func()) {
+	if m.flush == nil {
+		then()
+		return
+	}
+	m.flush(then)
+}
+
+// Collect implements prometheus.Collector: the shards' sums, and the other series. What
+// the queue readers handed to the flow recorder is counted first: a scrape counts every
+// verdict observed before it.
 func (m *verdictMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.flushThen(func() {})
 	var verdicts [2][2]uint64
 	var directions [2][numOutcomes]uint64
 	var buckets [numBuckets + 1]uint64

@@ -25,7 +25,6 @@ import (
 // policies exist (flows.Recorder.Offer: a copy of a small value into the queue reader's own
 // ring; flows.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
-	a.metrics.observe(r)
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
@@ -52,10 +51,21 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 }
 
 // offerFlow hands r's verdict, with the staged one (proposal id, 0: none), to the flow
-// history and log.
+// history and log, and so to the metrics, which the flow recorder counts on its goroutine
+// (verdictMetrics.take); when the recorder cannot take it (its ring is full), the metrics
+// count it here. A malformed packet, which has no flow, is counted here.
 func (a *Agent) offerFlow(r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
-	if r.Malformed == nil {
-		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen,
-			Allow: r.Allow, Staged: staged, StagedAllow: stagedAllow})
+	if r.Malformed != nil {
+		a.metrics.malformed(r)
+		return
+	}
+	d := &r.Decision
+	s := flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow, CacheHit: r.CacheHit,
+		Staged: staged, StagedAllow: stagedAllow, Latency: r.Latency, Judged: [2]flows.Judged{
+			policy.Egress:  {Pod: d.Egress.Pod, Policy: d.Egress.Policy, Verdict: d.Egress.Verdict, Code: d.Egress.Code, Local: d.Egress.Local},
+			policy.Ingress: {Pod: d.Ingress.Pod, Policy: d.Ingress.Policy, Verdict: d.Ingress.Verdict, Code: d.Ingress.Code, Local: d.Ingress.Local},
+		}}
+	if !a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &s) {
+		a.metrics.count(a.metrics.shard(r.Queue), &s)
 	}
 }
