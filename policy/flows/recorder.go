@@ -123,6 +123,22 @@ func (r *Recorder) Offer(p int, s *Seen) bool {
 	return true
 }
 
+// Slot is Offer in two steps, without a copy: it returns producer p's next slot, for the
+// caller to fill — every field: it holds an older verdict — and hand over with Commit(p);
+// nil when Offer would lose the verdict (counted: the caller counts it itself).
+func (r *Recorder) Slot(p int) *Seen {
+	if p >= 0 && p < len(r.rings) {
+		if s := r.rings[p].slot(); s != nil {
+			return s
+		}
+	}
+	r.lost.Add(1)
+	return nil
+}
+
+// Commit hands over the verdict filled in the slot Slot(p) returned.
+func (r *Recorder) Commit(p int) { r.rings[p].commit() }
+
 // Flush takes what waits in the rings now, on the caller's goroutine, then calls then (if
 // not nil) before anything more is taken: every verdict offered before Flush was called is
 // recorded and counted (Config.Count) when then runs. A scrape flushes, so that the

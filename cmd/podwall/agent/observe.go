@@ -53,19 +53,30 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 // offerFlow hands r's verdict, with the staged one (proposal id, 0: none), to the flow
 // history and log, and so to the metrics, which the flow recorder counts on its goroutine
 // (verdictMetrics.take); when the recorder cannot take it (its ring is full), the metrics
-// count it here. A malformed packet, which has no flow, is counted here.
+// count it here. A malformed packet, which has no flow, is counted here. The verdict is
+// written in place in the recorder's ring (Recorder.Slot): no copy.
 func (a *Agent) offerFlow(r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
 	if r.Malformed != nil {
 		a.metrics.malformed(r)
 		return
 	}
-	d := &r.Decision
-	s := flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen, Allow: r.Allow, CacheHit: r.CacheHit,
-		Staged: staged, StagedAllow: stagedAllow, Latency: r.Latency, Judged: [2]flows.Judged{
-			policy.Egress:  {Pod: d.Egress.Pod, Policy: d.Egress.Policy, Verdict: d.Egress.Verdict, Code: d.Egress.Code, Local: d.Egress.Local},
-			policy.Ingress: {Pod: d.Ingress.Pod, Policy: d.Ingress.Policy, Verdict: d.Ingress.Verdict, Code: d.Ingress.Code, Local: d.Ingress.Local},
-		}}
-	if !a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &s) {
-		a.metrics.count(a.metrics.shard(r.Queue), &s)
+	p := int(r.Queue) - int(a.cfg.QueueNum)
+	if s := a.flows.Slot(p); s != nil {
+		seenOf(s, r, staged, stagedAllow)
+		a.flows.Commit(p)
+		return
+	}
+	var s flows.Seen
+	seenOf(&s, r, staged, stagedAllow)
+	a.metrics.count(a.metrics.shard(r.Queue), &s)
+}
+
+// seenOf fills s with r's verdict, every field.
+func seenOf(s *flows.Seen, r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
+	s.Flow, s.Time, s.Gen, s.Allow, s.CacheHit, s.Latency = r.Flow, r.Time.UnixNano(), r.Gen, r.Allow, r.CacheHit, r.Latency
+	s.Staged, s.StagedAllow = staged, stagedAllow
+	for dir, j := range [2]*policy.Judgement{policy.Egress: &r.Decision.Egress, policy.Ingress: &r.Decision.Ingress} {
+		o := &s.Judged[dir]
+		o.Pod, o.Policy, o.Verdict, o.Code, o.Local = j.Pod, j.Policy, j.Verdict, j.Code, j.Local
 	}
 }
