@@ -25,12 +25,15 @@ import (
 // 1.71× with prometheus counters and histogram and the index by names, 1.46× so; observe
 // without any metric is 1.20×.
 type verdictMetrics struct {
-	// shards are [Queue-queueNum]; then one for any other queue; the last is the flow
-	// recorder's (take).
+	// shards are what the readers count themselves, [Queue-queueNum]; the last is for any
+	// other queue.
 	shards   []shard
 	queueNum uint16
-	// flush is the flow recorder's Flush: it counts (take) what the queue readers handed
-	// over and not yet counted, then calls its argument. Set once the recorder exists.
+	// taken is what the flow recorder counts (take); flush is the recorder's Flush: it
+	// counts what the queue readers handed over and not yet counted, then calls its
+	// argument, under the recorder's lock — which guards taken. Set once the recorder
+	// exists.
+	taken tally
 	flush func(then func())
 
 	verdicts, directions, decideSeconds *prometheus.Desc
@@ -97,9 +100,17 @@ type shard struct {
 	_       [64]byte // the next shard's first line is its own
 }
 
+// tally is a shard that one goroutine counts in and reads, with plain numbers: the flow
+// recorder's (take, Collect, both under the recorder's lock).
+type tally struct {
+	outcomes [2][2][numOutcomes][numOutcomes]uint64
+	buckets  [numBuckets + 1]uint64
+	sum      int64
+}
+
 func newVerdictMetrics(queueNum, queues uint16) *verdictMetrics {
 	m := &verdictMetrics{
-		shards:   make([]shard, int(queues)+2),
+		shards:   make([]shard, int(queues)+1),
 		queueNum: queueNum,
 		verdicts: prometheus.NewDesc("podwall_datapath_verdicts_total",
 			"Verdicts given to queued packets, by verdict and whether the flow cache answered.",
@@ -130,15 +141,23 @@ func newVerdictMetrics(queueNum, queues uint16) *verdictMetrics {
 
 // shard returns the shard of the reader of queue q.
 func (m *verdictMetrics) shard(q uint16) *shard {
-	if i := int(q) - int(m.queueNum); i >= 0 && i < len(m.shards)-2 {
+	if i := int(q) - int(m.queueNum); i >= 0 && i < len(m.shards)-1 {
 		return &m.shards[i]
 	}
-	return &m.shards[len(m.shards)-2]
+	return &m.shards[len(m.shards)-1]
 }
 
 // take counts a verdict the flow recorder took from a queue reader (flows.Config.Count),
-// on the recorder's goroutine, in the recorder's own shard.
-func (m *verdictMetrics) take(s *flows.Seen) { m.count(&m.shards[len(m.shards)-1], s) }
+// on the recorder's goroutine, under its lock: in taken, with plain additions.
+func (m *verdictMetrics) take(s *flows.Seen) {
+	t := &m.taken
+	v, hit := outcomeKey(s.Allow, s.CacheHit)
+	eg, in := judgedOutcome(&s.Judged[policy.Egress]), judgedOutcome(&s.Judged[policy.Ingress])
+	t.outcomes[v][hit][eg][in]++
+	t.buckets[bucket(s.Latency)]++
+	t.sum += int64(s.Latency)
+	m.countPolicies(s, eg, in)
+}
 
 // malformed counts the verdict on a packet that could not be judged, on its queue
 // reader.
@@ -149,14 +168,19 @@ func (m *verdictMetrics) malformed(r *datapath.Record[policy.Decision]) {
 	sh.outcomes[v][hit][0][0].Add(1)
 }
 
-// count counts one verdict with the decision that made it in sh: on the flow recorder's
-// goroutine (take) or, when the recorder could not take it, on its queue reader (observe).
-// No allocation, no lock.
+// count counts one verdict with the decision that made it in sh, on its queue reader,
+// when the flow recorder could not take it (observe). No allocation, no lock.
 func (m *verdictMetrics) count(sh *shard, s *flows.Seen) {
 	v, hit := outcomeKey(s.Allow, s.CacheHit)
 	sh.latency(s.Latency)
 	eg, in := judgedOutcome(&s.Judged[policy.Egress]), judgedOutcome(&s.Judged[policy.Ingress])
 	sh.outcomes[v][hit][eg][in].Add(1)
+	m.countPolicies(s, eg, in)
+}
+
+// countPolicies counts s's judged directions (outcomes eg and in) in the series of the
+// policies that made them.
+func (m *verdictMetrics) countPolicies(s *flows.Seen, eg, in uint8) {
 	if eg == 0 && in == 0 {
 		return
 	}
@@ -187,12 +211,16 @@ func outcomeKey(allow, cacheHit bool) (v policy.Verdict, hit int) {
 
 // latency counts a verdict's latency in the decide_seconds histogram.
 func (sh *shard) latency(l time.Duration) {
-	b := 0
-	if l > 0 {
-		b = min(bits.Len64(uint64(l-1)/firstBucketNanos), numBuckets)
-	}
-	sh.buckets[b].Add(1)
+	sh.buckets[bucket(l)].Add(1)
 	sh.sum.Add(int64(l))
+}
+
+// bucket returns the decide_seconds bucket of latency l.
+func bucket(l time.Duration) int {
+	if l <= 0 {
+		return 0
+	}
+	return min(bits.Len64(uint64(l-1)/firstBucketNanos), numBuckets)
 }
 
 // judgedOutcome returns the outcome j counts, 0 when none.
@@ -354,21 +382,38 @@ func (m *verdictMetrics) flushThen(then func()) {
 // the queue readers handed to the flow recorder is counted first: a scrape counts every
 // verdict observed before it.
 func (m *verdictMetrics) Collect(ch chan<- prometheus.Metric) {
-	m.flushThen(func() {})
 	var verdicts [2][2]uint64
 	var directions [2][numOutcomes]uint64
 	var buckets [numBuckets + 1]uint64
 	var sum int64
+	add := func(v policy.Verdict, hit int, eg, in int, n uint64) {
+		verdicts[v][hit] += n
+		directions[policy.Egress][eg] += n
+		directions[policy.Ingress][in] += n
+	}
+	m.flushThen(func() {
+		t := &m.taken
+		for v := range t.outcomes {
+			for hit := range t.outcomes[v] {
+				for eg := range t.outcomes[v][hit] {
+					for in, n := range t.outcomes[v][hit][eg] {
+						add(policy.Verdict(v), hit, eg, in, n)
+					}
+				}
+			}
+		}
+		for b, n := range t.buckets {
+			buckets[b] += n
+		}
+		sum += t.sum
+	})
 	for i := range m.shards {
 		sh := &m.shards[i]
 		for v := range sh.outcomes {
 			for hit := range sh.outcomes[v] {
 				for eg := range sh.outcomes[v][hit] {
 					for in := range sh.outcomes[v][hit][eg] {
-						n := sh.outcomes[v][hit][eg][in].Load()
-						verdicts[v][hit] += n
-						directions[policy.Egress][eg] += n
-						directions[policy.Ingress][in] += n
+						add(policy.Verdict(v), hit, eg, in, sh.outcomes[v][hit][eg][in].Load())
 					}
 				}
 			}
