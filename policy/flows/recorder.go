@@ -26,7 +26,7 @@ const (
 	DefaultInterval = 10 * time.Second
 	// queueLen is how many verdicts wait for the recorder's goroutine, shared among the
 	// producers' rings (at least minRing each); beyond that Offer loses them (counted).
-	// 16384 verdicts are 1.25 MiB.
+	// 16384 verdicts are 2.1 MiB.
 	queueLen = 16384
 	minRing  = 1024
 	// drainEvery is how often the recorder's goroutine takes what waits. It polls, so that

@@ -345,6 +345,21 @@ func BenchmarkObserve(b *testing.B) {
 	}
 }
 
+// BenchmarkObserveRecorderRunning is BenchmarkObserve with no subscriber and the flow
+// recorder's goroutine running beside the loop, as in Run: the loop outruns the 5 ms drain
+// (flowsLost/op), and what the recorder cannot take the reader counts itself.
+func BenchmarkObserveRecorderRunning(b *testing.B) {
+	a, _ := testAgent(b)
+	defer a.runFlows(b.Context())()
+	rec := &datapath.Record[policy.Decision]{SrcPort: 40000, Queue: 100, Latency: time.Microsecond}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		a.decideInto(rec, benchFlows[i%len(benchFlows)])
+		a.observe(rec)
+	}
+	b.ReportMetric(float64(a.flows.Lost())/float64(b.N), "flowsLost/op")
+}
+
 // BenchmarkDecide is the engine's Decide alone, into the record as a queue reader does, for
 // comparison with BenchmarkObserve and BenchmarkDecideStaged.
 func BenchmarkDecide(b *testing.B) {

@@ -108,10 +108,12 @@ func TestMetricsAfterKnownVerdicts(t *testing.T) {
 	wantVerdicts(t, a, 4*51, 3, sum)
 }
 
-// Readers observing and scrapes at once count every verdict once (run with -race: the
-// shards are written and read without a data race).
+// Readers observing, the flow recorder counting what they hand it and scrapes at once
+// count every verdict once (run with -race: the shards and the recorder's tally are
+// written and read without a data race).
 func TestMetricsConcurrent(t *testing.T) {
 	a, _ := testAgent(t)
+	defer a.runFlows(t.Context())() // as in Run
 	const n = 4 * 5000
 	var wg sync.WaitGroup
 	sums := make([]time.Duration, 2)
