@@ -189,6 +189,44 @@ func TestOfferLosesWhenBehind(t *testing.T) {
 	}
 }
 
+// Flush has every verdict offered before it counted (Config.Count, once each, in order)
+// and recorded before then runs; what was counted leaves no pointer into its snapshot in
+// the ring.
+func TestFlushCountsWhatWaits(t *testing.T) {
+	snap := example(t)
+	var counted []uint16
+	r := newRecorder(snap, func(c *Config) {
+		c.Producers = 2
+		c.Count = func(s *Seen) { counted = append(counted, s.Flow.Port) }
+	})
+	d := snap.Decide(apiToDB)
+	for i, f := range []flow.Flow{apiToDB, webToDB, webToAPI} {
+		s := r.Slot(i % 2)
+		*s = seen(snap, f, int64(i))
+		s.Judged[policy.Ingress] = Judged{Pod: d.Ingress.Pod, Policy: d.Ingress.Policy, Local: true}
+		r.Commit(i % 2)
+	}
+	var inThen []uint16
+	r.Flush(func() { inThen = slices.Clone(counted) })
+	if want := []uint16{apiToDB.Port, webToAPI.Port, webToDB.Port}; !slices.Equal(inThen, want) { // ring 0, then ring 1
+		t.Errorf("counted %v when then ran, want %v", inThen, want)
+	}
+	if r.Len() != 3 {
+		t.Errorf("history has %d flows, want 3", r.Len())
+	}
+	r.Flush(nil)
+	if len(counted) != 3 {
+		t.Errorf("counted %d verdicts after a second Flush, want 3", len(counted))
+	}
+	for _, q := range r.rings {
+		for i := range q.buf {
+			if j := q.buf[i].Judged; j[0].Pod != nil || j[1].Pod != nil || j[0].Policy != nil || j[1].Policy != nil {
+				t.Fatalf("ring slot %d still points into the snapshot: %+v", i, j)
+			}
+		}
+	}
+}
+
 // The flow log has one line per distinct flow per interval, with that interval's counts; the
 // last interval is written when the recorder stops.
 func TestLogIntervals(t *testing.T) {

@@ -173,12 +173,13 @@ func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.taking.Lock()
-			defer r.taking.Unlock()
-			r.drain()
+			// What is taken from now on (Flush: a scrape during shutdown) goes to the
+			// history only: the last interval is the writer's.
+			var last map[key]entry
+			r.Flush(func() { last, r.cur = r.cur, nil })
 			if r.batches != nil {
-				if len(r.cur) > 0 {
-					r.batches <- r.cur // the last interval waits for the writer
+				if len(last) > 0 {
+					r.batches <- last // the last interval waits for the writer
 				}
 				close(r.batches)
 			}
