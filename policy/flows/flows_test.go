@@ -450,6 +450,24 @@ func BenchmarkOffer(b *testing.B) {
 			b.Fatalf("lost %d", r.Lost())
 		}
 	})
+	b.Run("slot", func(b *testing.B) { // as the agent hands a verdict over: filled in place
+		r := newRecorder(snap)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if i++; i%minRing == 0 {
+				b.StopTimer()
+				r.rings[0].drain(func(*Seen) {})
+				b.StartTimer()
+			}
+			p := r.Slot(0)
+			p.Flow, p.Time, p.Gen, p.Allow = s.Flow, s.Time, s.Gen, s.Allow
+			r.Commit(0)
+		}
+		if r.Lost() != 0 {
+			b.Fatalf("lost %d", r.Lost())
+		}
+	})
 	b.Run("full", func(b *testing.B) {
 		r := newRecorder(snap)
 		for range queueLen {

@@ -31,9 +31,11 @@ func newRing(n int) *ring {
 func (q *ring) slot() *Seen {
 	t := q.tail.Load()
 	if t >= q.limit {
-		if q.limit = q.head.Load() + uint64(len(q.buf)); t >= q.limit {
+		limit := q.head.Load() + uint64(len(q.buf))
+		if t >= limit {
 			return nil
 		}
+		q.limit = limit
 	}
 	return &q.buf[t&uint64(len(q.buf)-1)]
 }
