@@ -4,15 +4,20 @@
 //
 // # Hand-off
 //
-// The datapath's observer calls Recorder.Offer for every verdict, on a queue reader's
-// goroutine. Offer copies an 80-byte Seen (flow, time, generation, verdict, and the staged
-// verdict with the id of the staged proposal that gave it) into that
-// reader's own ring — single producer, single consumer, two atomic counters: no lock, no
+// The datapath's observer hands every verdict over, on a queue reader's goroutine: it fills
+// a 136-byte Seen (flow, time, generation, verdict, the staged verdict with the id of the
+// staged proposal that gave it, and what the observer's counters need: cache hit, latency,
+// the judged directions) in place in that reader's own ring (Recorder.Slot, Commit; Offer
+// copies one) — single producer, single consumer, two atomic counters: no lock, no
 // wake-up, nothing another reader touches — and returns; a full ring loses the verdict and
-// counts it (podwall_flows_lost_total). One goroutine (Recorder.Run) drains the rings every
-// 5 ms — polling, so that Offer never pays for waking it — and records each verdict in the
-// history and in the current interval of the flow log: a map lookup and a few numbers,
-// nothing allocated.
+// counts it (podwall_flows_lost_total), and tells the observer, which then counts it
+// itself. One goroutine (Recorder.Run) drains the rings every 5 ms — polling, so that the
+// readers never pay for waking it — has the observer count each verdict
+// (Config.Count: the agent's verdict metrics) and records it in the history and in the
+// current interval of the flow log: a map lookup and a few numbers, nothing allocated. A
+// scrape calls Recorder.Flush, which drains on the caller's goroutine first, so counters
+// are exact when read; Count's pointers into the deciding snapshot are cleared once
+// counted, so a drained ring holds none.
 //
 // # History
 //

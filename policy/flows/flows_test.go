@@ -106,10 +106,10 @@ func history(t *testing.T, r *Recorder) map[string]Line {
 func TestHistory(t *testing.T) {
 	snap := example(t)
 	r := newRecorder(snap)
-	r.take(seen(snap, apiToDB, 1))
-	r.take(seen(snap, webToDB, 2))
-	r.take(seen(snap, apiToDB, 3))
-	r.take(seen(snap, apiToDB, 5))
+	r.take(new(seen(snap, apiToDB, 1)))
+	r.take(new(seen(snap, webToDB, 2)))
+	r.take(new(seen(snap, apiToDB, 3)))
+	r.take(new(seen(snap, apiToDB, 5)))
 	h := history(t, r)
 	if len(h) != 2 {
 		t.Fatalf("history has %d flows, want 2: %v", len(h), h)
@@ -144,12 +144,12 @@ func TestHistoryNewGeneration(t *testing.T) {
 	r := newRecorder(nil, func(c *Config) {
 		c.Snapshot = func(gen uint64) *policy.Snapshot { return snaps[gen] }
 	})
-	r.take(seen(open, webToDB, 1))
+	r.take(new(seen(open, webToDB, 1)))
 	if l := history(t, r)["prod/web>prod/db"]; l.Verdict != "allow" || !strings.Contains(l.Reason, "not isolated") {
 		t.Fatalf("before: %+v", l)
 	}
 	snaps = map[uint64]*policy.Snapshot{closed.Generation(): closed}
-	r.take(seen(closed, webToDB, 2))
+	r.take(new(seen(closed, webToDB, 2)))
 	if l := history(t, r)["prod/web>prod/db"]; l.Verdict != "deny" || l.Connections != 2 || l.Generation != closed.Generation() ||
 		!strings.Contains(l.Reason, "db-policy") {
 		t.Errorf("after: %+v", l)
@@ -160,10 +160,10 @@ func TestHistoryNewGeneration(t *testing.T) {
 func TestHistoryEvictsLeastRecentlySeen(t *testing.T) {
 	snap := example(t)
 	r := newRecorder(snap, func(c *Config) { c.Size = 2 })
-	r.take(seen(snap, apiToDB, 1))
-	r.take(seen(snap, webToDB, 2))
-	r.take(seen(snap, apiToDB, 3)) // api → db is now the most recent
-	r.take(seen(snap, webToAPI, 4))
+	r.take(new(seen(snap, apiToDB, 1)))
+	r.take(new(seen(snap, webToDB, 2)))
+	r.take(new(seen(snap, apiToDB, 3))) // api → db is now the most recent
+	r.take(new(seen(snap, webToAPI, 4)))
 	h := history(t, r)
 	if _, ok := h["prod/web>prod/db"]; ok || len(h) != 2 {
 		t.Errorf("history %v: want api → db and web → api", h)
@@ -189,6 +189,44 @@ func TestOfferLosesWhenBehind(t *testing.T) {
 	}
 }
 
+// Flush has every verdict offered before it counted (Config.Count, once each, in order)
+// and recorded before then runs; what was counted leaves no pointer into its snapshot in
+// the ring.
+func TestFlushCountsWhatWaits(t *testing.T) {
+	snap := example(t)
+	var counted []uint16
+	r := newRecorder(snap, func(c *Config) {
+		c.Producers = 2
+		c.Count = func(s *Seen) { counted = append(counted, s.Flow.Port) }
+	})
+	d := snap.Decide(apiToDB)
+	for i, f := range []flow.Flow{apiToDB, webToDB, webToAPI} {
+		s := r.Slot(i % 2)
+		*s = seen(snap, f, int64(i))
+		s.Judged[policy.Ingress] = Judged{Pod: d.Ingress.Pod, Policy: d.Ingress.Policy, Local: true}
+		r.Commit(i % 2)
+	}
+	var inThen []uint16
+	r.Flush(func() { inThen = slices.Clone(counted) })
+	if want := []uint16{apiToDB.Port, webToAPI.Port, webToDB.Port}; !slices.Equal(inThen, want) { // ring 0, then ring 1
+		t.Errorf("counted %v when then ran, want %v", inThen, want)
+	}
+	if r.Len() != 3 {
+		t.Errorf("history has %d flows, want 3", r.Len())
+	}
+	r.Flush(nil)
+	if len(counted) != 3 {
+		t.Errorf("counted %d verdicts after a second Flush, want 3", len(counted))
+	}
+	for _, q := range r.rings {
+		for i := range q.buf {
+			if j := q.buf[i].Judged; j[0].Pod != nil || j[1].Pod != nil || j[0].Policy != nil || j[1].Policy != nil {
+				t.Fatalf("ring slot %d still points into the snapshot: %+v", i, j)
+			}
+		}
+	}
+}
+
 // The flow log has one line per distinct flow per interval, with that interval's counts; the
 // last interval is written when the recorder stops.
 func TestLogIntervals(t *testing.T) {
@@ -203,12 +241,12 @@ func TestLogIntervals(t *testing.T) {
 		default:
 		}
 	}
-	r.take(seen(snap, apiToDB, 1))
-	r.take(seen(snap, apiToDB, 2))
-	r.take(seen(snap, webToDB, 3))
+	r.take(new(seen(snap, apiToDB, 1)))
+	r.take(new(seen(snap, apiToDB, 2)))
+	r.take(new(seen(snap, webToDB, 3)))
 	r.cut()
 	write()
-	r.take(seen(snap, apiToDB, 11))
+	r.take(new(seen(snap, apiToDB, 11)))
 	r.cut()
 	write()
 	r.cut() // an empty interval writes nothing
@@ -277,17 +315,17 @@ func TestLogLossWhenWriterBlocked(t *testing.T) {
 		close(r.batches)
 		<-done
 	}()
-	r.take(seen(snap, apiToDB, 1))
+	r.take(new(seen(snap, apiToDB, 1)))
 	r.cut()
 	<-w.entered // the writer hangs in the first interval's write
-	r.take(seen(snap, apiToDB, 11))
-	r.take(seen(snap, webToDB, 12))
+	r.take(new(seen(snap, apiToDB, 11)))
+	r.take(new(seen(snap, webToDB, 12)))
 	r.cut() // waits for the writer
-	r.take(seen(snap, apiToDB, 21))
-	r.take(seen(snap, webToDB, 22))
-	r.take(seen(snap, webToAPI, 23))
+	r.take(new(seen(snap, apiToDB, 21)))
+	r.take(new(seen(snap, webToDB, 22)))
+	r.take(new(seen(snap, webToAPI, 23)))
 	r.cut() // lost: 3 lines
-	r.take(seen(snap, apiToDB, 31))
+	r.take(new(seen(snap, apiToDB, 31)))
 	if got := counter(t, r, "podwall_flows_log_lost_total"); got != 3 {
 		t.Errorf("lost %v lines, want 3", got)
 	}
@@ -346,12 +384,12 @@ func BenchmarkInsert(b *testing.B) {
 	b.Run("seen", func(b *testing.B) {
 		r := newRecorder(snap)
 		for _, s := range verdicts[:1000] {
-			r.take(s)
+			r.take(&s)
 		}
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			r.take(verdicts[i%1000])
+			r.take(&verdicts[i%1000])
 			i++
 		}
 	})
@@ -360,7 +398,7 @@ func BenchmarkInsert(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			r.take(verdicts[i%len(verdicts)]) // each is new: the history holds the last 1000
+			r.take(&verdicts[i%len(verdicts)]) // each is new: the history holds the last 1000
 			i++
 		}
 	})
@@ -376,7 +414,7 @@ func BenchmarkMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		r := newRecorder(snap)
 		for i, f := range flows {
-			r.take(seen(snap, f, int64(i)))
+			r.take(new(seen(snap, f, int64(i))))
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -407,6 +445,24 @@ func BenchmarkOffer(b *testing.B) {
 				b.StartTimer()
 			}
 			r.Offer(0, &s)
+		}
+		if r.Lost() != 0 {
+			b.Fatalf("lost %d", r.Lost())
+		}
+	})
+	b.Run("slot", func(b *testing.B) { // as the agent hands a verdict over: filled in place
+		r := newRecorder(snap)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if i++; i%minRing == 0 {
+				b.StopTimer()
+				r.rings[0].drain(func(*Seen) {})
+				b.StartTimer()
+			}
+			p := r.Slot(0)
+			p.Flow, p.Time, p.Gen, p.Allow = s.Flow, s.Time, s.Gen, s.Allow
+			r.Commit(0)
 		}
 		if r.Lost() != 0 {
 			b.Fatalf("lost %d", r.Lost())
@@ -475,7 +531,7 @@ func TestHistoryGenerationGone(t *testing.T) {
 	r := newRecorder(nil, func(c *Config) { c.Snapshot = func(uint64) *policy.Snapshot { return inForce } })
 	v := seen(open, webToDB, 1)
 	v.Gen = closed.Generation() + 7 // a generation no longer held
-	r.take(v)
+	r.take(&v)
 	l := history(t, r)["prod/web>prod/db"]
 	want := fmt.Sprintf("decided by policy generation %d, no longer held; generation %d would deny: ", v.Gen, closed.Generation())
 	if l.Verdict != "allow" || !strings.HasPrefix(l.Reason, want) || l.Egress != nil || l.Policies != nil {

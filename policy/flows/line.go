@@ -41,7 +41,7 @@ type Line struct {
 }
 
 // Seen is one verdict as the datapath's observer hands it to a Recorder: a small value
-// (80 bytes, no pointer), copied into a ring.
+// (136 bytes), copied into a ring.
 type Seen struct {
 	Flow flow.Flow
 	// Time is when the packet was received, in Unix nanoseconds.
@@ -52,7 +52,26 @@ type Seen struct {
 	// StagedAllow is the staged verdict (SPEC §2c) of the staged proposal Staged names
 	// (Config.Proposal); Staged is 0 when no staged policy existed.
 	StagedAllow bool
-	Staged      uint32
+	// CacheHit, Latency and Judged are the rest of what the observer's counters count
+	// (Config.Count), which the Recorder itself does not read: whether the flow cache
+	// answered, the time from receiving the packet to its verdict, and the judgement of
+	// each direction (by policy.Direction) by the decision that made the verdict.
+	CacheHit bool
+	Staged   uint32
+	Latency  time.Duration
+	Judged   [2]Judged
+}
+
+// Judged is what Seen carries of one direction's policy.Judgement: its verdict and code,
+// whether its pod is local, and its pod and policy (pointers into the snapshot that
+// decided; the Recorder clears them once counted, so that a drained ring holds no
+// snapshot).
+type Judged struct {
+	Pod     *policy.Pod
+	Policy  *policy.PolicyRef
+	Verdict policy.Verdict
+	Code    policy.Code
+	Local   bool
 }
 
 // entry is one flow: in the history, and in an interval of the flow log. It holds no text

@@ -26,7 +26,7 @@ const (
 	DefaultInterval = 10 * time.Second
 	// queueLen is how many verdicts wait for the recorder's goroutine, shared among the
 	// producers' rings (at least minRing each); beyond that Offer loses them (counted).
-	// 16384 verdicts are 1.25 MiB.
+	// 16384 verdicts are 2.1 MiB.
 	queueLen = 16384
 	minRing  = 1024
 	// drainEvery is how often the recorder's goroutine takes what waits. It polls, so that
@@ -58,6 +58,11 @@ type Config struct {
 	// Interval is the flow log's interval; 0 means DefaultInterval.
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Count, when set, is called with every verdict the Recorder takes from a ring, before
+	// it is recorded: the observer's counting, done off the queue readers. Calls never
+	// overlap, and Flush returns only once every verdict offered before it was counted.
+	// It must not block; it must not call the Recorder.
+	Count func(*Seen)
 }
 
 // Recorder records the flows the datapath judges: the history and the flow log (see the
@@ -66,6 +71,10 @@ type Recorder struct {
 	cfg   Config
 	rings []*ring // one per producer
 	lost  atomic.Uint64
+
+	// taking is held by whoever takes from the rings (Run's goroutine, Flush): the
+	// consumer side of the rings, cur and Config.Count are its.
+	taking sync.Mutex
 
 	mu   sync.Mutex // guards hist
 	hist *lru
@@ -102,12 +111,44 @@ func NewRecorder(cfg Config) *Recorder {
 	return r
 }
 
-// Offer hands one verdict of producer p over without waiting; when the recorder is behind,
-// or p is not a producer (0 to Config.Producers-1), the verdict is lost and counted. Each
-// producer calls it from one goroutine at a time. It allocates nothing.
-func (r *Recorder) Offer(p int, s *Seen) {
+// Offer hands one verdict of producer p over without waiting, and reports whether it did;
+// when the recorder is behind, or p is not a producer (0 to Config.Producers-1), the
+// verdict is lost and counted (Config.Count does not see it: the caller counts it itself).
+// Each producer calls it from one goroutine at a time. It allocates nothing.
+func (r *Recorder) Offer(p int, s *Seen) bool {
 	if p < 0 || p >= len(r.rings) || !r.rings[p].offer(s) {
 		r.lost.Add(1)
+		return false
+	}
+	return true
+}
+
+// Slot is Offer in two steps, without a copy: it returns producer p's next slot, for the
+// caller to fill — every field: it holds an older verdict — and hand over with Commit(p);
+// nil when Offer would lose the verdict (counted: the caller counts it itself).
+func (r *Recorder) Slot(p int) *Seen {
+	if p >= 0 && p < len(r.rings) {
+		if s := r.rings[p].slot(); s != nil {
+			return s
+		}
+	}
+	r.lost.Add(1)
+	return nil
+}
+
+// Commit hands over the verdict filled in the slot Slot(p) returned.
+func (r *Recorder) Commit(p int) { r.rings[p].commit() }
+
+// Flush takes what waits in the rings now, on the caller's goroutine, then calls then (if
+// not nil) before anything more is taken: every verdict offered before Flush was called is
+// recorded and counted (Config.Count) when then runs. A scrape flushes, so that the
+// counters are exact.
+func (r *Recorder) Flush(then func()) {
+	r.taking.Lock()
+	defer r.taking.Unlock()
+	r.drain()
+	if then != nil {
+		then()
 	}
 }
 
@@ -132,33 +173,42 @@ func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.drain()
+			// What is taken from now on (Flush: a scrape during shutdown) goes to the
+			// history only: the last interval is the writer's.
+			var last map[key]entry
+			r.Flush(func() { last, r.cur = r.cur, nil })
 			if r.batches != nil {
-				if len(r.cur) > 0 {
-					r.batches <- r.cur // the last interval waits for the writer
+				if len(last) > 0 {
+					r.batches <- last // the last interval waits for the writer
 				}
 				close(r.batches)
 			}
 			<-done
 			return
 		case <-drain.C:
-			r.drain()
+			r.Flush(nil)
 		case <-tick:
-			r.drain()
-			r.cut()
+			r.Flush(r.cut)
 		}
 	}
 }
 
-// drain takes what waits in the rings.
+// drain takes what waits in the rings, counts and records it, and clears the pointers
+// counting needed (Seen.Judged). Under taking.
 func (r *Recorder) drain() {
 	for _, q := range r.rings {
-		q.drain(func(s *Seen) { r.take(*s) })
+		q.drain(func(s *Seen) {
+			if r.cfg.Count != nil {
+				r.cfg.Count(s)
+			}
+			r.take(s)
+			s.Judged = [2]Judged{}
+		})
 	}
 }
 
-// take records one verdict.
-func (r *Recorder) take(s Seen) {
+// take records one verdict. Under taking.
+func (r *Recorder) take(s *Seen) {
 	k := keyOf(s.Flow)
 	r.mu.Lock()
 	e, ok := r.hist.touch(k)

@@ -15,7 +15,7 @@ import (
 // newFlows makes the Recorder, and opens the flow log when one is configured.
 func (a *Agent) newFlows() error {
 	cfg := flows.Config{Node: a.cfg.Node, Producers: int(a.cfg.Queues), Size: a.cfg.FlowHistory, Snapshot: a.inForce.of,
-		Proposal: a.staged.byID,
+		Proposal: a.staged.byID, Count: a.metrics.take,
 		Interval: a.cfg.FlowLogInterval, Logger: a.log}
 	if a.cfg.FlowLog != "" {
 		f, err := flows.OpenFile(a.cfg.FlowLog, a.cfg.FlowLogMaxSize, a.cfg.FlowLogMaxFiles)
@@ -25,6 +25,7 @@ func (a *Agent) newFlows() error {
 		a.flowLog, cfg.Log = f, f
 	}
 	a.flows = flows.NewRecorder(cfg)
+	a.metrics.flush = a.flows.Flush
 	return nil
 }
 

@@ -108,10 +108,12 @@ func TestMetricsAfterKnownVerdicts(t *testing.T) {
 	wantVerdicts(t, a, 4*51, 3, sum)
 }
 
-// Readers observing and scrapes at once count every verdict once (run with -race: the
-// shards are written and read without a data race).
+// Readers observing, the flow recorder counting what they hand it and scrapes at once
+// count every verdict once (run with -race: the shards and the recorder's tally are
+// written and read without a data race).
 func TestMetricsConcurrent(t *testing.T) {
 	a, _ := testAgent(t)
+	defer a.runFlows(t.Context())() // as in Run
 	const n = 4 * 5000
 	var wg sync.WaitGroup
 	sums := make([]time.Duration, 2)
@@ -160,4 +162,54 @@ func TestMetricsGenerationThatDecided(t *testing.T) {
 			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %v", c.labels, got, c.want)
 		}
 	}
+}
+
+// The flow recorder counts the verdicts the readers hand it, on its goroutine; it counts
+// those a scrape finds waiting first, and the readers count those it could not take (its
+// hand-off full): a scrape still counts every verdict once.
+func TestMetricsWhenHandOffFull(t *testing.T) {
+	a, _ := testAgent(t) // nothing drains the hand-off but a scrape
+	const n = 4 * 2100   // more than a reader's ring holds (8192 with two queues)
+	sum := a.observeCases(n, 100)
+	lost := a.flows.Lost()
+	if lost == 0 {
+		t.Fatalf("the hand-off took all %d verdicts: the test does not fill it", n)
+	}
+	wantVerdicts(t, a, n, 0, sum)
+	if got, _ := scrapeValue(t, a, "podwall_flows_lost_total"); got != float64(lost) {
+		t.Errorf("podwall_flows_lost_total = %v, want %d", got, lost)
+	}
+}
+
+// A verdict still waiting for the flow recorder when two new generations come into force
+// is counted for the policies of the generation that decided it: a deny decided under
+// db-policy alone counts for db-policy, not for db-lockdown, which came after.
+func TestMetricsWaitingVerdictKeepsItsGeneration(t *testing.T) {
+	a, s := testAgent(t) // nothing drains the hand-off but a scrape and a new index
+	a.observe(a.verdict(webIP, dbIP, 3306, false))
+	s.Policies = append(slices.Clone(s.Policies), pt.NetworkPolicy("prod", "db-lockdown", pt.Selector("role", "db")))
+	a.setState(t, s)
+	s.Policies = append(slices.Clone(s.Policies), pt.NetworkPolicy("prod", "web-lockdown", pt.Selector("role", "web")))
+	a.setState(t, s)
+	for _, c := range []struct {
+		labels string
+		want   float64
+	}{
+		{"direction=ingress,policy=prod/db-policy,verdict=deny", 1},
+		{"direction=ingress,policy=prod/db-lockdown,verdict=deny", 0},
+	} {
+		if got := a.metricValue(t, "podwall_policy_verdicts_total", c.labels); got != c.want {
+			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %v", c.labels, got, c.want)
+		}
+	}
+}
+
+// scrapeValue returns one series' value from a scrape of a's registry.
+func scrapeValue(t *testing.T, a *Agent, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	m, err := scrape.Gather(a.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Value(name, labels...)
 }

@@ -12,8 +12,8 @@ import (
 // observe is called by the datapath for every verdict, on a queue reader's goroutine. It
 // must not block and allocates nothing.
 //
-// It counts the decision that made the verdict (the Record's, cached with it on a cache hit;
-// never decided again) in the metrics, per direction and per policy, hands a denied flow
+// It has the decision that made the verdict (the Record's, cached with it on a cache hit;
+// never decided again) counted in the metrics, per direction and per policy, hands a denied flow
 // with the generation that denied it to the kernel's deny cache (a non-blocking send,
 // kernelcache.go), with the allow cache on an allowed flow to the allow cache likewise,
 // and — only when the decision stream has a subscriber — hands a Record with
@@ -21,10 +21,10 @@ import (
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
 // Every verdict also goes to the flow history and log, with the staged verdict when staged
-// policies exist (flows.Recorder.Offer: a copy of a small value into the queue reader's own
-// ring; flows.go).
+// policies exist, and with what the metrics count, which the flow recorder's goroutine counts
+// (offerFlow: a small value written in place into the queue reader's own ring, one atomic
+// store; flows.go, metrics.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
-	a.metrics.observe(r)
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
 		kernelDeny = a.deny.ttl
@@ -48,10 +48,32 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 }
 
 // offerFlow hands r's verdict, with the staged one (proposal id, 0: none), to the flow
-// history and log.
+// history and log, and so to the metrics, which the flow recorder counts on its goroutine
+// (verdictMetrics.take); when the recorder cannot take it (its ring is full), the metrics
+// count it here. A malformed packet, which has no flow, is counted here. The verdict is
+// written in place in the recorder's ring (Recorder.Slot): no copy.
 func (a *Agent) offerFlow(r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
-	if r.Malformed == nil {
-		a.flows.Offer(int(r.Queue)-int(a.cfg.QueueNum), &flows.Seen{Flow: r.Flow, Time: r.Time.UnixNano(), Gen: r.Gen,
-			Allow: r.Allow, Staged: staged, StagedAllow: stagedAllow})
+	if r.Malformed != nil {
+		a.metrics.malformed(r)
+		return
+	}
+	p := int(r.Queue) - int(a.cfg.QueueNum)
+	if s := a.flows.Slot(p); s != nil {
+		seenOf(s, r, staged, stagedAllow)
+		a.flows.Commit(p)
+		return
+	}
+	var s flows.Seen
+	seenOf(&s, r, staged, stagedAllow)
+	a.metrics.count(a.metrics.shard(r.Queue), &s)
+}
+
+// seenOf fills s with r's verdict, every field.
+func seenOf(s *flows.Seen, r *datapath.Record[policy.Decision], staged uint32, stagedAllow bool) {
+	s.Flow, s.Time, s.Gen, s.Allow, s.CacheHit, s.Latency = r.Flow, r.Time.UnixNano(), r.Gen, r.Allow, r.CacheHit, r.Latency
+	s.Staged, s.StagedAllow = staged, stagedAllow
+	for dir, j := range [2]*policy.Judgement{policy.Egress: &r.Decision.Egress, policy.Ingress: &r.Decision.Ingress} {
+		o := &s.Judged[dir]
+		o.Pod, o.Policy, o.Verdict, o.Code, o.Local = j.Pod, j.Policy, j.Verdict, j.Code, j.Local
 	}
 }
