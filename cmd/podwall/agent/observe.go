@@ -13,17 +13,17 @@ import (
 // must not block and allocates nothing.
 //
 // It has the decision that made the verdict (the Record's, cached with it on a cache hit;
-// never decided again) counted in the metrics, per direction and per policy, hands a denied flow
-// with the generation that denied it to the kernel's deny cache (a non-blocking send,
-// kernelcache.go), with the allow cache on an allowed flow to the allow cache likewise,
-// and — only when the decision stream has a subscriber — hands a Record with
-// a weak reference to the snapshot of the deciding generation to the stream's hub, which
+// never decided again) counted in the metrics, per direction and per policy; hands a
+// denied flow with the generation that denied it to the kernel's deny cache (a non-blocking
+// send, kernelcache.go), and with the allow cache on an allowed flow to the allow cache
+// likewise; and — only when the decision stream has a subscriber — hands a Record with a
+// weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
-// snapshot: decisions.Record). With no subscriber the stream costs one atomic load.
-// Every verdict also goes to the flow history and log, with the staged verdict when staged
-// policies exist, and with what the metrics count, which the flow recorder's goroutine counts
-// (offerFlow: a small value written in place into the queue reader's own ring, one atomic
-// store; flows.go, metrics.go).
+// snapshot: decisions.Record). With no subscriber the stream costs one atomic load. Every
+// verdict also goes to the flow history and log, with the staged verdict when staged
+// policies exist, and with what the metrics count, which the flow recorder's goroutine
+// counts (offerFlow: a small value written in place into the queue reader's own ring, one
+// atomic store; flows.go, metrics.go).
 func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 	var kernelDeny time.Duration
 	if !r.Allow && r.Malformed == nil && a.deny.offer(r.Flow, r.Gen) {
