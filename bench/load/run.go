@@ -398,7 +398,8 @@ func (e *Env) measure(ctx context.Context, v Variant, count, conc, threads int) 
 		run.Hits = uint64(d.Sum("podwall_datapath_flowcache_hits_total"))
 		run.Misses = uint64(d.Sum("podwall_datapath_flowcache_misses_total"))
 		h := d.Histogram("podwall_datapath_decide_seconds")
-		run.DecideP50, run.DecideP99 = scrape.Quantile(0.5, h), scrape.Quantile(0.99, h)
+		// No packet judged (the allow cache took every connection): 0, which prints as "-".
+		run.DecideP50, run.DecideP99 = finite(scrape.Quantile(0.5, h)), finite(scrape.Quantile(0.99, h))
 		run.AgentCPU = (cpu - agentCPU0) / float64(max(res.OK, 1))
 	}
 	if e.raw != nil {
