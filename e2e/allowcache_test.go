@@ -13,10 +13,11 @@ import (
 )
 
 // The kernel's allow cache (--allow-cache-ttl, datapath/nft doc.go "The allow cache"), with
-// the real agent: a client's first connection to an allowed port is queued and allowed, and
-// the decision in the stream says the kernel now accepts the flow's new connections for the
-// TTL; its next connections open without reaching the agent (0 queued, counted in
-// podwall_datapath_allow_cache_hits_total) and without a decision in the stream. Another
+// the real agent: a client's first connection to an allowed port is queued and allowed; the
+// second is too (a hit in the agent's verdict cache), and its decision in the stream says
+// the kernel now accepts the flow's new connections for the TTL; the next ones open without
+// reaching the agent (0 queued, counted in podwall_datapath_allow_cache_hits_total) and
+// without a decision in the stream. Another
 // port is another flow: queued. A policy change that denies the cached flow denies the very
 // next connection: the cache never shadows a new policy. Off by default.
 //
@@ -72,11 +73,17 @@ func TestAllowCache(t *testing.T) {
 			if err := connect(fam, 8080); err != nil {
 				t.Fatalf("the first connection to 8080: %v", err)
 			}
+			if a := snap(fam).adds; a != before.adds {
+				t.Errorf("a flow seen once went into the allow cache (%v added)", a-before.adds)
+			}
+			if err := connect(fam, 8080); err != nil {
+				t.Fatalf("the second connection to 8080: %v", err)
+			}
 			e.waitFor(func() bool { return snap(fam).adds > before.adds },
 				func() string { return "the allowed flow never went into the allow cache" })
 			mid := snap(fam)
-			if q := mid.queued - before.queued; q != 1 {
-				t.Errorf("the first connection: %v packets queued, want 1", q)
+			if q := mid.queued - before.queued; q != 2 {
+				t.Errorf("the first two connections: %v packets queued, want 2", q)
 			}
 			for range 4 {
 				if err := connect(fam, 8080); err != nil {
@@ -98,8 +105,8 @@ func TestAllowCache(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // a second decision would be in the stream by now
 			evs := decided(fam, 8080)
-			if len(evs) != 1 || evs[0].KernelAllowTTLms != 10000 {
-				t.Errorf("stream: %d decisions on the flow, want one with kernelAllowTTLms 10000: %+v", len(evs), evs)
+			if len(evs) != 2 || evs[0].KernelAllowTTLms != 0 || !evs[1].CacheHit || evs[1].KernelAllowTTLms != 10000 {
+				t.Errorf("stream: %d decisions on the flow, want two, the second a cache hit with kernelAllowTTLms 10000: %+v", len(evs), evs)
 			}
 		})
 	}

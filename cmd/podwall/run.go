@@ -81,9 +81,9 @@ A flow just denied (source, destination, protocol, destination port) is dropped 
 for --deny-cache-ttl without asking the agent again, so retried SYNs and repeated datagrams
 cost no round trip to userspace; every policy change empties that cache first.
 
---allow-cache-ttl (off by default) does the same for allowed flows: for that long the kernel
-accepts new connections of a flow just allowed (source, destination, protocol, destination
-port) without asking the agent; every policy change empties it first. New connections then cost the kernel alone, but
+--allow-cache-ttl (off by default) does the same for allowed flows: once the agent has allowed
+a flow (source, destination, protocol, destination port) a second time, the kernel accepts its
+new connections for that long without asking the agent; every policy change empties it first. New connections then cost the kernel alone, but
 those it accepts are not in the decision stream, the verdict metrics or the flow history
 (podwall_datapath_allow_cache_hits_total counts their packets; the decision that filled the
 cache says so).

@@ -157,7 +157,9 @@
 // Opt-in (Config.AllowCacheTTL, 0 by default): the mirror of the deny
 // cache for allowed flows, so that a client opening connection after
 // connection to the same pod costs one queue round trip per TTL, not one
-// per connection. The agent hands each allowed flow to AddAllowed; allowed4
+// per connection. The agent hands each allowed flow it has judged before (a
+// hit in its verdict cache: a flow seen once costs no addition) to
+// AddAllowed; allowed4
 // and allowed6 are sets of the same flow keys as the deny cache's, with
 // per-element timeouts, and a rule after each deny-cache rule accepts a new
 // packet found in them:

@@ -276,27 +276,29 @@ func TestNewDenyCacheTTL(t *testing.T) {
 	}
 }
 
-// observe hands an allow to the allow cache (when on) with the generation that decided it,
-// and the stream's record says the kernel now accepts the flow's new connections; a deny
-// and a malformed packet are not handed over.
+// observe hands an allow to the allow cache (when on) with the generation that decided it
+// when it sees the flow again (a verdict-cache hit), and the stream's record says the
+// kernel now accepts the flow's new connections; a flow's first allow (a miss), a deny and a
+// malformed packet are not handed over.
 func TestObserveAllowCache(t *testing.T) {
 	for _, ttl := range []time.Duration{0, 2500 * time.Millisecond} {
 		a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = ttl })
 		sub, _ := a.stream.Subscribe(decisions.Filter{}, 16)
 		defer sub.Close()
-		allow := a.verdict(apiIP, dbIP, 3306, false)
+		a.observe(a.verdict(apiIP, dbIP, 3306, false)) // first sight: a miss
+		allow := a.verdict(apiIP, dbIP, 3306, true)
 		a.observe(allow)
-		a.observe(a.verdict(webIP, dbIP, 3306, false))
-		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: apiIP, Dst: dbIP, Proto: flow.TCP}, Allow: true, Gen: allow.Gen, Malformed: errors.New("packet: truncated")})
+		a.observe(a.verdict(webIP, dbIP, 3306, true))
+		a.observe(&datapath.Record[policy.Decision]{Flow: flow.Flow{Src: apiIP, Dst: dbIP, Proto: flow.TCP}, Allow: true, CacheHit: true, Gen: allow.Gen, Malformed: errors.New("packet: truncated")})
 
 		var got []int64
-		for range 3 {
+		for range 4 {
 			r := <-sub.C()
 			e := r.Event()
 			got = append(got, e.KernelAllowTTLms)
 		}
-		if want := []int64{ttl.Milliseconds(), 0, 0}; !slices.Equal(got, want) {
-			t.Errorf("ttl %v: kernelAllowTTLms of allow, deny, malformed = %v, want %v", ttl, got, want)
+		if want := []int64{0, ttl.Milliseconds(), 0, 0}; !slices.Equal(got, want) {
+			t.Errorf("ttl %v: kernelAllowTTLms of allow (miss), allow (hit), deny, malformed = %v, want %v", ttl, got, want)
 		}
 		if ttl == 0 {
 			if a.allow.ch != nil {
@@ -320,7 +322,7 @@ func TestAllowCacheAddsAndMetrics(t *testing.T) {
 	a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = 2 * time.Second })
 	set := newFakeDenySet(a.inForce.Generation())
 	runDenyCache(t, a.allow, set)
-	allow := a.verdict(apiIP, dbIP, 3306, false)
+	allow := a.verdict(apiIP, dbIP, 3306, true)
 	a.observe(allow)
 	settle(t, a.allow, 1)
 	set.mu.Lock()

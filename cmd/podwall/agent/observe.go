@@ -15,8 +15,8 @@ import (
 // It has the decision that made the verdict (the Record's, cached with it on a cache hit;
 // never decided again) counted in the metrics, per direction and per policy; hands a
 // denied flow with the generation that denied it to the kernel's deny cache (a non-blocking
-// send, kernelcache.go), and with the allow cache on an allowed flow to the allow cache
-// likewise; and — only when the decision stream has a subscriber — hands a Record with a
+// send, kernelcache.go), and with the allow cache on an allowed flow seen before (a cache
+// hit) to the allow cache likewise; and — only when the decision stream has a subscriber — hands a Record with a
 // weak reference to the snapshot of the deciding generation to the stream's hub, which
 // copies it into each subscriber's buffer without blocking (a buffered record pins no
 // snapshot: decisions.Record). With no subscriber the stream costs one atomic load. Every
@@ -30,7 +30,9 @@ func (a *Agent) observe(r *datapath.Record[policy.Decision]) {
 		kernelDeny = a.deny.ttl
 	}
 	var kernelAllow time.Duration
-	if r.Allow && a.allow.on() && r.Malformed == nil && a.allow.offer(r.Flow, r.Gen) {
+	// The allow cache takes a flow on its second sight (a verdict-cache hit: judged before
+	// by the same generation), so a flow seen once costs the kernel nothing.
+	if r.Allow && r.CacheHit && a.allow.on() && r.Malformed == nil && a.allow.offer(r.Flow, r.Gen) {
 		kernelAllow = a.allow.ttl
 	}
 	if !a.stream.Active() {
