@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
-
 	"github.com/podwall/podwall/policy/decisions"
-	"github.com/podwall/podwall/policy/policytest"
 )
 
 // The kernel's allow cache (--allow-cache-ttl, datapath/nft doc.go "The allow cache"), with
@@ -23,32 +20,13 @@ import (
 //
 //	node-1: client, server (ingress: client on 8080-8090/TCP and 80/TCP; later 80/TCP only)
 func TestAllowCache(t *testing.T) {
-	e := newEnv(t)
-	e.AddNode("node-1", 1)
-	e.AddPods("node-1", "app/client", "app/server")
-	base := []any{policytest.Namespace("app", nil),
-		e.podObject("app/client", map[string]string{"app": "client"}),
-		e.podObject("app/server", map[string]string{"app": "server"})}
-	serverPolicy := func(ports ...string) *networkingv1.NetworkPolicy {
-		peers := []policytest.Elem{policytest.Pods(policytest.Selector("app", "client"))}
-		for _, p := range ports {
-			peers = append(peers, policytest.Port(p))
-		}
-		return policytest.NetworkPolicy("app", "server", policytest.Selector("app", "server"),
-			policytest.Ingress(policytest.From(peers...)))
-	}
+	e, base := newClientServerEnv(t)
 	e.write(append(base, serverPolicy("8080-8090/TCP", "80/TCP"))...)
 	e.Serve(80, 8080, 8085)
 	e.start("--allow-cache-ttl", "10s")
 	allows := e.stream("node-1", "?verdict=allow")
 
-	type counts struct{ queued, hits, adds float64 }
-	snap := func(fam string) counts {
-		q := e.queueCounts("node-1")
-		set := map[string]string{"IPv4": "ingress4", "IPv6": "ingress6"}[fam]
-		return counts{float64(q.Rules[set]), e.metric("node-1", "podwall_datapath_allow_cache_hits_total"),
-			e.metric("node-1", "podwall_datapath_allow_cache_adds_total")}
-	}
+	snap := func(fam string) cacheCounts { return e.cacheCounts(fam, "allow") }
 	decided := func(fam string, port uint16) []decisions.Event {
 		evs, _, err := allows.snapshot()
 		if err != nil {

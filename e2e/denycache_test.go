@@ -27,20 +27,7 @@ import (
 //
 //	node-1: client, server (ingress: client on 80/TCP; later also 82/TCP)
 func TestDenyCache(t *testing.T) {
-	e := newEnv(t)
-	e.AddNode("node-1", 1)
-	e.AddPods("node-1", "app/client", "app/server")
-	base := []any{policytest.Namespace("app", nil),
-		e.podObject("app/client", map[string]string{"app": "client"}),
-		e.podObject("app/server", map[string]string{"app": "server"})}
-	serverPolicy := func(ports ...string) *networkingv1.NetworkPolicy {
-		peers := []policytest.Elem{policytest.Pods(policytest.Selector("app", "client"))}
-		for _, p := range ports {
-			peers = append(peers, policytest.Port(p))
-		}
-		return policytest.NetworkPolicy("app", "server", policytest.Selector("app", "server"),
-			policytest.Ingress(policytest.From(peers...)))
-	}
+	e, base := newClientServerEnv(t)
 	e.write(append(base, serverPolicy("80/TCP"))...)
 	e.Serve(80, 81, 82)
 	e.start()
@@ -48,13 +35,7 @@ func TestDenyCache(t *testing.T) {
 
 	// snap reads what the node counted: queued by the ingress rules, dropped by the deny
 	// cache, flows the agent added to it.
-	type counts struct{ queued, hits, adds float64 }
-	snap := func(fam string) counts {
-		q := e.queueCounts("node-1")
-		set := map[string]string{"IPv4": "ingress4", "IPv6": "ingress6"}[fam]
-		return counts{float64(q.Rules[set]), e.metric("node-1", "podwall_datapath_deny_cache_hits_total"),
-			e.metric("node-1", "podwall_datapath_deny_cache_adds_total")}
-	}
+	snap := func(fam string) cacheCounts { return e.cacheCounts(fam, "deny") }
 	// denials returns the denies the stream carried for a flow so far.
 	denials := func(fam, proto string, port uint16) []decisions.Event {
 		evs, _, err := denies.snapshot()
@@ -178,6 +159,39 @@ func TestDenyCache(t *testing.T) {
 			t.Errorf("deny cache off: %v packets dropped by it", h)
 		}
 	})
+}
+
+// newClientServerEnv is the lab of the verdict-cache tests: node-1 with pods app/client and
+// app/server, and the manifests' objects but the policy (serverPolicy's).
+func newClientServerEnv(t *testing.T) (*env, []any) {
+	e := newEnv(t)
+	e.AddNode("node-1", 1)
+	e.AddPods("node-1", "app/client", "app/server")
+	return e, []any{policytest.Namespace("app", nil),
+		e.podObject("app/client", map[string]string{"app": "client"}),
+		e.podObject("app/server", map[string]string{"app": "server"})}
+}
+
+// serverPolicy isolates app/server for ingress and allows app/client on ports.
+func serverPolicy(ports ...string) *networkingv1.NetworkPolicy {
+	peers := []policytest.Elem{policytest.Pods(policytest.Selector("app", "client"))}
+	for _, p := range ports {
+		peers = append(peers, policytest.Port(p))
+	}
+	return policytest.NetworkPolicy("app", "server", policytest.Selector("app", "server"),
+		policytest.Ingress(policytest.From(peers...)))
+}
+
+// cacheCounts is what node-1 counted for one family and verdict cache: packets queued by the
+// ingress rules, packets the cache answered in the kernel, flows the agent added to it.
+type cacheCounts struct{ queued, hits, adds float64 }
+
+// cacheCounts reads them, for kind "deny" or "allow".
+func (e *env) cacheCounts(fam, kind string) cacheCounts {
+	q := e.queueCounts("node-1")
+	set := map[string]string{"IPv4": "ingress4", "IPv6": "ingress6"}[fam]
+	return cacheCounts{float64(q.Rules[set]), e.metric("node-1", "podwall_datapath_"+kind+"_cache_hits_total"),
+		e.metric("node-1", "podwall_datapath_"+kind+"_cache_adds_total")}
 }
 
 // cached reports whether node-1's deny cache holds client → server on TCP port, as nft

@@ -3,111 +3,13 @@
 package nft
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/podwall/podwall/policy/flow"
 )
-
-// allowedElems reads the allow cache of the table in h back from the kernel: one
-// "src dst proto port" string per element, sorted, both families.
-func allowedElems(t *testing.T, h netns.NsHandle) []string {
-	t.Helper()
-	return cacheElems(t, h, allowCache)
-}
-
-// AddAllowed takes the verdicts of the generation the last Sync installed and no other; a
-// Sync of a new generation empties the cache (the deny cache's too), Program too; only flows
-// with ports enter, each once; the deny cache is not touched.
-func TestLiveAllowCacheGenerations(t *testing.T) {
-	requireRoot(t)
-	r, _, h := newLab(t, Config{QueueCount: 1, AllowCacheTTL: 10 * time.Second, DenyCacheTTL: 10 * time.Second})
-	iso := addrs("10.244.0.3", "fd00:10:244::3")
-	if err := r.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
-	check := func(step string, want ...string) {
-		t.Helper()
-		if want == nil {
-			want = []string{}
-		}
-		if got := allowedElems(t, h); !slices.Equal(got, want) {
-			t.Errorf("%s: allow cache = %q, want %q", step, got, want)
-		}
-	}
-	add := func(gen uint64, want int, wantErr error, fs ...flow.Flow) {
-		t.Helper()
-		n, err := r.AddAllowed(gen, fs)
-		if n != want || !errors.Is(err, wantErr) {
-			t.Errorf("AddAllowed(%d, %d flows) = %d, %v; want %d, %v", gen, len(fs), n, err, want, wantErr)
-		}
-	}
-	add(1, 3, nil,
-		tcpFlow("10.244.0.2", "10.244.0.3", 80),
-		tcpFlow("10.244.0.2", "10.244.0.3", 80), // a duplicate
-		flow.Flow{Src: netip.MustParseAddr("fd00:10:244::2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.UDP, Port: 53},
-		flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.ICMP}, // no ports
-		tcpFlow("10.244.0.7", "10.244.0.3", 5001),
-	)
-	gen1 := []string{"10.244.0.2 10.244.0.3 TCP 80", "10.244.0.7 10.244.0.3 TCP 5001", "fd00:10:244::2 fd00:10:244::3 UDP 53"}
-	check("generation 1", gen1...)
-	if got := deniedElems(t, h); len(got) != 0 {
-		t.Errorf("the deny cache got %q", got)
-	}
-	if _, err := r.AddDenied(1, []flow.Flow{tcpFlow("10.244.0.9", "10.244.0.3", 22)}); err != nil {
-		t.Fatal(err)
-	}
-	add(1, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 80)) // there already
-	add(2, 0, ErrStale, tcpFlow("10.244.0.9", "10.244.0.3", 80))
-	check("after a refused addition", gen1...)
-	if err := r.Sync(1, addrs("10.244.0.3"), nil); err != nil {
-		t.Fatal(err)
-	}
-	check("after a Sync of the same generation", gen1...)
-	if err := r.Sync(2, addrs("10.244.0.3"), nil); err != nil {
-		t.Fatal(err)
-	}
-	check("after a Sync of generation 2")
-	if got := deniedElems(t, h); len(got) != 0 {
-		t.Errorf("after a Sync of generation 2 the deny cache holds %q", got)
-	}
-	add(1, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 80))
-	add(2, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 443))
-	check("generation 2", "10.244.0.2 10.244.0.3 TCP 443")
-	if err := r.Program(); err != nil {
-		t.Fatal(err)
-	}
-	check("after Program")
-	add(2, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 443))
-
-	off, err := New(Config{QueueCount: 1, NetNS: int(h)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer off.Close(true)
-	if err := off.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := off.AddAllowed(1, []flow.Flow{tcpFlow("10.244.0.2", "10.244.0.3", 80)}); err == nil {
-		t.Error("AddAllowed without an allow cache: no error")
-	}
-	sets, err := off.conn.GetSets(newTable())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sets {
-		if strings.HasPrefix(s.Name, "allowed") {
-			t.Errorf("allow cache off: set %s still there", s.Name)
-		}
-	}
-}
 
 // The allow cache with real packets, failing closed and nobody reading the queue, so that
 // every queued packet is dropped and only the allow cache lets one through: a cached flow's

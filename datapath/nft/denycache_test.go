@@ -64,109 +64,135 @@ func tcpFlow(src, dst string, port uint16) flow.Flow {
 	return flow.Flow{Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Proto: flow.TCP, Port: port}
 }
 
-// AddDenied takes the verdicts of the generation the last Sync installed and no other;
-// Sync of a new generation empties the cache, even when the address sets stay the same;
-// Program (a takeover) empties it too and refuses every generation until the next Sync.
-// Only flows with ports enter, each once, keyed as the rule builds the key from a packet.
-func TestLiveDenyCacheGenerations(t *testing.T) {
+// AddDenied and AddAllowed take the verdicts of the generation the last Sync installed and
+// no other; Sync of a new generation empties both caches, even when the address sets stay the
+// same; Program (a takeover) empties them too and refuses every generation until the next
+// Sync. Only flows with ports enter, each once, keyed as the rule builds the key from a
+// packet, and only into the cache they are for. Without a cache, its Add fails and it has no
+// sets.
+func TestLiveCacheGenerations(t *testing.T) {
 	requireRoot(t)
-	r, _, h := newLab(t, Config{QueueCount: 1, DenyCacheTTL: 10 * time.Second})
-	iso := addrs("10.244.0.3", "fd00:10:244::3")
-	if err := r.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
-	check := func(step string, want ...string) {
-		t.Helper()
-		if want == nil {
-			want = []string{}
-		}
-		if got := deniedElems(t, h); !slices.Equal(got, want) {
-			t.Errorf("%s: deny cache = %q, want %q", step, got, want)
-		}
-	}
-	add := func(gen uint64, want int, wantErr error, fs ...flow.Flow) {
-		t.Helper()
-		n, err := r.AddDenied(gen, fs)
-		if n != want || !errors.Is(err, wantErr) {
-			t.Errorf("AddDenied(%d, %d flows) = %d, %v; want %d, %v", gen, len(fs), n, err, want, wantErr)
-		}
-	}
+	for _, tc := range []struct {
+		k, other cacheKind
+		add      func(*Ruleset, uint64, []flow.Flow) (int, error)
+		otherAdd func(*Ruleset, uint64, []flow.Flow) (int, error)
+	}{
+		{denyCache, allowCache, (*Ruleset).AddDenied, (*Ruleset).AddAllowed},
+		{allowCache, denyCache, (*Ruleset).AddAllowed, (*Ruleset).AddDenied},
+	} {
+		t.Run(tc.k.name, func(t *testing.T) {
+			cfg := Config{QueueCount: 1, DenyCacheTTL: 10 * time.Second, AllowCacheTTL: 10 * time.Second}
+			r, _, h := newLab(t, cfg)
+			iso := addrs("10.244.0.3", "fd00:10:244::3")
+			if err := r.ProgramSync(1, iso, nil); err != nil {
+				t.Fatal(err)
+			}
+			check := func(step string, want ...string) {
+				t.Helper()
+				if want == nil {
+					want = []string{}
+				}
+				if got := cacheElems(t, h, tc.k); !slices.Equal(got, want) {
+					t.Errorf("%s: %s cache = %q, want %q", step, tc.k.name, got, want)
+				}
+			}
+			add := func(gen uint64, want int, wantErr error, fs ...flow.Flow) {
+				t.Helper()
+				n, err := tc.add(r, gen, fs)
+				if n != want || !errors.Is(err, wantErr) {
+					t.Errorf("add to the %s cache (%d, %d flows) = %d, %v; want %d, %v", tc.k.name, gen, len(fs), n, err, want, wantErr)
+				}
+			}
 
-	add(1, 3, nil,
-		tcpFlow("10.244.0.2", "10.244.0.3", 80),
-		tcpFlow("10.244.0.2", "10.244.0.3", 80), // a duplicate
-		flow.Flow{Src: netip.MustParseAddr("::ffff:10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.UDP, Port: 53},
-		flow.Flow{Src: netip.MustParseAddr("fd00:10:244::2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.SCTP, Port: 9},
-		flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.ICMP}, // no ports
-		flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.TCP, Port: 1},
-	)
-	gen1 := []string{"10.244.0.2 10.244.0.3 TCP 80", "10.244.0.2 10.244.0.3 UDP 53", "fd00:10:244::2 fd00:10:244::3 SCTP 9"}
-	check("generation 1", gen1...)
-	add(1, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 80)) // already there: not an error
-	add(1, 0, nil)
-	add(0, 0, ErrStale, tcpFlow("10.244.0.9", "10.244.0.3", 80))
-	add(2, 0, ErrStale, tcpFlow("10.244.0.9", "10.244.0.3", 80)) // not synced yet
-	check("after refused additions", gen1...)
+			add(1, 3, nil,
+				tcpFlow("10.244.0.2", "10.244.0.3", 80),
+				tcpFlow("10.244.0.2", "10.244.0.3", 80), // a duplicate
+				flow.Flow{Src: netip.MustParseAddr("::ffff:10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.UDP, Port: 53},
+				flow.Flow{Src: netip.MustParseAddr("fd00:10:244::2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.SCTP, Port: 9},
+				flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("10.244.0.3"), Proto: flow.ICMP}, // no ports
+				flow.Flow{Src: netip.MustParseAddr("10.244.0.2"), Dst: netip.MustParseAddr("fd00:10:244::3"), Proto: flow.TCP, Port: 1},
+			)
+			gen1 := []string{"10.244.0.2 10.244.0.3 TCP 80", "10.244.0.2 10.244.0.3 UDP 53", "fd00:10:244::2 fd00:10:244::3 SCTP 9"}
+			check("generation 1", gen1...)
+			if got := cacheElems(t, h, tc.other); len(got) != 0 {
+				t.Errorf("the %s cache got %q", tc.other.name, got)
+			}
+			if _, err := tc.otherAdd(r, 1, []flow.Flow{tcpFlow("10.244.0.9", "10.244.0.3", 22)}); err != nil {
+				t.Fatal(err)
+			}
+			add(1, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 80)) // already there: not an error
+			add(1, 0, nil)
+			add(0, 0, ErrStale, tcpFlow("10.244.0.9", "10.244.0.3", 80))
+			add(2, 0, ErrStale, tcpFlow("10.244.0.9", "10.244.0.3", 80)) // not synced yet
+			check("after refused additions and one to the other cache", gen1...)
 
-	if err := r.Sync(1, addrs("10.244.0.3"), nil); err != nil { // same generation, other sets
-		t.Fatal(err)
-	}
-	check("after a Sync of the same generation", gen1...)
-	if err := r.Sync(2, addrs("10.244.0.3"), nil); err != nil { // a new generation, same sets
-		t.Fatal(err)
-	}
-	check("after a Sync of generation 2")
-	add(1, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 80))
-	check("after a verdict of generation 1")
-	add(2, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 81))
-	check("generation 2", "10.244.0.2 10.244.0.3 TCP 81")
+			if err := r.Sync(1, addrs("10.244.0.3"), nil); err != nil { // same generation, other sets
+				t.Fatal(err)
+			}
+			check("after a Sync of the same generation", gen1...)
+			if err := r.Sync(2, addrs("10.244.0.3"), nil); err != nil { // a new generation, same sets
+				t.Fatal(err)
+			}
+			check("after a Sync of generation 2")
+			if got := cacheElems(t, h, tc.other); len(got) != 0 {
+				t.Errorf("after a Sync of generation 2 the %s cache holds %q", tc.other.name, got)
+			}
+			add(1, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 80))
+			check("after a verdict of generation 1")
+			add(2, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 81))
+			check("generation 2", "10.244.0.2 10.244.0.3 TCP 81")
 
-	if err := r.Program(); err != nil {
-		t.Fatal(err)
-	}
-	check("after Program")
-	add(2, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 81))
-	if err := r.Sync(2, addrs("10.244.0.3"), nil); err != nil {
-		t.Fatal(err)
-	}
-	add(2, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 82))
-	check("after Program and Sync", "10.244.0.2 10.244.0.3 TCP 82")
+			if err := r.Program(); err != nil {
+				t.Fatal(err)
+			}
+			check("after Program")
+			add(2, 0, ErrStale, tcpFlow("10.244.0.2", "10.244.0.3", 81))
+			if err := r.Sync(2, addrs("10.244.0.3"), nil); err != nil {
+				t.Fatal(err)
+			}
+			add(2, 1, nil, tcpFlow("10.244.0.2", "10.244.0.3", 82))
+			check("after Program and Sync", "10.244.0.2 10.244.0.3 TCP 82")
 
-	// Another Ruleset takes the table over (an agent restart): the earlier run's verdicts go.
-	r2, err := New(Config{QueueCount: 1, DenyCacheTTL: 10 * time.Second, NetNS: int(h)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r2.Close(true)
-	if err := r2.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
-	check("after a takeover")
+			// Another Ruleset takes the table over (an agent restart): the earlier run's verdicts go.
+			cfg.NetNS = int(h)
+			r2, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close(true)
+			if err := r2.ProgramSync(1, iso, nil); err != nil {
+				t.Fatal(err)
+			}
+			check("after a takeover")
 
-	// Without a deny cache: no sets, and AddDenied says so.
-	off, err := New(Config{QueueCount: 1, NetNS: int(h)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer off.Close(true)
-	if err := off.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := off.AddDenied(1, []flow.Flow{tcpFlow("10.244.0.2", "10.244.0.3", 80)}); err == nil {
-		t.Error("AddDenied without a deny cache: no error")
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sets, err := c.GetSets(newTable())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sets {
-		if s.Name == SetDenied4 || s.Name == SetDenied6 {
-			t.Errorf("deny cache off: set %s still there", s.Name)
-		}
+			// Without this cache: no sets, and adding says so.
+			off := Config{QueueCount: 1, NetNS: int(h)}
+			if tc.k.name == "deny" {
+				off.AllowCacheTTL = time.Second
+			} else {
+				off.DenyCacheTTL = time.Second
+			}
+			ro, err := New(off)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close(true)
+			if err := ro.ProgramSync(1, iso, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tc.add(ro, 1, []flow.Flow{tcpFlow("10.244.0.2", "10.244.0.3", 80)}); err == nil {
+				t.Errorf("adding without a %s cache: no error", tc.k.name)
+			}
+			sets, err := ro.conn.GetSets(newTable())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range sets {
+				if slices.ContainsFunc(tc.k.defs, func(d setDef) bool { return d.name == s.Name }) {
+					t.Errorf("%s cache off: set %s still there", tc.k.name, s.Name)
+				}
+			}
+		})
 	}
 }
 

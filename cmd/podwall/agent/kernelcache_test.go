@@ -253,17 +253,13 @@ func TestDenyCacheMetrics(t *testing.T) {
 	set.mu.Lock()
 	set.hits = 7
 	set.mu.Unlock()
-	for name, want := range map[string]float64{
+	a.checkSeries(t, map[string]float64{
 		"podwall_datapath_deny_cache_hits_total":       7,
 		"podwall_datapath_deny_cache_adds_total":       1,
 		"podwall_datapath_deny_cache_add_drops_total":  0,
 		"podwall_datapath_deny_cache_stale_total":      0,
 		"podwall_datapath_deny_cache_add_errors_total": 0,
-	} {
-		if got := a.metricValue(t, name, ""); got != want {
-			t.Errorf("%s = %v, want %v", name, got, want)
-		}
-	}
+	})
 }
 
 // New refuses a deny cache TTL the kernel cannot take.
@@ -332,14 +328,20 @@ func TestAllowCacheAddsAndMetrics(t *testing.T) {
 	if !slices.Equal(got, []flow.Flow{allow.Flow}) || denied != 0 {
 		t.Errorf("allow cache holds %v, deny cache %d flows; want %v and none", got, denied, allow.Flow)
 	}
-	for name, want := range map[string]float64{
+	a.checkSeries(t, map[string]float64{
 		"podwall_datapath_allow_cache_hits_total":  0,
 		"podwall_datapath_allow_cache_adds_total":  1,
 		"podwall_datapath_allow_cache_stale_total": 0,
 		"podwall_datapath_deny_cache_adds_total":   0,
-	} {
-		if got := a.metricValue(t, name, ""); got != want {
-			t.Errorf("%s = %v, want %v", name, got, want)
+	})
+}
+
+// checkSeries checks the values of series without labels.
+func (a *Agent) checkSeries(t *testing.T, want map[string]float64) {
+	t.Helper()
+	for name, v := range want {
+		if got := a.metricValue(t, name, ""); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
 		}
 	}
 }
