@@ -17,20 +17,8 @@ import (
 // family, and the very next connection after a new generation are queued (and dropped).
 func TestLiveAllowCacheTraffic(t *testing.T) {
 	requireRoot(t)
-	l := newPodLab(t)
-	cfg := Config{QueueNum: 100, QueueCount: 1, PodInterfacePrefixes: []string{"pw"}, AllowCacheTTL: 10 * time.Second}
-	r, err := New(withNetNS(cfg, int(l.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(true)
-	iso := l.list("b4", "b6")
-	if err := r.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
+	l, r, iso, passes, dropped := newCacheTrafficLab(t, Config{AllowCacheTTL: 10 * time.Second})
 	counters := func() Counters { return mustCounters(t, r) }
-	passes := func(src, dst string) bool { return l.dial(t, src, dst).echo(t) }
-	dropped := func(src, dst string) bool { return !l.dial(t, src, dst).echoWithin(t, 100*time.Millisecond) }
 	f := flow.Flow{Src: l.addrs["a4"], Dst: l.addrs["b4"], Proto: flow.UDP, Port: echoPort}
 
 	if !dropped("a4", "b4") {

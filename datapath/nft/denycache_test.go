@@ -281,24 +281,9 @@ func TestLiveDenyCacheNoStaleSurvivor(t *testing.T) {
 // flows (the other family) are not touched.
 func TestLiveDenyCacheTraffic(t *testing.T) {
 	requireRoot(t)
-	l := newPodLab(t)
 	const ttl = time.Second
-	cfg := Config{QueueNum: 100, QueueCount: 1, FailOpen: true, PodInterfacePrefixes: []string{"pw"}, DenyCacheTTL: ttl}
-	r, err := New(withNetNS(cfg, int(l.node)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(true)
-	iso := l.list("b4", "b6")
-	if err := r.ProgramSync(1, iso, nil); err != nil {
-		t.Fatal(err)
-	}
+	l, r, iso, passes, dropped := newCacheTrafficLab(t, Config{FailOpen: true, DenyCacheTTL: ttl})
 	counters := func() Counters { return mustCounters(t, r) }
-	// passes opens a new UDP connection (a new source port) and reports whether it echoed;
-	// dropped the same, with a short wait, so that several fit in one TTL (an echo in the
-	// lab takes well under a millisecond; the counters say which rule dropped).
-	passes := func(src, dst string) bool { return l.dial(t, src, dst).echo(t) }
-	dropped := func(src, dst string) bool { return !l.dial(t, src, dst).echoWithin(t, 100*time.Millisecond) }
 	denied := flow.Flow{Src: l.addrs["a4"], Dst: l.addrs["b4"], Proto: flow.UDP, Port: echoPort}
 
 	if !passes("a4", "b4") {
@@ -355,6 +340,29 @@ func TestLiveDenyCacheTraffic(t *testing.T) {
 		t.Errorf("after the new generation: deny cache %d → %d, queued %d → %d; want the same, and one more",
 			c2.DenyCached, c.DenyCached, c2.Ingress4, c.Ingress4)
 	}
+}
+
+// newCacheTrafficLab is the pod lab with a Ruleset of cfg (queue 100, pod interfaces "pw*")
+// in force, b4 and b6 isolated for ingress, nobody reading the queue. passes opens a new UDP
+// connection (a new source port) and reports whether it echoed; dropped the same, with a
+// short wait, so that several fit in one TTL (an echo in the lab takes well under a
+// millisecond; the counters say which rule dropped).
+func newCacheTrafficLab(t *testing.T, cfg Config) (l *podLab, r *Ruleset, iso []netip.Addr, passes, dropped func(src, dst string) bool) {
+	t.Helper()
+	l = newPodLab(t)
+	cfg.QueueNum, cfg.QueueCount, cfg.PodInterfacePrefixes = 100, 1, []string{"pw"}
+	r, err := New(withNetNS(cfg, int(l.node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(true) })
+	iso = l.list("b4", "b6")
+	if err := r.ProgramSync(1, iso, nil); err != nil {
+		t.Fatal(err)
+	}
+	passes = func(src, dst string) bool { return l.dial(t, src, dst).echo(t) }
+	dropped = func(src, dst string) bool { return !l.dial(t, src, dst).echoWithin(t, 100*time.Millisecond) }
+	return l, r, iso, passes, dropped
 }
 
 // A full deny cache refuses the transaction that would overfill it, and the Ruleset goes on

@@ -151,17 +151,7 @@ func TestMetricsGenerationThatDecided(t *testing.T) {
 	s.Policies = append(slices.Clone(s.Policies), pt.NetworkPolicy("prod", "db-lockdown", pt.Selector("role", "db")))
 	a.setState(t, s)
 	a.observe(r)
-	for _, c := range []struct {
-		labels string
-		want   float64
-	}{
-		{"direction=ingress,policy=prod/db-policy,verdict=deny", 1},
-		{"direction=ingress,policy=prod/db-lockdown,verdict=deny", 0},
-	} {
-		if got := a.metricValue(t, "podwall_policy_verdicts_total", c.labels); got != c.want {
-			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %v", c.labels, got, c.want)
-		}
-	}
+	wantDeniedByDBPolicyOnly(t, a)
 }
 
 // The flow recorder counts the verdicts the readers hand it, on its goroutine; it counts
@@ -191,6 +181,23 @@ func TestMetricsWaitingVerdictKeepsItsGeneration(t *testing.T) {
 	a.setState(t, s)
 	s.Policies = append(slices.Clone(s.Policies), pt.NetworkPolicy("prod", "web-lockdown", pt.Selector("role", "web")))
 	a.setState(t, s)
+	wantDeniedByDBPolicyOnly(t, a)
+}
+
+// scrapeValue returns one series' value from a scrape of a's registry.
+func scrapeValue(t *testing.T, a *Agent, name string, labels ...string) (float64, bool) {
+	t.Helper()
+	m, err := scrape.Gather(a.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Value(name, labels...)
+}
+
+// wantDeniedByDBPolicyOnly checks that the one deny observed counts for prod/db-policy, the
+// policy that decided it, and not for prod/db-lockdown, which came after.
+func wantDeniedByDBPolicyOnly(t *testing.T, a *Agent) {
+	t.Helper()
 	for _, c := range []struct {
 		labels string
 		want   float64
@@ -202,14 +209,4 @@ func TestMetricsWaitingVerdictKeepsItsGeneration(t *testing.T) {
 			t.Errorf("podwall_policy_verdicts_total{%s} = %v, want %v", c.labels, got, c.want)
 		}
 	}
-}
-
-// scrapeValue returns one series' value from a scrape of a's registry.
-func scrapeValue(t *testing.T, a *Agent, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	m, err := scrape.Gather(a.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.Value(name, labels...)
 }
