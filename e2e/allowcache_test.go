@@ -16,7 +16,8 @@ import (
 // reaching the agent (0 queued, counted in podwall_datapath_allow_cache_hits_total) and
 // without a decision in the stream. Another
 // port is another flow: queued. A policy change that denies the cached flow denies the very
-// next connection: the cache never shadows a new policy. Off by default.
+// next connection, and cuts the connections the cache let in: the cache never shadows a new
+// policy. Off by default.
 //
 //	node-1: client, server (ingress: client on 8080-8090/TCP and 80/TCP; later 80/TCP only)
 func TestAllowCache(t *testing.T) {
@@ -93,7 +94,20 @@ func TestAllowCache(t *testing.T) {
 	// only: the very next connection to 8080 is queued and denied.
 	t.Run("never shadows a new policy", func(t *testing.T) {
 		e := e.sub(t)
+		// Connections the kernel accepted from the cache are revoked like any other.
+		var hs []*held
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			before := snap(fam)
+			hs = append(hs, e.hold("cut", fam, "app/client", "app/server", "tcp", 8080))
+			if after := snap(fam); after.hits != before.hits+1 || after.queued != before.queued {
+				t.Fatalf("%s: the connection to hold was not accepted by the allow cache (hits %v → %v, queued %v → %v)",
+					fam, before.hits, after.hits, before.queued, after.queued)
+			}
+		}
+		ct, edited := e.conntrackOf("node-1"), time.Now()
 		e.rewrite(append(base, serverPolicy("80/TCP"))...)
+		ct.waitGone(e, edited, hs) // revoked by the sweep the new policy starts
+		e.checkHeld(hs)
 		for _, fam := range []string{"IPv4", "IPv6"} {
 			before := snap(fam)
 			if err := e.probe(fam, probe{from: "app/client", to: "app/server", port: 8080}, 300*time.Millisecond); err == nil {
