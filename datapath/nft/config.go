@@ -89,10 +89,9 @@ type Config struct {
 	DenyCacheTTL time.Duration
 
 	// AllowCacheTTL is how long the kernel accepts new packets of a flow the agent has
-	// just allowed, without queueing them (the allow cache: sets allowed4 and allowed6,
-	// filled by AddAllowed, emptied by every Sync of a new generation); an element may cover
-	// a range of destination ports over which the policy cannot change its verdict. In
-	// whole milliseconds, at most MaxAllowCacheTTL; 0 (the default) turns it off: every new
+	// allowed, without queueing them (the allow cache: sets allowed4 and allowed6, filled by
+	// AddAllowed, emptied by every Sync of a new generation). In whole milliseconds, at most
+	// MaxAllowCacheTTL; 0 (the default) turns it off: no sets, no rules, and every new
 	// connection of a judged pod is queued, and so seen by the stream and counted.
 	AllowCacheTTL time.Duration
 

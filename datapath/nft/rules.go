@@ -268,10 +268,9 @@ type cacheGate struct {
 // bytes 2-3 of the transport header: the destination port of TCP, UDP and SCTP, the only
 // protocols AddDenied and AddAllowed put in; for any other protocol the key holds its
 // number, which no element has. A non-first fragment has no transport header: th fails and
-// the rule does not match. The lookup is the same whether the set holds single keys or
-// port ranges (the allow cache's interval set). The gate's lookup reads the address already
-// loaded for the key (saddr in register 1, daddr in 9 or 2), so the key's set lookup comes
-// last: Counters tells the rule by it.
+// the rule does not match. The gate's lookup reads the address already loaded for the key
+// (saddr in register 1, daddr in 9 or 2), so the key's set lookup comes last: Counters
+// tells the rule by it.
 func (k cacheKind) rules(cfg Config, g cacheGate) []rule {
 	if k.ttl(cfg) == 0 {
 		return nil

@@ -18,9 +18,9 @@ import (
 // ErrClosed is returned by the methods of a closed Ruleset.
 var ErrClosed = errors.New("nft: ruleset closed")
 
-// ErrStale is returned by AddDenied and AddAllowed for verdicts of a policy generation other than the one
-// the last Sync (or ProgramSync) installed: the policy they came from is no longer the one
-// the kernel sets enforce, so they must not enter the deny cache.
+// ErrStale is returned by AddDenied and AddAllowed for verdicts of a policy generation other
+// than the one the last Sync (or ProgramSync) installed: the policy they came from is no
+// longer the one the kernel sets enforce, so they must not enter a verdict cache.
 var ErrStale = errors.New("nft: verdict cache: verdicts of a policy generation no longer in force")
 
 // maxElemsPerMsg bounds the elements in one netlink message of a set
@@ -332,8 +332,8 @@ func sameSet(have, want *nftables.Set) bool {
 // policy they come from. It reads the sets' current elements from the
 // kernel and sends only the difference, as element deletions and additions
 // in one transaction; when gen differs from the last Sync's, the same
-// transaction empties the deny cache and the allow cache. When nothing differs it sends
-// nothing.
+// transaction empties the deny cache and the allow cache. When nothing
+// differs it sends nothing.
 // IPv4-mapped IPv6 addresses count as IPv4; zones are dropped. An invalid
 // (zero) address is an error and nothing is changed.
 //
@@ -586,6 +586,7 @@ func (r *Ruleset) AddAllowed(gen uint64, flows []flow.Flow) (int, error) {
 	return r.addCached(allowCache, gen, cacheElements(flows))
 }
 
+// b2i is 1 for true, 0 for false: the index of a family in [2] (IPv4, IPv6).
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -633,10 +634,10 @@ func (r *Ruleset) addCached(k cacheKind, gen uint64, elems [2][]nftables.SetElem
 	return added, nil
 }
 
-// cacheKey returns the cache key of f, as the rule builds it from a packet: source address, destination address, protocol in a
-// 4-byte field, destination port (big endian) in a 4-byte field. It reports whether the key
-// is IPv6, and not ok for flows the cache does not take (no ports, invalid or
-// mixed-family addresses).
+// cacheKey returns the verdict caches' key of f, as the rule builds it from a packet:
+// source address, destination address, protocol in a 4-byte field, destination port (big
+// endian) in a 4-byte field. It reports whether the key is IPv6, and not ok for flows the
+// caches do not take (no ports, invalid or mixed-family addresses).
 func cacheKey(f flow.Flow) (key []byte, v6, ok bool) {
 	src, dst := f.Src.Unmap(), f.Dst.Unmap()
 	if !f.Proto.HasPorts() || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
