@@ -90,8 +90,8 @@ func BenchmarkLiveAddAllowed(b *testing.B) {
 					}
 					return out
 				}
-				for chunk := n; chunk > 0; chunk -= min(chunk, maxDeniedPerBatch) {
-					if _, err := r.AddAllowed(1, flows(min(chunk, maxDeniedPerBatch))); err != nil {
+				for chunk := n; chunk > 0; chunk -= min(chunk, maxCachedPerBatch) {
+					if _, err := r.AddAllowed(1, flows(min(chunk, maxCachedPerBatch))); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -28,12 +28,12 @@ var ErrStale = errors.New("nft: verdict cache: verdicts of a policy generation n
 // All messages still go out in one batch: one transaction.
 const maxElemsPerMsg = 512
 
-// maxDeniedPerBatch bounds the elements of one AddDenied transaction: a
-// batch goes out in one sendmsg, which the socket's send buffer bounds (the
-// whole deny cache at once is "message too long"). 2,048 IPv6 elements are
-// about 100 KiB. The cache needs no all-or-nothing addition, so a large
-// AddDenied is several transactions.
-const maxDeniedPerBatch = 2048
+// maxCachedPerBatch bounds the elements of one AddDenied or AddAllowed
+// transaction: a batch goes out in one sendmsg, which the socket's send buffer
+// bounds (a whole cache at once is "message too long"). 2,048 IPv6 elements
+// are about 100 KiB. The caches need no all-or-nothing addition, so a large
+// addition is several transactions.
+const maxCachedPerBatch = 2048
 
 // Ruleset owns podwall's table in one network namespace. Its methods are
 // safe for concurrent use.
@@ -550,7 +550,7 @@ func elements(addrs []netip.Addr) []nftables.SetElement {
 // before they reach the queue. Flows of a protocol without ports
 // (flow.Proto.HasPorts) are left out, and so are duplicates; a flow already
 // in the cache is not an error. It returns the number of flows written.
-// More than maxDeniedPerBatch flows go in several transactions; when one
+// More than maxCachedPerBatch flows go in several transactions; when one
 // fails (a set full at DenyCacheSize), the flows of the earlier ones stay.
 //
 // Verdicts of a generation other than the last Sync's are refused with
@@ -595,7 +595,7 @@ func b2i(b bool) int {
 }
 
 // addCached adds the IPv4 (elems[0]) and IPv6 (elems[1]) elements to the sets of cache k,
-// if gen is the generation in force, in transactions of at most maxDeniedPerBatch elements.
+// if gen is the generation in force, in transactions of at most maxCachedPerBatch elements.
 func (r *Ruleset) addCached(k cacheKind, gen uint64, elems [2][]nftables.SetElement) (int, error) {
 	ttl := k.ttl(r.cfg)
 	if ttl == 0 {
@@ -617,7 +617,7 @@ func (r *Ruleset) addCached(k cacheKind, gen uint64, elems [2][]nftables.SetElem
 	added := 0
 	for i, d := range k.defs {
 		s := k.newSet(t, d, ttl)
-		for batch := range slices.Chunk(elems[i], maxDeniedPerBatch) {
+		for batch := range slices.Chunk(elems[i], maxCachedPerBatch) {
 			for chunk := range slices.Chunk(batch, maxElemsPerMsg) {
 				if err := r.conn.SetAddElements(s, chunk); err != nil {
 					return added, fmt.Errorf("nft: add to set %s: %w", s.Name, err)
