@@ -2,7 +2,8 @@
 // (first policy, then queue readers, then the kernel table, then revocation of what the
 // first policy denies), applying each new policy state (compile, sync the kernel sets, swap
 // the snapshot in force, sweep conntrack), what happens to each verdict (metrics, the
-// decision stream, and for a deny the kernel's deny cache), the new-pod window's inputs (the
+// decision stream, for a deny the kernel's deny cache and, when on, for an allow seen again
+// its allow cache: kernelcache.go), the new-pod window's inputs (the
 // local pods' addresses and the node's pod ranges for the kernel, the Waiter the queue
 // readers ask, window.go), the own-node sets synced with them (the pods a
 // ClusterNetworkPolicy can cut off from their node, queued at the node's input and output
