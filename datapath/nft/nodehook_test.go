@@ -301,3 +301,65 @@ func TestLiveNodeHooksWindow(t *testing.T) {
 		t.Errorf("a -> node, a known: %v", got)
 	}
 }
+
+// The allow cache at the own-node hooks, with real packets, failing closed and nobody
+// reading the queues, so that only the allow cache lets a judged packet through: the cached
+// flows of a pod to its node (input) and of the node to a pod (output) pass in the kernel,
+// counted, never queued; a flow not in the cache (a → node over IPv6) is queued and dropped,
+// and so is the very next attempt after a new generation.
+func TestLiveNodeHooksAllowCache(t *testing.T) {
+	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 113, QueueCount: 1,
+		PodInterfacePrefixes: []string{"pw"}, AllowCacheTTL: 10 * time.Second})
+	judged := Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}
+	if err := r.ProgramSyncWindow(1, nil, nil, judged); err != nil {
+		t.Fatal(err)
+	}
+	passes := func(from netns.NsHandle, dst netip.Addr) bool { return dialFrom(t, from, dst).echo(t) }
+	dropped := func(from netns.NsHandle, dst netip.Addr) bool {
+		return !dialFrom(t, from, dst).echoWithin(t, 100*time.Millisecond)
+	}
+	udp := func(src, dst netip.Addr) flow.Flow {
+		return flow.Flow{Src: src, Dst: dst, Proto: flow.UDP, Port: echoPort}
+	}
+
+	if !dropped(l.a, node4) || !dropped(l.node, l.addrs["b4"]) {
+		t.Fatal("fail closed, nobody reading: a new connection between a pod and its node passed the queue")
+	}
+	c0 := mustCounters(t, r)
+	if _, err := r.AddAllowed(1, []flow.Flow{
+		udp(l.addrs["a4"], node4), // a → node: input
+		udp(node4, l.addrs["b4"]), // node → b: output
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if !passes(l.a, node4) {
+			t.Fatalf("attempt %d of the cached a -> node flow was dropped", i)
+		}
+	}
+	if !passes(l.node, l.addrs["b4"]) {
+		t.Error("the cached node -> b flow was dropped")
+	}
+	c1 := mustCounters(t, r)
+	if d := c1.AllowCached - c0.AllowCached; d != 4 {
+		t.Errorf("allow cache counted %d accepts, want 4 (3 at input, 1 at output)", d)
+	}
+	if d, e := c1.NodeEgress-c0.NodeEgress, c1.NodeIngress-c0.NodeIngress; d != 0 || e != 0 {
+		t.Errorf("input queued %d packets, output %d, of the cached flows; want 0", d, e)
+	}
+	if !dropped(l.a, node6) {
+		t.Error("a -> node over IPv6, not in the cache, passed")
+	}
+	c1 = mustCounters(t, r)
+
+	// A new generation empties the cache: the very next attempt is queued (and dropped).
+	if err := r.SyncWindow(2, nil, nil, judged); err != nil {
+		t.Fatal(err)
+	}
+	if !dropped(l.a, node4) || !dropped(l.node, l.addrs["b4"]) {
+		t.Error("an attempt after a new generation passed: the old policy's allow shadowed it")
+	}
+	if c := mustCounters(t, r); c.AllowCached != c1.AllowCached {
+		t.Errorf("after the new generation the allow cache accepted %d more", c.AllowCached-c1.AllowCached)
+	}
+}
