@@ -14,10 +14,9 @@ import (
 // second is too (a hit in the agent's verdict cache), and its decision in the stream says
 // the kernel now accepts the flow's new connections for the TTL; the next ones open without
 // reaching the agent (0 queued, counted in podwall_datapath_allow_cache_hits_total) and
-// without a decision in the stream. Another
-// port is another flow: queued. A policy change that denies the cached flow denies the very
-// next connection, and cuts the connections the cache let in: the cache never shadows a new
-// policy. Off by default.
+// without a decision in the stream. Another port is another flow: queued. A policy change
+// that denies the cached flow denies the very next connection, and cuts the connections the
+// cache let in: the cache never shadows a new policy. Off by default.
 //
 //	node-1: client, server (ingress: client on 8080-8090/TCP and 80/TCP; later 80/TCP only)
 func TestAllowCache(t *testing.T) {
@@ -82,7 +81,9 @@ func TestAllowCache(t *testing.T) {
 			if q := snap(fam).queued - after.queued; q < 1 {
 				t.Errorf("connections to 8085, another flow: %v queued, want its first", q)
 			}
-			time.Sleep(50 * time.Millisecond) // a second decision would be in the stream by now
+			// Two packets of the flow were queued (above), so the stream has two decisions on it.
+			e.waitFor(func() bool { return len(decided(fam, 8080)) >= 2 },
+				func() string { return "the stream lacks the flow's two decisions" })
 			evs := decided(fam, 8080)
 			if len(evs) != 2 || evs[0].KernelAllowTTLms != 0 || !evs[1].CacheHit || evs[1].KernelAllowTTLms != 10000 {
 				t.Errorf("stream: %d decisions on the flow, want two, the second a cache hit with kernelAllowTTLms 10000: %+v", len(evs), evs)
