@@ -81,6 +81,44 @@ func newNodeHookLab(t *testing.T, cfg Config) (l *podLab, r *Ruleset, node4, nod
 	return l, r, node4, node6
 }
 
+// nodeCacheLab is the own-node hook lab of the verdict-cache tests: a Ruleset of cfg (one
+// queue, pod interfaces "pw*") in force at generation 1, judging a's traffic to its node
+// (input) and the node's traffic to b (output), nobody reading the queue.
+type nodeCacheLab struct {
+	*podLab
+	t            *testing.T
+	r            *Ruleset
+	node4, node6 netip.Addr
+	judged       Window // the own-node sets in force
+}
+
+func newNodeCacheLab(t *testing.T, cfg Config) *nodeCacheLab {
+	t.Helper()
+	cfg.QueueCount, cfg.PodInterfacePrefixes = 1, []string{"pw"}
+	l, r, node4, node6 := newNodeHookLab(t, cfg)
+	n := &nodeCacheLab{podLab: l, t: t, r: r, node4: node4, node6: node6,
+		judged: Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}}
+	if err := r.ProgramSyncWindow(1, nil, nil, n.judged); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// passes opens a new UDP connection from the namespace from to dst and reports whether it
+// echoed; dropped the same, with a short wait.
+func (n *nodeCacheLab) passes(from netns.NsHandle, dst netip.Addr) bool {
+	return dialFrom(n.t, from, dst).echo(n.t)
+}
+
+func (n *nodeCacheLab) dropped(from netns.NsHandle, dst netip.Addr) bool {
+	return !dialFrom(n.t, from, dst).echoWithin(n.t, 100*time.Millisecond)
+}
+
+// udpEchoFlow is the flow of a UDP connection from src to dst's echo server.
+func udpEchoFlow(src, dst netip.Addr) flow.Flow {
+	return flow.Flow{Src: src, Dst: dst, Proto: flow.UDP, Port: echoPort}
+}
+
 // The own-node chains with real packets and nobody reading the queues (fail closed): a pod
 // of the nodeegress sets cannot open a connection to its node, the node cannot open one to
 // a pod of the nodeingress sets; everything else between pods and their node, and between
@@ -171,28 +209,17 @@ func TestLiveNodeHooks(t *testing.T) {
 // lets the very next attempt through, queued again.
 func TestLiveNodeHooksDenyCache(t *testing.T) {
 	const ttl = 10 * time.Second // the test never waits for it
-	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 111, QueueCount: 1, FailOpen: true,
-		PodInterfacePrefixes: []string{"pw"}, DenyCacheTTL: ttl})
-	judged := Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}
-	if err := r.ProgramSyncWindow(1, nil, nil, judged); err != nil {
-		t.Fatal(err)
-	}
-	passes := func(from netns.NsHandle, dst netip.Addr) bool { return dialFrom(t, from, dst).echo(t) }
-	dropped := func(from netns.NsHandle, dst netip.Addr) bool {
-		return !dialFrom(t, from, dst).echoWithin(t, 100*time.Millisecond)
-	}
-	udp := func(src, dst netip.Addr) flow.Flow {
-		return flow.Flow{Src: src, Dst: dst, Proto: flow.UDP, Port: echoPort}
-	}
+	l := newNodeCacheLab(t, Config{QueueNum: 111, FailOpen: true, DenyCacheTTL: ttl})
+	r, node4, node6, passes, dropped := l.r, l.node4, l.node6, l.passes, l.dropped
 
 	if !passes(l.a, node4) || !passes(l.node, l.addrs["b4"]) {
 		t.Fatal("fail open, nobody reading: a new connection between a pod and its node did not pass the queue")
 	}
 	c0 := mustCounters(t, r)
 	if _, err := r.AddDenied(1, []flow.Flow{
-		udp(l.addrs["a4"], node4), // a → node: input
-		udp(node4, l.addrs["b4"]), // node → b: output
-		udp(l.addrs["b4"], node4), // b → node: b is not in nodeegress
+		udpEchoFlow(l.addrs["a4"], node4), // a → node: input
+		udpEchoFlow(node4, l.addrs["b4"]), // node → b: output
+		udpEchoFlow(l.addrs["b4"], node4), // b → node: b is not in nodeegress
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +248,7 @@ func TestLiveNodeHooksDenyCache(t *testing.T) {
 	c1 = mustCounters(t, r)
 
 	// A new generation empties the cache: the very next attempt is queued (and passes).
-	if err := r.SyncWindow(2, nil, nil, judged); err != nil {
+	if err := r.SyncWindow(2, nil, nil, l.judged); err != nil {
 		t.Fatal(err)
 	}
 	if !passes(l.a, node4) || !passes(l.node, l.addrs["b4"]) {
@@ -308,27 +335,16 @@ func TestLiveNodeHooksWindow(t *testing.T) {
 // counted, never queued; a flow not in the cache (a → node over IPv6) is queued and dropped,
 // and so is the very next attempt after a new generation.
 func TestLiveNodeHooksAllowCache(t *testing.T) {
-	l, r, node4, node6 := newNodeHookLab(t, Config{QueueNum: 113, QueueCount: 1,
-		PodInterfacePrefixes: []string{"pw"}, AllowCacheTTL: 10 * time.Second})
-	judged := Window{NodeEgress: l.list("a4", "a6"), NodeIngress: l.list("b4", "b6")}
-	if err := r.ProgramSyncWindow(1, nil, nil, judged); err != nil {
-		t.Fatal(err)
-	}
-	passes := func(from netns.NsHandle, dst netip.Addr) bool { return dialFrom(t, from, dst).echo(t) }
-	dropped := func(from netns.NsHandle, dst netip.Addr) bool {
-		return !dialFrom(t, from, dst).echoWithin(t, 100*time.Millisecond)
-	}
-	udp := func(src, dst netip.Addr) flow.Flow {
-		return flow.Flow{Src: src, Dst: dst, Proto: flow.UDP, Port: echoPort}
-	}
+	l := newNodeCacheLab(t, Config{QueueNum: 113, AllowCacheTTL: 10 * time.Second})
+	r, node4, node6, passes, dropped := l.r, l.node4, l.node6, l.passes, l.dropped
 
 	if !dropped(l.a, node4) || !dropped(l.node, l.addrs["b4"]) {
 		t.Fatal("fail closed, nobody reading: a new connection between a pod and its node passed the queue")
 	}
 	c0 := mustCounters(t, r)
 	if _, err := r.AddAllowed(1, []flow.Flow{
-		udp(l.addrs["a4"], node4), // a → node: input
-		udp(node4, l.addrs["b4"]), // node → b: output
+		udpEchoFlow(l.addrs["a4"], node4), // a → node: input
+		udpEchoFlow(node4, l.addrs["b4"]), // node → b: output
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +369,7 @@ func TestLiveNodeHooksAllowCache(t *testing.T) {
 	c1 = mustCounters(t, r)
 
 	// A new generation empties the cache: the very next attempt is queued (and dropped).
-	if err := r.SyncWindow(2, nil, nil, judged); err != nil {
+	if err := r.SyncWindow(2, nil, nil, l.judged); err != nil {
 		t.Fatal(err)
 	}
 	if !dropped(l.a, node4) || !dropped(l.node, l.addrs["b4"]) {
