@@ -107,6 +107,7 @@ type Agent struct {
 	stream   decisions.Hub   // the live decision stream (observe.go)
 	deny     *kernelCache    // fills the kernel's deny cache (kernelcache.go)
 	allow    *kernelCache    // fills the kernel's allow cache (kernelcache.go)
+	table    *tableCounters  // the kernel table's counters as series (tablecounters.go)
 	reported map[string]bool // problems and conflicts logged (problems.go); under mu
 	cover    *coverage       // warns about pod interfaces anti-spoofing misses (window.go)
 	flows    *flows.Recorder
@@ -161,13 +162,14 @@ func New(cfg Config) (*Agent, error) {
 	a.revoker = conntrack.NewRevoker(conntrack.Config{Log: a.log, OnSweep: a.swept, Mark: cfg.RevokeMark})
 	a.deny = newDenyCache(cfg.DenyCacheTTL, a.log)
 	a.allow = newAllowCache(cfg.AllowCacheTTL, a.log)
+	a.table = &tableCounters{caches: []*kernelCache{a.deny, a.allow}}
 	a.restores = newRestores()
 	a.cover = newCoverage(cfg.PodInterfaces, a.log)
 	if err := a.newFlows(); err != nil {
 		return nil, err
 	}
 	a.reg.MustRegister(a.staged.metrics)
-	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, a.allow, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
+	a.reg.MustRegister(a.metrics, a.datapath, a.revoker, &a.stream, a.deny, a.allow, a.table, problemCollector{&a.inForce}, a.cover, a.flows, a.restores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c, ok := cfg.Source.(prometheus.Collector); ok {
 		a.reg.MustRegister(c)
@@ -289,7 +291,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ruleset = rs
 	a.afterApply(snap)
 	a.mu.Unlock()
-	a.cover.attach(rs)
+	a.table.attach(rs)
 	go a.cover.run(ctx)
 	// The verdict caches' adders: flows that observe handed over meanwhile wait in their
 	// queues and go in now, if their generation is still the one the sets enforce.

@@ -31,8 +31,6 @@ type cacheSet interface {
 	// it, or they return nft.ErrStale when the kernel sets enforce another generation.
 	AddDenied(gen uint64, flows []flow.Flow) (int, error)
 	AddAllowed(gen uint64, flows []flow.Flow) (int, error)
-	// Counters reads the rule counters; DenyCached and AllowCached are the caches' hits.
-	Counters() (nft.Counters, error)
 }
 
 // cachedVerdict is a flow and the policy generation that decided it.
@@ -63,13 +61,13 @@ type kernelCache struct {
 	ttl time.Duration
 	ch  chan cachedVerdict
 	log *slog.Logger
-	// write hands one batch to the kernel; hits reads the cache's hits from the counters.
+	// write hands one batch to the kernel. hits reads the cache's hits from the table's
+	// counters, exported as hitsDesc by tableCounters with the table's other counters.
 	write    func(s cacheSet, gen uint64, flows []flow.Flow) (int, error)
 	hits     func(nft.Counters) uint64
 	hitsDesc *prometheus.Desc
 
-	mu      sync.Mutex
-	set     cacheSet // set by run; nil before (the hits series is then 0)
+	mu      sync.Mutex // guards lastLog
 	lastLog time.Time
 
 	adds, drops, stale, errs prometheus.Counter
@@ -132,9 +130,6 @@ func (c *kernelCache) offer(f flow.Flow, gen uint64) bool {
 // else is waiting go in one transaction, so batches grow with the rate of verdicts and a
 // lone one is in the kernel within one netlink round trip.
 func (c *kernelCache) run(ctx context.Context, set cacheSet) {
-	c.mu.Lock()
-	c.set = set
-	c.mu.Unlock()
 	batch := make([]cachedVerdict, 0, maxCacheBatch)
 	flows := make([]flow.Flow, 0, maxCacheBatch)
 	for {
@@ -197,29 +192,16 @@ func (c *kernelCache) counters() []prometheus.Counter {
 	return []prometheus.Counter{c.adds, c.drops, c.stale, c.errs}
 }
 
-// Describe implements prometheus.Collector.
+// Describe implements prometheus.Collector: the adder's series (the hits are tableCounters').
 func (c *kernelCache) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.hitsDesc
 	for _, m := range c.counters() {
 		m.Describe(ch)
 	}
 }
 
-// Collect implements prometheus.Collector. The hits are read from the kernel now.
+// Collect implements prometheus.Collector.
 func (c *kernelCache) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.counters() {
 		m.Collect(ch)
 	}
-	c.mu.Lock()
-	set := c.set
-	c.mu.Unlock()
-	var hits uint64
-	if set != nil {
-		k, err := set.Counters()
-		if err != nil {
-			return // no series rather than a failed scrape
-		}
-		hits = c.hits(k)
-	}
-	ch <- prometheus.MustNewConstMetric(c.hitsDesc, prometheus.CounterValue, float64(hits))
 }

@@ -240,7 +240,8 @@ func TestObserveDenyCache(t *testing.T) {
 	}
 }
 
-// The deny cache's series: the agent's counters, and the kernel's drops read at scrape.
+// The deny cache's series: the agent's counters, and the kernel's drops read at scrape
+// (tableCounters, with the table's other counters).
 func TestDenyCacheMetrics(t *testing.T) {
 	a, _ := testAgent(t, func(c *Config) { c.DenyCacheTTL = 2 * time.Second })
 	if got := a.metricValue(t, "podwall_datapath_deny_cache_hits_total", ""); got != 0 {
@@ -248,6 +249,7 @@ func TestDenyCacheMetrics(t *testing.T) {
 	}
 	set := newFakeDenySet(a.inForce.Generation())
 	runDenyCache(t, a.deny, set)
+	a.table.attach(set) // as Run attaches the ruleset
 	a.observe(a.verdict(webIP, dbIP, 3306, false))
 	settle(t, a.deny, 1)
 	set.mu.Lock()
@@ -318,6 +320,7 @@ func TestAllowCacheAddsAndMetrics(t *testing.T) {
 	a, _ := testAgent(t, func(c *Config) { c.AllowCacheTTL = 2 * time.Second })
 	set := newFakeDenySet(a.inForce.Generation())
 	runDenyCache(t, a.allow, set)
+	a.table.attach(set) // as Run attaches the ruleset
 	allow := a.verdict(apiIP, dbIP, 3306, true)
 	a.observe(allow)
 	settle(t, a.allow, 1)

@@ -122,14 +122,6 @@ type coverage struct {
 	mu        sync.Mutex
 	uncovered map[string][]string // interface → "namespace/name" of its pods, last check
 	gauge     prometheus.Gauge
-	set       interface{ Counters() (nft.Counters, error) } // the ruleset once programmed
-}
-
-// attach makes Collect read the window rules' counters of set.
-func (c *coverage) attach(set interface{ Counters() (nft.Counters, error) }) {
-	c.mu.Lock()
-	c.set = set
-	c.mu.Unlock()
 }
 
 // localPod is a local pod address and whose it is.
@@ -244,40 +236,11 @@ func (c *coverage) run1() {
 	c.gauge.Set(float64(len(now)))
 }
 
-// windowQueuedDesc is the window rules' counter, read from the kernel at scrape time.
-var windowQueuedDesc = prometheus.NewDesc("podwall_datapath_window_queued_total",
-	"New packets the kernel queued by the new-pod window's rules (from or to an unknown address of the node's pod ranges).", nil, nil)
-
-// nodeQueuedDesc is the own-node chains' counter, by direction, read at scrape time.
-var nodeQueuedDesc = prometheus.NewDesc("podwall_datapath_node_queued_total",
-	"New packets the kernel queued between a local pod and its own node (egress: input hook, pod to node; ingress: output hook, node to pod).",
-	[]string{"direction"}, nil)
-
 // Describe implements prometheus.Collector.
-func (c *coverage) Describe(ch chan<- *prometheus.Desc) {
-	c.gauge.Describe(ch)
-	ch <- windowQueuedDesc
-	ch <- nodeQueuedDesc
-}
+func (c *coverage) Describe(ch chan<- *prometheus.Desc) { c.gauge.Describe(ch) }
 
-// Collect implements prometheus.Collector; counters reads the ruleset's counters (nil
-// before the table is programmed).
-func (c *coverage) Collect(ch chan<- prometheus.Metric) {
-	c.gauge.Collect(ch)
-	c.mu.Lock()
-	set := c.set
-	c.mu.Unlock()
-	var k nft.Counters
-	if set != nil {
-		var err error
-		if k, err = set.Counters(); err != nil {
-			return
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(windowQueuedDesc, prometheus.CounterValue, float64(k.Window))
-	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeEgress), "egress")
-	ch <- prometheus.MustNewConstMetric(nodeQueuedDesc, prometheus.CounterValue, float64(k.NodeIngress), "ingress")
-}
+// Collect implements prometheus.Collector.
+func (c *coverage) Collect(ch chan<- prometheus.Metric) { c.gauge.Collect(ch) }
 
 // The revoker sweeps the connections between pods and their own node that a policy can cut
 // (the same pods as the own-node sets).
